@@ -1,0 +1,76 @@
+"""The Broker seam: publish/subscribe between nodes, with each room's history.
+
+The core talks only to this interface; `MemoryBroker` serves one node, and the Redis
+implementation (scale-out) serves many. Both pass the same conformance suite
+(`tests/test_broker_conformance.py`).
+
+Guarantees every implementation gives:
+
+* **Order.** Publications to one room reach every subscriber in `seq` order; `seq` is
+  assigned by the broker, strictly increasing per room, and never reused within an epoch.
+* **At most once per node.** A subscribed node's handler sees each publication once.
+* **History.** Publications made with `history=True` are kept per room, bounded by count
+  and age, and `history(room, since)` returns exactly those with `seq > since`, or says
+  `reset` when some of them have been evicted (or `since` comes from another epoch).
+* **Ephemeral items** (`history=False`) get `seq=None` and are delivered, never replayed.
+* **No delivery to the unsubscribed.** A node receives only rooms it has subscribed to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Broker", "HistorySlice", "Publication", "PublicationHandler"]
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One item published to a room, already encoded for the client wire."""
+
+    room: str
+    seq: int | None
+    ts: int
+    type: str
+    encoded: bytes
+    priority: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySlice:
+    epoch: str
+    latest: int
+    items: list[Publication]
+    reset: bool
+
+
+PublicationHandler = Callable[[Publication], None]
+
+
+class Broker(Protocol):
+    def set_handler(self, handler: PublicationHandler) -> None:
+        """Install the node's single receiver for publications of subscribed rooms."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def subscribe(self, room: str) -> None:
+        """Start receiving the room's publications (idempotent)."""
+        ...
+
+    async def unsubscribe(self, room: str) -> None:
+        """Stop receiving the room's publications (idempotent)."""
+        ...
+
+    async def publish(
+        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+    ) -> Publication:
+        """Assign `seq` and `ts`, encode once, keep in history if asked, deliver to subscribers."""
+        ...
+
+    async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
+        """Items with `seq > since` (none when `since` is None), and the room's latest seq."""
+        ...

@@ -1,0 +1,87 @@
+"""`liveroom serve` and `liveroom token`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from liveroom.auth import ROLES, TokenAuthority
+from liveroom.config import Config, load_config
+from liveroom.errors import ConfigError
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "config.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args.config)
+        if args.command == "serve":
+            return _serve(config, args.host, args.port)
+        return _token(config, args)
+    except ConfigError as exc:
+        print(f"liveroom: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liveroom", description="Real-time live-room interaction server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run one node")
+    serve.add_argument("--config", help=f"TOML config file (default: ./{DEFAULT_CONFIG} if present)")
+    serve.add_argument("--host", help="address to listen on (overrides [server] host)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides [server] port)")
+    token = commands.add_parser("token", help="print a signed token (HS256 with [auth] jwt_secret)")
+    token.add_argument("--user", required=True, help="user id (claim 'sub')")
+    token.add_argument("--name", help="display name (default: the user id)")
+    token.add_argument("--role", choices=ROLES, default="viewer")
+    token.add_argument("--room", help="bind the token to one room")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default: [auth] default_ttl_s)")
+    token.add_argument("--config", help=f"TOML config file (default: ./{DEFAULT_CONFIG} if present)")
+    return parser
+
+
+def _config(path: str | None) -> Config:
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path)
+
+
+def _serve(config: Config, host: str | None, port: int | None) -> int:
+    import uvloop
+    from aiohttp import web
+
+    from liveroom.web import build_app
+
+    logging.basicConfig(
+        level=os.environ.get("LIVEROOM_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    host = host or config.server.host
+    port = port if port is not None else config.server.port
+    app = build_app(config)
+    print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        shutdown_timeout=config.server.shutdown_grace_s,
+        access_log=None,
+        loop=uvloop.new_event_loop(),
+    )
+    return 0
+
+
+def _token(config: Config, args: argparse.Namespace) -> int:
+    authority = TokenAuthority.from_config(config.auth)
+    ttl = args.ttl if args.ttl is not None else config.auth.default_ttl_s
+    print(authority.mint(args.user, args.name or args.user, args.role, args.room, ttl))
+    return 0

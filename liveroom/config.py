@@ -1,0 +1,228 @@
+"""Typed, read-only configuration: TOML file, then environment variables, loaded once.
+
+Every setting has a default here, so a node runs with no file at all. The repository's
+``config.toml`` spells the same defaults out as the reference. Each setting can be
+overridden by an environment variable: ``LIVEROOM_<SECTION>_<KEY>`` always works
+(``LIVEROOM_SERVER_PORT``), and core keys are unique across sections so the short form
+``LIVEROOM_<KEY>`` works too (``LIVEROOM_PORT``, ``LIVEROOM_JWT_SECRET``). Plugin sections
+live under ``[plugins.NAME]`` and are parsed by the plugin that owns them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from liveroom.errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "BrokerConfig",
+    "Config",
+    "DeliveryConfig",
+    "LimitsConfig",
+    "RoomConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "build_section",
+    "load_config",
+]
+
+ENV_PREFIX = "LIVEROOM_"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Browser origins allowed for CORS and the Socket.IO origin check. Empty means the
+    # server's own pages plus http(s)://localhost and 127.0.0.1 on any port.
+    allowed_origins: tuple[str, ...] = ()
+    ping_interval_s: float = 25.0
+    ping_timeout_s: float = 20.0
+    # Seconds given to connections and durable writes on SIGINT/SIGTERM.
+    shutdown_grace_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # HS256 secret. Empty: a random secret is made once and kept in jwt_secret_file,
+    # shared by `liveroom serve` and `liveroom token`.
+    jwt_secret: str = ""
+    jwt_secret_file: str = "liveroom-data/jwt.secret"
+    # Path to a PEM public key: tokens signed RS256 by the operator's auth service.
+    jwt_public_key_file: str = ""
+    default_ttl_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    # Largest command (one Socket.IO event) accepted, in bytes on the wire.
+    max_command_bytes: int = 8192
+    # Largest Engine.IO message at all; past it the connection is dropped by Engine.IO.
+    max_message_bytes: int = 1_048_576
+    max_rooms_per_connection: int = 8
+    # Commands per connection per second (token bucket), across all commands.
+    commands_per_s: float = 50.0
+    commands_burst: int = 100
+    # A plugin handler running longer is abandoned and answered `internal_error`.
+    command_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomConfig:
+    history_count: int = 1000
+    history_age_s: float = 300.0
+    online_interval_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    tick_ms: int = 50
+    # Past this many bytes waiting in a connection's outbound buffer, it is closed
+    # with reason `slow_consumer`.
+    outbound_buffer_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    kind: str = "embedded"
+    sqlite_path: str = "liveroom-data/liveroom.db"
+    # SQLite `synchronous`: "normal" survives a process kill (SIGKILL) in WAL mode;
+    # "full" also survives power loss, at a cost per commit.
+    sqlite_synchronous: str = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    kind: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    room: RoomConfig = field(default_factory=RoomConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    # Raw `[plugins.NAME]` tables (with env overrides applied); each plugin types its own.
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+T = TypeVar("T")
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (if any) and apply environment overrides."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    sections: dict[str, Any] = {}
+    short_names = _short_env_names()
+    for f in dataclasses.fields(Config):
+        if f.name == "plugins":
+            continue
+        table = dict(_table(raw, f.name))
+        section_type = _section_type(f.name)
+        for key in (sf.name for sf in dataclasses.fields(section_type)):
+            value = environ.get(f"{ENV_PREFIX}{f.name}_{key}".upper())
+            if value is None and short_names[key] == f.name:
+                value = environ.get(f"{ENV_PREFIX}{key}".upper())
+            if value is not None:
+                table[key] = value
+        sections[f.name] = build_section(section_type, table, f.name)
+    unknown = set(raw) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    return Config(**sections, plugins=_plugin_tables(raw, environ))
+
+
+def build_section(section_type: type[T], table: Mapping[str, Any], where: str) -> T:
+    """Build a frozen dataclass from a TOML table, converting env strings and checking types."""
+    hints = typing.get_type_hints(section_type)
+    names = {f.name for f in dataclasses.fields(section_type)}  # type: ignore[arg-type]
+    unknown = set(table) - names
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {key: _coerce(hints[key], value, f"[{where}] {key}") for key, value in table.items()}
+    return section_type(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(typing.get_args(hint)[0], item, where) for item in value)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce(next(a for a in typing.get_args(hint) if a is not type(None)), value, where)
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(value, bool):
+            return value
+    elif hint in (int, float):
+        try:
+            number = hint(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            if hint is int and not float(number).is_integer():
+                raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+            return hint(number)
+    elif hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _section_type(name: str) -> type[Any]:
+    hint = typing.get_type_hints(Config)[name]
+    assert isinstance(hint, type)
+    return hint
+
+
+def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return table
+
+
+def _short_env_names() -> dict[str, str]:
+    """key -> section, for the LIVEROOM_<KEY> short form (core keys are unique)."""
+    names: dict[str, str] = {}
+    for f in dataclasses.fields(Config):
+        if f.name != "plugins":
+            for sf in dataclasses.fields(_section_type(f.name)):
+                names.setdefault(sf.name, f.name)
+    return names
+
+
+def _plugin_tables(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    tables = {name: dict(table) for name, table in _table(raw, "plugins").items() if isinstance(table, dict)}
+    prefix = f"{ENV_PREFIX}PLUGINS_"
+    for key, value in environ.items():
+        if key.startswith(prefix):
+            plugin, _, setting = key[len(prefix) :].lower().partition("_")
+            if setting:
+                tables.setdefault(plugin, {})[setting] = value
+    return tables

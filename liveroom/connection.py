@@ -1,0 +1,77 @@
+"""One client connection: who it is, which rooms it joined, and how bytes reach it.
+
+A WebSocket connection is written to directly: the same pre-built frame for every member
+of a room, one `transport.write` per connection per tick, no task or queue per recipient.
+A long-polling connection (rare; browsers upgrade) gets the message through Engine.IO's
+own queue. Either way the outbound buffer is bounded: past the limit the connection is
+marked slow, and the hub closes it with reason `slow_consumer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from liveroom.auth import Identity
+from liveroom.ratelimit import TokenBucket
+
+__all__ = ["Connection"]
+
+# Engine.IO queues hold packets, not bytes: a polling client may have this many waiting.
+MAX_POLLING_BACKLOG = 256
+
+
+class Connection:
+    __slots__ = (
+        "bucket",
+        "closing",
+        "eio_sid",
+        "eio_socket",
+        "identity",
+        "limit_bytes",
+        "rooms",
+        "sid",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        sid: str,
+        eio_sid: str,
+        identity: Identity,
+        eio_socket: Any,
+        bucket: TokenBucket,
+        limit_bytes: int,
+    ) -> None:
+        self.sid = sid
+        self.eio_sid = eio_sid
+        self.identity = identity
+        self.eio_socket = eio_socket
+        self.bucket = bucket
+        self.limit_bytes = limit_bytes
+        self.rooms: set[str] = set()
+        # Set once the connection runs over WebSocket (at once, or after the polling upgrade).
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+
+    def deliver(self, frame: bytes, message: bytes) -> bool:
+        """Send one Engine.IO message (`frame` is it as a WebSocket frame). False if too slow."""
+        transport = self.transport
+        if transport is not None and self.eio_socket.upgraded:
+            if transport.is_closing():
+                return True
+            if transport.get_write_buffer_size() > self.limit_bytes:
+                return False
+            transport.write(frame)
+            return True
+        return self._queue_polling(message)
+
+    def _queue_polling(self, message: bytes) -> bool:
+        from engineio import packet as eio_packet
+
+        queue = self.eio_socket.queue
+        if queue.qsize() > MAX_POLLING_BACKLOG:
+            return False
+        # The Engine.IO packet type ("4", message) is added back by its encoder.
+        queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=message[1:].decode()))
+        return True

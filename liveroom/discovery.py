@@ -1,0 +1,67 @@
+"""Finding and building plugins: built-ins by name, third parties by entry point.
+
+Built-ins are on unless their section says `enabled = false`. A third-party plugin (entry
+point group `liveroom.plugins`) is on when its `[plugins.NAME]` section exists and does
+not say `enabled = false`. Anything wrong here stops start-up with a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from liveroom.config import build_section
+from liveroom.errors import ConfigError
+from liveroom.plugin import Plugin, PluginHost
+
+__all__ = ["ENTRY_POINT_GROUP", "available_plugins", "load_plugins"]
+
+ENTRY_POINT_GROUP = "liveroom.plugins"
+# The built-ins live in the repository's plugins/ folder, installed as liveroom.plugins.
+BUILTIN = {
+    "danmaku": "liveroom.plugins.danmaku:DanmakuPlugin",
+}
+
+
+def available_plugins() -> dict[str, str]:
+    """name -> "module:Class", built-ins first; an entry point may not shadow a built-in."""
+    found = dict(BUILTIN)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in BUILTIN:
+            raise ConfigError(f"plugin entry point {entry.name!r} shadows a built-in plugin")
+        found[entry.name] = entry.value
+    return found
+
+
+def load_plugins(tables: Mapping[str, Mapping[str, Any]], host: PluginHost) -> list[Plugin]:
+    available = available_plugins()
+    unknown = set(tables) - set(available)
+    if unknown:
+        raise ConfigError(f"[plugins] unknown plugin(s): {', '.join(sorted(unknown))}")
+    plugins = []
+    for name, target in available.items():
+        table = dict(tables.get(name, {}))
+        enabled = table.pop("enabled", name in BUILTIN or name in tables)
+        if str(enabled).lower() in ("false", "0", "no", "off"):
+            continue
+        plugins.append(_build(name, target, table, host))
+    return plugins
+
+
+def _build(name: str, target: str, table: Mapping[str, Any], host: PluginHost) -> Plugin:
+    module_name, _, class_name = target.partition(":")
+    try:
+        plugin_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"plugin {name!r} failed to load from {target}: {exc}") from exc
+    if not (isinstance(plugin_class, type) and issubclass(plugin_class, Plugin)):
+        raise ConfigError(f"plugin {name!r}: {target} is not a liveroom.plugin.Plugin")
+    if plugin_class.name != name:
+        raise ConfigError(f"plugin {target} is named {plugin_class.name!r}, registered as {name!r}")
+    config = build_section(plugin_class.config_type, table, f"plugins.{name}")
+    try:
+        return plugin_class(config, host)
+    except Exception as exc:
+        raise ConfigError(f"plugin {name!r} failed to start: {exc}") from exc

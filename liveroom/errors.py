@@ -1,0 +1,62 @@
+"""One exception hierarchy. A `CommandError` carries the wire code sent in an error ack."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "CommandError",
+    "ConfigError",
+    "Forbidden",
+    "LiveroomError",
+    "NotJoined",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
+]
+
+
+class LiveroomError(Exception):
+    """Base of every error liveroom raises on purpose."""
+
+
+class ConfigError(LiveroomError):
+    """The configuration (file, environment, or a plugin's section) is invalid."""
+
+
+class CommandError(LiveroomError):
+    """A command failed in a way the client should be told about, with a snake_case code."""
+
+    code: str = "bad_request"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def as_error(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(CommandError):
+    code = "bad_request"
+
+
+class PayloadTooLarge(CommandError):
+    code = "payload_too_large"
+
+
+class Unauthorized(CommandError):
+    code = "unauthorized"
+
+
+class Forbidden(CommandError):
+    code = "forbidden"
+
+
+class NotJoined(CommandError):
+    code = "not_joined"
+
+
+class RateLimited(CommandError):
+    code = "rate_limited"

@@ -1,0 +1,55 @@
+"""Engine.IO / Socket.IO / WebSocket framing as bytes, built once and written many times."""
+
+from __future__ import annotations
+
+import struct
+
+import orjson
+
+__all__ = ["batch_message", "event_ack_id", "socketio_event", "ws_close_frame", "ws_text_frame"]
+
+_BATCH_HEAD = b'42["batch",{"room":'
+
+
+def batch_message(room_json: bytes, items: list[bytes]) -> bytes:
+    """The Engine.IO message text of a `batch` event, from already-encoded items."""
+    return b"".join((_BATCH_HEAD, room_json, b',"items":[', b",".join(items), b"]}]"))
+
+
+def socketio_event(event: str, data: object) -> bytes:
+    """The Engine.IO message text of a Socket.IO event on the default namespace."""
+    return b"42" + orjson.dumps([event, data])
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (server to client) carrying `payload`."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x81, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + payload
+
+
+def ws_close_frame(code: int, reason: str) -> bytes:
+    """A WebSocket close frame (server to client) with a status code and a short reason."""
+    payload = struct.pack("!H", code) + reason.encode()[:123]
+    return struct.pack("!BB", 0x88, len(payload)) + payload
+
+
+def event_ack_id(message: str) -> int | None:
+    """The ack id of a Socket.IO EVENT packet (`2[/ns,]<id>[...]`), read without decoding JSON."""
+    if not message.startswith("2"):
+        return None
+    position = 1
+    if message.startswith("/", position):
+        comma = message.find(",", position)
+        if comma < 0:
+            return None
+        position = comma + 1
+    end = position
+    while end < len(message) and end - position < 18 and message[end].isdigit():
+        end += 1
+    return int(message[position:end]) if end > position else None

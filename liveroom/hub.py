@@ -1,0 +1,218 @@
+"""The delivery engine: room membership on this node, and one batch per room per tick.
+
+Publications arrive from the broker into their room's pending list. Every tick (or at once
+for a priority item) each room with pending items is flushed: its items are joined into
+one `batch` message and one WebSocket frame, built once, and the same bytes are written
+to every member. Connections that cannot keep up are closed as `slow_consumer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from liveroom.broker import Broker, Publication
+from liveroom.clock import Clock
+from liveroom.config import DeliveryConfig, RoomConfig
+from liveroom.connection import Connection
+from liveroom.frames import batch_message, ws_text_frame
+from liveroom.metrics import Metrics
+from liveroom.protocol import encode_item
+from liveroom.room import LocalRoom
+
+__all__ = ["Hub", "JoinResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    room: LocalRoom
+    seq: int
+    epoch: str
+    missed: list[Publication]
+    reset: bool
+
+
+class Hub:
+    def __init__(
+        self,
+        broker: Broker,
+        clock: Clock,
+        metrics: Metrics,
+        delivery: DeliveryConfig,
+        room_config: RoomConfig,
+        on_slow: Callable[[Connection], None],
+    ) -> None:
+        self.rooms: dict[str, LocalRoom] = {}
+        self._broker = broker
+        self._clock = clock
+        self._metrics = metrics
+        self._tick_s = delivery.tick_ms / 1000.0
+        self._online_interval_ms = room_config.online_interval_ms
+        self._on_slow = on_slow
+        self._dirty: dict[LocalRoom, None] = {}
+        self._presence_dirty: dict[LocalRoom, None] = {}
+        self._urgent: asyncio.Handle | None = None
+        self._joining: dict[str, int] = {}
+        broker.set_handler(self._on_publication)
+
+    # -- membership ---------------------------------------------------------------------
+
+    async def join(
+        self, connection: Connection, room_id: str, since: int | None, epoch: str | None
+    ) -> JoinResult:
+        self._joining[room_id] = self._joining.get(room_id, 0) + 1
+        try:
+            while True:
+                room = await self._ready_room(room_id)
+                history = await self._broker.history(room_id, since, epoch)
+                if self.rooms.get(room_id) is not room:
+                    continue  # the room was dropped while we waited: subscribe again
+                if history.latest < room.delivered_seq:
+                    continue  # items were delivered meanwhile that this history read missed
+                room.add(connection)
+                if room.pending_seq > room.delivered_seq:
+                    room.fresh[connection] = history.latest
+                connection.rooms.add(room_id)
+                self._presence_dirty[room] = None
+                return JoinResult(room, history.latest, history.epoch, history.items, history.reset)
+        finally:
+            self._joining[room_id] -= 1
+            if not self._joining[room_id]:
+                del self._joining[room_id]
+
+    async def leave(self, connection: Connection, room_id: str) -> bool:
+        connection.rooms.discard(room_id)
+        room = self.rooms.get(room_id)
+        if room is None or not room.remove(connection):
+            return False
+        self._presence_dirty[room] = None
+        if not room.members and room_id not in self._joining:
+            del self.rooms[room_id]
+            self._metrics.rooms.set(len(self.rooms))
+            await self._broker.unsubscribe(room_id)
+        return True
+
+    async def drop(self, connection: Connection) -> None:
+        for room_id in list(connection.rooms):
+            await self.leave(connection, room_id)
+
+    async def _ready_room(self, room_id: str) -> LocalRoom:
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = LocalRoom(room_id)
+            self._metrics.rooms.set(len(self.rooms))
+            try:
+                await self._broker.subscribe(room_id)
+                latest = (await self._broker.history(room_id, None)).latest
+            except BaseException as exc:
+                self.rooms.pop(room_id, None)
+                room.ready.set_exception(exc)
+                room.ready.exception()  # retrieved here; joiners waiting on it re-raise it
+                raise
+            room.delivered_seq = max(room.delivered_seq, latest)
+            room.ready.set_result(None)
+        else:
+            await asyncio.shield(room.ready)
+        return room
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def _on_publication(self, publication: Publication) -> None:
+        room = self.rooms.get(publication.room)
+        if room is None:
+            return
+        room.pending.append(publication)
+        if publication.seq is not None:
+            room.pending_seq = publication.seq
+        self._dirty[room] = None
+        if publication.priority and self._urgent is None:
+            self._urgent = asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def send_personal(self, connection: Connection, room: LocalRoom, item_type: str, data: object) -> None:
+        """An item for one connection only (`seq: null`), written at once."""
+        item = encode_item(None, item_type, int(self._clock.now_ms()), data)
+        message = batch_message(room.id_json, [item])
+        if not connection.deliver(ws_text_frame(message), message):
+            self._on_slow(connection)
+        self._metrics.items_sent.inc()
+        self._metrics.batches_sent.inc()
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += self._tick_s
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            if loop.time() - next_tick > self._tick_s:
+                next_tick = loop.time()  # we fell behind: do not try to catch up in a burst
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not stop delivery
+                log.exception("delivery tick failed")
+
+    async def tick(self) -> None:
+        started = self._clock.monotonic()
+        await self._publish_presence()
+        self._flush_now()
+        self._metrics.tick_seconds.observe(self._clock.monotonic() - started)
+
+    def _flush_now(self) -> None:
+        self._urgent = None
+        dirty, self._dirty = self._dirty, {}
+        slow: list[Connection] = []
+        for room in dirty:
+            self._flush(room, slow)
+        for connection in slow:
+            self._on_slow(connection)
+
+    def _flush(self, room: LocalRoom, slow: list[Connection]) -> None:
+        publications = room.take_pending()
+        fresh, room.fresh = room.fresh, {}
+        if not publications or not room.members:
+            return
+        message = batch_message(room.id_json, [p.encoded for p in publications])
+        frame = ws_text_frame(message)
+        sent = 0
+        for connection in room.members:
+            if connection in fresh:
+                sent += self._deliver_unseen(room, connection, publications, fresh[connection], slow)
+            elif connection.deliver(frame, message):
+                sent += len(publications)
+            else:
+                slow.append(connection)
+        self._metrics.items_sent.inc(sent)
+        self._metrics.batches_sent.inc(len(room.members))
+
+    def _deliver_unseen(
+        self,
+        room: LocalRoom,
+        connection: Connection,
+        publications: list[Publication],
+        seen: int,
+        slow: list[Connection],
+    ) -> int:
+        """For a member that joined this tick: only what its join ack did not already carry."""
+        unseen = [p.encoded for p in publications if p.seq is None or p.seq > seen]
+        if unseen:
+            message = batch_message(room.id_json, unseen)
+            if not connection.deliver(ws_text_frame(message), message):
+                slow.append(connection)
+        return len(unseen)
+
+    async def _publish_presence(self) -> None:
+        if not self._presence_dirty:
+            return
+        now = self._clock.now_ms()
+        for room in list(self._presence_dirty):
+            if now - room.online_sent_ms < self._online_interval_ms:
+                continue
+            del self._presence_dirty[room]
+            if room.online == room.online_sent or self.rooms.get(room.id) is not room:
+                continue
+            room.online_sent, room.online_sent_ms = room.online, now
+            await self._broker.publish(room.id, "room.online", {"count": room.online}, history=False)

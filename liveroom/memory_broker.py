@@ -1,0 +1,76 @@
+"""The in-process Broker: one node, history in memory, delivery by direct call."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from liveroom.broker import HistorySlice, Publication, PublicationHandler
+from liveroom.clock import Clock
+from liveroom.history import HistoryRing
+from liveroom.protocol import encode_item
+
+__all__ = ["MemoryBroker"]
+
+
+class MemoryBroker:
+    """Implements `Broker` for one process. History lives as long as the process: a restart
+    starts a new epoch, and clients that ask with the old epoch (or a seq from it) get `reset`."""
+
+    def __init__(self, clock: Clock, history_count: int, history_age_s: float) -> None:
+        self._clock = clock
+        self._history_count = history_count
+        self._history_age_ms = history_age_s * 1000.0
+        self._rings: dict[str, HistoryRing] = {}
+        self._subscribed: set[str] = set()
+        self._handler: PublicationHandler | None = None
+        self.epoch = secrets.token_hex(4)
+
+    def set_handler(self, handler: PublicationHandler) -> None:
+        self._handler = handler
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._subscribed.clear()
+
+    async def subscribe(self, room: str) -> None:
+        self._subscribed.add(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        # The ring stays: its `latest` keeps seq from being reused within this epoch.
+        self._subscribed.discard(room)
+
+    async def publish(
+        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+    ) -> Publication:
+        ts = int(self._clock.now_ms())
+        seq: int | None = None
+        ring = None
+        if history:
+            ring = self._ring(room)
+            ring.trim(ts)
+            seq = ring.latest + 1
+        publication = Publication(room, seq, ts, item_type, encode_item(seq, item_type, ts, data), priority)
+        if ring is not None:
+            ring.append(publication)
+        if self._handler is not None and room in self._subscribed:
+            self._handler(publication)
+        return publication
+
+    async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
+        ring = self._rings.get(room)
+        if ring is None:
+            reset = since is not None and since > 0
+            return HistorySlice(self.epoch, 0, [], reset)
+        if epoch is not None and epoch != self.epoch and since is not None:
+            return HistorySlice(self.epoch, ring.latest, [], True)
+        items, reset = ring.since(since, self._clock.now_ms())
+        return HistorySlice(self.epoch, ring.latest, items, reset)
+
+    def _ring(self, room: str) -> HistoryRing:
+        ring = self._rings.get(room)
+        if ring is None:
+            ring = self._rings[room] = HistoryRing(self._history_count, self._history_age_ms)
+        return ring

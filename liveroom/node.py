@@ -1,0 +1,214 @@
+"""A liveroom node: config in, the running parts wired together, one start and one shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from liveroom.auth import TokenAuthority
+from liveroom.broker import Broker, Publication
+from liveroom.clock import Clock, SystemClock
+from liveroom.config import Config
+from liveroom.connection import Connection
+from liveroom.discovery import load_plugins
+from liveroom.dispatch import Dispatcher
+from liveroom.errors import CommandError, ConfigError, Unauthorized
+from liveroom.frames import batch_message, ws_text_frame
+from liveroom.hub import Hub
+from liveroom.memory_broker import MemoryBroker
+from liveroom.metrics import Metrics
+from liveroom.plugin import PluginHost
+from liveroom.protocol import encode_item
+from liveroom.ratelimit import TokenBucket
+from liveroom.sio import RefuseConnection, SocketServer
+from liveroom.sqlite_store import EmbeddedStore
+from liveroom.store import MemoryStore, Store
+
+__all__ = ["Node"]
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """Implements `RoomServices` for plugins; owns the socket server, hub, broker and store."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.authority = TokenAuthority.from_config(config.auth)
+        self.store = _build_store(config)
+        self.broker = _build_broker(config, self.clock)
+        self.sio = SocketServer(
+            config.limits.max_command_bytes,
+            cors_allowed_origins=[],  # the web layer sets the real check
+            ping_interval=config.server.ping_interval_s,
+            ping_timeout=config.server.ping_timeout_s,
+            max_http_buffer_size=config.limits.max_message_bytes,
+        )
+        self.hub = Hub(self.broker, self.clock, self.metrics, config.delivery, config.room, self._close_slow)
+        self.plugins = load_plugins(config.plugins, PluginHost(self.clock, self.store, self))
+        self.dispatcher = Dispatcher(
+            self.hub, self.plugins, self, self.store, self.clock, config.limits, self.metrics
+        )
+        self.connections: dict[str, Connection] = {}
+        self._by_eio: dict[str, Connection] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._all_gone = asyncio.Event()
+        self.ready = False
+        self._register_handlers()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.broker.start()
+        for plugin in self.plugins:
+            await plugin.start()
+        self._ticker = asyncio.create_task(self.hub.run(), name="liveroom-hub")
+        self.ready = True
+
+    async def close_connections(self) -> None:
+        """Tell every client why, close its transport, and give handlers a moment to finish."""
+        self.ready = False
+        if self._ticker is not None:
+            await self.hub.tick()  # flush what is pending before saying goodbye
+        for connection in list(self.connections.values()):
+            self.disconnect(connection, "server_shutdown", "the server is shutting down; reconnect shortly")
+        if self.connections:
+            self._all_gone.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), self.config.server.shutdown_grace_s)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        for plugin in reversed(self.plugins):
+            try:
+                await plugin.stop()
+            except Exception:
+                log.exception("plugin %s failed to stop", plugin.name)
+        await self.sio.shutdown()
+        await self.broker.close()
+        await self.store.close()  # flushes pending durable writes
+
+    # -- RoomServices -------------------------------------------------------------------
+
+    async def publish(
+        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+    ) -> Publication:
+        publication = await self.broker.publish(room, item_type, data, priority=priority, history=history)
+        self.metrics.publications.labels(item_type).inc()
+        return publication
+
+    def send_to_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        local = self.hub.rooms.get(room)
+        if local is None:
+            return 0
+        targets = [c for c in local.members if c.identity.user_id == user_id]
+        for connection in targets:
+            self.hub.send_personal(connection, local, item_type, data)
+        return len(targets)
+
+    def online(self, room: str) -> int:
+        local = self.hub.rooms.get(room)
+        return 0 if local is None else local.online
+
+    # -- connections --------------------------------------------------------------------
+
+    def disconnect(self, connection: Connection, code: str, message: str) -> None:
+        """Close a connection from the server side, telling the client the reason first."""
+        if connection.closing:
+            return
+        connection.closing = True
+        self.metrics.disconnects.labels(code).inc()
+        item = encode_item(
+            None, "system.disconnect", int(self.clock.now_ms()), {"code": code, "message": message}
+        )
+        farewell = ws_text_frame(batch_message(b"null", [item]))
+        if not self.sio.close_transport(connection.eio_sid, code, message, farewell):
+            task = asyncio.create_task(self.sio.eio.disconnect(connection.eio_sid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _close_slow(self, connection: Connection) -> None:
+        self.disconnect(connection, "slow_consumer", "the connection fell too far behind")
+
+    def _register_handlers(self) -> None:
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("*", self._on_event)
+        self.sio.on_transport = self._on_transport
+        self.sio.on_error = lambda code: self.metrics.errors.labels(code).inc()
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not self.ready:
+            self.metrics.errors.labels("unavailable").inc()
+            raise RefuseConnection(CommandError("the server is not accepting connections", "unavailable"))
+        try:
+            identity = self.authority.verify(auth.get("token") if isinstance(auth, dict) else None)
+        except Unauthorized as error:
+            self.metrics.errors.labels(error.code).inc()
+            raise RefuseConnection(error) from None
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        limits = self.config.limits
+        bucket = TokenBucket(limits.commands_per_s, limits.commands_burst, self.clock.monotonic())
+        connection = Connection(
+            sid,
+            eio_sid,
+            identity,
+            self.sio.eio.sockets.get(eio_sid),
+            bucket,
+            self.config.delivery.outbound_buffer_bytes,
+        )
+        connection.transport = self.sio.transports.get(eio_sid)
+        self.connections[sid] = connection
+        self._by_eio[eio_sid] = connection
+        self.metrics.connections.set(len(self.connections))
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        connection = self.connections.pop(sid, None)
+        if connection is None:
+            return
+        self._by_eio.pop(connection.eio_sid, None)
+        if connection.transport is None and connection.eio_socket is not None:
+            # A long-poll GET may still be waiting on this socket's queue: Engine.IO does not
+            # release it on a client's close, so the client would hang until its timeout.
+            connection.eio_socket.queue.put_nowait(None)
+        self.metrics.connections.set(len(self.connections))
+        if not self.connections:
+            self._all_gone.set()
+        await self.hub.drop(connection)
+
+    async def _on_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        connection = self.connections.get(sid)
+        if connection is None:
+            return {"ok": False, "error": {"code": "unauthorized", "message": "not connected"}}
+        return await self.dispatcher.dispatch(connection, event, args)
+
+    def _on_transport(self, eio_sid: str, transport: asyncio.Transport | None) -> None:
+        connection = self._by_eio.get(eio_sid)
+        if connection is not None:
+            connection.transport = transport
+
+
+def _build_store(config: Config) -> Store:
+    kind = config.store.kind
+    if kind == "embedded":
+        return EmbeddedStore(config.store.sqlite_path, config.store.sqlite_synchronous)
+    if kind == "memory":
+        return MemoryStore()
+    raise ConfigError(f"[store] kind must be 'embedded' or 'memory', not {kind!r}")
+
+
+def _build_broker(config: Config, clock: Clock) -> Broker:
+    if config.broker.kind == "memory":
+        return MemoryBroker(clock, config.room.history_count, config.room.history_age_s)
+    raise ConfigError(f"[broker] kind must be 'memory', not {config.broker.kind!r}")

@@ -1,0 +1,96 @@
+"""The wire protocol as pure functions: command payloads in, acks and items out. No I/O.
+
+A command is one Socket.IO event with one object argument and an ack callback. Every ack
+is `{"ok": true, ...}` or `{"ok": false, "error": {"code", "message"}}`. Server to client,
+items travel in `batch` events: `{"room", "items": [{"seq", "type", "ts", "data"}]}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import orjson
+
+from liveroom.errors import BadRequest, CommandError
+
+__all__ = [
+    "ROOM_ID_PATTERN",
+    "JoinPayload",
+    "LeavePayload",
+    "RoomId",
+    "RoomPayload",
+    "TimePayload",
+    "decode_payload",
+    "encode_item",
+    "error_ack",
+    "ok_ack",
+]
+
+ROOM_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPayload:
+    """Any command addressed to a room carries at least this."""
+
+    room: RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPayload:
+    room: RoomId
+    since: Seq | None = None
+    # The `epoch` from an earlier join ack: a different one means `since` is from another history.
+    epoch: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeavePayload:
+    room: RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class TimePayload:
+    pass
+
+
+def decode_payload(payload_type: type[P], raw: object) -> P:
+    """Validate a command's argument into its typed payload, or raise `BadRequest`."""
+    if not isinstance(raw, dict):
+        raise BadRequest(f"the command takes one JSON object, got {_json_kind(raw)}")
+    try:
+        return msgspec.convert(raw, payload_type, strict=True)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(_friendly(str(exc))) from None
+
+
+def ok_ack(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def error_ack(error: CommandError) -> dict[str, Any]:
+    return {"ok": False, "error": error.as_error()}
+
+
+def encode_item(seq: int | None, item_type: str, ts: int, data: Any) -> bytes:
+    """One item as JSON bytes: encoded once, then copied into every batch that carries it."""
+    return orjson.dumps({"seq": seq, "type": item_type, "ts": ts, "data": data})
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _friendly(message: str) -> str:
+    # msgspec says "Expected `str`, got `int` - at `$.room`"; keep it, but name the field plainly.
+    return message.replace("`$.", "`").replace("`$`", "the payload")

@@ -1,0 +1,143 @@
+"""The Socket.IO adapter: python-socketio speaks the protocol, liveroom writes the bytes.
+
+python-socketio keeps the handshake, namespaces, acks and client compatibility. Two things
+go below it: once a connection runs over WebSocket, every Socket.IO packet for it (acks,
+and the hub's pre-built batch frames) is written straight to its transport, in order,
+with no per-packet queue or task; and an oversized command is answered `payload_too_large`
+from its header alone, before any JSON is decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import socketio
+from aiohttp import WSCloseCode, web
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from socketio import packet as sio_packet
+
+from liveroom.errors import CommandError, PayloadTooLarge
+from liveroom.frames import event_ack_id, ws_close_frame, ws_text_frame
+from liveroom.protocol import error_ack
+
+__all__ = ["OrjsonWire", "RefuseConnection", "SocketServer"]
+
+log = logging.getLogger(__name__)
+
+
+class OrjsonWire:
+    """The JSON module python-socketio encodes and decodes packets with."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
+
+
+class RefuseConnection(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
+    """A connect error whose data is `{"code", "message"}` (and the same under `data`,
+    which is where the JavaScript client exposes it: `err.data.code`)."""
+
+    def __init__(self, error: CommandError) -> None:
+        super().__init__(error.message)
+        self.error_args = {**error.as_error(), "data": error.as_error()}
+
+
+class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """`socketio.AsyncServer` that writes to WebSocket transports directly."""
+
+    def __init__(self, max_command_bytes: int, **kwargs: Any) -> None:
+        super().__init__(async_mode="aiohttp", json=OrjsonWire, **kwargs)
+        self.max_command_bytes = max_command_bytes
+        # Engine.IO sid -> the WebSocket's transport, while the WebSocket is open.
+        self.transports: dict[str, asyncio.Transport] = {}
+        self.on_transport: Callable[[str, asyncio.Transport | None], None] = lambda sid, transport: None
+        self.on_error: Callable[[str], None] = lambda code: None
+        self.eio._async = {**self.eio._async, "websocket": _direct_websocket_class(self)}
+
+    def direct_transport(self, eio_sid: str) -> asyncio.Transport | None:
+        transport = self.transports.get(eio_sid)
+        socket = self.eio.sockets.get(eio_sid)
+        if transport is None or socket is None or not socket.upgraded or transport.is_closing():
+            return None
+        return transport
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        transport = self.direct_transport(eio_sid)
+        if transport is not None:
+            encoded = pkt.encode()
+            if isinstance(encoded, str):
+                transport.write(ws_text_frame(b"4" + encoded.encode()))
+                return
+        await super()._send_packet(eio_sid, pkt)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if (
+            isinstance(data, str)
+            and len(data) > self.max_command_bytes
+            and eio_sid not in self._binary_packet
+        ):
+            await self._refuse_oversized(eio_sid, data)
+            return
+        await super()._handle_eio_message(eio_sid, data)
+
+    async def _refuse_oversized(self, eio_sid: str, data: str) -> None:
+        ack_id = event_ack_id(data)
+        if ack_id is None:
+            log.info("dropped an oversized packet (%d bytes) without an ack id", len(data))
+            return
+        error = PayloadTooLarge(f"a command may be at most {self.max_command_bytes} bytes")
+        await self._send_packet(
+            eio_sid, self.packet_class(sio_packet.ACK, namespace="/", id=ack_id, data=[error_ack(error)])
+        )
+        self.on_error(error.code)
+
+    def close_transport(self, eio_sid: str, code: str, message: str, frames: bytes = b"") -> bool:
+        """Write `frames`, then a WebSocket close with `code` as the reason, and close.
+
+        The client sees the transport close (not a Socket.IO disconnect), so the official
+        clients reconnect by themselves and can resume with `since`.
+        """
+        transport = self.transports.get(eio_sid)
+        if transport is None or transport.is_closing():
+            return False
+        status = WSCloseCode.GOING_AWAY if code == "server_shutdown" else WSCloseCode.POLICY_VIOLATION
+        if code == "slow_consumer":
+            transport.abort()  # its buffer is full: more bytes would only wait behind the rest
+        else:
+            transport.write(frames + ws_close_frame(status, code))
+            transport.close()
+        return True
+
+
+def _direct_websocket_class(server: SocketServer) -> type[Any]:
+    class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+        """Engine.IO's aiohttp WebSocket, made known to the server by Engine.IO sid."""
+
+        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+            request: web.Request = environ["aiohttp.request"]
+            # Batches are written pre-framed and uncompressed; a deflate context per
+            # connection would cost more CPU than the bytes it saves on a LAN or CDN hop.
+            self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+            await self._sock.prepare(request)
+            self.environ = environ
+            eio_sid: str = self.handler.__self__.sid
+            transport = request.transport
+            if transport is not None:
+                server.transports[eio_sid] = transport
+                server.on_transport(eio_sid, transport)
+            try:
+                await self.handler(self)
+            finally:
+                server.transports.pop(eio_sid, None)
+                server.on_transport(eio_sid, None)
+            return self._sock
+
+    return DirectWebSocket

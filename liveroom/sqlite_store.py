@@ -1,0 +1,177 @@
+"""The embedded store: counters in memory, durable records in SQLite (WAL) on a writer thread.
+
+The event loop never touches the disk: writes go to one thread that commits whatever is
+waiting as one transaction (group commit), then resolves each caller's future. A record
+is acknowledged only after its transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+
+from liveroom.store import MemoryStore, Record
+
+__all__ = ["EmbeddedStore"]
+
+T = TypeVar("T")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    room TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (kind, key)
+);
+CREATE INDEX IF NOT EXISTS records_by_room ON records (kind, room, position);
+"""
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
+
+
+class EmbeddedStore(MemoryStore):
+    """`Store` for one node: `MemoryStore` counters, records in a SQLite file."""
+
+    def __init__(self, path: str | Path, synchronous: str = "normal", max_batch: int = 512) -> None:
+        super().__init__()
+        self._path = Path(path)
+        self._synchronous = synchronous.upper()
+        if self._synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError("sqlite_synchronous must be normal, full or extra")
+        self._max_batch = max_batch
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="liveroom-sqlite", daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    async def put_record(self, record: Record) -> tuple[Record, bool]:
+        blob = msgpack.packb(dict(record.data), use_bin_type=True)
+
+        def insert(db: sqlite3.Connection) -> tuple[Record, bool]:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO records (kind, key, room, created_ms, data) VALUES (?, ?, ?, ?, ?)",
+                (record.kind, record.key, record.room, record.created_ms, blob),
+            )
+            if cursor.rowcount:
+                position = cursor.lastrowid or 0
+                return Record(
+                    record.kind, record.key, record.room, record.data, record.created_ms, position
+                ), True
+            existing = _fetch_one(db, record.kind, record.key)
+            assert existing is not None
+            return existing, False
+
+        return await self._submit(insert)
+
+    async def get_record(self, kind: str, key: str) -> Record | None:
+        return await self._submit(lambda db: _fetch_one(db, kind, key))
+
+    async def list_records(self, kind: str, room: str, after: int = 0, limit: int = 100) -> list[Record]:
+        def select(db: sqlite3.Connection) -> list[Record]:
+            rows = db.execute(
+                "SELECT position, kind, key, room, created_ms, data FROM records"
+                " WHERE kind = ? AND room = ? AND position > ? ORDER BY position LIMIT ?",
+                (kind, room, after, limit),
+            ).fetchall()
+            return [_record(row) for row in rows]
+
+        return await self._submit(select)
+
+    async def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._loop is None or self._thread is None:
+            raise RuntimeError("the store is not started")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((work, future))
+        return await future
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        try:
+            db = self._open()
+        except Exception as exc:  # surfaced to start(): a bad path stops start-up
+            self._loop.call_soon_threadsafe(_settle, ready, None, exc)
+            return
+        self._loop.call_soon_threadsafe(_settle, ready, None, None)
+        while self._commit_batch(db):
+            pass
+        db.close()
+
+    def _commit_batch(self, db: sqlite3.Connection) -> bool:
+        """Run every waiting job in one transaction; False once asked to stop."""
+        first = self._jobs.get()
+        jobs: list[_Job] = []
+        job = first
+        while job is not None:
+            jobs.append(job)
+            if len(jobs) >= self._max_batch:
+                break
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        results: list[tuple[Any, BaseException | None]] = []
+        db.execute("BEGIN IMMEDIATE")
+        for work, _ in jobs:
+            try:
+                db.execute("SAVEPOINT job")
+                results.append((work(db), None))
+                db.execute("RELEASE job")
+            except Exception as exc:
+                db.execute("ROLLBACK TO job")
+                results.append((None, exc))
+        db.execute("COMMIT")
+        assert self._loop is not None
+        for (_, future), (value, error) in zip(jobs, results, strict=True):
+            self._loop.call_soon_threadsafe(_settle, future, value, error)
+        return job is not None
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.executescript(_SCHEMA)
+        return db
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def _fetch_one(db: sqlite3.Connection, kind: str, key: str) -> Record | None:
+    row = db.execute(
+        "SELECT position, kind, key, room, created_ms, data FROM records WHERE kind = ? AND key = ?",
+        (kind, key),
+    ).fetchone()
+    return None if row is None else _record(row)
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    position, kind, key, room, created_ms, data = row
+    return Record(kind, key, room, msgpack.unpackb(data, raw=False), created_ms, position)

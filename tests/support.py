@@ -1,0 +1,149 @@
+"""Test helpers: a real liveroom server in a subprocess, and real Socket.IO viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+from liveroom.auth import Role, TokenAuthority
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+AUTHORITY = TokenAuthority(SECRET)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def token(
+    user: str, role: Role = "viewer", room: str | None = None, ttl: float = 600, name: str | None = None
+) -> str:
+    return AUTHORITY.mint(user, name or user.title(), role, room, ttl)
+
+
+class ServerProcess:
+    """`liveroom serve` as a real process, on a free port, with its own data directory."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "LIVEROOM_JWT_SECRET": SECRET,
+            "LIVEROOM_SQLITE_PATH": str(data_dir / "liveroom.db"),
+            "LIVEROOM_SHUTDOWN_GRACE_S": "3",
+            "LIVEROOM_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"server-{self.port}.log"
+
+    def start(self) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "liveroom", "serve", "--port", str(self.port)],
+                env=self.env,
+                cwd=self.data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not become ready: {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Viewer:
+    """A python-socketio AsyncClient that keeps every batch item it receives."""
+
+    def __init__(
+        self, url: str, user: str, role: Role = "viewer", room: str | None = None, **client: Any
+    ) -> None:
+        self.url = url
+        self.user = user
+        self.token = token(user, role, room)
+        self.client = socketio.AsyncClient(**client)
+        self.items: list[dict[str, Any]] = []
+        self.batches: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self.client.on("batch", self._on_batch)
+
+    def _on_batch(self, batch: dict[str, Any]) -> None:
+        self.batches.append(batch)
+        self.items.extend(batch["items"])
+        self._changed.set()
+
+    async def connect(self, transports: list[str] | None = None) -> Viewer:
+        await self.client.connect(
+            self.url, auth={"token": self.token}, transports=transports or ["websocket"], wait_timeout=10
+        )
+        return self
+
+    async def call(self, event: str, *args: Any, timeout: float = 10) -> Any:
+        return (
+            await self.client.call(event, *args, timeout=timeout)
+            if args
+            else await self.client.call(event, timeout=timeout)
+        )
+
+    async def join(self, room: str, since: int | None = None, **extra: Any) -> dict[str, Any]:
+        ack = await self.call("join", {"room": room, "since": since, **extra})
+        assert ack["ok"], ack
+        return ack  # type: ignore[no-any-return]
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 10
+    ) -> list[dict[str, Any]]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = [item for item in self.items if predicate(item)]
+            if len(found) >= count:
+                return found
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{self.user}: wanted {count} matching items, have {found}; all: {self.items}"
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def of_type(self, item_type: str) -> list[dict[str, Any]]:
+        return [item for item in self.items if item["type"] == item_type]
+
+    async def close(self) -> None:
+        if self.client.connected:
+            await self.client.disconnect()
