@@ -3,8 +3,9 @@
 Every setting has a default here, so a node runs with no file at all. The repository's
 ``config.toml`` spells the same defaults out as the reference. Each setting can be
 overridden by an environment variable: ``LIVEROOM_<SECTION>_<KEY>`` always works
-(``LIVEROOM_SERVER_PORT``), and core keys are unique across sections so the short form
-``LIVEROOM_<KEY>`` works too (``LIVEROOM_PORT``, ``LIVEROOM_JWT_SECRET``). Plugin sections
+(``LIVEROOM_SERVER_PORT``), and the short form
+``LIVEROOM_<KEY>`` works for every key that only one section has (``LIVEROOM_PORT``,
+``LIVEROOM_JWT_SECRET``; not ``kind``, which both [store] and [broker] have). Plugin sections
 live under ``[plugins.NAME]`` and are parsed by the plugin that owns them.
 """
 
@@ -208,12 +209,12 @@ def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _short_env_names() -> dict[str, str]:
-    """key -> section, for the LIVEROOM_<KEY> short form (core keys are unique)."""
+    """key -> section, for the LIVEROOM_<KEY> short form; a key found in two sections has none."""
     names: dict[str, str] = {}
     for f in dataclasses.fields(Config):
         if f.name != "plugins":
             for sf in dataclasses.fields(_section_type(f.name)):
-                names.setdefault(sf.name, f.name)
+                names[sf.name] = "" if sf.name in names else f.name
     return names
 
 

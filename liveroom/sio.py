@@ -20,7 +20,7 @@ from aiohttp import WSCloseCode, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
-from liveroom.errors import CommandError, PayloadTooLarge
+from liveroom.errors import BadRequest, CommandError, PayloadTooLarge
 from liveroom.frames import event_ack_id, ws_close_frame, ws_text_frame
 from liveroom.protocol import error_ack
 
@@ -86,7 +86,29 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         ):
             await self._refuse_oversized(eio_sid, data)
             return
-        await super()._handle_eio_message(eio_sid, data)
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError:  # not JSON (NaN, Infinity, truncated...) or not a Socket.IO packet
+            ack_id = event_ack_id(data) if isinstance(data, str) else None
+            if ack_id is not None:
+                await self._send_error_ack(eio_sid, ack_id, BadRequest("the packet is not valid JSON"))
+            self.on_error("bad_request")
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
+        # python-socketio would index data[0] blindly, and route reserved names ("connect",
+        # "disconnect", ...) to its own handlers without an ack: answer those here instead.
+        if (
+            not isinstance(data, list)
+            or not data
+            or not isinstance(data[0], str)
+            or data[0] in self.reserved_events
+        ):
+            if id is not None:
+                error = BadRequest("an event needs a name that is not reserved by Socket.IO")
+                await self._send_error_ack(eio_sid, id, error)
+            self.on_error("bad_request")
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _refuse_oversized(self, eio_sid: str, data: str) -> None:
         ack_id = event_ack_id(data)
@@ -94,10 +116,12 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             log.info("dropped an oversized packet (%d bytes) without an ack id", len(data))
             return
         error = PayloadTooLarge(f"a command may be at most {self.max_command_bytes} bytes")
-        await self._send_packet(
-            eio_sid, self.packet_class(sio_packet.ACK, namespace="/", id=ack_id, data=[error_ack(error)])
-        )
+        await self._send_error_ack(eio_sid, ack_id, error)
         self.on_error(error.code)
+
+    async def _send_error_ack(self, eio_sid: str, ack_id: int, error: CommandError) -> None:
+        ack = self.packet_class(sio_packet.ACK, namespace="/", id=ack_id, data=[error_ack(error)])
+        await self._send_packet(eio_sid, ack)
 
     def close_transport(self, eio_sid: str, code: str, message: str, frames: bytes = b"") -> bool:
         """Write `frames`, then a WebSocket close with `code` as the reason, and close.
@@ -139,5 +163,15 @@ def _direct_websocket_class(server: SocketServer) -> type[Any]:
                 server.transports.pop(eio_sid, None)
                 server.on_transport(eio_sid, None)
             return self._sock
+
+        async def wait(self) -> str | bytes:
+            # Engine.IO ends the whole connection, with a traceback, on a text frame that is
+            # not an Engine.IO packet; a client sending garbage gets it skipped instead.
+            while True:
+                data: str | bytes = await super().wait()
+                if isinstance(data, bytes) or (data and data[0] in "0123456"):
+                    return data
+                log.info("skipped a frame that is not an Engine.IO packet")
+                server.on_error("bad_request")
 
     return DirectWebSocket

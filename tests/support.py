@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -136,10 +137,8 @@ class Viewer:
                     f"{self.user}: wanted {count} matching items, have {found}; all: {self.items}"
                 )
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
     def of_type(self, item_type: str) -> list[dict[str, Any]]:
         return [item for item in self.items if item["type"] == item_type]

@@ -1,0 +1,109 @@
+"""The Broker contract (see liveroom/broker.py), run against every implementation.
+
+The Redis broker joins the `broker` fixture's parameters when it lands; the assertions
+are the contract and stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from liveroom.broker import Broker, Publication
+from liveroom.memory_broker import MemoryBroker
+from liveroom.testing import FakeClock
+
+
+@pytest.fixture(params=["memory"])
+async def broker(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Broker]:
+    made = MemoryBroker(clock, history_count=5, history_age_s=60)
+    await made.start()
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start_ms=1_000_000)
+
+
+def collect(broker: Broker) -> list[Publication]:
+    received: list[Publication] = []
+    broker.set_handler(received.append)
+    return received
+
+
+async def test_seq_is_assigned_in_order_and_delivered_once_in_order(broker: Broker) -> None:
+    received = collect(broker)
+    await broker.subscribe("a")
+    await broker.subscribe("a")  # idempotent: still delivered once
+    published = [await broker.publish("a", "t.x", {"n": n}) for n in range(4)]
+    assert [p.seq for p in published] == [1, 2, 3, 4]
+    assert [p.seq for p in received] == [1, 2, 3, 4]
+    assert orjson.loads(received[0].encoded) == {
+        "seq": 1,
+        "type": "t.x",
+        "ts": received[0].ts,
+        "data": {"n": 0},
+    }
+
+
+async def test_rooms_have_their_own_seq_and_only_subscribed_rooms_arrive(broker: Broker) -> None:
+    received = collect(broker)
+    await broker.subscribe("a")
+    await broker.publish("b", "t.x", {})
+    assert (await broker.publish("a", "t.x", {})).seq == 1
+    assert (await broker.publish("b", "t.x", {})).seq == 2
+    assert [p.room for p in received] == ["a"]
+    await broker.unsubscribe("a")
+    await broker.publish("a", "t.x", {})
+    assert len(received) == 1
+
+
+async def test_ephemeral_items_have_no_seq_and_are_not_replayed(broker: Broker) -> None:
+    received = collect(broker)
+    await broker.subscribe("a")
+    await broker.publish("a", "t.keep", {})
+    ephemeral = await broker.publish("a", "room.online", {"count": 3}, history=False)
+    assert ephemeral.seq is None and received[-1].seq is None
+    history = await broker.history("a", 0)
+    assert [p.type for p in history.items] == ["t.keep"] and history.latest == 1
+
+
+async def test_history_since_and_reset_by_count_and_age(broker: Broker, clock: FakeClock) -> None:
+    for n in range(7):
+        await broker.publish("a", "t.x", {"n": n})
+    window = await broker.history("a", 4)
+    assert [p.seq for p in window.items] == [5, 6, 7] and not window.reset and window.latest == 7
+    assert (await broker.history("a", 1)).reset  # seq 2 fell out of the 5-item window
+    assert (await broker.history("a", 2)).items[0].seq == 3
+    assert (await broker.history("a", None)).items == []
+    clock.advance(61_000)
+    aged = await broker.history("a", 6)
+    assert aged.reset and aged.items == []
+    assert not (await broker.history("a", 7)).reset
+
+
+async def test_since_from_another_epoch_resets(broker: Broker) -> None:
+    await broker.publish("a", "t.x", {})
+    current = await broker.history("a", 0)
+    assert not current.reset
+    assert (await broker.history("a", 0, epoch=current.epoch)).items
+    assert (await broker.history("a", 0, epoch="another-epoch")).reset
+    assert (await broker.history("never-used", 3)).reset
+
+
+async def test_seq_is_not_reused_after_everyone_unsubscribes(broker: Broker) -> None:
+    await broker.subscribe("a")
+    await broker.publish("a", "t.x", {})
+    await broker.unsubscribe("a")
+    assert (await broker.publish("a", "t.x", {})).seq == 2
+
+
+async def test_priority_flag_travels(broker: Broker) -> None:
+    received = collect(broker)
+    await broker.subscribe("a")
+    await broker.publish("a", "t.x", {}, priority=True)
+    assert received[0].priority
