@@ -14,6 +14,10 @@ Guarantees every implementation gives:
   `reset` when some of them have been evicted (or `since` comes from another epoch).
 * **Ephemeral items** (`history=False`) get `seq=None` and are delivered, never replayed.
 * **No delivery to the unsubscribed.** A node receives only rooms it has subscribed to.
+* **Broken continuity is announced.** When a broker cannot guarantee the next item follows
+  the last one delivered (the room's history started over in a new epoch, or items were
+  lost beyond the history window), it delivers a `room.reset` publication (`seq=None`,
+  data `{"epoch"}`) before going on; `seq` may then start again from 1.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Broker", "HistorySlice", "Publication", "PublicationHandler"]
+__all__ = ["RESET_TYPE", "Broker", "HistorySlice", "Publication", "PublicationHandler"]
+
+RESET_TYPE = "room.reset"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ __all__ = [
     "Config",
     "DeliveryConfig",
     "LimitsConfig",
+    "RedisConfig",
     "RoomConfig",
     "ServerConfig",
     "StoreConfig",
@@ -103,8 +104,19 @@ class StoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
+    # "memory" for one node; "redis" to share rooms between nodes through [redis].
     kind: str = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    # redis://host:port/db, or rediss:// for TLS.
+    url: str = "redis://127.0.0.1:6379/0"
+    # Redis Cluster: keys are hash-tagged per room, pub/sub is sharded (SPUBLISH).
+    cluster: bool = False
+    key_prefix: str = "lr"
+    # An idle room's seq counter and epoch are forgotten after this long.
+    meta_ttl_s: int = 604800
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     # Raw `[plugins.NAME]` tables (with env overrides applied); each plugin types its own.
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

@@ -12,6 +12,7 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "Unauthorized",
+    "Unavailable",
 ]
 
 
@@ -60,3 +61,9 @@ class NotJoined(CommandError):
 
 class RateLimited(CommandError):
     code = "rate_limited"
+
+
+class Unavailable(CommandError):
+    """A backend the command needs (Redis) cannot be reached; nothing was done."""
+
+    code = "unavailable"

@@ -209,6 +209,19 @@ def _build_store(config: Config) -> Store:
 
 
 def _build_broker(config: Config, clock: Clock) -> Broker:
+    room = config.room
     if config.broker.kind == "memory":
-        return MemoryBroker(clock, config.room.history_count, config.room.history_age_s)
-    raise ConfigError(f"[broker] kind must be 'memory', not {config.broker.kind!r}")
+        return MemoryBroker(clock, room.history_count, room.history_age_s)
+    if config.broker.kind == "redis":
+        from liveroom.redis_broker import RedisBroker, connect_redis
+
+        redis = connect_redis(config.redis.url, config.redis.cluster)
+        return RedisBroker(
+            redis,
+            clock,
+            room.history_count,
+            room.history_age_s,
+            prefix=config.redis.key_prefix,
+            meta_ttl_s=config.redis.meta_ttl_s,
+        )
+    raise ConfigError(f"[broker] kind must be 'memory' or 'redis', not {config.broker.kind!r}")

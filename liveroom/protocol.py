@@ -22,6 +22,7 @@ __all__ = [
     "RoomId",
     "RoomPayload",
     "TimePayload",
+    "assemble_item",
     "decode_payload",
     "encode_item",
     "error_ack",
@@ -80,7 +81,26 @@ def error_ack(error: CommandError) -> dict[str, Any]:
 
 def encode_item(seq: int | None, item_type: str, ts: int, data: Any) -> bytes:
     """One item as JSON bytes: encoded once, then copied into every batch that carries it."""
-    return orjson.dumps({"seq": seq, "type": item_type, "ts": ts, "data": data})
+    return assemble_item(seq, item_type, ts, orjson.dumps(data))
+
+
+def assemble_item(seq: int | None, item_type: str, ts: int, data_json: bytes) -> bytes:
+    """The item's JSON around already-encoded `data`: a node that receives an item from
+    another node sets its `seq` without decoding and re-encoding the data."""
+    seq_json = b"null" if seq is None else str(seq).encode()
+    return b"".join(
+        (
+            b'{"seq":',
+            seq_json,
+            b',"type":',
+            orjson.dumps(item_type),
+            b',"ts":',
+            str(ts).encode(),
+            b',"data":',
+            data_json,
+            b"}",
+        )
+    )
 
 
 def _json_kind(value: object) -> str:

@@ -6,22 +6,50 @@ are the contract and stay as they are.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import orjson
 import pytest
+from redis_support import RedisServer
 
 from liveroom.broker import Broker, Publication
 from liveroom.memory_broker import MemoryBroker
+from liveroom.redis_broker import RedisBroker, connect_redis
 from liveroom.testing import FakeClock
 
 
-@pytest.fixture(params=["memory"])
-async def broker(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Broker]:
-    made = MemoryBroker(clock, history_count=5, history_age_s=60)
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def broker(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Broker]:
+    made: Broker
+    if request.param == "memory":
+        made = MemoryBroker(clock, history_count=5, history_age_s=60)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        # A fresh key prefix per test keeps tests apart on one redis-server.
+        prefix = "t" + tmp_path.name.replace("_", "")[-12:]
+        made = RedisBroker(
+            connect_redis(server.url, False), clock, history_count=5, history_age_s=60, prefix=prefix
+        )
     await made.start()
     yield made
     await made.close()
+
+
+async def settle(received: list[Publication], count: int) -> None:
+    """Delivery may be asynchronous (Redis pub/sub): wait until `count` have arrived."""
+    for _ in range(200):
+        if len(received) >= count:
+            return
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -41,6 +69,7 @@ async def test_seq_is_assigned_in_order_and_delivered_once_in_order(broker: Brok
     await broker.subscribe("a")  # idempotent: still delivered once
     published = [await broker.publish("a", "t.x", {"n": n}) for n in range(4)]
     assert [p.seq for p in published] == [1, 2, 3, 4]
+    await settle(received, 4)
     assert [p.seq for p in received] == [1, 2, 3, 4]
     assert orjson.loads(received[0].encoded) == {
         "seq": 1,
@@ -56,9 +85,12 @@ async def test_rooms_have_their_own_seq_and_only_subscribed_rooms_arrive(broker:
     await broker.publish("b", "t.x", {})
     assert (await broker.publish("a", "t.x", {})).seq == 1
     assert (await broker.publish("b", "t.x", {})).seq == 2
+    await settle(received, 1)
+    await asyncio.sleep(0.05)
     assert [p.room for p in received] == ["a"]
     await broker.unsubscribe("a")
     await broker.publish("a", "t.x", {})
+    await asyncio.sleep(0.05)
     assert len(received) == 1
 
 
@@ -67,6 +99,7 @@ async def test_ephemeral_items_have_no_seq_and_are_not_replayed(broker: Broker) 
     await broker.subscribe("a")
     await broker.publish("a", "t.keep", {})
     ephemeral = await broker.publish("a", "room.online", {"count": 3}, history=False)
+    await settle(received, 2)
     assert ephemeral.seq is None and received[-1].seq is None
     history = await broker.history("a", 0)
     assert [p.type for p in history.items] == ["t.keep"] and history.latest == 1
@@ -95,6 +128,15 @@ async def test_since_from_another_epoch_resets(broker: Broker) -> None:
     assert (await broker.history("never-used", 3)).reset
 
 
+async def test_delivered_bytes_equal_the_published_bytes(broker: Broker) -> None:
+    received = collect(broker)
+    await broker.subscribe("a")
+    published = await broker.publish("a", "t.x", {"text": "弹幕 ✓", "n": [1, 2.5, None]})
+    await settle(received, 1)
+    assert received[0].encoded == published.encoded
+    assert (await broker.history("a", 0)).items[0].encoded == published.encoded
+
+
 async def test_seq_is_not_reused_after_everyone_unsubscribes(broker: Broker) -> None:
     await broker.subscribe("a")
     await broker.publish("a", "t.x", {})
@@ -106,4 +148,5 @@ async def test_priority_flag_travels(broker: Broker) -> None:
     received = collect(broker)
     await broker.subscribe("a")
     await broker.publish("a", "t.x", {}, priority=True)
+    await settle(received, 1)
     assert received[0].priority

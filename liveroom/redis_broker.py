@@ -1,0 +1,317 @@
+"""The Redis Broker: many nodes share rooms through Redis pub/sub and Streams.
+
+* One channel per room; a node subscribes only to rooms with local members.
+* One Lua script assigns the room's next `seq`, appends the item to the room's Stream
+  (the history, trimmed to `history_count`) and publishes it, atomically, so the order
+  on the channel is the order of `seq` and every node delivers the same order.
+* Every node, the publisher included, delivers from the channel: no item is delivered
+  twice and none ahead of an older one. A gap in `seq` (a message lost while the
+  subscription was down) is filled from the Stream before delivery goes on.
+* A room's meta hash holds its `seq` counter and `epoch`; when it expires (idle room) the
+  room starts a new epoch, and clients that resume with the old one are told `reset`.
+* All keys of a room share the hash tag `{room}`, so the room lives on one slot of a
+  Redis Cluster, where sharded pub/sub (SPUBLISH/SSUBSCRIBE) is used.
+* Redis unreachable: `publish` raises `Unavailable`; the node decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+import orjson
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+
+from liveroom.broker import RESET_TYPE, HistorySlice, Publication, PublicationHandler
+from liveroom.clock import Clock
+from liveroom.errors import Unavailable
+from liveroom.protocol import assemble_item
+
+__all__ = ["RedisBroker", "connect_redis"]
+
+log = logging.getLogger(__name__)
+
+# KEYS: meta, stream, channel. ARGV: body, keep in history (0/1), max count, stream ttl (s),
+# meta ttl (s), epoch if new, sharded (0/1). Returns {seq, epoch}.
+_PUBLISH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local seq = 0
+if ARGV[2] == '1' then
+  seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'p', ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local message = seq .. ':' .. ARGV[1]
+if ARGV[7] == '1' then
+  redis.call('SPUBLISH', KEYS[3], message)
+else
+  redis.call('PUBLISH', KEYS[3], message)
+end
+return {seq, epoch}
+"""
+
+# KEYS: meta, stream. ARGV: since (or -1), epoch if new, meta ttl. Returns {epoch, latest, entries}.
+_HISTORY = """
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local latest = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local entries = {}
+local since = tonumber(ARGV[1])
+if since >= 0 and since < latest then
+  entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
+end
+return {epoch, latest, entries}
+"""
+
+
+def connect_redis(url: str, cluster: bool) -> Redis | RedisCluster:
+    if cluster:
+        return RedisCluster.from_url(url)
+    return Redis.from_url(url)
+
+
+class RedisBroker:
+    """Implements `Broker` over Redis; see the module docstring for how."""
+
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        clock: Clock,
+        history_count: int,
+        history_age_s: float,
+        *,
+        prefix: str = "lr",
+        meta_ttl_s: int = 7 * 86400,
+        node_id: str | None = None,
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._history_count = max(1, history_count)
+        self._history_age_ms = history_age_s * 1000.0
+        self._prefix = prefix
+        self._meta_ttl_s = max(1, int(meta_ttl_s))
+        self._stream_ttl_s = max(1, int(history_age_s) + 1)
+        self._sharded = isinstance(redis, RedisCluster)
+        self.node_id = node_id or secrets.token_hex(4)
+        self._handler: PublicationHandler | None = None
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._last_seq: dict[str, int] = {}
+        self._epochs: dict[str, str] = {}
+        self._publish = redis.register_script(_PUBLISH)
+        self._history = redis.register_script(_HISTORY)
+
+    def set_handler(self, handler: PublicationHandler) -> None:
+        self._handler = handler
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def _keys(self, room: str) -> tuple[str, str, str]:
+        tag = f"{self._prefix}:{{{room}}}"
+        return f"{tag}:meta", f"{tag}:hist", f"{tag}:ch"
+
+    # -- publish / history ---------------------------------------------------------------
+
+    async def publish(
+        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+    ) -> Publication:
+        ts = int(self._clock.now_ms())
+        data_json = orjson.dumps(data)
+        body = msgpack.packb([item_type, ts, data_json, priority, self.node_id], use_bin_type=True)
+        args = [
+            body,
+            int(history),
+            self._history_count,
+            self._stream_ttl_s,
+            self._meta_ttl_s,
+            secrets.token_hex(4),
+            int(self._sharded),
+        ]
+        try:
+            seq, _ = await self._publish(keys=self._keys(room), args=args)
+        except (redis_errors.RedisError, OSError) as exc:
+            raise Unavailable(f"the room bus is unreachable: {exc}") from None
+        seq_or_none = int(seq) if history else None
+        return Publication(
+            room, seq_or_none, ts, item_type, assemble_item(seq_or_none, item_type, ts, data_json), priority
+        )
+
+    async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
+        meta, stream, _ = self._keys(room)
+        try:
+            current, latest, entries = await self._history(
+                keys=(meta, stream),
+                args=(-1 if since is None else since, secrets.token_hex(4), self._meta_ttl_s),
+            )
+        except (redis_errors.RedisError, OSError) as exc:
+            raise Unavailable(f"the room history is unreachable: {exc}") from None
+        current_epoch = current.decode() if isinstance(current, bytes) else str(current)
+        latest = int(latest)
+        if since is None or since == latest:
+            return HistorySlice(current_epoch, latest, [], False)
+        if since > latest or (epoch is not None and epoch != current_epoch):
+            return HistorySlice(current_epoch, latest, [], True)
+        horizon = self._clock.now_ms() - self._history_age_ms
+        items = [p for p in (self._decode_entry(room, entry) for entry in entries) if p.ts >= horizon]
+        if not items or items[0].seq != since + 1:
+            return HistorySlice(current_epoch, latest, [], True)
+        return HistorySlice(current_epoch, latest, items, False)
+
+    def _decode_entry(self, room: str, entry: Sequence[Any]) -> Publication:
+        entry_id, fields = entry
+        seq = int(entry_id.split(b"-")[0])
+        body = (
+            fields[b"p"]
+            if isinstance(fields, dict)
+            else dict(zip(fields[::2], fields[1::2], strict=True))[b"p"]
+        )
+        return self._publication(room, seq, body)
+
+    @staticmethod
+    def _publication(room: str, seq: int | None, body: bytes) -> Publication:
+        item_type, ts, data_json, priority, _origin = msgpack.unpackb(body, raw=False)
+        return Publication(room, seq, ts, item_type, assemble_item(seq, item_type, ts, data_json), priority)
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(self, room: str) -> None:
+        assert self._pubsub is not None, "start() first"
+        channel = self._keys(room)[2]
+        if room in self._last_seq:
+            return
+        current = await self.history(room, None)
+        self._last_seq[room] = current.latest
+        self._epochs[room] = current.epoch
+        try:
+            if self._sharded:
+                await self._pubsub.ssubscribe(channel)
+            else:
+                await self._pubsub.subscribe(channel)
+        except (redis_errors.RedisError, OSError) as exc:
+            del self._last_seq[room]
+            raise Unavailable(f"cannot subscribe to the room bus: {exc}") from None
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="liveroom-redis-broker")
+
+    async def unsubscribe(self, room: str) -> None:
+        self._epochs.pop(room, None)
+        if self._last_seq.pop(room, None) is None or self._pubsub is None:
+            return
+        channel = self._keys(room)[2]
+        with contextlib.suppress(redis_errors.RedisError, OSError):
+            if self._sharded:
+                await self._pubsub.sunsubscribe(channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        lost = False
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except (redis_errors.RedisError, OSError) as exc:
+                if not lost:
+                    log.warning("room bus connection lost (%s); reconnecting", exc)
+                lost = True
+                await asyncio.sleep(0.5)
+                continue
+            if lost:  # back (redis-py has resubscribed): fetch what was published meanwhile
+                log.warning("room bus connection restored")
+                lost = False
+                await self._recover_all()
+            if message is not None and message["type"] in ("message", "smessage"):
+                await self._receive(message["channel"], message["data"])
+
+    async def _receive(self, channel: bytes, data: bytes) -> None:
+        room = channel.decode()[len(self._prefix) + 2 : -len("}:ch")]
+        last = self._last_seq.get(room)
+        if last is None:
+            return  # unsubscribed meanwhile
+        seq_text, _, body = data.partition(b":")
+        seq = int(seq_text)
+        if seq == 0:
+            self._deliver(self._publication(room, None, body))
+            return
+        if seq <= last:
+            return  # already delivered (recovered from the Stream)
+        if seq > last + 1:
+            await self._recover(room)  # fills last+1 .. seq from the Stream
+            if seq <= self._last_seq.get(room, seq):
+                return
+        self._last_seq[room] = seq
+        self._deliver(self._publication(room, seq, body))
+
+    async def _recover_all(self) -> None:
+        for room in list(self._last_seq):
+            with contextlib.suppress(Unavailable):
+                await self._recover(room)
+
+    async def _recover(self, room: str) -> None:
+        last = self._last_seq.get(room)
+        if last is None:
+            return
+        window = await self.history(room, last)
+        if window.epoch != self._epochs.get(room, window.epoch):
+            log.warning("room %s: its history started over (epoch %s)", room, window.epoch)
+            self._epochs[room] = window.epoch
+            self._last_seq[room] = 0
+            self._announce_reset(room, window.epoch)
+            window = await self.history(room, 0)
+        elif window.reset:
+            log.warning("room %s: items were lost beyond the history window", room)
+            self._last_seq[room] = window.latest
+            self._announce_reset(room, window.epoch)
+            return
+        for publication in window.items:
+            assert publication.seq is not None
+            if publication.seq > self._last_seq.get(room, publication.seq):
+                self._last_seq[room] = publication.seq
+                self._deliver(publication)
+
+    def _announce_reset(self, room: str, epoch: str) -> None:
+        """Tell the node (and through it, clients) that seq continuity is broken in this room."""
+        ts = int(self._clock.now_ms())
+        data = {"epoch": epoch}
+        self._deliver(
+            Publication(
+                room,
+                None,
+                ts,
+                RESET_TYPE,
+                assemble_item(None, RESET_TYPE, ts, orjson.dumps(data)),
+                priority=True,
+            )
+        )
+
+    def _deliver(self, publication: Publication) -> None:
+        if self._handler is not None:
+            self._handler(publication)

@@ -1,0 +1,100 @@
+"""What only the Redis broker has to prove: several nodes, one order, gaps filled, outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis_support import RedisServer
+
+from liveroom.broker import Publication
+from liveroom.clock import SystemClock
+from liveroom.errors import Unavailable
+from liveroom.redis_broker import RedisBroker, connect_redis
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[list[tuple[RedisBroker, list[Publication]]]]:
+    made = []
+    for _ in range(3):
+        broker = RedisBroker(connect_redis(redis_server.url, False), SystemClock(), 100, 60)
+        received: list[Publication] = []
+        broker.set_handler(received.append)
+        await broker.start()
+        made.append((broker, received))
+    yield made
+    for broker, _ in made:
+        await broker.close()
+
+
+async def until(condition: object, timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_three_nodes_see_one_order_once(nodes: list[tuple[RedisBroker, list[Publication]]]) -> None:
+    for broker, _ in nodes:
+        await broker.subscribe("room")
+    await asyncio.gather(
+        *(
+            broker.publish("room", "t.x", {"from": i, "n": n})
+            for n in range(30)
+            for i, (broker, _) in enumerate(nodes)
+        )
+    )
+    await until(lambda: all(len(received) == 90 for _, received in nodes))
+    orders = [[p.seq for p in received] for _, received in nodes]
+    assert orders[0] == list(range(1, 91))
+    assert orders[0] == orders[1] == orders[2]
+    assert [p.encoded for p in nodes[0][1]] == [p.encoded for p in nodes[2][1]]
+
+
+async def test_a_lost_subscription_is_filled_from_the_stream(
+    nodes: list[tuple[RedisBroker, list[Publication]]], redis_server: RedisServer
+) -> None:
+    (a, got_a), (b, _), _ = nodes
+    await a.subscribe("room")
+    await b.publish("room", "t.x", {"n": 0})
+    await until(lambda: len(got_a) == 1)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.client_kill_filter(_type="pubsub")  # a's subscription drops
+    for n in range(1, 6):
+        await b.publish("room", "t.x", {"n": n})
+    await until(lambda: len(got_a) == 6)
+    assert [p.seq for p in got_a] == [1, 2, 3, 4, 5, 6]
+    await admin.aclose()
+
+
+async def test_redis_down_means_unavailable_then_recovery(
+    nodes: list[tuple[RedisBroker, list[Publication]]], redis_server: RedisServer
+) -> None:
+    (a, got_a), (b, _), _ = nodes
+    await a.subscribe("room")
+    await b.publish("room", "t.x", {"n": 1})
+    await until(lambda: len(got_a) == 1)
+    redis_server.stop()
+    with pytest.raises(Unavailable):
+        await b.publish("room", "t.x", {"n": 2})
+    with pytest.raises(Unavailable):
+        await b.history("room", 0)
+    redis_server.start()  # same port, empty (no persistence): a new epoch
+    published = await b.publish("room", "t.x", {"n": 3})
+    history = await b.history("room", None)
+    assert published.seq == 1 and history.latest == 1
+    await until(lambda: len(got_a) >= 3, timeout=10)
+    # The restarted Redis kept nothing: a new epoch, announced, then its items in order.
+    assert got_a[1].type == "room.reset" and got_a[1].seq is None
+    assert got_a[2].encoded == published.encoded
