@@ -80,3 +80,8 @@ class Broker(Protocol):
     async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
         """Items with `seq > since` (none when `since` is None), and the room's latest seq."""
         ...
+
+    async def report_presence(self, counts: dict[str, int]) -> dict[str, int]:
+        """Report this node's distinct users per room; get back each room's total across live
+        nodes. A node that stops reporting drops out of the totals within `presence_ttl_s`."""
+        ...

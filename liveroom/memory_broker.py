@@ -69,6 +69,9 @@ class MemoryBroker:
         items, reset = ring.since(since, self._clock.now_ms())
         return HistorySlice(self.epoch, ring.latest, items, reset)
 
+    async def report_presence(self, counts: dict[str, int]) -> dict[str, int]:
+        return dict(counts)  # one node: its counts are the totals
+
     def _ring(self, room: str) -> HistoryRing:
         ring = self._rings.get(room)
         if ring is None:

@@ -79,6 +79,32 @@ return {epoch, latest, entries}
 """
 
 
+# KEYS: the room's presence hash. ARGV: node id, count, now (ms), ttl (ms).
+# Each field is a node's "count:expires_at"; expired fields are dropped as they are summed.
+_PRESENCE = """
+local now = tonumber(ARGV[3])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[4])))
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local total = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local count, expires = string.match(fields[i + 1], '(%d+):(%d+)')
+  if tonumber(expires) < now then
+    redis.call('HDEL', KEYS[1], fields[i])
+  else
+    total = total + tonumber(count)
+  end
+end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])  -- never shorten another node's lease
+end
+return total
+"""
+
+
 def connect_redis(url: str, cluster: bool) -> Redis | RedisCluster:
     if cluster:
         return RedisCluster.from_url(url)
@@ -115,6 +141,8 @@ class RedisBroker:
         self._epochs: dict[str, str] = {}
         self._publish = redis.register_script(_PUBLISH)
         self._history = redis.register_script(_HISTORY)
+        self._presence = redis.register_script(_PRESENCE)
+        self.presence_ttl_ms = 10_000
 
     def set_handler(self, handler: PublicationHandler) -> None:
         self._handler = handler
@@ -184,6 +212,24 @@ class RedisBroker:
         if not items or items[0].seq != since + 1:
             return HistorySlice(current_epoch, latest, [], True)
         return HistorySlice(current_epoch, latest, items, False)
+
+    async def report_presence(self, counts: dict[str, int]) -> dict[str, int]:
+        """One script call per room (rooms live on different cluster slots), pipelined."""
+        now = int(self._clock.now_ms())
+        rooms = list(counts)
+        try:
+            totals = await asyncio.gather(
+                *(
+                    self._presence(
+                        keys=(f"{self._prefix}:{{{room}}}:online",),
+                        args=(self.node_id, counts[room], now, self.presence_ttl_ms),
+                    )
+                    for room in rooms
+                )
+            )
+        except (redis_errors.RedisError, OSError) as exc:
+            raise Unavailable(f"presence is unreachable: {exc}") from None
+        return {room: int(total) for room, total in zip(rooms, totals, strict=True)}
 
     def _decode_entry(self, room: str, entry: Sequence[Any]) -> Publication:
         entry_id, fields = entry

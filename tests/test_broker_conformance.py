@@ -150,3 +150,9 @@ async def test_priority_flag_travels(broker: Broker) -> None:
     await broker.publish("a", "t.x", {}, priority=True)
     await settle(received, 1)
     assert received[0].priority
+
+
+async def test_presence_totals(broker: Broker) -> None:
+    assert await broker.report_presence({"a": 3, "b": 1}) == {"a": 3, "b": 1}
+    assert await broker.report_presence({"a": 2}) == {"a": 2}  # a node's report replaces its last
+    assert await broker.report_presence({"a": 0}) == {"a": 0}

@@ -98,3 +98,16 @@ async def test_redis_down_means_unavailable_then_recovery(
     # The restarted Redis kept nothing: a new epoch, announced, then its items in order.
     assert got_a[1].type == "room.reset" and got_a[1].seq is None
     assert got_a[2].encoded == published.encoded
+
+
+async def test_presence_adds_up_across_nodes_and_forgets_dead_ones(
+    nodes: list[tuple[RedisBroker, list[Publication]]],
+) -> None:
+    (a, _), (b, _), (c, _) = nodes
+    c.presence_ttl_ms = 300  # c will "die": stop reporting
+    assert (await a.report_presence({"room": 5}))["room"] == 5
+    assert (await b.report_presence({"room": 7}))["room"] == 12
+    assert (await c.report_presence({"room": 1, "other": 2})) == {"room": 13, "other": 2}
+    await asyncio.sleep(0.4)
+    assert (await a.report_presence({"room": 5}))["room"] == 12
+    assert (await b.report_presence({"room": 0}))["room"] == 5
