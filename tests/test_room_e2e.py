@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 import socketio
-
 from support import ServerProcess, Viewer, token
 
 
