@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "liveroom.plugins"
 # The built-ins live in the repository's plugins/ folder, installed as liveroom.plugins.
 BUILTIN = {
     "danmaku": "liveroom.plugins.danmaku:DanmakuPlugin",
+    "sale": "liveroom.plugins.sale:SalePlugin",
 }
 
 

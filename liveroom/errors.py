@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "Forbidden",
     "LiveroomError",
+    "NotFound",
     "NotJoined",
     "PayloadTooLarge",
     "RateLimited",
@@ -60,3 +61,7 @@ class NotJoined(CommandError):
 
 class RateLimited(CommandError):
     code = "rate_limited"
+
+
+class NotFound(CommandError):
+    code = "not_found"
