@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "liveroom.plugins"
 BUILTIN = {
     "danmaku": "liveroom.plugins.danmaku:DanmakuPlugin",
     "sale": "liveroom.plugins.sale:SalePlugin",
+    "poll": "liveroom.plugins.poll:PollPlugin",
 }
 
 
