@@ -26,6 +26,7 @@ BUILTIN = {
     "danmaku": "liveroom.plugins.danmaku:DanmakuPlugin",
     "sale": "liveroom.plugins.sale:SalePlugin",
     "poll": "liveroom.plugins.poll:PollPlugin",
+    "like": "liveroom.plugins.like:LikePlugin",
 }
 
 
