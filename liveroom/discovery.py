@@ -27,6 +27,7 @@ BUILTIN = {
     "sale": "liveroom.plugins.sale:SalePlugin",
     "poll": "liveroom.plugins.poll:PollPlugin",
     "like": "liveroom.plugins.like:LikePlugin",
+    "coupon": "liveroom.plugins.coupon:CouponPlugin",
 }
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from liveroom.errors import BadRequest, CommandError, RateLimited
-from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost
+from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost
 from liveroom.protocol import RoomId
 from liveroom.ratelimit import TokenBucket
 
@@ -59,6 +59,7 @@ class DanmakuPlugin(Plugin):
         message_id = secrets.token_hex(8)
         user = {"id": ctx.caller.user_id, "name": ctx.caller.name}
         await ctx.publish("danmaku.message", {"id": message_id, "user": user, "text": text})
+        await self.host.signals.emit(Activity(ctx.room, ctx.caller, "danmaku", 1, ctx.now_ms))
         return {"id": message_id}
 
     def _bucket(self, user_id: str) -> TokenBucket:

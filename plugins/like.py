@@ -48,9 +48,7 @@ class LikePlugin(Plugin):
         self._throttle = Throttle(host.timers, config.total_interval_ms, self._publish_total)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
-        return (
-            CommandSpec("like.send", SendPayload, self.send, summary="Send likes"),
-        )
+        return (CommandSpec("like.send", SendPayload, self.send, summary="Send likes"),)
 
     def queries(self) -> Sequence[QuerySpec]:
         return (QuerySpec("likes", self.stats, "The room's like total, per-minute counts and peak"),)
