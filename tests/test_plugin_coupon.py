@@ -94,10 +94,8 @@ async def test_drops_are_first_come_and_durable(tmp_path: Path) -> None:
     try:
         host = await joined(server, viewers, "host", room, "host")
         fans = [await joined(server, viewers, f"fan{n}", room) for n in range(3)]
-        assert (
-            code(await fans[0].call("coupon.drop", {"room": room, "title": "x", "count": 1}))
+        denied = code(await fans[0].call("coupon.drop", {"room": room, "title": "x", "count": 1}))
         assert denied == "forbidden"
-        )
         rule = (await host.call("coupon.drop", {"room": room, "title": "Flash 50%", "count": 2}))["rule"]
         [drop] = await fans[0].wait_for(lambda i: i["type"] == "coupon.drop")
         assert drop["data"] == {"rule": rule, "title": "Flash 50%", "count": 2} and drop["seq"] is not None
