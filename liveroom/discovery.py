@@ -28,6 +28,7 @@ BUILTIN = {
     "poll": "liveroom.plugins.poll:PollPlugin",
     "like": "liveroom.plugins.like:LikePlugin",
     "coupon": "liveroom.plugins.coupon:CouponPlugin",
+    "costream": "liveroom.plugins.costream:CostreamPlugin",
 }
 
 

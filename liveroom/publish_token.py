@@ -33,10 +33,12 @@ class PublishTokens:
         self._secret = secret
         self.ttl_s = ttl_s
 
-    def mint(self, user_id: str, room: str, slot: int, now_s: float | None = None) -> tuple[str, float]:
+    def mint(
+        self, user_id: str, room: str, slot: int, now_s: float | None = None, ttl_s: float | None = None
+    ) -> tuple[str, float]:
         """A token and its expiry (epoch seconds)."""
         issued = time.time() if now_s is None else now_s
-        expires = issued + self.ttl_s
+        expires = issued + (self.ttl_s if ttl_s is None else ttl_s)
         claims: dict[str, Any] = {
             "sub": user_id,
             "room": room,
