@@ -53,6 +53,7 @@ class Dispatcher:
         self._metrics = metrics
         self._timers = timers
         self._commands: dict[str, CommandSpec[Any]] = {}
+        self._counters: dict[str, Any] = {}  # command -> its metric child, looked up once
         for plugin in plugins:
             for spec in plugin.commands():
                 if spec.name in self._commands or spec.name in CORE_COMMANDS:
@@ -60,6 +61,15 @@ class Dispatcher:
                 if not spec.name.startswith(plugin.name + "."):
                     raise ValueError(f"plugin {plugin.name!r} may only declare {plugin.name}.* commands")
                 self._commands[spec.name] = spec
+
+    def _count(self, event: str) -> None:
+        counter = self._counters.get(event)
+        if counter is None:
+            known = event in CORE_COMMANDS or event in self._commands
+            counter = self._metrics.commands.labels(event if known else "unknown")
+            if known:  # unknown names are not kept: clients choose them
+                self._counters[event] = counter
+        counter.inc()
 
     @property
     def command_names(self) -> list[str]:
@@ -107,7 +117,7 @@ class Dispatcher:
         if len(args) != 1:
             raise BadRequest(f"a command takes exactly one object argument, got {len(args)}")
         raw = args[0]
-        self._metrics.commands.labels(event if event in self.command_names else "unknown").inc()
+        self._count(event)
         if event == "join":
             return await self._join(connection, decode_payload(JoinPayload, raw))
         if event == "leave":
@@ -133,7 +143,9 @@ class Dispatcher:
 
     async def _call(self, spec: CommandSpec[Any], ctx: CommandContext, payload: Any) -> Mapping[str, Any]:
         try:
-            return await asyncio.wait_for(spec.handler(ctx, payload), self._limits.command_timeout_s)
+            # asyncio.timeout, not wait_for: no extra task per command on the hot path.
+            async with asyncio.timeout(self._limits.command_timeout_s):
+                return await spec.handler(ctx, payload)
         except TimeoutError:
             log.error("command %s timed out after %ss", spec.name, self._limits.command_timeout_s)
             raise CommandError("the command took too long", "internal_error") from None

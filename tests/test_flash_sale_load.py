@@ -108,6 +108,12 @@ async def timed_buy(buyer: RawBuyer, payload: dict[str, Any]) -> tuple[Any, floa
     return ack, time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pin_cores(server_pid: int) -> None:
     """Server (every thread) on core 1, this load generator on core 0."""
     subprocess.run(["taskset", "-a", "-p", "-c", "1", str(server_pid)], check=True, capture_output=True)
@@ -133,9 +139,11 @@ async def test_flash_sale_5000_buyers_100_units(tmp_path: Path, request: pytest.
             buyers += await asyncio.gather(*(RawBuyer.connect(session, server.url, f"b{n}") for n in batch))
         await asyncio.gather(*(b.call("join", {"room": room}) for b in buyers))
         payload = {"room": room, "sale": sale, "qty": 1, "request_id": "r"}
+        cpu_before = cpu_seconds(server.process.pid)
         started = time.perf_counter()
         results = await asyncio.gather(*(timed_buy(b, payload) for b in buyers))
         span = time.perf_counter() - started
+        server_cpu = cpu_seconds(server.process.pid) - cpu_before
         acked = {ack["order"]["id"] for ack, _ in results if ack["ok"]}
         codes = {ack["error"]["code"] for ack, _ in results if not ack["ok"]}
         latencies = sorted(latency for _, latency in results)
@@ -151,6 +159,30 @@ async def test_flash_sale_5000_buyers_100_units(tmp_path: Path, request: pytest.
     print(
         f"\nflash-sale: {buyers_count} buyers, {stock} units -> {len(acked)} orders, others {codes}; "
         f"{buyers_count / span:,.0f} decisions/s over {span * 1000:.0f} ms; "
-        f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99:.1f} ms"
+        f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99:.1f} ms; "
+        f"server CPU {server_cpu:.2f} s ({buyers_count / max(server_cpu, 1e-9):,.0f} decisions/CPU-s)"
     )
     assert len(acked) == stock and codes == {"sold_out"}
+
+
+@pytest.mark.bench
+async def test_store_decisions_per_second(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The decision alone (EmbeddedStore.take_stock, SQLite group commit), without the socket layer."""
+    if "bench" not in str(request.config.getoption("markexpr", "")):
+        pytest.skip("a benchmark: run with -m bench")
+    from liveroom.sqlite_store import EmbeddedStore
+    from liveroom.stock import StockRequest
+
+    os.sched_setaffinity(0, {1})
+    store = EmbeddedStore(tmp_path / "bench.db")
+    await store.start()
+    try:
+        await store.define_stock("p", "room", 100, 1, "sale.order", 1)
+        requests = [StockRequest("p", f"u{n}", 1, "r", {"sale": "p"}, 1) for n in range(5000)]
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(*(store.take_stock(r) for r in requests))
+        span = time.perf_counter() - started
+    finally:
+        await store.close()
+    assert sum(o.status == "ok" for o in outcomes) == 100
+    print(f"\nstore decisions: 5000 over 100 units in {span * 1000:.0f} ms = {5000 / span:,.0f}/s")
