@@ -59,17 +59,27 @@ class WebhookOutbox:
                 await self._task
 
     async def _run(self) -> None:
-        cursor = 0
+        cursor, delivered = 0, await self._receipts()
         async with aiohttp.ClientSession(timeout=self._timeout) as session:
             while True:
                 self._wake.clear()
                 page = await self._store.list_records(self._kind, None, cursor, 200)
                 for record in page:
-                    if await self._store.get_record(DELIVERED_KIND, record.key) is None:
+                    if record.key not in delivered:
                         await self._deliver(session, record)
                     cursor = record.position
+                delivered.clear()  # receipts matter only for records before the cursor
                 if not page:
                     await self._wake.wait()
+
+    async def _receipts(self) -> set[str]:
+        """Keys already delivered (read once at start, not once per record)."""
+        keys: set[str] = set()
+        after = 0
+        while page := await self._store.list_records(DELIVERED_KIND, None, after, 1000):
+            keys.update(record.key for record in page)
+            after = page[-1].position
+        return keys
 
     async def _deliver(self, session: aiohttp.ClientSession, record: Record) -> None:
         backoff = self._first_backoff_s

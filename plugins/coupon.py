@@ -9,6 +9,7 @@ durable record before the user is told. The user alone hears `coupon.granted` (p
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ from .coupon_rules import CouponRule, Presence, parse_rule
 __all__ = ["CouponConfig", "CouponPlugin"]
 
 RULE_KIND, GRANT_KIND, CLAIM_KIND = "coupon.rule", "coupon.grant", "coupon.claim"
+MAX_CACHED_USERS = 200_000  # (room, user) pending-grant lists kept in memory, least recent dropped
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -79,6 +81,7 @@ class CouponPlugin(Plugin):
         self._activity: dict[tuple[str, str, str], int] = {}
         self._granted: set[tuple[str, str, str]] = set()
         self._pools: set[str] = set()
+        self._unclaimed: OrderedDict[tuple[str, str], dict[str, dict[str, Any]]] = OrderedDict()
         host.signals.listen(self._on_activity)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
@@ -101,12 +104,7 @@ class CouponPlugin(Plugin):
         for rule in rules.values():
             if rule.trigger == "watch_time":
                 self._watch(ctx.room, user, rule, since)
-        pending = []
-        for rule in rules.values():
-            grant = await ctx.store.get_record(GRANT_KIND, _grant_key(ctx.room, rule.id, user.user_id))
-            if grant is not None and await ctx.store.get_record(CLAIM_KIND, grant.key) is None:
-                pending.append(dict(grant.data))
-        return {"pending": pending}
+        return {"pending": list((await self._pending(ctx.room, user.user_id)).values())}
 
     async def on_leave(self, room: str, user: Identity, now_ms: float) -> None:
         presence = self._presence.get(room)
@@ -160,6 +158,7 @@ class CouponPlugin(Plugin):
         )
         if not created:
             raise CommandError("this coupon was already claimed", "already_claimed")
+        (await self._pending(ctx.room, ctx.caller.user_id)).pop(payload.rule, None)
         return {"grant": dict(grant.data), "claimed_at": int(ctx.now_ms)}
 
     async def list_rules(self, query: QueryContext) -> Any:
@@ -198,8 +197,25 @@ class CouponPlugin(Plugin):
             return None
         grant = {key: outcome.order.data[key] for key in ("id", "rule", "title", "user")}
         if outcome.status == "ok":
+            (await self._pending(room, user.user_id))[rule.id] = grant
             self.host.services.send_to_user(room, user.user_id, "coupon.granted", grant)
         return grant
+
+    async def _pending(self, room: str, user: str) -> dict[str, dict[str, Any]]:
+        """rule -> the user's unclaimed grant: read from the store once, then kept current."""
+        cached = self._unclaimed.get((room, user))
+        if cached is not None:
+            self._unclaimed.move_to_end((room, user))
+            return cached
+        pending: dict[str, dict[str, Any]] = {}
+        for rule in (await self._rules(room)).values():
+            grant = await self.host.store.get_record(GRANT_KIND, _grant_key(room, rule.id, user))
+            if grant is not None and await self.host.store.get_record(CLAIM_KIND, grant.key) is None:
+                pending[rule.id] = {key: grant.data[key] for key in ("id", "rule", "title", "user")}
+        pending = self._unclaimed.setdefault((room, user), pending)
+        if len(self._unclaimed) > MAX_CACHED_USERS:
+            self._unclaimed.popitem(last=False)
+        return pending
 
     async def _rules(self, room: str) -> dict[str, CouponRule]:
         rules = self._room_rules.get(room)
