@@ -133,6 +133,14 @@ class Node:
         local = self.hub.rooms.get(room)
         return 0 if local is None else local.online
 
+    async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        local = self.hub.rooms.get(room)
+        targets = [] if local is None else [c for c in local.members if c.identity.user_id == user_id]
+        self.send_to_user(room, user_id, item_type, data)
+        for connection in targets:
+            await self.dispatcher.leave(connection, room)
+        return len(targets)
+
     def members(self, room: str) -> list[Identity]:
         local = self.hub.rooms.get(room)
         if local is None:

@@ -57,6 +57,10 @@ class RoomServices(Protocol):
         """The distinct users present in the room on this node."""
         ...
 
+    async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        """Tell a user why (an item to them alone), then take their connections out of the room."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Activity:

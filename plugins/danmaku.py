@@ -97,6 +97,7 @@ class DanmakuPlugin(Plugin):
         "danmaku.unpinned",
         "danmaku.slow_mode",
         "danmaku.muted",
+        "danmaku.banned",
     )
     config: DanmakuConfig
 
@@ -174,7 +175,9 @@ class DanmakuPlugin(Plugin):
 
     async def ban(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
         until = int(ctx.now_ms + payload.duration_s * 1000)
-        return await self._act(ctx, {"action": "ban", "user": payload.user, "until": until})
+        await self._act(ctx, {"action": "ban", "user": payload.user, "until": until})
+        removed = await ctx.services.remove_user(ctx.room, payload.user, "danmaku.banned", {"until": until})
+        return {"until": until, "removed": removed}
 
     async def unban(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
         return await self._act(ctx, {"action": "unban", "user": payload.user})

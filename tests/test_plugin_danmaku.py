@@ -119,8 +119,11 @@ async def test_moderation_end_to_end(mod_server: ServerProcess, viewers: list[Vi
     assert deleted["data"] == {"id": first["id"]}
     assert code(await host.call("danmaku.delete", {**send, "id": first["id"]})) == "not_found"
 
-    assert code(await host.call("danmaku.ban", {**send, "user": "bob", "duration_s": 60})) == "ok"
-    assert code(await bob.call("danmaku.send", {**send, "text": "let me"})) == "banned"
+    banned = await host.call("danmaku.ban", {**send, "user": "bob", "duration_s": 60})
+    assert banned["ok"] and banned["removed"] == 1
+    [kicked] = await bob.wait_for(lambda i: i["type"] == "danmaku.banned")
+    assert kicked["seq"] is None and kicked["data"]["until"] == banned["until"]
+    assert code(await bob.call("danmaku.send", {**send, "text": "let me"})) == "not_joined"
     assert code(await bob.call("join", send)) == "banned"
     status, hot = api(mod_server, "GET", f"/api/rooms/{room}/danmaku/hot")
     assert status == 200 and "抢购" in {w["word"] for w in hot["words"]}
