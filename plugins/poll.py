@@ -2,7 +2,9 @@
 
 Tallies go out as `poll.tally` at most every `tally_interval_ms`; the final result
 (`poll.ended`) goes on the priority lane and is a durable record (`poll.result`).
-One open poll per room at a time, like Twitch.
+One open poll per room at a time, like Twitch. The open poll and every vote are durable
+records too (a vote is acknowledged once written), so a restart resumes the poll with its
+counts, and closes it at once if its deadline passed meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .poll_rules import Poll
 
 __all__ = ["ClosePayload", "CreatePayload", "PollConfig", "PollPlugin", "VotePayload"]
 
-RESULT_KIND = "poll.result"
+RESULT_KIND, OPEN_KIND, VOTE_KIND = "poll.result", "poll.open", "poll.vote"
 Option = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 PollId = Annotated[str, msgspec.Meta(max_length=64)]
 
@@ -67,6 +69,7 @@ class PollPlugin(Plugin):
     def __init__(self, config: PollConfig, host: PluginHost) -> None:
         super().__init__(config, host)
         self._open: dict[str, Poll] = {}  # room -> its open poll
+        self._changes: dict[tuple[str, str], int] = {}  # (poll, user) -> votes written so far
         self._tally = Throttle(host.timers, config.tally_interval_ms, self._publish_tally)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
@@ -88,6 +91,38 @@ class PollPlugin(Plugin):
         vote = None if poll is None else poll.votes.get(ctx.caller.user_id)
         return None if vote is None else {"my_vote": vote}
 
+    async def start(self) -> None:
+        """Reopen polls that were open when the node stopped, with their durable votes."""
+        after = 0
+        while page := await self.host.store.list_records(OPEN_KIND, None, after, 500):
+            for record in page:
+                if await self.host.store.get_record(RESULT_KIND, record.key) is None:
+                    await self._reopen(record)
+            after = page[-1].position
+
+    async def _reopen(self, record: Record) -> None:
+        data = record.data
+        poll = Poll(record.key, record.room, data["question"], tuple(data["options"]), data["ends_at"])
+        votes, after = {}, 0
+        while page := await self.host.store.list_records(VOTE_KIND, record.room, after, 1000):
+            for vote in page:
+                if vote.data["poll"] == poll.id:
+                    user = vote.data["user"]
+                    votes[user] = vote.data["option"]  # a later change wins
+                    self._changes[(poll.id, user)] = self._changes.get((poll.id, user), 0) + 1
+            after = page[-1].position
+        for user, option in votes.items():
+            poll.votes[user] = option
+            poll.counts[option] += 1
+        self._open[poll.room] = poll
+        self._set_deadline(poll)
+
+    def _set_deadline(self, poll: Poll) -> None:
+        async def deadline(now_ms: float) -> None:
+            await self._finish(poll, "deadline")
+
+        self.host.timers.schedule(f"poll:{poll.id}", poll.ends_at, deadline)
+
     async def create(self, ctx: CommandContext, payload: CreatePayload) -> Mapping[str, Any]:
         low, high = self.config.min_duration_s, self.config.max_duration_s
         if not low <= payload.duration_s <= high:
@@ -98,17 +133,19 @@ class PollPlugin(Plugin):
         ends_at = int(ctx.now_ms) + payload.duration_s * 1000
         poll = Poll("p-" + secrets.token_hex(6), ctx.room, payload.question, tuple(payload.options), ends_at)
         self._open[ctx.room] = poll
-
-        async def deadline(now_ms: float) -> None:
-            await self._finish(poll, "deadline")
-
-        ctx.schedule(f"poll:{poll.id}", ends_at, deadline)
+        await ctx.store.put_record(Record(OPEN_KIND, poll.id, ctx.room, poll.describe(), int(ctx.now_ms)))
+        self._set_deadline(poll)
         await ctx.publish("poll.started", {**poll.describe(), **poll.tally()}, priority=True)
         return {"poll": poll.id, "ends_at": ends_at}
 
     async def vote(self, ctx: CommandContext, payload: VotePayload) -> Mapping[str, Any]:
-        poll = self._poll(ctx.room, payload.poll)
-        if poll.vote(ctx.caller.user_id, payload.option, ctx.now_ms, self.config.allow_change):
+        poll, user = self._poll(ctx.room, payload.poll), ctx.caller.user_id
+        changes = self._changes.get((poll.id, user), 0)
+        if poll.vote(user, payload.option, ctx.now_ms, self.config.allow_change):
+            self._changes[(poll.id, user)] = changes + 1
+            data = {"poll": poll.id, "user": user, "option": payload.option}
+            key = f"{poll.id}/{user}/{changes}"  # write-once records: one per (change of) vote
+            await ctx.store.put_record(Record(VOTE_KIND, key, ctx.room, data, int(ctx.now_ms)))
             self._tally.touch(ctx.room)
             await self.host.signals.emit(Activity(ctx.room, ctx.caller, "vote", 1, ctx.now_ms))
         return {"poll": poll.id, "option": payload.option}
@@ -137,6 +174,8 @@ class PollPlugin(Plugin):
         self._tally.forget(poll.room)
         if self._open.get(poll.room) is poll:
             del self._open[poll.room]
+        for user in poll.votes:
+            self._changes.pop((poll.id, user), None)
         result = poll.result()
         now = int(self.host.clock.now_ms())
         await self.host.store.put_record(Record(RESULT_KIND, poll.id, poll.room, result, now))

@@ -104,3 +104,33 @@ def test_polls_over_http(server: ServerProcess) -> None:
     assert status == 200 and ack["poll"].startswith("p-")
     status, ack = api(server, "POST", f"/api/rooms/{room}/commands/poll.close", {"poll": ack["poll"]})
     assert status == 200 and ack["result"]["closed_by"] == "host"
+
+
+async def test_an_open_poll_survives_sigkill_with_its_votes(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, env={"LIVEROOM_PLUGINS_POLL_ALLOW_CHANGE": "true"}).start()
+    viewers: list[Viewer] = []
+    room = room_name()
+    try:
+        host = await joined(server, viewers, "host", room, "host")
+        ann = await joined(server, viewers, "ann", room)
+        bob = await joined(server, viewers, "bob", room)
+        create = {"room": room, "question": "Q", "options": ["a", "b"], "duration_s": 60}
+        poll = (await host.call("poll.create", create))["poll"]
+        await ann.call("poll.vote", {"room": room, "poll": poll, "option": 0})
+        await ann.call("poll.vote", {"room": room, "poll": poll, "option": 1})  # changed
+        await bob.call("poll.vote", {"room": room, "poll": poll, "option": 1})
+        server.stop(signal.SIGKILL)
+        for viewer in viewers:
+            await viewer.close()
+        server.start()
+        ann = await joined(server, viewers, "ann", room)
+        state = (await ann.call("join", {"room": room}))["state"]["poll"]
+        assert state["poll"] == poll and state["counts"] == [0, 2] and state["my_vote"] == 1
+        assert code(await ann.call("poll.vote", {"room": room, "poll": poll, "option": 0})) == "ok"
+        host = await joined(server, viewers, "host", room, "host")
+        result = (await host.call("poll.close", {"room": room, "poll": poll}))["result"]
+        assert result["counts"] == [1, 1]
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        server.stop()
