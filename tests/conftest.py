@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 import socketio
+
 from support import ServerProcess, Viewer, token
 
 
