@@ -2,7 +2,9 @@
 
 Built-ins are on unless their section says `enabled = false`. A third-party plugin (entry
 point group `liveroom.plugins`) is on when its `[plugins.NAME]` section exists and does
-not say `enabled = false`. Anything wrong here stops start-up with a `ConfigError`.
+not say `enabled = false`. A plugin not packaged yet (development, tests) may be named by
+its section alone: `[plugins.NAME] load = "module:Class"`. Anything wrong here stops
+start-up with a `ConfigError`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ ENTRY_POINT_GROUP = "liveroom.plugins"
 # The built-ins live in the repository's plugins/ folder, installed as liveroom.plugins.
 BUILTIN = {
     "danmaku": "liveroom.plugins.danmaku:DanmakuPlugin",
+    "sale": "liveroom.plugins.sale:SalePlugin",
+    "poll": "liveroom.plugins.poll:PollPlugin",
+    "like": "liveroom.plugins.like:LikePlugin",
+    "coupon": "liveroom.plugins.coupon:CouponPlugin",
+    "costream": "liveroom.plugins.costream:CostreamPlugin",
 }
 
 
@@ -37,12 +44,17 @@ def available_plugins() -> dict[str, str]:
 
 def load_plugins(tables: Mapping[str, Mapping[str, Any]], host: PluginHost) -> list[Plugin]:
     available = available_plugins()
+    for name, table in tables.items():
+        target = table.get("load")
+        if isinstance(target, str) and name not in available:
+            available[name] = target
     unknown = set(tables) - set(available)
     if unknown:
         raise ConfigError(f"[plugins] unknown plugin(s): {', '.join(sorted(unknown))}")
     plugins = []
     for name, target in available.items():
         table = dict(tables.get(name, {}))
+        table.pop("load", None)
         enabled = table.pop("enabled", name in BUILTIN or name in tables)
         if str(enabled).lower() in ("false", "0", "no", "off"):
             continue

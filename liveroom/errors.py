@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "Forbidden",
     "LiveroomError",
+    "NotFound",
     "NotJoined",
     "PayloadTooLarge",
     "RateLimited",
@@ -67,3 +68,7 @@ class Unavailable(CommandError):
     """A backend the command needs (Redis) cannot be reached; nothing was done."""
 
     code = "unavailable"
+
+
+class NotFound(CommandError):
+    code = "not_found"

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from liveroom.auth import TokenAuthority
+from liveroom.auth import Identity, TokenAuthority, resolve_secret
 from liveroom.broker import Broker, Publication
 from liveroom.clock import Clock, SystemClock
 from liveroom.config import Config
@@ -19,12 +19,14 @@ from liveroom.frames import batch_message, ws_text_frame
 from liveroom.hub import Hub
 from liveroom.memory_broker import MemoryBroker
 from liveroom.metrics import Metrics
-from liveroom.plugin import PluginHost
+from liveroom.plugin import PluginHost, Signals
 from liveroom.protocol import encode_item
+from liveroom.publish_token import PublishTokens
 from liveroom.ratelimit import TokenBucket
 from liveroom.sio import RefuseConnection, SocketServer
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
+from liveroom.timers import Timers
 
 __all__ = ["Node"]
 
@@ -49,13 +51,17 @@ class Node:
             max_http_buffer_size=config.limits.max_message_bytes,
         )
         self.hub = Hub(self.broker, self.clock, self.metrics, config.delivery, config.room, self._close_slow)
-        self.plugins = load_plugins(config.plugins, PluginHost(self.clock, self.store, self))
+        self.timers = Timers(self.clock)
+        tokens = PublishTokens(resolve_secret(config.auth))
+        host = PluginHost(self.clock, self.store, self, self.timers, Signals(), tokens)
+        self.plugins = load_plugins(config.plugins, host)
         self.dispatcher = Dispatcher(
-            self.hub, self.plugins, self, self.store, self.clock, config.limits, self.metrics
+            self.hub, self.plugins, self, self.store, self.clock, config.limits, self.metrics, self.timers
         )
         self.connections: dict[str, Connection] = {}
         self._by_eio: dict[str, Connection] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._all_gone = asyncio.Event()
         self.ready = False
@@ -69,6 +75,7 @@ class Node:
         for plugin in self.plugins:
             await plugin.start()
         self._ticker = asyncio.create_task(self.hub.run(), name="liveroom-hub")
+        self._timer_task = asyncio.create_task(self.timers.run(), name="liveroom-timers")
         self.ready = True
 
     async def close_connections(self) -> None:
@@ -90,6 +97,11 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer_task
+            self._timer_task = None
         for plugin in reversed(self.plugins):
             try:
                 await plugin.stop()
@@ -120,6 +132,20 @@ class Node:
     def online(self, room: str) -> int:
         local = self.hub.rooms.get(room)
         return 0 if local is None else local.online
+
+    async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        local = self.hub.rooms.get(room)
+        targets = [] if local is None else [c for c in local.members if c.identity.user_id == user_id]
+        self.send_to_user(room, user_id, item_type, data)
+        for connection in targets:
+            await self.dispatcher.leave(connection, room)
+        return len(targets)
+
+    def members(self, room: str) -> list[Identity]:
+        local = self.hub.rooms.get(room)
+        if local is None:
+            return []
+        return list({c.identity.user_id: c.identity for c in local.members}.values())
 
     # -- connections --------------------------------------------------------------------
 
@@ -185,7 +211,7 @@ class Node:
         self.metrics.connections.set(len(self.connections))
         if not self.connections:
             self._all_gone.set()
-        await self.hub.drop(connection)
+        await self.dispatcher.drop(connection)
 
     async def _on_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
         connection = self.connections.get(sid)

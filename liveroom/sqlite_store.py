@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from liveroom.store import MemoryStore, Record
+from liveroom.record import Record
+from liveroom.store import MemoryStore
 
 __all__ = ["EmbeddedStore"]
 
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS records (
     UNIQUE (kind, key)
 );
 CREATE INDEX IF NOT EXISTS records_by_room ON records (kind, room, position);
+CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, position);
 """
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
@@ -88,13 +90,17 @@ class EmbeddedStore(MemoryStore):
     async def get_record(self, kind: str, key: str) -> Record | None:
         return await self._submit(lambda db: _fetch_one(db, kind, key))
 
-    async def list_records(self, kind: str, room: str, after: int = 0, limit: int = 100) -> list[Record]:
+    async def list_records(
+        self, kind: str, room: str | None, after: int = 0, limit: int = 100
+    ) -> list[Record]:
         def select(db: sqlite3.Connection) -> list[Record]:
-            rows = db.execute(
-                "SELECT position, kind, key, room, created_ms, data FROM records"
-                " WHERE kind = ? AND room = ? AND position > ? ORDER BY position LIMIT ?",
-                (kind, room, after, limit),
-            ).fetchall()
+            columns = "SELECT position, kind, key, room, created_ms, data FROM records"
+            if room is None:
+                query = f"{columns} WHERE kind = ? AND position > ? ORDER BY position LIMIT ?"
+                rows = db.execute(query, (kind, after, limit)).fetchall()
+            else:
+                query = f"{columns} WHERE kind = ? AND room = ? AND position > ? ORDER BY position LIMIT ?"
+                rows = db.execute(query, (kind, room, after, limit)).fetchall()
             return [_record(row) for row in rows]
 
         return await self._submit(select)

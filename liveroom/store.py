@@ -14,27 +14,23 @@ Guarantees every implementation gives:
   (same idempotency key) gets the same answer.
 * **Durability.** When `put_record` returns, the record survives a kill of the process
   (SIGKILL) in the embedded and Redis (AOF) stores. `MemoryStore` keeps nothing.
+* **Stock** is decided atomically, in ONE operation (`take_stock`: idempotency by
+  `(pool, user, request_id)`, the per-user limit, then the units left), and the order is a
+  durable record before `take_stock` returns. Stock never goes below zero. After a restart
+  the pool is rebuilt from its durable definition and orders, so a kill neither loses an
+  acknowledged order nor sells a unit twice. (The Redis store does the same in one Lua
+  script over the same keys.)
 * **Never blocks the event loop** on disk or network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-__all__ = ["MemoryStore", "Record", "Store"]
+from liveroom.record import Record
+from liveroom.stock import StockLedger, StockOutcome, StockRequest
 
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    kind: str
-    key: str
-    room: str
-    data: Mapping[str, Any]
-    created_ms: int
-    # Position in the store's log of records (ascending in write order), for paging.
-    position: int = field(default=0, compare=False)
+__all__ = ["MemoryStore", "Record", "StockOutcome", "StockRequest", "Store"]
 
 
 class Store(Protocol):
@@ -56,8 +52,24 @@ class Store(Protocol):
 
     async def get_record(self, kind: str, key: str) -> Record | None: ...
 
-    async def list_records(self, kind: str, room: str, after: int = 0, limit: int = 100) -> list[Record]:
-        """Records of a kind in a room, in write order, with `position > after`."""
+    async def list_records(
+        self, kind: str, room: str | None, after: int = 0, limit: int = 100
+    ) -> list[Record]:
+        """Records of a kind in a room (None: every room), in write order, with `position > after`."""
+        ...
+
+    async def define_stock(
+        self, pool: str, room: str, total: int, per_user_limit: int, order_kind: str, created_ms: int
+    ) -> None:
+        """Create a stock pool durably (idempotent: the first definition of `pool` stays)."""
+        ...
+
+    async def take_stock(self, request: StockRequest) -> StockOutcome:
+        """Decide one purchase atomically; when "ok", the order record is already durable."""
+        ...
+
+    async def stock_remaining(self, pool: str) -> int | None:
+        """Units left, or None for an unknown pool."""
         ...
 
 
@@ -67,6 +79,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._counters: dict[str, int] = {}
         self._records: dict[tuple[str, str], Record] = {}
+        self._stock = StockLedger(self.put_record, self.get_record, self.list_records)
 
     async def start(self) -> None:
         return None
@@ -95,8 +108,23 @@ class MemoryStore:
     async def get_record(self, kind: str, key: str) -> Record | None:
         return self._records.get((kind, key))
 
-    async def list_records(self, kind: str, room: str, after: int = 0, limit: int = 100) -> list[Record]:
-        found = [
-            r for r in self._records.values() if r.kind == kind and r.room == room and r.position > after
-        ]
-        return found[:limit]
+    async def list_records(
+        self, kind: str, room: str | None, after: int = 0, limit: int = 100
+    ) -> list[Record]:
+        found = (
+            r
+            for r in self._records.values()
+            if r.kind == kind and (room is None or r.room == room) and r.position > after
+        )
+        return [record for record, _ in zip(found, range(limit), strict=False)]
+
+    async def define_stock(
+        self, pool: str, room: str, total: int, per_user_limit: int, order_kind: str, created_ms: int
+    ) -> None:
+        await self._stock.define(pool, room, total, per_user_limit, order_kind, created_ms)
+
+    async def take_stock(self, request: StockRequest) -> StockOutcome:
+        return await self._stock.take(request)
+
+    async def stock_remaining(self, pool: str) -> int | None:
+        return await self._stock.remaining(pool)

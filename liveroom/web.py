@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from liveroom.api import add_api_routes
 from liveroom.config import Config
 from liveroom.node import Node
 
@@ -51,6 +52,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    add_api_routes(app.router, node)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_on_shutdown)
     return app

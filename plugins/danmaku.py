@@ -1,20 +1,37 @@
-"""Danmaku (bullet comments): the minimal path. Length limit and a per-user token bucket."""
+"""Danmaku (bullet comments) with moderation.
+
+Sending passes a chain: length, the per-user token bucket, ban / mute / slow mode, then
+the banned-word filter. Moderators and hosts mute, unmute, ban and unban (10 s to 24 h),
+set slow mode, pin and unpin, and delete (`danmaku.deleted`). Every moderation action is
+a durable record (`danmaku.moderation`); a room's state is rebuilt from them on first use
+after a restart. Hot words over a sliding window are served to the dashboard.
+"""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 
-from liveroom.errors import BadRequest, CommandError, RateLimited
-from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost
+from liveroom.errors import BadRequest, CommandError, NotFound, RateLimited
+from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
 from liveroom.protocol import RoomId
 from liveroom.ratelimit import TokenBucket
+from liveroom.record import Record
+
+from .danmaku_filter import BannedWords
+from .danmaku_rules import HotWords, Moderation, RecentMessages
 
 __all__ = ["DanmakuConfig", "DanmakuPlugin", "SendPayload"]
+
+ACTION_KIND = "danmaku.moderation"
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Duration = Annotated[int, msgspec.Meta(ge=10, le=86_400)]  # 10 s to 24 h
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +40,10 @@ class DanmakuConfig:
     # Per user: a message every 1/rate_per_s seconds on average, `burst` in a row.
     rate_per_s: float = 1.0
     burst: int = 5
+    banned_words: tuple[str, ...] = ()
+    banned_words_file: str = ""  # one term per line, UTF-8; tens of thousands are fine
+    recent_messages: int = 500  # kept per room for pin and delete
+    hot_window_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +53,36 @@ class SendPayload:
     text: Annotated[str, msgspec.Meta(max_length=10_000)]
 
 
+@dataclass(frozen=True, slots=True)
+class PunishPayload:
+    room: RoomId
+    user: UserId
+    duration_s: Duration
+
+
+@dataclass(frozen=True, slots=True)
+class UserPayload:
+    room: RoomId
+    user: UserId
+
+
+@dataclass(frozen=True, slots=True)
+class SlowPayload:
+    room: RoomId
+    interval_s: Annotated[float, msgspec.Meta(ge=0, le=300)]  # 0 turns slow mode off
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePayload:
+    room: RoomId
+    id: MessageId
+
+
+@dataclass(frozen=True, slots=True)
+class RoomOnly:
+    room: RoomId
+
+
 class TooLong(CommandError):
     code = "too_long"
 
@@ -39,14 +90,59 @@ class TooLong(CommandError):
 class DanmakuPlugin(Plugin):
     name = "danmaku"
     config_type = DanmakuConfig
+    item_types = (
+        "danmaku.message",
+        "danmaku.deleted",
+        "danmaku.pinned",
+        "danmaku.unpinned",
+        "danmaku.slow_mode",
+        "danmaku.muted",
+        "danmaku.banned",
+    )
     config: DanmakuConfig
 
     def __init__(self, config: DanmakuConfig, host: PluginHost) -> None:
         super().__init__(config, host)
+        terms = list(config.banned_words)
+        if config.banned_words_file:
+            terms += Path(config.banned_words_file).read_text(encoding="utf-8").splitlines()
+        self._filter = BannedWords(terms)
         self._buckets: dict[str, TokenBucket] = {}
+        self._rooms: dict[str, Moderation] = {}
+        self._recent: dict[str, RecentMessages] = {}
+        self._hot: dict[str, HotWords] = {}
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
-        return (CommandSpec("danmaku.send", SendPayload, self.send),)
+        staff = [
+            ("mute", PunishPayload, self.mute, "Mute a user for duration_s"),
+            ("unmute", UserPayload, self.unmute, "Unmute a user"),
+            ("ban", PunishPayload, self.ban, "Ban a user from the room for duration_s"),
+            ("unban", UserPayload, self.unban, "Lift a ban"),
+            ("slow", SlowPayload, self.slow, "Set slow mode (0: off)"),
+            ("pin", MessagePayload, self.pin, "Pin a recent message"),
+            ("unpin", RoomOnly, self.unpin, "Unpin"),
+            ("delete", MessagePayload, self.delete, "Delete a message"),
+        ]
+        return (
+            CommandSpec("danmaku.send", SendPayload, self.send, summary="Send a message"),
+            *(CommandSpec(f"danmaku.{v}", p, h, True, s) for v, p, h, s in staff),  # type: ignore[arg-type]
+        )
+
+    def queries(self) -> Sequence[QuerySpec]:
+        return (
+            QuerySpec("danmaku/hot", self.hot_words, "Hot words over the sliding window"),
+            QuerySpec("danmaku/moderation", self.actions, "The moderation log of the room"),
+        )
+
+    def snapshot(self, room: str) -> Mapping[str, Any] | None:
+        state = self._rooms.get(room)
+        if state is None or (state.pinned is None and not state.slow_s):
+            return None
+        return {"pinned": state.pinned, "slow_mode_s": state.slow_s}
+
+    async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
+        (await self._room(ctx.room)).check_join(ctx.caller.user_id, ctx.now_ms)
+        return None
 
     async def send(self, ctx: CommandContext, payload: SendPayload) -> Mapping[str, Any]:
         text = payload.text.strip()
@@ -56,10 +152,96 @@ class DanmakuPlugin(Plugin):
             raise TooLong(f"text is longer than {self.config.max_length} characters")
         if not self._bucket(ctx.caller.user_id).take(self.host.clock.monotonic()):
             raise RateLimited(f"at most {self.config.rate_per_s:g} messages a second")
-        message_id = secrets.token_hex(8)
-        user = {"id": ctx.caller.user_id, "name": ctx.caller.name}
-        await ctx.publish("danmaku.message", {"id": message_id, "user": user, "text": text})
-        return {"id": message_id}
+        state = await self._room(ctx.room)
+        state.check_send(ctx.caller.user_id, ctx.now_ms, ctx.caller.is_staff)
+        if self._filter.contains(text):
+            raise CommandError("the message contains a blocked word", "blocked")
+        message = {"id": secrets.token_hex(8), "user": {"id": ctx.caller.user_id, "name": ctx.caller.name}}
+        message["text"] = text
+        await ctx.publish("danmaku.message", message)
+        self._recent.setdefault(ctx.room, RecentMessages(self.config.recent_messages)).add(message)
+        self._hot.setdefault(ctx.room, HotWords(self.config.hot_window_s)).add(text, ctx.now_ms)
+        await self.host.signals.emit(Activity(ctx.room, ctx.caller, "danmaku", 1, ctx.now_ms))
+        return {"id": message["id"]}
+
+    async def mute(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
+        until = int(ctx.now_ms + payload.duration_s * 1000)
+        await self._act(ctx, {"action": "mute", "user": payload.user, "until": until})
+        ctx.send_to(payload.user, "danmaku.muted", {"until": until})
+        return {"until": until}
+
+    async def unmute(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
+        return await self._act(ctx, {"action": "unmute", "user": payload.user})
+
+    async def ban(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
+        until = int(ctx.now_ms + payload.duration_s * 1000)
+        await self._act(ctx, {"action": "ban", "user": payload.user, "until": until})
+        removed = await ctx.services.remove_user(ctx.room, payload.user, "danmaku.banned", {"until": until})
+        return {"until": until, "removed": removed}
+
+    async def unban(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
+        return await self._act(ctx, {"action": "unban", "user": payload.user})
+
+    async def slow(self, ctx: CommandContext, payload: SlowPayload) -> Mapping[str, Any]:
+        await self._act(ctx, {"action": "slow", "interval_s": payload.interval_s})
+        await ctx.publish("danmaku.slow_mode", {"interval_s": payload.interval_s}, priority=True)
+        return {"interval_s": payload.interval_s}
+
+    async def pin(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
+        message = self._message(ctx.room, payload.id)
+        await self._act(ctx, {"action": "pin", "message": message})
+        await ctx.publish("danmaku.pinned", message, priority=True)
+        return {"id": payload.id}
+
+    async def unpin(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+        if (await self._room(ctx.room)).pinned is None:
+            raise NotFound("nothing is pinned")
+        await self._act(ctx, {"action": "unpin"})
+        await ctx.publish("danmaku.unpinned", {}, priority=True)
+        return {}
+
+    async def delete(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
+        self._message(ctx.room, payload.id)
+        await self._act(ctx, {"action": "delete", "id": payload.id})
+        await ctx.publish("danmaku.deleted", {"id": payload.id}, priority=True)
+        return {"id": payload.id}
+
+    async def hot_words(self, query: QueryContext) -> Any:
+        hot = self._hot.get(query.room)
+        limit = max(1, min(int(query.params.get("limit", "20") or 20), 100))
+        return {"words": [] if hot is None else hot.top(limit, query.now_ms)}
+
+    async def actions(self, query: QueryContext) -> Any:
+        after = int(query.params.get("after", "0") or 0)
+        records = await self.host.store.list_records(ACTION_KIND, query.room, after, 500)
+        return {"actions": [{**r.data, "at": r.created_ms, "position": r.position} for r in records]}
+
+    async def _act(self, ctx: CommandContext, action: dict[str, Any]) -> dict[str, Any]:
+        """Make the action durable, then apply it: a restart replays the same log."""
+        state = await self._room(ctx.room)
+        action = {**action, "by": ctx.caller.user_id}
+        key = secrets.token_hex(8)
+        await ctx.store.put_record(Record(ACTION_KIND, key, ctx.room, action, int(ctx.now_ms)))
+        state.apply(action)
+        return {"action": action["action"]}
+
+    def _message(self, room: str, message_id: str) -> dict[str, Any]:
+        recent = self._recent.get(room)
+        message = None if recent is None else recent.get(message_id)
+        if message is None or message_id in self._rooms[room].deleted:
+            raise NotFound(f"no recent message {message_id!r}")
+        return message
+
+    async def _room(self, room: str) -> Moderation:
+        state = self._rooms.get(room)
+        if state is None:
+            state, after = Moderation(), 0
+            while page := await self.host.store.list_records(ACTION_KIND, room, after, 500):
+                for record in page:
+                    state.apply(dict(record.data))
+                after = page[-1].position
+            state = self._rooms.setdefault(room, state)
+        return state
 
     def _bucket(self, user_id: str) -> TokenBucket:
         bucket = self._buckets.get(user_id)

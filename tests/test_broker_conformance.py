@@ -54,7 +54,7 @@ async def settle(received: list[Publication], count: int) -> None:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock(start_ms=1_000_000)
+    return FakeClock(now_ms=1_000_000)
 
 
 def collect(broker: Broker) -> list[Publication]:
@@ -113,7 +113,7 @@ async def test_history_since_and_reset_by_count_and_age(broker: Broker, clock: F
     assert (await broker.history("a", 1)).reset  # seq 2 fell out of the 5-item window
     assert (await broker.history("a", 2)).items[0].seq == 3
     assert (await broker.history("a", None)).items == []
-    clock.advance(61_000)
+    clock.advance(61)
     aged = await broker.history("a", 6)
     assert aged.reset and aged.items == []
     assert not (await broker.history("a", 7)).reset

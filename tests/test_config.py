@@ -15,7 +15,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_config_toml_spells_out_the_built_in_defaults() -> None:
     loaded = load_config(ROOT / "config.toml", environ={})
     assert loaded.replace(plugins={}) == Config()
-    assert dict(loaded.plugins["danmaku"]) == {"max_length": 200, "rate_per_s": 1.0, "burst": 5}
+    import importlib
+
+    from liveroom.config import build_section
+    from liveroom.discovery import BUILTIN
+
+    assert set(loaded.plugins) == set(BUILTIN)
+    for name, target in BUILTIN.items():
+        module, _, cls = target.partition(":")
+        config_type = getattr(importlib.import_module(module), cls).config_type
+        table = {k: v for k, v in loaded.plugins[name].items() if k != "enabled"}
+        assert build_section(config_type, table, name) == config_type(), name
 
 
 def test_short_and_long_env_names_override() -> None:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from redis_support import RedisServer
 from support import ServerProcess, Viewer
 
@@ -16,8 +15,12 @@ from support import ServerProcess, Viewer
 class Cluster:
     def __init__(self, root: Path, nodes: int) -> None:
         self.redis = RedisServer(root / "redis").start()
-        env = {"LIVEROOM_BROKER_KIND": "redis", "LIVEROOM_REDIS_URL": self.redis.url,
-               "LIVEROOM_PLUGINS_DANMAKU_BURST": "50", "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50"}
+        env = {
+            "LIVEROOM_BROKER_KIND": "redis",
+            "LIVEROOM_REDIS_URL": self.redis.url,
+            "LIVEROOM_PLUGINS_DANMAKU_BURST": "50",
+            "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
+        }
         self.nodes = [ServerProcess(root / f"node{i}", env=env).start() for i in range(nodes)]
 
     def stop(self) -> None:
@@ -39,8 +42,13 @@ async def test_danmaku_crosses_nodes_once_in_one_order(cluster: Cluster) -> None
         for viewer in viewers:
             await viewer.connect()
             await viewer.join("shared")
-        await asyncio.gather(*(v.call("danmaku.send", {"room": "shared", "text": f"{v.user}-{n}"})
-                               for n in range(5) for v in viewers))
+        await asyncio.gather(
+            *(
+                v.call("danmaku.send", {"room": "shared", "text": f"{v.user}-{n}"})
+                for n in range(5)
+                for v in viewers
+            )
+        )
         orders = []
         for viewer in viewers:
             items = await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=15)

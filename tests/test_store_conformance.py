@@ -1,4 +1,4 @@
-"""The Store contract (see liveroom/store.py), run against every implementation."""
+"""One conformance suite for every Store: records, counters, and atomic stock."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from liveroom.record import Record
 from liveroom.sqlite_store import EmbeddedStore
-from liveroom.store import MemoryStore, Record, Store
+from liveroom.stock import StockRequest
+from liveroom.store import MemoryStore, Store
 
 
 @pytest.fixture(params=["memory", "embedded"])
@@ -20,32 +22,84 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await made.close()
 
 
-def order(key: str, room: str = "r1", qty: int = 1) -> Record:
-    return Record("order", key, room, {"qty": qty, "user": "u1"}, created_ms=1000)
+def buy(pool: str, user: str, request_id: str, qty: int = 1) -> StockRequest:
+    return StockRequest(pool, user, qty, request_id, {"sale": pool}, 1)
 
 
 async def test_counters_are_atomic(store: Store) -> None:
-    results = await asyncio.gather(*(store.incr("likes:r1", 2) for _ in range(50)))
-    assert sorted(results) == list(range(2, 102, 2))
-    assert await store.get_counter("likes:r1") == 100
-    assert await store.get_counter("never") == 0
-    assert await store.incr("likes:r1", -10) == 90
+    await asyncio.gather(*(store.incr("c") for _ in range(200)))
+    assert await store.get_counter("c") == 200
+    assert await store.incr("c", 5) == 205
 
 
-async def test_records_are_written_exactly_once_per_key(store: Store) -> None:
-    first, created = await store.put_record(order("k1", qty=1))
-    assert created and first.data == {"qty": 1, "user": "u1"} and first.position > 0
-    again, created = await store.put_record(order("k1", qty=99))
-    assert not created and again.data == {"qty": 1, "user": "u1"} and again.position == first.position
-    assert await store.get_record("order", "k1") == first
-    assert await store.get_record("order", "nope") is None
-    assert await store.get_record("coupon", "k1") is None  # keys are per kind
+async def test_records_are_written_once_per_key(store: Store) -> None:
+    first, created = await store.put_record(Record("k", "a", "r1", {"v": 1}, 10))
+    again, created_again = await store.put_record(Record("k", "a", "r1", {"v": 2}, 11))
+    assert created and not created_again and again.data == {"v": 1} and again.position == first.position
+    await store.put_record(Record("k", "b", "r2", {"v": 3}, 12))
+    assert [r.key for r in await store.list_records("k", "r1")] == ["a"]
+    assert [r.key for r in await store.list_records("k", None)] == ["a", "b"]
+    assert [r.key for r in await store.list_records("k", None, after=first.position)] == ["b"]
+    assert await store.get_record("k", "zz") is None
+
+
+async def test_stock_never_oversells_under_a_storm(store: Store) -> None:
+    await store.define_stock("p1", "room", 10, 1, "order", 1)
+    outcomes = await asyncio.gather(*(store.take_stock(buy("p1", f"u{n}", "x")) for n in range(100)))
+    assert sum(o.status == "ok" for o in outcomes) == 10
+    assert {o.status for o in outcomes} == {"ok", "sold_out"}
+    assert await store.stock_remaining("p1") == 0
+    assert len(await store.list_records("order", "room")) == 10
+
+
+async def test_stock_per_user_limit_and_idempotency(store: Store) -> None:
+    await store.define_stock("p2", "room", 10, 2, "order", 1)
+    first = await store.take_stock(buy("p2", "ann", "r1"))
+    assert first.status == "ok" and first.order is not None and first.remaining == 9
+    same = await asyncio.gather(*(store.take_stock(buy("p2", "ann", "r2")) for _ in range(5)))
+    assert {o.status for o in same} == {"ok", "duplicate"} and len(
+        {o.order.key for o in same if o.order}
+    ) == 1
+    assert (await store.take_stock(buy("p2", "ann", "r3"))).status == "limit_reached"
+    repeat = await store.take_stock(buy("p2", "ann", "r1"))
+    assert repeat.status == "duplicate" and repeat.order == first.order
+    assert (await store.take_stock(buy("p2", "bob", "r1", qty=3))).status == "limit_reached"
+    assert (await store.take_stock(buy("nope", "bob", "r1"))).status == "unknown_pool"
+    assert await store.stock_remaining("p2") == 8
+
+
+async def test_define_stock_is_idempotent(store: Store) -> None:
+    await store.define_stock("p3", "room", 1, 1, "order", 1)
+    await store.define_stock("p3", "room", 99, 1, "order", 1)
+    assert await store.stock_remaining("p3") == 1
+
+
+async def test_embedded_stock_is_rebuilt_after_restart(tmp_path: Path) -> None:
+    first = EmbeddedStore(tmp_path / "r.db")
+    await first.start()
+    await first.define_stock("p", "room", 3, 1, "order", 1)
+    ok = await first.take_stock(buy("p", "ann", "a"))
+    await first.close()
+    second = EmbeddedStore(tmp_path / "r.db")
+    await second.start()
+    try:
+        assert await second.stock_remaining("p") == 2
+        again = await second.take_stock(buy("p", "ann", "a"))
+        assert again.status == "duplicate" and again.order == ok.order
+        assert (await second.take_stock(buy("p", "ann", "b"))).status == "limit_reached"
+    finally:
+        await second.close()
+
+
+def order(key: str, room: str = "r1", qty: int = 1) -> Record:
+    return Record("order", key, room, {"qty": qty, "user": "u1"}, created_ms=1000)
 
 
 async def test_concurrent_writers_of_one_key_get_one_record(store: Store) -> None:
     outcomes = await asyncio.gather(*(store.put_record(order("same", qty=n)) for n in range(20)))
     assert sum(created for _, created in outcomes) == 1
     assert len({record.data["qty"] for record, _ in outcomes}) == 1
+    assert await store.get_record("coupon", "same") is None  # keys are per kind
 
 
 async def test_listing_by_room_in_write_order_with_paging(store: Store) -> None:
@@ -78,6 +132,6 @@ async def test_embedded_records_survive_a_reopen(tmp_path: Path) -> None:
 async def test_embedded_store_refuses_a_path_it_cannot_open(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
+    store = EmbeddedStore(blocker / "x.db")
     with pytest.raises(OSError):
-        store = EmbeddedStore(blocker / "x.db")
         await store.start()

@@ -1,0 +1,109 @@
+"""Timers for plugins: named deadlines on the node's clock, fired by one loop.
+
+A plugin schedules `key` at an absolute server time (`at_ms`); scheduling the same key
+again moves it, `cancel(key)` drops it. `fire_due(now_ms)` runs every callback whose time
+has come, each contained (a raising callback is logged, the others still run). The node
+drives `run()` on its real clock; tests call `fire_due` after moving a `FakeClock`.
+`Throttle` is the one "at most every N ms" rule (tallies, stock, like totals) built on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
+from liveroom.clock import Clock
+
+__all__ = ["Throttle", "TimerCallback", "Timers"]
+
+log = logging.getLogger(__name__)
+TimerCallback = Callable[[float], Awaitable[None]]
+# The loop never sleeps longer than this, so a wall clock stepping forward is noticed.
+MAX_SLEEP_S = 0.25
+
+
+class Timers:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._heap: list[tuple[float, int, str]] = []
+        self._live: dict[str, tuple[float, int, TimerCallback]] = {}
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+
+    def schedule(self, key: str, at_ms: float, callback: TimerCallback) -> None:
+        """Run `callback(now_ms)` once the clock reaches `at_ms` (replacing `key` if set)."""
+        stamp = next(self._order)
+        self._live[key] = (at_ms, stamp, callback)
+        heapq.heappush(self._heap, (at_ms, stamp, key))
+        self._wake.set()
+
+    def cancel(self, key: str) -> bool:
+        return self._live.pop(key, None) is not None
+
+    def pending(self, key: str) -> float | None:
+        """When `key` will fire, or None if it is not scheduled."""
+        entry = self._live.get(key)
+        return None if entry is None else entry[0]
+
+    def next_due(self) -> float | None:
+        while self._heap:
+            at_ms, stamp, key = self._heap[0]
+            live = self._live.get(key)
+            if live is not None and live[1] == stamp:
+                return at_ms
+            heapq.heappop(self._heap)  # cancelled or moved: a stale heap entry
+        return None
+
+    async def fire_due(self, now_ms: float | None = None) -> int:
+        """Run the callbacks due at `now_ms` (default: the clock's now). Returns how many ran."""
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        fired = 0
+        while (due := self.next_due()) is not None and due <= now:
+            _, _, key = heapq.heappop(self._heap)
+            _, _, callback = self._live.pop(key)
+            fired += 1
+            try:
+                await callback(now)
+            except Exception:
+                log.exception("timer %s failed", key)
+        return fired
+
+    async def run(self) -> None:
+        """Fire timers on the clock until cancelled."""
+        while True:
+            await self.fire_due()
+            due = self.next_due()
+            delay = MAX_SLEEP_S if due is None else (due - self.clock.now_ms()) / 1000.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, min(delay, MAX_SLEEP_S)))
+
+
+class Throttle:
+    """Call `emit(key)` at most once per `interval_ms` per key, trailing: the last change wins."""
+
+    def __init__(self, timers: Timers, interval_ms: float, emit: Callable[[str], Awaitable[None]]) -> None:
+        self._timers = timers
+        self._interval_ms = interval_ms
+        self._emit = emit
+        self._last: dict[str, float] = {}
+
+    def touch(self, key: str) -> None:
+        timer = f"throttle:{id(self)}:{key}"
+        if self._timers.pending(timer) is not None:
+            return
+        at = max(self._timers.clock.now_ms(), self._last.get(key, -1e18) + self._interval_ms)
+
+        async def fire(now_ms: float) -> None:
+            self._last[key] = now_ms
+            await self._emit(key)
+
+        self._timers.schedule(timer, at, fire)
+
+    def forget(self, key: str) -> None:
+        self._timers.cancel(f"throttle:{id(self)}:{key}")
+        self._last.pop(key, None)

@@ -1,0 +1,91 @@
+"""Coupon rules, pure: what a rule is, how one is written in config, and continuous presence."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = ["CouponRule", "Presence", "parse_rule"]
+
+Trigger = Literal["watch_time", "activity", "drop"]
+TRIGGERS = ("watch_time", "activity", "drop")
+ACTIVITIES = ("danmaku", "vote", "like")
+
+
+@dataclass(frozen=True, slots=True)
+class CouponRule:
+    id: str
+    title: str
+    trigger: Trigger
+    budget: int  # grants at most, per room
+    minutes: float = 0.0  # watch_time: continuous presence needed
+    activity: str = ""  # activity: "danmaku", "vote" or "like"...
+    count: int = 1  # ...this many times (likes: this many likes)
+
+    def wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> CouponRule:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+    def check(self) -> CouponRule:
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"rule {self.id}: trigger must be one of {', '.join(TRIGGERS)}")
+        if self.budget < 1:
+            raise ValueError(f"rule {self.id}: budget must be at least 1")
+        if self.trigger == "watch_time" and self.minutes <= 0:
+            raise ValueError(f"rule {self.id}: watch_time needs minutes > 0")
+        if self.trigger == "activity" and (self.activity not in ACTIVITIES or self.count < 1):
+            raise ValueError(f"rule {self.id}: activity must be one of {', '.join(ACTIVITIES)}, count >= 1")
+        return self
+
+
+def parse_rule(text: str) -> CouponRule:
+    """`id=watch30 trigger=watch_time minutes=30 budget=1000 title="Thanks for watching"`."""
+    fields = dict(part.partition("=")[::2] for part in shlex.split(text))
+    try:
+        return CouponRule(
+            id=fields["id"],
+            title=fields.get("title", fields["id"]),
+            trigger=fields["trigger"],  # type: ignore[arg-type]  # checked below
+            budget=int(fields["budget"]),
+            minutes=float(fields.get("minutes", 0)),
+            activity=fields.get("activity", ""),
+            count=int(fields.get("count", 1)),
+        ).check()
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"coupon rule {text!r}: {exc}") from None
+
+
+class Presence:
+    """Continuous presence per user: a gap shorter than `grace_ms` does not reset it."""
+
+    def __init__(self, grace_ms: float) -> None:
+        self._grace_ms = grace_ms
+        self._since: dict[str, float] = {}
+        self._left: dict[str, float] = {}
+
+    def joined(self, user: str, now_ms: float) -> float:
+        """Record a join; returns when the user's continuous presence began."""
+        left = self._left.pop(user, None)
+        if user in self._since and (left is None or now_ms - left <= self._grace_ms):
+            return self._since[user]
+        self._since[user] = now_ms
+        return now_ms
+
+    def left(self, user: str, now_ms: float) -> None:
+        if user in self._since:
+            self._left[user] = now_ms
+
+    def present_since(self, user: str) -> float | None:
+        """When continuous presence began, if the user is here now."""
+        return None if user in self._left else self._since.get(user)
+
+    def forget_gone(self, now_ms: float) -> None:
+        """Drop users away longer than the grace period (bounded memory)."""
+        for user, left in list(self._left.items()):
+            if now_ms - left > self._grace_ms:
+                del self._left[user]
+                self._since.pop(user, None)

@@ -1,0 +1,117 @@
+"""Danmaku moderation and hot words, pure: state rebuilt from the durable action log."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from liveroom.errors import CommandError
+
+__all__ = ["HotWords", "Moderation", "RecentMessages", "words_of"]
+
+
+@dataclass(slots=True)
+class Moderation:
+    """One room's moderation state. `apply` takes the same action dicts that are stored."""
+
+    muted: dict[str, float] = field(default_factory=dict)  # user -> until (server ms)
+    banned: dict[str, float] = field(default_factory=dict)
+    slow_s: float = 0.0
+    pinned: dict[str, Any] | None = None
+    deleted: set[str] = field(default_factory=set)
+    last_sent: dict[str, float] = field(default_factory=dict)
+
+    def apply(self, action: dict[str, Any]) -> None:
+        kind, user = action["action"], action.get("user", "")
+        if kind in ("mute", "ban"):
+            (self.muted if kind == "mute" else self.banned)[user] = action["until"]
+        elif kind in ("unmute", "unban"):
+            (self.muted if kind == "unmute" else self.banned).pop(user, None)
+        elif kind == "slow":
+            self.slow_s = action["interval_s"]
+        elif kind == "pin":
+            self.pinned = action["message"]
+        elif kind == "unpin":
+            self.pinned = None
+        elif kind == "delete":
+            self.deleted.add(action["id"])
+            if self.pinned is not None and self.pinned["id"] == action["id"]:
+                self.pinned = None
+
+    def check_join(self, user: str, now_ms: float) -> None:
+        if self.banned.get(user, 0) > now_ms:
+            raise CommandError("you are banned from this room", "banned")
+
+    def check_send(self, user: str, now_ms: float, staff: bool) -> None:
+        """Raise the reason `user` may not send now; otherwise note the send for slow mode."""
+        self.check_join(user, now_ms)
+        if self.muted.get(user, 0) > now_ms:
+            raise CommandError(f"you are muted until {int(self.muted[user])}", "muted")
+        last = self.last_sent.get(user)
+        if not staff and self.slow_s > 0 and last is not None and now_ms - last < self.slow_s * 1000:
+            wait = (self.slow_s * 1000 - (now_ms - last)) / 1000
+            raise CommandError(f"slow mode: wait {wait:.1f} s", "slow_mode")
+        self.last_sent[user] = now_ms
+
+
+_LATIN = re.compile(r"[a-z0-9]{2,}")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+")
+_STOP = frozenset(
+    ["the", "and", "you", "for", "are", "this", "that", "with", "have", "not", "but", "was", "its"]
+)
+
+
+def words_of(text: str) -> set[str]:
+    """Latin words, and CJK text as character bigrams (no word breaks needed)."""
+    folded = text.casefold()
+    words = {w for w in _LATIN.findall(folded) if w not in _STOP}
+    for run in _CJK.findall(unicodedata.normalize("NFKC", folded)):
+        if len(run) == 1:
+            words.add(run)
+        words.update(run[i : i + 2] for i in range(len(run) - 1))
+    return words
+
+
+class HotWords:
+    """Counts per word over a sliding window, in buckets (a message counts a word once)."""
+
+    def __init__(self, window_s: float, bucket_s: float = 10.0) -> None:
+        self._bucket_ms = bucket_s * 1000
+        self._keep = max(1, int(window_s / bucket_s))
+        self._buckets: OrderedDict[int, Counter[str]] = OrderedDict()
+
+    def add(self, text: str, now_ms: float) -> None:
+        bucket = int(now_ms // self._bucket_ms)
+        counter = self._buckets.get(bucket)
+        if counter is None:
+            counter = self._buckets[bucket] = Counter()
+            while len(self._buckets) > self._keep + 1:
+                self._buckets.popitem(last=False)
+        counter.update(words_of(text))
+
+    def top(self, n: int, now_ms: float) -> list[dict[str, Any]]:
+        oldest = int(now_ms // self._bucket_ms) - self._keep + 1
+        total: Counter[str] = Counter()
+        for bucket, counter in self._buckets.items():
+            if bucket >= oldest:
+                total.update(counter)
+        return [{"word": word, "count": count} for word, count in total.most_common(n)]
+
+
+class RecentMessages:
+    """The room's last messages by id, for pin and delete."""
+
+    def __init__(self, keep: int) -> None:
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._keep = keep
+
+    def add(self, message: dict[str, Any]) -> None:
+        self._items[message["id"]] = message
+        if len(self._items) > self._keep:
+            self._items.popitem(last=False)
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        return self._items.get(message_id)

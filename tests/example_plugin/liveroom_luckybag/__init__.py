@@ -1,0 +1,62 @@
+"""Lucky bag: the host draws winners among viewers who commented in the last N minutes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from liveroom.errors import BadRequest, CommandError
+from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost
+from liveroom.protocol import RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class LuckyBagConfig:
+    window_minutes: float = 5.0  # who commented this recently may win
+    max_winners: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DrawPayload:
+    room: RoomId
+    prize: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    winners: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+class LuckyBagPlugin(Plugin):
+    name = "luckybag"
+    config_type = LuckyBagConfig
+    item_types = ("luckybag.won",)
+    config: LuckyBagConfig
+
+    def __init__(self, config: LuckyBagConfig, host: PluginHost) -> None:
+        super().__init__(config, host)
+        self._last_comment: dict[str, dict[str, tuple[float, str]]] = {}  # room -> user -> (ms, name)
+        host.signals.listen(self._on_activity)
+
+    def commands(self) -> Sequence[CommandSpec[Any]]:
+        return (
+            CommandSpec("luckybag.draw", DrawPayload, self.draw, staff_only=True, summary="Draw winners"),
+        )
+
+    async def _on_activity(self, activity: Activity) -> None:
+        if activity.kind == "danmaku":
+            room = self._last_comment.setdefault(activity.room, {})
+            room[activity.user.user_id] = (activity.now_ms, activity.user.name)
+
+    async def draw(self, ctx: CommandContext, payload: DrawPayload) -> Mapping[str, Any]:
+        if payload.winners > self.config.max_winners:
+            raise BadRequest(f"at most {self.config.max_winners} winners")
+        since = ctx.now_ms - self.config.window_minutes * 60_000
+        recent = self._last_comment.get(ctx.room, {})
+        entrants = sorted((user, name) for user, (at, name) in recent.items() if at >= since)
+        if not entrants:
+            raise CommandError("nobody has commented recently", "no_entrants")
+        picked = random.SystemRandom().sample(entrants, min(payload.winners, len(entrants)))
+        winners = [{"id": user, "name": name} for user, name in picked]
+        await ctx.publish("luckybag.won", {"prize": payload.prize, "winners": winners}, priority=True)
+        return {"winners": winners, "entrants": len(entrants)}

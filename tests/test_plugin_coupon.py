@@ -1,0 +1,121 @@
+"""Coupons: presence rules over fake time, then watch time, activity and drops with real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from liveroom.plugins.coupon_rules import Presence, parse_rule
+from plugin_support import code, joined, room_name
+from support import ServerProcess, Viewer
+
+RULES = (
+    "id=w trigger=watch_time minutes=0.05 budget=2 title=Watcher,"
+    "id=chatty trigger=activity activity=danmaku count=2 budget=10"
+)
+
+
+def test_presence_survives_a_short_gap_only() -> None:
+    presence = Presence(grace_ms=60_000)
+    assert presence.joined("ann", 0) == 0
+    presence.left("ann", 10_000)
+    assert presence.present_since("ann") is None
+    assert presence.joined("ann", 50_000) == 0  # back within the grace period
+    presence.left("ann", 60_000)
+    assert presence.joined("ann", 200_000) == 200_000  # too long away: starts again
+
+
+def test_rules_parse_or_fail_clearly() -> None:
+    rule = parse_rule('id=w30 trigger=watch_time minutes=30 budget=5 title="Five off"')
+    assert rule.minutes == 30 and rule.title == "Five off"
+    with pytest.raises(ValueError, match="trigger must be"):
+        parse_rule("id=x trigger=nope budget=1")
+    with pytest.raises(ValueError, match="budget"):
+        parse_rule("id=x trigger=watch_time minutes=1")
+
+
+@pytest.fixture(scope="module")
+def coupon_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"LIVEROOM_PLUGINS_COUPON_RULES": RULES, "LIVEROOM_PLUGINS_COUPON_GRACE_S": "1"}
+    process = ServerProcess(tmp_path_factory.mktemp("coupon"), env=env).start()
+    yield process
+    process.stop()
+
+
+def grants(viewer: Viewer, rule: str) -> list[dict[str, object]]:
+    return [i for i in viewer.of_type("coupon.granted") if i["data"]["rule"] == rule]
+
+
+async def test_watch_time_with_grace_budget_and_pending_grants(
+    coupon_server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    room = room_name()
+    ann = await joined(coupon_server, viewers, "ann", room)
+    bob = await joined(coupon_server, viewers, "bob", room)
+    await asyncio.sleep(0.5)
+    carol = await joined(coupon_server, viewers, "carol", room)
+    await asyncio.sleep(0.5)
+    await bob.close()  # a short disconnect, within the 1 s grace period
+    await asyncio.sleep(0.3)
+    bob = await joined(coupon_server, viewers, "bob", room)
+    for viewer in (ann, bob):
+        [item] = await viewer.wait_for(lambda i: i["type"] == "coupon.granted", timeout=6)
+        assert item["seq"] is None and item["data"]["rule"] == "w" and item["data"]["user"] == viewer.user
+    await asyncio.sleep(1.2)
+    assert grants(carol, "w") == []  # the budget of 2 was spent
+    await ann.close()
+    ann = await joined(coupon_server, viewers, "ann", room)
+    state = (await ann.call("join", {"room": room}))["state"]["coupon"]
+    assert [g["rule"] for g in state["pending"]] == ["w"]
+    claimed = await ann.call("coupon.claim", {"room": room, "rule": "w"})
+    assert claimed["ok"] and claimed["grant"]["rule"] == "w"
+    assert code(await ann.call("coupon.claim", {"room": room, "rule": "w"})) == "already_claimed"
+    assert code(await ann.call("coupon.claim", {"room": room, "rule": "chatty"})) == "not_found"
+    assert (await ann.call("join", {"room": room}))["state"]["coupon"]["pending"] == []
+
+
+async def test_activity_grants_once(coupon_server: ServerProcess, viewers: list[Viewer]) -> None:
+    room = room_name()
+    ann = await joined(coupon_server, viewers, "ann", room)
+    for n in range(4):
+        assert code(await ann.call("danmaku.send", {"room": room, "text": f"hi {n}"})) == "ok"
+    await ann.wait_for(lambda i: i["type"] == "coupon.granted" and i["data"]["rule"] == "chatty")
+    await asyncio.sleep(0.2)
+    assert len(grants(ann, "chatty")) == 1
+
+
+async def test_drops_are_first_come_and_durable(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path).start()
+    viewers: list[Viewer] = []
+    room = room_name()
+    try:
+        host = await joined(server, viewers, "host", room, "host")
+        fans = [await joined(server, viewers, f"fan{n}", room) for n in range(3)]
+        denied = code(await fans[0].call("coupon.drop", {"room": room, "title": "x", "count": 1}))
+        assert denied == "forbidden"
+        rule = (await host.call("coupon.drop", {"room": room, "title": "Flash 50%", "count": 2}))["rule"]
+        [drop] = await fans[0].wait_for(lambda i: i["type"] == "coupon.drop")
+        assert drop["data"] == {"rule": rule, "title": "Flash 50%", "count": 2} and drop["seq"] is not None
+        acks = await asyncio.gather(*(f.call("coupon.grab", {"room": room, "rule": rule}) for f in fans))
+        assert sorted(code(a) for a in acks) == ["exhausted", "ok", "ok"]
+        winner = next(n for n, a in enumerate(acks) if a["ok"])
+        again = await fans[winner].call("coupon.grab", {"room": room, "rule": rule})
+        assert again["grant"] == acks[winner]["grant"]
+        assert code(await fans[0].call("coupon.grab", {"room": room, "rule": "nope"})) == "not_found"
+        server.stop(signal.SIGKILL)
+        for viewer in viewers:
+            await viewer.close()
+        server.start()
+        back = await joined(server, viewers, f"fan{winner}", room)
+        pending = (await back.call("join", {"room": room}))["state"]["coupon"]["pending"]
+        assert [g["id"] for g in pending] == [acks[winner]["grant"]["id"]]
+        loser = next(n for n, a in enumerate(acks) if not a["ok"])
+        late = await joined(server, viewers, f"fan{loser}", room)
+        assert code(await late.call("coupon.grab", {"room": room, "rule": rule})) == "exhausted"
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        server.stop()

@@ -1,0 +1,45 @@
+"""The example third-party plugin (tests/example_plugin), loaded through its entry point.
+
+Installed by the test command: `pip install -e tests/example_plugin`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+
+import pytest
+from plugin_support import code, joined, room_name
+from support import ServerProcess, Viewer
+
+
+def test_the_example_is_installed_through_its_entry_point() -> None:
+    names = {entry.name for entry in entry_points(group="liveroom.plugins")}
+    assert "luckybag" in names, "run: pip install -e tests/example_plugin"
+
+
+@pytest.fixture(scope="module")
+def bag_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"LIVEROOM_PLUGINS_LUCKYBAG_WINDOW_MINUTES": "1"}
+    process = ServerProcess(tmp_path_factory.mktemp("luckybag"), env=env).start()
+    yield process
+    process.stop()
+
+
+async def test_lucky_bag_draws_among_recent_commenters(
+    bag_server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    room = room_name()
+    host = await joined(bag_server, viewers, "host", room, "host")
+    fans = [await joined(bag_server, viewers, f"fan{n}", room) for n in range(3)]
+    lurker = await joined(bag_server, viewers, "lurker", room)
+    draw = {"room": room, "prize": "Tea", "winners": 2}
+    assert code(await host.call("luckybag.draw", draw)) == "no_entrants"
+    for fan in fans:
+        assert code(await fan.call("danmaku.send", {"room": room, "text": "me!"})) == "ok"
+    assert code(await fans[0].call("luckybag.draw", draw)) == "forbidden"
+    ack = await host.call("luckybag.draw", draw)
+    assert ack["ok"] and ack["entrants"] == 3 and len(ack["winners"]) == 2
+    assert {w["id"] for w in ack["winners"]} <= {f.user for f in fans}
+    [won] = await lurker.wait_for(lambda i: i["type"] == "luckybag.won")
+    assert won["data"] == {"prize": "Tea", "winners": ack["winners"]}
