@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -67,6 +68,7 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     host = host or config.server.host
     port = port if port is not None else config.server.port
     app = build_app(config)
+    _tune_gc()
     print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
     web.run_app(
         app,
@@ -78,6 +80,15 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         loop=uvloop.new_event_loop(),
     )
     return 0
+
+
+def _tune_gc() -> None:
+    """Everything built at start-up lives as long as the process: move it out of the
+    collector's sight, and collect the young generation less often. Under a command storm
+    the default threshold (700 allocations) made the collector a large share of the CPU."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _token(config: Config, args: argparse.Namespace) -> int:

@@ -49,6 +49,9 @@ class Node:
             ping_interval=config.server.ping_interval_s,
             ping_timeout=config.server.ping_timeout_s,
             max_http_buffer_size=config.limits.max_message_bytes,
+            # A connection's commands run in its read loop, one after another, in the order
+            # sent: no task per command (a flash-sale storm is thousands of them a second).
+            async_handlers=False,
         )
         self.hub = Hub(self.broker, self.clock, self.metrics, config.delivery, config.room, self._close_slow)
         self.timers = Timers(self.clock)
