@@ -234,7 +234,12 @@ def _build_store(config: Config) -> Store:
         return EmbeddedStore(config.store.sqlite_path, config.store.sqlite_synchronous)
     if kind == "memory":
         return MemoryStore()
-    raise ConfigError(f"[store] kind must be 'embedded' or 'memory', not {kind!r}")
+    if kind == "redis":
+        from liveroom.redis_broker import connect_redis
+        from liveroom.redis_store import RedisStore
+
+        return RedisStore(connect_redis(config.redis.url, config.redis.cluster), config.redis.key_prefix)
+    raise ConfigError(f"[store] kind must be 'embedded', 'memory' or 'redis', not {kind!r}")
 
 
 def _build_broker(config: Config, clock: Clock) -> Broker:

@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 import orjson
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 
@@ -105,10 +105,12 @@ return total
 """
 
 
-def connect_redis(url: str, cluster: bool) -> Redis | RedisCluster:
+def connect_redis(url: str, cluster: bool, max_connections: int = 64) -> Redis | RedisCluster:
+    """A client whose pool waits for a free connection instead of failing under a burst."""
     if cluster:
-        return RedisCluster.from_url(url)
-    return Redis.from_url(url)
+        return RedisCluster.from_url(url, max_connections=max_connections)
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+    return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
 class RedisBroker:

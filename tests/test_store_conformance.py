@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis_support import RedisServer
 
 from liveroom.record import Record
+from liveroom.redis_broker import connect_redis
+from liveroom.redis_store import RedisStore
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.stock import StockRequest
 from liveroom.store import MemoryStore, Store
 
 
-@pytest.fixture(params=["memory", "embedded"])
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "embedded", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    made: Store = MemoryStore() if request.param == "memory" else EmbeddedStore(tmp_path / "s.db")
+    made: Store
+    if request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "embedded":
+        made = EmbeddedStore(tmp_path / "s.db")
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix = "t" + tmp_path.name.replace("_", "")[-12:]  # keeps tests apart on one server
+        made = RedisStore(connect_redis(server.url, False), prefix)
     await made.start()
     yield made
     await made.close()
