@@ -35,6 +35,7 @@ STATUS = {
     "payload_too_large": 413,
     "rate_limited": 429,
     "internal_error": 500,
+    "unavailable": 503,
 }
 API_ROLES = ("host", "admin")
 

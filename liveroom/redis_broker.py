@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from liveroom.broker import RESET_TYPE, HistorySlice, Publication, PublicationHandler
 from liveroom.clock import Clock
@@ -106,10 +109,16 @@ return total
 
 
 def connect_redis(url: str, cluster: bool, max_connections: int = 64) -> Redis | RedisCluster:
-    """A client whose pool waits for a free connection instead of failing under a burst."""
+    """A client whose pool waits for a free connection instead of failing under a burst, and
+    retries a command a few times on a dropped connection (pooled connections go stale when
+    Redis restarts; every liveroom write is idempotent or a counter)."""
+    retry = {
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
+    }
     if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections)
-    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+        return RedisCluster.from_url(url, max_connections=max_connections, **retry)
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5, **retry)
     return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
@@ -141,6 +150,7 @@ class RedisBroker:
         self._reader: asyncio.Task[None] | None = None
         self._last_seq: dict[str, int] = {}
         self._epochs: dict[str, str] = {}
+        self._reconnected = False
         self._publish = redis.register_script(_PUBLISH)
         self._history = redis.register_script(_HISTORY)
         self._presence = redis.register_script(_PRESENCE)
@@ -150,7 +160,18 @@ class RedisBroker:
         self._handler = handler
 
     async def start(self) -> None:
-        self._pubsub = self._redis.pubsub()
+        pubsub = self._redis.pubsub()
+        resubscribe = pubsub.on_connect
+
+        async def on_connect(_: Any, connection: Any) -> None:
+            # redis-py reconnects and resubscribes by itself (the client retries); what was
+            # published while the subscription was down must still be fetched from the Streams.
+            await resubscribe(connection)
+            self._reconnected = True
+
+        # A bound method: redis-py keeps the connection's callback as a weak method reference.
+        setattr(pubsub, "on_connect", types.MethodType(on_connect, pubsub))  # noqa: B010
+        self._pubsub = pubsub
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -292,9 +313,10 @@ class RedisBroker:
                 lost = True
                 await asyncio.sleep(0.5)
                 continue
-            if lost:  # back (redis-py has resubscribed): fetch what was published meanwhile
-                log.warning("room bus connection restored")
-                lost = False
+            if lost or self._reconnected:  # back, resubscribed: fetch what was published meanwhile
+                if lost:
+                    log.warning("room bus connection restored")
+                lost = self._reconnected = False
                 await self._recover_all()
             if message is not None and message["type"] in ("message", "smessage"):
                 await self._receive(message["channel"], message["data"])
