@@ -235,7 +235,7 @@ def _build_store(config: Config) -> Store:
     if kind == "memory":
         return MemoryStore()
     if kind == "redis":
-        from liveroom.redis_broker import connect_redis
+        from liveroom.redis_client import connect_redis
         from liveroom.redis_store import RedisStore
 
         return RedisStore(connect_redis(config.redis.url, config.redis.cluster), config.redis.key_prefix)
@@ -247,7 +247,8 @@ def _build_broker(config: Config, clock: Clock) -> Broker:
     if config.broker.kind == "memory":
         return MemoryBroker(clock, room.history_count, room.history_age_s)
     if config.broker.kind == "redis":
-        from liveroom.redis_broker import RedisBroker, connect_redis
+        from liveroom.redis_broker import RedisBroker
+        from liveroom.redis_client import connect_redis
 
         redis = connect_redis(config.redis.url, config.redis.cluster)
         return RedisBroker(

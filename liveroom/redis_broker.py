@@ -20,25 +20,23 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import types
 from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 import orjson
 from redis import exceptions as redis_errors
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from liveroom.broker import RESET_TYPE, HistorySlice, Publication, PublicationHandler
 from liveroom.clock import Clock
 from liveroom.errors import Unavailable
 from liveroom.protocol import assemble_item
+from liveroom.redis_client import MAX_IN_FLIGHT
+from liveroom.redis_subscriber import ChannelSubscriber
 
-__all__ = ["RedisBroker", "connect_redis"]
+__all__ = ["RedisBroker"]
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +106,6 @@ return total
 """
 
 
-def connect_redis(url: str, cluster: bool, max_connections: int = 64) -> Redis | RedisCluster:
-    """A client whose pool waits for a free connection instead of failing under a burst, and
-    retries a command a few times on a dropped connection (pooled connections go stale when
-    Redis restarts; every liveroom write is idempotent or a counter)."""
-    retry = {
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-        "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
-    }
-    if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections, **retry)
-    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5, **retry)
-    return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
-
-
 class RedisBroker:
     """Implements `Broker` over Redis; see the module docstring for how."""
 
@@ -146,11 +130,10 @@ class RedisBroker:
         self._sharded = isinstance(redis, RedisCluster)
         self.node_id = node_id or secrets.token_hex(4)
         self._handler: PublicationHandler | None = None
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._subscriber = ChannelSubscriber(redis, self._receive, self._recover_all)
         self._last_seq: dict[str, int] = {}
         self._epochs: dict[str, str] = {}
-        self._reconnected = False
+        self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)  # see RedisStore: cluster pools do not wait
         self._publish = redis.register_script(_PUBLISH)
         self._history = redis.register_script(_HISTORY)
         self._presence = redis.register_script(_PRESENCE)
@@ -160,27 +143,10 @@ class RedisBroker:
         self._handler = handler
 
     async def start(self) -> None:
-        pubsub = self._redis.pubsub()
-        resubscribe = pubsub.on_connect
-
-        async def on_connect(_: Any, connection: Any) -> None:
-            # redis-py reconnects and resubscribes by itself (the client retries); what was
-            # published while the subscription was down must still be fetched from the Streams.
-            await resubscribe(connection)
-            self._reconnected = True
-
-        # A bound method: redis-py keeps the connection's callback as a weak method reference.
-        setattr(pubsub, "on_connect", types.MethodType(on_connect, pubsub))  # noqa: B010
-        self._pubsub = pubsub
+        return None
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self._pubsub is not None:
-            with contextlib.suppress(redis_errors.RedisError, OSError):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._subscriber.close()
         await self._redis.aclose()
 
     # -- keys ---------------------------------------------------------------------------
@@ -207,7 +173,8 @@ class RedisBroker:
             int(self._sharded),
         ]
         try:
-            seq, _ = await self._publish(keys=self._keys(room), args=args)
+            async with self._gate:
+                seq, _ = await self._publish(keys=self._keys(room), args=args)
         except (redis_errors.RedisError, OSError) as exc:
             raise Unavailable(f"the room bus is unreachable: {exc}") from None
         seq_or_none = int(seq) if history else None
@@ -218,10 +185,11 @@ class RedisBroker:
     async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
         meta, stream, _ = self._keys(room)
         try:
-            current, latest, entries = await self._history(
-                keys=(meta, stream),
-                args=(-1 if since is None else since, secrets.token_hex(4), self._meta_ttl_s),
-            )
+            async with self._gate:
+                current, latest, entries = await self._history(
+                    keys=(meta, stream),
+                    args=(-1 if since is None else since, secrets.token_hex(4), self._meta_ttl_s),
+                )
         except (redis_errors.RedisError, OSError) as exc:
             raise Unavailable(f"the room history is unreachable: {exc}") from None
         current_epoch = current.decode() if isinstance(current, bytes) else str(current)
@@ -241,15 +209,16 @@ class RedisBroker:
         now = int(self._clock.now_ms())
         rooms = list(counts)
         try:
-            totals = await asyncio.gather(
-                *(
-                    self._presence(
-                        keys=(f"{self._prefix}:{{{room}}}:online",),
-                        args=(self.node_id, counts[room], now, self.presence_ttl_ms),
+            async with self._gate:
+                totals = await asyncio.gather(
+                    *(
+                        self._presence(
+                            keys=(f"{self._prefix}:{{{room}}}:online",),
+                            args=(self.node_id, counts[room], now, self.presence_ttl_ms),
+                        )
+                        for room in rooms
                     )
-                    for room in rooms
                 )
-            )
         except (redis_errors.RedisError, OSError) as exc:
             raise Unavailable(f"presence is unreachable: {exc}") from None
         return {room: int(total) for room, total in zip(rooms, totals, strict=True)}
@@ -272,54 +241,21 @@ class RedisBroker:
     # -- subscriptions -------------------------------------------------------------------
 
     async def subscribe(self, room: str) -> None:
-        assert self._pubsub is not None, "start() first"
-        channel = self._keys(room)[2]
         if room in self._last_seq:
             return
         current = await self.history(room, None)
         self._last_seq[room] = current.latest
         self._epochs[room] = current.epoch
         try:
-            if self._sharded:
-                await self._pubsub.ssubscribe(channel)
-            else:
-                await self._pubsub.subscribe(channel)
+            await self._subscriber.subscribe(self._keys(room)[2])
         except (redis_errors.RedisError, OSError) as exc:
             del self._last_seq[room]
             raise Unavailable(f"cannot subscribe to the room bus: {exc}") from None
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read(), name="liveroom-redis-broker")
 
     async def unsubscribe(self, room: str) -> None:
         self._epochs.pop(room, None)
-        if self._last_seq.pop(room, None) is None or self._pubsub is None:
-            return
-        channel = self._keys(room)[2]
-        with contextlib.suppress(redis_errors.RedisError, OSError):
-            if self._sharded:
-                await self._pubsub.sunsubscribe(channel)
-            else:
-                await self._pubsub.unsubscribe(channel)
-
-    async def _read(self) -> None:
-        assert self._pubsub is not None
-        lost = False
-        while True:
-            try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except (redis_errors.RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("room bus connection lost (%s); reconnecting", exc)
-                lost = True
-                await asyncio.sleep(0.5)
-                continue
-            if lost or self._reconnected:  # back, resubscribed: fetch what was published meanwhile
-                if lost:
-                    log.warning("room bus connection restored")
-                lost = self._reconnected = False
-                await self._recover_all()
-            if message is not None and message["type"] in ("message", "smessage"):
-                await self._receive(message["channel"], message["data"])
+        if self._last_seq.pop(room, None) is not None:
+            await self._subscriber.unsubscribe(self._keys(room)[2])
 
     async def _receive(self, channel: bytes, data: bytes) -> None:
         room = channel.decode()[len(self._prefix) + 2 : -len("}:ch")]

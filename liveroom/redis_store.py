@@ -19,6 +19,7 @@ since each write is one script.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from liveroom.errors import Unavailable
 from liveroom.record import Record
+from liveroom.redis_client import MAX_IN_FLIGHT
 from liveroom.stock import POOL_KIND, StockOutcome, StockRequest, order_key
 
 __all__ = ["RedisStore"]
@@ -104,6 +106,9 @@ class RedisStore:
         self._redis = redis
         self._prefix = prefix
         self._kinds: dict[str, str] = {}
+        # A cluster client fails (MaxConnectionsError) rather than waits when a burst needs
+        # more connections than its pool has: queue here instead.
+        self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._put = redis.register_script(_PUT_RECORD)
         self._take = redis.register_script(_TAKE_STOCK)
         self._define = redis.register_script(_DEFINE_STOCK)
@@ -213,9 +218,10 @@ class RedisStore:
     async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         # redis-py's annotations are unions of every reply shape: Any is the honest type here.
         try:
-            return await operation()
+            async with self._gate:
+                return await operation()
         except (redis_errors.RedisError, OSError) as exc:
-            raise Unavailable(f"the store is unreachable: {exc}") from None
+            raise Unavailable(f"the store is unreachable: {exc!r}") from None
 
 
 def _blob(record: Record) -> bytes:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from redis_support import RedisServer
+from redis_support import RedisCluster, RedisServer
 
 from liveroom.broker import Broker, Publication
 from liveroom.memory_broker import MemoryBroker
-from liveroom.redis_broker import RedisBroker, connect_redis
+from liveroom.redis_broker import RedisBroker
+from liveroom.redis_client import connect_redis
 from liveroom.testing import FakeClock
 
 
@@ -27,7 +28,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def broker(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Broker]:
     made: Broker
     if request.param == "memory":

@@ -13,7 +13,8 @@ from redis_support import RedisServer
 from liveroom.broker import Publication
 from liveroom.clock import SystemClock
 from liveroom.errors import Unavailable
-from liveroom.redis_broker import RedisBroker, connect_redis
+from liveroom.redis_broker import RedisBroker
+from liveroom.redis_client import connect_redis
 
 
 @pytest.fixture

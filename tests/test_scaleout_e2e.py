@@ -8,16 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_support import RedisServer
+from redis_support import RedisCluster, RedisServer
 from support import ServerProcess, Viewer
 
 
 class Cluster:
-    def __init__(self, root: Path, nodes: int) -> None:
-        self.redis = RedisServer(root / "redis").start()
+    def __init__(self, root: Path, nodes: int, redis_cluster: bool = False) -> None:
+        self.redis: RedisServer | RedisCluster = (
+            RedisCluster(root / "redis").start() if redis_cluster else RedisServer(root / "redis").start()
+        )
         env = {
             "LIVEROOM_BROKER_KIND": "redis",
+            "LIVEROOM_STORE_KIND": "redis",
             "LIVEROOM_REDIS_URL": self.redis.url,
+            "LIVEROOM_REDIS_CLUSTER": str(redis_cluster).lower(),
             "LIVEROOM_PLUGINS_DANMAKU_BURST": "50",
             "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
         }
@@ -29,9 +33,9 @@ class Cluster:
         self.redis.stop()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, 3)
+@pytest.fixture(params=["redis", "redis-cluster"])
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, 3, redis_cluster=request.param == "redis-cluster")
     yield made
     made.stop()
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from redis_support import RedisServer
+from redis_support import RedisCluster, RedisServer
 
 from liveroom.record import Record
-from liveroom.redis_broker import connect_redis
+from liveroom.redis_client import connect_redis
 from liveroom.redis_store import RedisStore
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.stock import StockRequest
@@ -24,7 +24,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(params=["memory", "embedded", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["memory", "embedded", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     made: Store
     if request.param == "memory":
@@ -32,9 +39,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     elif request.param == "embedded":
         made = EmbeddedStore(tmp_path / "s.db")
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
+        cluster = request.param == "redis-cluster"
+        server: RedisServer | RedisCluster = request.getfixturevalue(
+            "redis_cluster" if cluster else "redis_server"
+        )
         prefix = "t" + tmp_path.name.replace("_", "")[-12:]  # keeps tests apart on one server
-        made = RedisStore(connect_redis(server.url, False), prefix)
+        made = RedisStore(connect_redis(server.url, cluster), prefix)
     await made.start()
     yield made
     await made.close()
