@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--stall-fraction", type=float, help="fraction of viewers that stop reading halfway")
     add("--output", help="directory for the JSON and HTML results (default loadtest-results)")
     add("--quiet", action="store_true", default=None, help="no live progress")
+    add("--profile", action="store_true", default=None, help="sample the server with py-spy (needs its pid)")
     return parser
 
 
@@ -79,7 +80,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         *("url", "server", "server_pid", "server_cpus", "cpus", "secret", "room", "viewers", "processes"),
         *("rate", "priority_rate", "publishers", "text_chars", "duration_s", "warmup_s", "connect_rate"),
-        *("concurrency", "sample_every", "stall_fraction", "output", "quiet"),
+        *("concurrency", "sample_every", "stall_fraction", "output", "quiet", "profile"),
     )
     overrides = {name: getattr(args, name) for name in names}
     if args.server_env:

@@ -10,13 +10,15 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .profile import start_profile
 from .scenarios import Settings
 from .servers import ProcessWatch, SpawnedServer, liveroom_metrics, spawn_server
 from .stats import Snapshot
 from .summary import summarize
-from .worker import Plan, worker_main
+from .worker import Plan, Schedule, worker_main
 
 __all__ = ["Recording", "run_scenario"]
 
@@ -29,10 +31,13 @@ class Recording:
 
     settings: Settings
     t0: float
-    publish_from: float
-    publish_until: float
-    end_at: float
-    stall_at: float
+    publish_from: float = 0.0
+    publish_until: float = 0.0
+    end_at: float = 0.0
+    stall_at: float = 0.0
+    all_joined_at: float | None = None
+    server_pid: int = 0
+    profile_path: Path | None = None
     seconds: dict[int, Snapshot] = field(default_factory=dict)
     # Gauges (connected, sampled connections) per second and process: the latest report wins.
     gauges: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
@@ -60,24 +65,22 @@ def run_scenario(settings: Settings) -> dict[str, Any]:
 
 def _record(settings: Settings, url: str, secret: str, watch: ProcessWatch | None) -> Recording:
     t0 = float(math.ceil(time.time() + STARTUP_S))  # whole seconds, as the processes report
-    connecting = settings.viewers / settings.connect_rate + 1.0 if settings.connect_rate else 5.0
-    publish_from = t0 + math.ceil(connecting + 1.0)
-    end_at = publish_from + math.ceil(settings.duration_s)
-    stall_at = publish_from + math.ceil(settings.duration_s / 2)
-    recording = Recording(settings, t0, publish_from, end_at - 1.0, end_at, stall_at)
+    recording = Recording(settings, t0, server_pid=watch.pid if watch else 0)
     if watch is not None:
         recording.server_rss_before = watch.rss_bytes()
     context = multiprocessing.get_context("spawn")
-    pipes, processes = [], []
+    pipes, controls, processes = [], [], []
     for plan in _plans(settings, url, secret, recording):
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=worker_main, args=(plan, sender), daemon=True)
+        control_in, control_out = context.Pipe(duplex=False)
+        process = context.Process(target=worker_main, args=(plan, sender, control_in), daemon=True)
         process.start()
         sender.close()
         pipes.append(receiver)
+        controls.append(control_out)
         processes.append(process)
     try:
-        _gather(recording, pipes, watch)
+        _gather(recording, pipes, controls, watch)
     finally:
         for process in processes:
             process.join(5)
@@ -94,15 +97,11 @@ def _plans(settings: Settings, url: str, secret: str, rec: Recording) -> list[Pl
         "secret": secret,
         "room": settings.room,
         "start_at": rec.t0,
-        "end_at": rec.end_at,
         "concurrency": max(1, settings.concurrency // count),
         "sample_every": settings.sample_every,
         "stall_every": round(1 / settings.stall_fraction) if settings.stall_fraction else 0,
-        "stall_at": rec.stall_at,
         "churn_s": settings.churn_s,
         "cpus": settings.cpus,
-        "publish_from": rec.publish_from,
-        "publish_until": rec.publish_until,
         "text": ("弹幕" * settings.text_chars)[: settings.text_chars]
         if settings.text_chars > 50
         else "x" * settings.text_chars,
@@ -129,11 +128,26 @@ def _plans(settings: Settings, url: str, secret: str, rec: Recording) -> list[Pl
     return plans
 
 
-def _gather(rec: Recording, pipes: list[Any], watch: ProcessWatch | None) -> None:
+def _gather(rec: Recording, pipes: list[Any], controls: list[Any], watch: ProcessWatch | None) -> None:
+    s = rec.settings
     open_pipes = list(pipes)
-    hard_stop = rec.end_at + 20.0
+    expected = s.viewers + (s.publishers if s.rate or s.priority_rate else 0)
+    connect_deadline = rec.t0 + s.connect_timeout_s
+    hard_stop = connect_deadline + s.duration_s + 30.0
     next_sample = math.floor(time.time()) + 0.5
+    profiler = None
     while open_pipes and time.time() < hard_stop:
+        if s.profile and rec.end_at and profiler is None and time.time() >= rec.publish_from + s.warmup_s:
+            rec.profile_path = Path(s.output) / f"profile-{s.scenario}-{rec.server_pid}.txt"
+            rec.profile_path.parent.mkdir(parents=True, exist_ok=True)
+            profiler = start_profile(rec.server_pid, rec.publish_until - time.time(), rec.profile_path)
+        if not rec.end_at:
+            joined = sum(snap.joined for snap in rec.seconds.values())
+            if joined >= expected and rec.all_joined_at is None:
+                rec.all_joined_at = time.time()
+            if rec.all_joined_at is not None or time.time() >= connect_deadline:
+                _start_measuring(rec, controls)
+                hard_stop = rec.end_at + 20.0
         for pipe in list(open_pipes):
             while pipe.poll():
                 try:
@@ -151,6 +165,19 @@ def _gather(rec: Recording, pipes: list[Any], watch: ProcessWatch | None) -> Non
             _progress(rec)
             next_sample += 1.0
         time.sleep(0.05)
+    if profiler is not None:
+        profiler.wait(30)
+
+
+def _start_measuring(rec: Recording, controls: list[Any]) -> None:
+    s = rec.settings
+    rec.publish_from = float(math.ceil(time.time() + 1.0))
+    rec.end_at = rec.publish_from + math.ceil(s.duration_s)
+    rec.publish_until = rec.end_at - 1.0
+    rec.stall_at = rec.publish_from + math.ceil(s.duration_s / 2)
+    schedule = Schedule(rec.publish_from, rec.publish_until, rec.stall_at, rec.end_at)
+    for control in controls:
+        control.send(schedule)
 
 
 def _add(rec: Recording, second: int, process: int, snapshot: Snapshot) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .profile import summarize_profile
 from .stats import Snapshot
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ def summarize(rec: Recording, url: str, server_kind: str) -> dict[str, Any]:
         "scenario": s.scenario,
         "server": server_kind,
         "url": url,
+        "server_pid": rec.server_pid,
         "settings": {k: v for k, v in _settings(s).items()},
         "window_s": round(seconds, 2),
         "viewers_connected": max((snap.connected for snap in rec.seconds.values()), default=0),
@@ -46,6 +48,8 @@ def summarize(rec: Recording, url: str, server_kind: str) -> dict[str, Any]:
     result.update(_sampled_figures(rec, steady, everything, seconds))
     if s.stall_fraction:
         result.update(_slow_figures(rec))
+    if rec.profile_path is not None:
+        result["server_profile"] = summarize_profile(rec.profile_path)
     return result
 
 
@@ -119,6 +123,7 @@ def _slow_figures(rec: Recording) -> dict[str, Any]:
 
 
 def _time_to_join(rec: Recording, viewers: int) -> float | None:
+    """Seconds from the first connect until every viewer had joined (to the report's second)."""
     joined = 0
     for second in sorted(rec.seconds):
         joined += rec.seconds[second].joined

@@ -1,8 +1,9 @@
 """One load-generator process: its share of viewers (or the publishers), on its own loop.
 
 The parent gives each process a `Plan` and reads a `Snapshot` from it every second over a
-pipe. All timing is by wall clock against the plan's `start_at`/`end_at`, so processes
-stay in step without talking to each other.
+pipe. Viewers connect from the plan's `start_at`; once the parent has seen them all joined
+it sends every process one `Schedule` (when to publish, stall and stop, by wall clock),
+so the measured part starts with the room full.
 """
 
 from __future__ import annotations
@@ -24,9 +25,19 @@ from liveroom.auth import Role, TokenAuthority
 from .sioclient import SocketIOClient, connect_client
 from .stats import Snapshot
 
-__all__ = ["Plan", "worker_main"]
+__all__ = ["Plan", "Schedule", "worker_main"]
 
 STALLED_RECEIVE_BUFFER = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Wall-clock times of the measured part, sent once everyone has joined."""
+
+    publish_from: float
+    publish_until: float  # a little before `end_at`, so the last items land
+    stall_at: float
+    end_at: float  # close everything and report
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,35 +47,32 @@ class Plan:
     secret: str
     room: str
     start_at: float  # wall clock: begin connecting
-    end_at: float  # wall clock: close everything and report
     viewers: int = 0
     connect_rate: float = 0.0  # new connections per second for this process; 0: no pacing
     concurrency: int = 200  # connects in flight at once
     sample_every: int = 10  # every Nth viewer decodes its batches for latency
     stall_every: int = 0  # every Nth viewer stops reading at `stall_at` (0: none)
-    stall_at: float = 0.0
     churn_s: tuple[float, float] | None = None  # connect, stay this long, leave, again
     publishers: int = 0
     publish_rate: float = 0.0  # danmaku.send per second, over all publishers
     priority_rate: float = 0.0  # bench.publish priority items per second
-    publish_from: float = 0.0  # wall clock
-    publish_until: float = 0.0  # wall clock; a little before `end_at` so the last items land
     text: str = "hello"
     cpus: tuple[int, ...] = ()
 
 
-def worker_main(plan: Plan, pipe: Pipe) -> None:
+def worker_main(plan: Plan, pipe: Pipe, control: Pipe) -> None:
     if plan.cpus:
         os.sched_setaffinity(0, plan.cpus)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    uvloop.run(Worker(plan, pipe).run())
+    uvloop.run(Worker(plan, pipe, control).run())
 
 
 class Worker:
-    def __init__(self, plan: Plan, pipe: Pipe) -> None:
+    def __init__(self, plan: Plan, pipe: Pipe, control: Pipe) -> None:
         self.plan = plan
         self.pipe = pipe
+        self.control = control
         self.stats = Snapshot()
         self.clients: dict[int, SocketIOClient] = {}
         self.authority = TokenAuthority(plan.secret)
@@ -74,11 +82,14 @@ class Worker:
         reporter = asyncio.create_task(self._report_every_second())
         await _sleep_until(self.plan.start_at)
         jobs = [asyncio.create_task(self._viewers())]
+        publishers = [await self._join(n, role="host") for n in range(self.plan.publishers)]
+        schedule: Schedule = await asyncio.get_running_loop().run_in_executor(None, self.control.recv)
         if self.plan.publishers:
-            jobs.append(asyncio.create_task(self._publish()))
+            ready = [p for p in publishers if p is not None]
+            jobs.append(asyncio.create_task(self._publish(ready, schedule)))
         if self.plan.stall_every:
-            jobs.append(asyncio.create_task(self._stall()))
-        await _sleep_until(self.plan.end_at)
+            jobs.append(asyncio.create_task(self._stall(schedule.stall_at)))
+        await _sleep_until(schedule.end_at)
         for job in jobs:
             job.cancel()
         for client in list(self.clients.values()):
@@ -139,7 +150,7 @@ class Worker:
             ack = await asyncio.wait_for(client.call("join", {"room": plan.room}), 30)
         except Exception as exc:  # refused, timed out, reset: all count as failures
             self.stats.connect_failures += 1
-            self.stats.errors[type(exc).__name__] += 1
+            self.stats.errors[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
             return None
         if not (isinstance(ack, dict) and ack.get("ok")):
             self.stats.connect_failures += 1
@@ -152,23 +163,21 @@ class Worker:
             self.clients[number] = client
         return client
 
-    async def _stall(self) -> None:
-        await _sleep_until(self.plan.stall_at)
+    async def _stall(self, stall_at: float) -> None:
+        await _sleep_until(stall_at)
         for number, client in self.clients.items():
             if self._stalls(number):
                 client.stop_reading()
 
     # -- publishers -----------------------------------------------------------------------
 
-    async def _publish(self) -> None:
+    async def _publish(self, ready: list[SocketIOClient], schedule: Schedule) -> None:
         plan = self.plan
-        publishers = [await self._join(n, role="host") for n in range(plan.publishers)]
-        ready = [p for p in publishers if p is not None]
         if not ready:
             return
-        await _sleep_until(plan.publish_from)
+        await _sleep_until(schedule.publish_from)
         began, sent, sent_priority, turn = time.monotonic(), 0, 0, 0
-        while time.time() < plan.publish_until:
+        while time.time() < schedule.publish_until:
             await asyncio.sleep(0.005)
             elapsed = time.monotonic() - began
             while sent < plan.publish_rate * elapsed:

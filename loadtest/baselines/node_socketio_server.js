@@ -45,4 +45,4 @@ io.on("connection", (socket) => {
   socket.on("time", (data, ack) => ack({ ok: true, server_time: Date.now() }));
 });
 
-httpServer.listen(port, "127.0.0.1");
+httpServer.listen({ port, host: "127.0.0.1", backlog: 4096 });
