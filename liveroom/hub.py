@@ -43,6 +43,16 @@ class JoinResult:
     reset: bool
 
 
+# In a big room every presence update is a write to every member, and during a join storm
+# the count changes all the time: send it when it moved by 1% (exact below 100 members),
+# and otherwise at least every PRESENCE_STALE_MS.
+PRESENCE_STALE_MS = 10_000.0
+
+
+def _presence_moved(online: int, sent: int, age_ms: float) -> bool:
+    return abs(online - sent) * 100 >= max(sent, 100) or age_ms >= PRESENCE_STALE_MS
+
+
 class Hub:
     def __init__(
         self,
@@ -237,8 +247,11 @@ class Hub:
         for room in list(self._presence_dirty):
             if now - room.online_sent_ms < self._online_interval_ms:
                 continue
-            del self._presence_dirty[room]
-            if room.online == room.online_sent or self.rooms.get(room.id) is not room:
+            if self.rooms.get(room.id) is not room or room.online == room.online_sent:
+                del self._presence_dirty[room]
                 continue
+            if not _presence_moved(room.online, room.online_sent, now - room.online_sent_ms):
+                continue  # a small drift in a big room: wait until it adds up (or goes stale)
+            del self._presence_dirty[room]
             room.online_sent, room.online_sent_ms = room.online, now
             await self._broker.publish(room.id, "room.online", {"count": room.online}, history=False)

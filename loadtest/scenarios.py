@@ -29,7 +29,7 @@ class Settings:
     warmup_s: float = 2.0  # left out of the steady-state figures
     connect_rate: float = 2000.0  # new connections per second, over all processes; 0: no pacing
     concurrency: int = 500
-    sample_every: int = 10
+    sample_every: int = 20
     stall_fraction: float = 0.0
     churn_s: tuple[float, float] | None = None
     output: str = "loadtest-results"
@@ -39,7 +39,7 @@ class Settings:
     @property
     def connect_timeout_s(self) -> float:
         """How long connecting may take before the measured part starts anyway."""
-        paced = self.viewers / self.connect_rate if self.connect_rate else 0.0
+        paced = self.viewers / (self.connect_rate or 1000.0)
         return min(120.0, 2.0 * paced + 20.0)
 
 
