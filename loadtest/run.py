@@ -42,6 +42,7 @@ class Recording:
     # Gauges (connected, sampled connections) per second and process: the latest report wins.
     gauges: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
     server: list[tuple[float, float, int]] = field(default_factory=list)  # (time, cpu_s, rss)
+    server_system: list[float] = field(default_factory=list)  # kernel CPU seconds, same samples
     server_rss_before: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -162,6 +163,7 @@ def _gather(rec: Recording, pipes: list[Any], controls: list[Any], watch: Proces
         if time.time() >= next_sample:
             if watch is not None:
                 rec.server.append((time.time(), watch.cpu_s(), watch.rss_bytes()))
+                rec.server_system.append(watch.system_s())
             _progress(rec)
             next_sample += 1.0
         time.sleep(0.05)

@@ -67,15 +67,18 @@ def _window(rec: Recording, start: float, end: float) -> tuple[Snapshot, int]:
 def _server_figures(
     rec: Recording, start: float, end: float, steady: Snapshot, seconds: int
 ) -> dict[str, Any]:
-    inside = [sample for sample in rec.server if start <= sample[0] <= end + 0.6]
-    if len(inside) < 2:
+    indexes = [i for i, sample in enumerate(rec.server) if start <= sample[0] <= end + 0.6]
+    if len(indexes) < 2:
         return {}
+    inside = [rec.server[i] for i in indexes]
     (t1, c1, _), (t2, c2, _) = inside[0], inside[-1]
     cpu = (c2 - c1) / (t2 - t1)
+    system = (rec.server_system[indexes[-1]] - rec.server_system[indexes[0]]) / (t2 - t1)
     peak_rss = max(rss for _, _, rss in rec.server)
     deliveries_per_s = steady.items / max(seconds, 1)
     figures: dict[str, Any] = {
         "server_cpu_cores": round(cpu, 3),
+        "server_kernel_share": round(system / cpu, 3) if cpu else None,
         "server_rss_before_mb": round(rec.server_rss_before / 2**20, 1),
         "server_rss_peak_mb": round(peak_rss / 2**20, 1),
         "server_us_per_delivery": round(1e6 * cpu / deliveries_per_s, 3) if deliveries_per_s else None,

@@ -183,7 +183,7 @@ class Worker:
             while sent < plan.publish_rate * elapsed:
                 sent += 1
                 turn += 1
-                text = f"{plan.text} {sent}"
+                text = f"{sent} {plan.text}"[: max(len(plan.text), 8)]  # within max_length
                 ready[turn % len(ready)].emit("danmaku.send", {"room": plan.room, "text": text}, self._acked)
             while sent_priority < plan.priority_rate * elapsed:
                 sent_priority += 1
