@@ -159,6 +159,8 @@ async def connect_client(
 
     factory: Any = None
     if receive_buffer is not None:
+        # A small receive window (for viewers that will stall): the server's side of the
+        # connection fills within seconds instead of hiding megabytes in our kernel.
 
         async def factory(parsed: Any) -> socket.socket:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
