@@ -77,6 +77,9 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         print=None,
         shutdown_timeout=config.server.shutdown_grace_s,
         access_log=None,
+        # A crowd arriving at once (a stream going live) overflows aiohttp's default of 128,
+        # and each dropped SYN costs the client a 1-3 s retransmit: queue them instead.
+        backlog=4096,
         loop=uvloop.new_event_loop(),
     )
     return 0

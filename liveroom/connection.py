@@ -5,11 +5,18 @@ of a room, one `transport.write` per connection per tick, no task or queue per r
 A long-polling connection (rare; browsers upgrade) gets the message through Engine.IO's
 own queue. Either way the outbound buffer is bounded: past the limit the connection is
 marked slow, and the hub closes it with reason `slow_consumer`.
+
+The kernel's send buffer is fixed per socket (`send_buffer_bytes`) rather than left to
+autotune: a stalled reader would otherwise hide megabytes in the kernel, where neither
+the limit nor the operator sees them. What does not fit there waits in the transport's
+buffer, which is what `outbound_buffer_bytes` bounds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 from liveroom.auth import Identity
@@ -23,6 +30,7 @@ MAX_POLLING_BACKLOG = 256
 
 class Connection:
     __slots__ = (
+        "_transport",
         "bucket",
         "closing",
         "eio_sid",
@@ -30,8 +38,8 @@ class Connection:
         "identity",
         "limit_bytes",
         "rooms",
+        "send_buffer_bytes",
         "sid",
-        "transport",
     )
 
     def __init__(
@@ -42,6 +50,7 @@ class Connection:
         eio_socket: Any,
         bucket: TokenBucket,
         limit_bytes: int,
+        send_buffer_bytes: int = 131_072,
     ) -> None:
         self.sid = sid
         self.eio_sid = eio_sid
@@ -49,14 +58,27 @@ class Connection:
         self.eio_socket = eio_socket
         self.bucket = bucket
         self.limit_bytes = limit_bytes
+        self.send_buffer_bytes = send_buffer_bytes
         self.rooms: set[str] = set()
-        # Set once the connection runs over WebSocket (at once, or after the polling upgrade).
-        self.transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None
         self.closing = False
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """Set once the connection runs over WebSocket (at once, or after the polling upgrade)."""
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: asyncio.Transport | None) -> None:
+        self._transport = transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is not None and self.send_buffer_bytes > 0:
+            with contextlib.suppress(OSError):  # not a TCP socket: nothing to bound
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
 
     def deliver(self, frame: bytes, message: bytes) -> bool:
         """Send one Engine.IO message (`frame` is it as a WebSocket frame). False if too slow."""
-        transport = self.transport
+        transport = self._transport
         if transport is not None and self.eio_socket.upgraded:
             if transport.is_closing():
                 return True

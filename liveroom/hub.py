@@ -1,16 +1,25 @@
 """The delivery engine: room membership on this node, and one batch per room per tick.
 
 Publications arrive from the broker into their room's pending list. Every tick (or at once
-for a priority item) each room with pending items is flushed: its items are joined into
-one `batch` message and one WebSocket frame, built once, and the same bytes are written
-to every member. Connections that cannot keep up are closed as `slow_consumer`.
+for a priority item) each room with pending items is flushed: its items, through the
+room's lanes (see `liveroom.room`), are joined into one `batch` message and one WebSocket
+frame, built once, and the same bytes are written to every member: one `transport.write`
+per member per flush, no task, queue or allocation per recipient. Connections that cannot
+keep up are closed as `slow_consumer`.
+
+The tick stretches under load, between `tick_ms` and `max_tick_ms`: when the process
+has been busy more than 60% of the last second it grows by a quarter (and shrinks back
+below 30%), and it is never shorter than twice the last flush. A write costs about the
+same whatever it carries, so a longer tick under load means fewer, fuller writes; when
+the server is idle enough, latency wins and the tick stays short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from liveroom.broker import Broker, Publication
@@ -20,7 +29,7 @@ from liveroom.connection import Connection
 from liveroom.frames import batch_message, ws_text_frame
 from liveroom.metrics import Metrics
 from liveroom.protocol import encode_item
-from liveroom.room import LocalRoom
+from liveroom.room import Lanes, LocalRoom
 
 __all__ = ["Hub", "JoinResult"]
 
@@ -34,6 +43,16 @@ class JoinResult:
     epoch: str
     missed: list[Publication]
     reset: bool
+
+
+# In a big room every presence update is a write to every member, and during a join storm
+# the count changes all the time: send it when it moved by 1% (exact below 100 members),
+# and otherwise at least every PRESENCE_STALE_MS.
+PRESENCE_STALE_MS = 10_000.0
+
+
+def _presence_moved(online: int, sent: int, age_ms: float) -> bool:
+    return abs(online - sent) * 100 >= max(sent, 100) or age_ms >= PRESENCE_STALE_MS
 
 
 class Hub:
@@ -51,6 +70,12 @@ class Hub:
         self._clock = clock
         self._metrics = metrics
         self._tick_s = delivery.tick_ms / 1000.0
+        self._max_tick_s = max(delivery.max_tick_ms, delivery.tick_ms) / 1000.0
+        self.interval_s = self._tick_s
+        self._stretch_s = self._tick_s
+        self._load_stamp = time.monotonic()
+        self._load_cpu = time.process_time()
+        self._lanes = Lanes.from_config(delivery)
         self._online_interval_ms = room_config.online_interval_ms
         self._on_slow = on_slow
         self._dirty: dict[LocalRoom, None] = {}
@@ -103,7 +128,7 @@ class Hub:
     async def _ready_room(self, room_id: str) -> LocalRoom:
         room = self.rooms.get(room_id)
         if room is None:
-            room = self.rooms[room_id] = LocalRoom(room_id)
+            room = self.rooms[room_id] = LocalRoom(room_id, self._lanes)
             self._metrics.rooms.set(len(self.rooms))
             try:
                 await self._broker.subscribe(room_id)
@@ -125,9 +150,7 @@ class Hub:
         room = self.rooms.get(publication.room)
         if room is None:
             return
-        room.pending.append(publication)
-        if publication.seq is not None:
-            room.pending_seq = publication.seq
+        room.put(publication)
         self._dirty[room] = None
         if publication.priority and self._urgent is None:
             self._urgent = asyncio.get_running_loop().call_soon(self._flush_now)
@@ -146,43 +169,73 @@ class Hub:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
-            next_tick += self._tick_s
+            next_tick += self.interval_s
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            if loop.time() - next_tick > self._tick_s:
+            if loop.time() - next_tick > self.interval_s:
                 next_tick = loop.time()  # we fell behind: do not try to catch up in a burst
             try:
-                await self.tick()
+                spent = await self.tick()
             except Exception:  # one bad tick must not stop delivery
                 log.exception("delivery tick failed")
+                continue
+            self.interval_s = self._next_interval(spent)
+            self._metrics.tick_interval.set(self.interval_s)
 
-    async def tick(self) -> None:
+    def _next_interval(self, spent: float) -> float:
+        now = time.monotonic()
+        if now - self._load_stamp >= 1.0:
+            cpu = time.process_time()
+            busy = (cpu - self._load_cpu) / (now - self._load_stamp)
+            self._load_stamp, self._load_cpu = now, cpu
+            if busy > 0.6:
+                self._stretch_s = min(self._max_tick_s, self._stretch_s * 1.25)
+            elif busy < 0.3:
+                self._stretch_s = max(self._tick_s, self._stretch_s / 1.25)
+        return min(self._max_tick_s, max(self._stretch_s, 2.0 * spent))
+
+    async def tick(self) -> float:
+        """Publish presence and flush every room; returns the seconds it took."""
         started = self._clock.monotonic()
         await self._publish_presence()
         self._flush_now()
-        self._metrics.tick_seconds.observe(self._clock.monotonic() - started)
+        spent = self._clock.monotonic() - started
+        self._metrics.tick_seconds.observe(spent)
+        return spent
 
     def _flush_now(self) -> None:
         self._urgent = None
         dirty, self._dirty = self._dirty, {}
         slow: list[Connection] = []
+        now = self._clock.monotonic()
         for room in dirty:
-            self._flush(room, slow)
+            self._flush(room, now, slow)
+            if room.counters:  # held back by the counter rate: try again next tick
+                self._dirty[room] = None
         for connection in slow:
             self._on_slow(connection)
 
-    def _flush(self, room: LocalRoom, slow: list[Connection]) -> None:
-        publications = room.take_pending()
+    def _flush(self, room: LocalRoom, now: float, slow: list[Connection]) -> None:
+        sampled_out = room.sampled_out
+        publications = room.take_pending(now)
+        if room.sampled_out != sampled_out:
+            self._metrics.items_sampled_out.inc(room.sampled_out - sampled_out)
         fresh, room.fresh = room.fresh, {}
         if not publications or not room.members:
             return
         message = batch_message(room.id_json, [p.encoded for p in publications])
         frame = ws_text_frame(message)
         sent = 0
-        for connection in room.members:
-            if connection in fresh:
-                sent += self._deliver_unseen(room, connection, publications, fresh[connection], slow)
-            elif connection.deliver(frame, message):
-                sent += len(publications)
+        members: Iterable[Connection] = room.members
+        if fresh:  # rare: only on a tick where someone joined
+            for connection in fresh:
+                if connection in room.members:
+                    sent += self._deliver_unseen(room, connection, publications, fresh[connection], slow)
+            members = [connection for connection in room.members if connection not in fresh]
+        # The hot loop: the same bytes to every member, one write each.
+        count = len(publications)
+        for connection in members:
+            if connection.deliver(frame, message):
+                sent += count
             else:
                 slow.append(connection)
         self._metrics.items_sent.inc(sent)
@@ -211,8 +264,11 @@ class Hub:
         for room in list(self._presence_dirty):
             if now - room.online_sent_ms < self._online_interval_ms:
                 continue
-            del self._presence_dirty[room]
-            if room.online == room.online_sent or self.rooms.get(room.id) is not room:
+            if self.rooms.get(room.id) is not room or room.online == room.online_sent:
+                del self._presence_dirty[room]
                 continue
+            if not _presence_moved(room.online, room.online_sent, now - room.online_sent_ms):
+                continue  # a small drift in a big room: wait until it adds up (or goes stale)
+            del self._presence_dirty[room]
             room.online_sent, room.online_sent_ms = room.online, now
             await self._broker.publish(room.id, "room.online", {"count": room.online}, history=False)

@@ -17,6 +17,16 @@ class Metrics:
         self.batches_sent = Counter(
             "liveroom_batches_sent", "batch events written to connections", registry=r
         )
+        self.items_sampled_out = Counter(
+            "liveroom_items_sampled_out",
+            "Normal items left out of live delivery by the per-viewer cap (still in history)",
+            registry=r,
+        )
+        self.tick_interval = Gauge(
+            "liveroom_tick_interval_seconds",
+            "Current delivery tick interval (stretches under load)",
+            registry=r,
+        )
         self.publications = Counter("liveroom_publications", "Items published to rooms", ["type"], registry=r)
         self.commands = Counter("liveroom_commands", "Commands handled", ["command"], registry=r)
         self.errors = Counter("liveroom_errors", "Error acks and refused connections", ["code"], registry=r)

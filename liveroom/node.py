@@ -196,6 +196,7 @@ class Node:
             self.sio.eio.sockets.get(eio_sid),
             bucket,
             self.config.delivery.outbound_buffer_bytes,
+            self.config.delivery.send_buffer_bytes,
         )
         connection.transport = self.sio.transports.get(eio_sid)
         self.connections[sid] = connection

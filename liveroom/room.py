@@ -1,41 +1,84 @@
-"""A room as this node sees it: local members, and the items waiting for the next tick."""
+"""A room as this node sees it: local members, and the items waiting for the next flush.
+
+The room also applies the delivery lanes to what it hands the hub, so that every member
+gets the same batch (one encoding, one frame for all):
+
+* **priority** items (`Publication.priority`) always pass, and make the hub flush at once;
+* **normal** items pass at most `normal_per_s` a second on average (a token bucket with a
+  second's worth of burst); past that, a uniform random sample of each flush's normal
+  items is kept, so no sender and no moment is favoured. Every member sees the same
+  stream, so this room-wide cap is the per-viewer cap. Sampled-out items stay in the
+  room's history: a client that rejoins with `since` still gets them;
+* **counters** (`counter_types`, e.g. `room.online`): only the latest of each type is
+  kept, and they go out at most `counter_updates_per_s` times a second.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
+from dataclasses import dataclass
 
 import orjson
 
 from liveroom.broker import Publication
+from liveroom.config import DeliveryConfig
 from liveroom.connection import Connection
 
-__all__ = ["LocalRoom"]
+__all__ = ["Lanes", "LocalRoom"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """The per-room delivery limits, from `[delivery]`."""
+
+    normal_per_s: float = 25.0  # 0: no cap
+    counter_interval_s: float = 0.5
+    counter_types: frozenset[str] = frozenset({"room.online"})
+
+    @classmethod
+    def from_config(cls, delivery: DeliveryConfig) -> Lanes:
+        rate = delivery.counter_updates_per_s
+        return cls(delivery.normal_per_s, 1.0 / rate if rate > 0 else 0.0, frozenset(delivery.counter_types))
 
 
 class LocalRoom:
     __slots__ = (
+        "_counter_due",
+        "_stamp",
+        "_tokens",
+        "counters",
         "delivered_seq",
         "fresh",
         "id",
         "id_json",
+        "lanes",
         "members",
         "online_sent",
         "online_sent_ms",
         "pending",
         "pending_seq",
         "ready",
+        "sampled_out",
         "users",
     )
 
-    def __init__(self, room_id: str) -> None:
+    def __init__(self, room_id: str, lanes: Lanes | None = None) -> None:
         self.id = room_id
         self.id_json = orjson.dumps(room_id)
+        self.lanes = lanes or Lanes()
         self.members: dict[Connection, None] = {}
         self.users: Counter[str] = Counter()
-        # Encoded items waiting for the next flush, and the highest seq among them.
+        # Items waiting for the next flush (both lanes, in seq order), the highest seq among
+        # them, and the latest item of each counter type.
         self.pending: list[Publication] = []
         self.pending_seq = 0
+        self.counters: dict[str, Publication] = {}
+        self._counter_due = 0.0
+        self._tokens = self.lanes.normal_per_s
+        self._stamp = 0.0
+        self.sampled_out = 0
         # Members that joined since the last flush, with the seq their join ack's `missed`
         # ended at: the next flush must not send them those items again.
         self.fresh: dict[Connection, int] = {}
@@ -67,7 +110,37 @@ class LocalRoom:
             del self.users[user]
         return True
 
-    def take_pending(self) -> list[Publication]:
+    def put(self, publication: Publication) -> None:
+        """Queue a publication for the next flush, in its lane."""
+        if publication.type in self.lanes.counter_types and not publication.priority:
+            self.counters[publication.type] = publication
+            return
+        self.pending.append(publication)
+        if publication.seq is not None:
+            self.pending_seq = publication.seq
+
+    def take_pending(self, now: float) -> list[Publication]:
+        """What this flush sends: the pending items through the lanes, then due counters."""
         items, self.pending = self.pending, []
         self.delivered_seq = max(self.delivered_seq, self.pending_seq)
+        if self.lanes.normal_per_s > 0:
+            items = self._capped(items, now)
+        if self.counters and now >= self._counter_due:
+            items.extend(self.counters.values())
+            self.counters = {}
+            self._counter_due = now + self.lanes.counter_interval_s
         return items
+
+    def _capped(self, items: list[Publication], now: float) -> list[Publication]:
+        rate = self.lanes.normal_per_s
+        self._tokens = min(rate, self._tokens + max(0.0, now - self._stamp) * rate)
+        self._stamp = now
+        normal = [index for index, item in enumerate(items) if not item.priority]
+        allowed = int(self._tokens)
+        if len(normal) <= allowed:
+            self._tokens -= len(normal)
+            return items
+        self._tokens -= allowed
+        self.sampled_out += len(normal) - allowed
+        dropped = set(normal) - set(random.sample(normal, allowed))
+        return [item for index, item in enumerate(items) if index not in dropped]

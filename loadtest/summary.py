@@ -1,0 +1,175 @@
+"""From a run's per-second recording to the figures a reader wants, as one JSON object."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .profile import summarize_profile
+from .stats import Snapshot
+
+if TYPE_CHECKING:
+    from .run import Recording
+
+__all__ = ["summarize"]
+
+
+def summarize(rec: Recording, url: str, server_kind: str) -> dict[str, Any]:
+    s = rec.settings
+    start = rec.publish_from + s.warmup_s if (s.rate or s.priority_rate) else rec.publish_from
+    end = rec.publish_until
+    steady, seconds = _window(rec, start, end)
+    everything, _ = _window(rec, rec.t0 - 10, rec.end_at + 30)
+    result: dict[str, Any] = {
+        "scenario": s.scenario,
+        "server": server_kind,
+        "url": url,
+        "server_pid": rec.server_pid,
+        "settings": {k: v for k, v in _settings(s).items()},
+        "window_s": round(seconds, 2),
+        "viewers_connected": max((snap.connected for snap in rec.seconds.values()), default=0),
+        "joined": everything.joined,
+        "connect_failures": everything.connect_failures,
+        "dropped": everything.dropped,
+        "errors": dict(everything.errors),
+        "close_reasons": dict(everything.close_reasons),
+        "join_latency": everything.join_latency.summary(),
+        "time_to_all_joined_s": _time_to_join(rec, s.viewers),
+        "published": everything.published,
+        "publish_errors": everything.publish_errors,
+        "deliveries_per_s": round(steady.items / seconds),
+        "frames_per_s": round(steady.frames / seconds),
+        "latency": steady.latency.summary(),
+        "priority_latency": steady.priority_latency.summary(),
+        "loadgen_cpu_cores": round(steady.cpu_s / seconds, 3),
+        "server_metrics": {k: v for k, v in rec.metrics.items() if _interesting(k)},
+        "timeline": _timeline(rec),
+    }
+    result.update(_server_figures(rec, start, end, steady, seconds))
+    result.update(_sampled_figures(rec, steady, everything, seconds))
+    if s.stall_fraction:
+        result.update(_slow_figures(rec))
+    if rec.profile_path is not None:
+        result["server_profile"] = summarize_profile(rec.profile_path)
+    return result
+
+
+def _window(rec: Recording, start: float, end: float) -> tuple[Snapshot, int]:
+    """The sum of the whole seconds inside [start, end], and how many there were."""
+    total, count = Snapshot(), 0
+    for second, snap in rec.seconds.items():
+        # A report at second k covers (k-1, k].
+        if start <= rec.t0 + second - 1 and rec.t0 + second <= end:
+            total.merge(snap, gauges=False)
+            count += 1
+    return total, max(count, 1)
+
+
+def _server_figures(
+    rec: Recording, start: float, end: float, steady: Snapshot, seconds: int
+) -> dict[str, Any]:
+    indexes = [i for i, sample in enumerate(rec.server) if start <= sample[0] <= end + 0.6]
+    if len(indexes) < 2:
+        return {}
+    inside = [rec.server[i] for i in indexes]
+    (t1, c1, _), (t2, c2, _) = inside[0], inside[-1]
+    cpu = (c2 - c1) / (t2 - t1)
+    system = (rec.server_system[indexes[-1]] - rec.server_system[indexes[0]]) / (t2 - t1)
+    peak_rss = max(rss for _, _, rss in rec.server)
+    deliveries_per_s = steady.items / max(seconds, 1)
+    figures: dict[str, Any] = {
+        "server_cpu_cores": round(cpu, 3),
+        "server_kernel_share": round(system / cpu, 3) if cpu else None,
+        "server_rss_before_mb": round(rec.server_rss_before / 2**20, 1),
+        "server_rss_peak_mb": round(peak_rss / 2**20, 1),
+        "server_us_per_delivery": round(1e6 * cpu / deliveries_per_s, 3) if deliveries_per_s else None,
+    }
+    connected = max((snap.connected for snap in rec.seconds.values()), default=0)
+    if connected:
+        rss_at_end = inside[-1][2]
+        figures["server_rss_per_connection_kb"] = round(
+            (rss_at_end - rec.server_rss_before) / connected / 1024, 2
+        )
+        figures["server_cpu_us_per_s_per_connection"] = round(1e6 * cpu / connected, 3)
+    return figures
+
+
+def _sampled_figures(rec: Recording, steady: Snapshot, everything: Snapshot, seconds: int) -> dict[str, Any]:
+    sampled = max((snap.sampled_connections for snap in rec.seconds.values()), default=0)
+    if not sampled:
+        return {}
+    normal = steady.sampled_items - steady.priority_items - steady.counter_updates
+    published_priority = everything.priority_published
+    expected = published_priority * sampled
+    return {
+        "sampled_connections": sampled,
+        "normal_items_per_viewer_per_s": round(normal / sampled / seconds, 2),
+        "counter_updates_per_viewer_per_s": round(steady.counter_updates / sampled / seconds, 2),
+        "priority_published": published_priority,
+        "priority_received_by_sampled": everything.priority_items,
+        "priority_loss": round(1 - everything.priority_items / expected, 5) if expected else None,
+    }
+
+
+def _slow_figures(rec: Recording) -> dict[str, Any]:
+    s = rec.settings
+    before, _ = _window(rec, rec.publish_from + s.warmup_s, rec.stall_at)
+    after, _ = _window(rec, rec.stall_at + s.warmup_s, rec.publish_until)
+    p99_before, p99_after = before.latency.percentile(0.99), after.latency.percentile(0.99)
+    return {
+        "p99_before_stall_ms": p99_before,
+        "p99_after_stall_ms": p99_after,
+        "p99_change": round(p99_after / p99_before - 1, 3) if p99_before and p99_after else None,
+        "slow_consumer_disconnects": rec.metrics.get(
+            'liveroom_server_disconnects_total{reason="slow_consumer"}', 0.0
+        ),
+    }
+
+
+def _time_to_join(rec: Recording, viewers: int) -> float | None:
+    """Seconds from the first connect until every viewer had joined (to the report's second)."""
+    joined = 0
+    for second in sorted(rec.seconds):
+        joined += rec.seconds[second].joined
+        if viewers and joined >= viewers:
+            return float(second)
+    return None
+
+
+def _timeline(rec: Recording) -> list[dict[str, Any]]:
+    rows = []
+    server = {round(t - rec.t0 + 0.5): (cpu, rss) for t, cpu, rss in rec.server}
+    previous_cpu: float | None = None
+    for second in sorted(set(rec.seconds) | set(server)):
+        snap = rec.seconds.get(second, Snapshot())
+        cpu, rss = server.get(second, (None, None))
+        row: dict[str, Any] = {
+            "t": second,
+            "connected": snap.connected,
+            "deliveries": snap.items,
+            "p50_ms": snap.latency.percentile(0.5),
+            "p99_ms": snap.latency.percentile(0.99),
+            "priority_p99_ms": snap.priority_latency.percentile(0.99),
+            "loadgen_cpu": round(snap.cpu_s, 3),
+        }
+        if cpu is not None:
+            row["server_cpu"] = round(cpu - previous_cpu, 3) if previous_cpu is not None else None
+            row["server_rss_mb"] = round((rss or 0) / 2**20, 1)
+            previous_cpu = cpu
+        rows.append(row)
+    return rows
+
+
+def _settings(s: Any) -> dict[str, Any]:
+    return {name: getattr(s, name) for name in s.__dataclass_fields__ if name != "secret"}
+
+
+def _interesting(name: str) -> bool:
+    return name.startswith(
+        (
+            "liveroom_items",
+            "liveroom_batches",
+            "liveroom_server_disconnects",
+            "liveroom_errors",
+            "liveroom_conn",
+        )
+    )
