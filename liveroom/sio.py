@@ -102,6 +102,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             or not data
             or not isinstance(data[0], str)
             or data[0] in self.reserved_events
+            or data[0] == "*"  # the catch-all's own name would reach it with the wrong arguments
         ):
             if id is not None:
                 error = BadRequest("an event needs a name that is not reserved by Socket.IO")

@@ -112,6 +112,7 @@ async def test_specific_malformed_commands(server: ServerProcess, viewers: list[
     assert_error_ack(await client.call("join", {"room": "has space"}, timeout=5), "bad_request")
     assert_error_ack(await client.call("join", {"room": "r", "since": -3}, timeout=5), "bad_request")
     assert_error_ack(await client.call("no.such.command", {}, timeout=5), "unknown_event")
+    assert_error_ack(await client.call("*", {}, timeout=5), "bad_request")
     big = {"room": "r1", "text": "x" * 20_000}
     assert_error_ack(await client.call("danmaku.send", big, timeout=5), "payload_too_large")
     for n in range(3):
