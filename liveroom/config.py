@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "DeliveryConfig",
     "LimitsConfig",
+    "MediaConfig",
     "RoomConfig",
     "ServerConfig",
     "StoreConfig",
@@ -107,6 +108,28 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """The media plane (WHIP/WHEP forwarding); documented in docs/media.md."""
+
+    enabled: bool = True
+    # Worker processes for media; 0 means the core count. (See docs/media.md: the
+    # current build serves media in the node process and records this for the design.)
+    workers: int = 0
+    # STUN/TURN URLs given to aiortc. Empty: host candidates only (no external lookups).
+    ice_servers: tuple[str, ...] = ()
+    # Encoded frames waiting per viewer track; past it the viewer skips to the next keyframe.
+    viewer_queue_frames: int = 120
+    # A joining viewer gets the cached group of pictures if it is at most this long...
+    gop_cache_frames: int = 90
+    # ...otherwise a keyframe is asked of the publisher, at most once per this interval.
+    keyframe_request_interval_s: float = 1.0
+    max_publishers_per_room: int = 6
+    max_viewers_per_room: int = 2000
+    # How often publisher bitrate / fps / keyframe interval are sampled into /metrics.
+    stats_interval_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -115,6 +138,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     # Raw `[plugins.NAME]` tables (with env overrides applied); each plugin types its own.
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

@@ -1,0 +1,45 @@
+"""Publisher figures for the room and /metrics: bitrate, frame rate, keyframe interval."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .relay import TrackRelay
+
+__all__ = ["PublisherStats"]
+
+
+class PublisherStats:
+    """Turns the relays' running counters into rates between two samples."""
+
+    def __init__(self, room: str, slot: str) -> None:
+        self.room = room
+        self.slot = slot
+        self.bitrate_bps: dict[str, float] = {}
+        self.fps: dict[str, float] = {}
+        self.keyframe_interval_s: float | None = None
+        self._last: dict[str, tuple[float, int, int]] = {}  # kind -> (time, bytes, frames)
+
+    def sample(self, relays: Mapping[str, TrackRelay], now: float) -> dict[str, Any] | None:
+        """Update the rates; returns the figures, or None on the first sample."""
+        ready = bool(self._last)
+        for kind, relay in relays.items():
+            last = self._last.get(kind)
+            self._last[kind] = (now, relay.stats.bytes, relay.stats.frames)
+            if last is None or now <= last[0]:
+                ready = False
+                continue
+            elapsed = now - last[0]
+            self.bitrate_bps[kind] = (relay.stats.bytes - last[1]) * 8 / elapsed
+            self.fps[kind] = (relay.stats.frames - last[2]) / elapsed
+            if kind == "video":
+                self.keyframe_interval_s = relay.stats.keyframe_interval_s
+        if not ready:
+            return None
+        return {
+            "bitrate_bps": {kind: round(value) for kind, value in self.bitrate_bps.items()},
+            "fps": round(self.fps.get("video", 0.0), 1),
+            "keyframe_interval_s": self.keyframe_interval_s,
+            "viewers": max((len(relay.viewers) for relay in relays.values()), default=0),
+        }
