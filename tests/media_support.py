@@ -163,8 +163,8 @@ async def _consume(peer: Peer, track: MediaStreamTrack) -> None:
     peer.ended[track.kind] = True
 
 
-async def wait_until(predicate: Any, timeout: float = 15, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_until(predicate: Any, within: float = 15, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
