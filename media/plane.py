@@ -19,7 +19,7 @@ from liveroom.errors import BadRequest, CommandError, Forbidden
 
 from .callers import HOST_SLOT, Caller
 from .sessions import PlaySession, PublishSession, Session
-from .stats import PublisherStats
+from .stats import PublisherStats, plane_snapshot
 
 __all__ = ["MediaPlane", "PublishEvent"]
 
@@ -41,7 +41,8 @@ class MediaPlane:
 
     # -- publishing (WHIP) ----------------------------------------------------------------
 
-    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[Session, str]:
+    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
+        """Start a WHIP session: (session id, SDP answer)."""
         slot = caller.publish_slot(room)
         if backup and slot != HOST_SLOT:
             raise BadRequest("only the host slot has a backup path", "bad_request")
@@ -53,7 +54,7 @@ class MediaPlane:
             self.publishers[(room, slot)] = session
         session.on_closed = self._publisher_closed
         session.on_connected = lambda s: self._event(s, "connected")
-        return session, await self._answer(session, offer)
+        return session.id, await self._answer(session, offer)
 
     def _check_free(self, room: str, slot: str, backup: bool) -> None:
         if backup and room in self.backups:
@@ -82,7 +83,8 @@ class MediaPlane:
 
     # -- playing (WHEP) -------------------------------------------------------------------
 
-    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[Session, str]:
+    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+        """Start a WHEP session on one stage slot: (session id, SDP answer)."""
         caller.check_room(room)
         publisher = self.publishers.get((room, slot))
         if publisher is None or publisher.closed:
@@ -91,7 +93,7 @@ class MediaPlane:
             raise CommandError("this room has as many media viewers as it may", "too_many_viewers")
         session = PlaySession(publisher, caller, self.config)
         session.on_closed = self._viewer_closed
-        return session, await self._answer(session, offer)
+        return session.id, await self._answer(session, offer)
 
     def _viewer_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
@@ -134,6 +136,10 @@ class MediaPlane:
         await asyncio.gather(*(s.close() for s in list(self.sessions.values())), return_exceptions=True)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain figures for /metrics (the same shape from a worker process or in-process)."""
+        return plane_snapshot(self)
 
     def _event(self, session: Session, state: str) -> None:
         data: dict[str, Any] = {

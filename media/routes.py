@@ -10,6 +10,7 @@ Errors are `{"error": {"code", "message"}}` with a 4xx status.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,14 +20,15 @@ from aiohttp import web
 from liveroom.errors import CommandError
 from liveroom.node import Node
 
+from .backend import LocalMedia, MediaBackend
 from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
 from .hooks import count_codec_instances
 from .metrics import MediaCollector
-from .plane import MediaPlane
+from .pool import WorkerPool
 
-__all__ = ["PLANE_KEY", "add_media_routes"]
+__all__ = ["BACKEND_KEY", "add_media_routes", "worker_count"]
 
-PLANE_KEY = web.AppKey("liveroom_media_plane", MediaPlane)
+BACKEND_KEY = web.AppKey("liveroom_media_backend", MediaBackend)
 VERIFIER_KEY = web.AppKey("liveroom_media_verifier", CallerVerifier)
 NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 MAX_SDP_BYTES = 64 * 1024
@@ -44,6 +46,7 @@ STATUS = {
     "too_many_publishers": 409,
     "unsupported_media_type": 415,
     "too_many_viewers": 503,
+    "media_unavailable": 503,
 }
 NO_TRICKLE = (
     "trickle ICE is not used: the SDP answer already carries every server candidate, "
@@ -58,10 +61,19 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     from liveroom.auth import resolve_secret
 
     count_codec_instances()
-    plane = MediaPlane(node.config.media, lambda room, kind, data: _publish(node, room, kind, data))
-    app[PLANE_KEY] = plane
+    config = node.config.media
+    workers = worker_count(config.workers)
+
+    async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
+        # Stats are a stream of samples: members get them live, history does not keep them.
+        await node.publish(room, item_type, data, history=item_type != "media.stats")
+
+    backend: MediaBackend = (
+        LocalMedia(config, publish_event) if workers == 1 else WorkerPool(config, workers, publish_event)
+    )
+    app[BACKEND_KEY] = backend
     app[VERIFIER_KEY] = CallerVerifier(node.authority, resolve_secret(node.config.auth))
-    node.metrics.registry.register(MediaCollector(plane))
+    node.metrics.registry.register(MediaCollector(backend.snapshots))
     app.router.add_post("/whip/{room}", _whip)
     app.router.add_post("/whep/{room}", _whep)
     for kind in ("whip", "whep"):
@@ -70,16 +82,16 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     app.cleanup_ctx.append(_lifespan)
 
 
-async def _publish(node: Node, room: str, item_type: str, data: dict[str, Any]) -> None:
-    # Stats are a stream of samples: room members get them live, history does not keep them.
-    await node.publish(room, item_type, data, history=item_type != "media.stats")
+def worker_count(configured: int) -> int:
+    """`media.workers`, where 0 means one per core."""
+    return configured if configured > 0 else max(1, os.cpu_count() or 1)
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
-    plane = app[PLANE_KEY]
-    await plane.start()
+    backend = app[BACKEND_KEY]
+    await backend.start()
     yield
-    await plane.stop()
+    await backend.stop()
 
 
 async def _whip(request: web.Request) -> web.StreamResponse:
@@ -95,7 +107,7 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
         room = _name(request.match_info["room"], "room")
         caller = _caller(request)
         offer = await _offer(request)
-        plane = request.app[PLANE_KEY]
+        plane = request.app[BACKEND_KEY]
         if kind == "whip":
             backup = request.query.get("path") == "backup"
             session, answer = await plane.publish(room, caller, offer, backup)
@@ -104,7 +116,7 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
             session, answer = await plane.play(room, slot, caller, offer)
     except CommandError as error:
         return _error(error)
-    location = f"/{kind}/{room}/{session.id}"
+    location = f"/{kind}/{room}/{session}"
     headers = {
         "Location": location,
         "Content-Type": "application/sdp",
@@ -116,7 +128,7 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
 async def _delete(request: web.Request) -> web.StreamResponse:
     try:
         caller = _caller(request)
-        await request.app[PLANE_KEY].end(request.match_info["session"], caller)
+        await request.app[BACKEND_KEY].end(request.match_info["session"], caller)
     except CommandError as error:
         return _error(error)
     return web.Response(status=200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,3 +44,37 @@ class PublisherStats:
             "keyframe_interval_s": self.keyframe_interval_s,
             "viewers": max((len(relay.viewers) for relay in relays.values()), default=0),
         }
+
+
+def plane_snapshot(plane: Any) -> dict[str, Any]:
+    """What /metrics shows about one media plane, as JSON-able data (see metrics.py)."""
+    from .hooks import CODEC_INSTANCES
+    from .sessions import PlaySession, PublishSession
+
+    sessions = list(plane.sessions.values())
+    publishers = []
+    for (room, slot), publisher in plane.publishers.items():
+        stats = plane.stats.get(publisher.id)
+        for kind, relay in publisher.relays.items():
+            publishers.append(
+                {
+                    "room": room,
+                    "slot": slot,
+                    "kind": kind,
+                    "viewers": len(relay.viewers),
+                    "keyframe_requests": relay.gate.requests_sent,
+                    "bitrate_bps": stats.bitrate_bps.get(kind) if stats else None,
+                    "fps": stats.fps.get(kind) if stats else None,
+                    "keyframe_interval_s": stats.keyframe_interval_s if stats else None,
+                }
+            )
+    return {
+        "sessions": {
+            "whip": sum(isinstance(s, PublishSession) for s in sessions),
+            "whep": sum(isinstance(s, PlaySession) for s in sessions),
+        },
+        "codec_instances": dict(CODEC_INSTANCES),
+        "viewers": {room: plane.viewer_count(room) for room in {room for room, _ in plane.publishers}},
+        "publishers": publishers,
+        "tasks": len(asyncio.all_tasks()),
+    }

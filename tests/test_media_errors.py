@@ -1,10 +1,15 @@
-"""Bad input on WHIP/WHEP: the right 4xx with a JSON error, and nothing left behind."""
+"""Bad input on WHIP/WHEP: the right 4xx with a JSON error, and nothing left behind.
+
+This module's server runs the media plane in the node process (`media.workers = 1`);
+test_media_forwarding.py and test_media_workers.py cover worker processes.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -13,6 +18,13 @@ from media_support import WhipError, delete, play, post_sdp, publish, scrape, wa
 from support import ServerProcess, token
 
 OFFER_LIKE = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("media-errors"), {"LIVEROOM_MEDIA_WORKERS": "1"})
+    yield process.start()
+    process.stop()
 
 
 def room_name() -> str:
@@ -27,7 +39,8 @@ def error_code(body: str) -> str:
 
 def leak_gauges(server: ServerProcess) -> dict[str, float]:
     metrics = scrape(server.url)
-    return {k: v for k, v in metrics.items() if k.startswith(("liveroom_media_sessions", "liveroom_asyncio"))}
+    watched = ("liveroom_media_sessions", "liveroom_media_asyncio")
+    return {k: v for k, v in metrics.items() if k.startswith(watched)}
 
 
 async def settled(server: ServerProcess, baseline: dict[str, float]) -> None:
