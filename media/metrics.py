@@ -64,13 +64,23 @@ def _per_room(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         "liveroom_media_keyframe_requests", "Keyframe requests sent to the publisher", labels=labels
     )
+    rtt = GaugeMetricFamily(
+        "liveroom_media_viewer_rtt_ms", "Mean viewer round-trip time (RTCP)", labels=["room", "slot"]
+    )
+    lost = CounterMetricFamily(
+        "liveroom_media_viewer_packets_lost", "Packets viewers reported lost", labels=["room", "slot"]
+    )
     for snapshot in snapshots.values():
         for track in snapshot["publishers"]:
             key = [track["room"], track["slot"], track["kind"]]
             requests.add_metric(key, track["keyframe_requests"])
+            if track["kind"] == "video":
+                lost.add_metric(key[:2], track["viewer_packets_lost"])
+                if track["viewer_rtt_ms"] is not None:
+                    rtt.add_metric(key[:2], track["viewer_rtt_ms"])
             if track["bitrate_bps"] is not None:
                 bitrate.add_metric(key, track["bitrate_bps"])
             if track["kind"] == "video" and track["fps"] is not None:
                 fps.add_metric(key, track["fps"])
                 keyframes.add_metric(key, track["keyframe_interval_s"] or 0.0)
-    yield from (bitrate, fps, keyframes, requests)
+    yield from (bitrate, fps, keyframes, requests, rtt, lost)

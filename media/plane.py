@@ -19,7 +19,7 @@ from liveroom.errors import BadRequest, CommandError, Forbidden
 
 from .callers import HOST_SLOT, Caller
 from .sessions import PlaySession, PublishSession, Session
-from .stats import PublisherStats, plane_snapshot
+from .stats import PublisherStats, plane_snapshot, viewer_quality
 
 __all__ = ["MediaPlane", "PublishEvent"]
 
@@ -168,5 +168,7 @@ class MediaPlane:
             for (room, slot), publisher in list(self.publishers.items()):
                 stats = self.stats.setdefault(publisher.id, PublisherStats(room, slot))
                 sample = stats.sample(publisher.relays, asyncio.get_running_loop().time())
+                stats.viewers = await viewer_quality(publisher.viewers)
                 if sample is not None:
+                    sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))

@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .relay import TrackRelay
 
-__all__ = ["PublisherStats"]
+__all__ = ["PublisherStats", "ViewerQuality", "plane_snapshot", "viewer_quality"]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerQuality:
+    """What a publisher's viewers report back in RTCP receiver reports, summed up."""
+
+    viewers: int = 0
+    rtt_ms: float | None = None  # mean round-trip time over viewers that reported one
+    packets_lost: int = 0  # cumulative, over every viewer's video and audio
+
+
+async def viewer_quality(sessions: Iterable[Any]) -> ViewerQuality:
+    rtts: list[float] = []
+    lost = count = 0
+    for session in list(sessions):
+        count += 1
+        for sender in session.senders:
+            for report in (await sender.getStats()).values():
+                if report.type == "remote-inbound-rtp":
+                    lost += max(0, report.packetsLost or 0)
+                    if report.roundTripTime is not None:
+                        rtts.append(report.roundTripTime * 1000)
+    mean = round(sum(rtts) / len(rtts), 2) if rtts else None
+    return ViewerQuality(count, mean, lost)
 
 
 class PublisherStats:
@@ -20,6 +45,7 @@ class PublisherStats:
         self.bitrate_bps: dict[str, float] = {}
         self.fps: dict[str, float] = {}
         self.keyframe_interval_s: float | None = None
+        self.viewers = ViewerQuality()
         self._last: dict[str, tuple[float, int, int]] = {}  # kind -> (time, bytes, frames)
 
     def sample(self, relays: Mapping[str, TrackRelay], now: float) -> dict[str, Any] | None:
@@ -66,6 +92,8 @@ def plane_snapshot(plane: Any) -> dict[str, Any]:
                     "bitrate_bps": stats.bitrate_bps.get(kind) if stats else None,
                     "fps": stats.fps.get(kind) if stats else None,
                     "keyframe_interval_s": stats.keyframe_interval_s if stats else None,
+                    "viewer_rtt_ms": stats.viewers.rtt_ms if stats else None,
+                    "viewer_packets_lost": stats.viewers.packets_lost if stats else 0,
                 }
             )
     return {

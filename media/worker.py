@@ -104,6 +104,12 @@ async def _answer(work: Any) -> web.Response:
 async def _events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
+    with contextlib.suppress(ConnectionError):  # the node went away: nothing more to say
+        await _stream_events(request, response)
+    return response
+
+
+async def _stream_events(request: web.Request, response: web.StreamResponse) -> None:
     events, plane = request.app[EVENTS], request.app[PLANE]
     loop = asyncio.get_running_loop()
     next_snapshot = loop.time()

@@ -123,3 +123,27 @@ async def test_a_backup_ingest_takes_over_when_the_primary_ends(server: ServerPr
     finally:
         await backup.end()
     await asyncio.sleep(0)
+
+
+async def test_publisher_figures_reach_the_room_and_metrics(server: ServerProcess) -> None:
+    room = room_name()
+    watcher = await Viewer(server.url, "stats-watcher").connect()
+    await watcher.join(room)
+    publisher = await publish(server.url, room, token("host-5", "host"))
+    viewer = await play(server.url, room, token("stats-fan"))
+    try:
+        items = await watcher.wait_for(lambda i: i["type"] == "media.stats", timeout=10)
+        figures = items[0]["data"]
+        assert figures["slot"] == "host" and figures["viewers"] == 1
+        assert 15 <= figures["fps"] <= 40, figures
+        assert figures["bitrate_bps"]["video"] > 10_000 and figures["bitrate_bps"]["audio"] > 0
+        host = f'room="{room}",slot="host"'
+        fps = f'liveroom_media_publisher_fps{{kind="video",{host}}}'
+        await wait_until(lambda: scrape(server.url).get(fps, 0) > 15, 5, "fps in /metrics")
+        metrics = scrape(server.url)
+        assert metrics[f'liveroom_media_viewers{{room="{room}"}}'] == 1
+        assert metrics[f"liveroom_media_viewer_packets_lost_total{{{host}}}"] == 0
+    finally:
+        await viewer.end()
+        await publisher.end()
+        await watcher.close()
