@@ -22,6 +22,7 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
+    sdp,
 )
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
@@ -55,10 +56,16 @@ class Session:
         self.pc.on("connectionstatechange", self._on_state)
 
     async def answer(self, offer_sdp: str) -> str:
+        # Transceivers are made only for the kinds offered: aiortc cannot answer with a
+        # transceiver the offer never mentioned.
+        self._prepare(offered_kinds(offer_sdp))
         await negotiate(self.pc, offer_sdp)
         self._negotiated()
         await self.pc.setLocalDescription(await self.pc.createAnswer())  # gathers ICE fully
         return str(self.pc.localDescription.sdp)
+
+    def _prepare(self, kinds: list[str]) -> None:
+        """Hook run before the offer is applied, with the media kinds it offers."""
 
     def _negotiated(self) -> None:
         """Hook run between the offer and the answer (before aiortc starts any receiver)."""
@@ -87,9 +94,13 @@ class PublishSession(Session):
         self.relays: dict[str, TrackRelay] = {}
         self.viewers: set[PlaySession] = set()
         self._pli_tasks: set[asyncio.Future[None]] = set()
-        for kind, mime_types in FORWARDED_MIME_TYPES.items():
+
+    def _prepare(self, kinds: list[str]) -> None:
+        if sorted(kinds) not in (["audio"], ["video"], ["audio", "video"]):
+            raise BadRequest("publish one audio and/or one video track", "no_media")
+        for kind in kinds:
             transceiver = self.pc.addTransceiver(kind, "recvonly")
-            transceiver.setCodecPreferences(_capabilities(kind, mime_types))
+            transceiver.setCodecPreferences(_capabilities(kind, FORWARDED_MIME_TYPES[kind]))
 
     def _negotiated(self) -> None:
         for transceiver in _negotiated_transceivers(self.pc):
@@ -137,13 +148,17 @@ class PlaySession(Session):
         super().__init__(publisher.room, publisher.slot, caller, config)
         self.publisher = publisher
         self.tracks: list[ViewerTrack] = []
-        for kind, relay in publisher.relays.items():
+        publisher.viewers.add(self)
+
+    def _prepare(self, kinds: list[str]) -> None:
+        for kind, relay in self.publisher.relays.items():
+            if kind not in kinds:
+                continue
             track = relay.subscribe()
             self.tracks.append(track)
             transceiver = self.pc.addTransceiver(track, "sendonly")
             transceiver.setCodecPreferences(_same_codec(kind, relay.codec))
             attach_sender(transceiver.sender, relay.keyframe_wanted)
-        publisher.viewers.add(self)
 
     def _negotiated(self) -> None:
         if not any(t.sender.track is not None and t.mid is not None for t in self.pc.getTransceivers()):
@@ -160,6 +175,17 @@ class PlaySession(Session):
     @property
     def senders(self) -> list[RTCRtpSender]:
         return [t.sender for t in self.pc.getTransceivers() if t.sender.track is not None]
+
+
+def offered_kinds(offer_sdp: str) -> list[str]:
+    """The media kinds of the offer's m-lines, in order (application/data left out)."""
+    if "v=0" not in offer_sdp or "m=" not in offer_sdp:
+        raise BadRequest("the body is not an SDP offer", "malformed_sdp")
+    try:
+        description = sdp.SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # aiortc's parser raises ValueError, KeyError, IndexError...
+        raise BadRequest(f"the SDP offer cannot be parsed: {exc}", "malformed_sdp") from None
+    return [m.kind for m in description.media if m.kind in ("audio", "video")]
 
 
 async def negotiate(pc: RTCPeerConnection, offer_sdp: str) -> None:

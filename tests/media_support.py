@@ -129,19 +129,24 @@ async def _exchange(pc: RTCPeerConnection, url: str, token: str) -> str:
     return location
 
 
-async def publish(base: str, room: str, token: str, video_codec: str = "video/VP8", query: str = "") -> Peer:
+async def publish(
+    base: str, room: str, token: str, video_codec: str = "video/VP8", query: str = "", audio: bool = True
+) -> Peer:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = CounterTrack()
     pc.addTransceiver(track, "sendonly").setCodecPreferences(codec_preferences("video", video_codec))
-    pc.addTransceiver(AudioStreamTrack(), "sendonly")
+    if audio:
+        pc.addTransceiver(AudioStreamTrack(), "sendonly")
     location = await _exchange(pc, f"{base}/whip/{room}{query}", token)
     return Peer(pc, location, base, token, counter_track=track)
 
 
-async def play(base: str, room: str, token: str, slot: str = "host") -> Peer:
+async def play(
+    base: str, room: str, token: str, slot: str = "host", kinds: tuple[str, ...] = ("video", "audio")
+) -> Peer:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", "recvonly")
-    pc.addTransceiver("audio", "recvonly")
+    for kind in kinds:
+        pc.addTransceiver(kind, "recvonly")
     peer = Peer(pc, "", base, token)
 
     @pc.on("track")

@@ -147,3 +147,17 @@ async def test_publisher_figures_reach_the_room_and_metrics(server: ServerProces
         await viewer.end()
         await publisher.end()
         await watcher.close()
+
+
+async def test_offers_with_fewer_tracks_are_answered(server: ServerProcess) -> None:
+    room = room_name()
+    publisher = await publish(server.url, room, token("host-6", "host"), "video/H264", audio=False)
+    video_only = await play(server.url, room, token("v-only"), kinds=("video",))
+    both = await play(server.url, room, token("both"))
+    try:
+        await wait_until(lambda: len(video_only.counters) >= 10 and len(both.counters) >= 10, 15, "video")
+        assert both.frames["audio"] == []
+    finally:
+        await both.end()
+        await video_only.end()
+        await publisher.end()
