@@ -122,9 +122,14 @@ async def post(url: str, bearer: str, sdp: str) -> tuple[str, str]:
         return response.headers["Location"], body
 
 
-async def negotiate(pc: RTCPeerConnection, url: str, bearer: str) -> str:
+async def negotiate(pc: RTCPeerConnection, url: str, bearer: str, lean: bool = False) -> str:
     await pc.setLocalDescription(await pc.createOffer())
-    location, answer = await post(url, bearer, pc.localDescription.sdp)
+    offer = pc.localDescription.sdp
+    if lean:
+        # Load-side economy: without abs-send-time, aiortc's viewer skips its per-packet
+        # bandwidth estimator (REMB), which would cost the load generator more than the server.
+        offer = "".join(line for line in offer.splitlines(True) if "abs-send-time" not in line)
+    location, answer = await post(url, bearer, offer)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     return location
 
@@ -147,24 +152,25 @@ async def counting_viewer(base: str, room: str, user: str, arrivals: list[float]
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     receiver = pc.addTransceiver("video", "recvonly").receiver
     tap_receiver(receiver, lambda codec, data, timestamp: arrivals.append(time.time()))
-    await negotiate(pc, f"{base}/whep/{room}", token(user, "viewer"))
+    await negotiate(pc, f"{base}/whep/{room}", token(user, "viewer"), lean=True)
     return pc
 
 
 async def run_viewers(base: str, room: str, names: list[str], start_at: float, end_at: float) -> list[Any]:
     await asyncio.sleep(max(0.0, start_at - time.time()))
     arrivals: list[list[float]] = [[] for _ in names]
-    joined_at = time.time()
+    joined_at, cpu_at_join = time.time(), time.process_time()
     pcs = await asyncio.gather(
         *(counting_viewer(base, room, name, log) for name, log in zip(names, arrivals, strict=True)),
         return_exceptions=True,
     )
     await asyncio.sleep(max(0.0, end_at - time.time()))
+    busy = (time.process_time() - cpu_at_join) / (time.time() - joined_at)  # this process's load
     for pc in pcs:
         if isinstance(pc, RTCPeerConnection):
             await pc.close()
     return [
-        {"ok": isinstance(pc, RTCPeerConnection), "arrivals": log, "joined_at": joined_at}
+        {"ok": isinstance(pc, RTCPeerConnection), "arrivals": log, "busy": busy, "process": os.getpid()}
         for pc, log in zip(pcs, arrivals, strict=True)
     ]
 
@@ -281,36 +287,53 @@ async def steady(args: argparse.Namespace, server: Server, clip: ClipTrack) -> l
     rows = []
     for count in (int(n) for n in args.viewers.split(",")):
         start_at = time.time() + 0.5
-        connect_s, measure_s = max(4.0, count * 0.08), args.seconds
-        window = (start_at + connect_s, start_at + connect_s + measure_s)
+        end_at = start_at + args.connect_seconds + args.seconds
         loop = asyncio.get_running_loop()
-        sampler = loop.run_in_executor(None, _cpu_between, server, *window)
+        sampler = loop.run_in_executor(None, _cpu_series, server, start_at, end_at)
         results = await loop.run_in_executor(
-            None, spawn_viewers, server.base, "bench", count, args.processes, start_at, window[1] + 0.5
+            None, spawn_viewers, server.base, "bench", count, args.processes, start_at, end_at
         )
-        cpu = await sampler
-        fps = [sum(window[0] <= t < window[1] for t in r["arrivals"]) / measure_s for r in results]
-        rows.append(
-            {
-                "viewers": count,
-                "connected": sum(r["ok"] for r in results),
-                "server_cpu_percent": round(cpu / measure_s * 100, 1),
-                "cpu_ms_per_viewer_second": round(cpu / measure_s / count * 1000, 2),
-                "fps_mean": round(statistics.mean(fps), 2),
-                "fps_min": round(min(fps), 2),
-                "viewers_at_29fps": sum(f >= 29 for f in fps),
-            }
-        )
+        rows.append(_steady_row(count, results, await sampler, end_at))
         print(json.dumps(rows[-1]), flush=True)
         await asyncio.sleep(1.5)  # let the closed viewers go before the next level
     return rows
 
 
-def _cpu_between(server: Server, start: float, end: float) -> float:
+CpuSeries = list[tuple[float, float]]
+
+
+def _steady_row(count: int, results: list[Any], cpu: CpuSeries, end_at: float) -> dict[str, Any]:
+    """Figures over the steady part: from 2 s after the last viewer's first frame (its GOP
+    replay done) to just before the viewers leave."""
+    got = [r for r in results if r["arrivals"]]
+    start = max(r["arrivals"][0] for r in got) + 2.0 if got else end_at
+    end = end_at - 0.5
+    seconds = end - start
+    if seconds < 2 or len(got) < count:
+        return {"viewers": count, "receiving": len(got), "error": "viewers did not all settle in time"}
+    inside = [(t, c) for t, c in cpu if start <= t <= end]
+    server_cpu = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+    fps = [sum(start <= t < end for t in r["arrivals"]) / seconds for r in results]
+    return {
+        "viewers": count,
+        "measured_s": round(seconds, 1),
+        "server_cpu_percent": round(server_cpu * 100, 1),
+        "server_cpu_ms_per_viewer_s": round(server_cpu / count * 1000, 2),
+        "fps_mean": round(statistics.mean(fps), 2),
+        "fps_min": round(min(fps), 2),
+        "viewers_at_29fps": sum(f >= 29 for f in fps),
+        "viewer_processes_cpu_percent": round(100 * sum({r["process"]: r["busy"] for r in results}.values())),
+    }
+
+
+def _cpu_series(server: Server, start: float, end: float) -> list[tuple[float, float]]:
+    """(wall time, server CPU seconds) every 0.25 s."""
     time.sleep(max(0.0, start - time.time()))
-    before = server.cpu_seconds()
-    time.sleep(max(0.0, end - time.time()))
-    return server.cpu_seconds() - before
+    series = []
+    while time.time() < end:
+        series.append((time.time(), server.cpu_seconds()))
+        time.sleep(0.25)
+    return series
 
 
 async def ttff(args: argparse.Namespace, server: Server) -> dict[str, Any]:
@@ -410,7 +433,8 @@ def main() -> None:
     parser.add_argument("phase", choices=("steady", "ttff", "storm"))
     parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
     parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
-    parser.add_argument("--seconds", type=float, default=8.0, help="steady: measured seconds per level")
+    parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")
+    parser.add_argument("--connect-seconds", type=float, default=6.0, help="steady: time given to join")
     parser.add_argument("--samples", type=int, default=10, help="ttff: viewers, one after another")
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
     parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
