@@ -31,6 +31,8 @@ class MediaBackend(Protocol):
 
     async def end(self, session_id: str, caller: Caller) -> None: ...
 
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None: ...
+
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         """The latest figures of each media process, by worker name (for /metrics)."""
         ...
@@ -56,6 +58,9 @@ class LocalMedia:
 
     async def end(self, session_id: str, caller: Caller) -> None:
         await self.plane.end(session_id, caller)
+
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
+        await self.plane.end_slot(room, slot, caller)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {"0": self.plane.snapshot()}

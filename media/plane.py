@@ -121,6 +121,17 @@ class MediaPlane:
         session.ended_by_request = True
         await session.close()
 
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
+        """The host (or an admin, or the costream plugin's backend) takes a slot off stage."""
+        caller.check_room(room)
+        if caller.role not in ("host", "admin"):
+            raise Forbidden("only the room's host or an admin may end a stage slot")
+        publisher = self.publishers.get((room, slot))
+        if publisher is None:
+            raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
+        publisher.ended_by_request = True
+        await publisher.close()
+
     # -- lifecycle and events -----------------------------------------------------------
 
     async def start(self) -> None:

@@ -152,6 +152,11 @@ class WorkerPool:
             "/end", {"session": session, "caller": dataclasses.asdict(caller)}
         )
 
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
+        await self._ready()
+        body = {"room": room, "slot": slot, "caller": dataclasses.asdict(caller)}
+        await self.worker_for(room).call("/end_slot", body)
+
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {str(w.index): w.snapshot for w in self.workers if w.snapshot is not None}
 

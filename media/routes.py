@@ -3,6 +3,7 @@
 POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
 POST /whep/{room}[?slot=host|N]   offer in, 201 + Location + answer out (any room token)
 DELETE <Location>                  ends the session (its owner, an admin, or the host for a guest)
+DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or admin)
 PATCH <Location>                   405: the answer carries every ICE candidate (no trickle)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
@@ -79,6 +80,7 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     for kind in ("whip", "whep"):
         app.router.add_delete(f"/{kind}/{{room}}/{{session}}", _delete)
         app.router.add_patch(f"/{kind}/{{room}}/{{session}}", _patch)
+    app.router.add_delete("/whip/{room}/slots/{slot}", _delete_slot)
     app.cleanup_ctx.append(_lifespan)
 
 
@@ -129,6 +131,16 @@ async def _delete(request: web.Request) -> web.StreamResponse:
     try:
         caller = _caller(request)
         await request.app[BACKEND_KEY].end(request.match_info["session"], caller)
+    except CommandError as error:
+        return _error(error)
+    return web.Response(status=200)
+
+
+async def _delete_slot(request: web.Request) -> web.StreamResponse:
+    try:
+        caller = _caller(request)
+        room, slot = request.match_info["room"], request.match_info["slot"]
+        await request.app[BACKEND_KEY].end_slot(room, slot, caller)
     except CommandError as error:
         return _error(error)
     return web.Response(status=200)

@@ -8,6 +8,7 @@ candidates are its own UDP ports). Endpoints (JSON in and out, errors as in rout
 POST /publish {"room", "caller", "offer", "backup"} -> {"session", "answer"}
 POST /play    {"room", "slot", "caller", "offer"}   -> {"session", "answer"}
 POST /end     {"session", "caller"}                 -> {}
+POST /end_slot {"room", "slot", "caller"}           -> {}
 GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
 """
 
@@ -52,6 +53,7 @@ def build_worker_app(config: MediaConfig) -> web.Application:
     app.router.add_post("/publish", _publish)
     app.router.add_post("/play", _play)
     app.router.add_post("/end", _end)
+    app.router.add_post("/end_slot", _end_slot)
     app.router.add_get("/events", _events)
     app.cleanup_ctx.append(_lifespan)
     return app
@@ -88,6 +90,15 @@ async def _end(request: web.Request) -> web.Response:
     body = await request.json()
     try:
         await request.app[PLANE].end(body["session"], _caller(body))
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({})
+
+
+async def _end_slot(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        await request.app[PLANE].end_slot(body["room"], body["slot"], _caller(body))
     except CommandError as error:
         return web.json_response({"error": error.as_error()}, status=400)
     return web.json_response({})

@@ -58,3 +58,28 @@ async def test_errors_cross_the_process_boundary(server: ServerProcess) -> None:
         assert status == 400
     finally:
         await host.end()
+
+
+async def test_the_host_takes_a_guest_off_stage_by_slot(server: ServerProcess) -> None:
+    import time
+
+    import jwt
+    from media_support import delete
+    from support import SECRET
+
+    room, _ = rooms_on_each_worker()
+    claims = {"sub": "g", "role": "guest", "room": room, "slot": 2, "scope": "publish"}
+    guest = await publish(server.url, room, jwt.encode({**claims, "exp": int(time.time()) + 60}, SECRET))
+    viewer = await play(server.url, room, token("fan"), slot="2")
+    try:
+        await wait_until(lambda: len(viewer.counters) >= 5, 15, "the guest's video")
+        status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("fan"))
+        assert status == 403
+        status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("host-y", "host"))
+        assert status == 200
+        await wait_until(lambda: viewer.ended.get("video") is True, 10, "the guest's video to end")
+        status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("host-y", "host"))
+        assert status == 404
+    finally:
+        await viewer.close()
+        await guest.close()
