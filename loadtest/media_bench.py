@@ -89,6 +89,7 @@ class ClipTrack(MediaStreamTrack):
         self.index = 0
         self.sent = 0
         self.keyframes_at: list[float] = []
+        self.sent_at: list[float] = []  # wall clock, to compare with what viewers got
         self.started: float | None = None
 
     def request_keyframe(self) -> None:
@@ -108,6 +109,7 @@ class ClipTrack(MediaStreamTrack):
             self.keyframes_at.append(time.monotonic())
         self.index = (self.index + 1) % len(self.packets)
         self.sent += 1
+        self.sent_at.append(time.time())
         return packet
 
 
@@ -293,7 +295,7 @@ async def steady(args: argparse.Namespace, server: Server, clip: ClipTrack) -> l
         results = await loop.run_in_executor(
             None, spawn_viewers, server.base, "bench", count, args.processes, start_at, end_at
         )
-        rows.append(_steady_row(count, results, await sampler, end_at))
+        rows.append(_steady_row(count, results, await sampler, end_at, clip.sent_at))
         print(json.dumps(rows[-1]), flush=True)
         await asyncio.sleep(1.5)  # let the closed viewers go before the next level
     return rows
@@ -302,7 +304,9 @@ async def steady(args: argparse.Namespace, server: Server, clip: ClipTrack) -> l
 CpuSeries = list[tuple[float, float]]
 
 
-def _steady_row(count: int, results: list[Any], cpu: CpuSeries, end_at: float) -> dict[str, Any]:
+def _steady_row(
+    count: int, results: list[Any], cpu: CpuSeries, end_at: float, sent_at: list[float]
+) -> dict[str, Any]:
     """Figures over the steady part: from 2 s after the last viewer's first frame (its GOP
     replay done) to just before the viewers leave."""
     got = [r for r in results if r["arrivals"]]
@@ -314,11 +318,13 @@ def _steady_row(count: int, results: list[Any], cpu: CpuSeries, end_at: float) -
     inside = [(t, c) for t, c in cpu if start <= t <= end]
     server_cpu = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
     fps = [sum(start <= t < end for t in r["arrivals"]) / seconds for r in results]
+    source_fps = sum(start <= t < end for t in sent_at) / seconds
     return {
         "viewers": count,
         "measured_s": round(seconds, 1),
         "server_cpu_percent": round(server_cpu * 100, 1),
         "server_cpu_ms_per_viewer_s": round(server_cpu / count * 1000, 2),
+        "publisher_fps": round(source_fps, 2),
         "fps_mean": round(statistics.mean(fps), 2),
         "fps_min": round(min(fps), 2),
         "viewers_at_29fps": sum(f >= 29 for f in fps),
