@@ -307,10 +307,10 @@ CpuSeries = list[tuple[float, float]]
 def _steady_row(
     count: int, results: list[Any], cpu: CpuSeries, end_at: float, sent_at: list[float]
 ) -> dict[str, Any]:
-    """Figures over the steady part: from 2 s after the last viewer's first frame (its GOP
+    """Figures over the steady part: from 4 s after the last viewer's first frame (its GOP
     replay done) to just before the viewers leave."""
     got = [r for r in results if r["arrivals"]]
-    start = max(r["arrivals"][0] for r in got) + 2.0 if got else end_at
+    start = max(r["arrivals"][0] for r in got) + 4.0 if got else end_at
     end = end_at - 0.5
     seconds = end - start
     if seconds < 2 or len(got) < count:

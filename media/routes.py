@@ -5,6 +5,7 @@ POST /whep/{room}[?slot=host|N]   offer in, 201 + Location + answer out (any roo
 DELETE <Location>                  ends the session (its owner, an admin, or the host for a guest)
 DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or admin)
 PATCH <Location>                   405: the answer carries every ICE candidate (no trickle)
+GET /media/demo                    a page that publishes / plays from a browser (page.py)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
 """
@@ -25,6 +26,7 @@ from .backend import LocalMedia, MediaBackend
 from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
 from .hooks import count_codec_instances
 from .metrics import MediaCollector
+from .page import demo_page
 from .pool import WorkerPool
 
 __all__ = ["BACKEND_KEY", "add_media_routes", "worker_count"]
@@ -81,6 +83,7 @@ def add_media_routes(app: web.Application, node: Node) -> None:
         app.router.add_delete(f"/{kind}/{{room}}/{{session}}", _delete)
         app.router.add_patch(f"/{kind}/{{room}}/{{session}}", _patch)
     app.router.add_delete("/whip/{room}/slots/{slot}", _delete_slot)
+    app.router.add_get("/media/demo", demo_page)
     app.cleanup_ctx.append(_lifespan)
 
 
