@@ -127,6 +127,9 @@ class MediaConfig:
     max_viewers_per_room: int = 2000
     # How often publisher bitrate / fps / keyframe interval are sampled into /metrics.
     stats_interval_s: float = 2.0
+    # Send viewers' RTP without aiortc's per-packet Python (media/fastpath.py); false
+    # falls back to aiortc's own sender loop.
+    fast_send: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,12 +58,19 @@ class ViewerTrack(MediaStreamTrack):
         self._ready = asyncio.Event()
         self.waiting_for_keyframe = relay.kind == "video"
         self.frames_dropped = 0
+        # Set by the session when `media.fast_send` is on: once aiortc's sender starts
+        # reading this track, frames go straight to the viewer (see fastpath.py).
+        self.make_direct: Callable[[], Callable[[ForwardedFrame], None]] | None = None
+        self.direct: Callable[[ForwardedFrame], None] | None = None
 
     def offer(self, frame: ForwardedFrame) -> None:
         if self.waiting_for_keyframe:
             if not frame.keyframe:
                 return
             self.waiting_for_keyframe = False
+        if self.direct is not None:
+            self._send_direct(frame)
+            return
         if len(self._frames) >= self._limit:
             self._overflow()
             if self.waiting_for_keyframe and not frame.keyframe:
@@ -81,12 +88,21 @@ class ViewerTrack(MediaStreamTrack):
         self.waiting_for_keyframe = True
         self._relay.keyframe_wanted()
 
+    def _send_direct(self, frame: ForwardedFrame) -> None:
+        assert self.direct is not None
+        try:
+            self.direct(frame)
+        except Exception:  # the viewer's path is gone; its session closes on the state change
+            self.frames_dropped += 1
+
     def finish(self) -> None:
         """The publisher is gone: the sender sees the end of the track."""
         self._frames.append(None)
         self._ready.set()
 
     async def recv(self) -> ForwardedFrame:  # type: ignore[override]  # encoded, not a Frame
+        if self.make_direct is not None and self.direct is None:
+            await self._go_direct()  # returns only at the end of the track
         while not self._frames:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -97,6 +113,19 @@ class ViewerTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         return frame
+
+    async def _go_direct(self) -> None:
+        """aiortc's sender is started (so DTLS is up): send what is queued, then hand
+        every later frame straight to the viewer; park aiortc's RTP loop until the end."""
+        assert self.make_direct is not None
+        self.direct = self.make_direct()
+        while self._frames and self._frames[0] is not None:
+            frame = self._frames.popleft()
+            assert frame is not None
+            self._send_direct(frame)
+        while not self._frames and self.readyState == "live":
+            self._ready.clear()
+            await self._ready.wait()
 
     def stop(self) -> None:
         super().stop()

@@ -30,8 +30,9 @@ from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest
 
 from .callers import Caller
+from .fastpath import FastSender
 from .hooks import attach_sender, tap_receiver
-from .relay import TrackRelay, ViewerTrack
+from .relay import ForwardedFrame, TrackRelay, ViewerTrack
 
 __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
 
@@ -147,6 +148,7 @@ class PlaySession(Session):
     def __init__(self, publisher: PublishSession, caller: Caller, config: MediaConfig) -> None:
         super().__init__(publisher.room, publisher.slot, caller, config)
         self.publisher = publisher
+        self.config = config
         self.tracks: list[ViewerTrack] = []
         publisher.viewers.add(self)
 
@@ -159,6 +161,8 @@ class PlaySession(Session):
             transceiver = self.pc.addTransceiver(track, "sendonly")
             transceiver.setCodecPreferences(_same_codec(kind, relay.codec))
             attach_sender(transceiver.sender, relay.keyframe_wanted)
+            if self.config.fast_send:
+                track.make_direct = _direct_sender(transceiver)
 
     def _negotiated(self) -> None:
         if not any(t.sender.track is not None and t.mid is not None for t in self.pc.getTransceivers()):
@@ -197,6 +201,15 @@ async def negotiate(pc: RTCPeerConnection, offer_sdp: str) -> None:
     except Exception as exc:  # aiortc raises ValueError, OperationError, KeyError...
         code = "codec_mismatch" if "parameters" in str(exc) else "malformed_sdp"
         raise BadRequest(f"the SDP offer was refused: {exc}", code) from None
+
+
+def _direct_sender(transceiver: RTCRtpTransceiver) -> Callable[[], Callable[[ForwardedFrame], None]]:
+    def make() -> Callable[[ForwardedFrame], None]:
+        payload_type = transceiver._codecs[0].payloadType
+        assert payload_type is not None  # negotiated codecs always carry one
+        return FastSender(transceiver.sender, payload_type).send_frame
+
+    return make
 
 
 def _negotiated_transceivers(pc: RTCPeerConnection) -> list[RTCRtpTransceiver]:
