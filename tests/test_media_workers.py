@@ -1,4 +1,8 @@
-"""Media worker processes: rooms hashed to workers, media served by each, nothing left behind."""
+"""Media worker processes: rooms hashed to workers, media served by each, nothing left behind.
+
+This module's server also runs with `media.fast_send = false`, so aiortc's own sender
+loop (the fallback) carries the video here.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from support import ServerProcess, token
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("media-workers"), {"LIVEROOM_MEDIA_WORKERS": "2"})
+    process = ServerProcess(
+        tmp_path_factory.mktemp("media-workers"),
+        {"LIVEROOM_MEDIA_WORKERS": "2", "LIVEROOM_MEDIA_FAST_SEND": "false"},
+    )
     yield process.start()
     process.stop()
 
