@@ -207,7 +207,7 @@ def spawn_viewers(
 
 
 class Server:
-    def __init__(self, cpus: str, workers: int, gop_cache: int | None) -> None:
+    def __init__(self, cpus: str, workers: int, gop_cache: int | None, fast_send: bool = True) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="media-bench-")
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -218,6 +218,7 @@ class Server:
             "LIVEROOM_MEDIA_WORKERS": str(workers),
             "LIVEROOM_MEDIA_MAX_VIEWERS_PER_ROOM": "100000",
             "LIVEROOM_LOG_LEVEL": "WARNING",
+            "LIVEROOM_MEDIA_FAST_SEND": str(fast_send).lower(),
         }
         if gop_cache is not None:
             env["LIVEROOM_MEDIA_GOP_CACHE_FRAMES"] = str(gop_cache)
@@ -410,12 +411,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
     clip = ClipTrack(encode_clip())
     gop_cache = args.gop_cache if args.phase == "storm" else None
-    server = Server(args.server_cpus, args.workers, gop_cache)
+    server = Server(args.server_cpus, args.workers, gop_cache, not args.aiortc_send)
     publisher = None
     try:
         publisher = await start_publisher(server.base, "bench", clip)
         await asyncio.sleep(1.0)
-        report: dict[str, Any] = {"phase": args.phase, "workers": args.workers, "gop_cache": gop_cache}
+        report: dict[str, Any] = {
+            "phase": args.phase,
+            "workers": args.workers,
+            "gop_cache": gop_cache,
+            "fast_send": not args.aiortc_send,
+        }
         if args.phase == "steady":
             report["levels"] = await steady(args, server, clip)
         elif args.phase == "ttff":
@@ -445,6 +451,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
     parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
     parser.add_argument("--gop-cache", type=int, default=None, help="storm: media.gop_cache_frames")
+    parser.add_argument("--aiortc-send", action="store_true", help="media.fast_send = false")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--load-cpus", default="1")
     print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
