@@ -33,6 +33,8 @@ class MediaBackend(Protocol):
 
     async def end_slot(self, room: str, slot: str, caller: Caller) -> None: ...
 
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None: ...
+
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         """The latest figures of each media process, by worker name (for /metrics)."""
         ...
@@ -61,6 +63,9 @@ class LocalMedia:
 
     async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
         await self.plane.end_slot(room, slot, caller)
+
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
+        await self.plane.trickle(session_id, caller, fragment)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {"0": self.plane.snapshot()}

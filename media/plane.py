@@ -20,6 +20,7 @@ from liveroom.errors import BadRequest, CommandError, Forbidden
 from .callers import HOST_SLOT, Caller
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
+from .trickle import apply_fragment
 
 __all__ = ["MediaPlane", "PublishEvent"]
 
@@ -120,6 +121,15 @@ class MediaPlane:
             raise Forbidden("this session belongs to someone else")
         session.ended_by_request = True
         await session.close()
+
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
+        """PATCH: the client's late ICE candidates for its own session."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise CommandError("no such media session", "not_found")
+        if caller.user_id != session.caller.user_id:
+            raise Forbidden("this session belongs to someone else")
+        await apply_fragment(session.pc, fragment)
 
     async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
         """The host (or an admin, or the costream plugin's backend) takes a slot off stage."""

@@ -144,13 +144,22 @@ class WorkerPool:
         return f"{worker.index}.{reply['session']}", str(reply["answer"])
 
     async def end(self, session_id: str, caller: Caller) -> None:
+        worker, session = self._owner(session_id)
+        await self._ready()
+        await worker.call("/end", {"session": session, "caller": dataclasses.asdict(caller)})
+
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
+        worker, session = self._owner(session_id)
+        await self._ready()
+        body = {"session": session, "caller": dataclasses.asdict(caller), "fragment": fragment}
+        await worker.call("/trickle", body)
+
+    def _owner(self, session_id: str) -> tuple[Worker, str]:
+        """The worker named by a session id ("<worker>.<session>") and its own id."""
         index, _, session = session_id.partition(".")
         if not index.isdigit() or int(index) >= len(self.workers):
             raise CommandError("no such media session", "not_found")
-        await self._ready()
-        await self.workers[int(index)].call(
-            "/end", {"session": session, "caller": dataclasses.asdict(caller)}
-        )
+        return self.workers[int(index)], session
 
     async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
         await self._ready()

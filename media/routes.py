@@ -4,7 +4,7 @@ POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or
 POST /whep/{room}[?slot=host|N]   offer in, 201 + Location + answer out (any room token)
 DELETE <Location>                  ends the session (its owner, an admin, or the host for a guest)
 DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or admin)
-PATCH <Location>                   405: the answer carries every ICE candidate (no trickle)
+PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
 GET /media/demo                    a page that publishes / plays from a browser (page.py)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
@@ -28,6 +28,7 @@ from .hooks import count_codec_instances
 from .metrics import MediaCollector
 from .page import demo_page
 from .pool import WorkerPool
+from .trickle import MAX_FRAGMENT_BYTES
 
 __all__ = ["BACKEND_KEY", "add_media_routes", "worker_count"]
 
@@ -51,10 +52,6 @@ STATUS = {
     "too_many_viewers": 503,
     "media_unavailable": 503,
 }
-NO_TRICKLE = (
-    "trickle ICE is not used: the SDP answer already carries every server candidate, "
-    "and the client's offer should carry its own (gather before POST)"
-)
 
 
 def add_media_routes(app: web.Application, node: Node) -> None:
@@ -150,8 +147,20 @@ async def _delete_slot(request: web.Request) -> web.StreamResponse:
 
 
 async def _patch(request: web.Request) -> web.StreamResponse:
-    body = {"error": {"code": "trickle_not_supported", "message": NO_TRICKLE}}
-    return web.json_response(body, status=405, headers={"Allow": "DELETE"})
+    """Trickle ICE: `application/trickle-ice-sdpfrag` with the client's late candidates."""
+    try:
+        caller = _caller(request)
+        if request.content_type != "application/trickle-ice-sdpfrag":
+            message = "send candidates as Content-Type: application/trickle-ice-sdpfrag"
+            raise CommandError(message, "unsupported_media_type")
+        body = await request.read()
+        if len(body) > MAX_FRAGMENT_BYTES:
+            raise CommandError("the SDP fragment is too large", "malformed_sdp")
+        fragment = body.decode("utf-8", errors="replace")
+        await request.app[BACKEND_KEY].trickle(request.match_info["session"], caller, fragment)
+    except CommandError as error:
+        return _error(error)
+    return web.Response(status=204)
 
 
 def _caller(request: web.Request) -> Caller:

@@ -9,6 +9,7 @@ POST /publish {"room", "caller", "offer", "backup"} -> {"session", "answer"}
 POST /play    {"room", "slot", "caller", "offer"}   -> {"session", "answer"}
 POST /end     {"session", "caller"}                 -> {}
 POST /end_slot {"room", "slot", "caller"}           -> {}
+POST /trickle {"session", "caller", "fragment"}     -> {}
 GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
 """
 
@@ -54,6 +55,7 @@ def build_worker_app(config: MediaConfig) -> web.Application:
     app.router.add_post("/play", _play)
     app.router.add_post("/end", _end)
     app.router.add_post("/end_slot", _end_slot)
+    app.router.add_post("/trickle", _trickle)
     app.router.add_get("/events", _events)
     app.cleanup_ctx.append(_lifespan)
     return app
@@ -97,8 +99,17 @@ async def _end(request: web.Request) -> web.Response:
 
 async def _end_slot(request: web.Request) -> web.Response:
     body = await request.json()
+    return await _done(request.app[PLANE].end_slot(body["room"], body["slot"], _caller(body)))
+
+
+async def _trickle(request: web.Request) -> web.Response:
+    body = await request.json()
+    return await _done(request.app[PLANE].trickle(body["session"], _caller(body), body["fragment"]))
+
+
+async def _done(work: Any) -> web.Response:
     try:
-        await request.app[PLANE].end_slot(body["room"], body["slot"], _caller(body))
+        await work
     except CommandError as error:
         return web.json_response({"error": error.as_error()}, status=400)
     return web.json_response({})

@@ -118,26 +118,52 @@ class Peer:
         await self.pc.close()
 
 
-async def _exchange(pc: RTCPeerConnection, url: str, token: str) -> str:
+async def _exchange(pc: RTCPeerConnection, url: str, token: str, trickle: bool = False) -> str:
     await pc.setLocalDescription(await pc.createOffer())
-    status, location, body = await post_sdp(url, token, pc.localDescription.sdp)
+    offer, candidates = pc.localDescription.sdp, ""
+    if trickle:  # send the offer bare, the candidates after it in a PATCH
+        lines = offer.splitlines(keepends=True)
+        candidates = "".join(line for line in lines if line.startswith(("a=candidate:", "a=end-of-cand")))
+        offer = "".join(line for line in lines if not line.startswith(("a=candidate:", "a=end-of-cand")))
+    status, location, body = await post_sdp(url, token, offer)
     if status != 201:
         await pc.close()
         raise WhipError(status, body)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     assert location is not None
+    if trickle:
+        base = url.split("/whip/")[0].split("/whep/")[0]
+        fragment = "a=mid:0\r\n" + candidates + "a=end-of-candidates\r\n"
+        got = await patch_fragment(base + location, token, fragment)
+        assert got == 204, got
     return location
 
 
+async def patch_fragment(
+    url: str, token: str | None, fragment: str, content_type: str = "application/trickle-ice-sdpfrag"
+) -> int:
+    headers = {"Content-Type": content_type}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as http, http.patch(url, data=fragment, headers=headers) as response:
+        return response.status
+
+
 async def publish(
-    base: str, room: str, token: str, video_codec: str = "video/VP8", query: str = "", audio: bool = True
+    base: str,
+    room: str,
+    token: str,
+    video_codec: str = "video/VP8",
+    query: str = "",
+    audio: bool = True,
+    trickle: bool = False,
 ) -> Peer:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = CounterTrack()
     pc.addTransceiver(track, "sendonly").setCodecPreferences(codec_preferences("video", video_codec))
     if audio:
         pc.addTransceiver(AudioStreamTrack(), "sendonly")
-    location = await _exchange(pc, f"{base}/whip/{room}{query}", token)
+    location = await _exchange(pc, f"{base}/whip/{room}{query}", token, trickle)
     return Peer(pc, location, base, token, counter_track=track)
 
 

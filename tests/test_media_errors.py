@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 import pytest
-from media_support import WhipError, delete, play, post_sdp, publish, scrape, wait_until
+from media_support import WhipError, delete, patch_fragment, play, post_sdp, publish, scrape, wait_until
 from support import ServerProcess, token
 
 OFFER_LIKE = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -135,12 +135,23 @@ async def test_whep_errors(server: ServerProcess) -> None:
     await settled(server, baseline)
 
 
-async def test_patch_explains_that_trickle_ice_is_not_used(server: ServerProcess) -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http, http.patch(f"{server.url}/whip/r/s") as response:
-        assert response.status == 405
-        assert error_code(await response.text()) == "trickle_not_supported"
+async def test_trickled_candidates_are_patched_in(server: ServerProcess) -> None:
+    baseline = leak_gauges(server)
+    room = room_name()
+    host = await publish(server.url, room, token("trickler", "host"), trickle=True)
+    viewer = await play(server.url, room, token("fan"))
+    try:
+        await wait_until(lambda: len(viewer.counters) >= 10, 15, "video from a trickled publisher")
+        url = server.url + host.location
+        assert await patch_fragment(url, token("trickler", "host"), "a=candidate:x", "text/plain") == 415
+        assert await patch_fragment(url, token("someone-else", "host"), "a=end-of-candidates") == 403
+        assert await patch_fragment(url, None, "") == 401
+        assert await patch_fragment(f"{server.url}/whip/{room}/nope", token("trickler", "host"), "") == 404
+        assert await patch_fragment(url, token("trickler", "host"), "a=candidate:garbage") == 400
+    finally:
+        await viewer.end()
+        await host.end()
+    await settled(server, baseline)
 
 
 async def test_an_expired_guest_token_is_refused(server: ServerProcess) -> None:

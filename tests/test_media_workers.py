@@ -90,3 +90,15 @@ async def test_the_host_takes_a_guest_off_stage_by_slot(server: ServerProcess) -
     finally:
         await viewer.close()
         await guest.close()
+
+
+async def test_trickle_reaches_the_rooms_worker(server: ServerProcess) -> None:
+    _, room = rooms_on_each_worker()
+    host = await publish(server.url, room, token("trickling-host", "host"), trickle=True)
+    viewer = await play(server.url, room, token("fan-t"))
+    try:
+        assert host.location.split("/")[-1].startswith("1.")
+        await wait_until(lambda: len(viewer.counters) >= 10, 15, "video")
+    finally:
+        await viewer.end()
+        await host.end()
