@@ -81,9 +81,22 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        connections = [t.receiver.transport.transport._connection for t in self.pc.getTransceivers()]
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT_S)
+        await _stop_consent_checks(connections)
         self.on_closed(self)
+
+
+async def _stop_consent_checks(connections: list[Any]) -> None:
+    """Work around an aioice 0.13 race: closed while ICE was completing, `connect()`
+    resumes afterwards and starts consent checks on the closed connection, a task that
+    would outlive the session. Give it a moment to do so, then cancel it."""
+    await asyncio.sleep(0.05)
+    for connection in connections:
+        task = getattr(connection, "_query_consent_task", None)
+        if task is not None and not task.done():
+            task.cancel()
 
 
 class PublishSession(Session):

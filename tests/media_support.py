@@ -168,11 +168,18 @@ async def publish(
 
 
 async def play(
-    base: str, room: str, token: str, slot: str = "host", kinds: tuple[str, ...] = ("video", "audio")
+    base: str,
+    room: str,
+    token: str,
+    slot: str = "host",
+    kinds: tuple[str, ...] = ("video", "audio"),
+    video_codec: str | None = None,
 ) -> Peer:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     for kind in kinds:
-        pc.addTransceiver(kind, "recvonly")
+        transceiver = pc.addTransceiver(kind, "recvonly")
+        if kind == "video" and video_codec is not None:
+            transceiver.setCodecPreferences(codec_preferences("video", video_codec))
     peer = Peer(pc, "", base, token)
 
     @pc.on("track")

@@ -44,7 +44,10 @@ def leak_gauges(server: ServerProcess) -> dict[str, float]:
 
 
 async def settled(server: ServerProcess, baseline: dict[str, float]) -> None:
-    await wait_until(lambda: leak_gauges(server) == baseline, 10, f"no leaks: {baseline}")
+    try:
+        await wait_until(lambda: leak_gauges(server) == baseline, 10, "no leaks")
+    except AssertionError:
+        raise AssertionError(f"leaked: {baseline} became {leak_gauges(server)}") from None
 
 
 @pytest.mark.parametrize(
@@ -118,6 +121,19 @@ async def test_publish_conflicts_sessions_and_ownership(server: ServerProcess) -
         if viewer is not None:
             assert await viewer.end() == 200
         assert await host.end() == 200
+    await settled(server, baseline)
+
+
+async def test_a_viewer_without_the_publishers_codec_is_refused(server: ServerProcess) -> None:
+    baseline = leak_gauges(server)
+    room = room_name()
+    host = await publish(server.url, room, token("h264-host", "host"), "video/H264", audio=False)
+    try:
+        with pytest.raises(WhipError) as refused:
+            await play(server.url, room, token("vp8-only"), kinds=("video",), video_codec="video/VP8")
+        assert (refused.value.status, error_code(refused.value.body)) == (400, "codec_mismatch")
+    finally:
+        await host.end()
     await settled(server, baseline)
 
 
