@@ -17,8 +17,11 @@ from liveroom.media.relay import ForwardedFrame
 from media_support import wait_until
 
 
-def test_the_pinned_aiortc_is_installed() -> None:
+def test_the_pinned_aiortc_and_aioice_are_installed() -> None:
+    import aioice
+
     assert aiortc.__version__.startswith(SUPPORTED_AIORTC)
+    assert aioice.__version__.startswith("0.13.")
 
 
 async def test_the_tap_takes_frames_and_ends_aiortcs_decoder_thread() -> None:
