@@ -112,8 +112,8 @@ class MediaConfig:
     """The media plane (WHIP/WHEP forwarding); documented in docs/media.md."""
 
     enabled: bool = True
-    # Worker processes for media; 0 means the core count. (See docs/media.md: the
-    # current build serves media in the node process and records this for the design.)
+    # Media worker processes, rooms hashed to them; 0 means the core count, 1 keeps the
+    # media plane in the node process. Workers start on the first WHIP/WHEP request.
     workers: int = 0
     # STUN/TURN URLs given to aiortc. Empty: host candidates only (no external lookups).
     ice_servers: tuple[str, ...] = ()
