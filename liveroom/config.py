@@ -29,6 +29,7 @@ __all__ = [
     "Config",
     "DeliveryConfig",
     "LimitsConfig",
+    "MediaConfig",
     "RedisConfig",
     "RoomConfig",
     "ServerConfig",
@@ -132,6 +133,31 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """The media plane (WHIP/WHEP forwarding); documented in docs/media.md."""
+
+    enabled: bool = True
+    # Media worker processes, rooms hashed to them; 0 means the core count, 1 keeps the
+    # media plane in the node process. Workers start on the first WHIP/WHEP request.
+    workers: int = 0
+    # STUN/TURN URLs given to aiortc. Empty: host candidates only (no external lookups).
+    ice_servers: tuple[str, ...] = ()
+    # Encoded frames waiting per viewer track; past it the viewer skips to the next keyframe.
+    viewer_queue_frames: int = 120
+    # A joining viewer gets the cached group of pictures if it is at most this long...
+    gop_cache_frames: int = 90
+    # ...otherwise a keyframe is asked of the publisher, at most once per this interval.
+    keyframe_request_interval_s: float = 1.0
+    max_publishers_per_room: int = 6
+    max_viewers_per_room: int = 2000
+    # How often publisher bitrate / fps / keyframe interval are sampled into /metrics.
+    stats_interval_s: float = 2.0
+    # Send viewers' RTP without aiortc's per-packet Python (media/fastpath.py); false
+    # falls back to aiortc's own sender loop.
+    fast_send: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -141,6 +167,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     # Raw `[plugins.NAME]` tables (with env overrides applied); each plugin types its own.
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

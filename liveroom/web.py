@@ -55,6 +55,11 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     add_api_routes(app.router, node)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_on_shutdown)
+    # The media plane (WHIP/WHEP, docs/media.md). mypy checks media/ as package `media`,
+    # so it cannot follow the installed name liveroom.media.
+    from liveroom.media.routes import add_media_routes  # type: ignore[import-not-found,unused-ignore]
+
+    add_media_routes(app, node)
     return app
 
 

@@ -1,0 +1,461 @@
+"""Media benchmark: one 720p30 H.264 (~1.5 Mbps) publisher, N aiortc viewers over several processes.
+
+    python -m liveroom.loadtest.media_bench steady --viewers 20,40 --seconds 8
+    python -m liveroom.loadtest.media_bench ttff --samples 10
+    python -m liveroom.loadtest.media_bench storm --viewers 100 [--gop-cache 0]
+
+The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
+its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
+clip encoded once up front (libx264, baseline, keyframe every 2 s), paced at 30 fps,
+so the load side spends no CPU encoding; a keyframe request makes it jump to the next
+GOP, as a live encoder would. Viewers in `steady` and `storm` count the encoded frames
+aiortc reassembles (through liveroom.media.hooks.FrameTap) instead of decoding 720p;
+`ttff` viewers decode, since the target is the first *decoded* frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import av
+import jwt
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from av.packet import Packet as AvPacket
+from liveroom.media.hooks import tap_receiver  # type: ignore[import-not-found,unused-ignore]
+
+if TYPE_CHECKING:
+    Packet = AvPacket[Any]
+else:
+    Packet = AvPacket
+
+SECRET = "media-bench-secret-0123456789-0123456789-0123456789"
+WIDTH, HEIGHT, FPS, BITRATE, GOP = 1280, 720, 30, 1_500_000, 60
+VIDEO_TIME_BASE = Fraction(1, 90000)
+
+
+def token(user: str, role: str) -> str:
+    claims = {"sub": user, "name": user, "role": role, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+# -- the clip and the publisher -------------------------------------------------------------
+
+
+def encode_clip(seconds: int = 4) -> list[Packet]:
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    codec.bit_rate, codec.framerate, codec.time_base = BITRATE, Fraction(FPS), Fraction(1, FPS)
+    params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:repeat-headers=1:vbv-maxrate=1500:vbv-bufsize=1500"
+    codec.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "x264-params": params,
+    }
+    ramp = bytes(range(256)) * (WIDTH // 256)
+    packets: list[Packet] = []
+    for i in range(seconds * FPS):
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        shift = (i * 8) % WIDTH
+        frame.planes[0].update((ramp[shift:] + ramp[:shift]) * HEIGHT)
+        frame.planes[1].update(bytes([128]) * frame.planes[1].buffer_size)
+        frame.planes[2].update(bytes([(i * 3) & 0xFF]) * frame.planes[2].buffer_size)
+        frame.pts, frame.time_base = i, codec.time_base
+        packets += codec.encode(frame)
+    return packets + list(codec.encode(None))
+
+
+class ClipTrack(MediaStreamTrack):
+    """Pre-encoded packets at 30 fps, looping; a keyframe request jumps to the next GOP."""
+
+    kind = "video"
+
+    def __init__(self, packets: list[Packet]) -> None:
+        super().__init__()
+        self.packets = packets
+        self.index = 0
+        self.sent = 0
+        self.keyframes_at: list[float] = []
+        self.sent_at: list[float] = []  # wall clock, to compare with what viewers got
+        self.started: float | None = None
+
+    def request_keyframe(self) -> None:
+        if self.index % GOP:
+            self.index = (self.index // GOP + 1) * GOP % len(self.packets)
+
+    async def recv(self) -> Packet:
+        now = time.monotonic()
+        self.started = self.started or now
+        wait = self.started + self.sent / FPS - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        source = self.packets[self.index]
+        packet = av.Packet(bytes(source))
+        packet.pts, packet.time_base = self.sent * 90000 // FPS, VIDEO_TIME_BASE
+        if source.is_keyframe:
+            self.keyframes_at.append(time.monotonic())
+        self.index = (self.index + 1) % len(self.packets)
+        self.sent += 1
+        self.sent_at.append(time.time())
+        return packet
+
+
+async def post(url: str, bearer: str, sdp: str) -> tuple[str, str]:
+    import aiohttp
+
+    headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {bearer}"}
+    async with aiohttp.ClientSession() as http, http.post(url, data=sdp, headers=headers) as response:
+        body = await response.text()
+        if response.status != 201:
+            raise RuntimeError(f"{url}: {response.status} {body}")
+        return response.headers["Location"], body
+
+
+async def negotiate(pc: RTCPeerConnection, url: str, bearer: str, lean: bool = False) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
+    if lean:
+        # Load-side economy: without abs-send-time, aiortc's viewer skips its per-packet
+        # bandwidth estimator (REMB), which would cost the load generator more than the server.
+        offer = "".join(line for line in offer.splitlines(True) if "abs-send-time" not in line)
+    location, answer = await post(url, bearer, offer)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return location
+
+
+async def start_publisher(base: str, room: str, clip: ClipTrack) -> RTCPeerConnection:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transceiver = pc.addTransceiver(clip, "sendonly")
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    transceiver.setCodecPreferences(h264)
+    transceiver.sender._send_keyframe = clip.request_keyframe  # type: ignore[method-assign]  # PLI/FIR
+    await negotiate(pc, f"{base}/whip/{room}", token("bench-host", "host"))
+    return pc
+
+
+# -- viewers (in their own processes) ---------------------------------------------------------
+
+
+async def counting_viewer(base: str, room: str, user: str, arrivals: list[float]) -> RTCPeerConnection:
+    """A viewer that counts reassembled encoded frames rather than decoding them."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = pc.addTransceiver("video", "recvonly").receiver
+    tap_receiver(receiver, lambda codec, data, timestamp: arrivals.append(time.time()))
+    await negotiate(pc, f"{base}/whep/{room}", token(user, "viewer"), lean=True)
+    return pc
+
+
+async def run_viewers(base: str, room: str, names: list[str], start_at: float, end_at: float) -> list[Any]:
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    arrivals: list[list[float]] = [[] for _ in names]
+    joined_at, cpu_at_join = time.time(), time.process_time()
+    pcs = await asyncio.gather(
+        *(counting_viewer(base, room, name, log) for name, log in zip(names, arrivals, strict=True)),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(max(0.0, end_at - time.time()))
+    busy = (time.process_time() - cpu_at_join) / (time.time() - joined_at)  # this process's load
+    for pc in pcs:
+        if isinstance(pc, RTCPeerConnection):
+            await pc.close()
+    return [
+        {"ok": isinstance(pc, RTCPeerConnection), "arrivals": log, "busy": busy, "process": os.getpid()}
+        for pc, log in zip(pcs, arrivals, strict=True)
+    ]
+
+
+def viewer_process(args: tuple[str, str, list[str], float, float], results: Any) -> None:
+    results.put(asyncio.run(run_viewers(*args)))
+
+
+def spawn_viewers(
+    base: str, room: str, count: int, processes: int, start_at: float, end_at: float
+) -> list[Any]:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    names = [f"viewer-{i}" for i in range(count)]
+    procs = [
+        context.Process(
+            target=viewer_process, args=((base, room, names[p::processes], start_at, end_at), results)
+        )
+        for p in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    collected: list[Any] = []
+    for _ in procs:
+        collected += results.get(timeout=end_at - time.time() + 60)
+    for proc in procs:
+        proc.join(10)
+    return collected
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, cpus: str, workers: int, gop_cache: int | None, fast_send: bool = True) -> None:
+        self.directory = tempfile.TemporaryDirectory(prefix="media-bench-")
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "LIVEROOM_JWT_SECRET": SECRET,
+            "LIVEROOM_STORE_KIND": "memory",
+            "LIVEROOM_MEDIA_WORKERS": str(workers),
+            "LIVEROOM_MEDIA_MAX_VIEWERS_PER_ROOM": "100000",
+            "LIVEROOM_LOG_LEVEL": "WARNING",
+            "LIVEROOM_MEDIA_FAST_SEND": str(fast_send).lower(),
+        }
+        if gop_cache is not None:
+            env["LIVEROOM_MEDIA_GOP_CACHE_FRAMES"] = str(gop_cache)
+        command = ["taskset", "-c", cpus, sys.executable, "-m", "liveroom", "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(command, env=env, cwd=self.directory.name)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.base + "/readyz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the server did not start")
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server and its media workers so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in [self.process.pid, *_children(self.process.pid)]:
+            try:
+                fields = _stat(pid)
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        pairs = (line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+        return {name: float(value) for name, value in pairs}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+        self.directory.cleanup()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = _stat(int(entry))
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the phases ---------------------------------------------------------------------------------
+
+
+async def steady(args: argparse.Namespace, server: Server, clip: ClipTrack) -> list[dict[str, Any]]:
+    rows = []
+    for count in (int(n) for n in args.viewers.split(",")):
+        start_at = time.time() + 0.5
+        end_at = start_at + args.connect_seconds + args.seconds
+        loop = asyncio.get_running_loop()
+        sampler = loop.run_in_executor(None, _cpu_series, server, start_at, end_at)
+        results = await loop.run_in_executor(
+            None, spawn_viewers, server.base, "bench", count, args.processes, start_at, end_at
+        )
+        rows.append(_steady_row(count, results, await sampler, end_at, clip.sent_at))
+        print(json.dumps(rows[-1]), flush=True)
+        await asyncio.sleep(1.5)  # let the closed viewers go before the next level
+    return rows
+
+
+CpuSeries = list[tuple[float, float]]
+
+
+def _steady_row(
+    count: int, results: list[Any], cpu: CpuSeries, end_at: float, sent_at: list[float]
+) -> dict[str, Any]:
+    """Figures over the steady part: from 4 s after the last viewer's first frame (its GOP
+    replay done) to just before the viewers leave."""
+    got = [r for r in results if r["arrivals"]]
+    start = max(r["arrivals"][0] for r in got) + 4.0 if got else end_at
+    end = end_at - 0.5
+    seconds = end - start
+    if seconds < 2 or len(got) < count:
+        return {"viewers": count, "receiving": len(got), "error": "viewers did not all settle in time"}
+    inside = [(t, c) for t, c in cpu if start <= t <= end]
+    server_cpu = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+    fps = [sum(start <= t < end for t in r["arrivals"]) / seconds for r in results]
+    source_fps = sum(start <= t < end for t in sent_at) / seconds
+    return {
+        "viewers": count,
+        "measured_s": round(seconds, 1),
+        "server_cpu_percent": round(server_cpu * 100, 1),
+        "server_cpu_ms_per_viewer_s": round(server_cpu / count * 1000, 2),
+        "publisher_fps": round(source_fps, 2),
+        "fps_mean": round(statistics.mean(fps), 2),
+        "fps_min": round(min(fps), 2),
+        "viewers_at_29fps": sum(f >= 29 for f in fps),
+        "viewer_processes_cpu_percent": round(100 * sum({r["process"]: r["busy"] for r in results}.values())),
+    }
+
+
+def _cpu_series(server: Server, start: float, end: float) -> list[tuple[float, float]]:
+    """(wall time, server CPU seconds) every 0.25 s."""
+    time.sleep(max(0.0, start - time.time()))
+    series = []
+    while time.time() < end:
+        series.append((time.time(), server.cpu_seconds()))
+        time.sleep(0.25)
+    return series
+
+
+async def ttff(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    samples = []
+    decoders: set[asyncio.Future[None]] = set()
+    for i in range(args.samples):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", "recvonly")
+        first = asyncio.get_running_loop().create_future()
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack, first: asyncio.Future[float] = first) -> None:
+            async def decode_one() -> None:
+                await track.recv()  # the first *decoded* frame
+                first.set_result(time.monotonic())
+
+            decoders.add(asyncio.ensure_future(decode_one()))
+
+        started = time.monotonic()
+        await negotiate(pc, f"{server.base}/whep/bench", token(f"ttff-{i}", "viewer"))
+        samples.append((await asyncio.wait_for(first, 10) - started) * 1000)
+        await pc.close()
+        await asyncio.sleep(0.3)
+    samples.sort()
+    return {
+        "samples": len(samples),
+        "ttff_ms_median": round(statistics.median(samples), 1),
+        "ttff_ms_max": round(samples[-1], 1),
+        "ttff_ms_min": round(samples[0], 1),
+    }
+
+
+async def storm(args: argparse.Namespace, server: Server, clip: ClipTrack) -> dict[str, Any]:
+    await asyncio.sleep(3)  # a steady stream first: two natural keyframes (GOP = 2 s)
+    requests_before = _keyframe_requests(server)
+    start_at = time.time() + 0.5
+    mono_start = time.monotonic() + 0.5
+    loop = asyncio.get_running_loop()
+    results = await loop.run_in_executor(
+        None, spawn_viewers, server.base, "bench", args.viewers_storm, args.processes, start_at, start_at + 20
+    )
+    joined = [r for r in results if r["ok"] and r["arrivals"]]
+    last_first_frame = max(r["arrivals"][0] for r in joined) - start_at
+    window_end = mono_start + last_first_frame + 1.0
+    storm_keyframes = [t for t in clip.keyframes_at if mono_start <= t <= window_end]
+    return {
+        "viewers": len(results),
+        "got_video": len(joined),
+        "storm_seconds": round(last_first_frame + 1.0, 2),
+        "publisher_keyframes_in_storm": len(storm_keyframes),
+        "max_keyframes_in_any_1s": _max_in_window(storm_keyframes, 1.0),
+        "keyframe_requests_to_publisher": _keyframe_requests(server) - requests_before,
+        "first_frame_s_median": round(statistics.median(r["arrivals"][0] - start_at for r in joined), 2),
+    }
+
+
+def _keyframe_requests(server: Server) -> float:
+    return sum(
+        v for k, v in server.metrics().items() if k.startswith("liveroom_media_keyframe_requests_total")
+    )
+
+
+def _max_in_window(times: list[float], width: float) -> int:
+    return max((sum(t <= u < t + width for u in times) for t in times), default=0)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    clip = ClipTrack(encode_clip())
+    gop_cache = args.gop_cache if args.phase == "storm" else None
+    server = Server(args.server_cpus, args.workers, gop_cache, not args.aiortc_send)
+    publisher = None
+    try:
+        publisher = await start_publisher(server.base, "bench", clip)
+        await asyncio.sleep(1.0)
+        report: dict[str, Any] = {
+            "phase": args.phase,
+            "workers": args.workers,
+            "gop_cache": gop_cache,
+            "fast_send": not args.aiortc_send,
+        }
+        if args.phase == "steady":
+            report["levels"] = await steady(args, server, clip)
+        elif args.phase == "ttff":
+            report.update(await ttff(args, server))
+        else:
+            report.update(await storm(args, server, clip))
+        report["server_encoders"] = server.metrics().get(
+            'liveroom_media_codec_instances_total{role="encoder"}'
+        )
+        return report
+    finally:
+        if publisher is not None:
+            await publisher.close()
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("phase", choices=("steady", "ttff", "storm"))
+    parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
+    parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
+    parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")
+    parser.add_argument("--connect-seconds", type=float, default=6.0, help="steady: time given to join")
+    parser.add_argument("--samples", type=int, default=10, help="ttff: viewers, one after another")
+    parser.add_argument("--processes", type=int, default=2, help="viewer processes")
+    parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
+    parser.add_argument("--gop-cache", type=int, default=None, help="storm: media.gop_cache_frames")
+    parser.add_argument("--aiortc-send", action="store_true", help="media.fast_send = false")
+    parser.add_argument("--server-cpus", default="0")
+    parser.add_argument("--load-cpus", default="1")
+    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()

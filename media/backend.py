@@ -1,0 +1,71 @@
+"""Where media sessions run: in the node process, or in worker processes (one room, one worker).
+
+The HTTP layer (routes.py) talks to a `MediaBackend` and does not know which it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from liveroom.config import MediaConfig
+
+from .callers import Caller
+from .plane import MediaPlane, PublishEvent
+
+__all__ = ["LocalMedia", "MediaBackend"]
+
+
+class MediaBackend(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
+        """WHIP: (session id, SDP answer), or a CommandError."""
+        ...
+
+    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+        """WHEP: (session id, SDP answer), or a CommandError."""
+        ...
+
+    async def end(self, session_id: str, caller: Caller) -> None: ...
+
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None: ...
+
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None: ...
+
+    def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
+        """The latest figures of each media process, by worker name (for /metrics)."""
+        ...
+
+
+class LocalMedia:
+    """`media.workers = 1`: the plane runs on the node's own event loop."""
+
+    def __init__(self, config: MediaConfig, publish_event: PublishEvent) -> None:
+        self.plane = MediaPlane(config, publish_event)
+
+    async def start(self) -> None:
+        await self.plane.start()
+
+    async def stop(self) -> None:
+        await self.plane.stop()
+
+    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
+        return await self.plane.publish(room, caller, offer, backup)
+
+    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+        return await self.plane.play(room, slot, caller, offer)
+
+    async def end(self, session_id: str, caller: Caller) -> None:
+        await self.plane.end(session_id, caller)
+
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
+        await self.plane.end_slot(room, slot, caller)
+
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
+        await self.plane.trickle(session_id, caller, fragment)
+
+    def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
+        return {"0": self.plane.snapshot()}

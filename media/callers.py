@@ -1,0 +1,95 @@
+"""Who is calling a WHIP/WHEP endpoint, and what they may do there.
+
+Two kinds of bearer token are accepted:
+
+* the core's tokens (`liveroom token`, or the operator's auth service): role viewer,
+  host, moderator or admin, optionally bound to one room;
+* a co-stream guest's publish token, minted by the costream plugin with the same HS256
+  secret: `{"sub", "name"?, "role": "guest", "room", "slot", "scope": "publish", "exp"}`.
+  It allows exactly one thing: WHIP into that room's stage slot `slot`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from liveroom.auth import TokenAuthority
+from liveroom.errors import Forbidden, Unauthorized
+
+__all__ = ["HOST_SLOT", "Caller", "CallerVerifier", "bearer_token"]
+
+HOST_SLOT = "host"
+PUBLISH_ROLES = ("host", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: str
+    name: str
+    role: str  # viewer | host | moderator | admin | guest
+    room: str | None  # the room the token is bound to, if any
+    slot: str | None = None  # a guest's stage slot
+
+    def check_room(self, room: str) -> None:
+        if self.room is not None and self.room != room:
+            raise Forbidden(f"this token is bound to room {self.room!r}", "wrong_room")
+
+    def publish_slot(self, room: str) -> str:
+        """The stage slot this caller may publish into, or Forbidden."""
+        self.check_room(room)
+        if self.role == "guest" and self.slot is not None:
+            return self.slot
+        if self.role in PUBLISH_ROLES:
+            return HOST_SLOT
+        raise Forbidden(f"role {self.role!r} may not publish; a host or stage-guest token is needed")
+
+    def may_end(self, owner: Caller, room: str) -> bool:
+        """Whether this caller may end a session `owner` started in `room`."""
+        if self.role == "admin" or self.user_id == owner.user_id:
+            return True
+        return self.role == "host" and owner.role == "guest" and self.room in (None, room)
+
+
+class CallerVerifier:
+    def __init__(self, authority: TokenAuthority, secret: str) -> None:
+        self._authority = authority
+        self._secret = secret
+
+    def verify(self, token: str | None) -> Caller:
+        if not token:
+            raise Unauthorized("an Authorization: Bearer <token> header is required")
+        try:
+            identity = self._authority.verify(token)
+        except Unauthorized as error:
+            guest = self._guest(token)
+            if guest is None:
+                raise error from None
+            return guest
+        return Caller(identity.user_id, identity.name, identity.role, identity.room)
+
+    def _guest(self, token: str) -> Caller | None:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self._secret, ["HS256"], options={"require": ["sub", "exp", "room", "slot"]}
+            )
+        except jwt.PyJWTError:
+            return None
+        if claims.get("role") != "guest" or claims.get("scope") != "publish":
+            return None
+        sub, room, slot = claims["sub"], claims["room"], claims["slot"]
+        if not isinstance(sub, str) or not isinstance(room, str) or not isinstance(slot, int | str):
+            return None
+        if str(slot) == HOST_SLOT:
+            return None
+        name = claims.get("name")
+        return Caller(sub, name if isinstance(name, str) else sub, "guest", room, str(slot))
+
+
+def bearer_token(header: str | None) -> str | None:
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None

@@ -1,0 +1,34 @@
+"""When to ask a publisher for a keyframe: pure logic over injected time.
+
+Every joining or lagging viewer wants a keyframe, and each PLI/FIR a viewer sends is a
+wish for one too. Forwarding them all would let a join storm make the publisher's
+encoder emit keyframe after keyframe (each one several times the size of a delta frame).
+The gate lets one request through per interval; a keyframe arriving inside the interval
+satisfies everyone who was waiting.
+"""
+
+from __future__ import annotations
+
+__all__ = ["KeyframeGate"]
+
+
+class KeyframeGate:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last_request: float | None = None
+        self._last_keyframe: float | None = None
+        self.requests_sent = 0
+        self.requests_absorbed = 0
+
+    def want(self, now: float) -> bool:
+        """A keyframe is wanted now: True if a request should go upstream."""
+        recent = [t for t in (self._last_request, self._last_keyframe) if t is not None]
+        if recent and now - max(recent) < self.interval_s:
+            self.requests_absorbed += 1
+            return False
+        self._last_request = now
+        self.requests_sent += 1
+        return True
+
+    def keyframe_seen(self, now: float) -> None:
+        self._last_keyframe = now

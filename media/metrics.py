@@ -1,0 +1,86 @@
+"""Media figures in /metrics, built at scrape time from each worker's latest snapshot.
+
+A snapshot is plain data (`stats.plane_snapshot`): made in-process when the plane runs
+in the node, or sent by each worker process over its event stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["MediaCollector"]
+
+Snapshots = Callable[[], Mapping[str, Mapping[str, Any]]]  # worker name -> snapshot
+
+
+class MediaCollector(Collector):
+    def __init__(self, snapshots: Snapshots) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = self._snapshots()
+        sessions = GaugeMetricFamily(
+            "liveroom_media_sessions", "Open WHIP/WHEP peer connections", labels=["kind", "worker"]
+        )
+        codecs = CounterMetricFamily(
+            "liveroom_media_codec_instances",
+            "Encoders/decoders aiortc made in media processes (a forwarding server keeps 0)",
+            labels=["role"],
+        )
+        tasks = GaugeMetricFamily(
+            "liveroom_media_asyncio_tasks", "asyncio tasks alive in each media process", labels=["worker"]
+        )
+        totals = {"encoder": 0, "decoder": 0}
+        for worker, snapshot in snapshots.items():
+            for kind, count in snapshot["sessions"].items():
+                sessions.add_metric([kind, worker], count)
+            for role, count in snapshot["codec_instances"].items():
+                totals[role] = totals.get(role, 0) + count
+            tasks.add_metric([worker], snapshot["tasks"])
+        for role, count in totals.items():
+            codecs.add_metric([role], count)
+        yield from (sessions, codecs, tasks)
+        yield from _per_room(snapshots)
+
+
+def _per_room(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    viewers = GaugeMetricFamily("liveroom_media_viewers", "WHEP viewers per room", labels=["room"])
+    for snapshot in snapshots.values():
+        for room, count in sorted(snapshot["viewers"].items()):
+            viewers.add_metric([room], count)
+    yield viewers
+    labels = ["room", "slot", "kind"]
+    bitrate = GaugeMetricFamily("liveroom_media_publisher_bitrate_bps", "Received bitrate", labels=labels)
+    fps = GaugeMetricFamily("liveroom_media_publisher_fps", "Received video frames per second", labels=labels)
+    keyframes = GaugeMetricFamily(
+        "liveroom_media_publisher_keyframe_interval_seconds",
+        "Time between the publisher's last two keyframes",
+        labels=labels,
+    )
+    requests = CounterMetricFamily(
+        "liveroom_media_keyframe_requests", "Keyframe requests sent to the publisher", labels=labels
+    )
+    rtt = GaugeMetricFamily(
+        "liveroom_media_viewer_rtt_ms", "Mean viewer round-trip time (RTCP)", labels=["room", "slot"]
+    )
+    lost = CounterMetricFamily(
+        "liveroom_media_viewer_packets_lost", "Packets viewers reported lost", labels=["room", "slot"]
+    )
+    for snapshot in snapshots.values():
+        for track in snapshot["publishers"]:
+            key = [track["room"], track["slot"], track["kind"]]
+            requests.add_metric(key, track["keyframe_requests"])
+            if track["kind"] == "video":
+                lost.add_metric(key[:2], track["viewer_packets_lost"])
+                if track["viewer_rtt_ms"] is not None:
+                    rtt.add_metric(key[:2], track["viewer_rtt_ms"])
+            if track["bitrate_bps"] is not None:
+                bitrate.add_metric(key, track["bitrate_bps"])
+            if track["kind"] == "video" and track["fps"] is not None:
+                fps.add_metric(key, track["fps"])
+                keyframes.add_metric(key, track["keyframe_interval_s"] or 0.0)
+    yield from (bitrate, fps, keyframes, requests, rtt, lost)

@@ -1,0 +1,195 @@
+"""The media plane of one process: which session publishes into which room and slot.
+
+Rules enforced here (HTTP status in brackets, see routes.py):
+* one publisher per (room, slot); a second host publish needs `?path=backup` [409];
+* a backup ingest takes over the host slot when the primary ends or is lost;
+* only the session's owner, an admin, or the room's host (for a guest) may end it [403].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from liveroom.config import MediaConfig
+from liveroom.errors import BadRequest, CommandError, Forbidden
+
+from .callers import HOST_SLOT, Caller
+from .sessions import PlaySession, PublishSession, Session
+from .stats import PublisherStats, plane_snapshot, viewer_quality
+from .trickle import apply_fragment
+
+__all__ = ["MediaPlane", "PublishEvent"]
+
+log = logging.getLogger(__name__)
+
+PublishEvent = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+class MediaPlane:
+    def __init__(self, config: MediaConfig, publish_event: PublishEvent) -> None:
+        self.config = config
+        self.sessions: dict[str, Session] = {}
+        self.publishers: dict[tuple[str, str], PublishSession] = {}
+        self.backups: dict[str, PublishSession] = {}
+        self.stats: dict[str, PublisherStats] = {}  # by publish session id
+        self._publish_event = publish_event
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stats_task: asyncio.Task[None] | None = None
+
+    # -- publishing (WHIP) ----------------------------------------------------------------
+
+    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
+        """Start a WHIP session: (session id, SDP answer)."""
+        slot = caller.publish_slot(room)
+        if backup and slot != HOST_SLOT:
+            raise BadRequest("only the host slot has a backup path", "bad_request")
+        self._check_free(room, slot, backup)
+        session = PublishSession(room, slot, caller, self.config)
+        if backup:
+            self.backups[room] = session
+        else:
+            self.publishers[(room, slot)] = session
+        session.on_closed = self._publisher_closed
+        session.on_connected = lambda s: self._event(s, "connected")
+        return session.id, await self._answer(session, offer)
+
+    def _check_free(self, room: str, slot: str, backup: bool) -> None:
+        if backup and room in self.backups:
+            raise CommandError("this room already has a backup ingest", "already_publishing")
+        if not backup and (room, slot) in self.publishers:
+            where = "a host is" if slot == HOST_SLOT else f"a guest is already in slot {slot} and"
+            hint = "; publish with ?path=backup for a backup ingest" if slot == HOST_SLOT else ""
+            raise CommandError(f"{where} already publishing in this room{hint}", "already_publishing")
+        in_room = sum(1 for (r, _) in self.publishers if r == room) + (room in self.backups)
+        if in_room >= self.config.max_publishers_per_room:
+            raise CommandError("this room has as many publishers as it may", "too_many_publishers")
+
+    def _publisher_closed(self, session: Session) -> None:
+        assert isinstance(session, PublishSession)
+        self.sessions.pop(session.id, None)
+        self.stats.pop(session.id, None)
+        if self.backups.get(session.room) is session:
+            del self.backups[session.room]
+        elif self.publishers.get((session.room, session.slot)) is session:
+            del self.publishers[(session.room, session.slot)]
+            backup = self.backups.pop(session.room, None) if session.slot == HOST_SLOT else None
+            if backup is not None:
+                self.publishers[(session.room, HOST_SLOT)] = backup
+                self._event(backup, "promoted")
+        self._event(session, "ended" if session.ended_by_request else "lost")
+
+    # -- playing (WHEP) -------------------------------------------------------------------
+
+    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+        """Start a WHEP session on one stage slot: (session id, SDP answer)."""
+        caller.check_room(room)
+        publisher = self.publishers.get((room, slot))
+        if publisher is None or publisher.closed:
+            raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
+        if self.viewer_count(room) >= self.config.max_viewers_per_room:
+            raise CommandError("this room has as many media viewers as it may", "too_many_viewers")
+        session = PlaySession(publisher, caller, self.config)
+        session.on_closed = self._viewer_closed
+        return session.id, await self._answer(session, offer)
+
+    def _viewer_closed(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
+    def viewer_count(self, room: str) -> int:
+        return sum(len(p.viewers) for (r, _), p in self.publishers.items() if r == room)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def _answer(self, session: Session, offer: str) -> str:
+        self.sessions[session.id] = session
+        try:
+            answer: str = await session.answer(offer)
+            return answer
+        except BaseException:
+            await session.close()
+            raise
+
+    async def end(self, session_id: str, caller: Caller) -> None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise CommandError("no such media session", "not_found")
+        if not caller.may_end(session.caller, session.room):
+            raise Forbidden("this session belongs to someone else")
+        session.ended_by_request = True
+        await session.close()
+
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
+        """PATCH: the client's late ICE candidates for its own session."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise CommandError("no such media session", "not_found")
+        if caller.user_id != session.caller.user_id:
+            raise Forbidden("this session belongs to someone else")
+        await apply_fragment(session.pc, fragment)
+
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
+        """The host (or an admin, or the costream plugin's backend) takes a slot off stage."""
+        caller.check_room(room)
+        if caller.role not in ("host", "admin"):
+            raise Forbidden("only the room's host or an admin may end a stage slot")
+        publisher = self.publishers.get((room, slot))
+        if publisher is None:
+            raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
+        publisher.ended_by_request = True
+        await publisher.close()
+
+    # -- lifecycle and events -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stats_task = asyncio.create_task(self._sample_stats(), name="liveroom-media-stats")
+
+    async def stop(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+        publishers = [s for s in self.sessions.values() if isinstance(s, PublishSession)]
+        await asyncio.gather(*(s.close() for s in publishers), return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in list(self.sessions.values())), return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain figures for /metrics (the same shape from a worker process or in-process)."""
+        return plane_snapshot(self)
+
+    def _event(self, session: Session, state: str) -> None:
+        data: dict[str, Any] = {
+            "slot": session.slot,
+            "state": state,
+            "session": session.id,
+            "user": {"id": session.caller.user_id, "name": session.caller.name},
+        }
+        if isinstance(session, PublishSession):
+            data["tracks"] = {kind: relay.mime_type for kind, relay in session.relays.items()}
+        self._spawn(self._publish_event(session.room, "media.publisher", data))
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("media event failed: %r", task.exception())
+
+    async def _sample_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.stats_interval_s)
+            for (room, slot), publisher in list(self.publishers.items()):
+                stats = self.stats.setdefault(publisher.id, PublisherStats(room, slot))
+                sample = stats.sample(publisher.relays, asyncio.get_running_loop().time())
+                stats.viewers = await viewer_quality(publisher.viewers)
+                if sample is not None:
+                    sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
+                    self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))

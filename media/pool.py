@@ -1,0 +1,177 @@
+"""Media worker processes, rooms assigned by a stable hash: `media.workers >= 2`.
+
+One Python process drives about one core. The node keeps HTTP, auth and Socket.IO; each
+worker runs the peer connections of the rooms hashed to it, so a room's publisher and
+all its viewers share one process (forwarding never crosses a process boundary), and
+two workers serve about twice the viewers of one. Workers start on first use, so a
+node that never sees WHIP/WHEP never pays for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from liveroom.config import MediaConfig
+from liveroom.errors import CommandError
+
+from .callers import Caller
+from .plane import PublishEvent
+
+__all__ = ["WorkerPool"]
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 20.0
+
+
+class Worker:
+    def __init__(self, index: int, socket_path: Path) -> None:
+        self.index = index
+        self.socket_path = socket_path
+        self.process: asyncio.subprocess.Process | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.snapshot: dict[str, Any] | None = None
+
+    async def start(self, config: MediaConfig, publish_event: PublishEvent) -> None:
+        settings = json.dumps(dataclasses.asdict(config))
+        command = (sys.executable, "-m", "liveroom.media.worker", str(self.socket_path), settings)
+        self.process = await asyncio.create_subprocess_exec(*command)
+        self.http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path)))
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+        while not self.socket_path.exists():
+            if self.process.returncode is not None or asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"media worker {self.index} did not start")
+            await asyncio.sleep(0.05)
+        self.reader = asyncio.create_task(self._read_events(publish_event), name=f"media-worker-{self.index}")
+
+    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.http is not None
+        try:
+            async with self.http.post(f"http://worker{path}", json=body) as response:
+                reply: dict[str, Any] = await response.json()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise CommandError(
+                f"media worker {self.index} is unavailable: {exc}", "media_unavailable"
+            ) from None
+        if "error" in reply:
+            raise CommandError(reply["error"]["message"], reply["error"]["code"])
+        return reply
+
+    async def _read_events(self, publish_event: PublishEvent) -> None:
+        assert self.http is not None
+        while True:
+            try:
+                async with self.http.get("http://worker/events", timeout=aiohttp.ClientTimeout()) as response:
+                    async for line in response.content:
+                        await self._on_line(json.loads(line), publish_event)
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                log.warning("media worker %d event stream: %r", self.index, exc)
+            if self.process is None or self.process.returncode is not None:
+                log.error("media worker %d exited", self.index)
+                return
+            await asyncio.sleep(0.5)
+
+    async def _on_line(self, item: dict[str, Any], publish_event: PublishEvent) -> None:
+        if "snapshot" in item:
+            self.snapshot = item["snapshot"]
+            return
+        try:
+            await publish_event(item["room"], item["type"], item["data"])
+        except Exception:
+            log.exception("media worker %d: could not publish %s", self.index, item.get("type"))
+
+    async def stop(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        if self.http is not None:
+            await self.http.close()
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+class WorkerPool:
+    def __init__(self, config: MediaConfig, count: int, publish_event: PublishEvent) -> None:
+        self._config = config
+        self._publish_event = publish_event
+        self._directory = tempfile.TemporaryDirectory(prefix="liveroom-media-")
+        self.workers = [Worker(i, Path(self._directory.name) / f"w{i}.sock") for i in range(count)]
+        self._started: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Nothing yet: workers start on the first WHIP/WHEP request."""
+
+    async def _ready(self) -> None:
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start_all())
+        await asyncio.shield(self._started)
+
+    async def _start_all(self) -> None:
+        await asyncio.gather(*(w.start(self._config, self._publish_event) for w in self.workers))
+
+    def worker_for(self, room: str) -> Worker:
+        return self.workers[zlib.crc32(room.encode()) % len(self.workers)]
+
+    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
+        body = {"room": room, "caller": dataclasses.asdict(caller), "offer": offer, "backup": backup}
+        return await self._open(self.worker_for(room), "/publish", body)
+
+    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+        body = {"room": room, "slot": slot, "caller": dataclasses.asdict(caller), "offer": offer}
+        return await self._open(self.worker_for(room), "/play", body)
+
+    async def _open(self, worker: Worker, path: str, body: dict[str, Any]) -> tuple[str, str]:
+        await self._ready()
+        reply = await worker.call(path, body)
+        return f"{worker.index}.{reply['session']}", str(reply["answer"])
+
+    async def end(self, session_id: str, caller: Caller) -> None:
+        worker, session = self._owner(session_id)
+        await self._ready()
+        await worker.call("/end", {"session": session, "caller": dataclasses.asdict(caller)})
+
+    async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
+        worker, session = self._owner(session_id)
+        await self._ready()
+        body = {"session": session, "caller": dataclasses.asdict(caller), "fragment": fragment}
+        await worker.call("/trickle", body)
+
+    def _owner(self, session_id: str) -> tuple[Worker, str]:
+        """The worker named by a session id ("<worker>.<session>") and its own id."""
+        index, _, session = session_id.partition(".")
+        if not index.isdigit() or int(index) >= len(self.workers):
+            raise CommandError("no such media session", "not_found")
+        return self.workers[int(index)], session
+
+    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
+        await self._ready()
+        body = {"room": room, "slot": slot, "caller": dataclasses.asdict(caller)}
+        await self.worker_for(room).call("/end_slot", body)
+
+    def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
+        return {str(w.index): w.snapshot for w in self.workers if w.snapshot is not None}
+
+    async def stop(self) -> None:
+        if self._started is not None:
+            with contextlib.suppress(Exception):
+                await self._started
+        await asyncio.gather(*(w.stop() for w in self.workers))
+        self._directory.cleanup()

@@ -1,0 +1,230 @@
+"""Forwarding one published track to many viewers, encoded, never decoded or re-encoded.
+
+A `TrackRelay` receives each encoded frame of a publisher's track once, cuts it into RTP
+payloads once, and hands the same `ForwardedFrame` to every viewer's `ViewerTrack`.
+Each viewer's aiortc `RTCRtpSender` then only stamps what must differ per viewer (SSRC,
+sequence number, timestamp offset, SRTP) and keeps its own history for NACKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .bitstream import H264ParameterSets, is_keyframe, packetize
+from .keyframes import KeyframeGate
+
+__all__ = ["ForwardedFrame", "RelayStats", "TrackRelay", "ViewerTrack"]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedFrame:
+    """One encoded frame, already cut into RTP payloads; shared by every viewer."""
+
+    payloads: list[bytes]
+    timestamp: int  # in the codec's RTP clock, from the publisher's first frame
+    keyframe: bool
+    size: int
+
+
+@dataclass(slots=True)
+class RelayStats:
+    frames: int = 0
+    bytes: int = 0
+    keyframes: int = 0
+    last_keyframe_at: float | None = None
+    keyframe_interval_s: float | None = None
+
+
+class ViewerTrack(MediaStreamTrack):
+    """What one viewer's sender reads: a bounded queue of shared encoded frames.
+
+    When the queue is full the viewer has fallen behind; its backlog is dropped and it
+    resumes at the next keyframe (for audio, the oldest frame is dropped instead).
+    """
+
+    def __init__(self, relay: TrackRelay, limit: int) -> None:
+        super().__init__()
+        self.kind = relay.kind
+        self._relay = relay
+        self._limit = limit
+        self._frames: collections.deque[ForwardedFrame | None] = collections.deque()
+        self._ready = asyncio.Event()
+        self.waiting_for_keyframe = relay.kind == "video"
+        self.frames_dropped = 0
+        # Set by the session when `media.fast_send` is on: once aiortc's sender starts
+        # reading this track, frames go straight to the viewer (see fastpath.py).
+        self.make_direct: Callable[[], Callable[[ForwardedFrame], None]] | None = None
+        self.direct: Callable[[ForwardedFrame], None] | None = None
+
+    def offer(self, frame: ForwardedFrame) -> None:
+        if self.waiting_for_keyframe:
+            if not frame.keyframe:
+                return
+            self.waiting_for_keyframe = False
+        if self.direct is not None:
+            self._send_direct(frame)
+            return
+        if len(self._frames) >= self._limit:
+            self._overflow()
+            if self.waiting_for_keyframe and not frame.keyframe:
+                return
+        self._frames.append(frame)
+        self._ready.set()
+
+    def _overflow(self) -> None:
+        if self.kind == "audio":
+            self._frames.popleft()
+            self.frames_dropped += 1
+            return
+        self.frames_dropped += len(self._frames)
+        self._frames.clear()
+        self.waiting_for_keyframe = True
+        self._relay.keyframe_wanted()
+
+    def _send_direct(self, frame: ForwardedFrame) -> None:
+        assert self.direct is not None
+        try:
+            self.direct(frame)
+        except Exception:  # the viewer's path is gone; its session closes on the state change
+            self.frames_dropped += 1
+
+    def finish(self) -> None:
+        """The publisher is gone: the sender sees the end of the track."""
+        self._frames.append(None)
+        self._ready.set()
+
+    async def recv(self) -> ForwardedFrame:  # type: ignore[override]  # encoded, not a Frame
+        if self.make_direct is not None and self.direct is None:
+            await self._go_direct()  # returns only at the end of the track
+        while not self._frames:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._frames.popleft()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+    async def _go_direct(self) -> None:
+        """aiortc's sender is started (so DTLS is up): send what is queued, then hand
+        every later frame straight to the viewer; park aiortc's RTP loop until the end."""
+        assert self.make_direct is not None
+        self.direct = self.make_direct()
+        while self._frames and self._frames[0] is not None:
+            frame = self._frames.popleft()
+            assert frame is not None
+            self._send_direct(frame)
+        while not self._frames and self.readyState == "live":
+            self._ready.clear()
+            await self._ready.wait()
+
+    def stop(self) -> None:
+        super().stop()
+        self._relay.unsubscribe(self)
+
+
+class TrackRelay:
+    """One published track's fan-out: frames in once, the same frames out to every viewer."""
+
+    def __init__(
+        self,
+        kind: str,
+        mime_type: str,
+        *,
+        gop_cache_frames: int,
+        queue_frames: int,
+        keyframe_interval_s: float,
+        request_keyframe: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kind = kind
+        self.mime_type = mime_type
+        self.codec: Any = None  # the negotiated RTCRtpCodecParameters, for viewers' offers
+        self.viewers: set[ViewerTrack] = set()
+        self.stats = RelayStats()
+        self.gate = KeyframeGate(keyframe_interval_s)
+        self._gop: list[ForwardedFrame] = []
+        self._gop_cache_frames = gop_cache_frames
+        self._queue_frames = queue_frames
+        self._request_keyframe = request_keyframe
+        self._clock = clock
+        self._picture_id = 0
+        self._parameter_sets = H264ParameterSets() if mime_type.lower() == "video/h264" else None
+        self.ended = False
+
+    def push(self, data: bytes, timestamp: int) -> ForwardedFrame:
+        """An encoded frame from the publisher: packetize once, fan out to every viewer."""
+        if self._parameter_sets is not None:
+            data = self._parameter_sets.complete(data)
+        keyframe = self.kind == "video" and is_keyframe(self.mime_type, data)
+        frame = ForwardedFrame(
+            packetize(self.mime_type, data, self._picture_id), timestamp, keyframe, len(data)
+        )
+        self._picture_id = (self._picture_id + 1) % (1 << 15)
+        self._count(frame)
+        self._cache(frame)
+        for viewer in self.viewers:
+            viewer.offer(frame)
+        if any(viewer.waiting_for_keyframe for viewer in self.viewers):
+            self.keyframe_wanted()
+        return frame
+
+    def subscribe(self) -> ViewerTrack:
+        """A new viewer track, started on a keyframe: the cached GOP, or a requested one."""
+        viewer = ViewerTrack(self, self._queue_frames)
+        if self.ended:
+            viewer.finish()
+            return viewer
+        self.viewers.add(viewer)
+        if self.kind == "video":
+            if self._gop and len(self._gop) <= self._gop_cache_frames:
+                for frame in self._gop:
+                    viewer.offer(frame)
+            else:
+                self.keyframe_wanted()
+        return viewer
+
+    def unsubscribe(self, viewer: ViewerTrack) -> None:
+        self.viewers.discard(viewer)
+
+    def keyframe_wanted(self) -> None:
+        """A viewer needs a keyframe (joined, lagged, or sent PLI/FIR): ask, rate-limited."""
+        if self.kind == "video" and not self.ended and self.gate.want(self._clock()):
+            self._request_keyframe()
+
+    def end(self) -> None:
+        """The publisher left: every viewer track ends cleanly."""
+        self.ended = True
+        for viewer in list(self.viewers):
+            viewer.finish()
+        self.viewers.clear()
+        self._gop.clear()
+
+    def _count(self, frame: ForwardedFrame) -> None:
+        stats = self.stats
+        stats.frames += 1
+        stats.bytes += frame.size
+        if frame.keyframe:
+            now = self._clock()
+            stats.keyframes += 1
+            if stats.last_keyframe_at is not None:
+                stats.keyframe_interval_s = now - stats.last_keyframe_at
+            stats.last_keyframe_at = now
+            self.gate.keyframe_seen(now)
+
+    def _cache(self, frame: ForwardedFrame) -> None:
+        if frame.keyframe:
+            self._gop = [frame]
+        elif self._gop and len(self._gop) <= self._gop_cache_frames:
+            self._gop.append(frame)
+        else:
+            self._gop = []  # too long to replay: joiners ask for a fresh keyframe

@@ -1,0 +1,191 @@
+"""WHIP (RFC 9725) and WHEP over aiohttp: thin adapters around `MediaPlane`.
+
+POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
+POST /whep/{room}[?slot=host|N]   offer in, 201 + Location + answer out (any room token)
+DELETE <Location>                  ends the session (its owner, an admin, or the host for a guest)
+DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or admin)
+PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
+GET /media/demo                    a page that publishes / plays from a browser (page.py)
+
+Errors are `{"error": {"code", "message"}}` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from liveroom.errors import CommandError
+from liveroom.node import Node
+
+from .backend import LocalMedia, MediaBackend
+from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
+from .hooks import count_codec_instances
+from .metrics import MediaCollector
+from .page import demo_page
+from .pool import WorkerPool
+from .trickle import MAX_FRAGMENT_BYTES
+
+__all__ = ["BACKEND_KEY", "add_media_routes", "worker_count"]
+
+BACKEND_KEY = web.AppKey("liveroom_media_backend", MediaBackend)
+VERIFIER_KEY = web.AppKey("liveroom_media_verifier", CallerVerifier)
+NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+MAX_SDP_BYTES = 64 * 1024
+STATUS = {
+    "bad_request": 400,
+    "malformed_sdp": 400,
+    "no_media": 400,
+    "codec_mismatch": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "wrong_room": 403,
+    "not_found": 404,
+    "not_publishing": 404,
+    "already_publishing": 409,
+    "too_many_publishers": 409,
+    "unsupported_media_type": 415,
+    "too_many_viewers": 503,
+    "media_unavailable": 503,
+}
+
+
+def add_media_routes(app: web.Application, node: Node) -> None:
+    """Mount WHIP/WHEP, and start/stop the media plane with the app."""
+    if not node.config.media.enabled:
+        return
+    from liveroom.auth import resolve_secret
+
+    count_codec_instances()
+    config = node.config.media
+    workers = worker_count(config.workers)
+
+    async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
+        # Stats are a stream of samples: members get them live, history does not keep them.
+        await node.publish(room, item_type, data, history=item_type != "media.stats")
+
+    backend: MediaBackend = (
+        LocalMedia(config, publish_event) if workers == 1 else WorkerPool(config, workers, publish_event)
+    )
+    app[BACKEND_KEY] = backend
+    app[VERIFIER_KEY] = CallerVerifier(node.authority, resolve_secret(node.config.auth))
+    node.metrics.registry.register(MediaCollector(backend.snapshots))
+    app.router.add_post("/whip/{room}", _whip)
+    app.router.add_post("/whep/{room}", _whep)
+    for kind in ("whip", "whep"):
+        app.router.add_delete(f"/{kind}/{{room}}/{{session}}", _delete)
+        app.router.add_patch(f"/{kind}/{{room}}/{{session}}", _patch)
+    app.router.add_delete("/whip/{room}/slots/{slot}", _delete_slot)
+    app.router.add_get("/media/demo", demo_page)
+    app.cleanup_ctx.append(_lifespan)
+
+
+def worker_count(configured: int) -> int:
+    """`media.workers`, where 0 means one per core."""
+    return configured if configured > 0 else max(1, os.cpu_count() or 1)
+
+
+async def _lifespan(app: web.Application) -> AsyncIterator[None]:
+    backend = app[BACKEND_KEY]
+    await backend.start()
+    yield
+    await backend.stop()
+
+
+async def _whip(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, "whip")
+
+
+async def _whep(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, "whep")
+
+
+async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
+    try:
+        room = _name(request.match_info["room"], "room")
+        caller = _caller(request)
+        offer = await _offer(request)
+        plane = request.app[BACKEND_KEY]
+        if kind == "whip":
+            backup = request.query.get("path") == "backup"
+            session, answer = await plane.publish(room, caller, offer, backup)
+        else:
+            slot = _name(request.query.get("slot", HOST_SLOT), "slot")
+            session, answer = await plane.play(room, slot, caller, offer)
+    except CommandError as error:
+        return _error(error)
+    location = f"/{kind}/{room}/{session}"
+    headers = {
+        "Location": location,
+        "Content-Type": "application/sdp",
+        "Access-Control-Expose-Headers": "Location",
+    }
+    return web.Response(status=201, text=answer, headers=headers)
+
+
+async def _delete(request: web.Request) -> web.StreamResponse:
+    try:
+        caller = _caller(request)
+        await request.app[BACKEND_KEY].end(request.match_info["session"], caller)
+    except CommandError as error:
+        return _error(error)
+    return web.Response(status=200)
+
+
+async def _delete_slot(request: web.Request) -> web.StreamResponse:
+    try:
+        caller = _caller(request)
+        room, slot = request.match_info["room"], request.match_info["slot"]
+        await request.app[BACKEND_KEY].end_slot(room, slot, caller)
+    except CommandError as error:
+        return _error(error)
+    return web.Response(status=200)
+
+
+async def _patch(request: web.Request) -> web.StreamResponse:
+    """Trickle ICE: `application/trickle-ice-sdpfrag` with the client's late candidates."""
+    try:
+        caller = _caller(request)
+        if request.content_type != "application/trickle-ice-sdpfrag":
+            message = "send candidates as Content-Type: application/trickle-ice-sdpfrag"
+            raise CommandError(message, "unsupported_media_type")
+        body = await request.read()
+        if len(body) > MAX_FRAGMENT_BYTES:
+            raise CommandError("the SDP fragment is too large", "malformed_sdp")
+        fragment = body.decode("utf-8", errors="replace")
+        await request.app[BACKEND_KEY].trickle(request.match_info["session"], caller, fragment)
+    except CommandError as error:
+        return _error(error)
+    return web.Response(status=204)
+
+
+def _caller(request: web.Request) -> Caller:
+    return request.app[VERIFIER_KEY].verify(bearer_token(request.headers.get("Authorization")))
+
+
+async def _offer(request: web.Request) -> str:
+    if request.content_type != "application/sdp":
+        raise CommandError(
+            "the offer must be sent as Content-Type: application/sdp", "unsupported_media_type"
+        )
+    body = await request.read()
+    if len(body) > MAX_SDP_BYTES:
+        raise CommandError("the SDP offer is too large", "malformed_sdp")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("the SDP offer is not UTF-8 text", "malformed_sdp") from None
+
+
+def _name(value: str, what: str) -> str:
+    if not NAME.match(value):
+        raise CommandError(f"{what} must be 1-64 letters, digits or _ . : -", "bad_request")
+    return value
+
+
+def _error(error: CommandError) -> web.Response:
+    return web.json_response({"error": error.as_error()}, status=STATUS.get(error.code, 400))

@@ -1,0 +1,245 @@
+"""One WHIP (publish) or WHEP (play) session: an aiortc peer connection and its tracks.
+
+A `PublishSession` owns one `TrackRelay` per received track and taps aiortc's receiver
+so encoded frames go to it. A `PlaySession` subscribes one `ViewerTrack` per relay and
+sends it through a sender that forwards without an encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+    sdp,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from liveroom.config import MediaConfig
+from liveroom.errors import BadRequest
+
+from .callers import Caller
+from .fastpath import FastSender
+from .hooks import attach_sender, tap_receiver
+from .relay import ForwardedFrame, TrackRelay, ViewerTrack
+
+__all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
+
+log = logging.getLogger(__name__)
+FORWARDED_MIME_TYPES = {"audio": ("audio/opus",), "video": ("video/h264", "video/vp8")}
+CLOSE_TIMEOUT_S = 5.0
+
+
+class Session:
+    def __init__(self, room: str, slot: str, caller: Caller, config: MediaConfig) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.room = room
+        self.slot = slot
+        self.caller = caller
+        servers = [RTCIceServer(urls=url) for url in config.ice_servers]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.closed = False
+        self._closing: asyncio.Future[None] | None = None
+        self.ended_by_request = False  # DELETE (ended) rather than a lost connection
+        self.on_closed: Callable[[Session], None] = lambda session: None
+        self.on_connected: Callable[[Session], None] = lambda session: None
+        self.pc.on("connectionstatechange", self._on_state)
+
+    async def answer(self, offer_sdp: str) -> str:
+        # Transceivers are made only for the kinds offered: aiortc cannot answer with a
+        # transceiver the offer never mentioned.
+        self._prepare(offered_kinds(offer_sdp))
+        await negotiate(self.pc, offer_sdp)
+        self._negotiated()
+        await self.pc.setLocalDescription(await self.pc.createAnswer())  # gathers ICE fully
+        return str(self.pc.localDescription.sdp)
+
+    def _prepare(self, kinds: list[str]) -> None:
+        """Hook run before the offer is applied, with the media kinds it offers."""
+
+    def _negotiated(self) -> None:
+        """Hook run between the offer and the answer (before aiortc starts any receiver)."""
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.on_connected(self)
+        elif self.pc.connectionState in ("failed", "closed") and self._closing is None:
+            self._closing = asyncio.ensure_future(self.close())
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        connections = [t.receiver.transport.transport._connection for t in self.pc.getTransceivers()]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT_S)
+        await _stop_consent_checks(connections)
+        self.on_closed(self)
+
+
+async def _stop_consent_checks(connections: list[Any]) -> None:
+    """Work around an aioice 0.13 race: closed while ICE was completing, `connect()`
+    resumes afterwards and starts consent checks on the closed connection, a task that
+    would outlive the session. Give it a moment to do so, then cancel it."""
+    await asyncio.sleep(0.05)
+    for connection in connections:
+        task = getattr(connection, "_query_consent_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+
+
+class PublishSession(Session):
+    """WHIP: receive up to one audio and one video track and fan them out, encoded."""
+
+    def __init__(self, room: str, slot: str, caller: Caller, config: MediaConfig) -> None:
+        super().__init__(room, slot, caller, config)
+        self.config = config
+        self.relays: dict[str, TrackRelay] = {}
+        self.viewers: set[PlaySession] = set()
+        self._pli_tasks: set[asyncio.Future[None]] = set()
+
+    def _prepare(self, kinds: list[str]) -> None:
+        if sorted(kinds) not in (["audio"], ["video"], ["audio", "video"]):
+            raise BadRequest("publish one audio and/or one video track", "no_media")
+        for kind in kinds:
+            transceiver = self.pc.addTransceiver(kind, "recvonly")
+            transceiver.setCodecPreferences(_capabilities(kind, FORWARDED_MIME_TYPES[kind]))
+
+    def _negotiated(self) -> None:
+        for transceiver in _negotiated_transceivers(self.pc):
+            self._relay(transceiver)
+        if not self.relays:
+            raise BadRequest("the offer has no audio or video to publish", "no_media")
+
+    def _relay(self, transceiver: RTCRtpTransceiver) -> None:
+        codec = transceiver._codecs[0]
+        receiver = transceiver.receiver
+        relay = TrackRelay(
+            transceiver.kind,
+            codec.mimeType,
+            gop_cache_frames=self.config.gop_cache_frames,
+            queue_frames=self.config.viewer_queue_frames,
+            keyframe_interval_s=self.config.keyframe_request_interval_s,
+            request_keyframe=lambda: self._send_pli(receiver),
+        )
+        relay.codec = codec
+        tap_receiver(receiver, lambda _codec, data, timestamp: relay.push(data, timestamp))
+        self.relays[transceiver.kind] = relay
+
+    def _send_pli(self, receiver: RTCRtpReceiver) -> None:
+        for source in receiver.getSynchronizationSources():
+            task = asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
+            self._pli_tasks.add(task)
+            task.add_done_callback(self._pli_tasks.discard)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        for relay in self.relays.values():
+            relay.end()
+        viewers = list(self.viewers)
+        await asyncio.gather(*(viewer.close() for viewer in viewers))
+        await super().close()
+        for task in list(self._pli_tasks):
+            task.cancel()
+
+
+class PlaySession(Session):
+    """WHEP: send every track of one publisher (one stage slot) to one viewer."""
+
+    def __init__(self, publisher: PublishSession, caller: Caller, config: MediaConfig) -> None:
+        super().__init__(publisher.room, publisher.slot, caller, config)
+        self.publisher = publisher
+        self.config = config
+        self.tracks: list[ViewerTrack] = []
+        publisher.viewers.add(self)
+
+    def _prepare(self, kinds: list[str]) -> None:
+        for kind, relay in self.publisher.relays.items():
+            if kind not in kinds:
+                continue
+            track = relay.subscribe()
+            self.tracks.append(track)
+            transceiver = self.pc.addTransceiver(track, "sendonly")
+            transceiver.setCodecPreferences(_same_codec(kind, relay.codec))
+            attach_sender(transceiver.sender, relay.keyframe_wanted)
+            if self.config.fast_send:
+                track.make_direct = _direct_sender(transceiver)
+
+    def _negotiated(self) -> None:
+        if not any(t.sender.track is not None and t.mid is not None for t in self.pc.getTransceivers()):
+            raise BadRequest("the offer receives none of the published tracks", "no_media")
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.publisher.viewers.discard(self)
+        for track in self.tracks:
+            track.stop()
+        await super().close()
+
+    @property
+    def senders(self) -> list[RTCRtpSender]:
+        return [t.sender for t in self.pc.getTransceivers() if t.sender.track is not None]
+
+
+def offered_kinds(offer_sdp: str) -> list[str]:
+    """The media kinds of the offer's m-lines, in order (application/data left out)."""
+    if "v=0" not in offer_sdp or "m=" not in offer_sdp:
+        raise BadRequest("the body is not an SDP offer", "malformed_sdp")
+    try:
+        description = sdp.SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # aiortc's parser raises ValueError, KeyError, IndexError...
+        raise BadRequest(f"the SDP offer cannot be parsed: {exc}", "malformed_sdp") from None
+    return [m.kind for m in description.media if m.kind in ("audio", "video")]
+
+
+async def negotiate(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    """Apply a WHIP/WHEP offer; anything aiortc cannot parse or match is a BadRequest."""
+    if "v=0" not in offer_sdp or "m=" not in offer_sdp:
+        raise BadRequest("the body is not an SDP offer", "malformed_sdp")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+    except Exception as exc:  # aiortc raises ValueError, OperationError, KeyError...
+        code = "codec_mismatch" if "parameters" in str(exc) else "malformed_sdp"
+        raise BadRequest(f"the SDP offer was refused: {exc}", code) from None
+
+
+def _direct_sender(transceiver: RTCRtpTransceiver) -> Callable[[], Callable[[ForwardedFrame], None]]:
+    def make() -> Callable[[ForwardedFrame], None]:
+        payload_type = transceiver._codecs[0].payloadType
+        assert payload_type is not None  # negotiated codecs always carry one
+        return FastSender(transceiver.sender, payload_type).send_frame
+
+    return make
+
+
+def _negotiated_transceivers(pc: RTCPeerConnection) -> list[RTCRtpTransceiver]:
+    return [t for t in pc.getTransceivers() if t.mid is not None and t._codecs]
+
+
+def _capabilities(kind: str, mime_types: tuple[str, ...]) -> list[RTCRtpCodecCapability]:
+    codecs = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [c for m in mime_types for c in codecs if c.mimeType.lower() == m]
+    return chosen + [c for c in codecs if c.mimeType.lower().endswith("/rtx")]
+
+
+def _same_codec(kind: str, codec: Any) -> list[RTCRtpCodecCapability]:
+    """Viewers must receive exactly the publisher's codec: nothing is transcoded."""
+    codecs = RTCRtpSender.getCapabilities(kind).codecs
+    same = [
+        c for c in codecs if c.mimeType.lower() == codec.mimeType.lower() and c.parameters == codec.parameters
+    ]
+    same = same or [c for c in codecs if c.mimeType.lower() == codec.mimeType.lower()]
+    return same + [c for c in codecs if c.mimeType.lower().endswith("/rtx")]

@@ -1,0 +1,164 @@
+"""A media worker process: one `MediaPlane` on its own core, driven over a Unix socket.
+
+Started by `pool.WorkerPool` as `python -m liveroom.media.worker SOCKET CONFIG_JSON`.
+The parent authenticates callers and picks the worker by room; the worker runs the peer
+connections, so media flows between the clients and this process directly (its ICE
+candidates are its own UDP ports). Endpoints (JSON in and out, errors as in routes.py):
+
+POST /publish {"room", "caller", "offer", "backup"} -> {"session", "answer"}
+POST /play    {"room", "slot", "caller", "offer"}   -> {"session", "answer"}
+POST /end     {"session", "caller"}                 -> {}
+POST /end_slot {"room", "slot", "caller"}           -> {}
+POST /trickle {"session", "caller", "fragment"}     -> {}
+GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from liveroom.config import MediaConfig, build_section
+from liveroom.errors import CommandError
+
+from .callers import Caller
+from .hooks import count_codec_instances
+from .plane import MediaPlane
+
+__all__ = ["main"]
+
+SNAPSHOT_INTERVAL_S = 0.5
+EVENT_QUEUE = 10_000
+PLANE = web.AppKey("plane", MediaPlane)
+EVENTS = web.AppKey("events", asyncio.Queue)
+
+
+def build_worker_app(config: MediaConfig) -> web.Application:
+    app = web.Application()
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(EVENT_QUEUE)
+
+    async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # the parent is gone or stuck: drop
+            events.put_nowait({"room": room, "type": item_type, "data": data})
+
+    app[PLANE] = MediaPlane(config, publish_event)
+    app[EVENTS] = events
+    app.router.add_post("/publish", _publish)
+    app.router.add_post("/play", _play)
+    app.router.add_post("/end", _end)
+    app.router.add_post("/end_slot", _end_slot)
+    app.router.add_post("/trickle", _trickle)
+    app.router.add_get("/events", _events)
+    app.cleanup_ctx.append(_lifespan)
+    return app
+
+
+async def _lifespan(app: web.Application) -> AsyncIterator[None]:
+    await app[PLANE].start()
+    watcher = asyncio.create_task(_exit_with_parent(os.getppid()))
+    yield
+    watcher.cancel()
+    await app[PLANE].stop()
+
+
+async def _exit_with_parent(parent: int) -> None:
+    """A worker must not outlive its node (even one killed with SIGKILL)."""
+    while os.getppid() == parent:  # noqa: ASYNC110 (no event says that the parent died)
+        await asyncio.sleep(1)
+    signal.raise_signal(signal.SIGTERM)
+
+
+async def _publish(request: web.Request) -> web.Response:
+    body = await request.json()
+    return await _answer(
+        request.app[PLANE].publish(body["room"], _caller(body), body["offer"], body["backup"])
+    )
+
+
+async def _play(request: web.Request) -> web.Response:
+    body = await request.json()
+    return await _answer(request.app[PLANE].play(body["room"], body["slot"], _caller(body), body["offer"]))
+
+
+async def _end(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        await request.app[PLANE].end(body["session"], _caller(body))
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({})
+
+
+async def _end_slot(request: web.Request) -> web.Response:
+    body = await request.json()
+    return await _done(request.app[PLANE].end_slot(body["room"], body["slot"], _caller(body)))
+
+
+async def _trickle(request: web.Request) -> web.Response:
+    body = await request.json()
+    return await _done(request.app[PLANE].trickle(body["session"], _caller(body), body["fragment"]))
+
+
+async def _done(work: Any) -> web.Response:
+    try:
+        await work
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({})
+
+
+async def _answer(work: Any) -> web.Response:
+    try:
+        session, answer = await work
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({"session": session, "answer": answer})
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):  # the node went away: nothing more to say
+        await _stream_events(request, response)
+    return response
+
+
+async def _stream_events(request: web.Request, response: web.StreamResponse) -> None:
+    events, plane = request.app[EVENTS], request.app[PLANE]
+    loop = asyncio.get_running_loop()
+    next_snapshot = loop.time()
+    while True:
+        item: dict[str, Any] | None = None
+        with contextlib.suppress(TimeoutError):
+            item = await asyncio.wait_for(events.get(), max(0.0, next_snapshot - loop.time()))
+        if item is None or loop.time() >= next_snapshot:
+            await response.write(json.dumps({"snapshot": plane.snapshot()}).encode() + b"\n")
+            next_snapshot = loop.time() + SNAPSHOT_INTERVAL_S
+        if item is not None:
+            await response.write(json.dumps(item).encode() + b"\n")
+
+
+def _caller(body: dict[str, Any]) -> Caller:
+    return Caller(**body["caller"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvloop
+
+    socket_path, config_json = argv or sys.argv[1:]
+    config = build_section(MediaConfig, json.loads(config_json), "media")
+    count_codec_instances()
+    app = build_worker_app(config)
+    web.run_app(app, path=socket_path, print=None, access_log=None, loop=uvloop.new_event_loop())
+
+
+if __name__ == "__main__":
+    main()
