@@ -171,7 +171,7 @@ class Dispatcher:
             "seq": result.seq,
             "epoch": result.epoch,
             "server_time": self._clock.now_ms(),
-            "online": result.room.online,
+            "online": result.room.online_everywhere,
             "state": state,
             # The items' JSON was made once at publish time; embed it as is.
             "missed": [orjson.Fragment(p.encoded) for p in result.missed],

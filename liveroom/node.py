@@ -14,7 +14,7 @@ from liveroom.config import Config
 from liveroom.connection import Connection
 from liveroom.discovery import load_plugins
 from liveroom.dispatch import Dispatcher
-from liveroom.errors import CommandError, ConfigError, Unauthorized
+from liveroom.errors import CommandError, ConfigError, Unauthorized, Unavailable
 from liveroom.frames import batch_message, ws_text_frame
 from liveroom.hub import Hub
 from liveroom.memory_broker import MemoryBroker
@@ -119,7 +119,17 @@ class Node:
     async def publish(
         self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
     ) -> Publication:
-        publication = await self.broker.publish(room, item_type, data, priority=priority, history=history)
+        try:
+            publication = await self.broker.publish(room, item_type, data, priority=priority, history=history)
+        except Unavailable:
+            # The shared broker is down: the room goes on for this node's members, without a
+            # seq (the item is in no history). Commands that must not lose data fail earlier,
+            # at the store, with `unavailable`.
+            self.metrics.errors.labels("unavailable").inc()
+            ts = int(self.clock.now_ms())
+            encoded = encode_item(None, item_type, ts, data)
+            publication = Publication(room, None, ts, item_type, encoded, priority)
+            self.hub.deliver_local(publication)
         self.metrics.publications.labels(item_type).inc()
         return publication
 
@@ -134,7 +144,7 @@ class Node:
 
     def online(self, room: str) -> int:
         local = self.hub.rooms.get(room)
-        return 0 if local is None else local.online
+        return 0 if local is None else local.online_everywhere
 
     async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
         local = self.hub.rooms.get(room)
@@ -259,5 +269,6 @@ def _build_broker(config: Config, clock: Clock) -> Broker:
             room.history_age_s,
             prefix=config.redis.key_prefix,
             meta_ttl_s=config.redis.meta_ttl_s,
+            presence_ttl_s=config.redis.presence_ttl_s,
         )
     raise ConfigError(f"[broker] kind must be 'memory' or 'redis', not {config.broker.kind!r}")

@@ -55,8 +55,10 @@ class LocalRoom:
         "id_json",
         "lanes",
         "members",
+        "online_reported",
         "online_sent",
         "online_sent_ms",
+        "online_total",
         "pending",
         "pending_seq",
         "ready",
@@ -84,6 +86,10 @@ class LocalRoom:
         self.fresh: dict[Connection, int] = {}
         # Highest seq handed to members; a joiner's `missed` ends here, its batches start after.
         self.delivered_seq = 0
+        # Presence: the last total across nodes, the local count it was computed with, and
+        # the last total sent to members (see liveroom.presence).
+        self.online_total = 0
+        self.online_reported = 0
         self.online_sent = -1
         self.online_sent_ms = 0.0
         # Done once the broker subscription is up and `delivered_seq` is known.
@@ -93,6 +99,11 @@ class LocalRoom:
     def online(self) -> int:
         """Distinct users present on this node."""
         return len(self.users)
+
+    @property
+    def online_everywhere(self) -> int:
+        """The last total across nodes, moved by what changed here since it was taken."""
+        return max(self.online, self.online_total + self.online - self.online_reported)
 
     def add(self, connection: Connection) -> None:
         if connection not in self.members:
