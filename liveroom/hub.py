@@ -26,7 +26,7 @@ from liveroom.broker import RESET_TYPE, Broker, Publication
 from liveroom.clock import Clock
 from liveroom.config import DeliveryConfig, RoomConfig
 from liveroom.connection import Connection
-from liveroom.frames import batch_message, ws_text_frame
+from liveroom.frames import batch_message, msgpack_batch_message, ws_binary_frame, ws_text_frame
 from liveroom.metrics import Metrics
 from liveroom.presence import PresenceReporter
 from liveroom.protocol import encode_item
@@ -165,8 +165,7 @@ class Hub:
     def send_personal(self, connection: Connection, room: LocalRoom, item_type: str, data: object) -> None:
         """An item for one connection only (`seq: null`), written at once."""
         item = encode_item(None, item_type, int(self._clock.now_ms()), data)
-        message = batch_message(room.id_json, [item])
-        if not connection.deliver(ws_text_frame(message), message):
+        if not connection.send_batch(room.id_json, [item]):
             self._on_slow(connection)
         self._metrics.items_sent.inc()
         self._metrics.batches_sent.inc()
@@ -241,11 +240,12 @@ class Hub:
         frame = ws_text_frame(message)
         sent = 0
         members: Iterable[Connection] = room.members
-        if fresh:  # rare: only on a tick where someone joined
+        if fresh or room.msgpack_members:  # rare: someone joined this tick, or takes msgpack
             for connection in fresh:
                 if connection in room.members:
                     sent += self._deliver_unseen(room, connection, publications, fresh[connection], slow)
-            members = [connection for connection in room.members if connection not in fresh]
+            sent += self._deliver_msgpack(room, publications, fresh, slow)
+            members = [c for c in room.members if c not in fresh and c not in room.msgpack_members]
         # The hot loop: the same bytes to every member, one write each.
         count = len(publications)
         for connection in members:
@@ -266,8 +266,24 @@ class Hub:
     ) -> int:
         """For a member that joined this tick: only what its join ack did not already carry."""
         unseen = [p.encoded for p in publications if p.seq is None or p.seq > seen]
-        if unseen:
-            message = batch_message(room.id_json, unseen)
-            if not connection.deliver(ws_text_frame(message), message):
-                slow.append(connection)
+        if unseen and not connection.send_batch(room.id_json, unseen):
+            slow.append(connection)
         return len(unseen)
+
+    def _deliver_msgpack(
+        self,
+        room: LocalRoom,
+        publications: list[Publication],
+        fresh: dict[Connection, int],
+        slow: list[Connection],
+    ) -> int:
+        """The msgpack members' batch: encoded once for all of them, like the JSON one."""
+        members = [c for c in room.msgpack_members if c not in fresh]
+        if not members:
+            return 0
+        message = msgpack_batch_message(room.id_json, [p.encoded for p in publications])
+        frame = ws_binary_frame(message)
+        for connection in members:
+            if not connection.deliver(frame, message):
+                slow.append(connection)
+        return len(publications) * len(members)

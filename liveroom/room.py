@@ -55,6 +55,7 @@ class LocalRoom:
         "id_json",
         "lanes",
         "members",
+        "msgpack_members",
         "online_reported",
         "online_sent",
         "online_sent_ms",
@@ -71,6 +72,8 @@ class LocalRoom:
         self.id_json = orjson.dumps(room_id)
         self.lanes = lanes or Lanes()
         self.members: dict[Connection, None] = {}
+        # The members (also in `members`) that take msgpack: their batches are encoded apart.
+        self.msgpack_members: dict[Connection, None] = {}
         self.users: Counter[str] = Counter()
         # Items waiting for the next flush (both lanes, in seq order), the highest seq among
         # them, and the latest item of each counter type.
@@ -108,12 +111,15 @@ class LocalRoom:
     def add(self, connection: Connection) -> None:
         if connection not in self.members:
             self.members[connection] = None
+            if connection.msgpack:
+                self.msgpack_members[connection] = None
             self.users[connection.identity.user_id] += 1
 
     def remove(self, connection: Connection) -> bool:
         if connection not in self.members:
             return False
         del self.members[connection]
+        self.msgpack_members.pop(connection, None)
         self.fresh.pop(connection, None)
         user = connection.identity.user_id
         self.users[user] -= 1
