@@ -105,7 +105,7 @@ class DeliveryConfig:
     normal_per_s: float = 25.0
     # Counter items (latest value wins) go out at most this often per room.
     counter_updates_per_s: float = 2.0
-    counter_types: tuple[str, ...] = ("room.online", "likes.count")
+    counter_types: tuple[str, ...] = ("room.online", "like.total")
 
 
 @dataclass(frozen=True, slots=True)
