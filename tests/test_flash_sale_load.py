@@ -126,7 +126,20 @@ async def test_flash_sale_5000_buyers_100_units(tmp_path: Path, request: pytest.
     if "bench" not in str(request.config.getoption("markexpr", "")):
         pytest.skip("a benchmark: run with -m bench")
     buyers_count, stock = int(os.environ.get("BUYERS", "5000")), 100
-    server = ServerProcess(tmp_path, env={"LIVEROOM_LOG_LEVEL": "ERROR"}).start()
+    env = {"LIVEROOM_LOG_LEVEL": "ERROR"}
+    redis = None
+    if os.environ.get("FLASH_STORE") == "redis":  # the same storm, decided by the Redis store's script
+        from redis_support import RedisServer
+
+        redis = RedisServer(tmp_path / "redis", appendonly=True).start()
+        assert redis.process is not None
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", "1", str(redis.process.pid)], check=True, capture_output=True
+        )
+        env.update(
+            {"LIVEROOM_STORE_KIND": "redis", "LIVEROOM_BROKER_KIND": "redis", "LIVEROOM_REDIS_URL": redis.url}
+        )
+    server = ServerProcess(tmp_path, env=env).start()
     assert server.process is not None
     pin_cores(server.process.pid)
     room = room_name()
@@ -155,9 +168,11 @@ async def test_flash_sale_5000_buyers_100_units(tmp_path: Path, request: pytest.
         check_after_restart(server, room, sale, acked, stock)
     finally:
         server.stop()
+        if redis is not None:
+            redis.stop()
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     print(
-        f"\nflash-sale: {buyers_count} buyers, {stock} units -> {len(acked)} orders, others {codes}; "
+        f"\nflash-sale ({os.environ.get('FLASH_STORE', 'embedded')} store): {buyers_count} buyers, {stock} units -> {len(acked)} orders, others {codes}; "
         f"{buyers_count / span:,.0f} decisions/s over {span * 1000:.0f} ms; "
         f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99:.1f} ms; "
         f"server CPU {server_cpu:.2f} s ({buyers_count / max(server_cpu, 1e-9):,.0f} decisions/CPU-s)"
