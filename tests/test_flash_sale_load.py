@@ -114,6 +114,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pin_beside_server(pid: int) -> None:
+    """Redis shares the server's core: the load generator keeps its own."""
+    subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=True, capture_output=True)
+
+
 def pin_cores(server_pid: int) -> None:
     """Server (every thread) on core 1, this load generator on core 0."""
     subprocess.run(["taskset", "-a", "-p", "-c", "1", str(server_pid)], check=True, capture_output=True)
@@ -133,9 +138,7 @@ async def test_flash_sale_5000_buyers_100_units(tmp_path: Path, request: pytest.
 
         redis = RedisServer(tmp_path / "redis", appendonly=True).start()
         assert redis.process is not None
-        subprocess.run(
-            ["taskset", "-a", "-p", "-c", "1", str(redis.process.pid)], check=True, capture_output=True
-        )
+        pin_beside_server(redis.process.pid)
         env.update(
             {"LIVEROOM_STORE_KIND": "redis", "LIVEROOM_BROKER_KIND": "redis", "LIVEROOM_REDIS_URL": redis.url}
         )
@@ -172,7 +175,8 @@ async def test_flash_sale_5000_buyers_100_units(tmp_path: Path, request: pytest.
             redis.stop()
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     print(
-        f"\nflash-sale ({os.environ.get('FLASH_STORE', 'embedded')} store): {buyers_count} buyers, {stock} units -> {len(acked)} orders, others {codes}; "
+        f"\nflash-sale ({os.environ.get('FLASH_STORE', 'embedded')} store): {buyers_count} buyers, "
+        f"{stock} units -> {len(acked)} orders, others {codes}; "
         f"{buyers_count / span:,.0f} decisions/s over {span * 1000:.0f} ms; "
         f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99:.1f} ms; "
         f"server CPU {server_cpu:.2f} s ({buyers_count / max(server_cpu, 1e-9):,.0f} decisions/CPU-s)"
