@@ -128,7 +128,7 @@ export function bars(canvas, values, colour) {
   canvas.height = canvas.clientHeight * ratio;
   const g = canvas.getContext("2d");
   g.clearRect(0, 0, canvas.width, canvas.height);
-  const max = Math.max(1, ...values), w = canvas.width / Math.max(values.length, 1);
+  const max = Math.max(1, ...values), w = Math.min(canvas.width / Math.max(values.length, 1), 24 * ratio);
   g.fillStyle = colour;
   values.forEach((v, i) => { const h = (v / max) * (canvas.height - 12 * ratio); g.fillRect(i * w + 1, canvas.height - h, w - 2, h); });
   g.fillStyle = "#8b8f98";

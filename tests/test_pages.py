@@ -1,0 +1,144 @@
+"""liveroom's own pages in headless Chromium: the host console, two viewers and the dashboard.
+
+One run of `tests/browser/pages.mjs` (playwright-core driving Debian's `chromium`, about
+25 s) does what a show does: the host goes live from the fake camera, Alice (a phone-sized
+viewport) comments, everyone votes, a flash sale opens on the server's clock, a coupon is
+dropped and claimed, Bob asks to join on stage and is accepted. Each test below checks one
+part of what the driver saw. Screenshots land in test-artifacts/pages/.
+
+Skipped when chromium, node or npm is missing; `npm ci --prefix tests/browser` on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import SECRET, ServerProcess, token
+
+from liveroom.auth import TokenAuthority
+from liveroom.publish_token import PublishTokens
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER_DIR = ROOT / "tests" / "browser"
+ARTIFACTS = ROOT / "test-artifacts" / "pages"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("pages"), {"LIVEROOM_MEDIA_WORKERS": "1"})
+    yield process.start()
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def driver() -> Path:
+    if CHROMIUM is None or shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("needs Debian's chromium, node and npm")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        command = ["npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", str(BROWSER_DIR)]
+        if subprocess.run(command, timeout=300, check=False).returncode != 0:
+            pytest.skip("npm could not install playwright-core")
+    return BROWSER_DIR / "pages.mjs"
+
+
+@pytest.fixture(scope="module")
+def show(server: ServerProcess, driver: Path) -> dict[str, Any]:
+    """Run the whole show once; every test reads its part."""
+    assert CHROMIUM is not None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    room = f"show-{uuid.uuid4().hex[:8]}"
+    tokens = [token("host1", "host", name="Host"), token("alice", name="Alice"), token("bob", name="Bob")]
+    run = subprocess.run(
+        ["node", str(driver), server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=BROWSER_DIR,
+    )
+    lines = run.stdout.strip().splitlines()
+    assert run.returncode == 0 and lines, (run.stdout[-2000:], run.stderr[-2000:], server.log()[-2000:])
+    result: dict[str, Any] = json.loads(lines[-1])
+    assert result["errors"] == [], (result["errors"], server.log()[-3000:])
+    return result
+
+
+def test_pages_are_served_with_a_strict_policy(server: ServerProcess) -> None:
+    for path in ("/room/r1", "/host/r1", "/dashboard/r1"):
+        with urllib.request.urlopen(server.url + path, timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    lock = json.loads((ROOT / "liveroom/static/vendor/package-lock.json").read_text())
+    version = lock["packages"]["node_modules/socket.io-client"]["version"]
+    with urllib.request.urlopen(server.url + "/static/vendor/socket.io.esm.min.js", timeout=5) as response:
+        assert f"Socket.IO v{version}" in response.read(200).decode()
+
+
+def test_a_costream_publish_token_is_a_media_guest() -> None:
+    from liveroom.media.callers import CallerVerifier  # type: ignore[import-not-found,unused-ignore]
+
+    minted, _ = PublishTokens(SECRET).mint("bob", "r1", 2)
+    caller = CallerVerifier(TokenAuthority(SECRET), SECRET).verify(minted)
+    assert (caller.user_id, caller.role, caller.room, caller.slot) == ("bob", "guest", "r1", "2")
+
+
+def test_the_host_goes_live_and_both_viewers_play_it(show: dict[str, Any]) -> None:
+    assert all(frames >= 10 for frames in show["live"]), show["live"]
+
+
+def test_a_comment_flies_across_the_other_viewers_video_as_text(show: dict[str, Any]) -> None:
+    danmaku = show["danmaku"]
+    assert "hello from alice 你好" in danmaku["texts"]
+    assert danmaku["x2"] < danmaku["x1"] - 20, danmaku  # it moves right to left
+    assert "<img src=x onerror=window.__xss=1>" in danmaku["texts"]
+    assert danmaku["images"] == 0 and danmaku["xss"] is None
+    assert len(set(danmaku["lanes"])) == len(danmaku["lanes"])  # on screen together: separate lanes
+
+
+def test_a_poll_shows_on_both_viewers_and_tallies_their_votes(show: dict[str, Any]) -> None:
+    assert show["poll"]["totals"] == ["2", "2", "2"]  # Alice, Bob, and the host's dashboard
+    assert show["poll"]["counts"] == [[1, 1, 0], [1, 1, 0]]
+
+
+def test_the_sale_countdown_runs_on_the_server_clock(show: dict[str, Any]) -> None:
+    sale = show["sale"]
+    for sample in sale["samples"]:
+        # Bob's device clock is 5 s fast; both pages still agree with the server within 100 ms.
+        assert abs(sample["aliceError"]) < 100 and abs(sample["bobError"]) < 100, sample
+        assert abs(sample["alice"]["remaining"] - sample["bob"]["remaining"]) < 100, sample
+    assert sale["disabledBefore"] == [True, True]
+    assert sale["earlyBuy"]["error"]["code"] == "not_started"
+    assert all(0 <= late < 100 for late in sale["openedLate"]), sale["openedLate"]
+    assert sale["results"] == ["ok", "ok"]
+
+
+def test_a_coupon_drop_pops_up_and_is_claimed(show: dict[str, Any]) -> None:
+    assert "claimed" in show["coupon"]["alice"]
+
+
+def test_likes_are_batched(show: dict[str, Any]) -> None:
+    assert show["likes"]["shown"] == "10"
+    assert 1 <= show["likes"]["commands"] < 10
+
+
+def test_an_accepted_guest_appears_on_the_viewers_pages(show: dict[str, Any]) -> None:
+    assert "Bob" in show["costream"]["stage"]
+    assert show["costream"]["frames"] >= 10
+
+
+def test_the_dashboards_count_what_was_done(show: dict[str, Any]) -> None:
+    host, page = show["dashboard"]["host"], show["dashboard"]["page"]
+    expected = {"online": "3", "orders": "2", "gmv": "¥39.80", "issued": "2", "claimed": "1", "likes": "10"}
+    assert {key: host[key] for key in expected} == expected
+    assert {key: page[key] for key in expected} == expected
+    assert host["danmaku"] == "2" and host["conversion"] == "66.7%"
+    assert any(word.startswith("hello ") for word in show["dashboard"]["hot"])
