@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
-__all__ = ["STATIC_DIR", "add_page_routes"]
+__all__ = ["STATIC_DIR", "add_page_routes", "page_links"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGES = {"room": "viewer.html", "host": "host.html", "dashboard": "dashboard.html"}
@@ -38,3 +39,11 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'"
 )
+
+
+def page_links(base_url: str, room: str, role: str, token: str) -> list[str]:
+    """Ready-made links for `liveroom token --links`: the token rides in the fragment."""
+    pages = ["room"] if role == "viewer" else ["host", "dashboard", "room"]
+    names = {"room": "viewer", "host": "host console", "dashboard": "dashboard"}
+    base = base_url.rstrip("/")
+    return [f"{names[page]}: {base}/{page}/{quote(room, safe='')}#token={token}" for page in pages]

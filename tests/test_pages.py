@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -81,6 +82,24 @@ def test_pages_are_served_with_a_strict_policy(server: ServerProcess) -> None:
     version = lock["packages"]["node_modules/socket.io-client"]["version"]
     with urllib.request.urlopen(server.url + "/static/vendor/socket.io.esm.min.js", timeout=5) as response:
         assert f"Socket.IO v{version}" in response.read(200).decode()
+
+
+def test_liveroom_token_prints_links_to_the_pages(tmp_path: Path) -> None:
+    env = {"LIVEROOM_JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "liveroom", "token", "--user", "h1", "--role", "host", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+    minted, *links = cli("--room", "shop:1", "--links").stdout.splitlines()
+    assert TokenAuthority(SECRET).verify(minted).room == "shop:1"
+    assert links == [
+        f"host console: http://127.0.0.1:8080/host/shop%3A1#token={minted}",
+        f"dashboard: http://127.0.0.1:8080/dashboard/shop%3A1#token={minted}",
+        f"viewer: http://127.0.0.1:8080/room/shop%3A1#token={minted}",
+    ]
+    refused = cli("--links")
+    assert refused.returncode == 2 and "--links needs --room" in refused.stderr
 
 
 def test_a_costream_publish_token_is_a_media_guest() -> None:
