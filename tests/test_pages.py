@@ -123,6 +123,10 @@ def test_a_comment_flies_across_the_other_viewers_video_as_text(show: dict[str, 
     assert len(set(danmaku["lanes"])) == len(danmaku["lanes"])  # on screen together: separate lanes
 
 
+def test_a_viewer_reconnects_by_itself_and_resumes_with_since(show: dict[str, Any]) -> None:
+    assert show["resume"] == {"joins": 2, "fresh": False, "missed": 1}
+
+
 def test_a_poll_shows_on_both_viewers_and_tallies_their_votes(show: dict[str, Any]) -> None:
     assert show["poll"]["totals"] == ["2", "2", "2"]  # Alice, Bob, and the host's dashboard
     assert show["poll"]["counts"] == [[1, 1, 0], [1, 1, 0]]
@@ -159,5 +163,6 @@ def test_the_dashboards_count_what_was_done(show: dict[str, Any]) -> None:
     expected = {"online": "3", "orders": "2", "gmv": "¥39.80", "issued": "2", "claimed": "1", "likes": "10"}
     assert {key: host[key] for key in expected} == expected
     assert {key: page[key] for key in expected} == expected
-    assert host["danmaku"] == "2" and host["conversion"] == "66.7%"
+    assert host["danmaku"] == "3" and host["conversion"] == "66.7%"
     assert any(word.startswith("hello ") for word in show["dashboard"]["hot"])
+    assert any(word.startswith("你好 ") for word in show["dashboard"]["hot"])  # CJK bigrams too

@@ -118,6 +118,8 @@ export class RoomConnection {
     if (!ack.ok) return this.handlers.onStatus("error", ack.error);
     const fresh = this.seq === null || ack.reset || ack.epoch !== this.epoch;
     this.epoch = ack.epoch;
+    this.joins = (this.joins || 0) + 1;
+    this.lastJoin = { fresh, missed: ack.missed.length };
     if (fresh) this.handlers.onState(ack.state || {}, ack);
     else ack.missed.forEach(item => this.take(item));
     this.seq = ack.seq;

@@ -80,6 +80,17 @@ try {
       lanes: await bob.$$eval("#danmaku .dm", nodes => nodes.map(n => n.dataset.lane)) };
   });
 
+  await step("resume", async () => {
+    // Alice's connection drops; Bob comments meanwhile; Alice's page reconnects by itself
+    // and gets the comment from `missed` (join with `since`).
+    await alice.evaluate(() => window.liveroom.conn.socket.io.engine.close());
+    await alice.waitForFunction(() => !window.liveroom.conn.socket.connected);
+    await bob.fill("#text", "while you were away");
+    await bob.click("#comment button");
+    await alice.locator("#danmaku .dm", { hasText: "while you were away" }).waitFor({ timeout: 10000 });
+    return alice.evaluate(() => ({ joins: window.liveroom.conn.joins, ...window.liveroom.conn.lastJoin }));
+  });
+
   await step("poll", async () => {
     await host.click("#poll-form button.primary");
     await Promise.all(viewers.map(page => page.locator(".poll .option").first().waitFor()));
