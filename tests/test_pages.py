@@ -166,3 +166,16 @@ def test_the_dashboards_count_what_was_done(show: dict[str, Any]) -> None:
     assert host["danmaku"] == "3" and host["conversion"] == "66.7%"
     assert any(word.startswith("hello ") for word in show["dashboard"]["hot"])
     assert any(word.startswith("你好 ") for word in show["dashboard"]["hot"])  # CJK bigrams too
+
+
+def test_a_coupon_rule_from_the_console_grants_on_activity(show: dict[str, Any]) -> None:
+    assert show["rule"] is True
+
+
+def test_moderation_from_the_console_pins_and_mutes(show: dict[str, Any]) -> None:
+    assert "while you were away" in show["moderation"]["pinned"]
+    assert show["moderation"]["error"].startswith("You are muted")
+
+
+def test_the_run_of_show_starts_its_first_step(show: dict[str, Any]) -> None:
+    assert show["show"] == ["current", "", "", "", ""]

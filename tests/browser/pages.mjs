@@ -179,6 +179,42 @@ try {
     return { host: await read(host), page: await read(page),
       hot: await host.$$eval("#hot span", nodes => nodes.map(n => n.textContent)) };
   });
+
+  await step("rule", async () => {
+    // A coupon rule "after 1 like" from the host's form; Alice taps like and is granted one.
+    await host.selectOption('#rule-form [name="trigger"]', "activity");
+    await host.selectOption('#rule-form [name="activity"]', "like");
+    await host.fill('#rule-form [name="count"]', "1");
+    await host.fill('#rule-form [name="title"]', "Thanks for the like");
+    await host.click("#rule-form button");
+    await host.waitForFunction(() => document.querySelector("#coupon-error").textContent === "");
+    await alice.waitForTimeout(300);
+    await alice.click("#like");
+    await alice.locator(".popup.granted", { hasText: "Thanks for the like" }).waitFor({ timeout: 5000 });
+    return true;
+  });
+
+  await step("moderation", async () => {
+    await host.locator("#messages li", { hasText: "while you were away" }).getByText("Pin").click();
+    await alice.locator("#pinned", { hasText: "while you were away" }).waitFor();
+    await host.locator("#messages li", { hasText: "hello from alice" }).getByText("Mute 10 min").click();
+    await alice.waitForTimeout(300);
+    await alice.fill("#text", "can I still talk?");
+    await alice.click("#comment button");
+    await alice.waitForFunction(() => document.querySelector("#comment-error").dataset.code === "muted");
+    await shot(alice, "viewer-phone-muted");
+    return { pinned: await alice.textContent("#pinned"), error: await alice.textContent("#comment-error") };
+  });
+
+  await step("show", async () => {
+    // The run of show: its first step (Opening) drops the coupon of the coupon form.
+    await host.fill('#drop-form [name="title"]', "Opening gift");
+    await host.click("#show-start");
+    await bob.locator(".popup.coupon", { hasText: "Opening gift" }).waitFor({ timeout: 5000 });
+    await host.waitForFunction(() => document.querySelector('[data-step="0"]').className === "current");
+    await shot(host, "host-console-show");
+    return host.$$eval("#steps li", nodes => nodes.map(n => n.className));
+  });
 } catch (error) {
   result.errors.push(`driver: ${error.message.split("\n")[0]}`);
 } finally {
