@@ -215,6 +215,27 @@ try {
     await shot(host, "host-console-show");
     return host.$$eval("#steps li", nodes => nodes.map(n => n.className));
   });
+
+  await step("storm", async () => {
+    // 150 messages at once into Bob's danmaku layer: no two in a lane ever overlap, the
+    // extra wait (at most 40) and the oldest of those are dropped.
+    await bob.evaluate(() => { for (let i = 0; i < 150; i++) window.liveroom.layer.add(`storm ${i} ` + "弹".repeat(i % 17)); });
+    let overlaps = 0, onScreen = 0;
+    for (let sample = 0; sample < 6; sample++) {
+      const boxes = await bob.$$eval("#danmaku .dm", nodes => nodes.filter(n => n.style.visibility === "visible")
+        .map(n => ({ lane: n.dataset.lane, ...JSON.parse(JSON.stringify(n.getBoundingClientRect())) })));
+      onScreen = Math.max(onScreen, boxes.length);
+      const lanes = new Map();
+      for (const box of boxes) lanes.set(box.lane, [...(lanes.get(box.lane) || []), box]);
+      for (const lane of lanes.values()) {
+        lane.sort((a, b) => a.x - b.x);
+        for (let i = 1; i < lane.length; i++) if (lane[i - 1].x + lane[i - 1].width > lane[i].x + 1) overlaps++;
+      }
+      await bob.waitForTimeout(250);
+    }
+    await shot(bob, "viewer-danmaku-storm");
+    return { overlaps, onScreen, ...(await bob.evaluate(() => ({ dropped: window.liveroom.layer.dropped, waiting: window.liveroom.layer.waiting.length }))) };
+  });
 } catch (error) {
   result.errors.push(`driver: ${error.message.split("\n")[0]}`);
 } finally {
