@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import SECRET, ServerProcess, token
+from plugin_support import api, joined, room_name
+from support import SECRET, ServerProcess, Viewer, token
 
 from liveroom.auth import TokenAuthority
 from liveroom.publish_token import PublishTokens
@@ -113,6 +114,23 @@ def test_liveroom_token_prints_links_to_the_pages(tmp_path: Path) -> None:
     ]
     refused = cli("--links")
     assert refused.returncode == 2 and "--links needs --room" in refused.stderr
+
+
+async def test_the_coupon_rules_query_counts_issued_and_claimed(
+    server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    """What the dashboard's coupon figures read (no browser needed)."""
+    room = room_name()
+    host = await joined(server, viewers, "h-coupons", room, "host")
+    fans = [await joined(server, viewers, f"fan-{i}", room) for i in range(3)]
+    rule = (await host.call("coupon.drop", {"room": room, "title": "10% off", "count": 5}))["rule"]
+    for fan in fans[:2]:
+        assert (await fan.call("coupon.grab", {"room": room, "rule": rule}))["ok"]
+    assert (await fans[0].call("coupon.claim", {"room": room, "rule": rule}))["ok"]
+    status, body = api(server, "GET", f"/api/rooms/{room}/coupons/rules")
+    assert status == 200
+    [drop] = [r for r in body["rules"] if r["id"] == rule]
+    assert (drop["issued"], drop["claimed"]) == (2, 1)
 
 
 def test_a_costream_publish_token_is_a_media_guest() -> None:
