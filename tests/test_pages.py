@@ -211,7 +211,7 @@ def test_a_coupon_rule_from_the_console_grants_on_activity(show: dict[str, Any])
 def test_moderation_from_the_console_pins_and_mutes(show: dict[str, Any]) -> None:
     moderation = part(show, "moderation")
     assert "while you were away" in moderation["pinned"]
-    assert moderation["error"].startswith("You are muted")
+    assert moderation["error"].startswith("You are muted") and "left)" in moderation["error"]
 
 
 def test_the_run_of_show_starts_its_first_step(show: dict[str, Any]) -> None:

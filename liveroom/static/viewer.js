@@ -6,7 +6,7 @@ import { play, publish } from "/static/media.js";
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
 const sales = new Map();     // sale id -> {sale, node}
-let conn, token, me, pendingLikes = 0, myStage = null;
+let conn, token, me, pendingLikes = 0, myStage = null, punishedUntil = null;
 
 $("#title").textContent = room;
 document.title = `${room} · liveroom`;
@@ -51,8 +51,8 @@ const ITEMS = {
   "danmaku.pinned": d => setPinned(d),
   "danmaku.unpinned": () => setPinned(null),
   "danmaku.deleted": d => document.querySelectorAll(`[data-id="${CSS.escape(d.id)}"]`).forEach(n => n.remove()),
-  "danmaku.muted": d => showError({ code: "muted" }, d.until),
-  "danmaku.banned": d => showError({ code: "banned" }, d.until),
+  "danmaku.muted": d => showError({ code: "muted" }, (punishedUntil = d.until)),
+  "danmaku.banned": d => showError({ code: "banned" }, (punishedUntil = d.until)),
   "room.online": d => { $("#online").textContent = `● ${d.count}`; },
   "like.total": d => { $("#likes").textContent = Math.max(d.total, 0) + pendingLikes; },
   "poll.started": showPoll,
@@ -83,11 +83,12 @@ async function sendComment(event) {
   const text = $("#text").value.trim();
   if (!text) return;
   const ack = await conn.call("danmaku.send", { text });
-  if (ack.ok) { $("#text").value = ""; $("#comment-error").textContent = ""; } else showError(ack.error);
+  if (ack.ok) { $("#text").value = ""; $("#comment-error").textContent = ""; return; }
+  showError(ack.error, ["muted", "banned"].includes(ack.error.code) ? punishedUntil : null);
 }
 
 function showError(error, until) {
-  const left = until ? ` (${formatMs(until - conn.clock.now())} left)` : "";
+  const left = until > conn.clock.now() ? ` (${formatMs(until - conn.clock.now())} left)` : "";
   $("#comment-error").textContent = humanError(error) + left;
   $("#comment-error").dataset.code = error.code;
 }
