@@ -33,6 +33,9 @@ BROWSER_DIR = ROOT / "tests" / "browser"
 ARTIFACTS = ROOT / "test-artifacts" / "pages"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
+# The first test to read the show pays for it (~35 s, plus `npm ci` on a fresh clone).
+pytestmark = pytest.mark.timeout(240)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
