@@ -84,6 +84,8 @@ class RoomConfig:
     history_count: int = 1000
     history_age_s: float = 300.0
     online_interval_ms: int = 500
+    # Unchanged rooms' counts are reported to a shared broker this often (its lease).
+    presence_refresh_s: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class DeliveryConfig:
     normal_per_s: float = 25.0
     # Counter items (latest value wins) go out at most this often per room.
     counter_updates_per_s: float = 2.0
-    counter_types: tuple[str, ...] = ("room.online", "likes.count")
+    counter_types: tuple[str, ...] = ("room.online", "like.total")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,9 @@ class RedisConfig:
     key_prefix: str = "lr"
     # An idle room's seq counter and epoch are forgotten after this long.
     meta_ttl_s: int = 604800
+    # A node's presence counts last this long unless it reports again (it reports every
+    # [room] presence_refresh_s): a killed node's viewers drop out of `online` within it.
+    presence_ttl_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

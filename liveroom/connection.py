@@ -20,6 +20,7 @@ import socket
 from typing import Any
 
 from liveroom.auth import Identity
+from liveroom.frames import batch_message, msgpack_batch_message, ws_binary_frame, ws_text_frame
 from liveroom.ratelimit import TokenBucket
 
 __all__ = ["Connection"]
@@ -37,6 +38,7 @@ class Connection:
         "eio_socket",
         "identity",
         "limit_bytes",
+        "msgpack",
         "rooms",
         "send_buffer_bytes",
         "sid",
@@ -51,6 +53,7 @@ class Connection:
         bucket: TokenBucket,
         limit_bytes: int,
         send_buffer_bytes: int = 131_072,
+        msgpack: bool = False,
     ) -> None:
         self.sid = sid
         self.eio_sid = eio_sid
@@ -59,6 +62,8 @@ class Connection:
         self.bucket = bucket
         self.limit_bytes = limit_bytes
         self.send_buffer_bytes = send_buffer_bytes
+        # Connected through the msgpack endpoint: batches go as msgpack binary packets.
+        self.msgpack = msgpack
         self.rooms: set[str] = set()
         self._transport: asyncio.Transport | None = None
         self.closing = False
@@ -88,12 +93,26 @@ class Connection:
             return True
         return self._queue_polling(message)
 
+    def frames_for(self, room_json: bytes, items: list[bytes]) -> tuple[bytes, bytes]:
+        """(WebSocket frame, Engine.IO message) of a batch in this connection's wire format."""
+        if self.msgpack:
+            message = msgpack_batch_message(room_json, items)
+            return ws_binary_frame(message), message
+        message = batch_message(room_json, items)
+        return ws_text_frame(message), message
+
+    def send_batch(self, room_json: bytes, items: list[bytes]) -> bool:
+        """A batch for this connection alone (personal items, a joiner's catch-up, a farewell)."""
+        return self.deliver(*self.frames_for(room_json, items))
+
     def _queue_polling(self, message: bytes) -> bool:
         from engineio import packet as eio_packet
 
         queue = self.eio_socket.queue
         if queue.qsize() > MAX_POLLING_BACKLOG:
             return False
-        # The Engine.IO packet type ("4", message) is added back by its encoder.
-        queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=message[1:].decode()))
+        # A msgpack packet is a binary message; a JSON one loses its Engine.IO type ("4"),
+        # which the encoder adds back.
+        data: bytes | str = message if self.msgpack else message[1:].decode()
+        queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=data))
         return True

@@ -12,8 +12,6 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from liveroom.auth import Identity
 from liveroom.clock import Clock
 from liveroom.config import LimitsConfig
@@ -22,7 +20,15 @@ from liveroom.errors import BadRequest, CommandError, Forbidden, NotJoined, Rate
 from liveroom.hub import Hub
 from liveroom.metrics import Metrics
 from liveroom.plugin import CommandContext, CommandSpec, Plugin, RoomServices
-from liveroom.protocol import JoinPayload, LeavePayload, TimePayload, decode_payload, error_ack, ok_ack
+from liveroom.protocol import (
+    EncodedJson,
+    JoinPayload,
+    LeavePayload,
+    TimePayload,
+    decode_payload,
+    error_ack,
+    ok_ack,
+)
 from liveroom.store import Store
 from liveroom.timers import Timers
 
@@ -171,10 +177,10 @@ class Dispatcher:
             "seq": result.seq,
             "epoch": result.epoch,
             "server_time": self._clock.now_ms(),
-            "online": result.room.online,
+            "online": result.room.online_everywhere,
             "state": state,
             # The items' JSON was made once at publish time; embed it as is.
-            "missed": [orjson.Fragment(p.encoded) for p in result.missed],
+            "missed": [EncodedJson(p.encoded) for p in result.missed],
             "reset": result.reset,
         }
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import struct
 
+import msgpack
 import orjson
 
-__all__ = ["batch_message", "event_ack_id", "socketio_event", "ws_close_frame", "ws_text_frame"]
+__all__ = [
+    "batch_message",
+    "event_ack_id",
+    "msgpack_batch_message",
+    "socketio_event",
+    "ws_binary_frame",
+    "ws_close_frame",
+    "ws_text_frame",
+]
 
 _BATCH_HEAD = b'42["batch",{"room":'
 
@@ -23,14 +32,31 @@ def socketio_event(event: str, data: object) -> bytes:
 
 def ws_text_frame(payload: bytes) -> bytes:
     """An unmasked, final WebSocket text frame (server to client) carrying `payload`."""
+    return _ws_frame(0x81, payload)
+
+
+def ws_binary_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket binary frame (an Engine.IO v4 binary message)."""
+    return _ws_frame(0x82, payload)
+
+
+def _ws_frame(first_byte: int, payload: bytes) -> bytes:
     length = len(payload)
     if length < 126:
-        header = struct.pack("!BB", 0x81, length)
+        header = struct.pack("!BB", first_byte, length)
     elif length < 65536:
-        header = struct.pack("!BBH", 0x81, 126, length)
+        header = struct.pack("!BBH", first_byte, 126, length)
     else:
-        header = struct.pack("!BBQ", 0x81, 127, length)
+        header = struct.pack("!BBQ", first_byte, 127, length)
     return header + payload
+
+
+def msgpack_batch_message(room_json: bytes, items: list[bytes]) -> bytes:
+    """The `batch` event as a msgpack Socket.IO packet (socket.io-msgpack-parser's layout),
+    from the same encoded items: decoded once here, for every msgpack member at once."""
+    batch = {"room": orjson.loads(room_json), "items": [orjson.loads(item) for item in items]}
+    packed: bytes = msgpack.packb({"type": 2, "data": ["batch", batch], "nsp": "/"})
+    return packed
 
 
 def ws_close_frame(code: int, reason: str) -> bytes:

@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from liveroom.broker import Broker, Publication
+from liveroom.broker import RESET_TYPE, Broker, Publication
 from liveroom.clock import Clock
 from liveroom.config import DeliveryConfig, RoomConfig
 from liveroom.connection import Connection
-from liveroom.frames import batch_message, ws_text_frame
+from liveroom.frames import batch_message, msgpack_batch_message, ws_binary_frame, ws_text_frame
 from liveroom.metrics import Metrics
+from liveroom.presence import PresenceReporter
 from liveroom.protocol import encode_item
 from liveroom.room import Lanes, LocalRoom
 
@@ -43,16 +44,6 @@ class JoinResult:
     epoch: str
     missed: list[Publication]
     reset: bool
-
-
-# In a big room every presence update is a write to every member, and during a join storm
-# the count changes all the time: send it when it moved by 1% (exact below 100 members),
-# and otherwise at least every PRESENCE_STALE_MS.
-PRESENCE_STALE_MS = 10_000.0
-
-
-def _presence_moved(online: int, sent: int, age_ms: float) -> bool:
-    return abs(online - sent) * 100 >= max(sent, 100) or age_ms >= PRESENCE_STALE_MS
 
 
 class Hub:
@@ -76,10 +67,16 @@ class Hub:
         self._load_stamp = time.monotonic()
         self._load_cpu = time.process_time()
         self._lanes = Lanes.from_config(delivery)
-        self._online_interval_ms = room_config.online_interval_ms
         self._on_slow = on_slow
         self._dirty: dict[LocalRoom, None] = {}
-        self._presence_dirty: dict[LocalRoom, None] = {}
+        self.presence = PresenceReporter(
+            broker,
+            clock,
+            self.rooms,
+            self.deliver_local,
+            room_config.online_interval_ms,
+            room_config.presence_refresh_s,
+        )
         self._urgent: asyncio.Handle | None = None
         self._joining: dict[str, int] = {}
         broker.set_handler(self._on_publication)
@@ -99,10 +96,12 @@ class Hub:
                 if history.latest < room.delivered_seq:
                     continue  # items were delivered meanwhile that this history read missed
                 room.add(connection)
-                if room.pending_seq > room.delivered_seq:
+                if history.latest > room.delivered_seq:
+                    # Items up to history.latest are in this join's `missed`; with a shared
+                    # broker some may still be on their way here: never send them again.
                     room.fresh[connection] = history.latest
                 connection.rooms.add(room_id)
-                self._presence_dirty[room] = None
+                self.presence.changed(room_id)
                 return JoinResult(room, history.latest, history.epoch, history.items, history.reset)
         finally:
             self._joining[room_id] -= 1
@@ -114,7 +113,7 @@ class Hub:
         room = self.rooms.get(room_id)
         if room is None or not room.remove(connection):
             return False
-        self._presence_dirty[room] = None
+        self.presence.changed(room_id)
         if not room.members and room_id not in self._joining:
             del self.rooms[room_id]
             self._metrics.rooms.set(len(self.rooms))
@@ -146,10 +145,18 @@ class Hub:
 
     # -- delivery -----------------------------------------------------------------------
 
+    def deliver_local(self, publication: Publication) -> None:
+        """Deliver to this node's members only (presence, or publishing while the broker is down)."""
+        self._on_publication(publication)
+
     def _on_publication(self, publication: Publication) -> None:
         room = self.rooms.get(publication.room)
         if room is None:
             return
+        if publication.type == RESET_TYPE:
+            # The broker's seq starts over (a new epoch): nothing delivered so far counts.
+            room.delivered_seq = room.pending_seq = 0
+            room.fresh.clear()
         room.put(publication)
         self._dirty[room] = None
         if publication.priority and self._urgent is None:
@@ -158,14 +165,20 @@ class Hub:
     def send_personal(self, connection: Connection, room: LocalRoom, item_type: str, data: object) -> None:
         """An item for one connection only (`seq: null`), written at once."""
         item = encode_item(None, item_type, int(self._clock.now_ms()), data)
-        message = batch_message(room.id_json, [item])
-        if not connection.deliver(ws_text_frame(message), message):
+        if not connection.send_batch(room.id_json, [item]):
             self._on_slow(connection)
         self._metrics.items_sent.inc()
         self._metrics.batches_sent.inc()
 
     async def run(self) -> None:
-        """Tick until cancelled."""
+        """Tick, and report presence, until cancelled."""
+        presence = asyncio.create_task(self.presence.run(), name="liveroom-presence")
+        try:
+            await self._tick_forever()
+        finally:
+            presence.cancel()
+
+    async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
@@ -194,9 +207,8 @@ class Hub:
         return min(self._max_tick_s, max(self._stretch_s, 2.0 * spent))
 
     async def tick(self) -> float:
-        """Publish presence and flush every room; returns the seconds it took."""
+        """Flush every room; returns the seconds it took."""
         started = self._clock.monotonic()
-        await self._publish_presence()
         self._flush_now()
         spent = self._clock.monotonic() - started
         self._metrics.tick_seconds.observe(spent)
@@ -219,18 +231,21 @@ class Hub:
         publications = room.take_pending(now)
         if room.sampled_out != sampled_out:
             self._metrics.items_sampled_out.inc(room.sampled_out - sampled_out)
-        fresh, room.fresh = room.fresh, {}
+        fresh = room.fresh
+        if fresh:  # a joiner's marker lasts until delivery has passed what its join carried
+            room.fresh = {c: seen for c, seen in fresh.items() if seen > room.delivered_seq}
         if not publications or not room.members:
             return
         message = batch_message(room.id_json, [p.encoded for p in publications])
         frame = ws_text_frame(message)
         sent = 0
         members: Iterable[Connection] = room.members
-        if fresh:  # rare: only on a tick where someone joined
+        if fresh or room.msgpack_members:  # rare: someone joined this tick, or takes msgpack
             for connection in fresh:
                 if connection in room.members:
                     sent += self._deliver_unseen(room, connection, publications, fresh[connection], slow)
-            members = [connection for connection in room.members if connection not in fresh]
+            sent += self._deliver_msgpack(room, publications, fresh, slow)
+            members = [c for c in room.members if c not in fresh and c not in room.msgpack_members]
         # The hot loop: the same bytes to every member, one write each.
         count = len(publications)
         for connection in members:
@@ -251,24 +266,24 @@ class Hub:
     ) -> int:
         """For a member that joined this tick: only what its join ack did not already carry."""
         unseen = [p.encoded for p in publications if p.seq is None or p.seq > seen]
-        if unseen:
-            message = batch_message(room.id_json, unseen)
-            if not connection.deliver(ws_text_frame(message), message):
-                slow.append(connection)
+        if unseen and not connection.send_batch(room.id_json, unseen):
+            slow.append(connection)
         return len(unseen)
 
-    async def _publish_presence(self) -> None:
-        if not self._presence_dirty:
-            return
-        now = self._clock.now_ms()
-        for room in list(self._presence_dirty):
-            if now - room.online_sent_ms < self._online_interval_ms:
-                continue
-            if self.rooms.get(room.id) is not room or room.online == room.online_sent:
-                del self._presence_dirty[room]
-                continue
-            if not _presence_moved(room.online, room.online_sent, now - room.online_sent_ms):
-                continue  # a small drift in a big room: wait until it adds up (or goes stale)
-            del self._presence_dirty[room]
-            room.online_sent, room.online_sent_ms = room.online, now
-            await self._broker.publish(room.id, "room.online", {"count": room.online}, history=False)
+    def _deliver_msgpack(
+        self,
+        room: LocalRoom,
+        publications: list[Publication],
+        fresh: dict[Connection, int],
+        slow: list[Connection],
+    ) -> int:
+        """The msgpack members' batch: encoded once for all of them, like the JSON one."""
+        members = [c for c in room.msgpack_members if c not in fresh]
+        if not members:
+            return 0
+        message = msgpack_batch_message(room.id_json, [p.encoded for p in publications])
+        frame = ws_binary_frame(message)
+        for connection in members:
+            if not connection.deliver(frame, message):
+                slow.append(connection)
+        return len(publications) * len(members)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -14,8 +15,7 @@ from liveroom.config import Config
 from liveroom.connection import Connection
 from liveroom.discovery import load_plugins
 from liveroom.dispatch import Dispatcher
-from liveroom.errors import CommandError, ConfigError, Unauthorized
-from liveroom.frames import batch_message, ws_text_frame
+from liveroom.errors import CommandError, ConfigError, Unauthorized, Unavailable
 from liveroom.hub import Hub
 from liveroom.memory_broker import MemoryBroker
 from liveroom.metrics import Metrics
@@ -23,7 +23,7 @@ from liveroom.plugin import PluginHost, Signals
 from liveroom.protocol import encode_item
 from liveroom.publish_token import PublishTokens
 from liveroom.ratelimit import TokenBucket
-from liveroom.sio import RefuseConnection, SocketServer
+from liveroom.sio import RefuseConnection, SocketServer, msgpack_packet_class
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
 from liveroom.timers import Timers
@@ -43,16 +43,10 @@ class Node:
         self.authority = TokenAuthority.from_config(config.auth)
         self.store = _build_store(config)
         self.broker = _build_broker(config, self.clock)
-        self.sio = SocketServer(
-            config.limits.max_command_bytes,
-            cors_allowed_origins=[],  # the web layer sets the real check
-            ping_interval=config.server.ping_interval_s,
-            ping_timeout=config.server.ping_timeout_s,
-            max_http_buffer_size=config.limits.max_message_bytes,
-            # A connection's commands run in its read loop, one after another, in the order
-            # sent: no task per command (a flash-sale storm is thousands of them a second).
-            async_handlers=False,
-        )
+        # JSON clients at /socket.io/; clients that agree on msgpack (socket.io-msgpack-parser,
+        # python-socketio's serializer="msgpack") at /socket.io-msgpack/.
+        self.sio = self._socket_server(msgpack=False)
+        self.msgpack_sio = self._socket_server(msgpack=True)
         self.hub = Hub(self.broker, self.clock, self.metrics, config.delivery, config.room, self._close_slow)
         self.timers = Timers(self.clock)
         tokens = PublishTokens(resolve_secret(config.auth))
@@ -68,7 +62,28 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         self._all_gone = asyncio.Event()
         self.ready = False
-        self._register_handlers()
+
+    def _socket_server(self, msgpack: bool) -> SocketServer:
+        server = SocketServer(
+            self.config.limits.max_command_bytes,
+            serializer=msgpack_packet_class() if msgpack else "default",
+            cors_allowed_origins=[],  # the web layer sets the real check
+            ping_interval=self.config.server.ping_interval_s,
+            ping_timeout=self.config.server.ping_timeout_s,
+            max_http_buffer_size=self.config.limits.max_message_bytes,
+            # A connection's commands run in its read loop, one after another, in the order
+            # sent: no task per command (a flash-sale storm is thousands of them a second).
+            async_handlers=False,
+        )
+        server.on("connect", functools.partial(self._on_connect, server, msgpack))
+        server.on("disconnect", self._on_disconnect)
+        server.on("*", self._on_event)
+        server.on_transport = self._on_transport
+        server.on_error = lambda code: self.metrics.errors.labels(code).inc()
+        return server
+
+    def server_of(self, connection: Connection) -> SocketServer:
+        return self.msgpack_sio if connection.msgpack else self.sio
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -111,6 +126,7 @@ class Node:
             except Exception:
                 log.exception("plugin %s failed to stop", plugin.name)
         await self.sio.shutdown()
+        await self.msgpack_sio.shutdown()
         await self.broker.close()
         await self.store.close()  # flushes pending durable writes
 
@@ -119,7 +135,17 @@ class Node:
     async def publish(
         self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
     ) -> Publication:
-        publication = await self.broker.publish(room, item_type, data, priority=priority, history=history)
+        try:
+            publication = await self.broker.publish(room, item_type, data, priority=priority, history=history)
+        except Unavailable:
+            # The shared broker is down: the room goes on for this node's members, without a
+            # seq (the item is in no history). Commands that must not lose data fail earlier,
+            # at the store, with `unavailable`.
+            self.metrics.errors.labels("unavailable").inc()
+            ts = int(self.clock.now_ms())
+            encoded = encode_item(None, item_type, ts, data)
+            publication = Publication(room, None, ts, item_type, encoded, priority)
+            self.hub.deliver_local(publication)
         self.metrics.publications.labels(item_type).inc()
         return publication
 
@@ -134,7 +160,7 @@ class Node:
 
     def online(self, room: str) -> int:
         local = self.hub.rooms.get(room)
-        return 0 if local is None else local.online
+        return 0 if local is None else local.online_everywhere
 
     async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
         local = self.hub.rooms.get(room)
@@ -161,23 +187,19 @@ class Node:
         item = encode_item(
             None, "system.disconnect", int(self.clock.now_ms()), {"code": code, "message": message}
         )
-        farewell = ws_text_frame(batch_message(b"null", [item]))
-        if not self.sio.close_transport(connection.eio_sid, code, message, farewell):
-            task = asyncio.create_task(self.sio.eio.disconnect(connection.eio_sid))
+        farewell, _ = connection.frames_for(b"null", [item])
+        server = self.server_of(connection)
+        if not server.close_transport(connection.eio_sid, code, message, farewell):
+            task = asyncio.create_task(server.eio.disconnect(connection.eio_sid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     def _close_slow(self, connection: Connection) -> None:
         self.disconnect(connection, "slow_consumer", "the connection fell too far behind")
 
-    def _register_handlers(self) -> None:
-        self.sio.on("connect", self._on_connect)
-        self.sio.on("disconnect", self._on_disconnect)
-        self.sio.on("*", self._on_event)
-        self.sio.on_transport = self._on_transport
-        self.sio.on_error = lambda code: self.metrics.errors.labels(code).inc()
-
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def _on_connect(
+        self, server: SocketServer, msgpack: bool, sid: str, environ: dict[str, Any], auth: Any = None
+    ) -> None:
         if not self.ready:
             self.metrics.errors.labels("unavailable").inc()
             raise RefuseConnection(CommandError("the server is not accepting connections", "unavailable"))
@@ -186,19 +208,20 @@ class Node:
         except Unauthorized as error:
             self.metrics.errors.labels(error.code).inc()
             raise RefuseConnection(error) from None
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        eio_sid = server.manager.eio_sid_from_sid(sid, "/")
         limits = self.config.limits
         bucket = TokenBucket(limits.commands_per_s, limits.commands_burst, self.clock.monotonic())
         connection = Connection(
             sid,
             eio_sid,
             identity,
-            self.sio.eio.sockets.get(eio_sid),
+            server.eio.sockets.get(eio_sid),
             bucket,
             self.config.delivery.outbound_buffer_bytes,
             self.config.delivery.send_buffer_bytes,
+            msgpack,
         )
-        connection.transport = self.sio.transports.get(eio_sid)
+        connection.transport = server.transports.get(eio_sid)
         self.connections[sid] = connection
         self._by_eio[eio_sid] = connection
         self.metrics.connections.set(len(self.connections))
@@ -259,5 +282,6 @@ def _build_broker(config: Config, clock: Clock) -> Broker:
             room.history_age_s,
             prefix=config.redis.key_prefix,
             meta_ttl_s=config.redis.meta_ttl_s,
+            presence_ttl_s=config.redis.presence_ttl_s,
         )
     raise ConfigError(f"[broker] kind must be 'memory' or 'redis', not {config.broker.kind!r}")

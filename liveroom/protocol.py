@@ -17,6 +17,7 @@ from liveroom.errors import BadRequest, CommandError
 
 __all__ = [
     "ROOM_ID_PATTERN",
+    "EncodedJson",
     "JoinPayload",
     "LeavePayload",
     "RoomId",
@@ -59,6 +60,16 @@ class LeavePayload:
 @dataclass(frozen=True, slots=True)
 class TimePayload:
     pass
+
+
+class EncodedJson:
+    """JSON made once (an item's wire form), embedded as is by whichever serializer sends it:
+    copied verbatim into JSON, decoded once into msgpack."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
 
 
 def decode_payload(payload_type: type[P], raw: object) -> P:

@@ -118,6 +118,7 @@ class RedisBroker:
         *,
         prefix: str = "lr",
         meta_ttl_s: int = 7 * 86400,
+        presence_ttl_s: float = 10.0,
         node_id: str | None = None,
     ) -> None:
         self._redis = redis
@@ -137,7 +138,7 @@ class RedisBroker:
         self._publish = redis.register_script(_PUBLISH)
         self._history = redis.register_script(_HISTORY)
         self._presence = redis.register_script(_PRESENCE)
-        self.presence_ttl_ms = 10_000
+        self.presence_ttl_ms = int(presence_ttl_s * 1000)
 
     def set_handler(self, handler: PublicationHandler) -> None:
         self._handler = handler

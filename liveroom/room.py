@@ -55,8 +55,11 @@ class LocalRoom:
         "id_json",
         "lanes",
         "members",
+        "msgpack_members",
+        "online_reported",
         "online_sent",
         "online_sent_ms",
+        "online_total",
         "pending",
         "pending_seq",
         "ready",
@@ -69,6 +72,8 @@ class LocalRoom:
         self.id_json = orjson.dumps(room_id)
         self.lanes = lanes or Lanes()
         self.members: dict[Connection, None] = {}
+        # The members (also in `members`) that take msgpack: their batches are encoded apart.
+        self.msgpack_members: dict[Connection, None] = {}
         self.users: Counter[str] = Counter()
         # Items waiting for the next flush (both lanes, in seq order), the highest seq among
         # them, and the latest item of each counter type.
@@ -84,6 +89,10 @@ class LocalRoom:
         self.fresh: dict[Connection, int] = {}
         # Highest seq handed to members; a joiner's `missed` ends here, its batches start after.
         self.delivered_seq = 0
+        # Presence: the last total across nodes, the local count it was computed with, and
+        # the last total sent to members (see liveroom.presence).
+        self.online_total = 0
+        self.online_reported = 0
         self.online_sent = -1
         self.online_sent_ms = 0.0
         # Done once the broker subscription is up and `delivered_seq` is known.
@@ -94,15 +103,23 @@ class LocalRoom:
         """Distinct users present on this node."""
         return len(self.users)
 
+    @property
+    def online_everywhere(self) -> int:
+        """The last total across nodes, moved by what changed here since it was taken."""
+        return max(self.online, self.online_total + self.online - self.online_reported)
+
     def add(self, connection: Connection) -> None:
         if connection not in self.members:
             self.members[connection] = None
+            if connection.msgpack:
+                self.msgpack_members[connection] = None
             self.users[connection.identity.user_id] += 1
 
     def remove(self, connection: Connection) -> bool:
         if connection not in self.members:
             return False
         del self.members[connection]
+        self.msgpack_members.pop(connection, None)
         self.fresh.pop(connection, None)
         user = connection.identity.user_id
         self.users[user] -= 1

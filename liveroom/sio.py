@@ -21,12 +21,18 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
 from liveroom.errors import BadRequest, CommandError, PayloadTooLarge
-from liveroom.frames import event_ack_id, ws_close_frame, ws_text_frame
-from liveroom.protocol import error_ack
+from liveroom.frames import event_ack_id, ws_binary_frame, ws_close_frame, ws_text_frame
+from liveroom.protocol import EncodedJson, error_ack
 
-__all__ = ["OrjsonWire", "RefuseConnection", "SocketServer"]
+__all__ = ["OrjsonWire", "RefuseConnection", "SocketServer", "msgpack_packet_class"]
 
 log = logging.getLogger(__name__)
+
+
+def _embed_json(value: Any) -> Any:
+    if isinstance(value, EncodedJson):
+        return orjson.Fragment(value.raw)  # copied into the packet as is
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
 class OrjsonWire:
@@ -34,11 +40,24 @@ class OrjsonWire:
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode()
+        return orjson.dumps(obj, default=_embed_json).decode()
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
         return orjson.loads(text)
+
+
+def msgpack_packet_class() -> type[Any]:
+    """python-socketio's msgpack packets, taught to embed an item's ready-made JSON."""
+    from socketio.msgpack_packet import MsgPackPacket
+
+    def embed(value: Any) -> Any:
+        if isinstance(value, EncodedJson):
+            return orjson.loads(value.raw)
+        raise TypeError(f"cannot send {type(value).__name__} as msgpack")
+
+    packet_class: type[Any] = MsgPackPacket.configure(dumps_default=embed)
+    return packet_class
 
 
 class RefuseConnection(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -75,6 +94,9 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             encoded = pkt.encode()
             if isinstance(encoded, str):
                 transport.write(ws_text_frame(b"4" + encoded.encode()))
+                return
+            if isinstance(encoded, bytes):  # a msgpack packet: one binary message
+                transport.write(ws_binary_frame(encoded))
                 return
         await super()._send_packet(eio_sid, pkt)
 

@@ -44,12 +44,14 @@ class OriginPolicy:
 def build_app(config: Config, node: Node | None = None) -> web.Application:
     node = node or Node(config)
     policy = OriginPolicy(config.server.allowed_origins)
-    node.sio.eio.cors_allowed_origins = policy.socketio_check
+    for server in (node.sio, node.msgpack_sio):
+        server.eio.cors_allowed_origins = policy.socketio_check
     app = web.Application(
         middlewares=[_cors_middleware(policy)], client_max_size=config.limits.max_message_bytes
     )
     app[NODE_KEY] = node
     node.sio.attach(app, socketio_path="socket.io")
+    node.msgpack_sio.attach(app, socketio_path="socket.io-msgpack")
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -98,7 +100,7 @@ def _cors_middleware(policy: OriginPolicy) -> Any:
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if request.path.startswith("/socket.io") or origin is None:
+        if request.path.startswith("/socket.io") or origin is None:  # and /socket.io-msgpack/
             return await handler(request)  # Engine.IO applies the same policy itself
         if not policy.allows(origin, request.host):
             return web.json_response(

@@ -56,7 +56,8 @@ def run_scenario(settings: Settings) -> dict[str, Any]:
         spawned = spawn_server(settings.server, _free_port(), secret, settings.server_cpus, env)
         url, pid = spawned.url, spawned.process.pid
     try:
-        recording = _record(settings, url, secret, ProcessWatch(pid) if pid else None)
+        watch = ProcessWatch(pid, *settings.more_server_pids) if pid else None
+        recording = _record(settings, url, secret, watch)
     finally:
         if spawned is not None:
             spawned.stop()
@@ -87,14 +88,15 @@ def _record(settings: Settings, url: str, secret: str, watch: ProcessWatch | Non
             process.join(5)
             if process.is_alive():
                 process.kill()
-    recording.metrics = liveroom_metrics(url)
+    recording.metrics = liveroom_metrics(url.split(",")[0])
     return recording
 
 
 def _plans(settings: Settings, url: str, secret: str, rec: Recording) -> list[Plan]:
     count = max(1, min(settings.processes, settings.viewers or 1))
+    # Several nodes: each viewer process connects to one of them, in turn.
+    urls = url.split(",")
     common: dict[str, Any] = {
-        "url": url,
         "secret": secret,
         "room": settings.room,
         "start_at": rec.t0,
@@ -110,6 +112,7 @@ def _plans(settings: Settings, url: str, secret: str, rec: Recording) -> list[Pl
     plans = [
         Plan(
             index=index,
+            url=urls[index % len(urls)],
             viewers=settings.viewers // count + (1 if index < settings.viewers % count else 0),
             connect_rate=settings.connect_rate / count,
             **common,
@@ -120,6 +123,7 @@ def _plans(settings: Settings, url: str, secret: str, rec: Recording) -> list[Pl
         plans.append(
             Plan(
                 index=count,
+                url=settings.publish_url or urls[0],
                 publishers=settings.publishers,
                 publish_rate=settings.rate,
                 priority_rate=settings.priority_rate,

@@ -11,9 +11,11 @@ __all__ = ["SCENARIOS", "Settings", "scenario_settings"]
 @dataclass(frozen=True, slots=True)
 class Settings:
     scenario: str
-    url: str = ""  # empty: start a server (see `server`)
+    url: str = ""  # empty: start a server (see `server`); several, comma separated: viewers spread
+    publish_url: str = ""  # where the publishers connect (default: the first url)
     server: str = "liveroom"  # which server to start when no url is given
     server_pid: int = 0  # watch this process's CPU and RSS when a url is given
+    more_server_pids: tuple[int, ...] = ()  # the other nodes of a scale-out run, summed in
     server_cpus: tuple[int, ...] = (0,)
     cpus: tuple[int, ...] = (1,)  # where the load generator's processes run
     server_env: tuple[tuple[str, str], ...] = ()

@@ -122,33 +122,39 @@ def _wait_ready(server: SpawnedServer) -> None:
 
 
 class ProcessWatch:
-    """CPU seconds and RSS of a process, read from /proc (Linux)."""
+    """CPU seconds and RSS of a server, read from /proc (Linux); of several processes summed
+    (the nodes of a scale-out run), the first one named by `pid`."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *more: int) -> None:
         self.pid = pid
+        self.pids = (pid, *more)
 
     def cpu_s(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return sum((user + system) for user, system in map(_times, self.pids)) / CLOCK_TICKS
 
     def system_s(self) -> float:
         """The kernel's share of `cpu_s`: for a fan-out server, mostly the writes."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return int(fields[12]) / CLOCK_TICKS
+        return sum(system for _, system in map(_times, self.pids)) / CLOCK_TICKS
 
     def rss_bytes(self) -> int:
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        return int(match.group(1)) * 1024 if match else 0
+        return sum(map(_rss, self.pids))
+
+
+def _times(pid: int) -> tuple[int, int]:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0, 0
+    return int(fields[11]), int(fields[12])
+
+
+def _rss(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match.group(1)) * 1024 if match else 0
 
 
 def liveroom_metrics(url: str) -> dict[str, float]:

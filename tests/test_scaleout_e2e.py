@@ -22,6 +22,9 @@ class Cluster:
             "LIVEROOM_STORE_KIND": "redis",
             "LIVEROOM_REDIS_URL": self.redis.url,
             "LIVEROOM_REDIS_CLUSTER": str(redis_cluster).lower(),
+            # Short leases so a dead node's viewers leave `online` within the test.
+            "LIVEROOM_PRESENCE_REFRESH_S": "0.3",
+            "LIVEROOM_PRESENCE_TTL_S": "1.5",
             "LIVEROOM_PLUGINS_DANMAKU_BURST": "50",
             "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
         }
@@ -95,3 +98,87 @@ async def test_a_killed_nodes_viewer_resumes_on_another_without_a_gap(cluster: C
     finally:
         await sender.close()
         await victim.close()
+
+
+async def latest_online(viewer: Viewer, expected: int, timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        counts = [i["data"]["count"] for i in viewer.of_type("room.online")]
+        if counts and counts[-1] == expected:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{viewer.user}: online never became {expected}: {counts}")
+        await asyncio.sleep(0.05)
+
+
+async def test_online_adds_up_across_nodes_and_falls_when_a_node_dies(cluster: Cluster) -> None:
+    a, b, c = cluster.nodes
+    viewers = [Viewer(node.url, f"p{i}-{n}") for i, node in enumerate((a, b, c)) for n in range(2)]
+    try:
+        for viewer in viewers:
+            await viewer.connect()
+            await viewer.join("presence")
+        for viewer in viewers:
+            await latest_online(viewer, 6)
+        assert c.process is not None
+        c.process.send_signal(signal.SIGKILL)
+        c.process.wait(10)
+        for viewer in viewers[:4]:
+            await latest_online(viewer, 4)
+        ack = await viewers[0].join("presence")
+        assert ack["online"] == 4
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+
+
+async def test_redis_down_keeps_local_rooms_going_and_commerce_unavailable(cluster: Cluster) -> None:
+    if isinstance(cluster.redis, RedisCluster):
+        pytest.skip("one outage scenario is enough; the single-server one restarts in place")
+    from plugin_support import api
+
+    a, b, _ = cluster.nodes
+    here, there = Viewer(a.url, "here"), Viewer(a.url, "there")
+    host = Viewer(a.url, "host", role="host")
+    try:
+        for viewer in (here, there, host):
+            await viewer.connect()
+            await viewer.join("outage")
+        cluster.redis.stop()
+        # Danmaku still flows between members on the same node (not in history: no seq).
+        sent = await here.call("danmaku.send", {"room": "outage", "text": "still here"})
+        assert sent["ok"], sent
+        [item] = await there.wait_for(lambda i: i["type"] == "danmaku.message")
+        assert item["data"]["text"] == "still here" and item["seq"] is None
+        # What needs Redis answers unavailable, over Socket.IO and HTTP alike.
+        vote = await host.call(
+            "poll.create", {"room": "outage", "question": "Q?", "options": ["a", "b"], "duration_s": 60}
+        )
+        assert vote["ok"] is False and vote["error"]["code"] == "unavailable", vote
+        status, body = api(
+            b,
+            "POST",
+            "/api/rooms/outage/commands/sale.schedule",
+            {"sku": "s", "title": "t", "price": 1, "stock": 5, "starts_at": 0, "duration_s": 60},
+        )
+        assert status == 503 and body["error"]["code"] == "unavailable"
+        joiner = Viewer(b.url, "late")
+        await joiner.connect()
+        assert (await joiner.call("join", {"room": "outage"}))["error"]["code"] == "unavailable"
+        await joiner.close()
+        # Redis comes back (empty: no persistence in this test): everything recovers by itself.
+        cluster.redis.start()
+        for _ in range(100):
+            ack = await here.call("danmaku.send", {"room": "outage", "text": "back"})
+            if ack["ok"]:
+                break
+            await asyncio.sleep(0.1)
+        items = await there.wait_for(lambda i: i["type"] == "danmaku.message" and i["data"]["text"] == "back")
+        assert items[-1]["seq"] == 1  # a new epoch after Redis lost everything
+        late = Viewer(b.url, "late2")
+        await late.connect()
+        assert (await late.call("join", {"room": "outage"}))["ok"]
+        await late.close()
+    finally:
+        for viewer in (here, there, host):
+            await viewer.close()

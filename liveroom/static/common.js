@@ -129,6 +129,11 @@ export class RoomConnection {
     this.clock.sync();
   }
   take(item) {
+    if (item.type === "room.reset") {
+      // The room's history started over: rejoin from scratch and rebuild from `state`.
+      [this.seq, this.epoch] = [null, null];
+      return this.join();
+    }
     if (item.seq != null) {
       if (this.seq != null && item.seq <= this.seq) return;
       this.seq = item.seq;

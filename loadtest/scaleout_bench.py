@@ -1,0 +1,166 @@
+"""Scale-out benchmarks: what Redis adds, one node against two, the same viewers and load.
+
+    python -m liveroom.loadtest.scaleout_bench [--viewers 2000] [--rate 100] [--duration 15]
+
+Starts its own redis-server and liveroom nodes (all nodes on core 0, the load generator on
+core 1; with two cores the two nodes share one, so the comparison is CPU per delivery, not
+wall-clock throughput) and runs, back to back:
+
+1. `single`: one node, in-memory broker, every viewer on it;
+2. `two-nodes`: two nodes on one Redis, viewers split between them, publishers on node A;
+3. `cross-node latency`: a light room (viewers on node B, publishers on node A) against
+   the same room on one node with the in-memory broker: the p99 difference is what the
+   Redis hop adds.
+
+Prints one table and writes the JSON next to the other load test results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .run import _free_port, run_scenario
+from .scenarios import Settings
+from .servers import SpawnedServer, spawn_server
+
+__all__ = ["main"]
+
+NO_CAP = {"LIVEROOM_DELIVERY_NORMAL_PER_S": "0", "LIVEROOM_LOG_LEVEL": "WARNING"}
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="loadtest-redis-")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(process.pid)], check=False, capture_output=True)
+    time.sleep(0.5)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def nodes(count: int, secret: str, env: dict[str, str]) -> Iterator[list[SpawnedServer]]:
+    started = [spawn_server("liveroom", _free_port(), secret, (0,), dict(env)) for _ in range(count)]
+    try:
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+def measure(settings: Settings, servers: list[SpawnedServer]) -> dict[str, Any]:
+    """Run the scenario, watching every node's CPU (summed) over the steady window."""
+    pids = [node.process.pid for node in servers]
+    return run_scenario(replace(settings, server_pid=pids[0], more_server_pids=tuple(pids[1:])))
+
+
+def run(viewers: int, rate: float, duration: float, light_viewers: int, light_rate: float) -> dict[str, Any]:
+    secret = secrets.token_urlsafe(32)
+    base = Settings(
+        "fanout",
+        secret=secret,
+        cpus=(1,),
+        processes=2,
+        duration_s=duration,
+        quiet=True,
+        connect_rate=0.0,
+        concurrency=500,
+    )
+    results: dict[str, Any] = {}
+    with nodes(1, secret, NO_CAP) as [single]:
+        results["single"] = measure(replace(base, url=single.url, viewers=viewers, rate=rate), [single])
+        results["latency_same_node"] = measure(
+            replace(base, url=single.url, viewers=light_viewers, rate=light_rate, sample_every=1), [single]
+        )
+    with redis_server() as redis_url:
+        env = {**NO_CAP, "LIVEROOM_BROKER_KIND": "redis", "LIVEROOM_REDIS_URL": redis_url}
+        with nodes(2, secret, env) as [a, b]:
+            both = f"{a.url},{b.url}"
+            results["two_nodes"] = measure(
+                replace(base, url=both, publish_url=a.url, viewers=viewers, rate=rate), [a, b]
+            )
+            results["latency_cross_node"] = measure(
+                replace(
+                    base, url=b.url, publish_url=a.url, viewers=light_viewers, rate=light_rate, sample_every=1
+                ),
+                [a, b],
+            )
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        "| run | deliveries/s | p50 ms | p99 ms | nodes' CPU (cores) | µs per delivery (all nodes) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, summary in results.items():
+        p50, p99 = summary["latency"].get("p50_ms"), summary["latency"].get("p99_ms")
+        cores, cost = summary.get("server_cpu_cores"), summary.get("server_us_per_delivery")
+        rows.append(f"| {name} | {summary['deliveries_per_s']:,} | {p50} | {p99} | {cores} | {cost} |")
+    same, cross = results["latency_same_node"]["latency"], results["latency_cross_node"]["latency"]
+    if same.get("p99_ms") is not None and cross.get("p99_ms") is not None:
+        rows.append(
+            f"\nRedis adds {cross['p99_ms'] - same['p99_ms']:.1f} ms at p99 (cross-node vs one node)."
+        )
+    one = results["single"].get("server_us_per_delivery")
+    two = results["two_nodes"].get("server_us_per_delivery")
+    if one and two:
+        rows.append(f"Two nodes cost {two / one:.2f}x the CPU per delivery of one node.")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m liveroom.loadtest.scaleout_bench")
+    parser.add_argument("--viewers", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--light-viewers", type=int, default=200)
+    parser.add_argument("--light-rate", type=float, default=20.0)
+    parser.add_argument("--output", default="loadtest-results")
+    args = parser.parse_args(argv)
+    results = run(args.viewers, args.rate, args.duration, args.light_viewers, args.light_rate)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"scaleout-{int(time.time())}.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    os.sched_setaffinity(0, {1})
+    raise SystemExit(main())
