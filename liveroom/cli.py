@@ -13,6 +13,7 @@ from pathlib import Path
 from liveroom.auth import ROLES, TokenAuthority
 from liveroom.config import Config, load_config
 from liveroom.errors import ConfigError
+from liveroom.pages import page_links
 
 __all__ = ["main"]
 
@@ -46,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--room", help="bind the token to one room")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default: [auth] default_ttl_s)")
     token.add_argument("--config", help=f"TOML config file (default: ./{DEFAULT_CONFIG} if present)")
+    token.add_argument(
+        "--links", action="store_true", help="also print links to the room's pages (needs --room)"
+    )
+    token.add_argument("--base-url", help="where the pages are served (default: from [server] host and port)")
     return parser
 
 
@@ -97,5 +102,18 @@ def _tune_gc() -> None:
 def _token(config: Config, args: argparse.Namespace) -> int:
     authority = TokenAuthority.from_config(config.auth)
     ttl = args.ttl if args.ttl is not None else config.auth.default_ttl_s
-    print(authority.mint(args.user, args.name or args.user, args.role, args.room, ttl))
+    if args.links and not args.room:
+        raise ConfigError("--links needs --room")
+    minted = authority.mint(args.user, args.name or args.user, args.role, args.room, ttl)
+    print(minted)
+    if args.links:
+        base = args.base_url or _base_url(config)
+        for line in page_links(base, args.room, args.role, minted):
+            print(line)
     return 0
+
+
+def _base_url(config: Config) -> str:
+    host = config.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{config.server.port}"

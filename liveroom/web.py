@@ -11,6 +11,7 @@ from aiohttp import web
 from liveroom.api import add_api_routes
 from liveroom.config import Config
 from liveroom.node import Node
+from liveroom.pages import add_page_routes
 
 __all__ = ["NODE_KEY", "OriginPolicy", "build_app"]
 
@@ -55,6 +56,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     add_api_routes(app.router, node)
+    add_page_routes(app)  # the viewer, host and dashboard pages (docs/pages.md)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_on_shutdown)
     # The media plane (WHIP/WHEP, docs/media.md). mypy checks media/ as package `media`,

@@ -18,6 +18,7 @@ import jwt
 
 from liveroom.auth import TokenAuthority
 from liveroom.errors import Forbidden, Unauthorized
+from liveroom.publish_token import AUDIENCE as PUBLISH_AUDIENCE
 
 __all__ = ["HOST_SLOT", "Caller", "CallerVerifier", "bearer_token"]
 
@@ -73,11 +74,20 @@ class CallerVerifier:
     def _guest(self, token: str) -> Caller | None:
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._secret, ["HS256"], options={"require": ["sub", "exp", "room", "slot"]}
+                token,
+                self._secret,
+                ["HS256"],
+                options={"require": ["sub", "exp", "room", "slot"], "verify_aud": False},
             )
         except jwt.PyJWTError:
             return None
-        if claims.get("role") != "guest" or claims.get("scope") != "publish":
+        # The costream plugin's tokens (liveroom.publish_token) carry the publish audience
+        # instead of a role; a token with any other audience is not a publish token.
+        audience = claims.get("aud")
+        if audience not in (None, PUBLISH_AUDIENCE):
+            return None
+        role = claims.get("role", "guest" if audience == PUBLISH_AUDIENCE else None)
+        if role != "guest" or claims.get("scope") != "publish":
             return None
         sub, room, slot = claims["sub"], claims["room"], claims["slot"]
         if not isinstance(sub, str) or not isinstance(room, str) or not isinstance(slot, int | str):

@@ -9,7 +9,7 @@ durable record before the user is told. The user alone hears `coupon.granted` (p
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -162,7 +162,25 @@ class CouponPlugin(Plugin):
         return {"grant": dict(grant.data), "claimed_at": int(ctx.now_ms)}
 
     async def list_rules(self, query: QueryContext) -> Any:
-        return {"rules": [rule.wire() for rule in (await self._rules(query.room)).values()]}
+        issued, claimed = await self._tallies(query.room)
+        rules = (await self._rules(query.room)).values()
+        return {"rules": [{**r.wire(), "issued": issued[r.id], "claimed": claimed[r.id]} for r in rules]}
+
+    async def _tallies(self, room: str) -> tuple[Counter[str], Counter[str]]:
+        """Grants issued and claimed per rule, read from the durable records (for dashboards)."""
+        rule_of: dict[str, str] = {}
+        for record in await self._all_records(GRANT_KIND, room):
+            rule_of[record.data["id"]] = record.data["rule"]
+        claims = await self._all_records(CLAIM_KIND, room)
+        return Counter(rule_of.values()), Counter(rule_of.get(r.data["grant"], "") for r in claims)
+
+    async def _all_records(self, kind: str, room: str) -> list[Record]:
+        found: list[Record] = []
+        after = 0
+        while page := await self.host.store.list_records(kind, room, after, 1000):
+            found.extend(page)
+            after = page[-1].position
+        return found
 
     async def _on_activity(self, activity: Activity) -> None:
         rules = [r for r in (await self._rules(activity.room)).values() if r.activity == activity.kind]

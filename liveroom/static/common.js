@@ -1,0 +1,164 @@
+// Shared by the viewer, host and dashboard pages: sign-in, the Socket.IO connection
+// (join, resume with `since`), server-clock sync, and DOM helpers that never parse HTML.
+import { io } from "/static/vendor/socket.io.esm.min.js";
+
+export const room = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
+
+// el("div", {class: "x", onclick: f}, "text", child): strings become text nodes, never HTML.
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value !== false && value != null) node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child != null) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+export const $ = selector => document.querySelector(selector);
+
+const ERRORS = {
+  rate_limited: "You are going too fast. Wait a moment.",
+  blocked: "That message contains a word that is not allowed here.",
+  muted: "You are muted for now.",
+  banned: "You are banned from this room.",
+  slow_mode: "Slow mode is on: wait a little before the next message.",
+  too_long: "That message is too long.",
+  not_joined: "Not connected to the room yet.",
+  forbidden: "You are not allowed to do that.",
+  unauthorized: "Your sign-in is missing or has expired.",
+  not_started: "Not on sale yet.",
+  ended: "The sale has ended.",
+  sold_out: "Sold out.",
+  limit_reached: "You have bought the most allowed.",
+  already_voted: "You already voted.",
+  poll_closed: "The poll has closed.",
+  already_claimed: "Already claimed.",
+  exhausted: "All gone, sorry.",
+  already_queued: "You are already in the queue.",
+  queue_full: "The queue is full.",
+  stage_full: "The stage is full.",
+  poll_active: "A poll is already running.",
+  timeout: "The server did not answer in time.",
+};
+
+export function humanError(error) {
+  return ERRORS[error?.code] || error?.message || "Something went wrong.";
+}
+
+// The token: #token=... in the URL (kept out of server logs), else the last one used here.
+export function signIn(onToken) {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromHash) sessionStorage.setItem("liveroom.token", fromHash);
+  const saved = fromHash || sessionStorage.getItem("liveroom.token");
+  if (saved) return onToken(saved);
+  const input = el("input", { name: "token", placeholder: "paste a token from `liveroom token`", required: true });
+  const form = el("form", { class: "signin card" }, el("label", {}, "Token ", input), el("button", {}, "Sign in"));
+  form.addEventListener("submit", event => {
+    event.preventDefault();
+    sessionStorage.setItem("liveroom.token", input.value.trim());
+    form.remove();
+    onToken(input.value.trim());
+  });
+  document.body.prepend(form);
+}
+
+export function claims(token) {
+  try {
+    return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+  } catch {
+    return {};
+  }
+}
+
+// Server clock (docs/protocol.md `time`): keep the offset of the lowest-round-trip sample.
+export class Clock {
+  constructor(socket) {
+    this.socket = socket;
+    this.offset = 0;
+    this.rtt = Infinity;
+  }
+  now() {
+    return Date.now() + this.offset;
+  }
+  async sync(samples = 6) {
+    let best = { rtt: Infinity, offset: 0 };
+    for (let i = 0; i < samples; i++) {
+      const t0 = Date.now();
+      const ack = await this.socket.timeout(3000).emitWithAck("time", {}).catch(() => null);
+      const t1 = Date.now();
+      if (ack?.ok && t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: ack.server_time + (t1 - t0) / 2 - t1 };
+      if (i < samples - 1) await new Promise(done => setTimeout(done, 120));
+    }
+    if (best.rtt < Infinity) [this.offset, this.rtt] = [best.offset, best.rtt];
+    return this;
+  }
+}
+
+// One connection to one room: joins on every (re)connect with `since`/`epoch`, hands
+// items to onItem in order, and calls onState with the plugins' snapshots on a (re)start.
+export class RoomConnection {
+  constructor(token, { onItem, onState, onStatus }) {
+    this.token = token;
+    this.handlers = { onItem, onState, onStatus: onStatus || (() => {}) };
+    this.seq = null;
+    this.epoch = null;
+    this.socket = io(location.origin, { transports: ["websocket"], auth: { token } });
+    this.clock = new Clock(this.socket);
+    this.socket.on("connect", () => this.join());
+    this.socket.on("disconnect", () => this.handlers.onStatus("reconnecting"));
+    this.socket.on("connect_error", err => this.handlers.onStatus("error", err.data || { message: err.message }));
+    this.socket.on("batch", batch => batch.room === room && batch.items.forEach(item => this.take(item)));
+    setInterval(() => this.socket.connected && this.clock.sync(), 60_000);
+  }
+  async join() {
+    const ack = await this.call("join", { since: this.seq, epoch: this.epoch });
+    if (!ack.ok) return this.handlers.onStatus("error", ack.error);
+    const fresh = this.seq === null || ack.reset || ack.epoch !== this.epoch;
+    this.epoch = ack.epoch;
+    this.joins = (this.joins || 0) + 1;
+    this.lastJoin = { fresh, missed: ack.missed.length };
+    if (fresh) this.handlers.onState(ack.state || {}, ack);
+    else ack.missed.forEach(item => this.take(item));
+    this.seq = ack.seq;
+    this.online = ack.online;
+    this.handlers.onItem({ seq: null, type: "room.online", data: { count: ack.online } });
+    this.handlers.onStatus("live", ack);
+    this.clock.sync();
+  }
+  take(item) {
+    if (item.type === "room.reset") {
+      // The room's history started over: rejoin from scratch and rebuild from `state`.
+      [this.seq, this.epoch] = [null, null];
+      return this.join();
+    }
+    if (item.seq != null) {
+      if (this.seq != null && item.seq <= this.seq) return;
+      this.seq = item.seq;
+    }
+    this.handlers.onItem(item);
+  }
+  async call(event, payload = {}) {
+    try {
+      return await this.socket.timeout(8000).emitWithAck(event, { room, ...payload });
+    } catch {
+      return { ok: false, error: { code: "timeout" } };
+    }
+  }
+}
+
+// The host HTTP API (docs/plugins.md): read-only queries for the dashboard.
+export async function query(token, path) {
+  const response = await fetch(`/api/rooms/${encodeURIComponent(room)}/${path}`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  return response.ok ? response.json() : null;
+}
+
+export function formatMs(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return (h ? `${h}:${String(m).padStart(2, "0")}` : String(m)) + ":" + String(r).padStart(2, "0");
+}

@@ -1,0 +1,72 @@
+// Danmaku flying across the video: lanes, speed by length, no overlaps, density that adapts.
+//
+// A message enters a lane only when the lane's last message has cleared the right edge
+// (plus a gap) and cannot catch up with it before that one leaves on the left. Longer
+// messages move faster so every message stays on screen for a similar time. When more
+// arrive than the lanes can take, they wait (at most `maxWaiting`; the oldest waiting are
+// dropped first), so a storm thins out instead of piling up.
+export class DanmakuLayer {
+  constructor(stage, { laneHeight = 30, gap = 24, baseSeconds = 7, maxWaiting = 40 } = {}) {
+    Object.assign(this, { stage, laneHeight, gap, baseSeconds, maxWaiting });
+    this.lanes = [];
+    this.waiting = [];
+    this.hidden = false;
+    this.shown = 0;
+    this.dropped = 0;
+    setInterval(() => this.pump(), 100);
+  }
+  setHidden(hidden) {
+    this.hidden = hidden;
+    this.stage.classList.toggle("hidden", hidden);
+    if (hidden) this.waiting.length = 0;
+  }
+  add(text, { mine = false } = {}) {
+    if (this.hidden) return;
+    this.waiting.push({ text, mine });
+    while (this.waiting.length > this.maxWaiting) { this.waiting.shift(); this.dropped++; }
+    this.pump();
+  }
+  pump() {
+    const width = this.stage.clientWidth;
+    const count = Math.max(1, Math.floor((this.stage.clientHeight * 0.75) / this.laneHeight));
+    while (this.waiting.length) {
+      const item = this.waiting[0];
+      const node = document.createElement("span");
+      node.className = "dm" + (item.mine ? " mine" : "");
+      node.textContent = item.text;  // text, never HTML
+      node.style.visibility = "hidden";
+      this.stage.append(node);
+      const w = node.offsetWidth;
+      const speed = (width + w) / (this.baseSeconds * 1000) * (1 + Math.min(w / width, 1) * 0.3);
+      const lane = this.freeLane(count, width, w, speed);
+      if (lane < 0) { node.remove(); return; }
+      this.waiting.shift();
+      this.fly(node, lane, width, w, speed);
+    }
+  }
+  freeLane(count, width, w, speed) {
+    const now = performance.now();
+    for (let i = 0; i < count; i++) {
+      const last = this.lanes[i];
+      if (!last || now >= last.leftAt) return i;
+      const travelled = (now - last.at) * last.speed;
+      const cleared = travelled >= last.w + this.gap;
+      const catchesUp = speed > last.speed && now + width / speed < last.leftAt;
+      if (cleared && !catchesUp) return i;
+    }
+    return -1;
+  }
+  fly(node, lane, width, w, speed) {
+    const duration = (width + w) / speed;
+    const now = performance.now();
+    this.lanes[lane] = { at: now, speed, w, leftAt: now + duration };
+    node.style.top = `${lane * this.laneHeight + 4}px`;
+    node.style.visibility = "visible";
+    node.dataset.lane = lane;
+    const animation = node.animate(
+      [{ transform: `translateX(${width}px)` }, { transform: `translateX(${-w}px)` }],
+      { duration, easing: "linear" });
+    this.shown++;
+    animation.onfinish = () => node.remove();
+  }
+}

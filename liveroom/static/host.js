@@ -1,0 +1,213 @@
+// The host console: go live (WHIP), run of show, polls, flash sales, coupons, co-stream
+// queue, moderation, and the live dashboard, all over one Socket.IO connection.
+import { $, el, formatMs, humanError, room, RoomConnection, signIn } from "/static/common.js";
+import { Dashboard } from "/static/dashboard.js";
+import { publish } from "/static/media.js";
+
+// The five-stage script; each step may start the interaction configured in its form.
+const SCRIPT = [
+  { name: "Opening", minutes: 3, action: "drop", does: "drops the coupon" },
+  { name: "Product explanation", minutes: 30 },
+  { name: "Interaction", minutes: 10, action: "poll", does: "starts the poll" },
+  { name: "Sales sprint", minutes: 15, action: "sale", does: "schedules the flash sale" },
+  { name: "Wrap-up", minutes: 2 },
+];
+
+let conn, token, dashboard, live = [];
+const messages = [];
+
+$("#title").textContent = room;
+document.title = `${room} · host · liveroom`;
+signIn(start);
+
+function start(t) {
+  token = t;
+  $("#viewer-link").href = `/room/${encodeURIComponent(room)}`;
+  dashboard = new Dashboard($("#dashboard"), t, null);
+  conn = new RoomConnection(t, {
+    onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); },
+    onState: state => { onState(state); dashboard.onState(state); },
+    onStatus: (status, detail) => { $("#status").textContent = status === "error" ? humanError(detail) : status; },
+  });
+  window.liveroom = { conn, dashboard };
+  bind();
+  renderSteps();
+  setInterval(runShow, 500);
+}
+
+function onState(state) {
+  showQueue(state.costream?.queue || []);
+  showStage(state.costream?.guests || []);
+  $("#slow").value = state.danmaku?.slow_mode_s ?? 0;
+}
+
+const ITEMS = {
+  "danmaku.message": addMessage,
+  "danmaku.deleted": d => { document.querySelector(`#messages [data-id="${CSS.escape(d.id)}"]`)?.remove(); },
+  "costream.queue": d => showQueue(d.queue),
+  "costream.stage": d => showStage(d.guests),
+  "media.publisher": d => ingest(`${d.slot}: ${d.state}`, d),
+  "media.stats": d => d.slot === "host" && ($("#live-status").textContent =
+    `Live · ${Math.round((d.bitrate_bps.video + d.bitrate_bps.audio) / 1000)} kb/s · ${d.fps} fps · ${d.viewers} watching`),
+};
+
+function call(event, payload, errorBox) {
+  return conn.call(event, payload).then(ack => {
+    if (errorBox) $(errorBox).textContent = ack.ok ? "" : humanError(ack.error);
+    return ack;
+  });
+}
+
+function form(selector) {
+  return Object.fromEntries(new FormData($(selector)));
+}
+
+function bind() {
+  $("#go-live").addEventListener("click", goLive);
+  $("#stop").addEventListener("click", stopLive);
+  $("#poll-form").addEventListener("submit", e => { e.preventDefault(); startPoll(); });
+  $("#poll-close").addEventListener("click", () => dashboard.poll && call("poll.close", { poll: dashboard.poll.poll }, "#poll-error"));
+  $("#sale-form").addEventListener("submit", e => { e.preventDefault(); scheduleSale(); });
+  $("#drop-form").addEventListener("submit", e => { e.preventDefault(); dropCoupon(); });
+  $("#rule-form").addEventListener("submit", e => { e.preventDefault(); addRule(); });
+  $("#slow-set").addEventListener("click", () => call("danmaku.slow", { interval_s: Number($("#slow").value) }, "#mod-error"));
+  $("#unpin").addEventListener("click", () => call("danmaku.unpin", {}, "#mod-error"));
+  $("#show-start").addEventListener("click", () => { localStorage.setItem(showKey(), conn.clock.now()); resetRan(); });
+  $("#show-next").addEventListener("click", nextStep);
+}
+
+// --- interactions -------------------------------------------------------------------------
+
+function startPoll() {
+  const f = form("#poll-form");
+  const options = f.options.split("\n").map(s => s.trim()).filter(Boolean);
+  return call("poll.create", { question: f.question, options, duration_s: Number(f.duration_s) }, "#poll-error");
+}
+
+function scheduleSale() {
+  const f = form("#sale-form");
+  return call("sale.schedule", { sku: f.sku, title: f.title, price: Number(f.price), stock: Number(f.stock),
+    per_user_limit: Number(f.per_user_limit), duration_s: Number(f.duration_s),
+    starts_at: Math.round(conn.clock.now() + Number(f.starts_in_s) * 1000) }, "#sale-error");
+}
+
+function dropCoupon() {
+  const f = form("#drop-form");
+  return call("coupon.drop", { title: f.title, count: Number(f.count) }, "#coupon-error");
+}
+
+function addRule() {
+  const f = form("#rule-form");
+  const rule = { title: f.title, trigger: f.trigger, budget: Number(f.budget) };
+  if (f.trigger === "watch_time") rule.minutes = Number(f.minutes);
+  else Object.assign(rule, { activity: f.activity, count: Number(f.count) });
+  return call("coupon.rule", rule, "#coupon-error");
+}
+
+// --- going live -------------------------------------------------------------------------------
+
+async function goLive() {
+  $("#go-live").disabled = true;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: true });
+    $("#preview").srcObject = stream;
+    live = [await publish(room, token, stream)];
+    if ($("#backup").checked) live.push(await publish(room, token, stream, true));
+    $("#live-status").textContent = `Live${live.length > 1 ? " (with a backup path)" : ""}.`;
+    $("#stop").disabled = false;
+  } catch (error) {
+    $("#live-status").textContent = `Could not go live: ${error.message}`;
+    $("#go-live").disabled = false;
+  }
+}
+
+async function stopLive() {
+  await Promise.all(live.map(session => session.stop()));
+  live = [];
+  $("#preview").srcObject?.getTracks().forEach(t => t.stop());
+  $("#preview").srcObject = null;
+  $("#live-status").textContent = "Not live.";
+  $("#go-live").disabled = false;
+  $("#stop").disabled = true;
+}
+
+function ingest(text, d) {
+  const when = new Date().toLocaleTimeString();
+  $("#ingest").prepend(el("li", { "data-state": d.state }, el("span", { class: "text" }, `${when} ${text}`),
+    d.state === "promoted" ? el("b", {}, "failover") : null));
+}
+
+// --- co-stream ------------------------------------------------------------------------------
+
+function showQueue(queue) {
+  $("#queue").replaceChildren(...queue.map(user => el("li", { "data-user": user.id },
+    el("span", { class: "text" }, user.name),
+    el("button", { class: "accept", onclick: () => call("costream.accept", { user: user.id }, "#costream-error") }, "Accept"),
+    el("button", { class: "reject", onclick: () => call("costream.reject", { user: user.id }, "#costream-error") }, "Reject"))));
+}
+
+function showStage(guests) {
+  $("#stage").replaceChildren(...guests.map(g => el("li", { "data-user": g.id },
+    el("span", { class: "text" }, `#${g.slot} ${g.name}`),
+    el("button", { onclick: () => call("costream.remove", { user: g.id }, "#costream-error") }, "Remove"))));
+}
+
+// --- moderation -------------------------------------------------------------------------------
+
+function addMessage(d) {
+  const act = (event, payload) => () => call(event, payload, "#mod-error");
+  const row = el("li", { "data-id": d.id },
+    el("span", { class: "text" }, el("b", {}, d.user.name), " ", d.text),
+    el("button", { onclick: act("danmaku.pin", { id: d.id }) }, "Pin"),
+    el("button", { onclick: act("danmaku.delete", { id: d.id }) }, "Delete"),
+    el("button", { onclick: act("danmaku.mute", { user: d.user.id, duration_s: 600 }) }, "Mute 10 min"),
+    el("button", { onclick: act("danmaku.ban", { user: d.user.id, duration_s: 3600 }) }, "Ban 1 h"));
+  $("#messages").prepend(row);
+  messages.push(row);
+  if (messages.length > 100) messages.shift().remove();
+}
+
+// --- run of show, on the server clock ------------------------------------------------------------
+
+const showKey = () => `liveroom.show.${room}`;
+const ranKey = () => `liveroom.show.${room}.ran`;
+const ran = () => new Set(JSON.parse(localStorage.getItem(ranKey()) || "[]"));
+const resetRan = () => localStorage.setItem(ranKey(), "[]");
+
+function stepStarts(start) {
+  let at = start;
+  return SCRIPT.map(step => { const begins = at; at += step.minutes * 60_000; return begins; });
+}
+
+function renderSteps() {
+  $("#steps").replaceChildren(...SCRIPT.map((step, i) => el("li", { "data-step": i },
+    el("span", { class: "text" }, `${step.name} · ${step.minutes} min`, step.does ? ` · ${step.does}` : ""),
+    el("span", { class: "left muted" }))));
+}
+
+function runShow() {
+  const start = Number(localStorage.getItem(showKey()));
+  if (!start || !conn) return;
+  const now = conn.clock.now(), starts = stepStarts(start), done = ran();
+  SCRIPT.forEach((step, i) => {
+    const end = starts[i] + step.minutes * 60_000;
+    const row = document.querySelector(`[data-step="${i}"]`);
+    row.className = now >= end ? "done" : now >= starts[i] ? "current" : "";
+    row.querySelector(".left").textContent = now >= starts[i] && now < end ? `${formatMs(end - now)} left` : "";
+    if (now >= starts[i] && now < end && step.action && !done.has(i)) {
+      done.add(i);
+      localStorage.setItem(ranKey(), JSON.stringify([...done]));
+      ({ drop: dropCoupon, poll: startPoll, sale: scheduleSale })[step.action]();
+    }
+  });
+  const total = SCRIPT.reduce((n, s) => n + s.minutes, 0) * 60_000;
+  $("#show-clock").textContent = now < start + total ? `show time ${formatMs(now - start)}` : "show over";
+}
+
+function nextStep() {
+  const start = Number(localStorage.getItem(showKey()));
+  if (!start) return;
+  const now = conn.clock.now(), starts = stepStarts(start);
+  const next = starts.findIndex(at => at > now);
+  if (next > 0) localStorage.setItem(showKey(), start - (starts[next] - now));
+}

@@ -1,0 +1,50 @@
+// WHIP publish and WHEP play (docs/media.md): all ICE candidates go in the offer.
+const gathered = pc => new Promise(done => {
+  if (pc.iceGatheringState === "complete") return done();
+  pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && done());
+  setTimeout(done, 2000);
+});
+
+async function exchange(pc, url, token) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await gathered(pc);
+  const response = await fetch(url, { method: "POST", body: pc.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` } });
+  if (response.status !== 201) {
+    const body = await response.json().catch(() => ({}));
+    pc.close();
+    throw Object.assign(new Error(body.error?.message || `HTTP ${response.status}`), { code: body.error?.code });
+  }
+  await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  return response.headers.get("Location");
+}
+
+export async function publish(room, token, stream, backup = false) {
+  const pc = new RTCPeerConnection();
+  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  const url = `/whip/${encodeURIComponent(room)}${backup ? "?path=backup" : ""}`;
+  const location = await exchange(pc, url, token);
+  return { pc, location, stop: () => stop(pc, location, token) };
+}
+
+export async function play(room, token, slot, video) {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const stream = new MediaStream();
+  pc.ontrack = event => { stream.addTrack(event.track); video.srcObject = stream; };
+  const url = `/whep/${encodeURIComponent(room)}?slot=${encodeURIComponent(slot)}`;
+  const location = await exchange(pc, url, token);
+  return { pc, location, stop: () => stop(pc, location, token) };
+}
+
+async function stop(pc, location, token) {
+  pc.close();
+  await fetch(location, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+}
+
+export async function framesDecoded(pc) {
+  let frames = 0;
+  (await pc.getStats()).forEach(r => { if (r.type === "inbound-rtp" && r.kind === "video") frames = r.framesDecoded || 0; });
+  return frames;
+}

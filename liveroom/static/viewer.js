@@ -1,0 +1,291 @@
+// The viewer room: video, danmaku, comments, likes, poll, coupons, flash sales, co-stream.
+import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn } from "/static/common.js";
+import { DanmakuLayer } from "/static/danmaku.js";
+import { play, publish } from "/static/media.js";
+
+const layer = new DanmakuLayer($("#danmaku"));
+const players = new Map();   // slot -> {video, session}
+const sales = new Map();     // sale id -> {sale, node}
+let conn, token, me, pendingLikes = 0, myStage = null, punishedUntil = null;
+
+$("#title").textContent = room;
+document.title = `${room} · liveroom`;
+signIn(start);
+
+function start(t) {
+  token = t;
+  me = claims(t);
+  conn = new RoomConnection(t, { onItem, onState, onStatus });
+  window.liveroom = { conn, layer, sales, players };
+  $("#comment").addEventListener("submit", sendComment);
+  $("#like").addEventListener("click", () => { pendingLikes++; bump($("#likes"), 1); });
+  setInterval(flushLikes, 400);
+  $("#hide-danmaku").addEventListener("change", e => layer.setHidden(e.target.checked));
+  $("#costream").addEventListener("click", requestStage);
+  $("#unmute").addEventListener("click", () => document.querySelectorAll("video.remote").forEach(v => { v.muted = false; }));
+  setInterval(tickSales, 50);
+  watch("host");
+}
+
+function onStatus(status, detail) {
+  $("#status").textContent = status === "error" ? humanError(detail) : status;
+  $("#status").className = status === "live" ? "ok" : "muted";
+}
+
+function onState(state) {
+  $("#likes").textContent = state.like?.total ?? 0;
+  setPinned(state.danmaku?.pinned);
+  $("#cards").replaceChildren();
+  sales.clear();
+  if (state.poll) showPoll(state.poll);
+  for (const sale of state.sale?.sales || []) showSale(sale);
+  for (const grant of state.coupon?.pending || []) showGrant(grant);
+  if (state.costream) showStage(state.costream.guests || []);
+}
+
+const ITEMS = {
+  "danmaku.message": d => {
+    layer.add(d.text, { mine: d.user.id === me.sub });
+    window.liveroom.lastMessage = d;
+  },
+  "danmaku.pinned": d => setPinned(d),
+  "danmaku.unpinned": () => setPinned(null),
+  "danmaku.deleted": d => document.querySelectorAll(`[data-id="${CSS.escape(d.id)}"]`).forEach(n => n.remove()),
+  "danmaku.muted": d => showError({ code: "muted" }, (punishedUntil = d.until)),
+  "danmaku.banned": d => showError({ code: "banned" }, (punishedUntil = d.until)),
+  "room.online": d => { $("#online").textContent = `● ${d.count}`; },
+  "like.total": d => { $("#likes").textContent = Math.max(d.total, 0) + pendingLikes; },
+  "poll.started": showPoll,
+  "poll.tally": d => updatePoll(d),
+  "poll.ended": d => updatePoll(d, true),
+  "coupon.drop": showDrop,
+  "coupon.granted": showGrant,
+  "sale.scheduled": showSale,
+  "sale.started": d => updateSale(d.sale, { phase: "running", remaining: d.remaining, ends_at: d.ends_at }),
+  "sale.stock": d => updateSale(d.sale, { remaining: d.remaining }),
+  "sale.sold_out": d => updateSale(d.sale, { remaining: 0 }),
+  "sale.ended": d => updateSale(d.sale, { phase: "ended", remaining: d.remaining }),
+  "costream.stage": d => showStage(d.guests),
+  "costream.accepted": goOnStage,
+  "costream.rejected": () => { $("#costream-status").textContent = "The host declined your request."; },
+  "costream.removed": leaveStage,
+  "media.publisher": d => (["connected", "promoted"].includes(d.state) ? watch(d.slot) : unwatch(d.slot)),
+};
+
+function onItem(item) {
+  ITEMS[item.type]?.(item.data, item);
+}
+
+// --- comments and likes ---------------------------------------------------------------
+
+async function sendComment(event) {
+  event.preventDefault();
+  const text = $("#text").value.trim();
+  if (!text) return;
+  const ack = await conn.call("danmaku.send", { text });
+  if (ack.ok) { $("#text").value = ""; $("#comment-error").textContent = ""; return; }
+  showError(ack.error, ["muted", "banned"].includes(ack.error.code) ? punishedUntil : null);
+}
+
+function showError(error, until) {
+  const left = until > conn.clock.now() ? ` (${formatMs(until - conn.clock.now())} left)` : "";
+  $("#comment-error").textContent = humanError(error) + left;
+  $("#comment-error").dataset.code = error.code;
+}
+
+async function flushLikes() {
+  if (!pendingLikes) return;
+  const count = pendingLikes;
+  pendingLikes = 0;
+  const ack = await conn.call("like.send", { count });
+  if (ack.ok) $("#likes").textContent = ack.total + pendingLikes;
+}
+
+function bump(node, by) { node.textContent = Number(node.textContent) + by; }
+
+function setPinned(message) {
+  $("#pinned").hidden = !message;
+  $("#pinned").replaceChildren(...(message ? ["📌 ", el("b", {}, message.user?.name || ""), " ", message.text] : []));
+}
+
+// --- poll -------------------------------------------------------------------------------
+
+function showPoll(poll) {
+  document.querySelector(".poll")?.remove();
+  const options = poll.options.map((text, i) =>
+    el("button", { class: "option", "data-option": i, onclick: () => vote(poll.poll, i) },
+      el("span", { class: "bar" }), el("span", { class: "label" }, text), el("span", { class: "count" }, "0")));
+  const card = el("div", { class: "card poll", "data-poll": poll.poll },
+    el("h3", {}, "📊 ", poll.question), ...options, el("p", { class: "muted meta" }));
+  card.endsAt = poll.ends_at;
+  $("#cards").prepend(card);
+  updatePoll(poll);
+}
+
+function updatePoll(data, ended = false) {
+  const card = document.querySelector(`.poll[data-poll="${CSS.escape(data.poll)}"]`);
+  if (!card) return data.question && ended ? showPoll(data) || updatePoll(data, true) : undefined;
+  const total = data.total || 0;
+  card.querySelectorAll(".option").forEach((button, i) => {
+    const n = data.counts?.[i] || 0;
+    button.querySelector(".count").textContent = n;
+    button.querySelector(".bar").style.width = `${total ? (100 * n) / total : 0}%`;
+    if (ended) button.disabled = true;
+    if (ended && data.winners?.includes(i)) button.classList.add("winner");
+  });
+  card.dataset.total = total;
+  card.querySelector(".meta").textContent = ended ? `Closed · ${total} votes` : `${total} votes`;
+  if (ended) card.classList.add("ended");
+}
+
+async function vote(poll, option) {
+  const ack = await conn.call("poll.vote", { poll, option });
+  const card = document.querySelector(`.poll[data-poll="${CSS.escape(poll)}"]`);
+  if (ack.ok) card?.querySelector(`[data-option="${option}"]`).classList.add("mine");
+  else card.querySelector(".meta").textContent = humanError(ack.error);
+}
+
+// --- coupons ----------------------------------------------------------------------------
+
+function popup(kind, key, ...children) {
+  document.querySelector(`.popup[data-key="${CSS.escape(key)}"]`)?.remove();
+  const node = el("div", { class: `card popup ${kind}`, "data-key": key }, ...children,
+    el("button", { class: "close", title: "close", onclick: () => node.remove() }, "×"));
+  $("#cards").prepend(node);
+  return node;
+}
+
+function showDrop(drop) {
+  const button = el("button", { class: "grab" }, "Grab it");
+  const node = popup("coupon", drop.rule, el("h3", {}, "🎟 ", drop.title), el("p", {}, `${drop.count} coupons, first come first served`), button);
+  button.addEventListener("click", async () => {
+    const ack = await conn.call("coupon.grab", { rule: drop.rule });
+    if (ack.ok) showGrant({ ...ack.grant, title: drop.title, rule: drop.rule });
+    else node.querySelector("p").textContent = humanError(ack.error);
+  });
+}
+
+function showGrant(grant) {
+  const button = el("button", { class: "claim" }, "Claim");
+  const node = popup("coupon granted", grant.rule, el("h3", {}, "🎁 You got a coupon"), el("p", {}, grant.title), button);
+  button.addEventListener("click", async () => {
+    const ack = await conn.call("coupon.claim", { rule: grant.rule });
+    node.querySelector("p").textContent = ack.ok || ack.error?.code === "already_claimed" ? `${grant.title} · claimed ✓` : humanError(ack.error);
+    if (ack.ok) { button.remove(); node.classList.add("claimed"); }
+  });
+}
+
+// --- flash sales: the countdown runs on the server's clock --------------------------------
+
+function showSale(sale) {
+  const id = sale.id;
+  const buy = el("button", { class: "buy", disabled: true }, "Buy");
+  const node = el("div", { class: "card sale", "data-sale": id },
+    el("h3", {}, "⚡ ", sale.title), el("p", {}, el("b", { class: "price" }, `¥${sale.price}`), " · ",
+      el("span", { class: "stock" }), " left"),
+    el("p", { class: "countdown" }), buy, el("p", { class: "result muted" }));
+  document.querySelector(`.sale[data-sale="${CSS.escape(id)}"]`)?.remove();
+  $("#cards").prepend(node);
+  const entry = { sale: { ...sale, remaining: sale.remaining ?? sale.stock }, node, requestId: crypto.randomUUID() };
+  sales.set(id, entry);
+  buy.addEventListener("click", () => buyNow(entry));
+  updateSale(id, {});
+}
+
+function updateSale(id, change) {
+  const entry = sales.get(id);
+  if (!entry) return;
+  Object.assign(entry.sale, change);
+  entry.node.querySelector(".stock").textContent = entry.sale.remaining;
+  tickSale(entry);
+}
+
+function tickSales() { sales.forEach(tickSale); }
+
+function tickSale(entry) {
+  const { sale, node } = entry;
+  const now = conn.clock.now();
+  const before = now < sale.starts_at, over = sale.phase === "ended" || now >= sale.ends_at;
+  const open = !before && !over && sale.remaining > 0;
+  const countdown = node.querySelector(".countdown");
+  countdown.dataset.remainingMs = Math.max(0, sale.starts_at - now);
+  countdown.textContent = before ? `Starts in ${formatMs(sale.starts_at - now)}`
+    : over ? "Ended" : sale.remaining > 0 ? `On sale · ends in ${formatMs(sale.ends_at - now)}` : "Sold out";
+  const buy = node.querySelector(".buy");
+  if (open && buy.disabled && !entry.busy) { buy.disabled = false; buy.dataset.openedAt = now; }
+  if (!open) buy.disabled = true;
+}
+
+async function buyNow(entry) {
+  entry.busy = true;
+  const ack = await conn.call("sale.buy", { sale: entry.sale.id, qty: 1, request_id: entry.requestId });
+  entry.busy = false;
+  const result = entry.node.querySelector(".result");
+  result.textContent = ack.ok ? `Ordered ✓ (order ${ack.order.id})` : humanError(ack.error);
+  result.dataset.code = ack.ok ? "ok" : ack.error.code;
+  if (ack.ok) entry.requestId = crypto.randomUUID();
+}
+
+// --- video and co-streaming ---------------------------------------------------------------
+
+async function watch(slot) {
+  slot = String(slot);
+  if (myStage != null && slot === String(myStage.slot)) return;
+  unwatch(slot);
+  let video = slot === "host" ? $("#host-video") : el("video", { autoplay: true, muted: true, playsinline: true, "data-slot": slot });
+  video.muted = true;
+  video.classList.add("remote");
+  if (slot !== "host") $("#videos").append(video);
+  const entry = { video };
+  players.set(slot, entry);
+  try {
+    entry.session = await play(room, token, slot, video);
+    if (slot === "host") $("#offline").hidden = true;
+  } catch (error) {
+    if (slot !== "host") video.remove();
+    players.delete(slot);
+  }
+}
+
+function unwatch(slot) {
+  slot = String(slot);
+  const entry = players.get(slot);
+  if (!entry) return;
+  entry.session?.stop();
+  players.delete(slot);
+  if (slot === "host") { entry.video.srcObject = null; $("#offline").hidden = false; }
+  else entry.video.remove();
+}
+
+function showStage(guests) {
+  const slots = new Set(guests.map(g => String(g.slot)));
+  for (const slot of players.keys()) if (slot !== "host" && !slots.has(slot)) unwatch(slot);
+  for (const g of guests) if (!players.has(String(g.slot)) && g.id !== me.sub) watch(g.slot);
+}
+
+async function requestStage() {
+  const ack = await conn.call("costream.request");
+  $("#costream-status").textContent = ack.ok ? `You are number ${ack.position} in the queue.` : humanError(ack.error);
+}
+
+async function goOnStage(grant) {
+  $("#costream-status").textContent = "You are on stage!";
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+    const video = el("video", { autoplay: true, muted: true, playsinline: true, class: "self" });
+    video.srcObject = stream;
+    $("#videos").append(video);
+    myStage = { slot: grant.slot, stream, video, session: await publish(room, grant.token, stream) };
+  } catch (error) {
+    $("#costream-status").textContent = `Could not publish: ${error.message}`;
+  }
+}
+
+function leaveStage() {
+  if (!myStage) return;
+  myStage.session?.stop();
+  myStage.stream.getTracks().forEach(t => t.stop());
+  myStage.video.remove();
+  myStage = null;
+  $("#costream-status").textContent = "You left the stage.";
+}

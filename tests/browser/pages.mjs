@@ -1,0 +1,244 @@
+// Drives liveroom's pages in headless Chromium for tests/test_pages.py.
+// node pages.mjs <base url> <room> <host token> <alice token> <bob token> <chromium> <artifacts dir>
+// Prints one JSON line of what it saw; the Python test asserts on it.
+import { chromium } from "playwright-core";
+
+const [base, room, hostToken, aliceToken, bobToken, executablePath, artifacts] = process.argv.slice(2);
+const SKEW_MS = 5000;  // Bob's device clock is 5 s fast: the server-clock sync must hide it
+const result = { errors: [] };
+const step = async (name, fn) => {
+  const started = Date.now();
+  try {
+    result[name] = await fn();
+  } catch (error) {
+    result.errors.push(`${name}: ${error.message.split("\n")[0]}`);
+  }
+  result[`${name}_ms`] = Date.now() - started;
+};
+
+const browser = await chromium.launch({ executablePath, args: ["--headless", "--no-sandbox", "--disable-gpu",
+  "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required"] });
+
+async function open(path, token, viewport, init) {
+  const context = await browser.newContext({ viewport });
+  if (init) await context.addInitScript(init);
+  const page = await context.newPage();
+  page.on("pageerror", error => result.errors.push(`${path}: ${error.message}`));
+  page.on("dialog", dialog => { result.errors.push(`dialog: ${dialog.message()}`); dialog.dismiss(); });
+  await page.goto(`${base}${path}/${room}#token=${token}`);
+  await page.waitForFunction(() => document.querySelector("#status")?.textContent === "live");
+  return page;
+}
+// Frames the page's WHEP session for `slot` has decoded, polled until at least `least`.
+async function framesOf(page, slot, least = 10, timeout = 15000) {
+  const deadline = Date.now() + timeout;
+  let frames = 0;
+  while (Date.now() < deadline && frames < least) {
+    frames = await page.evaluate(async slot => {
+      const pc = window.liveroom.players.get(slot)?.session?.pc;
+      let n = 0;
+      if (pc) (await pc.getStats()).forEach(r => { if (r.type === "inbound-rtp" && r.kind === "video") n = r.framesDecoded || 0; });
+      return n;
+    }, slot);
+    if (frames < least) await page.waitForTimeout(200);
+  }
+  return frames;
+}
+const shot = (page, name) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
+
+try {
+  const host = await open("/host", hostToken, { width: 1280, height: 900 });
+  const alice = await open("/room", aliceToken, { width: 390, height: 844 });  // a phone
+  const bob = await open("/room", bobToken, { width: 1100, height: 700 },
+    `{ const real = Date.now; Date.now = () => real() + ${SKEW_MS}; }`);
+  const viewers = [alice, bob];
+
+  await step("live", async () => {
+    await host.click("#go-live");
+    await host.waitForFunction(() => document.querySelector("#live-status").textContent.startsWith("Live"));
+    return Promise.all(viewers.map(page => framesOf(page, "host")));
+  });
+
+  await step("danmaku", async () => {
+    const xss = "<img src=x onerror=window.__xss=1>";
+    for (const text of ["hello from alice 你好", xss]) {
+      await alice.fill("#text", text);
+      await alice.click("#comment button");
+    }
+    const dm = bob.locator("#danmaku .dm", { hasText: "hello from alice" });
+    await dm.waitFor();
+    const x1 = (await dm.boundingBox()).x;
+    await bob.waitForTimeout(400);
+    const x2 = (await dm.boundingBox()).x;
+    await bob.locator("#danmaku .dm", { hasText: "<img" }).waitFor();
+    await shot(bob, "viewer-danmaku");
+    return { x1, x2, texts: await bob.$$eval("#danmaku .dm", nodes => nodes.map(n => n.textContent)),
+      images: await bob.$$eval("#danmaku img, #cards img", nodes => nodes.length),
+      xss: await bob.evaluate(() => window.__xss ?? null),
+      lanes: await bob.$$eval("#danmaku .dm", nodes => nodes.map(n => n.dataset.lane)) };
+  });
+
+  await step("resume", async () => {
+    // Alice's connection drops; Bob comments meanwhile; Alice's page reconnects by itself
+    // and gets the comment from `missed` (join with `since`).
+    await alice.evaluate(() => window.liveroom.conn.socket.io.engine.close());
+    await alice.waitForFunction(() => !window.liveroom.conn.socket.connected);
+    await bob.fill("#text", "while you were away");
+    await bob.click("#comment button");
+    await alice.locator("#danmaku .dm", { hasText: "while you were away" }).waitFor({ timeout: 10000 });
+    return alice.evaluate(() => ({ joins: window.liveroom.conn.joins, ...window.liveroom.conn.lastJoin }));
+  });
+
+  await step("poll", async () => {
+    await host.click("#poll-form button.primary");
+    await Promise.all(viewers.map(page => page.locator(".poll .option").first().waitFor()));
+    await alice.click('.poll [data-option="0"]');
+    await bob.click('.poll [data-option="1"]');
+    const totals = await Promise.all([...viewers, host].map(page => page.waitForFunction(() => {
+      const total = document.querySelector(".poll")?.dataset.total ?? document.querySelector("[data-poll-total]")?.dataset.pollTotal;
+      return total === "2" && total;
+    }).then(handle => handle.jsonValue())));
+    const counts = await Promise.all(viewers.map(page => page.$$eval(".poll .count", nodes => nodes.map(n => Number(n.textContent)))));
+    await shot(alice, "viewer-phone-poll");
+    return { totals, counts };
+  });
+
+  await step("sale", async () => {
+    await host.fill('#sale-form [name="starts_in_s"]', "3");
+    await host.fill('#sale-form [name="stock"]', "5");
+    await host.click("#sale-form button");
+    await Promise.all(viewers.map(page => page.locator(".sale .countdown").waitFor()));
+    const startsAt = await alice.evaluate(() => [...window.liveroom.sales.values()][0].sale.starts_at);
+    const samples = [];
+    for (let i = 0; i < 3; i++) {
+      const [a, b] = await Promise.all(viewers.map(page => page.evaluate(() =>
+        ({ remaining: Number(document.querySelector(".sale .countdown").dataset.remainingMs),
+           clock: window.liveroom.conn.clock.now(), rtt: window.liveroom.conn.clock.rtt }))));
+      const truth = Date.now();  // the server runs on this machine: its clock is this clock
+      samples.push({ alice: a, bob: b, truthRemaining: startsAt - truth, aliceError: a.clock - truth, bobError: b.clock - truth });
+      await alice.waitForTimeout(200);
+    }
+    const disabledBefore = await Promise.all(viewers.map(page => page.locator(".sale .buy").isDisabled()));
+    const earlyBuy = await bob.evaluate(sale => window.liveroom.conn.call("sale.buy", { sale, qty: 1, request_id: "early" }),
+      [...(await alice.evaluate(() => [...window.liveroom.sales.keys()]))][0]);
+    await shot(bob, "viewer-sale-countdown");
+    await Promise.all(viewers.map(page => page.locator(".sale .buy:not([disabled])").waitFor({ timeout: 8000 })));
+    const openedAt = await Promise.all(viewers.map(page => page.$eval(".sale .buy", b => Number(b.dataset.openedAt))));
+    for (const page of viewers) await page.click(".sale .buy");
+    const results = await Promise.all(viewers.map(page =>
+      page.waitForFunction(() => document.querySelector(".sale .result").dataset.code).then(h => h.jsonValue())));
+    await shot(alice, "viewer-phone-sale");
+    return { startsAt, samples, disabledBefore, earlyBuy, openedLate: openedAt.map(at => at - startsAt), results };
+  });
+
+  await step("coupon", async () => {
+    await host.click("#drop-form button");
+    await Promise.all(viewers.map(page => page.locator(".popup.coupon .grab").waitFor()));
+    await shot(alice, "viewer-phone-coupon");
+    await alice.click(".popup.coupon .grab");
+    await alice.locator(".popup.granted .claim").click();
+    await alice.locator(".popup.claimed").waitFor();
+    await bob.click(".popup.coupon .grab");
+    await bob.locator(".popup.granted .claim").waitFor();
+    return { alice: await alice.textContent(".popup.claimed p") };
+  });
+
+  await step("likes", async () => {
+    await alice.evaluate(() => {
+      window.__likeCommands = 0;
+      const call = window.liveroom.conn.call.bind(window.liveroom.conn);
+      window.liveroom.conn.call = (event, payload) => { if (event === "like.send") window.__likeCommands++; return call(event, payload); };
+    });
+    for (let i = 0; i < 10; i++) await alice.click("#like");
+    await alice.waitForTimeout(900);
+    return { commands: await alice.evaluate(() => window.__likeCommands), shown: await alice.textContent("#likes") };
+  });
+
+  await step("costream", async () => {
+    await bob.click("#costream");
+    const accept = host.locator("#queue li", { hasText: "Bob" }).locator(".accept");
+    await accept.click();
+    await bob.locator("#videos video.self").waitFor();
+    const frames = await framesOf(alice, "1");
+    await shot(alice, "viewer-phone-costream");
+    await shot(bob, "viewer-guest-on-stage");
+    return { frames, stage: await host.textContent("#stage") };
+  });
+
+  await step("dashboard", async () => {
+    const page = await open("/dashboard", hostToken, { width: 1100, height: 900 });
+    const read = async target => target.$$eval("[data-stat]", nodes => Object.fromEntries(nodes.map(n => [n.dataset.stat, n.textContent])));
+    await host.waitForFunction(() => document.querySelector('[data-stat="claimed"]').textContent === "1", null, { timeout: 8000 });
+    await page.waitForFunction(() => document.querySelector('[data-stat="claimed"]').textContent === "1"
+      && document.querySelector('[data-stat="orders"]').textContent === "2", null, { timeout: 8000 });
+    await page.waitForTimeout(300);
+    await shot(host, "host-console");
+    await shot(page, "dashboard");
+    return { host: await read(host), page: await read(page),
+      hot: await host.$$eval("#hot span", nodes => nodes.map(n => n.textContent)) };
+  });
+
+  await step("rule", async () => {
+    // A coupon rule "after 1 like" from the host's form; Alice taps like and is granted one.
+    await host.selectOption('#rule-form [name="trigger"]', "activity");
+    await host.selectOption('#rule-form [name="activity"]', "like");
+    await host.fill('#rule-form [name="count"]', "1");
+    await host.fill('#rule-form [name="title"]', "Thanks for the like");
+    await host.click("#rule-form button");
+    await host.waitForFunction(() => document.querySelector("#coupon-error").textContent === "");
+    await alice.waitForTimeout(300);
+    await alice.click("#like");
+    await alice.locator(".popup.granted", { hasText: "Thanks for the like" }).waitFor({ timeout: 5000 });
+    return true;
+  });
+
+  await step("moderation", async () => {
+    await host.locator("#messages li", { hasText: "while you were away" }).getByText("Pin").click();
+    await alice.locator("#pinned", { hasText: "while you were away" }).waitFor();
+    await host.locator("#messages li", { hasText: "hello from alice" }).getByText("Mute 10 min").click();
+    await alice.waitForTimeout(300);
+    await alice.fill("#text", "can I still talk?");
+    await alice.click("#comment button");
+    await alice.waitForFunction(() => document.querySelector("#comment-error").dataset.code === "muted");
+    await shot(alice, "viewer-phone-muted");
+    return { pinned: await alice.textContent("#pinned"), error: await alice.textContent("#comment-error") };
+  });
+
+  await step("show", async () => {
+    // The run of show: its first step (Opening) drops the coupon of the coupon form.
+    await host.fill('#drop-form [name="title"]', "Opening gift");
+    await host.click("#show-start");
+    await bob.locator(".popup.coupon", { hasText: "Opening gift" }).waitFor({ timeout: 5000 });
+    await host.waitForFunction(() => document.querySelector('[data-step="0"]').className === "current");
+    await shot(host, "host-console-show");
+    return host.$$eval("#steps li", nodes => nodes.map(n => n.className));
+  });
+
+  await step("storm", async () => {
+    // 150 messages at once into Bob's danmaku layer: no two in a lane ever overlap, the
+    // extra wait (at most 40) and the oldest of those are dropped.
+    await bob.evaluate(() => { for (let i = 0; i < 150; i++) window.liveroom.layer.add(`storm ${i} ` + "弹".repeat(i % 17)); });
+    let overlaps = 0, onScreen = 0;
+    for (let sample = 0; sample < 6; sample++) {
+      const boxes = await bob.$$eval("#danmaku .dm", nodes => nodes.filter(n => n.style.visibility === "visible")
+        .map(n => ({ lane: n.dataset.lane, ...JSON.parse(JSON.stringify(n.getBoundingClientRect())) })));
+      onScreen = Math.max(onScreen, boxes.length);
+      const lanes = new Map();
+      for (const box of boxes) lanes.set(box.lane, [...(lanes.get(box.lane) || []), box]);
+      for (const lane of lanes.values()) {
+        lane.sort((a, b) => a.x - b.x);
+        for (let i = 1; i < lane.length; i++) if (lane[i - 1].x + lane[i - 1].width > lane[i].x + 1) overlaps++;
+      }
+      await bob.waitForTimeout(250);
+    }
+    await shot(bob, "viewer-danmaku-storm");
+    return { overlaps, onScreen, ...(await bob.evaluate(() => ({ dropped: window.liveroom.layer.dropped, waiting: window.liveroom.layer.waiting.length }))) };
+  });
+} catch (error) {
+  result.errors.push(`driver: ${error.message.split("\n")[0]}`);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));

@@ -1,0 +1,227 @@
+"""liveroom's own pages in headless Chromium: the host console, two viewers and the dashboard.
+
+One run of `tests/browser/pages.mjs` (playwright-core driving Debian's `chromium`, about
+25 s) does what a show does: the host goes live from the fake camera, Alice (a phone-sized
+viewport) comments, everyone votes, a flash sale opens on the server's clock, a coupon is
+dropped and claimed, Bob asks to join on stage and is accepted. Each test below checks one
+part of what the driver saw. Screenshots land in test-artifacts/pages/.
+
+Skipped when chromium, node or npm is missing; `npm ci --prefix tests/browser` on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plugin_support import api, joined, room_name
+from support import SECRET, ServerProcess, Viewer, token
+
+from liveroom.auth import TokenAuthority
+from liveroom.publish_token import PublishTokens
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER_DIR = ROOT / "tests" / "browser"
+ARTIFACTS = ROOT / "test-artifacts" / "pages"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+# The first test to read the show pays for it (~35 s, plus `npm ci` on a fresh clone).
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("pages"), {"LIVEROOM_MEDIA_WORKERS": "1"})
+    yield process.start()
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def driver() -> Path:
+    if CHROMIUM is None or shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("needs Debian's chromium, node and npm")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        command = ["npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", str(BROWSER_DIR)]
+        if subprocess.run(command, timeout=300, check=False).returncode != 0:
+            pytest.skip("npm could not install playwright-core")
+    return BROWSER_DIR / "pages.mjs"
+
+
+@pytest.fixture(scope="module")
+def show(server: ServerProcess, driver: Path) -> dict[str, Any]:
+    """Run the whole show once; every test reads its part."""
+    assert CHROMIUM is not None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    room = f"show-{uuid.uuid4().hex[:8]}"
+    tokens = [token("host1", "host", name="Host"), token("alice", name="Alice"), token("bob", name="Bob")]
+    run = subprocess.run(
+        ["node", str(driver), server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=BROWSER_DIR,
+    )
+    lines = run.stdout.strip().splitlines()
+    assert run.returncode == 0 and lines, (run.stdout[-2000:], run.stderr[-2000:], server.log()[-2000:])
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["server_log"] = server.log()[-3000:]
+    return result
+
+
+def part(show: dict[str, Any], step: str) -> Any:
+    """What the driver saw in one step; that step's errors fail only the tests reading it."""
+    errors = [error for error in show["errors"] if error.startswith(f"{step}:")]
+    assert not errors and step in show, (errors, show["server_log"])
+    return show[step]
+
+
+def test_the_pages_raise_no_errors(show: dict[str, Any]) -> None:
+    # Uncaught page errors are named by the page's path; a dialog (an alert is what an XSS
+    # would open) and the driver's own failures are named too.
+    assert [error for error in show["errors"] if error.startswith(("/", "dialog", "driver"))] == []
+
+
+def test_pages_are_served_with_a_strict_policy(server: ServerProcess) -> None:
+    for path in ("/room/r1", "/host/r1", "/dashboard/r1"):
+        with urllib.request.urlopen(server.url + path, timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    lock = json.loads((ROOT / "liveroom/static/vendor/package-lock.json").read_text())
+    version = lock["packages"]["node_modules/socket.io-client"]["version"]
+    with urllib.request.urlopen(server.url + "/static/vendor/socket.io.esm.min.js", timeout=5) as response:
+        assert f"Socket.IO v{version}" in response.read(200).decode()
+
+
+def test_liveroom_token_prints_links_to_the_pages(tmp_path: Path) -> None:
+    env = {"LIVEROOM_JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "liveroom", "token", "--user", "h1", "--role", "host", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+    minted, *links = cli("--room", "shop:1", "--links").stdout.splitlines()
+    assert TokenAuthority(SECRET).verify(minted).room == "shop:1"
+    assert links == [
+        f"host console: http://127.0.0.1:8080/host/shop%3A1#token={minted}",
+        f"dashboard: http://127.0.0.1:8080/dashboard/shop%3A1#token={minted}",
+        f"viewer: http://127.0.0.1:8080/room/shop%3A1#token={minted}",
+    ]
+    refused = cli("--links")
+    assert refused.returncode == 2 and "--links needs --room" in refused.stderr
+
+
+async def test_the_coupon_rules_query_counts_issued_and_claimed(
+    server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    """What the dashboard's coupon figures read (no browser needed)."""
+    room = room_name()
+    host = await joined(server, viewers, "h-coupons", room, "host")
+    fans = [await joined(server, viewers, f"fan-{i}", room) for i in range(3)]
+    rule = (await host.call("coupon.drop", {"room": room, "title": "10% off", "count": 5}))["rule"]
+    for fan in fans[:2]:
+        assert (await fan.call("coupon.grab", {"room": room, "rule": rule}))["ok"]
+    assert (await fans[0].call("coupon.claim", {"room": room, "rule": rule}))["ok"]
+    status, body = api(server, "GET", f"/api/rooms/{room}/coupons/rules")
+    assert status == 200
+    [drop] = [r for r in body["rules"] if r["id"] == rule]
+    assert (drop["issued"], drop["claimed"]) == (2, 1)
+
+
+def test_a_costream_publish_token_is_a_media_guest() -> None:
+    from liveroom.media.callers import CallerVerifier  # type: ignore[import-not-found,unused-ignore]
+
+    minted, _ = PublishTokens(SECRET).mint("bob", "r1", 2)
+    caller = CallerVerifier(TokenAuthority(SECRET), SECRET).verify(minted)
+    assert (caller.user_id, caller.role, caller.room, caller.slot) == ("bob", "guest", "r1", "2")
+
+
+def test_the_host_goes_live_and_both_viewers_play_it(show: dict[str, Any]) -> None:
+    live = part(show, "live")
+    assert all(frames >= 10 for frames in live), live
+
+
+def test_a_comment_flies_across_the_other_viewers_video_as_text(show: dict[str, Any]) -> None:
+    danmaku = part(show, "danmaku")
+    assert "hello from alice 你好" in danmaku["texts"]
+    assert danmaku["x2"] < danmaku["x1"] - 20, danmaku  # it moves right to left
+    assert "<img src=x onerror=window.__xss=1>" in danmaku["texts"]
+    assert danmaku["images"] == 0 and danmaku["xss"] is None
+    assert len(set(danmaku["lanes"])) == len(danmaku["lanes"])  # on screen together: separate lanes
+
+
+def test_a_viewer_reconnects_by_itself_and_resumes_with_since(show: dict[str, Any]) -> None:
+    assert part(show, "resume") == {"joins": 2, "fresh": False, "missed": 1}
+
+
+def test_a_poll_shows_on_both_viewers_and_tallies_their_votes(show: dict[str, Any]) -> None:
+    poll = part(show, "poll")
+    assert poll["totals"] == ["2", "2", "2"]  # Alice, Bob, and the host's dashboard
+    assert poll["counts"] == [[1, 1, 0], [1, 1, 0]]
+
+
+def test_the_sale_countdown_runs_on_the_server_clock(show: dict[str, Any]) -> None:
+    sale = part(show, "sale")
+    for sample in sale["samples"]:
+        # Bob's device clock is 5 s fast; both pages still agree with the server within 100 ms.
+        assert abs(sample["aliceError"]) < 100 and abs(sample["bobError"]) < 100, sample
+        assert abs(sample["alice"]["remaining"] - sample["bob"]["remaining"]) < 100, sample
+    assert sale["disabledBefore"] == [True, True]
+    assert sale["earlyBuy"]["error"]["code"] == "not_started"
+    assert all(0 <= late < 100 for late in sale["openedLate"]), sale["openedLate"]
+    assert sale["results"] == ["ok", "ok"]
+
+
+def test_a_coupon_drop_pops_up_and_is_claimed(show: dict[str, Any]) -> None:
+    assert "claimed" in part(show, "coupon")["alice"]
+
+
+def test_likes_are_batched(show: dict[str, Any]) -> None:
+    likes = part(show, "likes")
+    assert likes["shown"] == "10"
+    assert 1 <= likes["commands"] < 10
+
+
+def test_an_accepted_guest_appears_on_the_viewers_pages(show: dict[str, Any]) -> None:
+    costream = part(show, "costream")
+    assert "Bob" in costream["stage"]
+    assert costream["frames"] >= 10
+
+
+def test_the_dashboards_count_what_was_done(show: dict[str, Any]) -> None:
+    dashboard = part(show, "dashboard")
+    host, page = dashboard["host"], dashboard["page"]
+    expected = {"online": "3", "orders": "2", "gmv": "¥39.80", "issued": "2", "claimed": "1", "likes": "10"}
+    assert {key: host[key] for key in expected} == expected
+    assert {key: page[key] for key in expected} == expected
+    assert host["danmaku"] == "3" and host["conversion"] == "66.7%"
+    assert any(word.startswith("hello ") for word in dashboard["hot"])
+    assert any(word.startswith("你好 ") for word in dashboard["hot"])  # CJK bigrams too
+
+
+def test_a_coupon_rule_from_the_console_grants_on_activity(show: dict[str, Any]) -> None:
+    assert part(show, "rule") is True
+
+
+def test_moderation_from_the_console_pins_and_mutes(show: dict[str, Any]) -> None:
+    moderation = part(show, "moderation")
+    assert "while you were away" in moderation["pinned"]
+    assert moderation["error"].startswith("You are muted") and "left)" in moderation["error"]
+
+
+def test_the_run_of_show_starts_its_first_step(show: dict[str, Any]) -> None:
+    assert part(show, "show") == ["current", "", "", "", ""]
+
+
+def test_a_danmaku_storm_never_overlaps_and_thins_out(show: dict[str, Any]) -> None:
+    storm = part(show, "storm")
+    assert storm["overlaps"] == 0, storm
+    assert storm["onScreen"] >= 5 and storm["dropped"] > 0 and storm["waiting"] <= 40, storm
