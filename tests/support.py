@@ -146,3 +146,7 @@ class Viewer:
     async def close(self) -> None:
         if self.client.connected:
             await self.client.disconnect()
+        # A client whose server went away is disconnected but keeps its HTTP session open.
+        http = getattr(self.client.eio, "http", None)
+        if http is not None and not http.closed:
+            await http.close()
