@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from support import free_port
 
@@ -159,3 +160,13 @@ def _cluster_port() -> int:
         except OSError:
             continue
         return port
+
+
+def redis_for(request: Any, tmp_path: Path) -> tuple[Any, str]:
+    """A client for the `redis` / `redis-cluster` parameter of a conformance fixture, and a
+    key prefix of the test's own (tests share one server)."""
+    from liveroom.redis_client import connect_redis
+
+    cluster = request.param == "redis-cluster"
+    server = request.getfixturevalue("redis_cluster" if cluster else "redis_server")
+    return connect_redis(server.url, cluster), "t" + tmp_path.name.replace("_", "")[-12:]

@@ -7,32 +7,17 @@ are the contract and stay as they are.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
-from redis_support import RedisCluster, RedisServer
+from redis_support import redis_for
 
 from liveroom.broker import Broker, Publication
 from liveroom.memory_broker import MemoryBroker
 from liveroom.redis_broker import RedisBroker
-from liveroom.redis_client import connect_redis
 from liveroom.testing import FakeClock
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["memory", "redis", "redis-cluster"])
@@ -41,12 +26,8 @@ async def broker(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Pat
     if request.param == "memory":
         made = MemoryBroker(clock, history_count=5, history_age_s=60)
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        # A fresh key prefix per test keeps tests apart on one redis-server.
-        prefix = "t" + tmp_path.name.replace("_", "")[-12:]
-        made = RedisBroker(
-            connect_redis(server.url, False), clock, history_count=5, history_age_s=60, prefix=prefix
-        )
+        client, prefix = redis_for(request, tmp_path)
+        made = RedisBroker(client, clock, history_count=5, history_age_s=60, prefix=prefix)
     await made.start()
     yield made
     await made.close()

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis_support import RedisCluster, RedisServer
+from redis_support import redis_for
 
 from liveroom.record import Record
-from liveroom.redis_client import connect_redis
 from liveroom.redis_store import RedisStore
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.stock import StockRequest
 from liveroom.store import MemoryStore, Store
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["memory", "embedded", "redis", "redis-cluster"])
@@ -39,12 +24,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     elif request.param == "embedded":
         made = EmbeddedStore(tmp_path / "s.db")
     else:
-        cluster = request.param == "redis-cluster"
-        server: RedisServer | RedisCluster = request.getfixturevalue(
-            "redis_cluster" if cluster else "redis_server"
-        )
-        prefix = "t" + tmp_path.name.replace("_", "")[-12:]  # keeps tests apart on one server
-        made = RedisStore(connect_redis(server.url, cluster), prefix)
+        client, prefix = redis_for(request, tmp_path)
+        made = RedisStore(client, prefix)
     await made.start()
     yield made
     await made.close()
