@@ -41,7 +41,8 @@ NO_CAP = {"LIVEROOM_DELIVERY_NORMAL_PER_S": "0", "LIVEROOM_LOG_LEVEL": "WARNING"
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(appendonly: bool = False) -> Iterator[str]:
+    """A redis-server on a free port (on core 0); `appendonly`: AOF with fsync on every write."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed")

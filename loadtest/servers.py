@@ -46,9 +46,10 @@ class SpawnedServer:
 
 
 def spawn_server(
-    kind: str, port: int, secret: str, cpus: Sequence[int], env: dict[str, str]
+    kind: str, port: int, secret: str, cpus: Sequence[int], env: dict[str, str], workdir: Path | None = None
 ) -> SpawnedServer:
-    workdir = Path(tempfile.mkdtemp(prefix=f"loadtest-{kind}-"))
+    """Start a server; `workdir` (its data, e.g. liveroom's SQLite) to start one again on the same data."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix=f"loadtest-{kind}-"))
     full_env = {**os.environ, "LIVEROOM_JWT_SECRET": secret, "LIVEROOM_LOG_LEVEL": "WARNING", **env}
     if kind == "liveroom":
         command = [sys.executable, "-m", "liveroom", "serve", "--port", str(port)]
@@ -77,7 +78,7 @@ def spawn_server(
     else:
         raise ValueError(f"unknown server kind {kind!r}; one of {', '.join(SERVER_KINDS)}")
     log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_pinned(cpus)
         )

@@ -1,0 +1,169 @@
+"""The flash-sale scenario: a storm of buyers at one sale, then a kill, then the books.
+
+    liveroom-loadtest flash-sale [--buyers 5000] [--stock 100] [--store embedded|redis]
+
+Starts a liveroom node (pinned to CPU 0; this load generator runs on CPU 1) with a durable
+store, schedules a sale through the host HTTP API, connects and joins every buyer (the
+picows Socket.IO client of the other scenarios), then fires one `sale.buy` per buyer at
+once. It reports decisions/s, ack latency percentiles and the node's CPU per decision;
+then kills the node with SIGKILL, starts it again on the same data, and checks the orders
+endpoint: exactly `stock` orders, no duplicate, every acknowledged order there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from liveroom.auth import TokenAuthority
+
+from .run import _free_port
+from .scaleout_bench import redis_server
+from .servers import ProcessWatch, spawn_server
+from .sioclient import SocketIOClient, connect_client
+from .stats import Snapshot
+
+__all__ = ["main"]
+
+
+def api(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@contextmanager
+def store_env(kind: str) -> Iterator[dict[str, str]]:
+    base = {"LIVEROOM_STORE_KIND": "embedded", "LIVEROOM_LOG_LEVEL": "ERROR"}
+    if kind != "redis":
+        yield base
+        return
+    with redis_server(appendonly=True) as url:
+        yield {
+            **base,
+            "LIVEROOM_STORE_KIND": "redis",
+            "LIVEROOM_BROKER_KIND": "redis",
+            "LIVEROOM_REDIS_URL": url,
+        }
+
+
+async def storm(
+    url: str, authority: TokenAuthority, room: str, sale: str, buyers: int, watch: ProcessWatch
+) -> dict[str, Any]:
+    stats = Snapshot()
+    clients: list[SocketIOClient] = []
+    for start in range(0, buyers, 500):
+        tokens = [
+            authority.mint(f"b{n}", f"b{n}", "viewer", ttl_s=600)
+            for n in range(start, min(buyers, start + 500))
+        ]
+        clients += await asyncio.gather(*(connect_client(url, stats, token) for token in tokens))
+    await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
+    payload = {"room": room, "sale": sale, "qty": 1, "request_id": "once"}
+
+    async def buy(client: SocketIOClient) -> tuple[Any, float]:
+        began = time.perf_counter()
+        ack = await client.call("sale.buy", payload)
+        return ack, time.perf_counter() - began
+
+    cpu_before, began = watch.cpu_s(), time.perf_counter()  # the storm only, not the joins
+    results = await asyncio.gather(*(buy(client) for client in clients))
+    span, cpu = time.perf_counter() - began, watch.cpu_s() - cpu_before
+    for client in clients:
+        client.close()
+    latencies = sorted(latency for _, latency in results)
+    return {
+        "span_s": span,
+        "cpu_s": cpu,
+        "acked": sorted(ack["order"]["id"] for ack, _ in results if ack.get("ok")),
+        "codes": sorted({ack["error"]["code"] for ack, _ in results if not ack.get("ok")}),
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[max(0, int(len(latencies) * 0.99) - 1)],
+    }
+
+
+def run(buyers: int, stock: int, store: str) -> dict[str, Any]:
+    secret = secrets.token_urlsafe(32)
+    authority = TokenAuthority(secret)
+    host = authority.mint("host", "Host", "host", ttl_s=3600)
+    room, port = "flash", _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="loadtest-flash-"))
+    with store_env(store) as env:
+        node = spawn_server("liveroom", port, secret, (0,), env, workdir=workdir)
+        try:
+            sale = api(
+                node.url,
+                host,
+                "POST",
+                f"/api/rooms/{room}/commands/sale.schedule",
+                {
+                    "sku": "sku-1",
+                    "title": "Flash",
+                    "price": 1.0,
+                    "stock": stock,
+                    "per_user_limit": 1,
+                    "starts_at": 0,
+                    "duration_s": 600,
+                },
+            )["sale"]
+            result = asyncio.run(
+                storm(node.url, authority, room, sale, buyers, ProcessWatch(node.process.pid))
+            )
+            cpu = result["cpu_s"]
+            node.process.send_signal(signal.SIGKILL)  # right after the storm: no clean shutdown
+            node.process.wait(10)
+            node = spawn_server("liveroom", port, secret, (0,), env, workdir=workdir)
+            orders = api(node.url, host, "GET", f"/api/rooms/{room}/sales/{sale}/orders?limit=1000")["orders"]
+        finally:
+            node.stop()
+    ids = [order["id"] for order in orders]
+    return {
+        "store": store,
+        "buyers": buyers,
+        "stock": stock,
+        "decisions_per_s": round(buyers / result["span_s"]),
+        "p50_ms": round(result["p50_ms"], 1),
+        "p99_ms": round(result["p99_ms"], 1),
+        "server_cpu_s": round(cpu, 3),
+        "server_us_per_decision": round(1e6 * cpu / buyers, 1),
+        "acknowledged_orders": len(result["acked"]),
+        "other_answers": result["codes"],
+        "orders_after_restart": len(ids),
+        "duplicates": len(ids) - len(set(ids)),
+        "acknowledged_lost": len(set(result["acked"]) - set(ids)),
+        "correct": len(ids) == stock and len(set(ids)) == stock and set(result["acked"]) == set(ids),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="liveroom-loadtest flash-sale", description="A flash-sale storm.")
+    parser.add_argument("--buyers", type=int, default=5000)
+    parser.add_argument("--stock", type=int, default=100)
+    parser.add_argument("--store", choices=("embedded", "redis"), default="embedded")
+    parser.add_argument("--output", default="loadtest-results")
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {1})
+    result = run(args.buyers, args.stock, args.store)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"flash-sale-{args.store}-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0 if result["correct"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
