@@ -49,6 +49,7 @@ export class DanmakuLayer {
     for (let i = 0; i < count; i++) {
       const last = this.lanes[i];
       if (!last || now >= last.leftAt) return i;
+      if (last.at === null) continue;  // its animation has not started yet: the lane is busy
       const travelled = (now - last.at) * last.speed;
       const cleared = travelled >= last.w + this.gap;
       const catchesUp = speed > last.speed && now + width / speed < last.leftAt;
@@ -58,8 +59,11 @@ export class DanmakuLayer {
   }
   fly(node, lane, width, w, speed) {
     const duration = (width + w) / speed;
-    const now = performance.now();
-    this.lanes[lane] = { at: now, speed, w, leftAt: now + duration };
+    // The lane's clock starts when the animation really does (a busy page starts it frames
+    // later than asked); until then the lane counts as busy, so nothing is placed behind a
+    // message whose position is not known yet.
+    const entry = { at: null, speed, w, leftAt: Infinity };
+    this.lanes[lane] = entry;
     node.style.top = `${lane * this.laneHeight + 4}px`;
     node.style.visibility = "visible";
     node.dataset.lane = lane;
@@ -67,6 +71,10 @@ export class DanmakuLayer {
       [{ transform: `translateX(${width}px)` }, { transform: `translateX(${-w}px)` }],
       { duration, easing: "linear" });
     this.shown++;
+    animation.ready.then(() => {
+      entry.at = animation.startTime ?? performance.now();
+      entry.leftAt = entry.at + duration;
+    });
     animation.onfinish = () => node.remove();
   }
 }
