@@ -155,6 +155,15 @@ class MediaConfig:
     # Send viewers' RTP without aiortc's per-packet Python (media/fastpath.py); false
     # falls back to aiortc's own sender loop.
     fast_send: bool = True
+    # Dual-path ingest (`?path=backup`, media/failover.py): viewers are switched to the
+    # backup once the primary has sent no frame of some kind for this long...
+    failover_silence_s: float = 0.1
+    # ...and back to the primary at one of its keyframes once it has been healthy this long.
+    failover_return_after_s: float = 2.0
+    # A primary under this many video frames per second (over 1 s) counts as failed; 0 = off.
+    failover_min_fps: float = 0.0
+    # A primary under this video bitrate (over 1 s) counts as failed; 0 = off.
+    failover_min_bitrate_bps: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

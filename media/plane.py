@@ -2,7 +2,9 @@
 
 Rules enforced here (HTTP status in brackets, see routes.py):
 * one publisher per (room, slot); a second host publish needs `?path=backup` [409];
-* a backup ingest takes over the host slot when the primary ends or is lost;
+* with a backup ingest, both host paths stay live and a `DualPath` puts one of them on
+  air (failover.py decides which); viewers stay connected through every switch, and
+  when the primary ends the backup adopts the program (relays and viewers);
 * only the session's owner, an admin, or the room's host (for a guest) may end it [403].
 """
 
@@ -18,6 +20,8 @@ from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest, CommandError, Forbidden
 
 from .callers import HOST_SLOT, Caller
+from .dualpath import DualPath
+from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -36,6 +40,14 @@ class MediaPlane:
         self.publishers: dict[tuple[str, str], PublishSession] = {}
         self.backups: dict[str, PublishSession] = {}
         self.stats: dict[str, PublisherStats] = {}  # by publish session id
+        self.dual: dict[str, DualPath] = {}  # by room: the host slot's two paths
+        self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
+        self._policy = FailoverPolicy(
+            config.failover_silence_s,
+            config.failover_return_after_s,
+            config.failover_min_fps,
+            config.failover_min_bitrate_bps,
+        )
         self._publish_event = publish_event
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_task: asyncio.Task[None] | None = None
@@ -55,7 +67,61 @@ class MediaPlane:
             self.publishers[(room, slot)] = session
         session.on_closed = self._publisher_closed
         session.on_connected = lambda s: self._event(s, "connected")
-        return session.id, await self._answer(session, offer)
+        answer = await self._answer(session, offer)
+        if slot == HOST_SLOT:
+            try:
+                self._pair(room)
+            except BadRequest:
+                await session.close()
+                raise
+        return session.id, answer
+
+    # -- the host's two paths (failover.py, dualpath.py) --------------------------------------
+
+    def _pair(self, room: str) -> None:
+        """Both host paths are answered: feed them through one DualPath into the program."""
+        primary, backup = self.publishers.get((room, HOST_SLOT)), self.backups.get(room)
+        if primary is None or backup is None or primary.closed or backup.closed:
+            return
+        if backup.mime_types != {k: v for k, v in primary.mime_types.items() if k in backup.mime_types}:
+            raise BadRequest("the backup must send the primary's codecs", "codec_mismatch")
+        dual = self.dual.get(room)
+        if dual is None or dual.program is not primary.relays:
+            dual = DualPath(primary.relays, self._policy, lambda switch: self._failover(room, switch))
+            self.dual[room] = dual
+            self._attach(dual, PRIMARY, primary)
+        self._attach(dual, BACKUP, backup)
+
+    def _attach(self, dual: DualPath, name: str, session: PublishSession) -> None:
+        dual.attach(name, session)
+        session.feed = lambda kind, data, timestamp: dual.feed(name, kind, data, timestamp)
+        session.before_close = self._path_closing
+
+    def _path_closing(self, session: PublishSession) -> None:
+        """A host path is closing: the other one keeps the program (and its viewers) going."""
+        dual = self.dual.get(session.room)
+        if dual is None:
+            return
+        if dual.paths.get(BACKUP) is session:
+            dual.detach(BACKUP)
+            return
+        backup = dual.paths.get(BACKUP)
+        if dual.paths.get(PRIMARY) is not session:
+            return
+        if not isinstance(backup, PublishSession) or backup.closed:
+            dual.detach(PRIMARY)  # nobody left to take over: the program ends with this path
+            return
+        backup.adopt_program(session)
+        dual.detach(PRIMARY)
+        dual.promote()
+        self._attach(dual, PRIMARY, backup)
+
+    def _failover(self, room: str, switch: Switch) -> None:
+        key = (room, switch.to_path)
+        self.failovers[key] = self.failovers.get(key, 0) + 1
+        log.info("media failover in %s: %s -> %s (%s)", room, switch.from_path, switch.to_path, switch.reason)
+        data = {"room": room, "slot": HOST_SLOT, "from": switch.from_path, "to": switch.to_path}
+        self._spawn(self._publish_event(room, "media.failover", {**data, "reason": switch.reason}))
 
     def _check_free(self, room: str, slot: str, backup: bool) -> None:
         if backup and room in self.backups:
@@ -72,6 +138,9 @@ class MediaPlane:
         assert isinstance(session, PublishSession)
         self.sessions.pop(session.id, None)
         self.stats.pop(session.id, None)
+        dual = self.dual.get(session.room)
+        if dual is not None and session.slot == HOST_SLOT and not dual.paths:
+            del self.dual[session.room]
         if self.backups.get(session.room) is session:
             del self.backups[session.room]
         elif self.publishers.get((session.room, session.slot)) is session:

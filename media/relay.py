@@ -155,7 +155,7 @@ class TrackRelay:
         self._gop: list[ForwardedFrame] = []
         self._gop_cache_frames = gop_cache_frames
         self._queue_frames = queue_frames
-        self._request_keyframe = request_keyframe
+        self.request_keyframe = request_keyframe  # replaced by DualPath for the host slot
         self._clock = clock
         self._picture_id = 0
         self._parameter_sets = H264ParameterSets() if mime_type.lower() == "video/h264" else None
@@ -199,7 +199,7 @@ class TrackRelay:
     def keyframe_wanted(self) -> None:
         """A viewer needs a keyframe (joined, lagged, or sent PLI/FIR): ask, rate-limited."""
         if self.kind == "video" and not self.ended and self.gate.want(self._clock()):
-            self._request_keyframe()
+            self.request_keyframe()
 
     def end(self) -> None:
         """The publisher left: every viewer track ends cleanly."""

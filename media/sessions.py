@@ -107,6 +107,12 @@ class PublishSession(Session):
         self.config = config
         self.relays: dict[str, TrackRelay] = {}
         self.viewers: set[PlaySession] = set()
+        self.mime_types: dict[str, str] = {}
+        # Where received frames go: this session's relays, or a DualPath (host + backup).
+        self.feed: Callable[[str, bytes, int], None] = self._push
+        # Called first thing in close(): the plane hands the program over to the backup.
+        self.before_close: Callable[[PublishSession], None] = lambda session: None
+        self._receivers: dict[str, RTCRtpReceiver] = {}
         self._pli_tasks: set[asyncio.Future[None]] = set()
 
     def _prepare(self, kinds: list[str]) -> None:
@@ -134,8 +140,30 @@ class PublishSession(Session):
             request_keyframe=lambda: self._send_pli(receiver),
         )
         relay.codec = codec
-        tap_receiver(receiver, lambda _codec, data, timestamp: relay.push(data, timestamp))
-        self.relays[transceiver.kind] = relay
+        kind = transceiver.kind
+        tap_receiver(receiver, lambda _codec, data, timestamp: self.feed(kind, data, timestamp))
+        self.relays[kind] = relay
+        self.mime_types[kind] = codec.mimeType
+        self._receivers[kind] = receiver
+
+    def _push(self, kind: str, data: bytes, timestamp: int) -> None:
+        self.relays[kind].push(data, timestamp)
+
+    def request_keyframe(self) -> None:
+        """A PLI to this publisher now, bypassing the gate (a failover cannot wait)."""
+        receiver = self._receivers.get("video")
+        if receiver is not None and not self.closed:
+            self._send_pli(receiver)
+
+    def adopt_program(self, previous: PublishSession) -> None:
+        """Take over `previous`'s relays and viewers (the backup, when the primary ends):
+        the viewers stay connected. This session's own relays had nobody watching."""
+        for relay in self.relays.values():
+            relay.end()
+        self.relays, previous.relays = previous.relays, {}
+        self.viewers, previous.viewers = previous.viewers, set()
+        for viewer in self.viewers:
+            viewer.publisher = self
 
     def _send_pli(self, receiver: RTCRtpReceiver) -> None:
         for source in receiver.getSynchronizationSources():
@@ -146,6 +174,7 @@ class PublishSession(Session):
     async def close(self) -> None:
         if self.closed:
             return
+        self.before_close(self)
         for relay in self.relays.values():
             relay.end()
         viewers = list(self.viewers)
