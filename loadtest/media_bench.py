@@ -3,6 +3,7 @@
     python -m liveroom.loadtest.media_bench steady --viewers 20,40 --seconds 8
     python -m liveroom.loadtest.media_bench ttff --samples 10
     python -m liveroom.loadtest.media_bench storm --viewers 100 [--gop-cache 0]
+    python -m liveroom.loadtest.media_bench failover --runs 20
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -11,12 +12,17 @@ so the load side spends no CPU encoding; a keyframe request makes it jump to the
 GOP, as a live encoder would. Viewers in `steady` and `storm` count the encoded frames
 aiortc reassembles (through liveroom.media.hooks.FrameTap) instead of decoding 720p;
 `ttff` viewers decode, since the target is the first *decoded* frame.
+
+`failover`: per run, a primary publisher in its own process and a backup (`?path=backup`)
+in this one send the same clip; viewers watch; the primary's process is SIGKILLed and
+the viewers' largest gap between frames is measured (target: p95 <= 200 ms, none lost).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -136,13 +142,13 @@ async def negotiate(pc: RTCPeerConnection, url: str, bearer: str, lean: bool = F
     return location
 
 
-async def start_publisher(base: str, room: str, clip: ClipTrack) -> RTCPeerConnection:
+async def start_publisher(base: str, room: str, clip: ClipTrack, query: str = "") -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     transceiver = pc.addTransceiver(clip, "sendonly")
     h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
     transceiver.setCodecPreferences(h264)
     transceiver.sender._send_keyframe = clip.request_keyframe  # type: ignore[method-assign]  # PLI/FIR
-    await negotiate(pc, f"{base}/whip/{room}", token("bench-host", "host"))
+    await negotiate(pc, f"{base}/whip/{room}{query}", token("bench-host", "host"))
     return pc
 
 
@@ -397,6 +403,62 @@ async def storm(args: argparse.Namespace, server: Server, clip: ClipTrack) -> di
     }
 
 
+# -- failover: SIGKILL of the primary publisher's process ---------------------------------------
+
+
+def primary_process(base: str, room: str, clip: list[tuple[bytes, bool]], ready: Any) -> None:
+    async def main() -> None:
+        packets = []
+        for data, keyframe in clip:
+            packet = av.Packet(data)
+            packet.is_keyframe = keyframe
+            packets.append(packet)
+        await start_publisher(base, room, ClipTrack(packets))
+        await asyncio.sleep(1.0)  # connected and sending
+        ready.put("sending")
+        await asyncio.sleep(3600)  # until SIGKILLed
+
+    asyncio.run(main())
+
+
+async def failover(args: argparse.Namespace, server: Server, clip: ClipTrack) -> dict[str, Any]:
+    raw = [(bytes(packet), bool(packet.is_keyframe)) for packet in clip.packets]
+    context = multiprocessing.get_context("spawn")
+    gaps: list[float] = []
+    disconnected = switches = 0
+    for run_index in range(args.runs):
+        room = f"failover-{run_index}"
+        ready = context.Queue()
+        primary = context.Process(target=primary_process, args=(server.base, room, raw, ready))
+        primary.start()
+        await asyncio.get_running_loop().run_in_executor(None, ready.get, True, 60)
+        backup = await start_publisher(server.base, room, ClipTrack(clip.packets), "?path=backup")
+        arrivals: list[list[float]] = [[] for _ in range(args.failover_viewers)]
+        viewers = [await counting_viewer(server.base, room, f"fo-{i}", log) for i, log in enumerate(arrivals)]
+        await asyncio.sleep(1.5)
+        killed_at = time.time()
+        os.kill(primary.pid or 0, 9)  # SIGKILL: no BYE, no DTLS close; the link just goes dark
+        await asyncio.sleep(1.5)
+        for log in arrivals:
+            around = [t for t in log if killed_at - 0.5 <= t <= killed_at + 1.5]
+            gaps.append(max((b - a for a, b in itertools.pairwise(around)), default=9.9) * 1000)
+        disconnected += sum(pc.connectionState != "connected" for pc in viewers)
+        for pc in [*viewers, backup]:
+            await pc.close()
+        primary.join(5)
+    switches = int(sum(v for k, v in server.metrics().items() if k.startswith("liveroom_media_failovers")))
+    gaps.sort()
+    return {
+        "runs": args.runs,
+        "viewers_per_run": args.failover_viewers,
+        "gap_ms_p50": round(statistics.median(gaps), 1),
+        "gap_ms_p95": round(gaps[max(0, round(0.95 * len(gaps)) - 1)], 1),
+        "gap_ms_max": round(gaps[-1], 1),
+        "viewers_disconnected": disconnected,
+        "failovers_counted": switches,
+    }
+
+
 def _keyframe_requests(server: Server) -> float:
     return sum(
         v for k, v in server.metrics().items() if k.startswith("liveroom_media_keyframe_requests_total")
@@ -414,8 +476,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server = Server(args.server_cpus, args.workers, gop_cache, not args.aiortc_send)
     publisher = None
     try:
-        publisher = await start_publisher(server.base, "bench", clip)
-        await asyncio.sleep(1.0)
+        if args.phase != "failover":  # failover starts its own publishers, one room per run
+            publisher = await start_publisher(server.base, "bench", clip)
+            await asyncio.sleep(1.0)
         report: dict[str, Any] = {
             "phase": args.phase,
             "workers": args.workers,
@@ -424,6 +487,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.phase == "steady":
             report["levels"] = await steady(args, server, clip)
+        elif args.phase == "failover":
+            report.update(await failover(args, server, clip))
         elif args.phase == "ttff":
             report.update(await ttff(args, server))
         else:
@@ -442,12 +507,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("phase", choices=("steady", "ttff", "storm"))
+    parser.add_argument("phase", choices=("steady", "ttff", "storm", "failover"))
     parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
     parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
     parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")
     parser.add_argument("--connect-seconds", type=float, default=6.0, help="steady: time given to join")
     parser.add_argument("--samples", type=int, default=10, help="ttff: viewers, one after another")
+    parser.add_argument("--runs", type=int, default=20, help="failover: primary publishers killed")
+    parser.add_argument("--failover-viewers", type=int, default=3, help="failover: viewers per run")
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
     parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
     parser.add_argument("--gop-cache", type=int, default=None, help="storm: media.gop_cache_frames")
