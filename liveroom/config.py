@@ -164,6 +164,15 @@ class MediaConfig:
     failover_min_fps: float = 0.0
     # A primary under this video bitrate (over 1 s) counts as failed; 0 = off.
     failover_min_bitrate_bps: float = 0.0
+    # HLS for the crowd (media/hls.py): the host's H.264 remuxed into MPEG-TS segments under
+    # hls_dir/<room>/ (relative to the working directory), served at /hls/<room>/master.m3u8.
+    hls_enabled: bool = True
+    hls_dir: str = "hls"
+    # A segment is cut at the first keyframe after this long (a keyframe is asked for if
+    # the publisher's are further apart)...
+    hls_segment_s: float = 2.0
+    # ...and the live playlist lists this many; older segments are deleted.
+    hls_list_size: int = 6
 
 
 @dataclass(frozen=True, slots=True)

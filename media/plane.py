@@ -22,6 +22,7 @@ from liveroom.errors import BadRequest, CommandError, Forbidden
 from .callers import HOST_SLOT, Caller
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
+from .hls import HlsOutput, room_directory
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -42,6 +43,7 @@ class MediaPlane:
         self.stats: dict[str, PublisherStats] = {}  # by publish session id
         self.dual: dict[str, DualPath] = {}  # by room: the host slot's two paths
         self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
+        self.hls: dict[str, HlsOutput] = {}  # by room: the host program remuxed to HLS
         self._policy = FailoverPolicy(
             config.failover_silence_s,
             config.failover_return_after_s,
@@ -68,6 +70,8 @@ class MediaPlane:
         session.on_closed = self._publisher_closed
         session.on_connected = lambda s: self._event(s, "connected")
         answer = await self._answer(session, offer)
+        if slot == HOST_SLOT and not backup:
+            self._start_hls(session)
         if slot == HOST_SLOT:
             try:
                 self._pair(room)
@@ -116,6 +120,20 @@ class MediaPlane:
         dual.promote()
         self._attach(dual, PRIMARY, backup)
 
+    def _start_hls(self, session: PublishSession) -> None:
+        """The host program's H.264 video, remuxed to HLS for audiences past WebRTC."""
+        video = session.relays.get("video")
+        directory = room_directory(self.config.hls_dir, session.room)
+        if not self.config.hls_enabled or video is None or directory is None:
+            return
+        if video.mime_type.lower() != "video/h264" or session.room in self.hls:
+            return
+        output = HlsOutput(
+            directory, self.config.hls_segment_s, self.config.hls_list_size, video.keyframe_wanted
+        )
+        video.listeners.append(output.frame)
+        self.hls[session.room] = output
+
     def _failover(self, room: str, switch: Switch) -> None:
         key = (room, switch.to_path)
         self.failovers[key] = self.failovers.get(key, 0) + 1
@@ -149,6 +167,10 @@ class MediaPlane:
             if backup is not None:
                 self.publishers[(session.room, HOST_SLOT)] = backup
                 self._event(backup, "promoted")
+        if session.slot == HOST_SLOT and (session.room, HOST_SLOT) not in self.publishers:
+            output = self.hls.pop(session.room, None)
+            if output is not None:
+                output.close()
         self._event(session, "ended" if session.ended_by_request else "lost")
 
     # -- playing (WHEP) -------------------------------------------------------------------

@@ -160,6 +160,8 @@ class TrackRelay:
         self._picture_id = 0
         self._parameter_sets = H264ParameterSets() if mime_type.lower() == "video/h264" else None
         self.ended = False
+        # Consumers of the encoded bytes other than viewers (the HLS output): (data, timestamp, keyframe).
+        self.listeners: list[Callable[[bytes, int, bool], None]] = []
 
     def push(self, data: bytes, timestamp: int) -> ForwardedFrame:
         """An encoded frame from the publisher: packetize once, fan out to every viewer."""
@@ -174,6 +176,8 @@ class TrackRelay:
         self._cache(frame)
         for viewer in self.viewers:
             viewer.offer(frame)
+        for listener in self.listeners:
+            listener(data, timestamp, keyframe)
         if any(viewer.waiting_for_keyframe for viewer in self.viewers):
             self.keyframe_wanted()
         return frame
