@@ -10,8 +10,10 @@ through a switch, and what must continue for their players to carry on does:
 * RTP timestamps are spliced here, once per program track rather than per viewer (every
   viewer shares the program's timeline): the new path's timestamps are offset so that its
   first frame follows the last forwarded one by the wall time that passed;
-* video resumes on a keyframe of the new path (one is asked for at the switch), audio at
-  once; VP8 picture ids and H.264 parameter sets are the program relay's own.
+* video resumes on a keyframe of the new path: the latest one kept while it was off air
+  if it is at most a few frames old (the rule asks the backup for one halfway to the
+  silence threshold), else one asked for at the switch; audio resumes at once; VP8
+  picture ids and H.264 parameter sets are the program relay's own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ __all__ = ["DualPath", "IngestPath", "TimestampSplicer"]
 MASK = 0xFFFFFFFF
 CLOCK_RATES = {"audio": 48000, "video": 90000}
 MIN_STEP = {"audio": 960, "video": 3000}  # one Opus frame (20 ms), one video frame at 30 fps
+# A path off air keeps its video frames since its last keyframe, up to this many: at a
+# switch they start the viewers at once (a longer backlog would add latency; then the
+# glue waits for a fresh keyframe instead).
+STANDBY_FRAMES = 4
 
 
 class IngestPath(Protocol):
@@ -78,6 +84,7 @@ class DualPath:
         self._clock = clock
         self._splicers = {kind: TimestampSplicer(kind) for kind in program}
         self._video_waits_for_keyframe = False
+        self._standby: dict[str, list[tuple[bytes, int]]] = {}  # path -> video since its keyframe
         for relay in program.values():
             relay.request_keyframe = self.request_keyframe  # viewers' PLIs go to the path on air
 
@@ -111,8 +118,10 @@ class DualPath:
             return
         keyframe = kind == "video" and is_keyframe(path.mime_types[kind], data)
         now = self._clock()
-        self._act(self.rule.frame(name, kind, now, len(data), keyframe), name if keyframe else None)
+        self._act(self.rule.frame(name, kind, now, len(data), keyframe), name if keyframe else None, now)
         if name != self.rule.active:
+            if kind == "video":
+                self._keep_standby(name, data, timestamp, keyframe)
             return
         if kind == "video" and self._video_waits_for_keyframe:
             if not keyframe:
@@ -125,9 +134,31 @@ class DualPath:
         if path is not None:
             path.request_keyframe()
 
-    def _act(self, decision: Decision, keyframe_from: str | None) -> None:
+    def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
+        kept = self._standby.setdefault(name, [])
+        if keyframe:
+            kept[:] = [(data, timestamp)]
+        elif kept and len(kept) < STANDBY_FRAMES:
+            kept.append((data, timestamp))
+        else:
+            kept.clear()
+
+    def _start_from_standby(self, name: str, now: float) -> bool:
+        """Start the viewers on the new path's kept keyframe and the frames after it."""
+        kept, path = self._standby.pop(name, []), self.paths.get(name)
+        if not kept or path is None or "video" not in self.program:
+            return False
+        for data, timestamp in kept:
+            self.program["video"].push(data, self._splicers["video"].rewrite(path.id, timestamp, now))
+        return True
+
+    def _act(self, decision: Decision, keyframe_from: str | None, now: float) -> None:
         if decision.switch is not None:
-            self._switched(decision.switch, keyframe_from == decision.switch.to_path)
+            at_keyframe = keyframe_from == decision.switch.to_path
+            if not at_keyframe and self._start_from_standby(decision.switch.to_path, now):
+                self._switched(decision.switch, at_keyframe=True)
+                return  # no keyframe needed from the new path
+            self._switched(decision.switch, at_keyframe)
         if decision.request_keyframe_from is not None:
             path = self.paths.get(decision.request_keyframe_from)
             if path is not None:

@@ -6,7 +6,9 @@ path's health comes from its frames as they arrive: silence (no frame of some ki
 The rule is told of every frame (`frame`) and answers what to do:
 
 * on the primary: switch to the backup as soon as the primary has a problem and the
-  backup has none (the glue then asks the backup for a keyframe and waits for it);
+  backup has none (the glue then starts the backup on its latest keyframe if it is
+  recent, else asks for one and waits for it); halfway to the silence threshold a
+  keyframe is already asked of the backup, so one is usually at hand at the switch;
 * on the backup: go back to the primary once it has been healthy for `return_after_s`,
   exactly at one of its keyframes (a keyframe is asked of it when that time is reached),
   so the return shows no gap; go back at once if the backup itself fails;
@@ -118,6 +120,7 @@ class FailoverRule:
         self.paths: dict[str, PathHealth] = {}
         self.active = PRIMARY
         self._return_asked_at: float | None = None
+        self._warmed_for: float | None = None  # the primary silence a keyframe was asked for
 
     def add(self, path: str) -> None:
         self.paths[path] = PathHealth(self.policy)
@@ -153,7 +156,9 @@ class FailoverRule:
         if backup is None or backup.problem(now) is not None:
             return NOTHING
         problem = primary.problem(now) if primary is not None else "ended"
-        if problem is None or (problem == "silence" and not self._outlived(backup, primary, now)):
+        if problem is None and primary is not None:
+            return self._warm_up(primary, now)
+        if problem == "silence" and not self._outlived(backup, primary, now):
             return NOTHING
         return Decision(self._switch(BACKUP, f"primary_{problem}"), BACKUP)
 
@@ -175,6 +180,15 @@ class FailoverRule:
             self._return_asked_at = now
             return Decision(request_keyframe_from=PRIMARY)
         return NOTHING
+
+    def _warm_up(self, primary: PathHealth, now: float) -> Decision:
+        """Half the silence threshold gone: ask the backup for a keyframe already, so that
+        one is at hand if the switch comes (the glue keeps the backup's latest frames)."""
+        quiet_since = primary.silent_since()
+        if now - quiet_since < self.policy.silence_s / 2 or self._warmed_for == quiet_since:
+            return NOTHING
+        self._warmed_for = quiet_since
+        return Decision(request_keyframe_from=BACKUP)
 
     def _outlived(self, alive: PathHealth, failing: PathHealth | None, now: float) -> bool:
         if failing is None:

@@ -181,10 +181,11 @@ def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> 
     for n in range(10, 16):  # the primary is silent
         dual.feed(BACKUP, "video", DELTA, 777 + n * 3000)
         clock.advance(FRAME_S)
-    assert [s.reason for s in switches] == ["primary_silence"] and backup.keyframes_asked == 1
+    assert [s.reason for s in switches] == ["primary_silence"]
+    assert backup.keyframes_asked == 2  # halfway to the threshold, then at the switch
     assert len(viewer._frames) == forwarded  # deltas from the backup wait for its keyframe
     relays["video"].request_keyframe()  # a viewer's PLI goes to the path on air
-    assert backup.keyframes_asked == 2 and primary.keyframes_asked == 0
+    assert backup.keyframes_asked == 3 and primary.keyframes_asked == 0
     dual.feed(BACKUP, "video", KEY, 777 + 16 * 3000)
     frames = list(viewer._frames)
     assert len(frames) == forwarded + 1 and frames[-1] is not None and frames[-1].keyframe
@@ -204,3 +205,27 @@ def test_a_stall_of_the_servers_own_loop_is_not_a_silence() -> None:
         clock.advance(0.001)
     rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
     assert rule.active == PRIMARY
+
+
+def test_a_recent_backup_keyframe_starts_the_viewers_at_the_switch() -> None:
+    clock, switches = FakeClock(), []
+    relays = program()
+    viewer = relays["video"].subscribe()
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic)
+    primary, backup = FakePath("p"), FakePath("b")
+    dual.attach(PRIMARY, primary)
+    dual.attach(BACKUP, backup)
+    for n in range(10):
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    n, answered = 10, False
+    while not switches:  # the primary is silent; the backup answers the warm-up request
+        answer = backup.keyframes_asked == 1 and not answered
+        answered = answered or answer
+        dual.feed(BACKUP, "video", KEY if answer else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+        n += 1
+    frames = [f for f in viewer._frames if f is not None]
+    assert backup.keyframes_asked == 1  # the warm-up request only: the kept keyframe served
+    assert frames[10].keyframe and len(frames) >= 12  # the kept keyframe and the deltas after it
