@@ -435,7 +435,10 @@ async def failover(args: argparse.Namespace, server: Server, clip: ClipTrack) ->
         backup = await start_publisher(server.base, room, ClipTrack(clip.packets), "?path=backup")
         arrivals: list[list[float]] = [[] for _ in range(args.failover_viewers)]
         viewers = [await counting_viewer(server.base, room, f"fo-{i}", log) for i, log in enumerate(arrivals)]
-        await asyncio.sleep(1.5)
+        deadline = time.monotonic() + 15
+        while not all(len(log) >= 30 for log in arrivals) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # every viewer playing (joining is slow on a busy core)
+        await asyncio.sleep(0.5)
         killed_at = time.time()
         os.kill(primary.pid or 0, 9)  # SIGKILL: no BYE, no DTLS close; the link just goes dark
         await asyncio.sleep(1.5)
@@ -454,6 +457,7 @@ async def failover(args: argparse.Namespace, server: Server, clip: ClipTrack) ->
         "gap_ms_p50": round(statistics.median(gaps), 1),
         "gap_ms_p95": round(gaps[max(0, round(0.95 * len(gaps)) - 1)], 1),
         "gap_ms_max": round(gaps[-1], 1),
+        "gaps_ms": [round(gap) for gap in gaps],
         "viewers_disconnected": disconnected,
         "failovers_counted": switches,
     }
