@@ -435,9 +435,10 @@ async def failover(args: argparse.Namespace, server: Server, clip: ClipTrack) ->
         backup = await start_publisher(server.base, room, ClipTrack(clip.packets), "?path=backup")
         arrivals: list[list[float]] = [[] for _ in range(args.failover_viewers)]
         viewers = [await counting_viewer(server.base, room, f"fo-{i}", log) for i, log in enumerate(arrivals)]
-        deadline = time.monotonic() + 15
-        while not all(len(log) >= 30 for log in arrivals) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)  # every viewer playing (joining is slow on a busy core)
+        for _ in range(150):  # up to 15 s for every viewer to play (joining is slow on a busy core)
+            if all(len(log) >= 30 for log in arrivals):
+                break
+            await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
         killed_at = time.time()
         os.kill(primary.pid or 0, 9)  # SIGKILL: no BYE, no DTLS close; the link just goes dark
