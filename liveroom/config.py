@@ -173,6 +173,8 @@ class MediaConfig:
     hls_segment_s: float = 2.0
     # ...and the live playlist lists this many; older segments are deleted.
     hls_list_size: int = 6
+    # Adaptive bitrate (media/abr.py): the rungs, "<height>p:<bits per second>", highest first.
+    abr_ladder: tuple[str, ...] = ("720p:2500000", "480p:1200000", "360p:700000", "180p:250000")
 
 
 @dataclass(frozen=True, slots=True)
