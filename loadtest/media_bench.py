@@ -4,6 +4,7 @@
     python -m liveroom.loadtest.media_bench ttff --samples 10
     python -m liveroom.loadtest.media_bench storm --viewers 100 [--gop-cache 0]
     python -m liveroom.loadtest.media_bench failover --runs 20
+    python -m liveroom.loadtest.media_bench ladder --seconds 10
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -16,6 +17,11 @@ aiortc reassembles (through liveroom.media.hooks.FrameTap) instead of decoding 7
 `failover`: per run, a primary publisher in its own process and a backup (`?path=backup`)
 in this one send the same clip; viewers watch; the primary's process is SIGKILLed and
 the viewers' largest gap between frames is measured (target: p95 <= 200 ms, none lost).
+
+`ladder`: no server; the CPU cost of a server-side ABR ladder for one 720p30 source:
+decode once, then per rung scale (one reformatter each) and encode (x264 ultrafast,
+zerolatency) at the rung's bitrate (`media.abr_ladder`), in this process, single-threaded.
+The rung with the source's own size is the source, forwarded: `cores` leaves it out.
 """
 
 from __future__ import annotations
@@ -464,6 +470,68 @@ async def failover(args: argparse.Namespace, server: Server, clip: ClipTrack) ->
     }
 
 
+# -- ladder: decode once, encode each rung ----------------------------------------------------
+
+
+def ladder(args: argparse.Namespace) -> dict[str, Any]:
+    from liveroom.media.abr import parse_ladder  # type: ignore[import-not-found,unused-ignore]
+
+    from liveroom.config import MediaConfig
+
+    rungs = parse_ladder(MediaConfig().abr_ladder)
+    clip = encode_clip()
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_count = 1
+    encoders = [_rung_encoder(rung.height, rung.bitrate_bps) for rung in rungs]
+    cpu = {
+        "decode": 0.0,
+        **{f"{r.name} scale": 0.0 for r in rungs},
+        **{f"{r.name} encode": 0.0 for r in rungs},
+    }
+    frames = round(args.seconds * FPS)
+    encoded_bytes = [0] * len(rungs)
+    for index in range(frames):
+        started = time.process_time()
+        pictures = decoder.decode(clip[index % len(clip)])
+        cpu["decode"] += time.process_time() - started
+        for picture in pictures:
+            picture.pts, picture.time_base = index, Fraction(1, FPS)
+            for rung, (encoder, size), n in zip(rungs, encoders, range(len(rungs)), strict=True):
+                started = time.process_time()
+                scaled = picture.reformat(width=size[0], height=size[1], format="yuv420p")
+                cpu[f"{rung.name} scale"] += time.process_time() - started
+                started = time.process_time()
+                encoded_bytes[n] += sum(packet.size for packet in encoder.encode(scaled))
+                cpu[f"{rung.name} encode"] += time.process_time() - started
+    seconds = frames / FPS
+    top = [step for step in cpu if step.startswith(f"{HEIGHT}p ")]  # the source itself is that rung
+    return {
+        "source": f"{WIDTH}x{HEIGHT} H.264 {FPS} fps, {seconds:.0f} s",
+        "cores": round(sum(value for step, value in cpu.items() if step not in top) / seconds, 3),
+        "cores_if_the_top_rung_is_reencoded": round(sum(cpu.values()) / seconds, 3),
+        "cores_by_step": {step: round(value / seconds, 3) for step, value in cpu.items()},
+        "rung_bitrate_bps": {
+            r.name: round(b * 8 / seconds) for r, b in zip(rungs, encoded_bytes, strict=True)
+        },
+    }
+
+
+def _rung_encoder(height: int, bitrate: int) -> tuple[Any, tuple[int, int]]:
+    width = (height * WIDTH // HEIGHT) // 2 * 2
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.bit_rate, codec.framerate, codec.time_base = bitrate, Fraction(FPS), Fraction(1, FPS)
+    codec.thread_count = 1
+    kbps = bitrate // 1000
+    codec.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "x264-params": f"keyint={GOP}:scenecut=0:repeat-headers=1:vbv-maxrate={kbps}:vbv-bufsize={kbps}",
+    }
+    return codec, (width, height)
+
+
 def _keyframe_requests(server: Server) -> float:
     return sum(
         v for k, v in server.metrics().items() if k.startswith("liveroom_media_keyframe_requests_total")
@@ -512,7 +580,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("phase", choices=("steady", "ttff", "storm", "failover"))
+    parser.add_argument("phase", choices=("steady", "ttff", "storm", "failover", "ladder"))
     parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
     parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
     parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")
@@ -526,7 +594,12 @@ def main() -> None:
     parser.add_argument("--aiortc-send", action="store_true", help="media.fast_send = false")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--load-cpus", default="1")
-    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+    args = parser.parse_args()
+    if args.phase == "ladder":
+        os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+        print(json.dumps(ladder(args), indent=2))
+        return
+    print(json.dumps(asyncio.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":
