@@ -175,7 +175,9 @@ class MediaPlane:
 
     # -- playing (WHEP) -------------------------------------------------------------------
 
-    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+    async def play(
+        self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
+    ) -> tuple[str, str]:
         """Start a WHEP session on one stage slot: (session id, SDP answer)."""
         caller.check_room(room)
         publisher = self.publishers.get((room, slot))
@@ -183,7 +185,7 @@ class MediaPlane:
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
         if self.viewer_count(room) >= self.config.max_viewers_per_room:
             raise CommandError("this room has as many media viewers as it may", "too_many_viewers")
-        session = PlaySession(publisher, caller, self.config)
+        session = PlaySession(publisher, caller, self.config, quality)
         session.on_closed = self._viewer_closed
         return session.id, await self._answer(session, offer)
 
@@ -281,6 +283,10 @@ class MediaPlane:
                 stats = self.stats.setdefault(publisher.id, PublisherStats(room, slot))
                 sample = stats.sample(publisher.relays, asyncio.get_running_loop().time())
                 stats.viewers = await viewer_quality(publisher.viewers)
+                if len(publisher.rungs) > 1:  # ABR: each viewer's rung from its RTCP
+                    now = asyncio.get_running_loop().time()
+                    for viewer in list(publisher.viewers):
+                        viewer.adapt(viewer.link_report(), now)
                 if sample is not None:
                     sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))

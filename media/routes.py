@@ -1,7 +1,7 @@
 """WHIP (RFC 9725) and WHEP over aiohttp: thin adapters around `MediaPlane`.
 
 POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
-POST /whep/{room}[?slot=host|N]   offer in, 201 + Location + answer out (any room token)
+POST /whep/{room}[?slot=host|N][&quality=480p]  offer in, 201 + Location + answer out (any room token)
 DELETE <Location>                  ends the session (its owner, an admin, or the host for a guest)
 DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or admin)
 PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
@@ -119,7 +119,8 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
             session, answer = await plane.publish(room, caller, offer, backup)
         else:
             slot = _name(request.query.get("slot", HOST_SLOT), "slot")
-            session, answer = await plane.play(room, slot, caller, offer)
+            quality = request.query.get("quality")  # pin an ABR rung ("480p"); absent: automatic
+            session, answer = await plane.play(room, slot, caller, offer, quality)
     except CommandError as error:
         return _error(error)
     location = f"/{kind}/{room}/{session}"

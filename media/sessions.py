@@ -29,6 +29,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest
 
+from .abr import AbrPolicy, LinkReport, RungController, parse_ladder
 from .callers import Caller
 from .fastpath import FastSender
 from .hooks import attach_sender, tap_receiver
@@ -106,6 +107,8 @@ class PublishSession(Session):
         super().__init__(room, slot, caller, config)
         self.config = config
         self.relays: dict[str, TrackRelay] = {}
+        # Video renditions in m-line order (ABR rungs, highest first); [0] is relays["video"].
+        self.rungs: list[TrackRelay] = []
         self.viewers: set[PlaySession] = set()
         self.mime_types: dict[str, str] = {}
         # Where received frames go: this session's relays, or a DualPath (host + backup).
@@ -116,8 +119,10 @@ class PublishSession(Session):
         self._pli_tasks: set[asyncio.Future[None]] = set()
 
     def _prepare(self, kinds: list[str]) -> None:
-        if sorted(kinds) not in (["audio"], ["video"], ["audio", "video"]):
-            raise BadRequest("publish one audio and/or one video track", "no_media")
+        videos, audios = kinds.count("video"), kinds.count("audio")
+        if not kinds or audios > 1 or videos > len(self.config.abr_ladder):
+            message = "publish one audio track and video tracks, one per rendition of the ladder"
+            raise BadRequest(message, "no_media")
         for kind in kinds:
             transceiver = self.pc.addTransceiver(kind, "recvonly")
             transceiver.setCodecPreferences(_capabilities(kind, FORWARDED_MIME_TYPES[kind]))
@@ -141,6 +146,11 @@ class PublishSession(Session):
         )
         relay.codec = codec
         kind = transceiver.kind
+        if kind == "video":
+            self.rungs.append(relay)
+        if kind in self.relays:  # a further rendition: its own relay, not failed over
+            tap_receiver(receiver, lambda _codec, data, timestamp: relay.push(data, timestamp))
+            return
         tap_receiver(receiver, lambda _codec, data, timestamp: self.feed(kind, data, timestamp))
         self.relays[kind] = relay
         self.mime_types[kind] = codec.mimeType
@@ -161,6 +171,7 @@ class PublishSession(Session):
         for relay in self.relays.values():
             relay.end()
         self.relays, previous.relays = previous.relays, {}
+        self.rungs = [self.relays["video"]] if "video" in self.relays else []
         self.viewers, previous.viewers = previous.viewers, set()
         for viewer in self.viewers:
             viewer.publisher = self
@@ -175,7 +186,7 @@ class PublishSession(Session):
         if self.closed:
             return
         self.before_close(self)
-        for relay in self.relays.values():
+        for relay in [*self.relays.values(), *self.rungs]:
             relay.end()
         viewers = list(self.viewers)
         await asyncio.gather(*(viewer.close() for viewer in viewers))
@@ -185,24 +196,62 @@ class PublishSession(Session):
 
 
 class PlaySession(Session):
-    """WHEP: send every track of one publisher (one stage slot) to one viewer."""
+    """WHEP: send every track of one publisher (one stage slot) to one viewer.
 
-    def __init__(self, publisher: PublishSession, caller: Caller, config: MediaConfig) -> None:
+    When the publisher sends several renditions, the viewer's video moves between them
+    (at the target's keyframe, no renegotiation) as its `RungController` decides, or stays
+    on the one it pinned (`?quality=480p`).
+    """
+
+    def __init__(
+        self, publisher: PublishSession, caller: Caller, config: MediaConfig, quality: str | None = None
+    ) -> None:
         super().__init__(publisher.room, publisher.slot, caller, config)
         self.publisher = publisher
         self.config = config
         self.tracks: list[ViewerTrack] = []
+        ladder = parse_ladder(config.abr_ladder)[: max(1, len(publisher.rungs))]
+        self.abr = RungController(ladder, AbrPolicy())
+        if quality is not None:
+            try:
+                self.abr.pin(quality)
+            except ValueError as exc:
+                raise BadRequest(f"quality: {exc}", "bad_request") from None
+            self.abr.current = self.abr.pinned or 0
         publisher.viewers.add(self)
+
+    @property
+    def video(self) -> ViewerTrack | None:
+        return next((track for track in self.tracks if track.kind == "video"), None)
+
+    def adapt(self, report: LinkReport, now: float) -> None:
+        """The viewer's latest RTCP figures: move its video to the rung they call for."""
+        track, rungs = self.video, self.publisher.rungs
+        if track is None or len(rungs) < 2:
+            return
+        wanted = rungs[self.abr.ladder.index(self.abr.update(report, now))]
+        track.move_to(wanted)
+
+    def link_report(self) -> LinkReport:
+        """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR)."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video" and transceiver.sender.track is not None:
+                packer = getattr(transceiver.sender, "_RTCRtpSender__encoder", None)
+                estimate = getattr(packer, "target_bitrate", None)
+                return LinkReport(estimate, *_loss_and_rtt(transceiver.sender))
+        return LinkReport(None)
 
     def _prepare(self, kinds: list[str]) -> None:
         for kind, relay in self.publisher.relays.items():
             if kind not in kinds:
                 continue
+            if kind == "video" and self.abr.current < len(self.publisher.rungs):
+                relay = self.publisher.rungs[self.abr.current]
             track = relay.subscribe()
             self.tracks.append(track)
             transceiver = self.pc.addTransceiver(track, "sendonly")
             transceiver.setCodecPreferences(_same_codec(kind, relay.codec))
-            attach_sender(transceiver.sender, relay.keyframe_wanted)
+            attach_sender(transceiver.sender, _keyframe_wanted_by(track))
             if self.config.fast_send:
                 track.make_direct = _direct_sender(transceiver)
 
@@ -221,6 +270,20 @@ class PlaySession(Session):
     @property
     def senders(self) -> list[RTCRtpSender]:
         return [t.sender for t in self.pc.getTransceivers() if t.sender.track is not None]
+
+
+def _keyframe_wanted_by(track: ViewerTrack) -> Callable[[], None]:
+    """A viewer's PLI/FIR goes to the rendition it plays now (it may have moved)."""
+    return lambda: track.relay.keyframe_wanted()
+
+
+def _loss_and_rtt(sender: RTCRtpSender) -> tuple[float, float | None]:
+    """The latest receiver report's fraction lost (0..1) and RTT, as aiortc keeps them."""
+    stats = getattr(sender, "_RTCRtpSender__stats", None)
+    reports = [r for r in getattr(stats, "values", dict)() if r.type == "remote-inbound-rtp"]
+    if not reports:
+        return 0.0, None
+    return (reports[-1].fractionLost or 0) / 256, reports[-1].roundTripTime
 
 
 def offered_kinds(offer_sdp: str) -> list[str]:
