@@ -172,6 +172,7 @@ class PublishSession(Session):
             relay.end()
         self.relays, previous.relays = previous.relays, {}
         self.rungs = [self.relays["video"]] if "video" in self.relays else []
+        previous.rungs = previous.rungs[1:]  # its further renditions end with it, not the program
         self.viewers, previous.viewers = previous.viewers, set()
         for viewer in self.viewers:
             viewer.publisher = self
