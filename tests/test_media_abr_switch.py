@@ -4,8 +4,8 @@ First with no network (two relays, one viewer track), then for real: an aiortc h
 publishes two renditions as two video tracks (their pictures carry different counters),
 one viewer pins the second (`?quality=480p`), another starts on the first and is moved
 down by its controller once its link reports come in: aiortc's REMB estimate (about what
-it receives, tens of kbps for these small pictures) is far below the 720p rung's 2.5 Mbps,
-and the test makes its link lossy too (its receiver reports say so).
+it receives, tens of kbps for these small pictures) is far below the 720p rung's 2.5 Mbps.
+(Loss and RTT as inputs are covered by the controller's own tests.)
 """
 
 from __future__ import annotations
@@ -77,24 +77,6 @@ async def publish_renditions(base: str, room: str) -> Peer:
     return Peer(pc, location, base, token("host-abr", "host"))
 
 
-def lossy_link(peer: Peer, every: int = 3) -> None:
-    """Drop every `every`-th media datagram the viewer receives (STUN passes): its receiver
-    reports say the link is lossy, as on a congested path."""
-    pair = peer.pc.getTransceivers()[0].receiver.transport.transport._connection._nominated[1]
-    received = pair.protocol.datagram_received
-    count = 0
-
-    def maybe_drop(data: bytes, addr: tuple[str, int]) -> None:
-        nonlocal count
-        if data[:1] and data[0] >= 128:
-            count += 1
-            if count % every == 0:
-                return
-        received(data, addr)
-
-    pair.protocol.datagram_received = maybe_drop
-
-
 async def test_renditions_pinned_and_switched_without_renegotiation(server: ServerProcess) -> None:
     room = f"abr-{uuid.uuid4().hex[:8]}"
     publisher = await publish_renditions(server.url, room)
@@ -104,8 +86,7 @@ async def test_renditions_pinned_and_switched_without_renegotiation(server: Serv
         await wait_until(lambda: len(pinned.counters) >= 20, 15, "the pinned viewer's video")
         assert all(counter >= LOW for counter in pinned.counters)
         await wait_until(lambda: len(auto.counters) >= 10, 15, "the auto viewer's video")
-        assert all(counter < LOW for counter in auto.counters)  # a clean local link: the top rung
-        lossy_link(auto)
+        assert all(counter < LOW for counter in auto.counters)  # before any link report: the top rung
         await wait_until(lambda: any(c >= LOW for c in auto.counters), 15, "the auto viewer moved down")
         moved = next(i for i, c in enumerate(auto.counters) if c >= LOW)
         before = len(auto.counters)
