@@ -19,10 +19,11 @@ from typing import Any
 from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest, CommandError, Forbidden
 
+from .abr import parse_ladder
 from .callers import HOST_SLOT, Caller
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
-from .hls import HlsOutput, room_directory
+from .hls import HlsOutput, HlsRoom, room_directory
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -43,7 +44,7 @@ class MediaPlane:
         self.stats: dict[str, PublisherStats] = {}  # by publish session id
         self.dual: dict[str, DualPath] = {}  # by room: the host slot's two paths
         self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
-        self.hls: dict[str, HlsOutput] = {}  # by room: the host program remuxed to HLS
+        self.hls: dict[str, HlsRoom] = {}  # by room: the host's renditions remuxed to HLS
         self._policy = FailoverPolicy(
             config.failover_silence_s,
             config.failover_return_after_s,
@@ -121,18 +122,20 @@ class MediaPlane:
         self._attach(dual, PRIMARY, backup)
 
     def _start_hls(self, session: PublishSession) -> None:
-        """The host program's H.264 video, remuxed to HLS for audiences past WebRTC."""
-        video = session.relays.get("video")
+        """The host's H.264 video, remuxed to HLS: one variant per rendition it publishes."""
         directory = room_directory(self.config.hls_dir, session.room)
-        if not self.config.hls_enabled or video is None or directory is None:
+        if not self.config.hls_enabled or directory is None or session.room in self.hls:
             return
-        if video.mime_type.lower() != "video/h264" or session.room in self.hls:
+        h264 = [relay for relay in session.rungs if relay.mime_type.lower() == "video/h264"]
+        if not h264:
             return
-        output = HlsOutput(
-            directory, self.config.hls_segment_s, self.config.hls_list_size, video.keyframe_wanted
-        )
-        video.listeners.append(output.frame)
-        self.hls[session.room] = output
+        hls = HlsRoom(directory)
+        segment_s, size = self.config.hls_segment_s, self.config.hls_list_size
+        for relay, rung in zip(h264, parse_ladder(self.config.abr_ladder), strict=False):
+            output = HlsOutput(directory, rung.name, rung.bitrate_bps, segment_s, size, relay.keyframe_wanted)
+            hls.add(output)
+            relay.listeners.append(output.frame)
+        self.hls[session.room] = hls
 
     def _failover(self, room: str, switch: Switch) -> None:
         key = (room, switch.to_path)

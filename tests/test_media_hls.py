@@ -1,5 +1,6 @@
-"""HLS for the crowd: an aiortc H.264 publisher -> a real server process -> HLS files,
-read over HTTP and played by ffprobe (skipped when ffprobe is not installed)."""
+"""HLS for the crowd: an aiortc host publishing two H.264 renditions -> a real server
+process -> HLS files (one variant per rendition), read over HTTP and played by ffprobe
+(skipped when ffprobe is not installed)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media_support import publish, wait_until
+from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
+from media_support import CounterTrack, Peer, _exchange, codec_preferences, wait_until
 from support import ServerProcess, token
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe is not installed")
@@ -50,23 +52,37 @@ def ffprobe(url: str, *args: str) -> tuple[dict[str, object], str]:
     return json.loads(done.stdout or b"{}"), done.stderr.decode()
 
 
+async def publish_renditions(base: str, room: str) -> Peer:
+    """Two H.264 renditions (the ladder's 720p and 480p rungs, small pictures here) and audio."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for track in (CounterTrack(), CounterTrack()):
+        pc.addTransceiver(track, "sendonly").setCodecPreferences(codec_preferences("video", "video/H264"))
+    pc.addTransceiver(AudioStreamTrack(), "sendonly")
+    location = await _exchange(pc, f"{base}/whip/{room}", token("host-hls", "host"))
+    return Peer(pc, location, base, token("host-hls", "host"))
+
+
 async def test_the_host_program_is_served_as_live_hls(server: ServerProcess) -> None:
     room = f"hls-{uuid.uuid4().hex[:8]}"
     base = f"{server.url}/hls/{room}"
-    publisher = await publish(server.url, room, token("host-hls", "host"), "video/H264")
+    publisher = await publish_renditions(server.url, room)
     try:
         await wait_until(lambda: get(f"{base}/master.m3u8")[0] == 200, 15, "the master playlist")
         status, headers, master = get(f"{base}/master.m3u8")
         assert headers["Content-Type"] == "application/vnd.apple.mpegurl"
         assert headers["Cache-Control"] == "public, max-age=1"
-        assert b"RESOLUTION=320x240" in master and b"stream.m3u8" in master
-        await wait_until(lambda: len(segments(get(f"{base}/stream.m3u8")[2])) >= 2, 20, "two segments")
-        listed = segments(get(f"{base}/stream.m3u8")[2])
+        await wait_until(lambda: b"480p.m3u8" in get(f"{base}/master.m3u8")[2], 10, "both variants listed")
+        master = get(f"{base}/master.m3u8")[2]
+        assert master.index(b"BANDWIDTH=2500000,RESOLUTION=320x240") < master.index(b"720p.m3u8")
+        assert master.index(b"BANDWIDTH=1200000,RESOLUTION=320x240") < master.index(b"480p.m3u8")
+        await wait_until(lambda: len(segments(get(f"{base}/720p.m3u8")[2])) >= 2, 20, "two segments")
+        listed = segments(get(f"{base}/720p.m3u8")[2])
         assert all(0.5 <= duration <= 2.5 for _, duration in listed), listed
 
         info, errors = ffprobe(f"{base}/master.m3u8", "-show_streams")
         streams = info["streams"]
-        assert isinstance(streams, list) and streams[0]["codec_name"] == "h264", (info, errors)
+        assert isinstance(streams, list) and [s["codec_name"] for s in streams] == ["h264", "h264"], info
+        assert segments(get(f"{base}/480p.m3u8")[2]), "the 480p variant has segments too"
         first = listed[-1][0]
         status, headers, _ = get(f"{base}/{first}")
         assert status == 200 and headers["Cache-Control"] == "public, max-age=86400, immutable"
@@ -76,8 +92,8 @@ async def test_the_host_program_is_served_as_live_hls(server: ServerProcess) -> 
         assert int(frames) >= 10 and errors == "", (decoded, errors)
 
         await asyncio.sleep(2.5)  # the live stream goes on: newer segments, older ones gone
-        later = segments(get(f"{base}/stream.m3u8")[2])
-        assert later[-1][0] != first and int(later[-1][0].split("-")[1][:-3]) > int(first.split("-")[1][:-3])
+        later = segments(get(f"{base}/720p.m3u8")[2])
+        assert later[-1][0] != first and int(later[-1][0].split("-")[2][:-3]) > int(first.split("-")[2][:-3])
         assert len(later) <= 6
     finally:
         await publisher.end()
