@@ -160,6 +160,26 @@ class MediaConfig:
     # Send viewers' RTP without aiortc's per-packet Python (media/fastpath.py); false
     # falls back to aiortc's own sender loop.
     fast_send: bool = True
+    # Dual-path ingest (`?path=backup`, media/failover.py): viewers are switched to the
+    # backup once the primary has sent no frame of some kind for this long...
+    failover_silence_s: float = 0.1
+    # ...and back to the primary at one of its keyframes once it has been healthy this long.
+    failover_return_after_s: float = 2.0
+    # A primary under this many video frames per second (over 1 s) counts as failed; 0 = off.
+    failover_min_fps: float = 0.0
+    # A primary under this video bitrate (over 1 s) counts as failed; 0 = off.
+    failover_min_bitrate_bps: float = 0.0
+    # HLS for the crowd (media/hls.py): the host's H.264 remuxed into MPEG-TS segments under
+    # hls_dir/<room>/ (relative to the working directory), served at /hls/<room>/master.m3u8.
+    hls_enabled: bool = True
+    hls_dir: str = "hls"
+    # A segment is cut at the first keyframe after this long (a keyframe is asked for if
+    # the publisher's are further apart)...
+    hls_segment_s: float = 2.0
+    # ...and the live playlist lists this many; older segments are deleted.
+    hls_list_size: int = 6
+    # Adaptive bitrate (media/abr.py): the rungs, "<height>p:<bits per second>", highest first.
+    abr_ladder: tuple[str, ...] = ("720p:2500000", "480p:1200000", "360p:700000", "180p:250000")
 
 
 @dataclass(frozen=True, slots=True)

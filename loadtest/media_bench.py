@@ -3,6 +3,8 @@
     python -m liveroom.loadtest.media_bench steady --viewers 20,40 --seconds 8
     python -m liveroom.loadtest.media_bench ttff --samples 10
     python -m liveroom.loadtest.media_bench storm --viewers 100 [--gop-cache 0]
+    python -m liveroom.loadtest.media_bench failover --runs 20
+    python -m liveroom.loadtest.media_bench ladder --seconds 10
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -11,12 +13,22 @@ so the load side spends no CPU encoding; a keyframe request makes it jump to the
 GOP, as a live encoder would. Viewers in `steady` and `storm` count the encoded frames
 aiortc reassembles (through liveroom.media.hooks.FrameTap) instead of decoding 720p;
 `ttff` viewers decode, since the target is the first *decoded* frame.
+
+`failover`: per run, a primary publisher in its own process and a backup (`?path=backup`)
+in this one send the same clip; viewers watch; the primary's process is SIGKILLed and
+the viewers' largest gap between frames is measured (target: p95 <= 200 ms, none lost).
+
+`ladder`: no server; the CPU cost of a server-side ABR ladder for one 720p30 source:
+decode once, then per rung scale (one reformatter each) and encode (x264 ultrafast,
+zerolatency) at the rung's bitrate (`media.abr_ladder`), in this process, single-threaded.
+The rung with the source's own size is the source, forwarded: `cores` leaves it out.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -136,13 +148,13 @@ async def negotiate(pc: RTCPeerConnection, url: str, bearer: str, lean: bool = F
     return location
 
 
-async def start_publisher(base: str, room: str, clip: ClipTrack) -> RTCPeerConnection:
+async def start_publisher(base: str, room: str, clip: ClipTrack, query: str = "") -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     transceiver = pc.addTransceiver(clip, "sendonly")
     h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
     transceiver.setCodecPreferences(h264)
     transceiver.sender._send_keyframe = clip.request_keyframe  # type: ignore[method-assign]  # PLI/FIR
-    await negotiate(pc, f"{base}/whip/{room}", token("bench-host", "host"))
+    await negotiate(pc, f"{base}/whip/{room}{query}", token("bench-host", "host"))
     return pc
 
 
@@ -397,6 +409,129 @@ async def storm(args: argparse.Namespace, server: Server, clip: ClipTrack) -> di
     }
 
 
+# -- failover: SIGKILL of the primary publisher's process ---------------------------------------
+
+
+def primary_process(base: str, room: str, clip: list[tuple[bytes, bool]], ready: Any) -> None:
+    async def main() -> None:
+        packets = []
+        for data, keyframe in clip:
+            packet = av.Packet(data)
+            packet.is_keyframe = keyframe
+            packets.append(packet)
+        await start_publisher(base, room, ClipTrack(packets))
+        await asyncio.sleep(1.0)  # connected and sending
+        ready.put("sending")
+        await asyncio.sleep(3600)  # until SIGKILLed
+
+    asyncio.run(main())
+
+
+async def failover(args: argparse.Namespace, server: Server, clip: ClipTrack) -> dict[str, Any]:
+    raw = [(bytes(packet), bool(packet.is_keyframe)) for packet in clip.packets]
+    context = multiprocessing.get_context("spawn")
+    gaps: list[float] = []
+    disconnected = switches = 0
+    for run_index in range(args.runs):
+        room = f"failover-{run_index}"
+        ready = context.Queue()
+        primary = context.Process(target=primary_process, args=(server.base, room, raw, ready))
+        primary.start()
+        await asyncio.get_running_loop().run_in_executor(None, ready.get, True, 60)
+        backup = await start_publisher(server.base, room, ClipTrack(clip.packets), "?path=backup")
+        arrivals: list[list[float]] = [[] for _ in range(args.failover_viewers)]
+        viewers = [await counting_viewer(server.base, room, f"fo-{i}", log) for i, log in enumerate(arrivals)]
+        for _ in range(150):  # up to 15 s for every viewer to play (joining is slow on a busy core)
+            if all(len(log) >= 30 for log in arrivals):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        killed_at = time.time()
+        os.kill(primary.pid or 0, 9)  # SIGKILL: no BYE, no DTLS close; the link just goes dark
+        await asyncio.sleep(1.5)
+        for log in arrivals:
+            around = [t for t in log if killed_at - 0.5 <= t <= killed_at + 1.5]
+            gaps.append(max((b - a for a, b in itertools.pairwise(around)), default=9.9) * 1000)
+        disconnected += sum(pc.connectionState != "connected" for pc in viewers)
+        for pc in [*viewers, backup]:
+            await pc.close()
+        primary.join(5)
+    switches = int(sum(v for k, v in server.metrics().items() if k.startswith("liveroom_media_failovers")))
+    gaps.sort()
+    return {
+        "runs": args.runs,
+        "viewers_per_run": args.failover_viewers,
+        "gap_ms_p50": round(statistics.median(gaps), 1),
+        "gap_ms_p95": round(gaps[max(0, round(0.95 * len(gaps)) - 1)], 1),
+        "gap_ms_max": round(gaps[-1], 1),
+        "gaps_ms": [round(gap) for gap in gaps],
+        "viewers_disconnected": disconnected,
+        "failovers_counted": switches,
+    }
+
+
+# -- ladder: decode once, encode each rung ----------------------------------------------------
+
+
+def ladder(args: argparse.Namespace) -> dict[str, Any]:
+    from liveroom.media.abr import parse_ladder  # type: ignore[import-not-found,unused-ignore]
+
+    from liveroom.config import MediaConfig
+
+    rungs = parse_ladder(MediaConfig().abr_ladder)
+    clip = encode_clip()
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_count = 1
+    encoders = [_rung_encoder(rung.height, rung.bitrate_bps) for rung in rungs]
+    cpu = {
+        "decode": 0.0,
+        **{f"{r.name} scale": 0.0 for r in rungs},
+        **{f"{r.name} encode": 0.0 for r in rungs},
+    }
+    frames = round(args.seconds * FPS)
+    encoded_bytes = [0] * len(rungs)
+    for index in range(frames):
+        started = time.process_time()
+        pictures = decoder.decode(clip[index % len(clip)])
+        cpu["decode"] += time.process_time() - started
+        for picture in pictures:
+            picture.pts, picture.time_base = index, Fraction(1, FPS)
+            for rung, (encoder, size), n in zip(rungs, encoders, range(len(rungs)), strict=True):
+                started = time.process_time()
+                scaled = picture.reformat(width=size[0], height=size[1], format="yuv420p")
+                cpu[f"{rung.name} scale"] += time.process_time() - started
+                started = time.process_time()
+                encoded_bytes[n] += sum(packet.size for packet in encoder.encode(scaled))
+                cpu[f"{rung.name} encode"] += time.process_time() - started
+    seconds = frames / FPS
+    top = [step for step in cpu if step.startswith(f"{HEIGHT}p ")]  # the source itself is that rung
+    return {
+        "source": f"{WIDTH}x{HEIGHT} H.264 {FPS} fps, {seconds:.0f} s",
+        "cores": round(sum(value for step, value in cpu.items() if step not in top) / seconds, 3),
+        "cores_if_the_top_rung_is_reencoded": round(sum(cpu.values()) / seconds, 3),
+        "cores_by_step": {step: round(value / seconds, 3) for step, value in cpu.items()},
+        "rung_bitrate_bps": {
+            r.name: round(b * 8 / seconds) for r, b in zip(rungs, encoded_bytes, strict=True)
+        },
+    }
+
+
+def _rung_encoder(height: int, bitrate: int) -> tuple[Any, tuple[int, int]]:
+    width = (height * WIDTH // HEIGHT) // 2 * 2
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.bit_rate, codec.framerate, codec.time_base = bitrate, Fraction(FPS), Fraction(1, FPS)
+    codec.thread_count = 1
+    kbps = bitrate // 1000
+    codec.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "x264-params": f"keyint={GOP}:scenecut=0:repeat-headers=1:vbv-maxrate={kbps}:vbv-bufsize={kbps}",
+    }
+    return codec, (width, height)
+
+
 def _keyframe_requests(server: Server) -> float:
     return sum(
         v for k, v in server.metrics().items() if k.startswith("liveroom_media_keyframe_requests_total")
@@ -414,8 +549,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server = Server(args.server_cpus, args.workers, gop_cache, not args.aiortc_send)
     publisher = None
     try:
-        publisher = await start_publisher(server.base, "bench", clip)
-        await asyncio.sleep(1.0)
+        if args.phase != "failover":  # failover starts its own publishers, one room per run
+            publisher = await start_publisher(server.base, "bench", clip)
+            await asyncio.sleep(1.0)
         report: dict[str, Any] = {
             "phase": args.phase,
             "workers": args.workers,
@@ -424,6 +560,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.phase == "steady":
             report["levels"] = await steady(args, server, clip)
+        elif args.phase == "failover":
+            report.update(await failover(args, server, clip))
         elif args.phase == "ttff":
             report.update(await ttff(args, server))
         else:
@@ -442,19 +580,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("phase", choices=("steady", "ttff", "storm"))
+    parser.add_argument("phase", choices=("steady", "ttff", "storm", "failover", "ladder"))
     parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
     parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
     parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")
     parser.add_argument("--connect-seconds", type=float, default=6.0, help="steady: time given to join")
     parser.add_argument("--samples", type=int, default=10, help="ttff: viewers, one after another")
+    parser.add_argument("--runs", type=int, default=20, help="failover: primary publishers killed")
+    parser.add_argument("--failover-viewers", type=int, default=3, help="failover: viewers per run")
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
     parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
     parser.add_argument("--gop-cache", type=int, default=None, help="storm: media.gop_cache_frames")
     parser.add_argument("--aiortc-send", action="store_true", help="media.fast_send = false")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--load-cpus", default="1")
-    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+    args = parser.parse_args()
+    if args.phase == "ladder":
+        os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+        print(json.dumps(ladder(args), indent=2))
+        return
+    print(json.dumps(asyncio.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ class MediaBackend(Protocol):
         """WHIP: (session id, SDP answer), or a CommandError."""
         ...
 
-    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+    async def play(
+        self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
+    ) -> tuple[str, str]:
         """WHEP: (session id, SDP answer), or a CommandError."""
         ...
 
@@ -55,8 +57,10 @@ class LocalMedia:
     async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
         return await self.plane.publish(room, caller, offer, backup)
 
-    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
-        return await self.plane.play(room, slot, caller, offer)
+    async def play(
+        self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
+    ) -> tuple[str, str]:
+        return await self.plane.play(room, slot, caller, offer, quality)
 
     async def end(self, session_id: str, caller: Caller) -> None:
         await self.plane.end(session_id, caller)

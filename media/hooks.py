@@ -77,7 +77,13 @@ def tap_receiver(receiver: RTCRtpReceiver, on_frame: OnFrame) -> FrameTap:
 
 
 class ForwardingPacker:
-    """Stands in for the sender's encoder: the frame is already encoded and packetized."""
+    """Stands in for the sender's encoder: the frame is already encoded and packetized.
+
+    aiortc sets `target_bitrate` on its sender's encoder from the viewer's REMB: here it
+    is the viewer's bandwidth estimate, read by the ABR controller (abr.py).
+    """
+
+    target_bitrate: int | None = None
 
     def pack(self, frame: ForwardedFrame) -> tuple[list[bytes], int]:
         return frame.payloads, frame.timestamp

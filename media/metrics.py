@@ -53,6 +53,13 @@ def _per_room(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
         for room, count in sorted(snapshot["viewers"].items()):
             viewers.add_metric([room], count)
     yield viewers
+    failovers = CounterMetricFamily(
+        "liveroom_media_failovers", "Host path switches (dual-path ingest)", labels=["room", "to"]
+    )
+    for snapshot in snapshots.values():
+        for switch in snapshot.get("failovers", ()):
+            failovers.add_metric([switch["room"], switch["to"]], switch["count"])
+    yield failovers
     labels = ["room", "slot", "kind"]
     bitrate = GaugeMetricFamily("liveroom_media_publisher_bitrate_bps", "Received bitrate", labels=labels)
     fps = GaugeMetricFamily("liveroom_media_publisher_fps", "Received video frames per second", labels=labels)

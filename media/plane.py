@@ -2,7 +2,9 @@
 
 Rules enforced here (HTTP status in brackets, see routes.py):
 * one publisher per (room, slot); a second host publish needs `?path=backup` [409];
-* a backup ingest takes over the host slot when the primary ends or is lost;
+* with a backup ingest, both host paths stay live and a `DualPath` puts one of them on
+  air (failover.py decides which); viewers stay connected through every switch, and
+  when the primary ends the backup adopts the program (relays and viewers);
 * only the session's owner, an admin, or the room's host (for a guest) may end it [403].
 """
 
@@ -17,7 +19,11 @@ from typing import Any
 from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest, CommandError, Forbidden
 
+from .abr import parse_ladder
 from .callers import HOST_SLOT, Caller
+from .dualpath import DualPath
+from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
+from .hls import HlsOutput, HlsRoom, room_directory
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -36,6 +42,15 @@ class MediaPlane:
         self.publishers: dict[tuple[str, str], PublishSession] = {}
         self.backups: dict[str, PublishSession] = {}
         self.stats: dict[str, PublisherStats] = {}  # by publish session id
+        self.dual: dict[str, DualPath] = {}  # by room: the host slot's two paths
+        self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
+        self.hls: dict[str, HlsRoom] = {}  # by room: the host's renditions remuxed to HLS
+        self._policy = FailoverPolicy(
+            config.failover_silence_s,
+            config.failover_return_after_s,
+            config.failover_min_fps,
+            config.failover_min_bitrate_bps,
+        )
         self._publish_event = publish_event
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_task: asyncio.Task[None] | None = None
@@ -55,7 +70,79 @@ class MediaPlane:
             self.publishers[(room, slot)] = session
         session.on_closed = self._publisher_closed
         session.on_connected = lambda s: self._event(s, "connected")
-        return session.id, await self._answer(session, offer)
+        answer = await self._answer(session, offer)
+        if slot == HOST_SLOT and not backup:
+            self._start_hls(session)
+        if slot == HOST_SLOT:
+            try:
+                self._pair(room)
+            except BadRequest:
+                await session.close()
+                raise
+        return session.id, answer
+
+    # -- the host's two paths (failover.py, dualpath.py) --------------------------------------
+
+    def _pair(self, room: str) -> None:
+        """Both host paths are answered: feed them through one DualPath into the program."""
+        primary, backup = self.publishers.get((room, HOST_SLOT)), self.backups.get(room)
+        if primary is None or backup is None or primary.closed or backup.closed:
+            return
+        if backup.mime_types != {k: v for k, v in primary.mime_types.items() if k in backup.mime_types}:
+            raise BadRequest("the backup must send the primary's codecs", "codec_mismatch")
+        dual = self.dual.get(room)
+        if dual is None or dual.program is not primary.relays:
+            dual = DualPath(primary.relays, self._policy, lambda switch: self._failover(room, switch))
+            self.dual[room] = dual
+            self._attach(dual, PRIMARY, primary)
+        self._attach(dual, BACKUP, backup)
+
+    def _attach(self, dual: DualPath, name: str, session: PublishSession) -> None:
+        dual.attach(name, session)
+        session.feed = lambda kind, data, timestamp: dual.feed(name, kind, data, timestamp)
+        session.before_close = self._path_closing
+
+    def _path_closing(self, session: PublishSession) -> None:
+        """A host path is closing: the other one keeps the program (and its viewers) going."""
+        dual = self.dual.get(session.room)
+        if dual is None:
+            return
+        if dual.paths.get(BACKUP) is session:
+            dual.detach(BACKUP)
+            return
+        backup = dual.paths.get(BACKUP)
+        if dual.paths.get(PRIMARY) is not session:
+            return
+        if not isinstance(backup, PublishSession) or backup.closed:
+            dual.detach(PRIMARY)  # nobody left to take over: the program ends with this path
+            return
+        backup.adopt_program(session)
+        dual.detach(PRIMARY)
+        dual.promote()
+        self._attach(dual, PRIMARY, backup)
+
+    def _start_hls(self, session: PublishSession) -> None:
+        """The host's H.264 video, remuxed to HLS: one variant per rendition it publishes."""
+        directory = room_directory(self.config.hls_dir, session.room)
+        if not self.config.hls_enabled or directory is None or session.room in self.hls:
+            return
+        h264 = [relay for relay in session.rungs if relay.mime_type.lower() == "video/h264"]
+        if not h264:
+            return
+        hls = HlsRoom(directory)
+        segment_s, size = self.config.hls_segment_s, self.config.hls_list_size
+        for relay, rung in zip(h264, parse_ladder(self.config.abr_ladder), strict=False):
+            output = HlsOutput(directory, rung.name, rung.bitrate_bps, segment_s, size, relay.keyframe_wanted)
+            hls.add(output)
+            relay.listeners.append(output.frame)
+        self.hls[session.room] = hls
+
+    def _failover(self, room: str, switch: Switch) -> None:
+        key = (room, switch.to_path)
+        self.failovers[key] = self.failovers.get(key, 0) + 1
+        log.info("media failover in %s: %s -> %s (%s)", room, switch.from_path, switch.to_path, switch.reason)
+        data = {"room": room, "slot": HOST_SLOT, "from": switch.from_path, "to": switch.to_path}
+        self._spawn(self._publish_event(room, "media.failover", {**data, "reason": switch.reason}))
 
     def _check_free(self, room: str, slot: str, backup: bool) -> None:
         if backup and room in self.backups:
@@ -72,6 +159,9 @@ class MediaPlane:
         assert isinstance(session, PublishSession)
         self.sessions.pop(session.id, None)
         self.stats.pop(session.id, None)
+        dual = self.dual.get(session.room)
+        if dual is not None and session.slot == HOST_SLOT and not dual.paths:
+            del self.dual[session.room]
         if self.backups.get(session.room) is session:
             del self.backups[session.room]
         elif self.publishers.get((session.room, session.slot)) is session:
@@ -80,11 +170,17 @@ class MediaPlane:
             if backup is not None:
                 self.publishers[(session.room, HOST_SLOT)] = backup
                 self._event(backup, "promoted")
+        if session.slot == HOST_SLOT and (session.room, HOST_SLOT) not in self.publishers:
+            output = self.hls.pop(session.room, None)
+            if output is not None:
+                output.close()
         self._event(session, "ended" if session.ended_by_request else "lost")
 
     # -- playing (WHEP) -------------------------------------------------------------------
 
-    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
+    async def play(
+        self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
+    ) -> tuple[str, str]:
         """Start a WHEP session on one stage slot: (session id, SDP answer)."""
         caller.check_room(room)
         publisher = self.publishers.get((room, slot))
@@ -92,7 +188,7 @@ class MediaPlane:
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
         if self.viewer_count(room) >= self.config.max_viewers_per_room:
             raise CommandError("this room has as many media viewers as it may", "too_many_viewers")
-        session = PlaySession(publisher, caller, self.config)
+        session = PlaySession(publisher, caller, self.config, quality)
         session.on_closed = self._viewer_closed
         return session.id, await self._answer(session, offer)
 
@@ -190,6 +286,10 @@ class MediaPlane:
                 stats = self.stats.setdefault(publisher.id, PublisherStats(room, slot))
                 sample = stats.sample(publisher.relays, asyncio.get_running_loop().time())
                 stats.viewers = await viewer_quality(publisher.viewers)
+                if len(publisher.rungs) > 1:  # ABR: each viewer's rung from its RTCP
+                    now = asyncio.get_running_loop().time()
+                    for viewer in list(publisher.viewers):
+                        viewer.adapt(viewer.link_report(), now)
                 if sample is not None:
                     sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))

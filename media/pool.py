@@ -134,8 +134,11 @@ class WorkerPool:
         body = {"room": room, "caller": dataclasses.asdict(caller), "offer": offer, "backup": backup}
         return await self._open(self.worker_for(room), "/publish", body)
 
-    async def play(self, room: str, slot: str, caller: Caller, offer: str) -> tuple[str, str]:
-        body = {"room": room, "slot": slot, "caller": dataclasses.asdict(caller), "offer": offer}
+    async def play(
+        self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
+    ) -> tuple[str, str]:
+        caller_data = dataclasses.asdict(caller)
+        body = {"room": room, "slot": slot, "caller": caller_data, "offer": offer, "quality": quality}
         return await self._open(self.worker_for(room), "/play", body)
 
     async def _open(self, worker: Worker, path: str, body: dict[str, Any]) -> tuple[str, str]:

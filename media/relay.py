@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,8 +63,52 @@ class ViewerTrack(MediaStreamTrack):
         # reading this track, frames go straight to the viewer (see fastpath.py).
         self.make_direct: Callable[[], Callable[[ForwardedFrame], None]] | None = None
         self.direct: Callable[[ForwardedFrame], None] | None = None
+        # Rendition switching (ABR): the relay this track moves to at its next keyframe,
+        # and the timestamp shift that keeps the viewer's timeline continuous after a move.
+        self._pending: TrackRelay | None = None
+        self._shift = 0
+        self._last_out = 0
+        self._last_at = 0.0
+        self.moves = 0
 
-    def offer(self, frame: ForwardedFrame) -> None:
+    @property
+    def relay(self) -> TrackRelay:
+        return self._relay
+
+    def move_to(self, relay: TrackRelay) -> None:
+        """Play another rendition from its next keyframe on; the current one plays until then."""
+        if relay is self._relay or relay is self._pending or relay.ended:
+            return
+        if self._pending is not None:
+            self._pending.unsubscribe(self)
+        self._pending = relay
+        relay.viewers.add(self)
+        relay.keyframe_wanted()
+
+    def offer(self, frame: ForwardedFrame, source: TrackRelay | None = None) -> None:
+        if self._pending is not None and source is not None and source is not self._relay:
+            if source is not self._pending:
+                return
+            if not frame.keyframe:
+                source.keyframe_wanted()  # gated; keeps asking if a request was absorbed
+                return
+            self._complete_move(frame)
+        if self._shift:  # only a viewer that moved pays for a copy
+            frame = dataclasses.replace(frame, timestamp=(frame.timestamp + self._shift) & 0xFFFFFFFF)
+        self._last_out, self._last_at = frame.timestamp, time.monotonic()
+        self._deliver(frame)
+
+    def _complete_move(self, keyframe: ForwardedFrame) -> None:
+        """The target rendition's keyframe: leave the old relay, splice the timestamps."""
+        assert self._pending is not None
+        self._relay.unsubscribe(self)
+        self._relay, self._pending = self._pending, None
+        step = max(3000, round((time.monotonic() - self._last_at) * 90000)) if self._last_at else 3000
+        self._shift = (self._last_out + step - keyframe.timestamp) & 0xFFFFFFFF
+        self.moves += 1
+        self.waiting_for_keyframe = False
+
+    def _deliver(self, frame: ForwardedFrame) -> None:
         if self.waiting_for_keyframe:
             if not frame.keyframe:
                 return
@@ -130,6 +175,8 @@ class ViewerTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._relay.unsubscribe(self)
+        if self._pending is not None:
+            self._pending.unsubscribe(self)
 
 
 class TrackRelay:
@@ -155,11 +202,13 @@ class TrackRelay:
         self._gop: list[ForwardedFrame] = []
         self._gop_cache_frames = gop_cache_frames
         self._queue_frames = queue_frames
-        self._request_keyframe = request_keyframe
+        self.request_keyframe = request_keyframe  # replaced by DualPath for the host slot
         self._clock = clock
         self._picture_id = 0
         self._parameter_sets = H264ParameterSets() if mime_type.lower() == "video/h264" else None
         self.ended = False
+        # Consumers of the encoded bytes other than viewers (the HLS output): (data, timestamp, keyframe).
+        self.listeners: list[Callable[[bytes, int, bool], None]] = []
 
     def push(self, data: bytes, timestamp: int) -> ForwardedFrame:
         """An encoded frame from the publisher: packetize once, fan out to every viewer."""
@@ -173,7 +222,9 @@ class TrackRelay:
         self._count(frame)
         self._cache(frame)
         for viewer in self.viewers:
-            viewer.offer(frame)
+            viewer.offer(frame, self)
+        for listener in self.listeners:
+            listener(data, timestamp, keyframe)
         if any(viewer.waiting_for_keyframe for viewer in self.viewers):
             self.keyframe_wanted()
         return frame
@@ -199,7 +250,7 @@ class TrackRelay:
     def keyframe_wanted(self) -> None:
         """A viewer needs a keyframe (joined, lagged, or sent PLI/FIR): ask, rate-limited."""
         if self.kind == "video" and not self.ended and self.gate.want(self._clock()):
-            self._request_keyframe()
+            self.request_keyframe()
 
     def end(self) -> None:
         """The publisher left: every viewer track ends cleanly."""

@@ -1,11 +1,12 @@
 """WHIP (RFC 9725) and WHEP over aiohttp: thin adapters around `MediaPlane`.
 
 POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
-POST /whep/{room}[?slot=host|N]   offer in, 201 + Location + answer out (any room token)
+POST /whep/{room}[?slot=host|N][&quality=480p]  offer in, 201 + Location + answer out (any room token)
 DELETE <Location>                  ends the session (its owner, an admin, or the host for a guest)
 DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or admin)
 PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
 GET /media/demo                    a page that publishes / plays from a browser (page.py)
+GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.py)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
 """
@@ -24,6 +25,7 @@ from liveroom.node import Node
 
 from .backend import LocalMedia, MediaBackend
 from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
+from .hls_routes import add_hls_routes
 from .hooks import count_codec_instances
 from .metrics import MediaCollector
 from .page import demo_page
@@ -81,6 +83,8 @@ def add_media_routes(app: web.Application, node: Node) -> None:
         app.router.add_patch(f"/{kind}/{{room}}/{{session}}", _patch)
     app.router.add_delete("/whip/{room}/slots/{slot}", _delete_slot)
     app.router.add_get("/media/demo", demo_page)
+    if config.hls_enabled:
+        add_hls_routes(app, config.hls_dir)
     app.cleanup_ctx.append(_lifespan)
 
 
@@ -115,7 +119,8 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
             session, answer = await plane.publish(room, caller, offer, backup)
         else:
             slot = _name(request.query.get("slot", HOST_SLOT), "slot")
-            session, answer = await plane.play(room, slot, caller, offer)
+            quality = request.query.get("quality")  # pin an ABR rung ("480p"); absent: automatic
+            session, answer = await plane.play(room, slot, caller, offer, quality)
     except CommandError as error:
         return _error(error)
     location = f"/{kind}/{room}/{session}"

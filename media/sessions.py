@@ -29,6 +29,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest
 
+from .abr import AbrPolicy, LinkReport, RungController, parse_ladder
 from .callers import Caller
 from .fastpath import FastSender
 from .hooks import attach_sender, tap_receiver
@@ -106,12 +107,22 @@ class PublishSession(Session):
         super().__init__(room, slot, caller, config)
         self.config = config
         self.relays: dict[str, TrackRelay] = {}
+        # Video renditions in m-line order (ABR rungs, highest first); [0] is relays["video"].
+        self.rungs: list[TrackRelay] = []
         self.viewers: set[PlaySession] = set()
+        self.mime_types: dict[str, str] = {}
+        # Where received frames go: this session's relays, or a DualPath (host + backup).
+        self.feed: Callable[[str, bytes, int], None] = self._push
+        # Called first thing in close(): the plane hands the program over to the backup.
+        self.before_close: Callable[[PublishSession], None] = lambda session: None
+        self._receivers: dict[str, RTCRtpReceiver] = {}
         self._pli_tasks: set[asyncio.Future[None]] = set()
 
     def _prepare(self, kinds: list[str]) -> None:
-        if sorted(kinds) not in (["audio"], ["video"], ["audio", "video"]):
-            raise BadRequest("publish one audio and/or one video track", "no_media")
+        videos, audios = kinds.count("video"), kinds.count("audio")
+        if not kinds or audios > 1 or videos > len(self.config.abr_ladder):
+            message = "publish one audio track and video tracks, one per rendition of the ladder"
+            raise BadRequest(message, "no_media")
         for kind in kinds:
             transceiver = self.pc.addTransceiver(kind, "recvonly")
             transceiver.setCodecPreferences(_capabilities(kind, FORWARDED_MIME_TYPES[kind]))
@@ -134,8 +145,37 @@ class PublishSession(Session):
             request_keyframe=lambda: self._send_pli(receiver),
         )
         relay.codec = codec
-        tap_receiver(receiver, lambda _codec, data, timestamp: relay.push(data, timestamp))
-        self.relays[transceiver.kind] = relay
+        kind = transceiver.kind
+        if kind == "video":
+            self.rungs.append(relay)
+        if kind in self.relays:  # a further rendition: its own relay, not failed over
+            tap_receiver(receiver, lambda _codec, data, timestamp: relay.push(data, timestamp))
+            return
+        tap_receiver(receiver, lambda _codec, data, timestamp: self.feed(kind, data, timestamp))
+        self.relays[kind] = relay
+        self.mime_types[kind] = codec.mimeType
+        self._receivers[kind] = receiver
+
+    def _push(self, kind: str, data: bytes, timestamp: int) -> None:
+        self.relays[kind].push(data, timestamp)
+
+    def request_keyframe(self) -> None:
+        """A PLI to this publisher now, bypassing the gate (a failover cannot wait)."""
+        receiver = self._receivers.get("video")
+        if receiver is not None and not self.closed:
+            self._send_pli(receiver)
+
+    def adopt_program(self, previous: PublishSession) -> None:
+        """Take over `previous`'s relays and viewers (the backup, when the primary ends):
+        the viewers stay connected. This session's own relays had nobody watching."""
+        for relay in self.relays.values():
+            relay.end()
+        self.relays, previous.relays = previous.relays, {}
+        self.rungs = [self.relays["video"]] if "video" in self.relays else []
+        previous.rungs = previous.rungs[1:]  # its further renditions end with it, not the program
+        self.viewers, previous.viewers = previous.viewers, set()
+        for viewer in self.viewers:
+            viewer.publisher = self
 
     def _send_pli(self, receiver: RTCRtpReceiver) -> None:
         for source in receiver.getSynchronizationSources():
@@ -146,7 +186,8 @@ class PublishSession(Session):
     async def close(self) -> None:
         if self.closed:
             return
-        for relay in self.relays.values():
+        self.before_close(self)
+        for relay in [*self.relays.values(), *self.rungs]:
             relay.end()
         viewers = list(self.viewers)
         await asyncio.gather(*(viewer.close() for viewer in viewers))
@@ -156,24 +197,62 @@ class PublishSession(Session):
 
 
 class PlaySession(Session):
-    """WHEP: send every track of one publisher (one stage slot) to one viewer."""
+    """WHEP: send every track of one publisher (one stage slot) to one viewer.
 
-    def __init__(self, publisher: PublishSession, caller: Caller, config: MediaConfig) -> None:
+    When the publisher sends several renditions, the viewer's video moves between them
+    (at the target's keyframe, no renegotiation) as its `RungController` decides, or stays
+    on the one it pinned (`?quality=480p`).
+    """
+
+    def __init__(
+        self, publisher: PublishSession, caller: Caller, config: MediaConfig, quality: str | None = None
+    ) -> None:
         super().__init__(publisher.room, publisher.slot, caller, config)
         self.publisher = publisher
         self.config = config
         self.tracks: list[ViewerTrack] = []
+        ladder = parse_ladder(config.abr_ladder)[: max(1, len(publisher.rungs))]
+        self.abr = RungController(ladder, AbrPolicy())
+        if quality is not None:
+            try:
+                self.abr.pin(quality)
+            except ValueError as exc:
+                raise BadRequest(f"quality: {exc}", "bad_request") from None
+            self.abr.current = self.abr.pinned or 0
         publisher.viewers.add(self)
+
+    @property
+    def video(self) -> ViewerTrack | None:
+        return next((track for track in self.tracks if track.kind == "video"), None)
+
+    def adapt(self, report: LinkReport, now: float) -> None:
+        """The viewer's latest RTCP figures: move its video to the rung they call for."""
+        track, rungs = self.video, self.publisher.rungs
+        if track is None or len(rungs) < 2:
+            return
+        wanted = rungs[self.abr.ladder.index(self.abr.update(report, now))]
+        track.move_to(wanted)
+
+    def link_report(self) -> LinkReport:
+        """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR)."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video" and transceiver.sender.track is not None:
+                packer = getattr(transceiver.sender, "_RTCRtpSender__encoder", None)
+                estimate = getattr(packer, "target_bitrate", None)
+                return LinkReport(estimate, *_loss_and_rtt(transceiver.sender))
+        return LinkReport(None)
 
     def _prepare(self, kinds: list[str]) -> None:
         for kind, relay in self.publisher.relays.items():
             if kind not in kinds:
                 continue
+            if kind == "video" and self.abr.current < len(self.publisher.rungs):
+                relay = self.publisher.rungs[self.abr.current]
             track = relay.subscribe()
             self.tracks.append(track)
             transceiver = self.pc.addTransceiver(track, "sendonly")
             transceiver.setCodecPreferences(_same_codec(kind, relay.codec))
-            attach_sender(transceiver.sender, relay.keyframe_wanted)
+            attach_sender(transceiver.sender, _keyframe_wanted_by(track))
             if self.config.fast_send:
                 track.make_direct = _direct_sender(transceiver)
 
@@ -192,6 +271,20 @@ class PlaySession(Session):
     @property
     def senders(self) -> list[RTCRtpSender]:
         return [t.sender for t in self.pc.getTransceivers() if t.sender.track is not None]
+
+
+def _keyframe_wanted_by(track: ViewerTrack) -> Callable[[], None]:
+    """A viewer's PLI/FIR goes to the rendition it plays now (it may have moved)."""
+    return lambda: track.relay.keyframe_wanted()
+
+
+def _loss_and_rtt(sender: RTCRtpSender) -> tuple[float, float | None]:
+    """The latest receiver report's fraction lost (0..1) and RTT, as aiortc keeps them."""
+    stats = getattr(sender, "_RTCRtpSender__stats", None)
+    reports = [r for r in getattr(stats, "values", dict)() if r.type == "remote-inbound-rtp"]
+    if not reports:
+        return 0.0, None
+    return (reports[-1].fractionLost or 0) / 256, reports[-1].roundTripTime
 
 
 def offered_kinds(offer_sdp: str) -> list[str]:

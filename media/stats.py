@@ -104,5 +104,6 @@ def plane_snapshot(plane: Any) -> dict[str, Any]:
         "codec_instances": dict(CODEC_INSTANCES),
         "viewers": {room: plane.viewer_count(room) for room in {room for room, _ in plane.publishers}},
         "publishers": publishers,
+        "failovers": [{"room": room, "to": to, "count": n} for (room, to), n in plane.failovers.items()],
         "tasks": len(asyncio.all_tasks()),
     }

@@ -6,7 +6,7 @@ connections, so media flows between the clients and this process directly (its I
 candidates are its own UDP ports). Endpoints (JSON in and out, errors as in routes.py):
 
 POST /publish {"room", "caller", "offer", "backup"} -> {"session", "answer"}
-POST /play    {"room", "slot", "caller", "offer"}   -> {"session", "answer"}
+POST /play    {"room", "slot", "caller", "offer", "quality"} -> {"session", "answer"}
 POST /end     {"session", "caller"}                 -> {}
 POST /end_slot {"room", "slot", "caller"}           -> {}
 POST /trickle {"session", "caller", "fragment"}     -> {}
@@ -85,7 +85,10 @@ async def _publish(request: web.Request) -> web.Response:
 
 async def _play(request: web.Request) -> web.Response:
     body = await request.json()
-    return await _answer(request.app[PLANE].play(body["room"], body["slot"], _caller(body), body["offer"]))
+    plane = request.app[PLANE]
+    return await _answer(
+        plane.play(body["room"], body["slot"], _caller(body), body["offer"], body.get("quality"))
+    )
 
 
 async def _end(request: web.Request) -> web.Response:

@@ -1,0 +1,170 @@
+"""The host slot's two ingest paths feeding one program: the glue around `FailoverRule`.
+
+Viewers of the host slot subscribe to the *program* relays (the first primary's relays,
+kept alive across switches). Both paths' receivers hand their frames to `DualPath.feed`;
+only the path on air is pushed into the program. Viewers therefore stay connected
+through a switch, and what must continue for their players to carry on does:
+
+* RTP sequence numbers are per viewer already (the fast sender / aiortc's sender count
+  their own), so they continue by construction;
+* RTP timestamps are spliced here, once per program track rather than per viewer (every
+  viewer shares the program's timeline): the new path's timestamps are offset so that its
+  first frame follows the last forwarded one by the wall time that passed;
+* video resumes on a keyframe of the new path: the latest one kept while it was off air
+  if it is at most a few frames old (the rule asks the backup for one halfway to the
+  silence threshold), else one asked for at the switch; audio resumes at once; VP8
+  picture ids and H.264 parameter sets are the program relay's own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from .bitstream import is_keyframe
+from .failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, Switch
+from .relay import TrackRelay
+
+__all__ = ["DualPath", "IngestPath", "TimestampSplicer"]
+
+MASK = 0xFFFFFFFF
+CLOCK_RATES = {"audio": 48000, "video": 90000}
+MIN_STEP = {"audio": 960, "video": 3000}  # one Opus frame (20 ms), one video frame at 30 fps
+# A path off air keeps its video frames since its last keyframe, up to this many: at a
+# switch they start the viewers at once (a longer backlog would add latency; then the
+# glue waits for a fresh keyframe instead).
+STANDBY_FRAMES = 4
+
+
+class IngestPath(Protocol):
+    """What the glue needs of a publish session."""
+
+    id: str
+    mime_types: dict[str, str]
+
+    def request_keyframe(self) -> None: ...
+
+
+class TimestampSplicer:
+    """Rewrites one program track's RTP timestamps so a change of source does not jump."""
+
+    def __init__(self, kind: str) -> None:
+        self._rate = CLOCK_RATES[kind]
+        self._min_step = MIN_STEP[kind]
+        self._source: str | None = None
+        self._offset = 0  # 0 until the first splice: a single path's timestamps pass unchanged
+        self._last_out: int | None = None
+        self._last_at = 0.0
+
+    def rewrite(self, source: str, timestamp: int, now: float) -> int:
+        if source != self._source:
+            if self._last_out is not None:
+                step = max(self._min_step, round((now - self._last_at) * self._rate))
+                self._offset = (self._last_out + step - timestamp) & MASK
+            self._source = source
+        out = (timestamp + self._offset) & MASK
+        self._last_out, self._last_at = out, now
+        return out
+
+
+class DualPath:
+    def __init__(
+        self,
+        program: dict[str, TrackRelay],
+        policy: FailoverPolicy,
+        on_switch: Callable[[Switch], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.program = program
+        self.rule = FailoverRule(policy)
+        self.paths: dict[str, IngestPath] = {}
+        self.switches = 0
+        self._on_switch = on_switch
+        self._clock = clock
+        self._splicers = {kind: TimestampSplicer(kind) for kind in program}
+        self._video_waits_for_keyframe = False
+        self._standby: dict[str, list[tuple[bytes, int]]] = {}  # path -> video since its keyframe
+        for relay in program.values():
+            relay.request_keyframe = self.request_keyframe  # viewers' PLIs go to the path on air
+
+    def attach(self, name: str, path: IngestPath) -> None:
+        self.paths[name] = path
+        self.rule.add(name)
+
+    def detach(self, name: str) -> None:
+        """A path ended; if it was on air the other one takes over at once."""
+        self.paths.pop(name, None)
+        switch = self.rule.remove(name)
+        if switch is not None:
+            self._switched(switch)
+            self.request_keyframe()
+
+    def promote(self) -> None:
+        """The primary ended for good: the backup is now the primary (no switch)."""
+        if BACKUP in self.paths:
+            self.paths[PRIMARY] = self.paths.pop(BACKUP)
+        self.rule.promote()
+
+    @property
+    def active(self) -> str:
+        return self.rule.active
+
+    def feed(self, name: str, kind: str, data: bytes, timestamp: int) -> None:
+        """A frame from one path's receiver."""
+        path = self.paths.get(name)
+        relay = self.program.get(kind)
+        if path is None or relay is None:
+            return
+        keyframe = kind == "video" and is_keyframe(path.mime_types[kind], data)
+        now = self._clock()
+        self._act(self.rule.frame(name, kind, now, len(data), keyframe), name if keyframe else None, now)
+        if name != self.rule.active:
+            if kind == "video":
+                self._keep_standby(name, data, timestamp, keyframe)
+            return
+        if kind == "video" and self._video_waits_for_keyframe:
+            if not keyframe:
+                return
+            self._video_waits_for_keyframe = False
+        relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
+
+    def request_keyframe(self) -> None:
+        path = self.paths.get(self.rule.active)
+        if path is not None:
+            path.request_keyframe()
+
+    def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
+        kept = self._standby.setdefault(name, [])
+        if keyframe:
+            kept[:] = [(data, timestamp)]
+        elif kept and len(kept) < STANDBY_FRAMES:
+            kept.append((data, timestamp))
+        else:
+            kept.clear()
+
+    def _start_from_standby(self, name: str, now: float) -> bool:
+        """Start the viewers on the new path's kept keyframe and the frames after it."""
+        kept, path = self._standby.pop(name, []), self.paths.get(name)
+        if not kept or path is None or "video" not in self.program:
+            return False
+        for data, timestamp in kept:
+            self.program["video"].push(data, self._splicers["video"].rewrite(path.id, timestamp, now))
+        return True
+
+    def _act(self, decision: Decision, keyframe_from: str | None, now: float) -> None:
+        if decision.switch is not None:
+            at_keyframe = keyframe_from == decision.switch.to_path
+            if not at_keyframe and self._start_from_standby(decision.switch.to_path, now):
+                self._switched(decision.switch, at_keyframe=True)
+                return  # no keyframe needed from the new path
+            self._switched(decision.switch, at_keyframe)
+        if decision.request_keyframe_from is not None:
+            path = self.paths.get(decision.request_keyframe_from)
+            if path is not None:
+                path.request_keyframe()
+
+    def _switched(self, switch: Switch, at_keyframe: bool = False) -> None:
+        self.switches += 1
+        self._video_waits_for_keyframe = "video" in self.program and not at_keyframe
+        self._on_switch(switch)

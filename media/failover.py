@@ -1,0 +1,202 @@
+"""Which of the host's two ingest paths feeds the viewers: pure logic over injected time.
+
+The host publishes the same program twice (`POST /whip/{room}` and `?path=backup`). Each
+path's health comes from its frames as they arrive: silence (no frame of some kind for
+`silence_s`), and optionally too few video frames or too few bits in the last second.
+The rule is told of every frame (`frame`) and answers what to do:
+
+* on the primary: switch to the backup as soon as the primary has a problem and the
+  backup has none (the glue then starts the backup on its latest keyframe if it is
+  recent, else asks for one and waits for it); halfway to the silence threshold a
+  keyframe is already asked of the backup, so one is usually at hand at the switch;
+* on the backup: go back to the primary once it has been healthy for `return_after_s`,
+  exactly at one of its keyframes (a keyframe is asked of it when that time is reached),
+  so the return shows no gap; go back at once if the backup itself fails;
+* a path that ends (`remove`) hands over to the other one.
+
+Nothing here reads a clock or touches the network: tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+__all__ = ["BACKUP", "PRIMARY", "Decision", "FailoverPolicy", "FailoverRule", "PathHealth", "Switch"]
+
+PRIMARY, BACKUP = "primary", "backup"
+WINDOW_S = 1.0  # frame rate and bitrate are measured over the last second
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverPolicy:
+    silence_s: float = 0.1
+    return_after_s: float = 2.0
+    min_fps: float = 0.0  # 0: frame rate is not checked
+    min_bitrate_bps: float = 0.0  # 0: bitrate is not checked
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    from_path: str
+    to_path: str
+    reason: str  # "primary_silence", "primary_low_fps", "primary_ended", "primary_recovered", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    switch: Switch | None = None
+    request_keyframe_from: str | None = None  # ask this path for a keyframe now
+
+
+NOTHING = Decision()
+
+
+class PathHealth:
+    """One path's recent frames: when each kind last arrived, the last second of video."""
+
+    def __init__(self, policy: FailoverPolicy) -> None:
+        self._policy = policy
+        self.last_frame: dict[str, float] = {}
+        self.first_frame_at: float | None = None
+        self.healthy_since: float | None = None  # start of the current run without a problem
+        self._video: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes)
+        self._arrivals: collections.deque[float] = collections.deque()  # any kind, last second
+
+    def frame(self, kind: str, now: float, size: int) -> None:
+        if self.first_frame_at is None:
+            self.first_frame_at = now
+        if self.healthy_since is None or self.problem(now) is not None:
+            self.healthy_since = now
+        self.last_frame[kind] = now
+        self._arrivals.append(now)
+        while self._arrivals[0] <= now - WINDOW_S:
+            self._arrivals.popleft()
+        if kind == "video":
+            self._video.append((now, size))
+            while self._video and self._video[0][0] <= now - WINDOW_S:
+                self._video.popleft()
+
+    def problem(self, now: float) -> str | None:
+        """What is wrong with this path now ("silence", "low_fps", "low_bitrate"), or None."""
+        if not self.last_frame:
+            return "silence"
+        if now - min(self.last_frame.values()) > self._policy.silence_s:
+            return "silence"
+        if "video" not in self.last_frame or self.first_frame_at is None:
+            return None
+        if now - self.first_frame_at < WINDOW_S:  # too young to judge a rate
+            return None
+        recent = [size for at, size in self._video if at > now - WINDOW_S]
+        if self._policy.min_fps and len(recent) / WINDOW_S < self._policy.min_fps:
+            return "low_fps"
+        if self._policy.min_bitrate_bps and sum(recent) * 8 / WINDOW_S < self._policy.min_bitrate_bps:
+            return "low_bitrate"
+        return None
+
+    def silent_since(self) -> float:
+        """When the kind heard from least recently last arrived."""
+        return min(self.last_frame.values(), default=float("-inf"))
+
+    def kept_sending_since(self, since: float, now: float, for_s: float) -> bool:
+        """Frames arrived from after `since` for at least `for_s` until now.
+
+        A silence counts only if the other path kept sending through it: after a stall
+        of the server's own event loop both paths' frames are late, and the first one
+        read must not make the other path look dead.
+        """
+        first = next((at for at in self._arrivals if at > since), None)
+        return first is not None and now - first >= for_s
+
+    def healthy_for(self, now: float) -> float:
+        if self.problem(now) is not None or self.healthy_since is None:
+            return 0.0
+        return now - self.healthy_since
+
+
+class FailoverRule:
+    def __init__(self, policy: FailoverPolicy) -> None:
+        self.policy = policy
+        self.paths: dict[str, PathHealth] = {}
+        self.active = PRIMARY
+        self._return_asked_at: float | None = None
+        self._warmed_for: float | None = None  # the primary silence a keyframe was asked for
+
+    def add(self, path: str) -> None:
+        self.paths[path] = PathHealth(self.policy)
+        if path == PRIMARY and BACKUP not in self.paths:
+            self.active = PRIMARY
+
+    def remove(self, path: str) -> Switch | None:
+        """`path` ended: if it was on air, the other path takes over."""
+        self.paths.pop(path, None)
+        other = BACKUP if path == PRIMARY else PRIMARY
+        if self.active == path and other in self.paths:
+            return self._switch(other, f"{path}_ended")
+        return None
+
+    def promote(self) -> None:
+        """The primary is gone for good: the backup becomes the primary (no switch)."""
+        if BACKUP in self.paths:
+            self.paths[PRIMARY] = self.paths.pop(BACKUP)
+        self.active = PRIMARY
+
+    def frame(self, path: str, kind: str, now: float, size: int, keyframe: bool) -> Decision:
+        """A frame arrived on `path` (`keyframe`: a video keyframe)."""
+        health = self.paths.get(path)
+        if health is None:
+            return NOTHING
+        health.frame(kind, now, size)
+        if self.active == PRIMARY:
+            return self._on_primary(now)
+        return self._on_backup(path, kind, now, keyframe)
+
+    def _on_primary(self, now: float) -> Decision:
+        primary, backup = self.paths.get(PRIMARY), self.paths.get(BACKUP)
+        if backup is None or backup.problem(now) is not None:
+            return NOTHING
+        problem = primary.problem(now) if primary is not None else "ended"
+        if problem is None and primary is not None:
+            return self._warm_up(primary, now)
+        if problem == "silence" and not self._outlived(backup, primary, now):
+            return NOTHING
+        return Decision(self._switch(BACKUP, f"primary_{problem}"), BACKUP)
+
+    def _on_backup(self, path: str, kind: str, now: float, keyframe: bool) -> Decision:
+        primary, backup = self.paths.get(PRIMARY), self.paths.get(BACKUP)
+        if primary is None or primary.problem(now) is not None:
+            return NOTHING
+        problem = backup.problem(now) if backup is not None else "ended"
+        if problem == "silence" and not self._outlived(primary, backup, now):
+            return NOTHING
+        if problem is not None:
+            return Decision(self._switch(PRIMARY, f"backup_{problem}"), PRIMARY)
+        if primary.healthy_for(now) < self.policy.return_after_s:
+            return NOTHING
+        at_keyframe = keyframe or "video" not in primary.last_frame
+        if path == PRIMARY and at_keyframe:
+            return Decision(self._switch(PRIMARY, "primary_recovered"))
+        if self._return_asked_at is None or now - self._return_asked_at >= self.policy.return_after_s:
+            self._return_asked_at = now
+            return Decision(request_keyframe_from=PRIMARY)
+        return NOTHING
+
+    def _warm_up(self, primary: PathHealth, now: float) -> Decision:
+        """Half the silence threshold gone: ask the backup for a keyframe already, so that
+        one is at hand if the switch comes (the glue keeps the backup's latest frames)."""
+        quiet_since = primary.silent_since()
+        if now - quiet_since < self.policy.silence_s / 2 or self._warmed_for == quiet_since:
+            return NOTHING
+        self._warmed_for = quiet_since
+        return Decision(request_keyframe_from=BACKUP)
+
+    def _outlived(self, alive: PathHealth, failing: PathHealth | None, now: float) -> bool:
+        if failing is None:
+            return True
+        return alive.kept_sending_since(failing.silent_since(), now, self.policy.silence_s / 2)
+
+    def _switch(self, to_path: str, reason: str) -> Switch:
+        switch = Switch(self.active, to_path, reason)
+        self.active = to_path
+        self._return_asked_at = None
+        return switch

@@ -1,0 +1,171 @@
+"""HLS for the crowd: the host program's H.264 remuxed (never re-encoded) into MPEG-TS segments.
+
+An `HlsOutput` (one variant) listens to one video relay of the host: the program's (so
+it follows failovers: the program's timestamps are already spliced) and one per further
+rendition the host publishes (ABR rungs). Each encoded frame becomes an `av.Packet`
+muxed by FFmpeg's `hls` muxer (through PyAV), which cuts a segment at the first keyframe
+after `segment_s`, keeps `list_size` segments in `<rung>.m3u8` and deletes older ones.
+`HlsRoom` holds a room's variants and writes `master.m3u8` listing each once it started.
+When the publisher's keyframes are further apart than a segment, one is asked for
+(through the relay's keyframe gate). Files land in `<hls_dir>/<room>/`; the node serves
+them (`hls_routes.py`). Segment names carry the output's id, so a name is never reused
+and a CDN may cache segments for good.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from .bitstream import h264_nal_units
+
+__all__ = ["HlsOutput", "HlsRoom", "room_directory"]
+
+log = logging.getLogger(__name__)
+TIME_BASE = Fraction(1, 90000)
+
+
+def room_directory(root: str, room: str) -> Path | None:
+    """Where a room's HLS files live; None for names that would leave `root`."""
+    if room in (".", "..") or "/" in room:
+        return None
+    return Path(root) / room
+
+
+class HlsRoom:
+    """A room's HLS variants (one per rung) and its master playlist."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.variants: dict[str, str] = {}  # rung name -> its #EXT-X-STREAM-INF line
+        self.outputs: list[HlsOutput] = []
+
+    def add(self, output: HlsOutput) -> None:
+        output.on_started = self._started
+        self.outputs.append(output)
+
+    def _started(self, output: HlsOutput, width: int, height: int, codecs: str) -> None:
+        self.variants[output.variant] = (
+            f'#EXT-X-STREAM-INF:BANDWIDTH={output.bandwidth},RESOLUTION={width}x{height},CODECS="{codecs}"'
+        )
+        ordered = sorted(self.outputs, key=lambda o: -o.bandwidth)
+        lines = [
+            f"{self.variants[o.variant]}\n{o.variant}.m3u8\n" for o in ordered if o.variant in self.variants
+        ]
+        text = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n" + "".join(lines)
+        temporary = self.directory / "master.m3u8.tmp"
+        temporary.write_text(text)
+        os.replace(temporary, self.directory / "master.m3u8")
+
+    def close(self) -> None:
+        """The program ended: finish the files, then remove them (the stream is over)."""
+        for output in self.outputs:
+            output.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class HlsOutput:
+    def __init__(
+        self,
+        directory: Path,
+        variant: str,
+        bandwidth: int,
+        segment_s: float,
+        list_size: int,
+        request_keyframe: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.variant = variant  # the rung's name: "720p"
+        self.bandwidth = bandwidth
+        self.on_started: Callable[[HlsOutput, int, int, str], None] = lambda *started: None
+        self.segment_s = segment_s
+        self.list_size = list_size
+        self.prefix = secrets.token_hex(4)
+        self.frames = 0
+        self._request_keyframe = request_keyframe
+        self._clock = clock
+        self._container: Any = None
+        self._stream: Any = None
+        self._last_timestamp = 0
+        self._pts = 0
+        self._last_keyframe_at = 0.0
+        self.closed = False
+
+    def frame(self, data: bytes, timestamp: int, keyframe: bool) -> None:
+        """One encoded H.264 frame (Annex B) of the program, RTP timestamp at 90 kHz."""
+        if self.closed:
+            return
+        now = self._clock()
+        if keyframe:
+            self._last_keyframe_at = now
+        elif now - self._last_keyframe_at >= self.segment_s:
+            self._request_keyframe()  # gated: at most one request per interval upstream
+        if self._container is None:
+            if not keyframe:
+                return
+            self._open(data, timestamp)
+        self._pts += _signed_delta(timestamp, self._last_timestamp)
+        self._last_timestamp = timestamp
+        packet = av.Packet(data)
+        packet.pts = packet.dts = self._pts
+        packet.time_base = TIME_BASE
+        packet.stream = self._stream
+        packet.is_keyframe = keyframe
+        try:
+            self._container.mux(packet)
+            self.frames += 1
+        except Exception as exc:  # FFmpeg refuses a packet (e.g. timestamps): skip it
+            log.warning("hls: packet skipped: %r", exc)
+
+    def _open(self, keyframe: bytes, timestamp: int) -> None:
+        """Start at a keyframe: its SPS gives the stream's size and codec string."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe = av.open(io.BytesIO(keyframe), format="h264")
+        template = probe.streams.video[0]
+        options = {
+            "hls_time": str(self.segment_s),
+            "hls_list_size": str(self.list_size),
+            "hls_flags": "delete_segments+independent_segments+temp_file",
+            "hls_segment_filename": str(self.directory / f"{self.prefix}-{self.variant}-%d.ts"),
+        }
+        playlist = str(self.directory / f"{self.variant}.m3u8")
+        self._container = av.open(playlist, "w", format="hls", options=options)
+        self._stream = self._container.add_stream_from_template(template)
+        self._stream.time_base = TIME_BASE
+        self._started(template.codec_context.width, template.codec_context.height, keyframe)
+        probe.close()
+        self._last_timestamp, self._pts = timestamp, 0
+
+    def _started(self, width: int, height: int, keyframe: bytes) -> None:
+        sps = next((nal for nal in h264_nal_units(keyframe) if nal and nal[0] & 0x1F == 7), b"")
+        codecs = f"avc1.{sps[1:4].hex()}" if len(sps) >= 4 else "avc1.42e01f"
+        self.on_started(self, width, height, codecs)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception as exc:
+                log.warning("hls: closing failed: %r", exc)
+
+
+def _signed_delta(timestamp: int, previous: int) -> int:
+    """RTP timestamps wrap at 2**32; a small step back is a reordering, kept at +1."""
+    delta = (timestamp - previous) & 0xFFFFFFFF
+    if delta >= 1 << 31:
+        return 1
+    return delta

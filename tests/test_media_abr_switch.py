@@ -1,0 +1,110 @@
+"""Rendition switching: a viewer's video moves between relays at the target's keyframe.
+
+First with no network (two relays, one viewer track), then for real: an aiortc host
+publishes two renditions as two video tracks (their pictures carry different counters),
+one viewer pins the second (`?quality=480p`), another starts on the first and is moved
+down by its controller once its link reports come in: aiortc's REMB estimate (about what
+it receives, tens of kbps for these small pictures) is far below the 720p rung's 2.5 Mbps.
+(Loss and RTT as inputs are covered by the controller's own tests.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
+from liveroom.media.relay import TrackRelay
+from media_support import CounterTrack, Peer, _exchange, codec_preferences, play, wait_until
+from support import ServerProcess, token
+
+KEY = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]) + b"k" * 300
+DELTA = bytes([0x31]) + b"d" * 50
+LOW = 40_000  # the second rendition's counters start here
+
+
+def relay() -> TrackRelay:
+    return TrackRelay(
+        "video",
+        "video/VP8",
+        gop_cache_frames=90,
+        queue_frames=120,
+        keyframe_interval_s=1.0,
+        request_keyframe=lambda: None,
+    )
+
+
+def test_a_viewer_moves_at_the_targets_keyframe_and_its_timestamps_continue() -> None:
+    high, low = relay(), relay()
+    high.push(KEY, 1000)
+    track = high.subscribe()
+    high.push(DELTA, 4000)
+    track.move_to(low)
+    low.push(DELTA, 900_000)  # not a keyframe: ignored, the high rendition goes on
+    high.push(DELTA, 7000)
+    low.push(KEY, 903_000)  # the move happens here
+    high.push(DELTA, 10_000)  # no longer this viewer's
+    low.push(DELTA, 906_000)
+    frames = [frame for frame in track._frames if frame is not None]
+    assert [f.timestamp for f in frames[:3]] == [1000, 4000, 7000]
+    assert frames[3].keyframe and frames[3].timestamp - 7000 >= 3000
+    assert frames[4].timestamp - frames[3].timestamp == 3000 and len(frames) == 5
+    assert track.relay is low and track not in high.viewers and track.moves == 1
+
+
+class LowCounterTrack(CounterTrack):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = LOW
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"LIVEROOM_MEDIA_STATS_INTERVAL_S": "0.5", "LIVEROOM_MEDIA_WORKERS": "1"}
+    process = ServerProcess(tmp_path_factory.mktemp("abr"), env=env).start()
+    yield process
+    process.stop()
+
+
+async def publish_renditions(base: str, room: str) -> Peer:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for track in (CounterTrack(), LowCounterTrack()):
+        pc.addTransceiver(track, "sendonly").setCodecPreferences(codec_preferences("video", "video/VP8"))
+    pc.addTransceiver(AudioStreamTrack(), "sendonly")
+    location = await _exchange(pc, f"{base}/whip/{room}", token("host-abr", "host"))
+    return Peer(pc, location, base, token("host-abr", "host"))
+
+
+async def test_renditions_pinned_and_switched_without_renegotiation(server: ServerProcess) -> None:
+    room = f"abr-{uuid.uuid4().hex[:8]}"
+    publisher = await publish_renditions(server.url, room)
+    pinned = await play(server.url, room + "", token("abr-pinned"), slot="host&quality=480p")
+    auto = await play(server.url, room, token("abr-auto"))
+    try:
+        await wait_until(lambda: len(pinned.counters) >= 20, 15, "the pinned viewer's video")
+        assert all(counter >= LOW for counter in pinned.counters)
+        await wait_until(lambda: len(auto.counters) >= 10, 15, "the auto viewer's video")
+        assert all(counter < LOW for counter in auto.counters)  # before any link report: the top rung
+        await wait_until(lambda: any(c >= LOW for c in auto.counters), 15, "the auto viewer moved down")
+        moved = next(i for i, c in enumerate(auto.counters) if c >= LOW)
+        before = len(auto.counters)
+        await asyncio.sleep(1.0)
+        assert len(auto.counters) - before >= 15  # still decoding after the move
+        assert all(c >= LOW for c in auto.counters[moved:]), "one move, no flapping back"
+        assert auto.pc.connectionState == "connected" and not any(auto.ended.values())
+    finally:
+        await auto.end()
+        await pinned.end()
+        await publisher.end()
+
+
+async def test_an_unknown_quality_is_refused(server: ServerProcess) -> None:
+    room = f"abr-{uuid.uuid4().hex[:8]}"
+    publisher = await publish_renditions(server.url, room)
+    try:
+        with pytest.raises(Exception, match="400"):
+            await play(server.url, room, token("abr-4k"), slot="host&quality=4k")
+    finally:
+        await publisher.end()

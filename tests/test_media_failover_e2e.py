@@ -1,0 +1,134 @@
+"""Dual-path ingest over real sockets: two aiortc publishers (primary and `?path=backup`)
+-> a real `liveroom serve` process (two media workers) -> aiortc viewers that decode.
+
+The primary's link goes dark (its outgoing datagrams are dropped on the publisher's side:
+no BYE, no DTLS close, as after a crash); viewers must keep decoding from the backup with
+a short gap and stay connected, get audio too, and the switch must reach the room and
+/metrics. The primary's link comes back: viewers return to it at a keyframe without a
+gap. Then the primary closes for good: the backup keeps the viewers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from media_support import Peer, _exchange, publish, read_counter, scrape, wait_until
+from support import ServerProcess, Viewer, token
+
+GAP_LIMIT_S = 0.6  # the target is 200 ms (loadtest/media_bench.py failover); a shared CI machine is slower
+
+
+@dataclass
+class TimedViewer:
+    """A WHEP viewer that notes when each decoded frame arrives."""
+
+    pc: RTCPeerConnection
+    video: list[tuple[float, int]] = field(default_factory=list)  # (arrival, counter)
+    audio: list[float] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def largest_gap(self, since: float, until: float) -> float:
+        times = [at for at, _ in self.video if since <= at <= until]
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+
+    def largest_audio_gap(self, since: float, until: float) -> float:
+        times = [at for at in self.audio if since <= at <= until]
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+
+
+async def play_timed(base: str, room: str, who: str) -> TimedViewer:
+    viewer = TimedViewer(RTCPeerConnection(RTCConfiguration(iceServers=[])))
+    for kind in ("video", "audio"):
+        viewer.pc.addTransceiver(kind, "recvonly")
+
+    @viewer.pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        viewer.tasks.append(asyncio.ensure_future(consume(viewer, track)))
+
+    await _exchange(viewer.pc, f"{base}/whep/{room}", token(who))
+    return viewer
+
+
+async def consume(viewer: TimedViewer, track: MediaStreamTrack) -> None:
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            frame: Any = await track.recv()
+            if track.kind == "video":
+                viewer.video.append((loop.time(), read_counter(frame)))
+            else:
+                viewer.audio.append(loop.time())
+    viewer.ended.append(track.kind)
+
+
+def cut_link(peer: Peer) -> Any:
+    """Drop everything the publisher sends (RTP, RTCP): the link is dark, nothing says so."""
+    pair = peer.pc.getTransceivers()[0].sender.transport.transport._connection._nominated[1]
+    send_data = pair.protocol.send_data
+
+    async def dropped(data: bytes, addr: Any) -> None:
+        return None
+
+    pair.protocol.send_data = dropped
+    return lambda: setattr(pair.protocol, "send_data", send_data)
+
+
+async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(server: ServerProcess) -> None:
+    room = f"fo-{uuid.uuid4().hex[:8]}"
+    loop = asyncio.get_running_loop()
+    watcher = await Viewer(server.url, "failover-watcher").connect()
+    await watcher.join(room)
+    primary = await publish(server.url, room, token("host-fo", "host"))
+    backup = await publish(server.url, room, token("host-fo", "host"), query="?path=backup")
+    viewers = [await play_timed(server.url, room, f"fo-fan-{n}") for n in range(2)]
+    try:
+        await wait_until(lambda: all(len(v.video) >= 30 for v in viewers), 15, "video from the primary")
+        restore = cut_link(primary)
+        cut_at = loop.time()
+        await wait_until(lambda: all(v.video[-1][0] > cut_at + 0.5 for v in viewers), 10, "video after cut")
+        items = await watcher.wait_for(lambda i: i["type"] == "media.failover", timeout=5)
+        assert items[0]["data"] == {
+            "room": room,
+            "slot": "host",
+            "from": "primary",
+            "to": "backup",
+            "reason": "primary_silence",
+        }
+        for viewer in viewers:
+            gap = viewer.largest_gap(cut_at - 0.2, cut_at + 0.5)
+            assert gap <= GAP_LIMIT_S, f"video gap {gap * 1000:.0f} ms"
+            assert viewer.largest_audio_gap(cut_at - 0.2, cut_at + 0.5) <= GAP_LIMIT_S
+        restore()  # the primary is back: after 2 s of health, viewers return at its keyframe
+        back_at = loop.time()
+        back = lambda i: i["type"] == "media.failover" and i["data"]["to"] == "primary"  # noqa: E731
+        await watcher.wait_for(back, timeout=8)
+        await asyncio.sleep(0.5)
+        for viewer in viewers:
+            assert viewer.largest_gap(back_at, loop.time()) <= 0.25  # target 100 ms; CI slack
+        metrics = scrape(server.url)
+        assert metrics[f'liveroom_media_failovers_total{{room="{room}",to="backup"}}'] == 1
+        assert metrics[f'liveroom_media_failovers_total{{room="{room}",to="primary"}}'] == 1
+        await primary.close()  # now the primary goes for good: the backup adopts the viewers
+        ended_at = loop.time()
+        await wait_until(lambda: all(v.video[-1][0] > ended_at + 0.5 for v in viewers), 10, "video after end")
+        for viewer in viewers:
+            assert viewer.pc.connectionState == "connected" and viewer.ended == []
+            assert viewer.largest_gap(ended_at, loop.time()) <= GAP_LIMIT_S
+            counters = [counter for _, counter in viewer.video]
+            assert len(counters) > 100
+    finally:
+        for viewer in viewers:
+            for task in viewer.tasks:
+                task.cancel()
+            await viewer.pc.close()
+        await backup.end()
+        await primary.close()
+        await watcher.close()

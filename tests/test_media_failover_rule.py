@@ -1,0 +1,231 @@
+"""The dual-path switch rule and its glue, driven by a fake clock: no network, no sleeps."""
+
+from __future__ import annotations
+
+from liveroom.media.dualpath import DualPath, TimestampSplicer
+from liveroom.media.failover import BACKUP, PRIMARY, FailoverPolicy, FailoverRule, Switch
+from liveroom.media.relay import TrackRelay
+
+from liveroom.testing import FakeClock
+
+KEY = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]) + b"k" * 300
+DELTA = bytes([0x31]) + b"d" * 50
+FRAME_S = 1 / 30
+
+
+def both_paths(policy: FailoverPolicy | None = None) -> FailoverRule:
+    rule = FailoverRule(policy or FailoverPolicy(silence_s=0.1, return_after_s=2.0))
+    rule.add(PRIMARY)
+    rule.add(BACKUP)
+    return rule
+
+
+def test_a_silent_primary_switches_to_the_backup_after_the_threshold() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for _ in range(30):
+        assert rule.frame(PRIMARY, "video", clock.monotonic(), 100, False).switch is None
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        clock.advance(FRAME_S)
+    switched_at = None
+    while switched_at is None:  # the primary stops; only the backup's frames arrive
+        decision = rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        if decision.switch is not None:
+            assert decision.switch == Switch(PRIMARY, BACKUP, "primary_silence")
+            assert decision.request_keyframe_from == BACKUP
+            switched_at = clock.monotonic()
+        clock.advance(0.01)
+    last_primary = 1000.0 + 29 * FRAME_S
+    assert 0.1 < switched_at - last_primary <= 0.11
+    assert rule.active == BACKUP
+
+
+def test_no_switch_while_the_backup_is_silent_too() -> None:
+    rule, clock = both_paths(), FakeClock()
+    rule.frame(PRIMARY, "video", clock.monotonic(), 100, True)
+    rule.frame(BACKUP, "video", clock.monotonic(), 100, True)
+    clock.advance(0.5)  # both were silent; the primary speaks first
+    assert rule.frame(PRIMARY, "video", clock.monotonic(), 100, False).switch is None
+    assert rule.active == PRIMARY
+
+
+def test_a_primary_that_never_sent_loses_to_a_live_backup() -> None:
+    rule, clock = both_paths(), FakeClock()
+    switches = []
+    for _ in range(5):
+        switches.append(rule.frame(BACKUP, "video", clock.monotonic(), 100, True).switch)
+        clock.advance(FRAME_S)
+    assert [s for s in switches if s] == [Switch(PRIMARY, BACKUP, "primary_silence")]
+
+
+def test_return_to_the_primary_waits_for_health_then_a_keyframe() -> None:
+    rule, clock = both_paths(), FakeClock()
+    rule.frame(PRIMARY, "video", clock.monotonic(), 100, True)
+    for _ in range(6):
+        clock.advance(FRAME_S)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, True)
+    assert rule.active == BACKUP
+    asked = []
+    for _ in range(int(2.5 / FRAME_S)):  # the primary is back, sending deltas
+        clock.advance(FRAME_S)
+        decision = rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+        assert decision.switch is None
+        if decision.request_keyframe_from:
+            asked.append(clock.monotonic())
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+    assert len(asked) == 1 and asked[0] - 1000.2 >= 1.95  # one keyframe asked once healthy 2 s
+    clock.advance(FRAME_S)
+    decision = rule.frame(PRIMARY, "video", clock.monotonic(), 100, True)
+    assert decision.switch == Switch(BACKUP, PRIMARY, "primary_recovered")
+
+
+def test_a_flapping_primary_does_not_come_back() -> None:
+    rule, clock = both_paths(), FakeClock()
+    rule.frame(PRIMARY, "video", clock.monotonic(), 100, True)
+    for _ in range(6):
+        clock.advance(FRAME_S)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, True)
+    assert rule.active == BACKUP
+    for _ in range(5):  # 1.5 s of frames, then 0.3 s of silence, again and again
+        for _ in range(45):
+            clock.advance(FRAME_S)
+            assert rule.frame(PRIMARY, "video", clock.monotonic(), 100, True).switch is None
+            rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        for _ in range(9):
+            clock.advance(FRAME_S)
+            rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+    assert rule.active == BACKUP
+
+
+def test_a_low_frame_rate_counts_as_a_failure_when_configured() -> None:
+    rule, clock = both_paths(FailoverPolicy(silence_s=0.5, min_fps=20)), FakeClock()
+    switch = None
+    for frame in range(90):  # primary at 10 fps (every third tick), backup at 30 fps
+        if frame % 3 == 0:
+            rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+        switch = switch or rule.frame(BACKUP, "video", clock.monotonic(), 100, False).switch
+        clock.advance(FRAME_S)
+    assert switch == Switch(PRIMARY, BACKUP, "primary_low_fps")
+
+
+def test_audio_silence_on_the_primary_fails_over_too() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for _ in range(10):
+        for path in (PRIMARY, BACKUP):
+            rule.frame(path, "audio", clock.monotonic(), 100, False)
+            rule.frame(path, "video", clock.monotonic(), 100, False)
+        clock.advance(0.02)
+    for _ in range(10):  # the primary's video goes on, its audio stops
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+        rule.frame(BACKUP, "audio", clock.monotonic(), 100, False)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        clock.advance(0.02)
+    assert rule.active == BACKUP
+
+
+def test_an_ended_path_hands_over_and_the_backup_is_promoted() -> None:
+    rule = both_paths()
+    assert rule.remove(PRIMARY) == Switch(PRIMARY, BACKUP, "primary_ended")
+    rule.promote()
+    assert rule.active == PRIMARY and list(rule.paths) == [PRIMARY]
+
+
+def test_timestamps_continue_across_a_splice() -> None:
+    splicer, clock = TimestampSplicer("video"), FakeClock()
+    assert splicer.rewrite("a", 1000, clock.monotonic()) == 1000  # one path: unchanged
+    clock.advance(FRAME_S)
+    assert splicer.rewrite("a", 4000, clock.monotonic()) == 4000
+    clock.advance(0.15)
+    assert splicer.rewrite("b", 0xFFFFFF00, clock.monotonic()) == 4000 + 13500  # 150 ms later
+    clock.advance(FRAME_S)
+    assert splicer.rewrite("b", (0xFFFFFF00 + 3000) & 0xFFFFFFFF, clock.monotonic()) == 20500
+
+
+class FakePath:
+    def __init__(self, name: str) -> None:
+        self.id = name
+        self.mime_types = {"video": "video/VP8", "audio": "audio/opus"}
+        self.keyframes_asked = 0
+
+    def request_keyframe(self) -> None:
+        self.keyframes_asked += 1
+
+
+def program() -> dict[str, TrackRelay]:
+    def relay(kind: str, mime: str) -> TrackRelay:
+        return TrackRelay(
+            kind,
+            mime,
+            gop_cache_frames=90,
+            queue_frames=120,
+            keyframe_interval_s=1.0,
+            request_keyframe=lambda: None,
+        )
+
+    return {"video": relay("video", "video/VP8"), "audio": relay("audio", "audio/opus")}
+
+
+def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> None:
+    clock, switches = FakeClock(), []
+    relays = program()
+    viewer = relays["video"].subscribe()
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic)
+    primary, backup = FakePath("p"), FakePath("b")
+    dual.attach(PRIMARY, primary)
+    dual.attach(BACKUP, backup)
+    for n in range(10):
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, 777 + n * 3000)
+        clock.advance(FRAME_S)
+    forwarded = len(viewer._frames)
+    assert forwarded == 10 and relays["video"].stats.frames == 10  # only the primary's
+    for n in range(10, 16):  # the primary is silent
+        dual.feed(BACKUP, "video", DELTA, 777 + n * 3000)
+        clock.advance(FRAME_S)
+    assert [s.reason for s in switches] == ["primary_silence"]
+    assert backup.keyframes_asked == 2  # halfway to the threshold, then at the switch
+    assert len(viewer._frames) == forwarded  # deltas from the backup wait for its keyframe
+    relays["video"].request_keyframe()  # a viewer's PLI goes to the path on air
+    assert backup.keyframes_asked == 3 and primary.keyframes_asked == 0
+    dual.feed(BACKUP, "video", KEY, 777 + 16 * 3000)
+    frames = list(viewer._frames)
+    assert len(frames) == forwarded + 1 and frames[-1] is not None and frames[-1].keyframe
+    previous = frames[-2]
+    assert previous is not None and 0 < frames[-1].timestamp - previous.timestamp < 90000 * 0.3
+
+
+def test_a_stall_of_the_servers_own_loop_is_not_a_silence() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for _ in range(10):
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        clock.advance(FRAME_S)
+    clock.advance(0.3)  # the loop was busy; both paths' late frames are read in a burst
+    for _ in range(3):
+        assert rule.frame(BACKUP, "video", clock.monotonic(), 100, False).switch is None
+        clock.advance(0.001)
+    rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+    assert rule.active == PRIMARY
+
+
+def test_a_recent_backup_keyframe_starts_the_viewers_at_the_switch() -> None:
+    clock, switches = FakeClock(), []
+    relays = program()
+    viewer = relays["video"].subscribe()
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic)
+    primary, backup = FakePath("p"), FakePath("b")
+    dual.attach(PRIMARY, primary)
+    dual.attach(BACKUP, backup)
+    for n in range(10):
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    n, answered = 10, False
+    while not switches:  # the primary is silent; the backup answers the warm-up request
+        answer = backup.keyframes_asked == 1 and not answered
+        answered = answered or answer
+        dual.feed(BACKUP, "video", KEY if answer else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+        n += 1
+    frames = [f for f in viewer._frames if f is not None]
+    assert backup.keyframes_asked == 1  # the warm-up request only: the kept keyframe served
+    assert frames[10].keyframe and len(frames) >= 12  # the kept keyframe and the deltas after it
