@@ -13,32 +13,39 @@ from support import ServerProcess, Viewer
 
 
 class Cluster:
-    def __init__(self, root: Path, nodes: int, redis_cluster: bool = False) -> None:
-        self.redis: RedisServer | RedisCluster = (
-            RedisCluster(root / "redis").start() if redis_cluster else RedisServer(root / "redis").start()
-        )
+    """Liveroom nodes on one Redis: a redis-server of the test's own (the outage test stops
+    it), or the session's Redis Cluster with a key prefix of the test's own."""
+
+    def __init__(self, root: Path, nodes: int, shared: RedisCluster | None = None) -> None:
+        self.redis: RedisServer | RedisCluster = shared or RedisServer(root / "redis").start()
+        self.owns_redis = shared is None
         env = {
             "LIVEROOM_BROKER_KIND": "redis",
             "LIVEROOM_STORE_KIND": "redis",
             "LIVEROOM_REDIS_URL": self.redis.url,
-            "LIVEROOM_REDIS_CLUSTER": str(redis_cluster).lower(),
+            "LIVEROOM_REDIS_CLUSTER": str(shared is not None).lower(),
+            "LIVEROOM_REDIS_KEY_PREFIX": "e" + root.name.replace("_", "")[-12:],
             # Short leases so a dead node's viewers leave `online` within the test.
             "LIVEROOM_PRESENCE_REFRESH_S": "0.3",
             "LIVEROOM_PRESENCE_TTL_S": "1.5",
             "LIVEROOM_PLUGINS_DANMAKU_BURST": "50",
             "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
         }
-        self.nodes = [ServerProcess(root / f"node{i}", env=env).start() for i in range(nodes)]
+        self.nodes = [ServerProcess(root / f"node{i}", env=env).launch() for i in range(nodes)]
+        for node in self.nodes:
+            node.wait_ready()
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-        self.redis.stop()
+        if self.owns_redis:
+            self.redis.stop()
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, 3, redis_cluster=request.param == "redis-cluster")
+    shared = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else None
+    made = Cluster(tmp_path, 3, shared)
     yield made
     made.stop()
 
@@ -132,11 +139,20 @@ async def test_online_adds_up_across_nodes_and_falls_when_a_node_dies(cluster: C
             await viewer.close()
 
 
-async def test_redis_down_keeps_local_rooms_going_and_commerce_unavailable(cluster: Cluster) -> None:
-    if isinstance(cluster.redis, RedisCluster):
-        pytest.skip("one outage scenario is enough; the single-server one restarts in place")
+@pytest.fixture
+def nodes_on_a_redis_of_their_own(tmp_path: Path) -> Iterator[Cluster]:
+    """The outage test stops and restarts Redis in place: a single server of its own."""
+    made = Cluster(tmp_path, 3)
+    yield made
+    made.stop()
+
+
+async def test_redis_down_keeps_local_rooms_going_and_commerce_unavailable(
+    nodes_on_a_redis_of_their_own: Cluster,
+) -> None:
     from plugin_support import api
 
+    cluster = nodes_on_a_redis_of_their_own
     a, b, _ = cluster.nodes
     here, there = Viewer(a.url, "here"), Viewer(a.url, "there")
     host = Viewer(a.url, "host", role="host")

@@ -69,7 +69,9 @@ def assert_exactly_stock(orders: list[dict[str, Any]], acked: set[str]) -> None:
 @pytest.mark.timeout(180)
 async def test_sale_over_three_nodes_with_one_killed_mid_sale(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis", appendonly=True).start()
-    nodes = [ServerProcess(tmp_path / f"n{i}", env=node_env(redis)).start() for i in range(3)]
+    nodes = [ServerProcess(tmp_path / f"n{i}", env=node_env(redis)).launch() for i in range(3)]
+    for node in nodes:
+        node.wait_ready()
     room = room_name()
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
