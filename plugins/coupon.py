@@ -23,7 +23,7 @@ from liveroom.protocol import RoomId
 from liveroom.record import Record
 from liveroom.stock import StockRequest, order_key
 
-from .coupon_rules import CouponRule, Presence, parse_rule
+from .coupon_rules import ActivityLog, CouponRule, Presence, parse_rule
 
 __all__ = ["CouponConfig", "CouponPlugin"]
 
@@ -52,6 +52,8 @@ class RulePayload:
     minutes: Annotated[float, msgspec.Meta(gt=0, le=1440)] = 30.0
     activity: Literal["danmaku", "vote", "like", ""] = ""
     count: Annotated[int, msgspec.Meta(ge=1)] = 1
+    # A streak: `count` within this many seconds (0: over the whole show).
+    within_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,7 @@ class CouponPlugin(Plugin):
         self._config_rules = {rule.id: rule for rule in map(parse_rule, config.rules)}
         self._room_rules: dict[str, dict[str, CouponRule]] = {}
         self._presence: dict[str, Presence] = {}
-        self._activity: dict[tuple[str, str, str], int] = {}
+        self._activity = ActivityLog()
         self._granted: set[tuple[str, str, str]] = set()
         self._pools: set[str] = set()
         self._unclaimed: OrderedDict[tuple[str, str], dict[str, dict[str, Any]]] = OrderedDict()
@@ -122,6 +124,7 @@ class CouponPlugin(Plugin):
             payload.minutes,
             payload.activity,
             payload.count,
+            payload.within_s,
         ).check()
         await self._save_rule(ctx, rule)
         for member in ctx.members():
@@ -187,9 +190,9 @@ class CouponPlugin(Plugin):
         if not rules:
             return
         key = (activity.room, activity.user.user_id, activity.kind)
-        done = self._activity[key] = self._activity.get(key, 0) + activity.amount
+        self._activity.add(key, activity.now_ms, activity.amount)
         for rule in rules:
-            if done >= rule.count:
+            if self._activity.count(key, activity.now_ms, rule.within_s) >= rule.count:
                 await self._grant(activity.room, activity.user, rule)
 
     def _watch(self, room: str, user: Identity, rule: CouponRule, since: float) -> None:

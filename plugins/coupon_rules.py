@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -21,7 +22,8 @@ class CouponRule:
     budget: int  # grants at most, per room
     minutes: float = 0.0  # watch_time: continuous presence needed
     activity: str = ""  # activity: "danmaku", "vote" or "like"...
-    count: int = 1  # ...this many times (likes: this many likes)
+    count: int = 1  # ...this many times (likes: this many likes)...
+    within_s: float = 0.0  # ...within this many seconds (a streak); 0: over the whole show
 
     def wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,6 +41,8 @@ class CouponRule:
             raise ValueError(f"rule {self.id}: watch_time needs minutes > 0")
         if self.trigger == "activity" and (self.activity not in ACTIVITIES or self.count < 1):
             raise ValueError(f"rule {self.id}: activity must be one of {', '.join(ACTIVITIES)}, count >= 1")
+        if not 0 <= self.within_s <= MAX_STREAK_S:
+            raise ValueError(f"rule {self.id}: within_s must be between 0 and {MAX_STREAK_S:g}")
         return self
 
 
@@ -54,9 +58,37 @@ def parse_rule(text: str) -> CouponRule:
             minutes=float(fields.get("minutes", 0)),
             activity=fields.get("activity", ""),
             count=int(fields.get("count", 1)),
+            within_s=float(fields.get("within_s", 0)),
         ).check()
     except (KeyError, ValueError) as exc:
         raise ValueError(f"coupon rule {text!r}: {exc}") from None
+
+
+MAX_STREAK_S = 3600.0
+
+
+class ActivityLog:
+    """What each user did, for activity rules: totals over the show, and recent events for
+    streaks ("N likes within W seconds"). Pure; memory bounded per user and kind."""
+
+    def __init__(self, max_events: int = 1000) -> None:
+        self._totals: dict[tuple[str, ...], int] = {}
+        self._recent: dict[tuple[str, ...], deque[tuple[float, int]]] = {}
+        self._max_events = max_events
+
+    def add(self, key: tuple[str, ...], now_ms: float, amount: int) -> None:
+        self._totals[key] = self._totals.get(key, 0) + amount
+        recent = self._recent.setdefault(key, deque(maxlen=self._max_events))
+        recent.append((now_ms, amount))
+        while recent and recent[0][0] < now_ms - MAX_STREAK_S * 1000:
+            recent.popleft()
+
+    def count(self, key: tuple[str, ...], now_ms: float, within_s: float) -> int:
+        """The total, or with `within_s` only what happened in the last `within_s` seconds."""
+        if within_s <= 0:
+            return self._totals.get(key, 0)
+        horizon = now_ms - within_s * 1000
+        return sum(amount for at, amount in self._recent.get(key, ()) if at >= horizon)
 
 
 class Presence:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from liveroom.plugins.coupon_rules import Presence, parse_rule
+from liveroom.plugins.coupon_rules import ActivityLog, Presence, parse_rule
 from plugin_support import code, joined, room_name
 from support import ServerProcess, Viewer
 
@@ -35,6 +35,22 @@ def test_rules_parse_or_fail_clearly() -> None:
         parse_rule("id=x trigger=nope budget=1")
     with pytest.raises(ValueError, match="budget"):
         parse_rule("id=x trigger=watch_time minutes=1")
+
+
+def test_a_like_streak_counts_only_recent_likes() -> None:
+    rule = parse_rule("id=streak trigger=activity activity=like count=10 within_s=5 budget=9")
+    assert rule.within_s == 5
+    log, key = ActivityLog(), ("room", "ann", "like")
+    log.add(key, 0, 6)
+    log.add(key, 4_000, 3)
+    assert log.count(key, 4_000, rule.within_s) == 9  # not yet a streak of 10
+    log.add(key, 7_000, 3)  # the first 6 are older than 5 s now: 3 + 3
+    assert log.count(key, 7_000, rule.within_s) == 6
+    assert log.count(key, 7_000, 0) == 12  # without a window: the whole show
+    log.add(key, 8_000, 4)
+    assert log.count(key, 8_000, rule.within_s) >= rule.count
+    with pytest.raises(ValueError, match="within_s"):
+        parse_rule("id=x trigger=activity activity=like count=1 within_s=-1 budget=1")
 
 
 @pytest.fixture(scope="module")
