@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from .redis_process import REDIS_SERVER, RedisServer
 from .run import _free_port, run_scenario
 from .scenarios import Settings
 from .servers import SpawnedServer, spawn_server
@@ -46,35 +46,17 @@ NO_CAP = {"LIVEROOM_DELIVERY_NORMAL_PER_S": "0", "LIVEROOM_LOG_LEVEL": "WARNING"
 @contextmanager
 def redis_server(appendonly: bool = False) -> Iterator[str]:
     """A redis-server on a free port (on core 0); `appendonly`: AOF with fsync on every write."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if REDIS_SERVER is None:
         raise SystemExit("redis-server is not installed")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="loadtest-redis-")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="loadtest-redis-")), appendonly=appendonly).start()
+    assert server.process is not None
+    subprocess.run(
+        ["taskset", "-a", "-p", "-c", "0", str(server.process.pid)], check=False, capture_output=True
     )
-    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(process.pid)], check=False, capture_output=True)
-    time.sleep(0.5)
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 @contextmanager
