@@ -52,6 +52,14 @@ class ServerConfig:
     ping_timeout_s: float = 20.0
     # Seconds given to connections and durable writes on SIGINT/SIGTERM.
     shutdown_grace_s: float = 5.0
+    # WebSocket-first Socket.IO connections run below python-engineio (docs/protocol.md,
+    # "Transports"); false hands every connection to python-engineio as before.
+    direct_websocket: bool = True
+    # A new connection must finish its first request head within this many seconds.
+    request_head_timeout_s: float = 10.0
+    # Connections waiting to be accepted: a crowd arriving at once (a stream going live)
+    # overflows a short queue, and each dropped SYN costs the client a 1-3 s retransmit.
+    listen_backlog: int = 4096
 
 
 @dataclass(frozen=True, slots=True)

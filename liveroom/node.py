@@ -231,10 +231,11 @@ class Node:
         if connection is None:
             return
         self._by_eio.pop(connection.eio_sid, None)
-        if connection.transport is None and connection.eio_socket is not None:
+        polling_queue = getattr(connection.eio_socket, "queue", None)  # direct sessions have none
+        if connection.transport is None and polling_queue is not None:
             # A long-poll GET may still be waiting on this socket's queue: Engine.IO does not
             # release it on a client's close, so the client would hang until its timeout.
-            connection.eio_socket.queue.put_nowait(None)
+            polling_queue.put_nowait(None)
         self.metrics.connections.set(len(self.connections))
         if not self.connections:
             self._all_gone.set()

@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
+from liveroom.engine_session import DirectEngine, EngineSession
 from liveroom.errors import BadRequest, CommandError, PayloadTooLarge
 from liveroom.frames import event_ack_id, ws_binary_frame, ws_close_frame, ws_text_frame
 from liveroom.protocol import EncodedJson, error_ack
@@ -80,6 +81,33 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.on_transport: Callable[[str, asyncio.Transport | None], None] = lambda sid, transport: None
         self.on_error: Callable[[str], None] = lambda code: None
         self.eio._async = {**self.eio._async, "websocket": _direct_websocket_class(self)}
+        # WebSocket openings taken over below python-engineio (engine_session.py).
+        self.direct = DirectEngine(self)
+
+    def register_session(
+        self, session: EngineSession, transport: asyncio.Transport, environ: dict[str, Any]
+    ) -> None:
+        """A direct session is open: known to python-engineio and python-socketio by its sid."""
+        if not self.manager_initialized:  # what python-socketio does on an Engine.IO connect
+            self.manager_initialized: bool = True
+            self.manager.initialize()
+        self.eio.sockets[session.sid] = session
+        self.environ[session.sid] = environ
+        self.transports[session.sid] = transport
+        self.on_transport(session.sid, transport)
+
+    def forget_session(self, eio_sid: str) -> None:
+        self.eio.sockets.pop(eio_sid, None)
+        if self.transports.pop(eio_sid, None) is not None:
+            self.on_transport(eio_sid, None)
+
+    def is_socketio_connected(self, eio_sid: str) -> bool:
+        return self.manager.sid_from_eio_sid(eio_sid, "/") is not None
+
+    async def shutdown(self) -> None:
+        for session in [s for s in self.eio.sockets.values() if isinstance(s, EngineSession)]:
+            session.shut(self.reason.SERVER_DISCONNECT, abort=True)
+        await super().shutdown()
 
     def direct_transport(self, eio_sid: str) -> asyncio.Transport | None:
         transport = self.transports.get(eio_sid)
