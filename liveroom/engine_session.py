@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -86,10 +85,7 @@ class DirectEngine:
             return False
         sid: str = self.server.eio.generate_id()
         session = EngineSession(self, sid, transport)
-        transport.set_protocol(session)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # acks must not wait for Nagle
+        transport.set_protocol(session)  # (uvloop and asyncio set TCP_NODELAY on TCP transports)
         transport.write(upgrade_response(key) + ws_text_frame(self._open_packet(sid)))
         self.server.register_session(session, transport, environ)
         session.start(rest)

@@ -62,7 +62,13 @@ def store_env(kind: str) -> Iterator[dict[str, str]]:
 
 
 async def storm(
-    url: str, authority: TokenAuthority, room: str, sale: str, buyers: int, watch: ProcessWatch
+    url: str,
+    authority: TokenAuthority,
+    room: str,
+    sale: str,
+    buyers: int,
+    watch: ProcessWatch,
+    spread_s: float,
 ) -> dict[str, Any]:
     stats = Snapshot()
     clients: list[SocketIOClient] = []
@@ -75,20 +81,28 @@ async def storm(
     await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
     payload = {"room": room, "sale": sale, "qty": 1, "request_id": "once"}
 
-    async def buy(client: SocketIOClient) -> tuple[Any, float]:
+    async def buy(client: SocketIOClient, at: float) -> tuple[Any, float]:
+        # Buyer n fires at n/buyers of the spread (0: all at once); latency from its own send.
+        await asyncio.sleep(at - time.perf_counter())
         began = time.perf_counter()
         ack = await client.call("sale.buy", payload)
         return ack, time.perf_counter() - began
 
-    cpu_before, began = watch.cpu_s(), time.perf_counter()  # the storm only, not the joins
-    results = await asyncio.gather(*(buy(client) for client in clients))
+    # The storm only, not the joins.
+    cpu_before, system_before, own_before = watch.cpu_s(), watch.system_s(), time.process_time()
+    began = time.perf_counter()
+    step = spread_s / buyers
+    results = await asyncio.gather(*(buy(client, began + n * step) for n, client in enumerate(clients)))
     span, cpu = time.perf_counter() - began, watch.cpu_s() - cpu_before
+    system, own = watch.system_s() - system_before, time.process_time() - own_before
     for client in clients:
         client.close()
     latencies = sorted(latency for _, latency in results)
     return {
         "span_s": span,
         "cpu_s": cpu,
+        "system_s": system,
+        "loadgen_cpu_s": own,
         "acked": sorted(ack["order"]["id"] for ack, _ in results if ack.get("ok")),
         "codes": sorted({ack["error"]["code"] for ack, _ in results if not ack.get("ok")}),
         "p50_ms": 1000 * latencies[len(latencies) // 2],
@@ -96,7 +110,7 @@ async def storm(
     }
 
 
-def run(buyers: int, stock: int, store: str) -> dict[str, Any]:
+def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str, Any]:
     secret = secrets.token_urlsafe(32)
     authority = TokenAuthority(secret)
     host = authority.mint("host", "Host", "host", ttl_s=3600)
@@ -121,7 +135,7 @@ def run(buyers: int, stock: int, store: str) -> dict[str, Any]:
                 },
             )["sale"]
             result = asyncio.run(
-                storm(node.url, authority, room, sale, buyers, ProcessWatch(node.process.pid))
+                storm(node.url, authority, room, sale, buyers, ProcessWatch(node.process.pid), spread_s)
             )
             cpu = result["cpu_s"]
             node.process.send_signal(signal.SIGKILL)  # right after the storm: no clean shutdown
@@ -135,11 +149,18 @@ def run(buyers: int, stock: int, store: str) -> dict[str, Any]:
         "store": store,
         "buyers": buyers,
         "stock": stock,
+        "spread_s": spread_s,
+        "span_s": round(result["span_s"], 3),
+        # Wall-clock rate; with a spread it is the offered rate, not the server's limit.
         "decisions_per_s": round(buyers / result["span_s"]),
+        # What one core of server sustains: decisions per CPU-second of the node.
+        "decisions_per_server_cpu_s": round(buyers / cpu) if cpu else None,
         "p50_ms": round(result["p50_ms"], 1),
         "p99_ms": round(result["p99_ms"], 1),
         "server_cpu_s": round(cpu, 3),
         "server_us_per_decision": round(1e6 * cpu / buyers, 1),
+        "server_kernel_share": round(result["system_s"] / cpu, 2) if cpu else None,
+        "loadgen_cpu_s": round(result["loadgen_cpu_s"], 3),
         "acknowledged_orders": len(result["acked"]),
         "other_answers": result["codes"],
         "orders_after_restart": len(ids),
@@ -154,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buyers", type=int, default=5000)
     parser.add_argument("--stock", type=int, default=100)
     parser.add_argument("--store", choices=("embedded", "redis"), default="embedded")
+    parser.add_argument(
+        "--spread-s", type=float, default=0.0, help="fire the buys evenly over this many seconds (0: at once)"
+    )
     parser.add_argument("--output", default="loadtest-results")
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
-    result = run(args.buyers, args.stock, args.store)
+    result = run(args.buyers, args.stock, args.store, args.spread_s)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"flash-sale-{args.store}-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
