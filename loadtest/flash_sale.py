@@ -98,6 +98,7 @@ async def storm(
     for client in clients:
         client.close()
     latencies = sorted(latency for _, latency in results)
+    ordered = sorted(latency for ack, latency in results if ack.get("ok"))
     return {
         "span_s": span,
         "cpu_s": cpu,
@@ -107,6 +108,9 @@ async def storm(
         "codes": sorted({ack["error"]["code"] for ack, _ in results if not ack.get("ok")}),
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[max(0, int(len(latencies) * 0.99) - 1)],
+        # The orders alone: each waits for its durable write (group commit) before its ack.
+        "order_p50_ms": 1000 * ordered[len(ordered) // 2] if ordered else None,
+        "order_max_ms": 1000 * ordered[-1] if ordered else None,
     }
 
 
@@ -157,6 +161,8 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str,
         "decisions_per_server_cpu_s": round(buyers / cpu) if cpu else None,
         "p50_ms": round(result["p50_ms"], 1),
         "p99_ms": round(result["p99_ms"], 1),
+        "order_p50_ms": _rounded(result["order_p50_ms"]),
+        "order_max_ms": _rounded(result["order_max_ms"]),
         "server_cpu_s": round(cpu, 3),
         "server_us_per_decision": round(1e6 * cpu / buyers, 1),
         "server_kernel_share": round(result["system_s"] / cpu, 2) if cpu else None,
@@ -168,6 +174,10 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str,
         "acknowledged_lost": len(set(result["acked"]) - set(ids)),
         "correct": len(ids) == stock and len(set(ids)) == stock and set(result["acked"]) == set(ids),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
