@@ -78,6 +78,7 @@ class Node:
         server.on("connect", functools.partial(self._on_connect, server, msgpack))
         server.on("disconnect", self._on_disconnect)
         server.on("*", self._on_event)
+        server.command_handler = self._on_event  # the same handler, on the fast command path
         server.on_transport = self._on_transport
         server.on_error = lambda code: self.metrics.errors.labels(code).inc()
         return server

@@ -31,7 +31,7 @@ from liveroom.auth import TokenAuthority
 
 from .run import _free_port
 from .scaleout_bench import redis_server
-from .servers import ProcessWatch, spawn_server
+from .servers import ProcessWatch, liveroom_metrics, spawn_server
 from .sioclient import SocketIOClient, connect_client
 from .stats import Snapshot
 
@@ -89,12 +89,14 @@ async def storm(
         return ack, time.perf_counter() - began
 
     # The storm only, not the joins.
+    metrics_before = await asyncio.to_thread(liveroom_metrics, url)
     cpu_before, system_before, own_before = watch.cpu_s(), watch.system_s(), time.process_time()
     began = time.perf_counter()
     step = spread_s / buyers
     results = await asyncio.gather(*(buy(client, began + n * step) for n, client in enumerate(clients)))
     span, cpu = time.perf_counter() - began, watch.cpu_s() - cpu_before
     system, own = watch.system_s() - system_before, time.process_time() - own_before
+    metrics_after = await asyncio.to_thread(liveroom_metrics, url)
     for client in clients:
         client.close()
     latencies = sorted(latency for _, latency in results)
@@ -111,7 +113,28 @@ async def storm(
         # The orders alone: each waits for its durable write (group commit) before its ack.
         "order_p50_ms": 1000 * ordered[len(ordered) // 2] if ordered else None,
         "order_max_ms": 1000 * ordered[-1] if ordered else None,
+        "server_side": command_latency(metrics_before, metrics_after),
     }
+
+
+def command_latency(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """The server's share of ack latency during the storm (`liveroom_command_seconds`): the
+    upper bound of the bucket holding each percentile."""
+    prefix = 'liveroom_command_seconds_bucket{le="'
+    buckets = sorted(
+        (float(name[len(prefix) : -2]), after[name] - before.get(name, 0.0))
+        for name in after
+        if name.startswith(prefix)
+    )
+    total = buckets[-1][1] if buckets else 0.0
+
+    def percentile(share: float) -> float | None:
+        for bound, count in buckets:
+            if total and count >= share * total:
+                return 1000 * bound
+        return None
+
+    return {"commands": total, "p50_ms_at_most": percentile(0.5), "p99_ms_at_most": percentile(0.99)}
 
 
 def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str, Any]:
@@ -163,6 +186,7 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str,
         "p99_ms": round(result["p99_ms"], 1),
         "order_p50_ms": _rounded(result["order_p50_ms"]),
         "order_max_ms": _rounded(result["order_max_ms"]),
+        "server_side_latency": result["server_side"],
         "server_cpu_s": round(cpu, 3),
         "server_us_per_decision": round(1e6 * cpu / buyers, 1),
         "server_kernel_share": round(result["system_s"] / cpu, 2) if cpu else None,

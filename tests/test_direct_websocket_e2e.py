@@ -151,3 +151,14 @@ async def test_an_unfinished_request_head_is_closed(server: ServerProcess) -> No
     writer.write(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n")
     assert await asyncio.wait_for(reader.read(), 3) == b""  # closed after request_head_timeout_s
     writer.close()
+
+
+async def test_commands_outside_the_fast_path_still_reach_python_socketio(server: ServerProcess) -> None:
+    viewer = Viewer(server.url, "binary")
+    await viewer.connect()
+    # A binary event (an attachment) is python-socketio's to reassemble; the ack still comes.
+    ack = await viewer.call("time", {"blob": b"\x00\x01"})
+    assert isinstance(ack, dict) and "ok" in ack
+    # The same command as a plain event takes the fast path and gets the same kind of ack.
+    assert (await viewer.call("time", {}))["ok"] is True
+    await viewer.close()
