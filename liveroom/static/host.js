@@ -23,7 +23,7 @@ signIn(start);
 function start(t) {
   token = t;
   $("#viewer-link").href = `/room/${encodeURIComponent(room)}`;
-  dashboard = new Dashboard($("#dashboard"), t, null);
+  dashboard = new Dashboard($("#dashboard"));
   conn = new RoomConnection(t, {
     onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); },
     onState: state => { onState(state); dashboard.onState(state); },

@@ -29,6 +29,11 @@ async function open(path, token, viewport, init) {
   page.on("dialog", dialog => { result.errors.push(`dialog: ${dialog.message()}`); dialog.dismiss(); });
   await page.goto(`${base}${path}/${room}#token=${token}`);
   await page.waitForFunction(() => document.querySelector("#status")?.textContent === "live");
+  await page.evaluate(() => {  // every item type the page receives, for the checks below
+    const conn = window.liveroom.conn, take = conn.take.bind(conn);
+    window.__types = new Set();
+    conn.take = item => { window.__types.add(item.type); return take(item); };
+  });
   return page;
 }
 // Frames the page's WHEP session for `slot` has decoded, polled until at least `least`.
@@ -176,8 +181,10 @@ try {
     await page.waitForTimeout(300);
     await shot(host, "host-console");
     await shot(page, "dashboard");
+    const types = target => target.evaluate(() => [...window.__types]);
     return { host: await read(host), page: await read(page),
-      hot: await host.$$eval("#hot span", nodes => nodes.map(n => n.textContent)) };
+      hot: await host.$$eval("#hot span", nodes => nodes.map(n => n.textContent)),
+      hostTypes: await types(host), viewerTypes: [...await types(alice), ...await types(bob)] };
   });
 
   await step("rule", async () => {
