@@ -149,6 +149,17 @@ def test_the_host_goes_live_and_both_viewers_play_it(show: dict[str, Any]) -> No
     assert all(frames >= 10 for frames in live), live
 
 
+def test_the_console_shows_both_ingest_paths_and_a_failover(show: dict[str, Any]) -> None:
+    ingest = part(show, "ingest")
+    before = {path["path"]: path for path in ingest["before"]}
+    assert before["primary"]["active"] == "true" and before["backup"]["active"] == "false", ingest
+    assert all(path["fps"] > 0 and path["kbps"] > 0 for path in before.values()), ingest
+    after = {path["path"]: path for path in ingest["after"]}
+    assert after["backup"]["active"] == "true", ingest
+    assert any("failover primary → backup" in event for event in ingest["events"]), ingest
+    assert ingest["framesAfter"] >= ingest["framesBefore"] + 15  # the viewers' video went on
+
+
 def test_a_comment_flies_across_the_other_viewers_video_as_text(show: dict[str, Any]) -> None:
     danmaku = part(show, "danmaku")
     assert "hello from alice 你好" in danmaku["texts"]

@@ -61,6 +61,7 @@ try {
   const viewers = [alice, bob];
 
   await step("live", async () => {
+    await host.check("#backup");  // a second ingest path from the same camera
     await host.click("#go-live");
     await host.waitForFunction(() => document.querySelector("#live-status").textContent.startsWith("Live"));
     return Promise.all(viewers.map(page => framesOf(page, "host")));
@@ -242,6 +243,33 @@ try {
     }
     await shot(bob, "viewer-danmaku-storm");
     return { overlaps, onScreen, ...(await bob.evaluate(() => ({ dropped: window.liveroom.layer.dropped, waiting: window.liveroom.layer.waiting.length }))) };
+  });
+
+  await step("ingest", async () => {
+    // Both ingest paths report their own figures; the primary's camera track stops, the
+    // server fails over to the backup, and the viewers' video goes on.
+    const paths = () => host.$$eval("#paths li[data-path]", nodes => nodes.map(n =>
+      ({ path: n.dataset.path, active: n.dataset.active, fps: Number(n.dataset.fps), kbps: Number(n.dataset.kbps) })));
+    await host.waitForFunction(() => Number(document.querySelector('#paths [data-path="backup"]')?.dataset.fps) > 0,
+      null, { timeout: 6000 });
+    const before = await paths();
+    const framesBefore = await framesOf(alice, "host", 1);
+    const failovers = () => host.$$eval('#ingest li[data-state="failover"]', nodes => nodes.length);
+    const failoversBefore = await failovers();
+    await host.evaluate(() => {
+      const sender = window.liveroom.live[0].pc.getSenders().find(s => s.track?.kind === "video");
+      window.__paused = [sender, sender.track];
+      return sender.replaceTrack(null);
+    });
+    await host.waitForFunction(n => document.querySelectorAll('#ingest li[data-state="failover"]').length > n,
+      failoversBefore, { timeout: 5000 });
+    await host.locator('#paths [data-path="backup"][data-active="true"]').waitFor({ timeout: 5000 });
+    const after = await paths();
+    const framesAfter = await framesOf(alice, "host", framesBefore + 15);
+    await shot(host, "host-console-ingest");
+    await host.evaluate(() => window.__paused[0].replaceTrack(window.__paused[1]));
+    return { before, after, framesBefore, framesAfter, failoversBefore,
+      events: await host.$$eval("#ingest li", nodes => nodes.map(n => n.textContent)) };
   });
 } catch (error) {
   result.errors.push(`driver: ${error.message.split("\n")[0]}`);
