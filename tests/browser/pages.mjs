@@ -3,7 +3,7 @@
 // Prints one JSON line of what it saw; the Python test asserts on it.
 import { chromium } from "playwright-core";
 
-const [base, room, hostToken, aliceToken, bobToken, executablePath, artifacts] = process.argv.slice(2);
+const [base, room, hostToken, aliceToken, bobToken, carolToken, executablePath, artifacts] = process.argv.slice(2);
 const SKEW_MS = 5000;  // Bob's device clock is 5 s fast: the server-clock sync must hide it
 const result = { errors: [] };
 const step = async (name, fn) => {
@@ -21,9 +21,10 @@ const browser = await chromium.launch({ executablePath, args: ["--headless", "--
   "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
   "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required"] });
 
-async function open(path, token, viewport, init) {
+async function open(path, token, viewport, init, route) {
   const context = await browser.newContext({ viewport });
   if (init) await context.addInitScript(init);
+  if (route) await context.route(...route);
   const page = await context.newPage();
   page.on("pageerror", error => result.errors.push(`${path}: ${error.message}`));
   page.on("dialog", dialog => { result.errors.push(`dialog: ${dialog.message()}`); dialog.dismiss(); });
@@ -270,6 +271,26 @@ try {
     await host.evaluate(() => window.__paused[0].replaceTrack(window.__paused[1]));
     return { before, after, framesBefore, framesAfter, failoversBefore,
       events: await host.$$eval("#ingest li", nodes => nodes.map(n => n.textContent)) };
+  });
+
+  await step("hls", async () => {
+    // Carol's WHEP is refused as from a room whose WebRTC viewers are full: her page plays
+    // the host through HLS (hls.js, Chromium has MSE with H.264) and the video advances.
+    const full = { status: 503, contentType: "application/json",
+      body: JSON.stringify({ error: { code: "too_many_viewers", message: "full" } }) };
+    const carol = await open("/room", carolToken, { width: 800, height: 600 }, null,
+      ["**/whep/**", route => route.fulfill(full)]);
+    const mse = await carol.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E"'));
+    await carol.waitForFunction(() => document.querySelector("#host-video").dataset.player, null, { timeout: 8000 });
+    const player = await carol.$eval("#host-video", v => v.dataset.player);
+    const time = () => carol.$eval("#host-video", v => v.currentTime);
+    await carol.waitForFunction(() => document.querySelector("#host-video").currentTime > 0, null, { timeout: 10000 });
+    const t1 = await time();
+    await carol.waitForTimeout(1500);
+    const t2 = await time();
+    await shot(carol, "viewer-hls");
+    await carol.context().close();
+    return { mse, player, t1, t2 };
   });
 } catch (error) {
   result.errors.push(`driver: ${error.message.split("\n")[0]}`);
