@@ -119,7 +119,9 @@ class DashboardPlugin(Plugin):
             return
         self._tick_at(room, now_ms + self.config.interval_ms)
         if not watch.watchers:
-            watch.sample(online, now_ms)  # still keep the peak for when a host looks
+            watch.sample(online, now_ms)  # still keep the peak for when a host looks...
+            if watch.new_viewers:  # ...and count this node's viewers for one on another node
+                await self._count_viewers(room, watch)
             return
         data = await self.stats(room, now_ms)
         for user in list(watch.watchers):
