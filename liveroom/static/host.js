@@ -150,7 +150,8 @@ function showPaths(d) {
   const active = d.ingest?.active || "primary";
   $("#paths").replaceChildren(...["primary", "backup"].filter(name => paths[name]).map(name => {
     const p = paths[name], kbps = Math.round(p.video_bitrate_bps / 1000);
-    return el("li", { "data-path": name, "data-active": String(name === active), "data-fps": p.fps, "data-kbps": kbps },
+    return el("li", { "data-path": name, "data-active": String(name === active), "data-fps": p.fps, "data-kbps": kbps,
+      "data-problem": p.problem || "" },
       el("span", { class: "text" }, el("b", {}, name), ` · ${name === active ? "on air" : "standby"}`,
         p.problem ? ` · ${p.problem}` : ""),
       el("span", {}, `${kbps} kb/s video · ${p.fps} fps`));
