@@ -292,4 +292,7 @@ class MediaPlane:
                         viewer.adapt(viewer.link_report(), now)
                 if sample is not None:
                     sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
+                    dual = self.dual.get(room) if slot == HOST_SLOT else None
+                    if dual is not None and dual.program is publisher.relays:
+                        sample["ingest"] = dual.figures()  # each path's own figures
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))

@@ -70,8 +70,12 @@ class LikePlugin(Plugin):
         return {"accepted": accepted, "total": total}
 
     async def stats(self, query: QueryContext) -> Any:
-        minutes = self._minutes.get(query.room) or MinuteCounts()
-        total = await self.host.store.get_counter(f"like:{query.room}")
+        return await self.figures(query.room, query.now_ms)
+
+    async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
+        """The total (every node), and per minute with the peak minute (this node's likes)."""
+        minutes = self._minutes.get(room) or MinuteCounts()
+        total = await self.host.store.get_counter(f"like:{room}")
         return {"total": total, "per_minute": minutes.series(), "peak": minutes.peak()}
 
     async def _publish_total(self, room: str) -> None:
