@@ -74,6 +74,7 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     port = port if port is not None else config.server.port
     app = build_app(config)
     _tune_gc()
+    _raise_open_files_limit()
     print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
     node = app[NODE_KEY]
     server = config.server
@@ -93,6 +94,19 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         backlog=server.listen_backlog,
     )
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Every viewer is a file descriptor: take the hard limit, not the (often 1024) soft one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return
+    logging.getLogger("liveroom").info("open files limit: %s", hard)
 
 
 def _tune_gc() -> None:
