@@ -114,6 +114,9 @@ class DeliveryConfig:
     # Counter items (latest value wins) go out at most this often per room.
     counter_updates_per_s: float = 2.0
     counter_types: tuple[str, ...] = ("room.online", "like.total")
+    # A flush to more members than this is written this many at a time, the event loop
+    # free between slices (acks and other rooms do not wait behind a 20,000-member room).
+    writes_per_slice: int = 500
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,7 @@ class Node:
         """Tell every client why, close its transport, and give handlers a moment to finish."""
         self.ready = False
         if self._ticker is not None:
-            await self.hub.tick()  # flush what is pending before saying goodbye
+            self.hub.flush_all()  # what is pending and queued goes out before the goodbye
         for connection in list(self.connections.values()):
             self.disconnect(connection, "server_shutdown", "the server is shutting down; reconnect shortly")
         if self.connections:
