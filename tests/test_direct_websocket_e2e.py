@@ -162,3 +162,16 @@ async def test_commands_outside_the_fast_path_still_reach_python_socketio(server
     # The same command as a plain event takes the fast path and gets the same kind of ack.
     assert (await viewer.call("time", {}))["ok"] is True
     await viewer.close()
+
+
+async def test_a_polling_client_that_upgrades_is_python_engineios(server: ServerProcess) -> None:
+    viewer = Viewer(server.url, "upgrader")
+    await viewer.connect(transports=["polling", "websocket"])
+    for _ in range(50):  # the upgrade happens in the background after the connect
+        if viewer.client.transport() == "websocket":
+            break
+        await asyncio.sleep(0.05)
+    assert viewer.client.transport() == "websocket"
+    assert (await viewer.join("direct"))["ok"] is True
+    assert (await viewer.call("time", {}))["ok"] is True
+    await viewer.close()
