@@ -180,6 +180,10 @@ class MediaConfig:
     hls_list_size: int = 6
     # Adaptive bitrate (media/abr.py): the rungs, "<height>p:<bits per second>", highest first.
     abr_ladder: tuple[str, ...] = ("720p:2500000", "480p:1200000", "360p:700000", "180p:250000")
+    # A host who sends one H.264 video gets the lower rungs made by the server: decoded once,
+    # each rung encoded once (x264 ultrafast), in a thread of the room's media process. Off
+    # by default: it costs about 0.3 of a core per 720p30 room (docs/media.md, Figures).
+    transcode_ladder: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ class MediaPlane:
         session.on_connected = lambda s: self._event(s, "connected")
         answer = await self._answer(session, offer)
         if slot == HOST_SLOT and not backup:
+            self._start_ladder(session)
             self._start_hls(session)
         if slot == HOST_SLOT:
             try:
@@ -120,6 +121,17 @@ class MediaPlane:
         dual.detach(PRIMARY)
         dual.promote()
         self._attach(dual, PRIMARY, backup)
+
+    def _start_ladder(self, session: PublishSession) -> None:
+        """A host sending one H.264 video gets the lower rungs made here (ladder.py), if on."""
+        ladder = parse_ladder(self.config.abr_ladder)
+        if not self.config.transcode_ladder or len(ladder) < 2 or len(session.rungs) != 1:
+            return
+        mime_type = session.rungs[0].mime_type
+        if mime_type.lower() != "video/h264":
+            log.info("media ladder: room %s sends %s, not H.264: no ladder", session.room, mime_type)
+            return
+        session.start_ladder(ladder)
 
     def _start_hls(self, session: PublishSession) -> None:
         """The host's H.264 video, remuxed to HLS: one variant per rendition it publishes."""

@@ -29,10 +29,11 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest
 
-from .abr import AbrPolicy, LinkReport, RungController, parse_ladder
+from .abr import AbrPolicy, LinkReport, Rung, RungController, parse_ladder
 from .callers import Caller
 from .fastpath import FastSender
 from .hooks import attach_sender, tap_receiver
+from .ladder import LadderTranscoder, RungEncoder
 from .relay import ForwardedFrame, TrackRelay, ViewerTrack
 
 __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
@@ -40,6 +41,10 @@ __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
 log = logging.getLogger(__name__)
 FORWARDED_MIME_TYPES = {"audio": ("audio/opus",), "video": ("video/h264", "video/vp8")}
 CLOSE_TIMEOUT_S = 5.0
+# Server-side ladder (ladder.py): frames waiting for the transcoding thread (1 s at 30 fps),
+# and the longest a rung goes without an IDR when nobody asks for one (4 s at 30 fps).
+LADDER_QUEUE_FRAMES = 30
+LADDER_KEYFRAME_INTERVAL_FRAMES = 120
 
 
 class Session:
@@ -117,6 +122,8 @@ class PublishSession(Session):
         self.before_close: Callable[[PublishSession], None] = lambda session: None
         self._receivers: dict[str, RTCRtpReceiver] = {}
         self._pli_tasks: set[asyncio.Future[None]] = set()
+        # The server-side ladder, when this host sends one stream and it is on (ladder.py).
+        self.transcoder: LadderTranscoder | None = None
 
     def _prepare(self, kinds: list[str]) -> None:
         videos, audios = kinds.count("video"), kinds.count("audio")
@@ -136,15 +143,7 @@ class PublishSession(Session):
     def _relay(self, transceiver: RTCRtpTransceiver) -> None:
         codec = transceiver._codecs[0]
         receiver = transceiver.receiver
-        relay = TrackRelay(
-            transceiver.kind,
-            codec.mimeType,
-            gop_cache_frames=self.config.gop_cache_frames,
-            queue_frames=self.config.viewer_queue_frames,
-            keyframe_interval_s=self.config.keyframe_request_interval_s,
-            request_keyframe=lambda: self._send_pli(receiver),
-        )
-        relay.codec = codec
+        relay = self._new_relay(transceiver.kind, codec, lambda: self._send_pli(receiver))
         kind = transceiver.kind
         if kind == "video":
             self.rungs.append(relay)
@@ -155,6 +154,30 @@ class PublishSession(Session):
         self.relays[kind] = relay
         self.mime_types[kind] = codec.mimeType
         self._receivers[kind] = receiver
+
+    def _new_relay(self, kind: str, codec: Any, request_keyframe: Callable[[], None]) -> TrackRelay:
+        relay = TrackRelay(
+            kind,
+            codec.mimeType,
+            gop_cache_frames=self.config.gop_cache_frames,
+            queue_frames=self.config.viewer_queue_frames,
+            keyframe_interval_s=self.config.keyframe_request_interval_s,
+            request_keyframe=request_keyframe,
+        )
+        relay.codec = codec
+        return relay
+
+    def start_ladder(self, ladder: tuple[Rung, ...]) -> None:
+        """Make the ladder's lower rungs from this host's one video (decoded once, each rung
+        encoded once); they become renditions like published ones (`rungs[1:]`)."""
+        top = self.relays["video"]
+        keyint = LADDER_KEYFRAME_INTERVAL_FRAMES
+        relays = [self._new_relay("video", top.codec, lambda: None) for _ in ladder[1:]]
+        encoders = [RungEncoder(rung, relay, keyint) for rung, relay in zip(ladder[1:], relays, strict=True)]
+        loop = asyncio.get_running_loop()
+        self.transcoder = LadderTranscoder(encoders, loop, top.keyframe_wanted, LADDER_QUEUE_FRAMES)
+        self.rungs += self.transcoder.relays
+        top.listeners.append(self.transcoder.frame)
 
     def _push(self, kind: str, data: bytes, timestamp: int) -> None:
         self.relays[kind].push(data, timestamp)
@@ -171,8 +194,12 @@ class PublishSession(Session):
         for relay in self.relays.values():
             relay.end()
         self.relays, previous.relays = previous.relays, {}
-        self.rungs = [self.relays["video"]] if "video" in self.relays else []
-        previous.rungs = previous.rungs[1:]  # its further renditions end with it, not the program
+        # The program's server-side rungs go on with it; the previous path's own further
+        # renditions end with it.
+        transcoded = previous.transcoder.relays if previous.transcoder is not None else []
+        self.rungs = [self.relays["video"], *transcoded] if "video" in self.relays else []
+        previous.rungs = [relay for relay in previous.rungs[1:] if relay not in transcoded]
+        self.transcoder, previous.transcoder = previous.transcoder, None
         self.viewers, previous.viewers = previous.viewers, set()
         for viewer in self.viewers:
             viewer.publisher = self
@@ -187,6 +214,8 @@ class PublishSession(Session):
         if self.closed:
             return
         self.before_close(self)
+        if self.transcoder is not None:
+            self.transcoder.close()
         for relay in [*self.relays.values(), *self.rungs]:
             relay.end()
         viewers = list(self.viewers)
