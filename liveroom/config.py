@@ -184,6 +184,10 @@ class MediaConfig:
     # each rung encoded once (x264 ultrafast), in a thread of the room's media process. Off
     # by default: it costs about 0.3 of a core per 720p30 room (docs/media.md, Figures).
     transcode_ladder: bool = False
+    # ABR step up (media/abr.py): after this long without congestion a viewer tries the next
+    # rung up, and keeps it if its link stays clean for abr_trial_s (failed trials back off).
+    abr_up_hold_s: float = 4.0
+    abr_trial_s: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)

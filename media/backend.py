@@ -37,6 +37,10 @@ class MediaBackend(Protocol):
 
     async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None: ...
 
+    async def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
+        """GET {Location}: the session's state for its owner, or a CommandError."""
+        ...
+
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         """The latest figures of each media process, by worker name (for /metrics)."""
         ...
@@ -70,6 +74,9 @@ class LocalMedia:
 
     async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
         await self.plane.trickle(session_id, caller, fragment)
+
+    async def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
+        return self.plane.status(session_id, caller)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {"0": self.plane.snapshot()}

@@ -90,7 +90,9 @@ class RungEncoder:
         codec.bit_rate, codec.thread_count = self.rung.bitrate_bps, 1
         kbps = self.rung.bitrate_bps // 1000
         keyint = self.keyframe_interval_frames
-        params = f"keyint={keyint}:scenecut=0:repeat-headers=1:vbv-maxrate={kbps}:vbv-bufsize={kbps}"
+        # A quarter-second VBV buffer bounds an IDR to about a quarter second of the rung's bits:
+        # frames go out unpaced, and a bigger burst overflows a narrow link's queue.
+        params = f"keyint={keyint}:scenecut=0:repeat-headers=1:vbv-maxrate={kbps}:vbv-bufsize={kbps // 4}"
         codec.options = {
             "preset": "ultrafast",
             "tune": "zerolatency",

@@ -239,6 +239,15 @@ class MediaPlane:
             raise Forbidden("this session belongs to someone else")
         await apply_fragment(session.pc, fragment)
 
+    def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
+        """GET {Location}: a session's state for its owner (a viewer: its rung and switches)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise CommandError("no such media session", "not_found")
+        if caller.user_id != session.caller.user_id and caller.role != "admin":
+            raise Forbidden("this session belongs to someone else")
+        return session.status()
+
     async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
         """The host (or an admin, or the costream plugin's backend) takes a slot off stage."""
         caller.check_room(room)
@@ -301,7 +310,7 @@ class MediaPlane:
                 if len(publisher.rungs) > 1:  # ABR: each viewer's rung from its RTCP
                     now = asyncio.get_running_loop().time()
                     for viewer in list(publisher.viewers):
-                        viewer.adapt(viewer.link_report(), now)
+                        viewer.adapt(viewer.link_report(now), now)
                 if sample is not None:
                     sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))

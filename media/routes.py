@@ -81,6 +81,7 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     for kind in ("whip", "whep"):
         app.router.add_delete(f"/{kind}/{{room}}/{{session}}", _delete)
         app.router.add_patch(f"/{kind}/{{room}}/{{session}}", _patch)
+        app.router.add_get(f"/{kind}/{{room}}/{{session}}", _status)
     app.router.add_delete("/whip/{room}/slots/{slot}", _delete_slot)
     app.router.add_get("/media/demo", demo_page)
     if config.hls_enabled:
@@ -139,6 +140,16 @@ async def _delete(request: web.Request) -> web.StreamResponse:
     except CommandError as error:
         return _error(error)
     return web.Response(status=200)
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    """The session's state for its owner: for a viewer, its ABR rung and latest switches."""
+    try:
+        caller = _caller(request)
+        status = await request.app[BACKEND_KEY].status(request.match_info["session"], caller)
+    except CommandError as error:
+        return _error(error)
+    return web.json_response(status, headers={"Cache-Control": "no-store"})
 
 
 async def _delete_slot(request: web.Request) -> web.StreamResponse:

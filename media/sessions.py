@@ -8,9 +8,11 @@ sends it through a sender that forwards without an encoder.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,10 +43,15 @@ __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
 log = logging.getLogger(__name__)
 FORWARDED_MIME_TYPES = {"audio": ("audio/opus",), "video": ("video/h264", "video/vp8")}
 CLOSE_TIMEOUT_S = 5.0
+SWITCHES_KEPT = 20  # a viewer's latest rung switches, for its session status
+SENT_WINDOW_S = 2.0  # what we sent a viewer is averaged over this long (keyframes are bursts)
 # Server-side ladder (ladder.py): frames waiting for the transcoding thread (1 s at 30 fps),
 # and the longest a rung goes without an IDR when nobody asks for one (4 s at 30 fps).
 LADDER_QUEUE_FRAMES = 30
 LADDER_KEYFRAME_INTERVAL_FRAMES = 120
+# A server rung's keyframe costs the host nothing (only that rung's bits): its gate is short,
+# so a viewer moving onto it waits a frame or so rather than up to keyframe_request_interval_s.
+LADDER_KEYFRAME_GATE_S = 0.25
 
 
 class Session:
@@ -70,6 +77,10 @@ class Session:
         self._negotiated()
         await self.pc.setLocalDescription(await self.pc.createAnswer())  # gathers ICE fully
         return str(self.pc.localDescription.sdp)
+
+    def status(self) -> dict[str, Any]:
+        """What `GET {Location}` shows the session's owner."""
+        return {"session": self.id, "room": self.room, "slot": self.slot, "state": self.pc.connectionState}
 
     def _prepare(self, kinds: list[str]) -> None:
         """Hook run before the offer is applied, with the media kinds it offers."""
@@ -173,6 +184,8 @@ class PublishSession(Session):
         top = self.relays["video"]
         keyint = LADDER_KEYFRAME_INTERVAL_FRAMES
         relays = [self._new_relay("video", top.codec, lambda: None) for _ in ladder[1:]]
+        for relay in relays:
+            relay.gate.interval_s = LADDER_KEYFRAME_GATE_S
         encoders = [RungEncoder(rung, relay, keyint) for rung, relay in zip(ladder[1:], relays, strict=True)]
         loop = asyncio.get_running_loop()
         self.transcoder = LadderTranscoder(encoders, loop, top.keyframe_wanted, LADDER_QUEUE_FRAMES)
@@ -241,13 +254,18 @@ class PlaySession(Session):
         self.config = config
         self.tracks: list[ViewerTrack] = []
         ladder = parse_ladder(config.abr_ladder)[: max(1, len(publisher.rungs))]
-        self.abr = RungController(ladder, AbrPolicy())
+        self.abr = RungController(
+            ladder, AbrPolicy(up_hold_s=config.abr_up_hold_s, trial_s=config.abr_trial_s)
+        )
         if quality is not None:
             try:
                 self.abr.pin(quality)
             except ValueError as exc:
                 raise BadRequest(f"quality: {exc}", "bad_request") from None
             self.abr.current = self.abr.pinned or 0
+        # The latest rung switches: {"from", "to", "decided_at", "switched_at", "trial"} (wall clock).
+        self.switches: collections.deque[dict[str, Any]] = collections.deque(maxlen=SWITCHES_KEPT)
+        self._sent: collections.deque[tuple[float, int]] = collections.deque()  # (now, octets)
         publisher.viewers.add(self)
 
     @property
@@ -259,17 +277,58 @@ class PlaySession(Session):
         track, rungs = self.video, self.publisher.rungs
         if track is None or len(rungs) < 2:
             return
-        wanted = rungs[self.abr.ladder.index(self.abr.update(report, now))]
-        track.move_to(wanted)
+        before = self.abr.current
+        wanted = self.abr.update(report, now)
+        index = self.abr.ladder.index(wanted)
+        if index != before and rungs[index] is not track.relay:
+            name = self.abr.ladder[before].name
+            self.switches.append(
+                {"from": name, "to": wanted.name, "decided_at": time.time(), "trial": self.abr.trying}
+            )
+        track.move_to(rungs[index])
 
-    def link_report(self) -> LinkReport:
-        """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR)."""
+    def _moved(self, old: TrackRelay, new: TrackRelay) -> None:
+        """The new rung's keyframe went out to this viewer: the switch is done."""
+        rungs = self.publisher.rungs
+        if (
+            self.switches
+            and new in rungs
+            and self.switches[-1]["to"] == self.abr.ladder[rungs.index(new)].name
+        ):
+            self.switches[-1].setdefault("switched_at", time.time())
+
+    def link_report(self, now: float) -> LinkReport:
+        """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR), and
+        what we sent this viewer's video over the last `SENT_WINDOW_S`."""
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "video" and transceiver.sender.track is not None:
-                packer = getattr(transceiver.sender, "_RTCRtpSender__encoder", None)
-                estimate = getattr(packer, "target_bitrate", None)
-                return LinkReport(estimate, *_loss_and_rtt(transceiver.sender))
+                sender = transceiver.sender
+                estimate = getattr(getattr(sender, "_RTCRtpSender__encoder", None), "target_bitrate", None)
+                sent = self._sent_bps(now, getattr(sender, "_RTCRtpSender__octet_count", 0))
+                return LinkReport(estimate, *_loss_and_rtt(sender), sent_bps=sent)
         return LinkReport(None)
+
+    def _sent_bps(self, now: float, octets: int) -> float | None:
+        self._sent.append((now, octets))
+        while len(self._sent) > 2 and now - self._sent[1][0] >= SENT_WINDOW_S:
+            self._sent.popleft()
+        first_at, first = self._sent[0]
+        elapsed = now - first_at
+        return (octets - first) * 8 / elapsed if elapsed >= SENT_WINDOW_S / 2 else None
+
+    def status(self) -> dict[str, Any]:
+        names = [rung.name for rung in self.abr.ladder]
+        track = self.video
+        playing = track.relay if track is not None else None
+        rung = names[self.publisher.rungs.index(playing)] if playing in self.publisher.rungs else None
+        quality = {
+            "rung": rung,
+            "rungs": names,
+            "pinned": self.abr.pinned is not None,
+            "trying": self.abr.trying,
+            "switches": list(self.switches),
+        }
+        return {**super().status(), "kind": "whep", "quality": quality}
 
     def _prepare(self, kinds: list[str]) -> None:
         for kind, relay in self.publisher.relays.items():
@@ -278,6 +337,7 @@ class PlaySession(Session):
             if kind == "video" and self.abr.current < len(self.publisher.rungs):
                 relay = self.publisher.rungs[self.abr.current]
             track = relay.subscribe()
+            track.on_moved = self._moved
             self.tracks.append(track)
             transceiver = self.pc.addTransceiver(track, "sendonly")
             transceiver.setCodecPreferences(_same_codec(kind, relay.codec))

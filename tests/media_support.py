@@ -203,6 +203,12 @@ async def _consume(peer: Peer, track: MediaStreamTrack) -> None:
     peer.ended[track.kind] = True
 
 
+async def get_json(url: str, token: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        return response.status, await response.json()
+
+
 async def wait_until(predicate: Any, within: float = 15, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not predicate():
