@@ -188,6 +188,12 @@ class MediaConfig:
     # rung up, and keeps it if its link stays clean for abr_trial_s (failed trials back off).
     abr_up_hold_s: float = 4.0
     abr_trial_s: float = 3.0
+    # Recording the host program on request (media/recording.py): fragmented MP4 files under
+    # recordings_dir/<room>/ (relative to the working directory), a fragment per keyframe
+    # (one asked for after recording_fragment_s), at most recording_max_s per recording.
+    recordings_dir: str = "recordings"
+    recording_fragment_s: float = 2.0
+    recording_max_s: float = 14400.0
 
 
 @dataclass(frozen=True, slots=True)

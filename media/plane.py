@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from .callers import HOST_SLOT, Caller
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, room_directory
+from .recording import Recorder, new_recording_id
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -45,6 +47,7 @@ class MediaPlane:
         self.dual: dict[str, DualPath] = {}  # by room: the host slot's two paths
         self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
         self.hls: dict[str, HlsRoom] = {}  # by room: the host's renditions remuxed to HLS
+        self.recordings: dict[str, Recorder] = {}  # by room: its recording, until stopped
         self._policy = FailoverPolicy(
             config.failover_silence_s,
             config.failover_return_after_s,
@@ -186,6 +189,9 @@ class MediaPlane:
             output = self.hls.pop(session.room, None)
             if output is not None:
                 output.close()
+            recorder = self.recordings.get(session.room)
+            if recorder is not None:
+                recorder.close()  # the file is complete; stopping it returns its summary
         self._event(session, "ended" if session.ended_by_request else "lost")
 
     # -- playing (WHEP) -------------------------------------------------------------------
@@ -259,12 +265,53 @@ class MediaPlane:
         publisher.ended_by_request = True
         await publisher.close()
 
+    # -- recording the program (recording.py) ----------------------------------------------
+
+    def start_recording(self, room: str, caller: Caller) -> dict[str, Any]:
+        """The host program's video into a new fMP4 file; its summary (id, file, ...)."""
+        _check_staff(caller, room)
+        publisher = self.publishers.get((room, HOST_SLOT))
+        relay = publisher.relays.get("video") if publisher is not None and not publisher.closed else None
+        if relay is None:
+            raise CommandError(f"nobody is publishing video in room {room!r}", "not_publishing")
+        if relay.mime_type.lower() != "video/h264":
+            raise BadRequest("recording needs the host's video in H.264 (it is remuxed, not re-encoded)")
+        current = self.recordings.get(room)
+        if current is not None and not current.closed:
+            raise CommandError(f"room {room!r} is already recording ({current.id})", "already_recording")
+        directory = room_directory(self.config.recordings_dir, room)
+        if directory is None:
+            raise BadRequest("this room name cannot be a directory")
+        config = self.config
+        path = directory / f"{new_recording_id(time.time())}.mp4"
+        recorder = Recorder(path, config.recording_fragment_s, config.recording_max_s, relay.keyframe_wanted)
+        relay.listeners.append(recorder.frame)
+        relay.keyframe_wanted()  # start soon, not at the publisher's next keyframe
+        self.recordings[room] = recorder
+        return recorder.summary()
+
+    def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]:
+        """Close the room's recording (if it is `recording_id`); its final summary."""
+        _check_staff(caller, room)
+        recorder = self.recordings.get(room)
+        if recorder is None or recorder.id != recording_id:
+            raise CommandError(f"no recording {recording_id!r} in room {room!r}", "not_found")
+        recorder.close()
+        del self.recordings[room]
+        publisher = self.publishers.get((room, HOST_SLOT))
+        relay = publisher.relays.get("video") if publisher is not None else None
+        if relay is not None and recorder.frame in relay.listeners:
+            relay.listeners.remove(recorder.frame)
+        return recorder.summary()
+
     # -- lifecycle and events -----------------------------------------------------------
 
     async def start(self) -> None:
         self._stats_task = asyncio.create_task(self._sample_stats(), name="liveroom-media-stats")
 
     async def stop(self) -> None:
+        for recorder in self.recordings.values():
+            recorder.close()
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -314,3 +361,9 @@ class MediaPlane:
                 if sample is not None:
                     sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))
+
+
+def _check_staff(caller: Caller, room: str) -> None:
+    caller.check_room(room)
+    if caller.role not in ("host", "admin"):
+        raise Forbidden("only the room's host or an admin may record it")

@@ -11,6 +11,8 @@ POST /end     {"session", "caller"}                 -> {}
 POST /end_slot {"room", "slot", "caller"}           -> {}
 POST /trickle {"session", "caller", "fragment"}     -> {}
 POST /status  {"session", "caller"}                 -> {"status": {...}}
+POST /record/start {"room", "caller"}               -> {"recording": {...}}
+POST /record/stop  {"room", "recording", "caller"}  -> {"recording": {...}}
 GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
 """
 
@@ -58,6 +60,8 @@ def build_worker_app(config: MediaConfig) -> web.Application:
     app.router.add_post("/end_slot", _end_slot)
     app.router.add_post("/trickle", _trickle)
     app.router.add_post("/status", _status)
+    app.router.add_post("/record/start", _record_start)
+    app.router.add_post("/record/stop", _record_stop)
     app.router.add_get("/events", _events)
     app.cleanup_ctx.append(_lifespan)
     return app
@@ -119,6 +123,24 @@ async def _status(request: web.Request) -> web.Response:
     except CommandError as error:
         return web.json_response({"error": error.as_error()}, status=400)
     return web.json_response({"status": status})
+
+
+async def _record_start(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        recording = request.app[PLANE].start_recording(body["room"], _caller(body))
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({"recording": recording})
+
+
+async def _record_stop(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        recording = request.app[PLANE].stop_recording(body["room"], body["recording"], _caller(body))
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({"recording": recording})
 
 
 async def _done(work: Any) -> web.Response:
