@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from .callers import HOST_SLOT, Caller
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, room_directory
+from .hls_audio import HlsAudio
 from .recording import Recorder, new_recording_id
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
@@ -146,6 +148,10 @@ class MediaPlane:
             return
         hls = HlsRoom(directory)
         segment_s, size = self.config.hls_segment_s, self.config.hls_list_size
+        audio = session.relays.get("audio")
+        if audio is not None and audio.mime_type.lower() == "audio/opus":
+            hls.add_audio(HlsAudio(directory, secrets.token_hex(4), segment_s, size, hls.origin))
+            audio.listeners.append(hls.audio.frame)
         for relay, rung in zip(h264, parse_ladder(self.config.abr_ladder), strict=False):
             output = HlsOutput(directory, rung.name, rung.bitrate_bps, segment_s, size, relay.keyframe_wanted)
             hls.add(output)

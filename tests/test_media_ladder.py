@@ -152,7 +152,7 @@ async def test_a_one_stream_host_gets_every_rung_from_the_server(server: ServerP
         assert ladder_codecs(server) == (3, 1)  # three lower rungs, one decode
         assert scrape(server.url)['liveroom_media_ladder_rooms{worker="0"}'] == 1
         assert scrape(server.url)['liveroom_media_codec_instances_total{role="encoder"}'] == 0
-        await wait_until(lambda: get(hls)[2].count(b".m3u8") == 4, 10, "all four rungs in the master list")
+        await wait_until(lambda: get(hls)[2].count(b"#EXT-X-STREAM-INF") == 4, 10, "all four rungs listed")
         master = get(hls)[2].decode()
         sizes = {"720p": "320x240", "480p": "320x240", "360p": "320x240", "180p": "240x180"}
         for name, size in sizes.items():
