@@ -194,6 +194,12 @@ class MediaConfig:
     recordings_dir: str = "recordings"
     recording_fragment_s: float = 2.0
     recording_max_s: float = 14400.0
+    # Co-stream composite (media/composite.py) for HLS (`composite.m3u8`): "off",
+    # "side_by_side" or "host_large"; each stage member decoded once, the picture encoded once.
+    composite_layout: str = "off"
+    composite_size: str = "640x360"
+    composite_fps: float = 15.0
+    composite_bitrate_bps: int = 800_000
 
 
 @dataclass(frozen=True, slots=True)

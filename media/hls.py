@@ -53,6 +53,7 @@ class HlsRoom:
         self.variants: dict[str, tuple[int, str, str]] = {}  # rung -> (bandwidth, resolution, codecs)
         self.outputs: list[HlsOutput] = []
         self.audio: Any = None  # an HlsAudio, once the program has Opus audio
+        self.extra: list[HlsOutput] = []  # outputs not in the master playlist (the composite)
         self._audio_started = False
 
     def add(self, output: HlsOutput) -> None:
@@ -94,6 +95,8 @@ class HlsRoom:
     def close(self) -> None:
         """The program ended: finish the files, then remove them (the stream is over)."""
         for output in self.outputs:
+            output.close()
+        for output in self.extra:
             output.close()
         if self.audio is not None:
             self.audio.close()

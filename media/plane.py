@@ -23,6 +23,7 @@ from liveroom.errors import BadRequest, CommandError, Forbidden
 
 from .abr import parse_ladder
 from .callers import HOST_SLOT, Caller
+from .composite import LAYOUTS, Compositor
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, room_directory
@@ -50,6 +51,11 @@ class MediaPlane:
         self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
         self.hls: dict[str, HlsRoom] = {}  # by room: the host's renditions remuxed to HLS
         self.recordings: dict[str, Recorder] = {}  # by room: its recording, until stopped
+        self.composites: dict[str, Compositor] = {}  # by room: host + guests in one picture (HLS)
+        if config.composite_layout not in LAYOUTS:
+            raise ValueError(
+                f"media.composite_layout must be one of {LAYOUTS}, not {config.composite_layout!r}"
+            )
         self._policy = FailoverPolicy(
             config.failover_silence_s,
             config.failover_return_after_s,
@@ -79,6 +85,8 @@ class MediaPlane:
         if slot == HOST_SLOT and not backup:
             self._start_ladder(session)
             self._start_hls(session)
+        elif room in self.composites and "video" in session.relays:
+            self.composites[room].add(slot, session.relays["video"])
         if slot == HOST_SLOT:
             try:
                 self._pair(room)
@@ -157,6 +165,35 @@ class MediaPlane:
             hls.add(output)
             relay.listeners.append(output.frame)
         self.hls[session.room] = hls
+        if self.config.composite_layout != "off":
+            self._start_composite(session, hls)
+
+    def _start_composite(self, session: PublishSession, hls: HlsRoom) -> None:
+        """Host and stage guests in one picture, as `composite.m3u8` (composite.py)."""
+        config, top = self.config, session.relays["video"]
+        width, _, height = config.composite_size.partition("x")
+        relay = session.new_relay("video", top.codec)
+        compositor = Compositor(
+            relay,
+            config.composite_layout,
+            (int(width), int(height)),
+            config.composite_fps,
+            config.composite_bitrate_bps,
+            asyncio.get_running_loop(),
+            hls.origin,
+        )
+        output = HlsOutput(
+            hls.directory, "composite", config.composite_bitrate_bps, config.hls_segment_s,
+            config.hls_list_size, relay.keyframe_wanted,
+        )  # fmt: skip
+        output.origin = hls.origin
+        relay.listeners.append(output.frame)
+        hls.extra.append(output)
+        compositor.add(HOST_SLOT, top)
+        for (room, slot), guest in self.publishers.items():
+            if room == session.room and slot != HOST_SLOT and "video" in guest.relays:
+                compositor.add(slot, guest.relays["video"])
+        self.composites[session.room] = compositor
 
     def _failover(self, room: str, switch: Switch) -> None:
         key = (room, switch.to_path)
@@ -198,6 +235,12 @@ class MediaPlane:
             recorder = self.recordings.get(session.room)
             if recorder is not None:
                 recorder.close()  # the file is complete; stopping it returns its summary
+            compositor = self.composites.pop(session.room, None)
+            if compositor is not None:
+                compositor.close()
+                compositor.relay.end()
+        elif session.slot != HOST_SLOT and session.room in self.composites:
+            self.composites[session.room].remove(session.slot)
         self._event(session, "ended" if session.ended_by_request else "lost")
 
     # -- playing (WHEP) -------------------------------------------------------------------
@@ -318,6 +361,8 @@ class MediaPlane:
     async def stop(self) -> None:
         for recorder in self.recordings.values():
             recorder.close()
+        for compositor in self.composites.values():
+            compositor.close()
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

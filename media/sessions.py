@@ -166,6 +166,12 @@ class PublishSession(Session):
         self.mime_types[kind] = codec.mimeType
         self._receivers[kind] = receiver
 
+    def new_relay(
+        self, kind: str, codec: Any, request_keyframe: Callable[[], None] = lambda: None
+    ) -> TrackRelay:
+        """A relay of this session's kind and codec for frames made on the server."""
+        return self._new_relay(kind, codec, request_keyframe)
+
     def _new_relay(self, kind: str, codec: Any, request_keyframe: Callable[[], None]) -> TrackRelay:
         relay = TrackRelay(
             kind,
