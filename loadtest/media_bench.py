@@ -6,6 +6,7 @@
     python -m liveroom.loadtest.media_bench failover --runs 20
     python -m liveroom.loadtest.media_bench ladder --seconds 10
     python -m liveroom.loadtest.media_bench abr --cycles 6          # as root: a shaped link
+    python -m liveroom.loadtest.media_bench hls-latency --seconds 30
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -31,12 +32,19 @@ behind a veth whose downlink `tc` limits to --limit-kbit for --limited-seconds, 
 frees for --clean-seconds, --cycles times. Per switch: the server's decision (session
 status) to the viewer's first decoded picture of the new size; per phase: the rung the
 viewer ended it on (it should settle on the highest its link sustains).
+
+`hls-latency`: a host whose pictures show the wall clock (centiseconds, as 16 bars);
+this driver polls the live playlist every 20 ms, fetches each new segment as soon as it
+is listed, decodes it and reads the clock back: how old the segment's first and last
+pictures are when it becomes available. A player adds its own buffer on top (hls.js
+starts `liveSyncDurationCount` = 3 segments behind the live edge).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import itertools
 import json
 import multiprocessing
@@ -699,6 +707,108 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
     }
 
 
+# -- hls-latency: capture to segment availability ----------------------------------------------
+
+CLOCK_BITS, CLOCK_WIDTH, CLOCK_HEIGHT = 16, 320, 240
+
+
+def clock_picture(centiseconds: int) -> av.VideoFrame:
+    """The wall clock (centiseconds, 16 bits) as 16 bars, white for 1."""
+    block = CLOCK_WIDTH // CLOCK_BITS
+    bits = (centiseconds >> (CLOCK_BITS - 1 - i) & 1 for i in range(CLOCK_BITS))
+    row = b"".join(bytes([235 if bit else 16]) * block for bit in bits)
+    frame = av.VideoFrame(CLOCK_WIDTH, CLOCK_HEIGHT, "yuv420p")
+    frame.planes[0].update(row * CLOCK_HEIGHT)
+    frame.planes[1].update(bytes([128]) * frame.planes[1].buffer_size)
+    frame.planes[2].update(bytes([128]) * frame.planes[2].buffer_size)
+    return frame
+
+
+def read_clock(frame: Any) -> int:
+    plane, block = frame.planes[0], CLOCK_WIDTH // CLOCK_BITS
+    data, y, value = bytes(plane), frame.height // 2, 0
+    for i in range(CLOCK_BITS):
+        value = value << 1 | (data[y * plane.line_size + i * block + block // 2] > 128)
+    return value
+
+
+def _age_s(centiseconds: int, now: float) -> float:
+    return ((round(now * 100) - centiseconds) % (1 << CLOCK_BITS)) / 100
+
+
+async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
+    from aiortc import VideoStreamTrack
+
+    class ClockTrack(VideoStreamTrack):
+        async def recv(self) -> av.VideoFrame:
+            pts, time_base = await self.next_timestamp()
+            frame = clock_picture(round(time.time() * 100) % (1 << CLOCK_BITS))
+            frame.pts, frame.time_base = pts, time_base
+            return frame
+
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
+    server = Server(args.server_cpus, 1, None, extra_env=env)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    pc.addTransceiver(ClockTrack(), "sendonly").setCodecPreferences(h264)
+    first: list[float] = []
+    last: list[float] = []
+    durations: list[float] = []
+    try:
+        await negotiate(pc, f"{server.base}/whip/bench", token("bench-host", "host"))
+        await _poll_segments(server.base + "/hls/bench", args.seconds, first, last, durations)
+    finally:
+        await pc.close()
+        server.stop()
+    return {
+        "phase": "hls-latency",
+        "segment_s": args.segment_s,
+        "segments": len(first),
+        "segment_duration_s": {"p50": _percentile_f(durations, 50), "max": max(durations, default=None)},
+        "first_picture_age_s": {"p50": _percentile_f(first, 50), "p95": _percentile_f(first, 95)},
+        "last_picture_age_s": {"p50": _percentile_f(last, 50), "p95": _percentile_f(last, 95)},
+        "player_estimate_s": _percentile_f([a + 3 * args.segment_s for a in last], 50),
+        "load_average": os.getloadavg(),
+    }
+
+
+async def _poll_segments(
+    base: str, seconds: float, first: list[float], last: list[float], durations: list[float]
+) -> None:
+    import aiohttp
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            async with http.get(f"{base}/720p.m3u8") as response:
+                if response.status != 200:
+                    continue
+                names = [line for line in (await response.text()).splitlines() if line.endswith(".ts")]
+            for name in names:
+                if name in seen:
+                    continue
+                seen.add(name)
+                async with http.get(f"{base}/{name}") as response:
+                    body = await response.read()
+                now = time.time()
+                with av.open(io.BytesIO(body), "r") as segment:
+                    clocks = [read_clock(frame) for frame in segment.decode(video=0)]
+                if len(seen) > 1 and clocks:  # the first segment listed may be old
+                    first.append(_age_s(clocks[0], now))
+                    last.append(_age_s(clocks[-1], now))
+                    durations.append(len(clocks) / 30)
+
+
+def _percentile_f(values: list[float], share: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(share / 100 * (len(ordered) - 1)))], 3)
+
+
 def _percentile(values: list[int], share: int) -> int | None:
     if not values:
         return None
@@ -744,7 +854,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("phase", choices=("steady", "ttff", "storm", "failover", "ladder", "abr"))
+    parser.add_argument(
+        "phase", choices=("steady", "ttff", "storm", "failover", "ladder", "abr", "hls-latency")
+    )
+    parser.add_argument("--segment-s", type=float, default=2.0, help="hls-latency: media.hls_segment_s")
     parser.add_argument("--cycles", type=int, default=6, help="abr: limited/clean cycles")
     parser.add_argument("--limit-kbit", type=int, default=500, help="abr: the limited link's rate")
     parser.add_argument("--limited-seconds", type=float, default=6.0, help="abr: each limited phase")
@@ -769,6 +882,9 @@ def main() -> None:
         return
     if args.phase == "abr":
         print(json.dumps(asyncio.run(abr(args)), indent=2))
+        return
+    if args.phase == "hls-latency":
+        print(json.dumps(asyncio.run(hls_latency(args)), indent=2))
         return
     print(json.dumps(asyncio.run(run(args)), indent=2))
 
