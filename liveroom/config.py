@@ -182,7 +182,7 @@ class MediaConfig:
     abr_ladder: tuple[str, ...] = ("720p:2500000", "480p:1200000", "360p:700000", "180p:250000")
     # A host who sends one H.264 video gets the lower rungs made by the server: decoded once,
     # each rung encoded once (x264 ultrafast), in a thread of the room's media process. Off
-    # by default: it costs about 0.3 of a core per 720p30 room (docs/media.md, Figures).
+    # by default: it costs about 0.2 of a core per 720p30 room (docs/media.md, Figures).
     transcode_ladder: bool = False
     # ABR step up (media/abr.py): after this long without congestion a viewer tries the next
     # rung up, and keeps it if its link stays clean for abr_trial_s (failed trials back off).

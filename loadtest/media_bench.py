@@ -7,6 +7,7 @@
     python -m liveroom.loadtest.media_bench ladder --seconds 10
     python -m liveroom.loadtest.media_bench abr --cycles 6          # as root: a shaped link
     python -m liveroom.loadtest.media_bench hls-latency --seconds 30
+    python -m liveroom.loadtest.media_bench ladder-live --seconds 20
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -32,6 +33,10 @@ behind a veth whose downlink `tc` limits to --limit-kbit for --limited-seconds, 
 frees for --clean-seconds, --cycles times. Per switch: the server's decision (session
 status) to the viewer's first decoded picture of the new size; per phase: the rung the
 viewer ended it on (it should settle on the highest its link sustains).
+
+`ladder-live`: the server-side ladder as wired in: the server's CPU (all its processes)
+while the 720p30 clip is published and nobody watches, with `transcode_ladder` off, then on
+(HLS off both times, so only the ladder differs).
 
 `hls-latency`: a host whose pictures show the wall clock (centiseconds, as 16 bars);
 this driver polls the live playlist every 20 ms, fetches each new segment as soon as it
@@ -707,6 +712,41 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
     }
 
 
+# -- ladder-live: the ladder's cost inside the server ---------------------------------------------
+
+
+async def ladder_live(args: argparse.Namespace) -> dict[str, Any]:
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    clip = encode_clip()
+    cores: dict[str, float] = {}
+    for ladder_on in (False, True):
+        env = {
+            "LIVEROOM_MEDIA_TRANSCODE_LADDER": str(ladder_on).lower(),
+            "LIVEROOM_MEDIA_HLS_ENABLED": "false",
+        }
+        server = Server(args.server_cpus, 1, None, extra_env=env)
+        publisher = await start_publisher(server.base, "bench", ClipTrack(clip))
+        try:
+            await asyncio.sleep(3.0)
+            started, cpu = time.monotonic(), server.cpu_seconds()
+            await asyncio.sleep(args.seconds)
+            cores["ladder_on" if ladder_on else "ladder_off"] = round(
+                (server.cpu_seconds() - cpu) / (time.monotonic() - started), 3
+            )
+            encoders = server.metrics().get('liveroom_media_ladder_codec_instances_total{role="encoder"}')
+        finally:
+            await publisher.close()
+            server.stop()
+    return {
+        "phase": "ladder-live",
+        "source": f"{WIDTH}x{HEIGHT} H.264 {FPS} fps {BITRATE // 1000} kbps, no viewers, HLS off",
+        "server_cores": cores,
+        "ladder_cores": round(cores["ladder_on"] - cores["ladder_off"], 3),
+        "ladder_encoders": encoders,
+        "load_average": os.getloadavg(),
+    }
+
+
 # -- hls-latency: capture to segment availability ----------------------------------------------
 
 CLOCK_BITS, CLOCK_WIDTH, CLOCK_HEIGHT = 16, 320, 240
@@ -855,7 +895,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "phase", choices=("steady", "ttff", "storm", "failover", "ladder", "abr", "hls-latency")
+        "phase",
+        choices=("steady", "ttff", "storm", "failover", "ladder", "abr", "hls-latency", "ladder-live"),
     )
     parser.add_argument("--segment-s", type=float, default=2.0, help="hls-latency: media.hls_segment_s")
     parser.add_argument("--cycles", type=int, default=6, help="abr: limited/clean cycles")
@@ -882,6 +923,9 @@ def main() -> None:
         return
     if args.phase == "abr":
         print(json.dumps(asyncio.run(abr(args)), indent=2))
+        return
+    if args.phase == "ladder-live":
+        print(json.dumps(asyncio.run(ladder_live(args)), indent=2))
         return
     if args.phase == "hls-latency":
         print(json.dumps(asyncio.run(hls_latency(args)), indent=2))
