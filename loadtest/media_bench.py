@@ -8,6 +8,7 @@
     python -m liveroom.loadtest.media_bench abr --cycles 6          # as root: a shaped link
     python -m liveroom.loadtest.media_bench hls-latency --seconds 30
     python -m liveroom.loadtest.media_bench ladder-live --seconds 20
+    python -m liveroom.loadtest.media_bench composite-live --seconds 20
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -37,6 +38,10 @@ viewer ended it on (it should settle on the highest its link sustains).
 `ladder-live`: the server-side ladder as wired in: the server's CPU (all its processes)
 while the 720p30 clip is published and nobody watches, with `transcode_ladder` off, then on
 (HLS off both times, so only the ladder differs).
+
+`composite-live`: the co-stream composite's cost inside the server: a host and one stage
+guest publish the 720p30 clip, HLS on; the server's CPU with `composite_layout` off, then
+"side_by_side" (640x360, 15 fps: two 720p decodes and one 360p encode).
 
 `hls-latency`: a host whose pictures show the wall clock (centiseconds, as 16 bars);
 this driver polls the live playlist every 20 ms, fetches each new segment as soon as it
@@ -747,6 +752,44 @@ async def ladder_live(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# -- composite-live: the co-stream composite's cost inside the server ------------------------------
+
+
+def guest_token(room: str, slot: int) -> str:
+    claims = {"sub": f"guest-{slot}", "role": "guest", "room": room, "slot": slot, "scope": "publish"}
+    return jwt.encode({**claims, "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
+
+
+async def composite_live(args: argparse.Namespace) -> dict[str, Any]:
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    clip = encode_clip()
+    cores: dict[str, float] = {}
+    for layout in ("off", "side_by_side"):
+        server = Server(args.server_cpus, 1, None, extra_env={"LIVEROOM_MEDIA_COMPOSITE_LAYOUT": layout})
+        host = await start_publisher(server.base, "bench", ClipTrack(clip))
+        guest = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+        guest.addTransceiver(ClipTrack(clip), "sendonly").setCodecPreferences(h264)
+        try:
+            await negotiate(guest, f"{server.base}/whip/bench", guest_token("bench", 1))
+            await asyncio.sleep(3.0)
+            started, cpu = time.monotonic(), server.cpu_seconds()
+            await asyncio.sleep(args.seconds)
+            cores[layout] = round((server.cpu_seconds() - cpu) / (time.monotonic() - started), 3)
+        finally:
+            await guest.close()
+            await host.close()
+            server.stop()
+    return {
+        "phase": "composite-live",
+        "sources": f"host + 1 guest, each {WIDTH}x{HEIGHT} H.264 {FPS} fps, HLS on, no viewers",
+        "composite": "side_by_side 640x360 15 fps",
+        "server_cores": cores,
+        "composite_cores": round(cores["side_by_side"] - cores["off"], 3),
+        "load_average": os.getloadavg(),
+    }
+
+
 # -- hls-latency: capture to segment availability ----------------------------------------------
 
 CLOCK_BITS, CLOCK_WIDTH, CLOCK_HEIGHT = 16, 320, 240
@@ -896,7 +939,17 @@ def main() -> None:
     )
     parser.add_argument(
         "phase",
-        choices=("steady", "ttff", "storm", "failover", "ladder", "abr", "hls-latency", "ladder-live"),
+        choices=(
+            "steady",
+            "ttff",
+            "storm",
+            "failover",
+            "ladder",
+            "abr",
+            "hls-latency",
+            "ladder-live",
+            "composite-live",
+        ),
     )
     parser.add_argument("--segment-s", type=float, default=2.0, help="hls-latency: media.hls_segment_s")
     parser.add_argument("--cycles", type=int, default=6, help="abr: limited/clean cycles")
@@ -923,6 +976,9 @@ def main() -> None:
         return
     if args.phase == "abr":
         print(json.dumps(asyncio.run(abr(args)), indent=2))
+        return
+    if args.phase == "composite-live":
+        print(json.dumps(asyncio.run(composite_live(args)), indent=2))
         return
     if args.phase == "ladder-live":
         print(json.dumps(asyncio.run(ladder_live(args)), indent=2))
