@@ -80,13 +80,13 @@ async def test_the_viewer_settles_on_what_its_link_sustains(server: ServerProces
     room = f"link-{uuid.uuid4().hex[:8]}"
     publisher = await noise_publisher(server.url, room, token("host-link", "host"))
     base = f"http://{link.host_ip}:{server.port}"
-    command = [sys.executable, "-m", "liveroom.loadtest.abr_viewer", base, room, token("link-viewer"), "10"]
+    command = [sys.executable, "-m", "liveroom.loadtest.abr_viewer", base, room, token("link-viewer"), "12"]
     viewer = link.spawn(command)
     try:
         started = time.time()
         lines = await read_lines(viewer, started + 3.0)
         link.limit(500)
-        lines += await read_lines(viewer, started + 6.5)
+        lines += await read_lines(viewer, started + 6.0)
         link.lift()
         lines += await read_lines(viewer, started + 30)
     finally:
