@@ -117,6 +117,34 @@ def _annex_b(payloads: list[bytes]) -> bytes:
     return out
 
 
+async def test_the_ladder_moves_with_the_program_when_the_backup_adopts_it() -> None:
+    from types import SimpleNamespace
+
+    from liveroom.media.callers import Caller
+    from liveroom.media.sessions import PublishSession
+
+    from liveroom.config import MediaConfig
+
+    config, host = MediaConfig(transcode_ladder=True), Caller("host", "Host", "host", None)
+    primary, backup = PublishSession("r", "host", host, config), PublishSession("r", "host", host, config)
+    try:
+        for session in (primary, backup):
+            relay = session.new_relay("video", SimpleNamespace(mimeType="video/H264"))
+            session.relays["video"], session.rungs = relay, [relay]
+        primary.start_ladder(LADDER)
+        program, transcoder = primary.relays["video"], primary.transcoder
+        assert transcoder is not None and len(primary.rungs) == 4
+        backup.adopt_program(primary)
+        assert backup.transcoder is transcoder and primary.transcoder is None
+        assert backup.rungs == [program, *transcoder.relays] and primary.rungs == []
+        assert transcoder.frame in program.listeners  # still fed by the program, now the backup's
+    finally:
+        for session in (primary, backup):
+            if session.transcoder is not None:
+                session.transcoder.close()
+            await session.pc.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {
