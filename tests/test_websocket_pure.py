@@ -19,7 +19,9 @@ from liveroom.websocket import (
 )
 
 
-def client_frame(opcode: int, payload: bytes, final: bool = True, masked: bool = True) -> bytes:
+def client_frame(
+    opcode: int, payload: bytes, final: bool = True, masked: bool = True, mask: bytes = b"\x9a\x3c\x51\xe7"
+) -> bytes:
     first = (0x80 if final else 0) | opcode
     length = len(payload)
     mask_bit = 0x80 if masked else 0
@@ -31,7 +33,6 @@ def client_frame(opcode: int, payload: bytes, final: bool = True, masked: bool =
         header = struct.pack("!BBQ", first, mask_bit | 127, length)
     if not masked:
         return header + payload
-    mask = os.urandom(4)
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -67,7 +68,11 @@ def test_frames_are_unmasked_and_split_anywhere() -> None:
     reader = FrameReader(1 << 20)
     text = '40{"token":"弹幕"}'.encode()
     big = os.urandom(70_000)
-    wire = client_frame(TEXT, text) + client_frame(BINARY, big) + client_frame(TEXT, b"x" * 300)
+    wire = (
+        client_frame(TEXT, text)
+        + client_frame(BINARY, big, mask=os.urandom(4))
+        + client_frame(TEXT, b"x" * 300)
+    )
     messages = []
     for i in range(0, len(wire), 7):  # seven bytes at a time
         messages += reader.feed(wire[i : i + 7])
