@@ -42,6 +42,7 @@ import tempfile
 import time
 import urllib.request
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -52,6 +53,7 @@ from av.packet import Packet as AvPacket
 from liveroom.media.hooks import tap_receiver  # type: ignore[import-not-found,unused-ignore]
 
 from .media_viewer import FrameCounter, count_frames
+from .profile import start_profile, summarize_profile
 
 if TYPE_CHECKING:
     Packet = AvPacket[Any]
@@ -339,15 +341,19 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time of the server and its media workers so far."""
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU seconds so far of the node process and of each of its children (media workers)."""
         ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
+        found = {}
         for pid in [self.process.pid, *_children(self.process.pid)]:
             try:
                 fields = _stat(pid)
             except OSError:
                 continue
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        return total
+            found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return found
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(self.base + "/metrics", timeout=5) as response:
@@ -397,16 +403,35 @@ async def steady(args: argparse.Namespace, server: Server, clip: ClipTrack) -> l
         end_at = start_at + args.connect_seconds + args.seconds
         loop = asyncio.get_running_loop()
         sampler = loop.run_in_executor(None, _cpu_series, server, start_at, end_at)
+        profile = Path(server.directory.name) / f"profile-{count}.txt"
+        profiler = (
+            loop.run_in_executor(
+                None, _profile, server, start_at + args.connect_seconds, args.seconds - 1, profile
+            )
+            if args.profile
+            else None
+        )
         results = await loop.run_in_executor(
             None, spawn_viewers, server.base, "bench", count, args.processes, start_at, end_at, args.decoders
         )
         rows.append(_steady_row(count, results, await sampler, end_at, clip.sent_at))
+        if profiler is not None:
+            await profiler
+            rows[-1]["server_profile"] = summarize_profile(profile, top=20)
         print(json.dumps(rows[-1]), flush=True)
         await asyncio.sleep(1.5)  # let the closed viewers go before the next level
     return rows
 
 
-CpuSeries = list[tuple[float, float]]
+CpuSeries = list[tuple[float, dict[int, float]]]
+
+
+def _profile(server: Server, at: float, seconds: float, output: Path) -> None:
+    """py-spy on the server and its media workers during the steady part."""
+    time.sleep(max(0.0, at - time.time()))
+    process = start_profile(server.process.pid, seconds, output, subprocesses=True)
+    if process is not None:
+        process.wait(seconds + 30)
 
 
 def _steady_row(
@@ -421,7 +446,9 @@ def _steady_row(
     if seconds < 2 or len(got) < count:
         return {"viewers": count, "receiving": len(got), "error": "viewers did not all settle in time"}
     inside = [(t, c) for t, c in cpu if start <= t <= end]
-    server_cpu = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+    (first_at, first), (last_at, last) = inside[0], inside[-1]
+    by_process = {pid: (last[pid] - first.get(pid, 0.0)) / (last_at - first_at) for pid in last}
+    server_cpu = sum(by_process.values())
     fps = [sum(start <= t < end for t in r["arrivals"]) / seconds for r in results]
     source_fps = sum(start <= t < end for t in sent_at) / seconds
     decoding = [f for f, r in zip(fps, results, strict=True) if r.get("decodes")]
@@ -431,6 +458,8 @@ def _steady_row(
         "measured_s": round(seconds, 1),
         "server_cpu_percent": round(server_cpu * 100, 1),
         "server_cpu_ms_per_viewer_s": round(server_cpu / count * 1000, 2),
+        # The node first, then its media workers (none with media.workers = 1).
+        "cpu_percent_by_process": [round(100 * share, 1) for share in by_process.values()],
         "publisher_fps": round(source_fps, 2),
         "fps_mean": round(statistics.mean(fps), 2),
         "fps_min": round(min(fps), 2),
@@ -447,12 +476,12 @@ def _steady_row(
     }
 
 
-def _cpu_series(server: Server, start: float, end: float) -> list[tuple[float, float]]:
-    """(wall time, server CPU seconds) every 0.25 s."""
+def _cpu_series(server: Server, start: float, end: float) -> CpuSeries:
+    """(wall time, CPU seconds by server process) every 0.25 s."""
     time.sleep(max(0.0, start - time.time()))
     series = []
     while time.time() < end:
-        series.append((time.time(), server.cpu_seconds()))
+        series.append((time.time(), server.cpu_by_process()))
         time.sleep(0.25)
     return series
 
@@ -701,6 +730,7 @@ def main() -> None:
     parser.add_argument("--failover-viewers", type=int, default=3, help="failover: viewers per run")
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
     parser.add_argument("--decoders", type=int, default=1, help="steady: sample viewers that decode")
+    parser.add_argument("--profile", action="store_true", help="steady: py-spy the server in each level")
     parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
     parser.add_argument("--gop-cache", type=int, default=None, help="storm: media.gop_cache_frames")
     parser.add_argument("--aiortc-send", action="store_true", help="media.fast_send = false")
