@@ -315,6 +315,7 @@ def spawn_viewers(
 class Server:
     def __init__(self, cpus: str, workers: int, gop_cache: int | None, fast_send: bool = True) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="media-bench-")
+        self.cpus = {int(c) for c in cpus.split(",")}
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -448,6 +449,7 @@ def _steady_row(
     inside = [(t, c) for t, c in cpu if start <= t <= end]
     (first_at, first), (last_at, last) = inside[0], inside[-1]
     by_process = {pid: (last[pid] - first.get(pid, 0.0)) / (last_at - first_at) for pid in last}
+    cores_busy = by_process.pop(-1)
     server_cpu = sum(by_process.values())
     fps = [sum(start <= t < end for t in r["arrivals"]) / seconds for r in results]
     source_fps = sum(start <= t < end for t in sent_at) / seconds
@@ -460,6 +462,7 @@ def _steady_row(
         "server_cpu_ms_per_viewer_s": round(server_cpu / count * 1000, 2),
         # The node first, then its media workers (none with media.workers = 1).
         "cpu_percent_by_process": [round(100 * share, 1) for share in by_process.values()],
+        "server_cores_busy_percent": round(100 * cores_busy, 1),  # by anyone: above the server's = others
         "publisher_fps": round(source_fps, 2),
         "fps_mean": round(statistics.mean(fps), 2),
         "fps_min": round(min(fps), 2),
@@ -477,13 +480,27 @@ def _steady_row(
 
 
 def _cpu_series(server: Server, start: float, end: float) -> CpuSeries:
-    """(wall time, CPU seconds by server process) every 0.25 s."""
+    """(wall time, CPU seconds by server process) every 0.25 s; key -1 is the busy time of
+    the server's cores, whoever used them (other load on a shared machine shows there)."""
     time.sleep(max(0.0, start - time.time()))
     series = []
     while time.time() < end:
-        series.append((time.time(), server.cpu_by_process()))
+        series.append((time.time(), {**server.cpu_by_process(), -1: _cores_busy_seconds(server.cpus)}))
         time.sleep(0.25)
     return series
+
+
+def _cores_busy_seconds(cpus: set[int]) -> float:
+    """Non-idle time of these cores since boot (/proc/stat; idle and iowait left out)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = 0
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                values = [int(v) for v in fields]
+                busy += sum(values[:8]) - values[3] - values[4]
+    return busy / ticks
 
 
 async def ttff(args: argparse.Namespace, server: Server) -> dict[str, Any]:
