@@ -63,9 +63,9 @@ def _config(path: str | None) -> Config:
 
 def _serve(config: Config, host: str | None, port: int | None) -> int:
     import uvloop
-    from aiohttp import web
 
-    from liveroom.web import build_app
+    from liveroom.front_door import run_app
+    from liveroom.web import NODE_KEY, build_app
 
     logging.basicConfig(
         level=os.environ.get("LIVEROOM_LOG_LEVEL", "INFO").upper(),
@@ -75,20 +75,39 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     port = port if port is not None else config.server.port
     app = build_app(config)
     _tune_gc()
+    _raise_open_files_limit()
     print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
-    web.run_app(
+    node = app[NODE_KEY]
+    server = config.server
+    engines = (
+        {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
+        if server.direct_websocket
+        else {}
+    )
+    run_app(
         app,
-        host=host,
-        port=port,
-        print=None,
-        shutdown_timeout=config.server.shutdown_grace_s,
-        access_log=None,
-        # A crowd arriving at once (a stream going live) overflows aiohttp's default of 128,
-        # and each dropped SYN costs the client a 1-3 s retransmit: queue them instead.
-        backlog=4096,
-        loop=uvloop.new_event_loop(),
+        uvloop.new_event_loop(),
+        host,
+        port,
+        engines,
+        head_timeout_s=server.request_head_timeout_s,
+        shutdown_timeout_s=server.shutdown_grace_s,
+        backlog=server.listen_backlog,
     )
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Every viewer is a file descriptor: take the hard limit, not the (often 1024) soft one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return
+    logging.getLogger("liveroom").info("open files limit: %s", hard)
 
 
 def _tune_gc() -> None:

@@ -52,6 +52,14 @@ class ServerConfig:
     ping_timeout_s: float = 20.0
     # Seconds given to connections and durable writes on SIGINT/SIGTERM.
     shutdown_grace_s: float = 5.0
+    # WebSocket-first Socket.IO connections run below python-engineio (docs/protocol.md,
+    # "Transports"); false hands every connection to python-engineio as before.
+    direct_websocket: bool = True
+    # A new connection must finish its first request head within this many seconds.
+    request_head_timeout_s: float = 10.0
+    # Connections waiting to be accepted: a crowd arriving at once (a stream going live)
+    # overflows a short queue, and each dropped SYN costs the client a 1-3 s retransmit.
+    listen_backlog: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,9 @@ class DeliveryConfig:
     # Counter items (latest value wins) go out at most this often per room.
     counter_updates_per_s: float = 2.0
     counter_types: tuple[str, ...] = ("room.online", "like.total")
+    # A flush to more members than this is written this many at a time, the event loop
+    # free between slices (acks and other rooms do not wait behind a 20,000-member room).
+    writes_per_slice: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +191,26 @@ class MediaConfig:
     hls_list_size: int = 6
     # Adaptive bitrate (media/abr.py): the rungs, "<height>p:<bits per second>", highest first.
     abr_ladder: tuple[str, ...] = ("720p:2500000", "480p:1200000", "360p:700000", "180p:250000")
+    # A host who sends one H.264 video gets the lower rungs made by the server: decoded once,
+    # each rung encoded once (x264 ultrafast), in a thread of the room's media process. Off
+    # by default: it costs about 0.2 of a core per 720p30 room (docs/media.md, Figures).
+    transcode_ladder: bool = False
+    # ABR step up (media/abr.py): after this long without congestion a viewer tries the next
+    # rung up, and keeps it if its link stays clean for abr_trial_s (failed trials back off).
+    abr_up_hold_s: float = 4.0
+    abr_trial_s: float = 3.0
+    # Recording the host program on request (media/recording.py): fragmented MP4 files under
+    # recordings_dir/<room>/ (relative to the working directory), a fragment per keyframe
+    # (one asked for after recording_fragment_s), at most recording_max_s per recording.
+    recordings_dir: str = "recordings"
+    recording_fragment_s: float = 2.0
+    recording_max_s: float = 14400.0
+    # Co-stream composite (media/composite.py) for HLS (`composite.m3u8`): "off",
+    # "side_by_side" or "host_large"; each stage member decoded once, the picture encoded once.
+    composite_layout: str = "off"
+    composite_size: str = "640x360"
+    composite_fps: float = 15.0
+    composite_bitrate_bps: int = 800_000
 
 
 @dataclass(frozen=True, slots=True)

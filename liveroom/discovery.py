@@ -29,6 +29,7 @@ BUILTIN = {
     "like": "liveroom.plugins.like:LikePlugin",
     "coupon": "liveroom.plugins.coupon:CouponPlugin",
     "costream": "liveroom.plugins.costream:CostreamPlugin",
+    "dashboard": "liveroom.plugins.dashboard:DashboardPlugin",
 }
 
 
@@ -59,6 +60,7 @@ def load_plugins(tables: Mapping[str, Mapping[str, Any]], host: PluginHost) -> l
         if str(enabled).lower() in ("false", "0", "no", "off"):
             continue
         plugins.append(_build(name, target, table, host))
+    host.plugins[:] = plugins
     return plugins
 
 

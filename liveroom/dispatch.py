@@ -87,7 +87,10 @@ class Dispatcher:
 
     async def dispatch(self, connection: Connection, event: str, args: Sequence[Any]) -> dict[str, Any]:
         """Run one command and return its ack. Never raises."""
-        return await self._contained(event, self._run(connection, event, args))
+        started = self._clock.monotonic()
+        ack = await self._contained(event, self._run(connection, event, args))
+        self._metrics.command_seconds.observe(self._clock.monotonic() - started)
+        return ack
 
     async def run_as(self, caller: Identity, room: str, event: str, raw: Any) -> dict[str, Any]:
         """A staff command from the HTTP API: no socket, no joined room. Never raises."""

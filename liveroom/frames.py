@@ -11,6 +11,7 @@ __all__ = [
     "batch_message",
     "event_ack_id",
     "msgpack_batch_message",
+    "plain_event",
     "socketio_event",
     "ws_binary_frame",
     "ws_close_frame",
@@ -79,3 +80,16 @@ def event_ack_id(message: str) -> int | None:
     while end < len(message) and end - position < 18 and message[end].isdigit():
         end += 1
     return int(message[position:end]) if end > position else None
+
+
+def plain_event(message: str) -> tuple[int | None, str] | None:
+    """(ack id, JSON array text) of an EVENT on the default namespace (`2[<id>][...]`);
+    None for every other packet (binary, another namespace, an ack, a connect...)."""
+    if not message.startswith("2"):
+        return None
+    end = 1
+    while end < len(message) and end < 19 and message[end].isdigit():
+        end += 1
+    if not message.startswith("[", end):
+        return None
+    return (int(message[1:end]) if end > 1 else None), message[end:]

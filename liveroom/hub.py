@@ -26,6 +26,7 @@ from liveroom.broker import RESET_TYPE, Broker, Publication
 from liveroom.clock import Clock
 from liveroom.config import DeliveryConfig, RoomConfig
 from liveroom.connection import Connection
+from liveroom.fanout import FanoutWriter
 from liveroom.frames import batch_message, msgpack_batch_message, ws_binary_frame, ws_text_frame
 from liveroom.metrics import Metrics
 from liveroom.presence import PresenceReporter
@@ -69,6 +70,7 @@ class Hub:
         self._lanes = Lanes.from_config(delivery)
         self._on_slow = on_slow
         self._dirty: dict[LocalRoom, None] = {}
+        self._fanout = FanoutWriter(delivery.writes_per_slice, metrics, on_slow, self._fanout_done)
         self.presence = PresenceReporter(
             broker,
             clock,
@@ -220,6 +222,9 @@ class Hub:
         slow: list[Connection] = []
         now = self._clock.monotonic()
         for room in dirty:
+            if self._fanout.busy(room):  # its last flush is still being written: wait for it
+                self._dirty[room] = None
+                continue
             self._flush(room, now, slow)
             if room.counters:  # held back by the counter rate: try again next tick
                 self._dirty[room] = None
@@ -246,15 +251,21 @@ class Hub:
                     sent += self._deliver_unseen(room, connection, publications, fresh[connection], slow)
             sent += self._deliver_msgpack(room, publications, fresh, slow)
             members = [c for c in room.members if c not in fresh and c not in room.msgpack_members]
-        # The hot loop: the same bytes to every member, one write each.
-        count = len(publications)
-        for connection in members:
-            if connection.deliver(frame, message):
-                sent += count
-            else:
-                slow.append(connection)
+        # The same bytes to every member, one write each (in slices for a big room).
+        sent += self._fanout.send(room, frame, message, members, len(publications), slow)
         self._metrics.items_sent.inc(sent)
         self._metrics.batches_sent.inc(len(room.members))
+
+    def _fanout_done(self, room: LocalRoom) -> None:
+        """A big flush is written: what waited behind it goes now if it cannot wait a tick."""
+        if room in self._dirty and self._urgent is None and any(p.priority for p in room.pending):
+            self._urgent = asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def flush_all(self) -> None:
+        """Write everything pending and queued now (before closing every connection)."""
+        self._fanout.drain()
+        self._flush_now()
+        self._fanout.drain()
 
     def _deliver_unseen(
         self,

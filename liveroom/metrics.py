@@ -40,5 +40,12 @@ class Metrics:
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
         )
 
+        self.command_seconds = Histogram(
+            "liveroom_command_seconds",
+            "From a command's arrival at the dispatcher to its ack (the server's share of ack latency)",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

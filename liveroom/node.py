@@ -23,6 +23,7 @@ from liveroom.plugin import PluginHost, Signals
 from liveroom.protocol import encode_item
 from liveroom.publish_token import PublishTokens
 from liveroom.ratelimit import TokenBucket
+from liveroom.room import LocalRoom
 from liveroom.sio import RefuseConnection, SocketServer, msgpack_packet_class
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
@@ -57,6 +58,9 @@ class Node:
         )
         self.connections: dict[str, Connection] = {}
         self._by_eio: dict[str, Connection] = {}
+        # A user's connections (tabs, devices): personal items find them without a scan
+        # of a 20,000-member room.
+        self._by_user: dict[str, set[Connection]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._timer_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -78,6 +82,7 @@ class Node:
         server.on("connect", functools.partial(self._on_connect, server, msgpack))
         server.on("disconnect", self._on_disconnect)
         server.on("*", self._on_event)
+        server.command_handler = self._on_event  # the same handler, on the fast command path
         server.on_transport = self._on_transport
         server.on_error = lambda code: self.metrics.errors.labels(code).inc()
         return server
@@ -100,7 +105,7 @@ class Node:
         """Tell every client why, close its transport, and give handlers a moment to finish."""
         self.ready = False
         if self._ticker is not None:
-            await self.hub.tick()  # flush what is pending before saying goodbye
+            self.hub.flush_all()  # what is pending and queued goes out before the goodbye
         for connection in list(self.connections.values()):
             self.disconnect(connection, "server_shutdown", "the server is shutting down; reconnect shortly")
         if self.connections:
@@ -153,10 +158,13 @@ class Node:
         local = self.hub.rooms.get(room)
         if local is None:
             return 0
-        targets = [c for c in local.members if c.identity.user_id == user_id]
+        targets = self._in_room(local, user_id)
         for connection in targets:
             self.hub.send_personal(connection, local, item_type, data)
         return len(targets)
+
+    def _in_room(self, local: LocalRoom, user_id: str) -> list[Connection]:
+        return [c for c in self._by_user.get(user_id, ()) if c in local.members]
 
     def online(self, room: str) -> int:
         local = self.hub.rooms.get(room)
@@ -164,7 +172,7 @@ class Node:
 
     async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
         local = self.hub.rooms.get(room)
-        targets = [] if local is None else [c for c in local.members if c.identity.user_id == user_id]
+        targets = [] if local is None else self._in_room(local, user_id)
         self.send_to_user(room, user_id, item_type, data)
         for connection in targets:
             await self.dispatcher.leave(connection, room)
@@ -224,6 +232,7 @@ class Node:
         connection.transport = server.transports.get(eio_sid)
         self.connections[sid] = connection
         self._by_eio[eio_sid] = connection
+        self._by_user.setdefault(identity.user_id, set()).add(connection)
         self.metrics.connections.set(len(self.connections))
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
@@ -231,10 +240,16 @@ class Node:
         if connection is None:
             return
         self._by_eio.pop(connection.eio_sid, None)
-        if connection.transport is None and connection.eio_socket is not None:
+        same_user = self._by_user.get(connection.identity.user_id)
+        if same_user is not None:
+            same_user.discard(connection)
+            if not same_user:
+                del self._by_user[connection.identity.user_id]
+        polling_queue = getattr(connection.eio_socket, "queue", None)  # direct sessions have none
+        if connection.transport is None and polling_queue is not None:
             # A long-poll GET may still be waiting on this socket's queue: Engine.IO does not
             # release it on a client's close, so the client would hang until its timeout.
-            connection.eio_socket.queue.put_nowait(None)
+            polling_queue.put_nowait(None)
         self.metrics.connections.set(len(self.connections))
         if not self.connections:
             self._all_gone.set()

@@ -5,10 +5,11 @@ A plugin declares, in one place: its `name`, its typed config section (`config_t
 frozen dataclass with defaults read from `[plugins.NAME]`), its commands (each with a typed
 payload the core validates before the handler runs), the item types it emits
 (`item_types`), its per-room snapshot (`snapshot`, in `join`'s `state`) and what it tells
-one user on join (`on_join`), its HTTP read endpoints (`queries`), and its timers (through
-`host.timers`). A handler receives a `CommandContext` and the payload, and returns the
-ack's fields or raises a `CommandError` with a code. Anything else it raises, or taking
-longer than `[limits] command_timeout_s`, is answered `internal_error`; the room goes on.
+one user on join (`on_join`), its HTTP read endpoints (`queries`), its figures for the
+host's live dashboard (`figures`), and its timers (through `host.timers`). A handler
+receives a `CommandContext` and the payload, and returns the ack's fields or raises a
+`CommandError` with a code. Anything else it raises, or taking longer than `[limits]
+command_timeout_s`, is answered `internal_error`; the room goes on.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ class PluginHost:
     timers: Timers
     signals: Signals = field(default_factory=Signals)
     publish_tokens: PublishTokens | None = None
+    # Every plugin loaded on this node, in load order; filled once start-up has built them
+    # all (empty inside a plugin's __init__). The dashboard reads its siblings' `figures`.
+    plugins: list[Plugin] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,15 @@ class Plugin:
 
     async def on_leave(self, room: str, user: Identity, now_ms: float) -> None:
         """Called when a user's last connection leaves the room (or disconnects)."""
+        return None
+
+    async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
+        """This plugin's figures for the room's live dashboard (None: nothing to show).
+
+        Called about once a second per room while staff watch the dashboard, and on
+        `GET /api/rooms/{room}/dashboard`: keep it cheap (read durable records
+        incrementally, not from the start every time). Only hosts, moderators and admins
+        see the result (`dashboard.stats`)."""
         return None
 
     async def start(self) -> None:

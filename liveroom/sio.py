@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -20,13 +20,16 @@ from aiohttp import WSCloseCode, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
+from liveroom.engine_session import DirectEngine, EngineSession
 from liveroom.errors import BadRequest, CommandError, PayloadTooLarge
-from liveroom.frames import event_ack_id, ws_binary_frame, ws_close_frame, ws_text_frame
+from liveroom.frames import event_ack_id, plain_event, ws_binary_frame, ws_close_frame, ws_text_frame
 from liveroom.protocol import EncodedJson, error_ack
 
 __all__ = ["OrjsonWire", "RefuseConnection", "SocketServer", "msgpack_packet_class"]
 
 log = logging.getLogger(__name__)
+
+CommandHandler = Callable[..., Awaitable[Any]]
 
 
 def _embed_json(value: Any) -> Any:
@@ -80,6 +83,35 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.on_transport: Callable[[str, asyncio.Transport | None], None] = lambda sid, transport: None
         self.on_error: Callable[[str], None] = lambda code: None
         self.eio._async = {**self.eio._async, "websocket": _direct_websocket_class(self)}
+        # WebSocket openings taken over below python-engineio (engine_session.py).
+        self.direct = DirectEngine(self)
+        # `handler(event, sid, *args) -> ack` for commands decoded here (see _handle_command).
+        self.command_handler: CommandHandler | None = None
+
+    def register_session(
+        self, session: EngineSession, transport: asyncio.Transport, environ: dict[str, Any]
+    ) -> None:
+        """A direct session is open: known to python-engineio and python-socketio by its sid."""
+        if not self.manager_initialized:  # what python-socketio does on an Engine.IO connect
+            self.manager_initialized: bool = True
+            self.manager.initialize()
+        self.eio.sockets[session.sid] = session
+        self.environ[session.sid] = environ
+        self.transports[session.sid] = transport
+        self.on_transport(session.sid, transport)
+
+    def forget_session(self, eio_sid: str) -> None:
+        self.eio.sockets.pop(eio_sid, None)
+        if self.transports.pop(eio_sid, None) is not None:
+            self.on_transport(eio_sid, None)
+
+    def is_socketio_connected(self, eio_sid: str) -> bool:
+        return self.manager.sid_from_eio_sid(eio_sid, "/") is not None
+
+    async def shutdown(self) -> None:
+        for session in [s for s in self.eio.sockets.values() if isinstance(s, EngineSession)]:
+            session.shut(self.reason.SERVER_DISCONNECT, abort=True)
+        await super().shutdown()
 
     def direct_transport(self, eio_sid: str) -> asyncio.Transport | None:
         transport = self.transports.get(eio_sid)
@@ -101,13 +133,12 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._send_packet(eio_sid, pkt)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        if (
-            isinstance(data, str)
-            and len(data) > self.max_command_bytes
-            and eio_sid not in self._binary_packet
-        ):
-            await self._refuse_oversized(eio_sid, data)
-            return
+        if isinstance(data, str) and eio_sid not in self._binary_packet:
+            if len(data) > self.max_command_bytes:
+                await self._refuse_oversized(eio_sid, data)
+                return
+            if self.command_handler is not None and await self._handle_command(eio_sid, data):
+                return
         try:
             await super()._handle_eio_message(eio_sid, data)
         except ValueError:  # not JSON (NaN, Infinity, truncated...) or not a Socket.IO packet
@@ -115,6 +146,36 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             if ack_id is not None:
                 await self._send_error_ack(eio_sid, ack_id, BadRequest("the packet is not valid JSON"))
             self.on_error("bad_request")
+
+    async def _handle_command(self, eio_sid: str, message: str) -> bool:
+        """A command (a plain EVENT on `/`, over WebSocket) decoded and acknowledged here.
+
+        Commands are the other hot path (a flash-sale storm is thousands a second): this
+        takes them without python-socketio's packet objects, binary scan and handler
+        lookup, and writes the ack straight to the transport. False leaves the message
+        to python-socketio: binary packets, other namespaces, invalid JSON, reserved
+        names, polling transports, anything unusual.
+        """
+        event = plain_event(message)
+        transport = self.direct_transport(eio_sid)
+        if event is None or transport is None or self.command_handler is None:
+            return False
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None or not self.manager.is_connected(sid, "/"):
+            return False
+        ack_id, body = event
+        try:
+            args = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        name = args[0] if args else None
+        if not isinstance(name, str) or name in self.reserved_events or name == "*":
+            return False
+        reply = await self.command_handler(name, sid, *args[1:])
+        if ack_id is not None and not transport.is_closing():
+            ack = orjson.dumps([reply], default=_embed_json)
+            transport.write(ws_text_frame(b"43%d%b" % (ack_id, ack)))
+        return True
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
         # python-socketio would index data[0] blindly, and route reserved names ("connect",

@@ -156,17 +156,7 @@ class EmbeddedStore(MemoryStore):
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-        results: list[tuple[Any, BaseException | None]] = []
-        db.execute("BEGIN IMMEDIATE")
-        for work, _ in jobs:
-            try:
-                db.execute("SAVEPOINT job")
-                results.append((work(db), None))
-                db.execute("RELEASE job")
-            except Exception as exc:
-                db.execute("ROLLBACK TO job")
-                results.append((None, exc))
-        db.execute("COMMIT")
+        results = _run_batch(db, jobs)
         assert self._loop is not None
         for (_, future), (value, error) in zip(jobs, results, strict=True):
             self._loop.call_soon_threadsafe(_settle, future, value, error)
@@ -178,6 +168,34 @@ class EmbeddedStore(MemoryStore):
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.executescript(_SCHEMA)
         return db
+
+
+def _run_batch(db: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[Any, BaseException | None]]:
+    """Every job in one transaction, each in a savepoint: a failing job fails alone, and
+    if the transaction itself fails (disk full, I/O error) every job fails with it, instead
+    of the writer thread dying with its callers' futures unresolved."""
+    results: list[tuple[Any, BaseException | None]] = []
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for work, _ in jobs:
+            try:
+                db.execute("SAVEPOINT job")
+                results.append((work(db), None))
+                db.execute("RELEASE job")
+            except sqlite3.DatabaseError as exc:
+                if not db.in_transaction:
+                    raise  # SQLite rolled the whole transaction back
+                db.execute("ROLLBACK TO job")
+                results.append((None, exc))
+            except Exception as exc:
+                db.execute("ROLLBACK TO job")
+                results.append((None, exc))
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        return [(None, exc)] * len(jobs)
+    return results
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

@@ -5,6 +5,10 @@
     python -m liveroom.loadtest.media_bench storm --viewers 100 [--gop-cache 0]
     python -m liveroom.loadtest.media_bench failover --runs 20
     python -m liveroom.loadtest.media_bench ladder --seconds 10
+    python -m liveroom.loadtest.media_bench abr --cycles 6          # as root: a shaped link
+    python -m liveroom.loadtest.media_bench hls-latency --seconds 30
+    python -m liveroom.loadtest.media_bench ladder-live --seconds 20
+    python -m liveroom.loadtest.media_bench composite-live --seconds 20
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -25,12 +29,35 @@ the viewers' largest gap between frames is measured (target: p95 <= 200 ms, none
 decode once, then per rung scale (one reformatter each) and encode (x264 ultrafast,
 zerolatency) at the rung's bitrate (`media.abr_ladder`), in this process, single-threaded.
 The rung with the source's own size is the source, forwarded: `cores` leaves it out.
+
+`abr` (root): rendition switches under a real bandwidth limit. A host sends 640x360 noise
+(~0.9 Mbps H.264); the server (ladder `360p:1000000,180p:300000`, `transcode_ladder`)
+makes the 180p rung; one decoding viewer (`abr_viewer`) sits in a network namespace
+behind a veth whose downlink `tc` limits to --limit-kbit for --limited-seconds, then
+frees for --clean-seconds, --cycles times. Per switch: the server's decision (session
+status) to the viewer's first decoded picture of the new size; per phase: the rung the
+viewer ended it on (it should settle on the highest its link sustains).
+
+`ladder-live`: the server-side ladder as wired in: the server's CPU (all its processes)
+while the 720p30 clip is published and nobody watches, with `transcode_ladder` off, then on
+(HLS off both times, so only the ladder differs).
+
+`composite-live`: the co-stream composite's cost inside the server: a host and one stage
+guest publish the 720p30 clip, HLS on; the server's CPU with `composite_layout` off, then
+"side_by_side" (640x360, 15 fps: two 720p decodes and one 360p encode).
+
+`hls-latency`: a host whose pictures show the wall clock (centiseconds, as 16 bars);
+this driver polls the live playlist every 20 ms, fetches each new segment as soon as it
+is listed, decodes it and reads the clock back: how old the segment's first and last
+pictures are when it becomes available. A player adds its own buffer on top (hls.js
+starts `liveSyncDurationCount` = 3 segments behind the live edge).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import itertools
 import json
 import multiprocessing
@@ -95,6 +122,43 @@ def encode_clip(seconds: int = 4) -> list[Packet]:
         frame.pts, frame.time_base = i, codec.time_base
         packets += codec.encode(frame)
     return packets + list(codec.encode(None))
+
+
+def noise_clip(width: int = 640, height: int = 360, kbps: int = 900) -> list[Packet]:
+    """Two seconds (one GOP) of noise at about `kbps`: a rate that stays near its cap, so a
+    bandwidth limit bites (a clip that compresses well would fit under any limit)."""
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.bit_rate, codec.framerate, codec.time_base = kbps * 1000, Fraction(FPS), Fraction(1, FPS)
+    params = (
+        f"keyint={GOP}:min-keyint={GOP}:scenecut=0:repeat-headers=1:vbv-maxrate={kbps}:vbv-bufsize={kbps}"
+    )
+    codec.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "x264-params": params,
+    }
+    packets: list[Packet] = []
+    for i in range(GOP):
+        frame = av.VideoFrame(width, height, "yuv420p")
+        for plane in frame.planes:
+            plane.update(os.urandom(plane.buffer_size))
+        frame.pts, frame.time_base = i, codec.time_base
+        packets += codec.encode(frame)
+    return packets + list(codec.encode(None))
+
+
+async def noise_publisher(base: str, room: str, bearer: str) -> RTCPeerConnection:
+    """A host sending `noise_clip()` as its one video stream (H.264), paced at 30 fps."""
+    clip = ClipTrack(noise_clip())
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transceiver = pc.addTransceiver(clip, "sendonly")
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    transceiver.setCodecPreferences(h264)
+    transceiver.sender._send_keyframe = clip.request_keyframe  # type: ignore[method-assign]  # PLI/FIR
+    await negotiate(pc, f"{base}/whip/{room}", bearer)
+    return pc
 
 
 class ClipTrack(MediaStreamTrack):
@@ -313,7 +377,14 @@ def spawn_viewers(
 
 
 class Server:
-    def __init__(self, cpus: str, workers: int, gop_cache: int | None, fast_send: bool = True) -> None:
+    def __init__(
+        self,
+        cpus: str,
+        workers: int,
+        gop_cache: int | None,
+        fast_send: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="media-bench-")
         self.cpus = {int(c) for c in cpus.split(",")}
         self.port = _free_port()
@@ -329,6 +400,7 @@ class Server:
         }
         if gop_cache is not None:
             env["LIVEROOM_MEDIA_GOP_CACHE_FRAMES"] = str(gop_cache)
+        env.update(extra_env or {})
         command = ["taskset", "-c", cpus, sys.executable, "-m", "liveroom", "serve", "--port", str(self.port)]
         self.process = subprocess.Popen(command, env=env, cwd=self.directory.name)
         deadline = time.monotonic() + 20
@@ -699,6 +771,291 @@ def _max_in_window(times: list[float], width: float) -> int:
     return max((sum(t <= u < t + width for u in times) for t in times), default=0)
 
 
+# -- abr: rendition switches behind a shaped link ------------------------------------------------
+
+ABR_SIZES = {"360p": (640, 360), "180p": (320, 180)}
+
+
+async def abr(args: argparse.Namespace) -> dict[str, Any]:
+    from liveroom.loadtest.shaped_link import ShapedLink, can_shape  # type: ignore[import-not-found,unused-ignore]
+
+    reason = can_shape()
+    if reason is not None:
+        raise SystemExit(f"abr {reason}")
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    env = {
+        "LIVEROOM_SERVER_HOST": "0.0.0.0",
+        "LIVEROOM_MEDIA_STATS_INTERVAL_S": "0.5",
+        "LIVEROOM_MEDIA_TRANSCODE_LADDER": "true",
+        "LIVEROOM_MEDIA_ABR_LADDER": "360p:1000000,180p:300000",
+        "LIVEROOM_MEDIA_HLS_ENABLED": "false",
+    }
+    server = Server(args.server_cpus, 1, None, extra_env=env)
+    cycle = args.clean_seconds + args.limited_seconds
+    try:
+        with ShapedLink("bench") as link:
+            publisher = await noise_publisher(server.base, "abr", token("bench-host", "host"))
+            base = f"http://{link.host_ip}:{server.port}"
+            seconds = str(args.cycles * cycle + args.clean_seconds)
+            command = ["taskset", "-c", args.load_cpus, sys.executable, "-m", "liveroom.loadtest.abr_viewer"]
+            viewer = link.spawn([*command, base, "abr", token("bench-viewer", "viewer"), seconds])
+            lines, phases = await _abr_cycles(args, link, viewer)
+            assert viewer.stdout is not None
+            viewer.stdout.close()
+            viewer.wait()
+            await publisher.close()
+    finally:
+        server.stop()
+    return _abr_report(args, lines, phases)
+
+
+async def _abr_cycles(args: argparse.Namespace, link: Any, viewer: Any) -> tuple[list[Any], list[Any]]:
+    """Clean, limited, clean, ...: the viewer's report lines and each phase's (name, start, end)."""
+    lines: list[dict[str, Any]] = []
+    phases: list[tuple[str, float, float]] = []
+
+    async def read_until(until: float) -> None:
+        while time.time() < until:
+            line = await asyncio.get_running_loop().run_in_executor(None, viewer.stdout.readline)
+            if not line:
+                return
+            lines.append(json.loads(line))
+
+    start = time.time()
+    await read_until(start + args.clean_seconds)
+    phases.append(("clean", start, time.time()))
+    for _ in range(args.cycles):
+        link.limit(args.limit_kbit)
+        start = time.time()
+        await read_until(start + args.limited_seconds)
+        phases.append(("limited", start, time.time()))
+        link.lift()
+        start = time.time()
+        await read_until(start + args.clean_seconds)
+        phases.append(("clean", start, time.time()))
+    await read_until(time.time() + 30)  # the status line
+    return lines, phases
+
+
+def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -> dict[str, Any]:
+    sizes = [(line["t"], tuple(line["size"])) for line in lines if "size" in line]
+    status = next(line["status"] for line in lines if "status" in line)
+    switches = status["quality"]["switches"]
+    times: dict[str, list[int]] = {"down": [], "up": []}
+    for switch in switches:
+        seen = [t for t, size in sizes if t >= switch["decided_at"] and size == ABR_SIZES[switch["to"]]]
+        if "switched_at" in switch and seen:
+            times["down" if switch["to"] == "180p" else "up"].append(
+                round((seen[0] - switch["decided_at"]) * 1000)
+            )
+    ended_on = []
+    for name, _, end in phases:
+        shown = [size for t, size in sizes if t <= end]
+        ended_on.append((name, "360p" if shown and shown[-1] == ABR_SIZES["360p"] else "180p"))
+    return {
+        "phase": "abr",
+        "link": f"{args.limit_kbit} kbit/s tbf (100 ms queue) for {args.limited_seconds} s, "
+        f"then free for {args.clean_seconds} s, x{args.cycles}",
+        "switch_ms": {
+            way: {
+                "n": len(v),
+                "p50": _percentile(v, 50),
+                "p95": _percentile(v, 95),
+                "max": max(v, default=None),
+            }
+            for way, v in times.items()
+        },
+        "switch_ms_all": times,
+        "phases_ended_on": ended_on,
+        "settled": sum((name == "clean") == (rung == "360p") for name, rung in ended_on[1:]),
+        "phases": len(ended_on) - 1,
+        "failed_trials": sum(1 for s in switches if s["trial"]) - len(times["up"]),
+        "load_average": os.getloadavg(),
+    }
+
+
+# -- ladder-live: the ladder's cost inside the server ---------------------------------------------
+
+
+async def ladder_live(args: argparse.Namespace) -> dict[str, Any]:
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    clip = encode_clip()
+    cores: dict[str, float] = {}
+    for ladder_on in (False, True):
+        env = {
+            "LIVEROOM_MEDIA_TRANSCODE_LADDER": str(ladder_on).lower(),
+            "LIVEROOM_MEDIA_HLS_ENABLED": "false",
+        }
+        server = Server(args.server_cpus, 1, None, extra_env=env)
+        publisher = await start_publisher(server.base, "bench", ClipTrack(clip))
+        try:
+            await asyncio.sleep(3.0)
+            started, cpu = time.monotonic(), server.cpu_seconds()
+            await asyncio.sleep(args.seconds)
+            cores["ladder_on" if ladder_on else "ladder_off"] = round(
+                (server.cpu_seconds() - cpu) / (time.monotonic() - started), 3
+            )
+            encoders = server.metrics().get('liveroom_media_ladder_codec_instances_total{role="encoder"}')
+        finally:
+            await publisher.close()
+            server.stop()
+    return {
+        "phase": "ladder-live",
+        "source": f"{WIDTH}x{HEIGHT} H.264 {FPS} fps {BITRATE // 1000} kbps, no viewers, HLS off",
+        "server_cores": cores,
+        "ladder_cores": round(cores["ladder_on"] - cores["ladder_off"], 3),
+        "ladder_encoders": encoders,
+        "load_average": os.getloadavg(),
+    }
+
+
+# -- composite-live: the co-stream composite's cost inside the server ------------------------------
+
+
+def guest_token(room: str, slot: int) -> str:
+    claims = {"sub": f"guest-{slot}", "role": "guest", "room": room, "slot": slot, "scope": "publish"}
+    return jwt.encode({**claims, "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
+
+
+async def composite_live(args: argparse.Namespace) -> dict[str, Any]:
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    clip = encode_clip()
+    cores: dict[str, float] = {}
+    for layout in ("off", "side_by_side"):
+        server = Server(args.server_cpus, 1, None, extra_env={"LIVEROOM_MEDIA_COMPOSITE_LAYOUT": layout})
+        host = await start_publisher(server.base, "bench", ClipTrack(clip))
+        guest = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+        guest.addTransceiver(ClipTrack(clip), "sendonly").setCodecPreferences(h264)
+        try:
+            await negotiate(guest, f"{server.base}/whip/bench", guest_token("bench", 1))
+            await asyncio.sleep(3.0)
+            started, cpu = time.monotonic(), server.cpu_seconds()
+            await asyncio.sleep(args.seconds)
+            cores[layout] = round((server.cpu_seconds() - cpu) / (time.monotonic() - started), 3)
+        finally:
+            await guest.close()
+            await host.close()
+            server.stop()
+    return {
+        "phase": "composite-live",
+        "sources": f"host + 1 guest, each {WIDTH}x{HEIGHT} H.264 {FPS} fps, HLS on, no viewers",
+        "composite": "side_by_side 640x360 15 fps",
+        "server_cores": cores,
+        "composite_cores": round(cores["side_by_side"] - cores["off"], 3),
+        "load_average": os.getloadavg(),
+    }
+
+
+# -- hls-latency: capture to segment availability ----------------------------------------------
+
+CLOCK_BITS, CLOCK_WIDTH, CLOCK_HEIGHT = 16, 320, 240
+
+
+def clock_picture(centiseconds: int) -> av.VideoFrame:
+    """The wall clock (centiseconds, 16 bits) as 16 bars, white for 1."""
+    block = CLOCK_WIDTH // CLOCK_BITS
+    bits = (centiseconds >> (CLOCK_BITS - 1 - i) & 1 for i in range(CLOCK_BITS))
+    row = b"".join(bytes([235 if bit else 16]) * block for bit in bits)
+    frame = av.VideoFrame(CLOCK_WIDTH, CLOCK_HEIGHT, "yuv420p")
+    frame.planes[0].update(row * CLOCK_HEIGHT)
+    frame.planes[1].update(bytes([128]) * frame.planes[1].buffer_size)
+    frame.planes[2].update(bytes([128]) * frame.planes[2].buffer_size)
+    return frame
+
+
+def read_clock(frame: Any) -> int:
+    plane, block = frame.planes[0], CLOCK_WIDTH // CLOCK_BITS
+    data, y, value = bytes(plane), frame.height // 2, 0
+    for i in range(CLOCK_BITS):
+        value = value << 1 | (data[y * plane.line_size + i * block + block // 2] > 128)
+    return value
+
+
+def _age_s(centiseconds: int, now: float) -> float:
+    return ((round(now * 100) - centiseconds) % (1 << CLOCK_BITS)) / 100
+
+
+async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
+    from aiortc import VideoStreamTrack
+
+    class ClockTrack(VideoStreamTrack):
+        async def recv(self) -> av.VideoFrame:
+            pts, time_base = await self.next_timestamp()
+            frame = clock_picture(round(time.time() * 100) % (1 << CLOCK_BITS))
+            frame.pts, frame.time_base = pts, time_base
+            return frame
+
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
+    server = Server(args.server_cpus, 1, None, extra_env=env)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    pc.addTransceiver(ClockTrack(), "sendonly").setCodecPreferences(h264)
+    first: list[float] = []
+    last: list[float] = []
+    durations: list[float] = []
+    try:
+        await negotiate(pc, f"{server.base}/whip/bench", token("bench-host", "host"))
+        await _poll_segments(server.base + "/hls/bench", args.seconds, first, last, durations)
+    finally:
+        await pc.close()
+        server.stop()
+    return {
+        "phase": "hls-latency",
+        "segment_s": args.segment_s,
+        "segments": len(first),
+        "segment_duration_s": {"p50": _percentile_f(durations, 50), "max": max(durations, default=None)},
+        "first_picture_age_s": {"p50": _percentile_f(first, 50), "p95": _percentile_f(first, 95)},
+        "last_picture_age_s": {"p50": _percentile_f(last, 50), "p95": _percentile_f(last, 95)},
+        "player_estimate_s": _percentile_f([a + 3 * args.segment_s for a in last], 50),
+        "load_average": os.getloadavg(),
+    }
+
+
+async def _poll_segments(
+    base: str, seconds: float, first: list[float], last: list[float], durations: list[float]
+) -> None:
+    import aiohttp
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            async with http.get(f"{base}/720p.m3u8") as response:
+                if response.status != 200:
+                    continue
+                names = [line for line in (await response.text()).splitlines() if line.endswith(".ts")]
+            for name in names:
+                if name in seen:
+                    continue
+                seen.add(name)
+                async with http.get(f"{base}/{name}") as response:
+                    body = await response.read()
+                now = time.time()
+                with av.open(io.BytesIO(body), "r") as segment:
+                    clocks = [read_clock(frame) for frame in segment.decode(video=0)]
+                if len(seen) > 1 and clocks:  # the first segment listed may be old
+                    first.append(_age_s(clocks[0], now))
+                    last.append(_age_s(clocks[-1], now))
+                    durations.append(len(clocks) / 30)
+
+
+def _percentile_f(values: list[float], share: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(share / 100 * (len(ordered) - 1)))], 3)
+
+
+def _percentile(values: list[int], share: int) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share / 100 * (len(ordered) - 1)))]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
     clip = ClipTrack(encode_clip())
@@ -737,7 +1094,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("phase", choices=("steady", "ttff", "storm", "failover", "ladder"))
+    parser.add_argument(
+        "phase",
+        choices=(
+            "steady",
+            "ttff",
+            "storm",
+            "failover",
+            "ladder",
+            "abr",
+            "hls-latency",
+            "ladder-live",
+            "composite-live",
+        ),
+    )
+    parser.add_argument("--segment-s", type=float, default=2.0, help="hls-latency: media.hls_segment_s")
+    parser.add_argument("--cycles", type=int, default=6, help="abr: limited/clean cycles")
+    parser.add_argument("--limit-kbit", type=int, default=500, help="abr: the limited link's rate")
+    parser.add_argument("--limited-seconds", type=float, default=6.0, help="abr: each limited phase")
+    parser.add_argument("--clean-seconds", type=float, default=8.0, help="abr: each free phase")
     parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
     parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
     parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")
@@ -757,6 +1132,18 @@ def main() -> None:
     if args.phase == "ladder":
         os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
         print(json.dumps(ladder(args), indent=2))
+        return
+    if args.phase == "abr":
+        print(json.dumps(asyncio.run(abr(args)), indent=2))
+        return
+    if args.phase == "composite-live":
+        print(json.dumps(asyncio.run(composite_live(args)), indent=2))
+        return
+    if args.phase == "ladder-live":
+        print(json.dumps(asyncio.run(ladder_live(args)), indent=2))
+        return
+    if args.phase == "hls-latency":
+        print(json.dumps(asyncio.run(hls_latency(args)), indent=2))
         return
     print(json.dumps(asyncio.run(run(args)), indent=2))
 

@@ -92,6 +92,9 @@ class SocketIOClient(WSListener):
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # A server may send its first frame in the same segment as the 101 (liveroom does):
+        # picows can hand it over before on_ws_connected.
+        self.transport = transport
         if frame.msg_type != WSMsgType.TEXT:
             if frame.msg_type == WSMsgType.CLOSE:
                 self.stats.close_reasons[frame.get_close_message().decode(errors="replace") or "close"] += 1

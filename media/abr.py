@@ -1,13 +1,25 @@
 """Adaptive bitrate: which rung of the ladder one viewer should get. Pure logic over injected time.
 
 A viewer's link is described by what its RTCP says: the receiver's bandwidth estimate
-(REMB), the fraction of packets lost and the round-trip time. The controller steps
-**down** at once when the current rung no longer fits the estimate (to the highest rung
-that does) or when loss / RTT say the link is congested (one rung per `down_every_s`),
-and steps **up** one rung only after the next rung has fitted with room to spare, with
-low loss, for `up_hold_s`: stepping down is cheap for the viewer, oscillating is not.
-A viewer may pin a rung (its page's `quality` choice); the controller then only reports it.
+(REMB), the fraction of packets lost and the round-trip time, next to what we sent it.
 
+* **Down, at once.** The link is congested when the receiver loses packets, the round
+  trip grows, or its estimate *drops* to below what we send it: a receive-side estimator
+  (aiortc's, as libwebrtc's) only ever lowers its estimate when it sees queues building,
+  and then to ~85 % of the throughput it measured, a real figure for the link. (Its
+  level alone says little: it climbs 8 % a second, so after a switch up it lags what we
+  send for seconds.) Then the viewer steps down to the highest rung that fits the
+  estimate (at least one rung), at most once per `down_every_s`.
+* **Up, by trial.** A receive-side estimate is no ceiling to climb to: it only grows to
+  1.5x what the viewer receives (no padding probes here), so a viewer on a low rung would
+  never be seen to afford a higher one. After a clean spell (no congestion, low loss) of
+  `up_hold_s` the viewer *tries* the next rung up for `trial_s`: congestion during the
+  trial sends it back and doubles the wait before the next trial (up to `max_backoff_s`);
+  a clean trial keeps the rung and resets the wait. Stepping down is cheap for the
+  viewer, oscillating is not: that is what the backoff is for.
+* A viewer may pin a rung (its page's `quality` choice); the controller then only reports it.
+
+Without `sent_bps` (no send figures yet) the estimate is read as the link's capacity.
 The switch itself happens at the next keyframe of the target rung (the caller's job),
 so a decision here is a wish, not a cut.
 """
@@ -47,14 +59,17 @@ class LinkReport:
     estimate_bps: float | None  # REMB from the viewer; None when it sends none
     loss: float = 0.0  # fraction lost since the last report (RTCP RR), 0..1
     rtt_s: float | None = None
+    sent_bps: float | None = None  # what we sent this viewer's video lately
 
 
 @dataclass(frozen=True, slots=True)
 class AbrPolicy:
-    fit: float = 0.95  # a rung fits while its bitrate is at most this share of the estimate...
-    up_fit: float = 0.8  # ...and the next one up must fit within this share (hysteresis)
-    up_hold_s: float = 4.0
-    down_every_s: float = 1.0  # congestion (loss, RTT) steps down at most this often
+    fit: float = 0.95  # a rung fits while its bitrate is at most this share of the estimate
+    short: float = 0.8  # an estimate under this share of what we send means congestion
+    up_hold_s: float = 4.0  # a clean spell this long before trying the next rung up...
+    trial_s: float = 3.0  # ...which must stay clean this long to be kept
+    max_backoff_s: float = 32.0  # failed trials double the wait, up to this
+    down_every_s: float = 1.0  # congestion steps down at most this often
     congested_loss: float = 0.08
     clean_loss: float = 0.02
     congested_rtt_s: float = 0.4
@@ -66,8 +81,11 @@ class RungController:
         self.policy = policy
         self.current = min(start, len(ladder) - 1)  # index into the ladder, 0 = highest
         self.pinned: int | None = None
-        self._up_since: float | None = None
+        self.backoff_s = policy.up_hold_s
+        self._clean_since: float | None = None
         self._last_down: float | None = None
+        self._trial: tuple[float, int] | None = None  # (started, the rung to go back to)
+        self._last_estimate: float | None = None
 
     def pin(self, name: str | None) -> None:
         """Pin a rung by name (the viewer's choice), or None for automatic."""
@@ -83,50 +101,82 @@ class RungController:
     def rung(self) -> Rung:
         return self.ladder[self.current]
 
+    @property
+    def trying(self) -> bool:
+        return self._trial is not None
+
     def update(self, report: LinkReport, now: float) -> Rung:
         """The viewer's latest RTCP figures: returns the rung it should be on."""
         if self.pinned is not None:
             self.current = self.pinned
-            return self.rung
-        if self._congested(report) and self._may_step_down(now):
-            self._down(min(self.current + 1, len(self.ladder) - 1), now)
-        elif report.estimate_bps is not None:
-            fitting = self._highest_fitting(report.estimate_bps * self.policy.fit)
-            if fitting > self.current:
-                self._down(fitting, now)
-            else:
-                self._maybe_up(report, now)
+        elif self._trial is not None:
+            self._judge_trial(report, now)
+        elif self._congested(report):
+            if self._may_step_down(now):
+                self._down(max(self.current + 1, self._fitting(report)), now)
+        else:
+            self._maybe_try_up(report, now)
+        if report.estimate_bps is not None:
+            self._last_estimate = report.estimate_bps
         return self.rung
 
     def _congested(self, report: LinkReport) -> bool:
-        slow = report.rtt_s is not None and report.rtt_s > self.policy.congested_rtt_s
-        return report.loss > self.policy.congested_loss or slow
+        policy = self.policy
+        slow = report.rtt_s is not None and report.rtt_s > policy.congested_rtt_s
+        if report.loss > policy.congested_loss or slow:
+            return True
+        if report.estimate_bps is None:
+            return False
+        if report.sent_bps is None:  # no send figures: the estimate is the capacity
+            return self.rung.bitrate_bps > report.estimate_bps * policy.fit
+        dropped = self._last_estimate is not None and report.estimate_bps < self._last_estimate * 0.97
+        return dropped and report.estimate_bps < report.sent_bps * policy.short
+
+    def _fitting(self, report: LinkReport) -> int:
+        """The highest rung the estimate affords (the lowest if none does)."""
+        if report.estimate_bps is None:
+            return self.current
+        budget = report.estimate_bps * self.policy.fit
+        for index, rung in enumerate(self.ladder):
+            if rung.bitrate_bps <= budget:
+                return index
+        return len(self.ladder) - 1
 
     def _may_step_down(self, now: float) -> bool:
         return self._last_down is None or now - self._last_down >= self.policy.down_every_s
 
-    def _highest_fitting(self, budget_bps: float) -> int:
-        for index, rung in enumerate(self.ladder):
-            if rung.bitrate_bps <= budget_bps:
-                return index
-        return len(self.ladder) - 1  # nothing fits: the lowest rung
-
     def _down(self, index: int, now: float) -> None:
+        index = min(index, len(self.ladder) - 1)
         if index != self.current:
             self._last_down = now
         self.current = index
-        self._up_since = None
+        self._clean_since = None
 
-    def _maybe_up(self, report: LinkReport, now: float) -> None:
-        assert report.estimate_bps is not None
-        if self.current == 0 or report.loss > self.policy.clean_loss:
-            self._up_since = None
+    def _unaffordable(self, report: LinkReport) -> bool:
+        """Without send figures the estimate is the capacity: no trial above it."""
+        if report.sent_bps is not None or report.estimate_bps is None:
+            return False
+        return self.ladder[self.current - 1].bitrate_bps > report.estimate_bps * self.policy.fit
+
+    def _judge_trial(self, report: LinkReport, now: float) -> None:
+        assert self._trial is not None
+        started, back_to = self._trial
+        if self._congested(report):
+            self._trial = None
+            self.backoff_s = min(self.backoff_s * 2, self.policy.max_backoff_s)
+            self._down(max(back_to, self._fitting(report)), now)
+        elif now - started >= self.policy.trial_s:
+            self._trial = None
+            self.backoff_s = self.policy.up_hold_s
+            self._clean_since = now
+
+    def _maybe_try_up(self, report: LinkReport, now: float) -> None:
+        if self.current == 0 or report.loss > self.policy.clean_loss or self._unaffordable(report):
+            self._clean_since = None
             return
-        if self.ladder[self.current - 1].bitrate_bps > report.estimate_bps * self.policy.up_fit:
-            self._up_since = None
-            return
-        if self._up_since is None:
-            self._up_since = now
-        elif now - self._up_since >= self.policy.up_hold_s:
+        if self._clean_since is None:
+            self._clean_since = now
+        elif now - self._clean_since >= self.backoff_s:
+            self._trial = (now, self.current)
             self.current -= 1
-            self._up_since = None
+            self._clean_since = None

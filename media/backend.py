@@ -37,6 +37,16 @@ class MediaBackend(Protocol):
 
     async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None: ...
 
+    async def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
+        """GET {Location}: the session's state for its owner, or a CommandError."""
+        ...
+
+    async def start_recording(self, room: str, caller: Caller) -> dict[str, Any]:
+        """Record the room's program to fMP4: the recording's summary, or a CommandError."""
+        ...
+
+    async def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]: ...
+
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         """The latest figures of each media process, by worker name (for /metrics)."""
         ...
@@ -70,6 +80,15 @@ class LocalMedia:
 
     async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
         await self.plane.trickle(session_id, caller, fragment)
+
+    async def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
+        return self.plane.status(session_id, caller)
+
+    async def start_recording(self, room: str, caller: Caller) -> dict[str, Any]:
+        return self.plane.start_recording(room, caller)
+
+    async def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]:
+        return self.plane.stop_recording(room, recording_id, caller)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {"0": self.plane.snapshot()}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .bitstream import is_keyframe
 from .failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, Switch
@@ -109,6 +109,12 @@ class DualPath:
     @property
     def active(self) -> str:
         return self.rule.active
+
+    def figures(self) -> dict[str, Any]:
+        """Both paths' health for the host console (in `media.stats` of the host slot)."""
+        now = self._clock()
+        paths = {name: health.figures(now) for name, health in self.rule.paths.items()}
+        return {"active": self.rule.active, "switches": self.switches, "paths": paths}
 
     def feed(self, name: str, kind: str, data: bytes, timestamp: int) -> None:
         """A frame from one path's receiver."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["BACKUP", "PRIMARY", "Decision", "FailoverPolicy", "FailoverRule", "PathHealth", "Switch"]
 
@@ -107,6 +108,16 @@ class PathHealth:
         """
         first = next((at for at in self._arrivals if at > since), None)
         return first is not None and now - first >= for_s
+
+    def figures(self, now: float) -> dict[str, Any]:
+        """What the host console shows of this path: video frame rate and bitrate over the
+        last second, and what is wrong with it now (None: healthy)."""
+        recent = [size for at, size in self._video if at > now - WINDOW_S]
+        return {
+            "fps": round(len(recent) / WINDOW_S, 1),
+            "video_bitrate_bps": round(sum(recent) * 8 / WINDOW_S),
+            "problem": self.problem(now),
+        }
 
     def healthy_for(self, now: float) -> float:
         if self.problem(now) is not None or self.healthy_since is None:

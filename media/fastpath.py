@@ -11,7 +11,11 @@ pass that receives the frame: no queue and no task per viewer.
 What aiortc's sender still does for the viewer: RTCP (sender reports, whose counters we
 keep up to date, and receiver-report statistics), PLI/FIR (routed to the relay) and
 NACK, answered by `FastSender.retransmit` from this sender's own history, on the media
-SSRC (a plain retransmission; receivers accept one whether or not they negotiated RTX).
+SSRC (a plain retransmission; receivers accept one whether or not they negotiated RTX),
+packets of the group of pictures being played at once, older ones within a budget: a
+congested viewer asks for more and more packets again, and answering them all would keep
+its link congested, while what it needs first is the keyframe it plays from (after a
+rendition switch down, the old rendition's packets are worth nothing to it).
 These are aiortc 1.16 internals, pinned and covered by tests/test_media_hooks.py.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from typing import Any
 
 from aiortc import RTCRtpSender, clock
@@ -30,6 +35,10 @@ __all__ = ["FastSender"]
 
 ABS_SEND_TIME_MARK = 0x5A5A5A
 HISTORY = 512  # packets kept per viewer for NACK (about 3 s of 720p30 at 1.5 Mbps)
+# Retransmissions per viewer: a token bucket refilled at this share of the viewer's
+# bandwidth estimate (REMB), at least RETRANSMIT_MIN_BPS, holding a quarter second of it.
+RETRANSMIT_SHARE = 0.25
+RETRANSMIT_MIN_BPS = 100_000
 
 
 class FastSender:
@@ -42,6 +51,10 @@ class FastSender:
         self.header, self.abs_send_time_at = _header_template(sender, payload_type)
         self.packets = 0
         self.octets = 0
+        self.retransmissions_refused = 0
+        self._keyframe_sequence: int | None = None  # where the latest keyframe sent starts
+        self._budget = 0.0  # bytes of retransmission allowed now
+        self._budget_at = time.monotonic()
         sender._retransmit = self.retransmit  # type: ignore[method-assign,assignment]  # NACKs
 
     def send_frame(self, frame: ForwardedFrame) -> None:
@@ -57,6 +70,8 @@ class FastSender:
             abs_send_time = (clock.current_ntp_time() >> 14) & 0xFFFFFF
             header[self.abs_send_time_at : self.abs_send_time_at + 3] = abs_send_time.to_bytes(3, "big")
         last = len(frame.payloads) - 1
+        if frame.keyframe:
+            self._keyframe_sequence = self.sequence
         for index, payload in enumerate(frame.payloads):
             sequence = self.sequence
             struct.pack_into("!BHL", header, 1, (index == last) << 7 | self.payload_type, sequence, timestamp)
@@ -74,7 +89,25 @@ class FastSender:
         pair = dtls.transport._connection._nominated.get(1)
         if kept is None or kept[0] != sequence or pair is None or pair.protocol.transport is None:
             return
+        if not self._current_gop(sequence) and not self._afford(len(kept[1])):
+            self.retransmissions_refused += 1
+            return
         pair.protocol.transport.sendto(dtls._tx_srtp.protect(kept[1]), pair.remote_addr)
+
+    def _current_gop(self, sequence: int) -> bool:
+        start = self._keyframe_sequence
+        return start is not None and (sequence - start) & 0xFFFF < 0x8000
+
+    def _afford(self, size: int) -> bool:
+        now = time.monotonic()
+        estimate = getattr(getattr(self.sender, "_RTCRtpSender__encoder", None), "target_bitrate", None)
+        rate = max(RETRANSMIT_MIN_BPS, RETRANSMIT_SHARE * (estimate or 0)) / 8  # bytes per second
+        self._budget = min(rate / 4, self._budget + (now - self._budget_at) * rate)
+        self._budget_at = now
+        if self._budget < size:
+            return False
+        self._budget -= size
+        return True
 
     def _report(self, timestamp: int) -> None:
         """What aiortc's RTCP loop puts in the sender reports (lip sync needs the pair)."""

@@ -43,34 +43,63 @@ def room_directory(root: str, room: str) -> Path | None:
 
 
 class HlsRoom:
-    """A room's HLS variants (one per rung) and its master playlist."""
+    """A room's HLS variants (one per rung), its audio rendition (hls_audio.py), and its
+    master playlist. `origin` starts the room's timeline: every output's first timestamp
+    is its offset from it, so separate outputs (variants, audio) line up."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
-        self.variants: dict[str, str] = {}  # rung name -> its #EXT-X-STREAM-INF line
+        self.origin = clock()
+        self.variants: dict[str, tuple[int, str, str]] = {}  # rung -> (bandwidth, resolution, codecs)
         self.outputs: list[HlsOutput] = []
+        self.audio: Any = None  # an HlsAudio, once the program has Opus audio
+        self.extra: list[HlsOutput] = []  # outputs not in the master playlist (the composite)
+        self._audio_started = False
 
     def add(self, output: HlsOutput) -> None:
         output.on_started = self._started
+        output.origin = self.origin
         self.outputs.append(output)
 
+    def add_audio(self, audio: Any) -> None:
+        self.audio = audio
+        audio.on_started = self._audio_began
+
     def _started(self, output: HlsOutput, width: int, height: int, codecs: str) -> None:
-        self.variants[output.variant] = (
-            f'#EXT-X-STREAM-INF:BANDWIDTH={output.bandwidth},RESOLUTION={width}x{height},CODECS="{codecs}"'
-        )
+        self.variants[output.variant] = (output.bandwidth, f"{width}x{height}", codecs)
+        self._write_master()
+
+    def _audio_began(self) -> None:
+        self._audio_started = True
+        self._write_master()
+
+    def _write_master(self) -> None:
+        head = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        audio = ""
+        if self._audio_started:
+            head += '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aac",NAME="program",DEFAULT=YES,AUTOSELECT=YES'
+            head += ',URI="audio.m3u8"\n'
+            audio = ',AUDIO="aac"'
         ordered = sorted(self.outputs, key=lambda o: -o.bandwidth)
-        lines = [
-            f"{self.variants[o.variant]}\n{o.variant}.m3u8\n" for o in ordered if o.variant in self.variants
-        ]
-        text = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n" + "".join(lines)
+        lines = []
+        for output in ordered:
+            if output.variant in self.variants:
+                bandwidth, resolution, codecs = self.variants[output.variant]
+                codecs += ",mp4a.40.2" if audio else ""
+                stream = f'BANDWIDTH={bandwidth},RESOLUTION={resolution},CODECS="{codecs}"{audio}'
+                lines.append(f"#EXT-X-STREAM-INF:{stream}\n{output.variant}.m3u8\n")
         temporary = self.directory / "master.m3u8.tmp"
-        temporary.write_text(text)
+        temporary.write_text(head + "".join(lines))
         os.replace(temporary, self.directory / "master.m3u8")
 
     def close(self) -> None:
         """The program ended: finish the files, then remove them (the stream is over)."""
         for output in self.outputs:
             output.close()
+        for output in self.extra:
+            output.close()
+        if self.audio is not None:
+            self.audio.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -100,6 +129,7 @@ class HlsOutput:
         self._last_timestamp = 0
         self._pts = 0
         self._last_keyframe_at = 0.0
+        self.origin: float | None = None  # the room's timeline origin (HlsRoom.add sets it)
         self.closed = False
 
     def frame(self, data: bytes, timestamp: int, keyframe: bool) -> None:
@@ -145,7 +175,8 @@ class HlsOutput:
         self._stream.time_base = TIME_BASE
         self._started(template.codec_context.width, template.codec_context.height, keyframe)
         probe.close()
-        self._last_timestamp, self._pts = timestamp, 0
+        self._last_timestamp = timestamp
+        self._pts = round((self._clock() - self.origin) * 90000) if self.origin is not None else 0
 
     def _started(self, width: int, height: int, keyframe: bytes) -> None:
         sps = next((nal for nal in h264_nal_units(keyframe) if nal and nal[0] & 0x1F == 7), b"")

@@ -44,7 +44,35 @@ class MediaCollector(Collector):
         for role, count in totals.items():
             codecs.add_metric([role], count)
         yield from (sessions, codecs, tasks)
+        yield from _ladder(snapshots)
         yield from _per_room(snapshots)
+
+
+def _ladder(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    """The server-side ladder (media.transcode_ladder): its codecs, rooms and dropped frames."""
+    codecs = CounterMetricFamily(
+        "liveroom_media_ladder_codec_instances",
+        "Decoders/encoders made for server-side ABR ladders (0 while every room is forwarded)",
+        labels=["role"],
+    )
+    rooms = GaugeMetricFamily(
+        "liveroom_media_ladder_rooms", "Rooms whose ladder this process makes", labels=["worker"]
+    )
+    dropped = CounterMetricFamily(
+        "liveroom_media_ladder_frames_dropped", "Source frames the ladder skipped (it fell behind)"
+    )
+    totals = {"encoder": 0, "decoder": 0}
+    dropped_total = 0
+    for worker, snapshot in snapshots.items():
+        ladder = snapshot.get("ladder", {})
+        for role, count in ladder.get("codec_instances", {}).items():
+            totals[role] = totals.get(role, 0) + count
+        rooms.add_metric([worker], ladder.get("rooms", 0))
+        dropped_total += ladder.get("frames_dropped", 0)
+    for role, count in totals.items():
+        codecs.add_metric([role], count)
+    dropped.add_metric([], dropped_total)
+    yield from (codecs, rooms, dropped)
 
 
 def _per_room(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:

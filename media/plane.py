@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,9 +23,12 @@ from liveroom.errors import BadRequest, CommandError, Forbidden
 
 from .abr import parse_ladder
 from .callers import HOST_SLOT, Caller
+from .composite import LAYOUTS, Compositor
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, room_directory
+from .hls_audio import HlsAudio
+from .recording import Recorder, new_recording_id
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -45,6 +50,12 @@ class MediaPlane:
         self.dual: dict[str, DualPath] = {}  # by room: the host slot's two paths
         self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
         self.hls: dict[str, HlsRoom] = {}  # by room: the host's renditions remuxed to HLS
+        self.recordings: dict[str, Recorder] = {}  # by room: its recording, until stopped
+        self.composites: dict[str, Compositor] = {}  # by room: host + guests in one picture (HLS)
+        if config.composite_layout not in LAYOUTS:
+            raise ValueError(
+                f"media.composite_layout must be one of {LAYOUTS}, not {config.composite_layout!r}"
+            )
         self._policy = FailoverPolicy(
             config.failover_silence_s,
             config.failover_return_after_s,
@@ -72,7 +83,10 @@ class MediaPlane:
         session.on_connected = lambda s: self._event(s, "connected")
         answer = await self._answer(session, offer)
         if slot == HOST_SLOT and not backup:
+            self._start_ladder(session)
             self._start_hls(session)
+        elif room in self.composites and "video" in session.relays:
+            self.composites[room].add(slot, session.relays["video"])
         if slot == HOST_SLOT:
             try:
                 self._pair(room)
@@ -121,6 +135,17 @@ class MediaPlane:
         dual.promote()
         self._attach(dual, PRIMARY, backup)
 
+    def _start_ladder(self, session: PublishSession) -> None:
+        """A host sending one H.264 video gets the lower rungs made here (ladder.py), if on."""
+        ladder = parse_ladder(self.config.abr_ladder)
+        if not self.config.transcode_ladder or len(ladder) < 2 or len(session.rungs) != 1:
+            return
+        mime_type = session.rungs[0].mime_type
+        if mime_type.lower() != "video/h264":
+            log.info("media ladder: room %s sends %s, not H.264: no ladder", session.room, mime_type)
+            return
+        session.start_ladder(ladder)
+
     def _start_hls(self, session: PublishSession) -> None:
         """The host's H.264 video, remuxed to HLS: one variant per rendition it publishes."""
         directory = room_directory(self.config.hls_dir, session.room)
@@ -131,11 +156,44 @@ class MediaPlane:
             return
         hls = HlsRoom(directory)
         segment_s, size = self.config.hls_segment_s, self.config.hls_list_size
+        audio = session.relays.get("audio")
+        if audio is not None and audio.mime_type.lower() == "audio/opus":
+            hls.add_audio(HlsAudio(directory, secrets.token_hex(4), segment_s, size, hls.origin))
+            audio.listeners.append(hls.audio.frame)
         for relay, rung in zip(h264, parse_ladder(self.config.abr_ladder), strict=False):
             output = HlsOutput(directory, rung.name, rung.bitrate_bps, segment_s, size, relay.keyframe_wanted)
             hls.add(output)
             relay.listeners.append(output.frame)
         self.hls[session.room] = hls
+        if self.config.composite_layout != "off":
+            self._start_composite(session, hls)
+
+    def _start_composite(self, session: PublishSession, hls: HlsRoom) -> None:
+        """Host and stage guests in one picture, as `composite.m3u8` (composite.py)."""
+        config, top = self.config, session.relays["video"]
+        width, _, height = config.composite_size.partition("x")
+        relay = session.new_relay("video", top.codec)
+        compositor = Compositor(
+            relay,
+            config.composite_layout,
+            (int(width), int(height)),
+            config.composite_fps,
+            config.composite_bitrate_bps,
+            asyncio.get_running_loop(),
+            hls.origin,
+        )
+        output = HlsOutput(
+            hls.directory, "composite", config.composite_bitrate_bps, config.hls_segment_s,
+            config.hls_list_size, relay.keyframe_wanted,
+        )  # fmt: skip
+        output.origin = hls.origin
+        relay.listeners.append(output.frame)
+        hls.extra.append(output)
+        compositor.add(HOST_SLOT, top)
+        for (room, slot), guest in self.publishers.items():
+            if room == session.room and slot != HOST_SLOT and "video" in guest.relays:
+                compositor.add(slot, guest.relays["video"])
+        self.composites[session.room] = compositor
 
     def _failover(self, room: str, switch: Switch) -> None:
         key = (room, switch.to_path)
@@ -174,6 +232,15 @@ class MediaPlane:
             output = self.hls.pop(session.room, None)
             if output is not None:
                 output.close()
+            recorder = self.recordings.get(session.room)
+            if recorder is not None:
+                recorder.close()  # the file is complete; stopping it returns its summary
+            compositor = self.composites.pop(session.room, None)
+            if compositor is not None:
+                compositor.close()
+                compositor.relay.end()
+        elif session.slot != HOST_SLOT and session.room in self.composites:
+            self.composites[session.room].remove(session.slot)
         self._event(session, "ended" if session.ended_by_request else "lost")
 
     # -- playing (WHEP) -------------------------------------------------------------------
@@ -227,6 +294,15 @@ class MediaPlane:
             raise Forbidden("this session belongs to someone else")
         await apply_fragment(session.pc, fragment)
 
+    def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
+        """GET {Location}: a session's state for its owner (a viewer: its rung and switches)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise CommandError("no such media session", "not_found")
+        if caller.user_id != session.caller.user_id and caller.role != "admin":
+            raise Forbidden("this session belongs to someone else")
+        return session.status()
+
     async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
         """The host (or an admin, or the costream plugin's backend) takes a slot off stage."""
         caller.check_room(room)
@@ -238,12 +314,55 @@ class MediaPlane:
         publisher.ended_by_request = True
         await publisher.close()
 
+    # -- recording the program (recording.py) ----------------------------------------------
+
+    def start_recording(self, room: str, caller: Caller) -> dict[str, Any]:
+        """The host program's video into a new fMP4 file; its summary (id, file, ...)."""
+        _check_staff(caller, room)
+        publisher = self.publishers.get((room, HOST_SLOT))
+        relay = publisher.relays.get("video") if publisher is not None and not publisher.closed else None
+        if relay is None:
+            raise CommandError(f"nobody is publishing video in room {room!r}", "not_publishing")
+        if relay.mime_type.lower() != "video/h264":
+            raise BadRequest("recording needs the host's video in H.264 (it is remuxed, not re-encoded)")
+        current = self.recordings.get(room)
+        if current is not None and not current.closed:
+            raise CommandError(f"room {room!r} is already recording ({current.id})", "already_recording")
+        directory = room_directory(self.config.recordings_dir, room)
+        if directory is None:
+            raise BadRequest("this room name cannot be a directory")
+        config = self.config
+        path = directory / f"{new_recording_id(time.time())}.mp4"
+        recorder = Recorder(path, config.recording_fragment_s, config.recording_max_s, relay.keyframe_wanted)
+        relay.listeners.append(recorder.frame)
+        relay.keyframe_wanted()  # start soon, not at the publisher's next keyframe
+        self.recordings[room] = recorder
+        return recorder.summary()
+
+    def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]:
+        """Close the room's recording (if it is `recording_id`); its final summary."""
+        _check_staff(caller, room)
+        recorder = self.recordings.get(room)
+        if recorder is None or recorder.id != recording_id:
+            raise CommandError(f"no recording {recording_id!r} in room {room!r}", "not_found")
+        recorder.close()
+        del self.recordings[room]
+        publisher = self.publishers.get((room, HOST_SLOT))
+        relay = publisher.relays.get("video") if publisher is not None else None
+        if relay is not None and recorder.frame in relay.listeners:
+            relay.listeners.remove(recorder.frame)
+        return recorder.summary()
+
     # -- lifecycle and events -----------------------------------------------------------
 
     async def start(self) -> None:
         self._stats_task = asyncio.create_task(self._sample_stats(), name="liveroom-media-stats")
 
     async def stop(self) -> None:
+        for recorder in self.recordings.values():
+            recorder.close()
+        for compositor in self.composites.values():
+            compositor.close()
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -289,7 +408,16 @@ class MediaPlane:
                 if len(publisher.rungs) > 1:  # ABR: each viewer's rung from its RTCP
                     now = asyncio.get_running_loop().time()
                     for viewer in list(publisher.viewers):
-                        viewer.adapt(viewer.link_report(), now)
+                        viewer.adapt(viewer.link_report(now), now)
                 if sample is not None:
                     sample["viewer_rtt_ms"] = stats.viewers.rtt_ms
+                    dual = self.dual.get(room) if slot == HOST_SLOT else None
+                    if dual is not None and dual.program is publisher.relays:
+                        sample["ingest"] = dual.figures()  # each path's own figures
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))
+
+
+def _check_staff(caller: Caller, room: str) -> None:
+    caller.check_room(room)
+    if caller.role not in ("host", "admin"):
+        raise Forbidden("only the room's host or an admin may record it")

@@ -157,6 +157,24 @@ class WorkerPool:
         body = {"session": session, "caller": dataclasses.asdict(caller), "fragment": fragment}
         await worker.call("/trickle", body)
 
+    async def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
+        worker, session = self._owner(session_id)
+        await self._ready()
+        reply = await worker.call("/status", {"session": session, "caller": dataclasses.asdict(caller)})
+        return {**reply["status"], "session": session_id}
+
+    async def start_recording(self, room: str, caller: Caller) -> dict[str, Any]:
+        await self._ready()
+        body = {"room": room, "caller": dataclasses.asdict(caller)}
+        reply = await self.worker_for(room).call("/record/start", body)
+        return dict(reply["recording"])
+
+    async def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]:
+        await self._ready()
+        body = {"room": room, "recording": recording_id, "caller": dataclasses.asdict(caller)}
+        reply = await self.worker_for(room).call("/record/stop", body)
+        return dict(reply["recording"])
+
     def _owner(self, session_id: str) -> tuple[Worker, str]:
         """The worker named by a session id ("<worker>.<session>") and its own id."""
         index, _, session = session_id.partition(".")

@@ -70,6 +70,8 @@ class ViewerTrack(MediaStreamTrack):
         self._last_out = 0
         self._last_at = 0.0
         self.moves = 0
+        # Told when a move completes (the target's keyframe goes out): (old relay, new relay).
+        self.on_moved: Callable[[TrackRelay, TrackRelay], None] = lambda old, new: None
 
     @property
     def relay(self) -> TrackRelay:
@@ -102,11 +104,12 @@ class ViewerTrack(MediaStreamTrack):
         """The target rendition's keyframe: leave the old relay, splice the timestamps."""
         assert self._pending is not None
         self._relay.unsubscribe(self)
-        self._relay, self._pending = self._pending, None
+        old, self._relay, self._pending = self._relay, self._pending, None
         step = max(3000, round((time.monotonic() - self._last_at) * 90000)) if self._last_at else 3000
         self._shift = (self._last_out + step - keyframe.timestamp) & 0xFFFFFFFF
         self.moves += 1
         self.waiting_for_keyframe = False
+        self.on_moved(old, self._relay)
 
     def _deliver(self, frame: ForwardedFrame) -> None:
         if self.waiting_for_keyframe:

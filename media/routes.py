@@ -7,6 +7,8 @@ DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or 
 PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
 GET /media/demo                    a page that publishes / plays from a browser (page.py)
 GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.py)
+GET <Location>                     the session's state for its owner (a viewer: ABR rung, switches)
+/api/rooms/{room}/recordings       start, stop and list recordings (recording_routes.py)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
 """
@@ -30,6 +32,7 @@ from .hooks import count_codec_instances
 from .metrics import MediaCollector
 from .page import demo_page
 from .pool import WorkerPool
+from .recording_routes import add_recording_routes
 from .trickle import MAX_FRAGMENT_BYTES
 
 __all__ = ["BACKEND_KEY", "add_media_routes", "worker_count"]
@@ -49,6 +52,7 @@ STATUS = {
     "not_found": 404,
     "not_publishing": 404,
     "already_publishing": 409,
+    "already_recording": 409,
     "too_many_publishers": 409,
     "unsupported_media_type": 415,
     "too_many_viewers": 503,
@@ -81,10 +85,12 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     for kind in ("whip", "whep"):
         app.router.add_delete(f"/{kind}/{{room}}/{{session}}", _delete)
         app.router.add_patch(f"/{kind}/{{room}}/{{session}}", _patch)
+        app.router.add_get(f"/{kind}/{{room}}/{{session}}", _status)
     app.router.add_delete("/whip/{room}/slots/{slot}", _delete_slot)
     app.router.add_get("/media/demo", demo_page)
     if config.hls_enabled:
         add_hls_routes(app, config.hls_dir)
+    add_recording_routes(app, node)
     app.cleanup_ctx.append(_lifespan)
 
 
@@ -141,6 +147,16 @@ async def _delete(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
+async def _status(request: web.Request) -> web.StreamResponse:
+    """The session's state for its owner: for a viewer, its ABR rung and latest switches."""
+    try:
+        caller = _caller(request)
+        status = await request.app[BACKEND_KEY].status(request.match_info["session"], caller)
+    except CommandError as error:
+        return _error(error)
+    return web.json_response(status, headers={"Cache-Control": "no-store"})
+
+
 async def _delete_slot(request: web.Request) -> web.StreamResponse:
     try:
         caller = _caller(request)
@@ -190,6 +206,10 @@ def _name(value: str, what: str) -> str:
     if not NAME.match(value):
         raise CommandError(f"{what} must be 1-64 letters, digits or _ . : -", "bad_request")
     return value
+
+
+def error_response(error: CommandError) -> web.Response:
+    return _error(error)
 
 
 def _error(error: CommandError) -> web.Response:

@@ -8,9 +8,11 @@ sends it through a sender that forwards without an encoder.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,10 +31,11 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest
 
-from .abr import AbrPolicy, LinkReport, RungController, parse_ladder
+from .abr import AbrPolicy, LinkReport, Rung, RungController, parse_ladder
 from .callers import Caller
 from .fastpath import FastSender
 from .hooks import attach_sender, tap_receiver
+from .ladder import LadderTranscoder, RungEncoder
 from .relay import ForwardedFrame, TrackRelay, ViewerTrack
 
 __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
@@ -40,6 +43,15 @@ __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
 log = logging.getLogger(__name__)
 FORWARDED_MIME_TYPES = {"audio": ("audio/opus",), "video": ("video/h264", "video/vp8")}
 CLOSE_TIMEOUT_S = 5.0
+SWITCHES_KEPT = 20  # a viewer's latest rung switches, for its session status
+SENT_WINDOW_S = 2.0  # what we sent a viewer is averaged over this long (keyframes are bursts)
+# Server-side ladder (ladder.py): frames waiting for the transcoding thread (1 s at 30 fps),
+# and the longest a rung goes without an IDR when nobody asks for one (4 s at 30 fps).
+LADDER_QUEUE_FRAMES = 30
+LADDER_KEYFRAME_INTERVAL_FRAMES = 120
+# A server rung's keyframe costs the host nothing (only that rung's bits): its gate is short,
+# so a viewer moving onto it waits a frame or so rather than up to keyframe_request_interval_s.
+LADDER_KEYFRAME_GATE_S = 0.25
 
 
 class Session:
@@ -65,6 +77,10 @@ class Session:
         self._negotiated()
         await self.pc.setLocalDescription(await self.pc.createAnswer())  # gathers ICE fully
         return str(self.pc.localDescription.sdp)
+
+    def status(self) -> dict[str, Any]:
+        """What `GET {Location}` shows the session's owner."""
+        return {"session": self.id, "room": self.room, "slot": self.slot, "state": self.pc.connectionState}
 
     def _prepare(self, kinds: list[str]) -> None:
         """Hook run before the offer is applied, with the media kinds it offers."""
@@ -117,6 +133,8 @@ class PublishSession(Session):
         self.before_close: Callable[[PublishSession], None] = lambda session: None
         self._receivers: dict[str, RTCRtpReceiver] = {}
         self._pli_tasks: set[asyncio.Future[None]] = set()
+        # The server-side ladder, when this host sends one stream and it is on (ladder.py).
+        self.transcoder: LadderTranscoder | None = None
 
     def _prepare(self, kinds: list[str]) -> None:
         videos, audios = kinds.count("video"), kinds.count("audio")
@@ -136,15 +154,7 @@ class PublishSession(Session):
     def _relay(self, transceiver: RTCRtpTransceiver) -> None:
         codec = transceiver._codecs[0]
         receiver = transceiver.receiver
-        relay = TrackRelay(
-            transceiver.kind,
-            codec.mimeType,
-            gop_cache_frames=self.config.gop_cache_frames,
-            queue_frames=self.config.viewer_queue_frames,
-            keyframe_interval_s=self.config.keyframe_request_interval_s,
-            request_keyframe=lambda: self._send_pli(receiver),
-        )
-        relay.codec = codec
+        relay = self._new_relay(transceiver.kind, codec, lambda: self._send_pli(receiver))
         kind = transceiver.kind
         if kind == "video":
             self.rungs.append(relay)
@@ -155,6 +165,38 @@ class PublishSession(Session):
         self.relays[kind] = relay
         self.mime_types[kind] = codec.mimeType
         self._receivers[kind] = receiver
+
+    def new_relay(
+        self, kind: str, codec: Any, request_keyframe: Callable[[], None] = lambda: None
+    ) -> TrackRelay:
+        """A relay of this session's kind and codec for frames made on the server."""
+        return self._new_relay(kind, codec, request_keyframe)
+
+    def _new_relay(self, kind: str, codec: Any, request_keyframe: Callable[[], None]) -> TrackRelay:
+        relay = TrackRelay(
+            kind,
+            codec.mimeType,
+            gop_cache_frames=self.config.gop_cache_frames,
+            queue_frames=self.config.viewer_queue_frames,
+            keyframe_interval_s=self.config.keyframe_request_interval_s,
+            request_keyframe=request_keyframe,
+        )
+        relay.codec = codec
+        return relay
+
+    def start_ladder(self, ladder: tuple[Rung, ...]) -> None:
+        """Make the ladder's lower rungs from this host's one video (decoded once, each rung
+        encoded once); they become renditions like published ones (`rungs[1:]`)."""
+        top = self.relays["video"]
+        keyint = LADDER_KEYFRAME_INTERVAL_FRAMES
+        relays = [self._new_relay("video", top.codec, lambda: None) for _ in ladder[1:]]
+        for relay in relays:
+            relay.gate.interval_s = LADDER_KEYFRAME_GATE_S
+        encoders = [RungEncoder(rung, relay, keyint) for rung, relay in zip(ladder[1:], relays, strict=True)]
+        loop = asyncio.get_running_loop()
+        self.transcoder = LadderTranscoder(encoders, loop, top.keyframe_wanted, LADDER_QUEUE_FRAMES)
+        self.rungs += self.transcoder.relays
+        top.listeners.append(self.transcoder.frame)
 
     def _push(self, kind: str, data: bytes, timestamp: int) -> None:
         self.relays[kind].push(data, timestamp)
@@ -171,8 +213,12 @@ class PublishSession(Session):
         for relay in self.relays.values():
             relay.end()
         self.relays, previous.relays = previous.relays, {}
-        self.rungs = [self.relays["video"]] if "video" in self.relays else []
-        previous.rungs = previous.rungs[1:]  # its further renditions end with it, not the program
+        # The program's server-side rungs go on with it; the previous path's own further
+        # renditions end with it.
+        transcoded = previous.transcoder.relays if previous.transcoder is not None else []
+        self.rungs = [self.relays["video"], *transcoded] if "video" in self.relays else []
+        previous.rungs = [relay for relay in previous.rungs[1:] if relay not in transcoded]
+        self.transcoder, previous.transcoder = previous.transcoder, None
         self.viewers, previous.viewers = previous.viewers, set()
         for viewer in self.viewers:
             viewer.publisher = self
@@ -187,6 +233,8 @@ class PublishSession(Session):
         if self.closed:
             return
         self.before_close(self)
+        if self.transcoder is not None:
+            self.transcoder.close()
         for relay in [*self.relays.values(), *self.rungs]:
             relay.end()
         viewers = list(self.viewers)
@@ -212,13 +260,18 @@ class PlaySession(Session):
         self.config = config
         self.tracks: list[ViewerTrack] = []
         ladder = parse_ladder(config.abr_ladder)[: max(1, len(publisher.rungs))]
-        self.abr = RungController(ladder, AbrPolicy())
+        self.abr = RungController(
+            ladder, AbrPolicy(up_hold_s=config.abr_up_hold_s, trial_s=config.abr_trial_s)
+        )
         if quality is not None:
             try:
                 self.abr.pin(quality)
             except ValueError as exc:
                 raise BadRequest(f"quality: {exc}", "bad_request") from None
             self.abr.current = self.abr.pinned or 0
+        # The latest rung switches: {"from", "to", "decided_at", "switched_at", "trial"} (wall clock).
+        self.switches: collections.deque[dict[str, Any]] = collections.deque(maxlen=SWITCHES_KEPT)
+        self._sent: collections.deque[tuple[float, int]] = collections.deque()  # (now, octets)
         publisher.viewers.add(self)
 
     @property
@@ -230,17 +283,58 @@ class PlaySession(Session):
         track, rungs = self.video, self.publisher.rungs
         if track is None or len(rungs) < 2:
             return
-        wanted = rungs[self.abr.ladder.index(self.abr.update(report, now))]
-        track.move_to(wanted)
+        before = self.abr.current
+        wanted = self.abr.update(report, now)
+        index = self.abr.ladder.index(wanted)
+        if index != before and rungs[index] is not track.relay:
+            name = self.abr.ladder[before].name
+            self.switches.append(
+                {"from": name, "to": wanted.name, "decided_at": time.time(), "trial": self.abr.trying}
+            )
+        track.move_to(rungs[index])
 
-    def link_report(self) -> LinkReport:
-        """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR)."""
+    def _moved(self, old: TrackRelay, new: TrackRelay) -> None:
+        """The new rung's keyframe went out to this viewer: the switch is done."""
+        rungs = self.publisher.rungs
+        if (
+            self.switches
+            and new in rungs
+            and self.switches[-1]["to"] == self.abr.ladder[rungs.index(new)].name
+        ):
+            self.switches[-1].setdefault("switched_at", time.time())
+
+    def link_report(self, now: float) -> LinkReport:
+        """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR), and
+        what we sent this viewer's video over the last `SENT_WINDOW_S`."""
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "video" and transceiver.sender.track is not None:
-                packer = getattr(transceiver.sender, "_RTCRtpSender__encoder", None)
-                estimate = getattr(packer, "target_bitrate", None)
-                return LinkReport(estimate, *_loss_and_rtt(transceiver.sender))
+                sender = transceiver.sender
+                estimate = getattr(getattr(sender, "_RTCRtpSender__encoder", None), "target_bitrate", None)
+                sent = self._sent_bps(now, getattr(sender, "_RTCRtpSender__octet_count", 0))
+                return LinkReport(estimate, *_loss_and_rtt(sender), sent_bps=sent)
         return LinkReport(None)
+
+    def _sent_bps(self, now: float, octets: int) -> float | None:
+        self._sent.append((now, octets))
+        while len(self._sent) > 2 and now - self._sent[1][0] >= SENT_WINDOW_S:
+            self._sent.popleft()
+        first_at, first = self._sent[0]
+        elapsed = now - first_at
+        return (octets - first) * 8 / elapsed if elapsed >= SENT_WINDOW_S / 2 else None
+
+    def status(self) -> dict[str, Any]:
+        names = [rung.name for rung in self.abr.ladder]
+        track = self.video
+        playing = track.relay if track is not None else None
+        rung = names[self.publisher.rungs.index(playing)] if playing in self.publisher.rungs else None
+        quality = {
+            "rung": rung,
+            "rungs": names,
+            "pinned": self.abr.pinned is not None,
+            "trying": self.abr.trying,
+            "switches": list(self.switches),
+        }
+        return {**super().status(), "kind": "whep", "quality": quality}
 
     def _prepare(self, kinds: list[str]) -> None:
         for kind, relay in self.publisher.relays.items():
@@ -249,6 +343,7 @@ class PlaySession(Session):
             if kind == "video" and self.abr.current < len(self.publisher.rungs):
                 relay = self.publisher.rungs[self.abr.current]
             track = relay.subscribe()
+            track.on_moved = self._moved
             self.tracks.append(track)
             transceiver = self.pc.addTransceiver(track, "sendonly")
             transceiver.setCodecPreferences(_same_codec(kind, relay.codec))

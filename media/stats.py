@@ -75,6 +75,7 @@ class PublisherStats:
 def plane_snapshot(plane: Any) -> dict[str, Any]:
     """What /metrics shows about one media plane, as JSON-able data (see metrics.py)."""
     from .hooks import CODEC_INSTANCES
+    from .ladder import LADDER_CODECS
     from .sessions import PlaySession, PublishSession
 
     sessions = list(plane.sessions.values())
@@ -102,6 +103,13 @@ def plane_snapshot(plane: Any) -> dict[str, Any]:
             "whep": sum(isinstance(s, PlaySession) for s in sessions),
         },
         "codec_instances": dict(CODEC_INSTANCES),
+        "ladder": {
+            "codec_instances": dict(LADDER_CODECS),
+            "rooms": sum(p.transcoder is not None for p in plane.publishers.values()),
+            "frames_dropped": sum(
+                p.transcoder.frames_dropped for p in plane.publishers.values() if p.transcoder is not None
+            ),
+        },
         "viewers": {room: plane.viewer_count(room) for room in {room for room, _ in plane.publishers}},
         "publishers": publishers,
         "failovers": [{"room": room, "to": to, "count": n} for (room, to), n in plane.failovers.items()],

@@ -10,6 +10,9 @@ POST /play    {"room", "slot", "caller", "offer", "quality"} -> {"session", "ans
 POST /end     {"session", "caller"}                 -> {}
 POST /end_slot {"room", "slot", "caller"}           -> {}
 POST /trickle {"session", "caller", "fragment"}     -> {}
+POST /status  {"session", "caller"}                 -> {"status": {...}}
+POST /record/start {"room", "caller"}               -> {"recording": {...}}
+POST /record/stop  {"room", "recording", "caller"}  -> {"recording": {...}}
 GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
 """
 
@@ -56,6 +59,9 @@ def build_worker_app(config: MediaConfig) -> web.Application:
     app.router.add_post("/end", _end)
     app.router.add_post("/end_slot", _end_slot)
     app.router.add_post("/trickle", _trickle)
+    app.router.add_post("/status", _status)
+    app.router.add_post("/record/start", _record_start)
+    app.router.add_post("/record/stop", _record_stop)
     app.router.add_get("/events", _events)
     app.cleanup_ctx.append(_lifespan)
     return app
@@ -108,6 +114,33 @@ async def _end_slot(request: web.Request) -> web.Response:
 async def _trickle(request: web.Request) -> web.Response:
     body = await request.json()
     return await _done(request.app[PLANE].trickle(body["session"], _caller(body), body["fragment"]))
+
+
+async def _status(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        status = request.app[PLANE].status(body["session"], _caller(body))
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({"status": status})
+
+
+async def _record_start(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        recording = request.app[PLANE].start_recording(body["room"], _caller(body))
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({"recording": recording})
+
+
+async def _record_stop(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        recording = request.app[PLANE].stop_recording(body["room"], body["recording"], _caller(body))
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+    return web.json_response({"recording": recording})
 
 
 async def _done(work: Any) -> web.Response:

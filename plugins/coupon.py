@@ -9,7 +9,7 @@ durable record before the user is told. The user alone hears `coupon.granted` (p
 from __future__ import annotations
 
 import secrets
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -23,11 +23,12 @@ from liveroom.protocol import RoomId
 from liveroom.record import Record
 from liveroom.stock import StockRequest, order_key
 
-from .coupon_rules import ActivityLog, CouponRule, Presence, parse_rule
+from .coupon_rules import ActivityLog, CouponRule, CouponTally, Presence, parse_rule
 
 __all__ = ["CouponConfig", "CouponPlugin"]
 
 RULE_KIND, GRANT_KIND, CLAIM_KIND = "coupon.rule", "coupon.grant", "coupon.claim"
+MAX_TALLIES = 10_000  # rooms whose issued/claimed counts are kept for the dashboard
 MAX_CACHED_USERS = 200_000  # (room, user) pending-grant lists kept in memory, least recent dropped
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -83,6 +84,7 @@ class CouponPlugin(Plugin):
         self._activity = ActivityLog()
         self._granted: set[tuple[str, str, str]] = set()
         self._pools: set[str] = set()
+        self._tallies: OrderedDict[str, CouponTally] = OrderedDict()
         self._unclaimed: OrderedDict[tuple[str, str], dict[str, dict[str, Any]]] = OrderedDict()
         host.signals.listen(self._on_activity)
 
@@ -165,25 +167,42 @@ class CouponPlugin(Plugin):
         return {"grant": dict(grant.data), "claimed_at": int(ctx.now_ms)}
 
     async def list_rules(self, query: QueryContext) -> Any:
-        issued, claimed = await self._tallies(query.room)
+        tally = await self._read_on(query.room, CouponTally())
         rules = (await self._rules(query.room)).values()
-        return {"rules": [{**r.wire(), "issued": issued[r.id], "claimed": claimed[r.id]} for r in rules]}
+        return {
+            "rules": [
+                {**r.wire(), "issued": tally.issued[r.id], "claimed": tally.claimed[r.id]} for r in rules
+            ]
+        }
 
-    async def _tallies(self, room: str) -> tuple[Counter[str], Counter[str]]:
-        """Grants issued and claimed per rule, read from the durable records (for dashboards)."""
-        rule_of: dict[str, str] = {}
-        for record in await self._all_records(GRANT_KIND, room):
-            rule_of[record.data["id"]] = record.data["rule"]
-        claims = await self._all_records(CLAIM_KIND, room)
-        return Counter(rule_of.values()), Counter(rule_of.get(r.data["grant"], "") for r in claims)
+    async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
+        """Coupons issued and claimed in the room (every node's), read on from the last time."""
+        tally = await self._read_on(room, self._tallies.pop(room, CouponTally()))
+        self._tallies[room] = tally  # most recently used last
+        if len(self._tallies) > MAX_TALLIES:
+            self._tallies.popitem(last=False)
+        rules = [
+            {
+                "id": r.id,
+                "title": r.title,
+                "trigger": r.trigger,
+                "issued": tally.issued[r.id],
+                "claimed": tally.claimed[r.id],
+            }
+            for r in (await self._rules(room)).values()
+        ]
+        return {"issued": tally.issued.total(), "claimed": tally.claimed.total(), "rules": rules}
 
-    async def _all_records(self, kind: str, room: str) -> list[Record]:
-        found: list[Record] = []
-        after = 0
-        while page := await self.host.store.list_records(kind, room, after, 1000):
-            found.extend(page)
-            after = page[-1].position
-        return found
+    async def _read_on(self, room: str, tally: CouponTally) -> CouponTally:
+        """Fold the grants, then the claims, written since the tally last read."""
+        store = self.host.store
+        while page := await store.list_records(GRANT_KIND, room, tally.grants_after, 1000):
+            for record in page:
+                tally.grant(record.data, record.position)
+        while page := await store.list_records(CLAIM_KIND, room, tally.claims_after, 1000):
+            for record in page:
+                tally.claim(record.data, record.position)
+        return tally
 
     async def _on_activity(self, activity: Activity) -> None:
         rules = [r for r in (await self._rules(activity.room)).values() if r.activity == activity.kind]

@@ -1,13 +1,14 @@
-"""Coupon rules, pure: what a rule is, how one is written in config, and continuous presence."""
+"""Coupon rules, pure: what a rule is, how one is written in config, continuous presence, and
+the grants issued and claimed per rule, folded from the durable records."""
 
 from __future__ import annotations
 
 import shlex
-from collections import deque
-from dataclasses import asdict, dataclass
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["CouponRule", "Presence", "parse_rule"]
+__all__ = ["CouponRule", "CouponTally", "Presence", "parse_rule"]
 
 Trigger = Literal["watch_time", "activity", "drop"]
 TRIGGERS = ("watch_time", "activity", "drop")
@@ -121,3 +122,24 @@ class Presence:
             if now_ms - left > self._grace_ms:
                 del self._left[user]
                 self._since.pop(user, None)
+
+
+@dataclass(slots=True)
+class CouponTally:
+    """Grants issued and claimed per rule, folded record by record in write order. Read the
+    grants before the claims: a claim is written after its grant, so its grant is known."""
+
+    grants_after: int = 0  # the last positions read: the next read starts there
+    claims_after: int = 0
+    issued: Counter[str] = field(default_factory=Counter)
+    claimed: Counter[str] = field(default_factory=Counter)
+    _rule_of: dict[str, str] = field(default_factory=dict)  # grant id -> rule
+
+    def grant(self, data: Any, position: int) -> None:
+        self.grants_after = max(self.grants_after, position)
+        self._rule_of[data["id"]] = data["rule"]
+        self.issued[data["rule"]] += 1
+
+    def claim(self, data: Any, position: int) -> None:
+        self.claims_after = max(self.claims_after, position)
+        self.claimed[self._rule_of.get(data["grant"], "")] += 1

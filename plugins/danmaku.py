@@ -24,7 +24,7 @@ from liveroom.ratelimit import TokenBucket
 from liveroom.record import Record
 
 from .danmaku_filter import BannedWords
-from .danmaku_rules import HotWords, Moderation, RecentMessages
+from .danmaku_rules import HotWords, Moderation, PerSecond, RecentMessages
 
 __all__ = ["DanmakuConfig", "DanmakuPlugin", "SendPayload"]
 
@@ -44,6 +44,7 @@ class DanmakuConfig:
     banned_words_file: str = ""  # one term per line, UTF-8; tens of thousands are fine
     recent_messages: int = 500  # kept per room for pin and delete
     hot_window_s: float = 300.0
+    dashboard_hot_words: int = 15  # how many hot words the live dashboard shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class DanmakuPlugin(Plugin):
         self._rooms: dict[str, Moderation] = {}
         self._recent: dict[str, RecentMessages] = {}
         self._hot: dict[str, HotWords] = {}
+        self._rates: dict[str, PerSecond] = {}
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         staff = [
@@ -161,6 +163,7 @@ class DanmakuPlugin(Plugin):
         await ctx.publish("danmaku.message", message)
         self._recent.setdefault(ctx.room, RecentMessages(self.config.recent_messages)).add(message)
         self._hot.setdefault(ctx.room, HotWords(self.config.hot_window_s)).add(text, ctx.now_ms)
+        self._rates.setdefault(ctx.room, PerSecond()).add(ctx.now_ms)
         await self.host.signals.emit(Activity(ctx.room, ctx.caller, "danmaku", 1, ctx.now_ms))
         return {"id": message["id"]}
 
@@ -207,9 +210,18 @@ class DanmakuPlugin(Plugin):
         return {"id": payload.id}
 
     async def hot_words(self, query: QueryContext) -> Any:
-        hot = self._hot.get(query.room)
         limit = max(1, min(int(query.params.get("limit", "20") or 20), 100))
-        return {"words": [] if hot is None else hot.top(limit, query.now_ms)}
+        return {"words": self._top(query.room, limit, query.now_ms)}
+
+    async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
+        """Messages sent through this node: the total, per second (the last 60 s), hot words."""
+        rates = self._rates.get(room) or PerSecond()
+        hot = self._top(room, self.config.dashboard_hot_words, now_ms)
+        return {"total": rates.total, "per_second": rates.series(now_ms), "hot": hot}
+
+    def _top(self, room: str, limit: int, now_ms: float) -> list[dict[str, Any]]:
+        hot = self._hot.get(room)
+        return [] if hot is None else hot.top(limit, now_ms)
 
     async def actions(self, query: QueryContext) -> Any:
         after = int(query.params.get("after", "0") or 0)

@@ -1,4 +1,4 @@
-"""Danmaku moderation and hot words, pure: state rebuilt from the durable action log."""
+"""Danmaku moderation, hot words and message rates, pure: state rebuilt from the durable action log."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from liveroom.errors import CommandError
 
-__all__ = ["HotWords", "Moderation", "RecentMessages", "words_of"]
+__all__ = ["HotWords", "Moderation", "PerSecond", "RecentMessages", "words_of"]
 
 
 @dataclass(slots=True)
@@ -115,3 +115,24 @@ class RecentMessages:
 
     def get(self, message_id: str) -> dict[str, Any] | None:
         return self._items.get(message_id)
+
+
+class PerSecond:
+    """Messages per wall-clock second over the last `keep` seconds, and the total counted."""
+
+    def __init__(self, keep: int = 60) -> None:
+        self._keep = keep
+        self._seconds: OrderedDict[int, int] = OrderedDict()
+        self.total = 0
+
+    def add(self, now_ms: float, count: int = 1) -> None:
+        second = int(now_ms // 1000)
+        self._seconds[second] = self._seconds.get(second, 0) + count
+        self.total += count
+        while len(self._seconds) > self._keep + 1:
+            self._seconds.popitem(last=False)
+
+    def series(self, now_ms: float) -> list[int]:
+        """The last `keep` whole seconds, oldest first; the second under way is left out."""
+        last = int(now_ms // 1000) - 1
+        return [self._seconds.get(second, 0) for second in range(last - self._keep + 1, last + 1)]

@@ -23,11 +23,12 @@ from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, Plugi
 from liveroom.protocol import RoomId
 from liveroom.timers import Throttle
 
-from .like_rules import LikeAllowance, MinuteCounts, UnflushedLikes, minutes_back
+from .like_rules import MINUTE_MS, LikeAllowance, MinuteCounts, UnflushedLikes, minutes_back
 
 __all__ = ["LikeConfig", "LikePlugin", "SendPayload"]
 
 log = logging.getLogger(__name__)
+SETTLED_MS = 5_000  # a minute over for this long gets no more like writes
 
 
 def total_key(room: str) -> str:
@@ -66,6 +67,8 @@ class LikePlugin(Plugin):
         self._stored: dict[str, int] = {}  # the room's total in the store, as last seen
         self._stored_read_ms: dict[str, float] = {}
         self._flushing: dict[str, asyncio.Task[bool]] = {}
+        self._settled_minutes: dict[str, dict[int, int]] = {}  # room -> minute -> stored count
+        self._locks: dict[str, asyncio.Lock] = {}
         self._throttle = Throttle(host.timers, config.total_interval_ms, self._flush_and_publish)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
@@ -102,17 +105,37 @@ class LikePlugin(Plugin):
         return {"accepted": accepted, "total": self._total(ctx.room)}
 
     async def stats(self, query: QueryContext) -> Any:
-        store, room = self.host.store, query.room
-        minutes = minutes_back(query.now_ms, self.config.minutes_kept)
-        stored_total, *stored_minutes = await asyncio.gather(
-            store.get_counter(total_key(room)), *(store.get_counter(minute_key(room, m)) for m in minutes)
-        )
-        pending = self._unflushed.pending(room)
+        return await self.figures(query.room, query.now_ms)
+
+    async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
+        """The total and the per-minute counts with the peak minute: the store's (every
+        node's likes, kept across restarts) plus this node's likes not yet written."""
+        minutes = minutes_back(now_ms, self.config.minutes_kept)
+        async with self._writing(room):  # not halfway through a flush: counted once, not 0 or 2 times
+            stored_total, stored_minutes = await asyncio.gather(
+                self.host.store.get_counter(total_key(room)), self._stored_minutes(room, minutes, now_ms)
+            )
+            pending = self._unflushed.pending(room)
         counts = MinuteCounts(self.config.minutes_kept)
         for minute, count in zip(minutes, stored_minutes, strict=True):
             if count + pending.minutes.get(minute, 0):
                 counts.add(count + pending.minutes.get(minute, 0), minute)
         return {"total": stored_total + pending.total, "per_minute": counts.series(), "peak": counts.peak()}
+
+    async def _stored_minutes(self, room: str, minutes: list[int], now_ms: float) -> list[int]:
+        """The store's count of each minute. Minutes over for `SETTLED_MS` get no more writes
+        from any node (each flushes every `total_interval_ms`), so they are read once and kept:
+        a dashboard asking every second reads one or two counters, not `minutes_kept`."""
+        settled = self._settled_minutes.setdefault(room, {})
+        for minute in [m for m in settled if m < minutes[0]]:
+            del settled[minute]
+        wanted = [m for m in minutes if m not in settled]
+        read = await asyncio.gather(*(self.host.store.get_counter(minute_key(room, m)) for m in wanted))
+        fresh = dict(zip(wanted, read, strict=True))
+        for minute, count in fresh.items():
+            if minute + MINUTE_MS + SETTLED_MS <= now_ms:
+                settled[minute] = count
+        return [settled.get(m, fresh.get(m, 0)) for m in minutes]
 
     async def stop(self) -> None:
         for room in {*self._unflushed.rooms(), *self._flushing}:
@@ -139,22 +162,33 @@ class LikePlugin(Plugin):
             task = self._flushing[room] = asyncio.ensure_future(self._write_pending(room))
         return await asyncio.shield(task)
 
+    def _writing(self, room: str) -> asyncio.Lock:
+        """Held while the room's pending likes are written, and while figures are read."""
+        lock = self._locks.get(room)
+        if lock is None:
+            lock = self._locks[room] = asyncio.Lock()
+        return lock
+
     async def _write_pending(self, room: str) -> bool:
-        pending, store = self._unflushed.pending(room), self.host.store
-        try:
-            if pending.total:
-                stored = await store.incr(total_key(room), pending.total)
-                self._stored[room] = max(self._stored.get(room, 0), stored)
-                self._unflushed.stored_total(room, pending.total)
-            for minute, count in pending.minutes.items():
-                await store.incr(minute_key(room, minute), count)
-                self._unflushed.stored_minute(room, minute, count)
-        except Unavailable:
-            return False
-        except Exception:  # kept pending and retried, like an unreachable store
-            log.exception("storing the likes of room %s failed", room)
-            return False
-        return True
+        async with self._writing(room):
+            pending, store = self._unflushed.pending(room), self.host.store
+            try:
+                if pending.total:
+                    stored = await store.incr(total_key(room), pending.total)
+                    self._stored[room] = max(self._stored.get(room, 0), stored)
+                    self._unflushed.stored_total(room, pending.total)
+                for minute, count in pending.minutes.items():
+                    stored = await store.incr(minute_key(room, minute), count)
+                    self._unflushed.stored_minute(room, minute, count)
+                    settled = self._settled_minutes.get(room, {})
+                    if minute in settled:  # written late (after a store outage): keep it true
+                        settled[minute] = stored
+            except Unavailable:
+                return False
+            except Exception:  # kept pending and retried, like an unreachable store
+                log.exception("storing the likes of room %s failed", room)
+                return False
+            return True
 
     async def _flush_and_publish(self, room: str) -> None:
         if not await self._flush(room):

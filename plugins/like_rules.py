@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-__all__ = ["LikeAllowance", "MinuteCounts", "PendingLikes", "UnflushedLikes", "minute_of", "minutes_back"]
+__all__ = [
+    "MINUTE_MS",
+    "LikeAllowance",
+    "MinuteCounts",
+    "PendingLikes",
+    "UnflushedLikes",
+    "minute_of",
+    "minutes_back",
+]
 
 MINUTE_MS = 60_000
 

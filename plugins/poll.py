@@ -10,6 +10,7 @@ counts, and closes it at once if its deadline passed meanwhile.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from .poll_rules import Poll
 __all__ = ["ClosePayload", "CreatePayload", "PollConfig", "PollPlugin", "VotePayload"]
 
 RESULT_KIND, OPEN_KIND, VOTE_KIND = "poll.result", "poll.open", "poll.vote"
+MAX_RESULTS_KEPT = 10_000  # rooms whose last result the dashboard can show
 Option = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 PollId = Annotated[str, msgspec.Meta(max_length=64)]
 
@@ -70,6 +72,7 @@ class PollPlugin(Plugin):
         super().__init__(config, host)
         self._open: dict[str, Poll] = {}  # room -> its open poll
         self._changes: dict[tuple[str, str], int] = {}  # (poll, user) -> votes written so far
+        self._last: OrderedDict[str, dict[str, Any]] = OrderedDict()  # room -> its last result
         self._tally = Throttle(host.timers, config.tally_interval_ms, self._publish_tally)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
@@ -85,6 +88,14 @@ class PollPlugin(Plugin):
     def snapshot(self, room: str) -> Mapping[str, Any] | None:
         poll = self._open.get(room)
         return None if poll is None else {**poll.describe(), **poll.tally()}
+
+    async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
+        """The open poll with its counts, else the room's last result (since this node started)."""
+        poll = self._open.get(room)
+        if poll is not None:
+            return {**poll.describe(), **poll.tally(), "open": True}
+        last = self._last.get(room)
+        return None if last is None else {**last, "open": False}
 
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
         poll = self._open.get(ctx.room)
@@ -177,6 +188,10 @@ class PollPlugin(Plugin):
         for user in poll.votes:
             self._changes.pop((poll.id, user), None)
         result = poll.result()
+        self._last[poll.room] = result
+        self._last.move_to_end(poll.room)
+        if len(self._last) > MAX_RESULTS_KEPT:
+            self._last.popitem(last=False)
         now = int(self.host.clock.now_ms())
         await self.host.store.put_record(Record(RESULT_KIND, poll.id, poll.room, result, now))
         await self.host.services.publish(poll.room, "poll.ended", result, priority=True)

@@ -9,8 +9,10 @@ handed to the merchant through the outbox.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -24,11 +26,12 @@ from liveroom.record import Record
 from liveroom.stock import StockRequest, order_key
 from liveroom.timers import Throttle
 
-from .sale_rules import Sale, phase
+from .sale_rules import Sale, SalesTally, phase
 
 __all__ = ["BuyPayload", "SaleConfig", "SalePlugin", "SchedulePayload"]
 
 SALE_KIND, ORDER_KIND = "sale", "sale.order"
+MAX_TALLIES = 10_000  # rooms whose sales figures are kept for the dashboard
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 
@@ -74,6 +77,8 @@ class SalePlugin(Plugin):
         self._sales: dict[str, Sale] = {}
         self._remaining: dict[str, int] = {}
         self._stock = Throttle(host.timers, config.stock_interval_ms, self._publish_stock)
+        self._tallies: OrderedDict[str, SalesTally] = OrderedDict()
+        self._prices: dict[str, float] = {}
         self._outbox: WebhookOutbox | None = None
         if config.webhook_url:
             self._outbox = WebhookOutbox(
@@ -171,16 +176,49 @@ class SalePlugin(Plugin):
         after = int(query.params.get("after", "0") or 0)
         limit = max(1, min(int(query.params.get("limit", "500") or 500), 1000))
         found: list[dict[str, Any]] = []
-        while len(found) < limit and (
-            page := await self.host.store.list_records(ORDER_KIND, query.room, after, 1000)
-        ):
-            for record in page:
+        async with contextlib.aclosing(self._room_orders(query.room, after)) as records:
+            async for record in records:
                 after = record.position
                 if record.data.get("sale") == sale.id:
                     found.append({**_order(record), "position": record.position, "at": record.created_ms})
                     if len(found) >= limit:
                         break
         return {"sale": sale.id, "orders": found, "next": after}
+
+    async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
+        """The room's sales to come or running, and its orders, units, GMV and distinct buyers
+        over all its sales (from the durable orders, every node's, read on from the last time)."""
+        tally = self._tallies.pop(room, SalesTally())
+        self._tallies[room] = tally  # most recently used last
+        if len(self._tallies) > MAX_TALLIES:
+            self._tallies.popitem(last=False)
+        async for record in self._room_orders(room, tally.after):
+            tally.add(_order(record), await self._price(room, record.data["sale"]), record.position)
+        sales = [
+            {**s.wire(), "phase": phase(s, now_ms), "remaining": self._remaining.get(s.id, 0)}
+            for s in self._sales.values()
+            if s.room == room
+        ]
+        if not sales and not tally.orders:
+            return None
+        return {"sales": sales, **tally.wire()}
+
+    async def _room_orders(self, room: str, after: int) -> AsyncGenerator[Record]:
+        """The room's orders (every sale's) written after position `after`, in write order."""
+        while page := await self.host.store.list_records(ORDER_KIND, room, after, 1000):
+            for record in page:
+                yield record
+            after = page[-1].position
+
+    async def _price(self, room: str, sale_id: str) -> float:
+        price = self._prices.get(sale_id)
+        if price is None:
+            live = self._sales.get(sale_id)
+            price = (live or await self._load(room, sale_id)).price
+            if len(self._prices) > 100_000:
+                self._prices.clear()
+            self._prices[sale_id] = price
+        return price
 
     async def _stock_changed(self, ctx: CommandContext, sale: Sale, remaining: int) -> None:
         before = self._remaining.get(sale.id)

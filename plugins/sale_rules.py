@@ -1,11 +1,13 @@
-"""Flash-sale rules, pure: a sale's phase at a server time, and what its wire items carry."""
+"""Flash-sale rules, pure: a sale's phase at a server time, what its wire items carry, and the
+room's running sales figures (orders, units, GMV, distinct buyers) folded from its orders."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Phase", "Sale", "phase"]
+__all__ = ["Phase", "Sale", "SalesTally", "phase"]
 
 Phase = Literal["scheduled", "open", "ended"]
 
@@ -37,3 +39,30 @@ def phase(sale: Sale, now_ms: float) -> Phase:
     if now_ms < sale.ends_at:
         return "open"
     return "ended"
+
+
+@dataclass(slots=True)
+class SalesTally:
+    """A room's orders folded one by one, in write order: `after` is the last position read,
+    so the next read starts there and every order counts once."""
+
+    after: int = 0
+    orders: int = 0
+    units: int = 0
+    gmv: float = 0.0
+    buyers: set[str] = field(default_factory=set)
+
+    def add(self, order: Mapping[str, Any], price: float, position: int) -> None:
+        self.after = max(self.after, position)
+        self.orders += 1
+        self.units += int(order["qty"])
+        self.gmv += int(order["qty"]) * price
+        self.buyers.add(str(order["user"]))
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "orders": self.orders,
+            "units": self.units,
+            "gmv": round(self.gmv, 2),
+            "buyers": len(self.buyers),
+        }

@@ -103,6 +103,7 @@ class Peer:
     token: str
     frames: dict[str, list[Any]] = field(default_factory=lambda: {"audio": [], "video": []})
     counters: list[int] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # decoded video pictures
     ended: dict[str, bool] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     counter_track: CounterTrack | None = None
@@ -198,7 +199,14 @@ async def _consume(peer: Peer, track: MediaStreamTrack) -> None:
             peer.frames[track.kind].append(frame.pts)
             if track.kind == "video":
                 peer.counters.append(read_counter(frame))
+                peer.sizes.append((frame.width, frame.height))
     peer.ended[track.kind] = True
+
+
+async def get_json(url: str, token: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        return response.status, await response.json()
 
 
 async def wait_until(predicate: Any, within: float = 15, what: str = "condition") -> None:

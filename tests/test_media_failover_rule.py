@@ -229,3 +229,24 @@ def test_a_recent_backup_keyframe_starts_the_viewers_at_the_switch() -> None:
     frames = [f for f in viewer._frames if f is not None]
     assert backup.keyframes_asked == 1  # the warm-up request only: the kept keyframe served
     assert frames[10].keyframe and len(frames) >= 12  # the kept keyframe and the deltas after it
+
+
+def test_each_paths_figures_for_the_host_console() -> None:
+    clock = FakeClock()
+    dual = DualPath(program(), FailoverPolicy(), lambda switch: None, clock.monotonic)
+    dual.attach(PRIMARY, FakePath("p"))
+    dual.attach(BACKUP, FakePath("b"))
+    for n in range(60):  # two seconds: the primary at 30 fps, the backup at 15
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        if n % 2 == 0:
+            dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    figures = dual.figures()
+    assert figures["active"] == PRIMARY and figures["switches"] == 0
+    primary, backup = figures["paths"][PRIMARY], figures["paths"][BACKUP]
+    assert 29 <= primary["fps"] <= 31 and 14 <= backup["fps"] <= 16
+    assert primary["video_bitrate_bps"] == round(primary["fps"] * len(DELTA) * 8)
+    assert primary["problem"] is None
+    clock.advance(0.5)  # the primary goes silent: its figures fall, its problem shows
+    assert dual.figures()["paths"][PRIMARY]["problem"] == "silence"
+    assert 14 <= dual.figures()["paths"][PRIMARY]["fps"] <= 16

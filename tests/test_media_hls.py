@@ -1,6 +1,6 @@
-"""HLS for the crowd: an aiortc host publishing two H.264 renditions -> a real server
-process -> HLS files (one variant per rendition), read over HTTP and played by ffprobe
-(skipped when ffprobe is not installed)."""
+"""HLS for the crowd: an aiortc host publishing two H.264 renditions and Opus audio -> a real
+server process -> HLS files (one variant per rendition, one AAC audio rendition made once),
+read over HTTP and played by ffprobe (skipped when ffprobe is not installed)."""
 
 from __future__ import annotations
 
@@ -81,8 +81,21 @@ async def test_the_host_program_is_served_as_live_hls(server: ServerProcess) -> 
 
         info, errors = ffprobe(f"{base}/master.m3u8", "-show_streams")
         streams = info["streams"]
-        assert isinstance(streams, list) and [s["codec_name"] for s in streams] == ["h264", "h264"], info
+        assert isinstance(streams, list), info
+        assert sorted(s["codec_name"] for s in streams) == ["aac", "h264", "h264"], info  # Opus -> AAC once
         assert segments(get(f"{base}/480p.m3u8")[2]), "the 480p variant has segments too"
+        master = get(f"{base}/master.m3u8")[2]
+        assert b'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aac"' in master and b'URI="audio.m3u8"' in master
+        assert master.count(b'mp4a.40.2",AUDIO="aac"') == 2  # both variants play the one audio rendition
+        sound = segments(get(f"{base}/audio.m3u8")[2])
+        assert sound and all(0.5 <= duration <= 2.5 for _, duration in sound), sound
+        heard, errors = ffprobe(
+            f"{base}/{sound[-1][0]}", "-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"
+        )
+        assert (
+            heard["streams"][0]["codec_name"] == "aac" and int(heard["streams"][0]["nb_read_frames"]) >= 20
+        ), heard  # type: ignore[index]
+        assert errors == "", errors
         first = listed[-1][0]
         status, headers, _ = get(f"{base}/{first}")
         assert status == 200 and headers["Cache-Control"] == "public, max-age=86400, immutable"

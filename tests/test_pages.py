@@ -1,10 +1,12 @@
 """liveroom's own pages in headless Chromium: the host console, two viewers and the dashboard.
 
 One run of `tests/browser/pages.mjs` (playwright-core driving Debian's `chromium`, about
-25 s) does what a show does: the host goes live from the fake camera, Alice (a phone-sized
-viewport) comments, everyone votes, a flash sale opens on the server's clock, a coupon is
-dropped and claimed, Bob asks to join on stage and is accepted. Each test below checks one
-part of what the driver saw. Screenshots land in test-artifacts/pages/.
+35 s) does what a show does: the host goes live from the fake camera with a backup path,
+Alice (a phone-sized viewport) comments, everyone votes, a flash sale opens on the server's
+clock, a coupon is dropped and claimed, Bob asks to join on stage and is accepted, the
+primary ingest path fails over to the backup, and Carol, refused by WHEP, plays the host
+through HLS. Each test below checks one part of what the driver saw. Screenshots land in
+test-artifacts/pages/.
 
 Skipped when chromium, node or npm is missing; `npm ci --prefix tests/browser` on first use.
 """
@@ -33,7 +35,7 @@ BROWSER_DIR = ROOT / "tests" / "browser"
 ARTIFACTS = ROOT / "test-artifacts" / "pages"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-# The first test to read the show pays for it (~35 s, plus `npm ci` on a fresh clone).
+# The first test to read the show pays for it (~37 s, plus `npm ci` on a fresh clone).
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -62,6 +64,7 @@ def show(server: ServerProcess, driver: Path) -> dict[str, Any]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     room = f"show-{uuid.uuid4().hex[:8]}"
     tokens = [token("host1", "host", name="Host"), token("alice", name="Alice"), token("bob", name="Bob")]
+    tokens.append(token("carol", name="Carol"))
     run = subprocess.run(
         ["node", str(driver), server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)],
         capture_output=True,
@@ -99,6 +102,9 @@ def test_pages_are_served_with_a_strict_policy(server: ServerProcess) -> None:
     version = lock["packages"]["node_modules/socket.io-client"]["version"]
     with urllib.request.urlopen(server.url + "/static/vendor/socket.io.esm.min.js", timeout=5) as response:
         assert f"Socket.IO v{version}" in response.read(200).decode()
+    version = lock["packages"]["node_modules/hls.js"]["version"]
+    with urllib.request.urlopen(server.url + "/static/vendor/hls.light.min.mjs", timeout=5) as response:
+        assert f"hls.js version {version}" in response.read().decode()
 
 
 def test_liveroom_token_prints_links_to_the_pages(tmp_path: Path) -> None:
@@ -147,6 +153,24 @@ def test_a_costream_publish_token_is_a_media_guest() -> None:
 def test_the_host_goes_live_and_both_viewers_play_it(show: dict[str, Any]) -> None:
     live = part(show, "live")
     assert all(frames >= 10 for frames in live), live
+
+
+def test_the_console_shows_both_ingest_paths_and_a_failover(show: dict[str, Any]) -> None:
+    ingest = part(show, "ingest")
+    before = {path["path"]: path for path in ingest["before"]}
+    assert {path["active"] for path in before.values()} == {"true", "false"}, ingest  # one on air
+    assert all(path["fps"] > 0 and path["kbps"] > 0 for path in before.values()), ingest
+    after = {path["path"]: path for path in ingest["after"]}
+    assert after["backup"]["active"] == "true", ingest
+    assert any("failover primary → backup" in event for event in ingest["events"]), ingest
+    assert ingest["framesAfter"] >= ingest["framesBefore"] + 15  # the viewers' video went on
+
+
+def test_a_viewer_refused_by_whep_plays_the_host_through_hls(show: dict[str, Any]) -> None:
+    hls = part(show, "hls")
+    assert hls["mse"] is True  # Debian's chromium plays H.264 through Media Source Extensions
+    assert hls["player"] == "hls.js"
+    assert hls["t2"] - hls["t1"] >= 1.0, hls  # the video plays on (within 8 s on a loaded machine)
 
 
 def test_a_comment_flies_across_the_other_viewers_video_as_text(show: dict[str, Any]) -> None:
@@ -199,10 +223,14 @@ def test_an_accepted_guest_appears_on_the_viewers_pages(show: dict[str, Any]) ->
 def test_the_dashboards_count_what_was_done(show: dict[str, Any]) -> None:
     dashboard = part(show, "dashboard")
     host, page = dashboard["host"], dashboard["page"]
-    expected = {"online": "3", "orders": "2", "gmv": "¥39.80", "issued": "2", "claimed": "1", "likes": "10"}
+    # The figures are the server's (`dashboard.stats`): a page opened late shows the peak and
+    # the danmaku sent before it opened. Conversion: 2 buyers among 2 viewers.
+    expected = {"online": "3", "peak": "3", "viewers": "2", "orders": "2", "gmv": "¥39.80", "buyers": "2"}
+    expected |= {"conversion": "100.0%", "issued": "2", "claimed": "1", "likes": "10", "danmaku": "3"}
     assert {key: host[key] for key in expected} == expected
     assert {key: page[key] for key in expected} == expected
-    assert host["danmaku"] == "3" and host["conversion"] == "66.7%"
+    assert "dashboard.stats" in dashboard["hostTypes"]
+    assert "dashboard.stats" not in dashboard["viewerTypes"]  # host-only
     assert any(word.startswith("hello ") for word in dashboard["hot"])
     assert any(word.startswith("你好 ") for word in dashboard["hot"])  # CJK bigrams too
 

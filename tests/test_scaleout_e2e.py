@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis_support import RedisCluster, RedisServer
@@ -198,3 +199,35 @@ async def test_redis_down_keeps_local_rooms_going_and_commerce_unavailable(
     finally:
         for viewer in (here, there, host):
             await viewer.close()
+
+
+async def test_the_dashboard_counts_every_nodes_viewers_and_orders(
+    tmp_path: Path, redis_cluster: RedisCluster
+) -> None:
+    """A host on one node, viewers on another: online, viewers and orders are every node's."""
+    cluster = Cluster(tmp_path, 2, redis_cluster)
+    a, b = cluster.nodes
+    host, fans = Viewer(a.url, "dash-host", "host"), [Viewer(b.url, f"dash-fan{n}") for n in range(2)]
+    try:
+        for viewer in (host, *fans):
+            await viewer.connect()
+            await viewer.join("dash")
+        now = (await host.call("time", {}))["server_time"]
+        schedule = {"room": "dash", "sku": "t", "title": "Tea", "price": 2.5, "stock": 9, "per_user_limit": 2}
+        sale = await host.call("sale.schedule", {**schedule, "starts_at": int(now), "duration_s": 60})
+        for fan in fans:
+            buy = {"room": "dash", "sale": sale["sale"], "qty": 2, "request_id": "r"}
+            assert (await fan.call("sale.buy", buy))["ok"]
+
+        def counted(item: dict[str, Any]) -> bool:
+            data = item["data"] if item["type"] == "dashboard.stats" else {}
+            orders = data.get("figures", {}).get("sale", {}).get("orders")
+            return (data.get("online"), data.get("viewers"), orders) == (3, 2, 2)
+
+        [stats, *_] = reversed(await host.wait_for(counted, timeout=10))
+        assert stats["data"]["figures"]["sale"]["gmv"] == 10.0 and stats["data"]["conversion"] == 1.0
+        assert all(fan.of_type("dashboard.stats") == [] for fan in fans)
+    finally:
+        for viewer in (host, *fans):
+            await viewer.close()
+        cluster.stop()

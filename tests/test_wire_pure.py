@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from liveroom.auth import TokenAuthority
 from liveroom.broker import Publication
 from liveroom.errors import BadRequest, Unauthorized
-from liveroom.frames import batch_message, event_ack_id, ws_close_frame, ws_text_frame
+from liveroom.frames import batch_message, event_ack_id, plain_event, ws_close_frame, ws_text_frame
 from liveroom.history import HistoryRing
 from liveroom.protocol import JoinPayload, decode_payload, encode_item
 from liveroom.ratelimit import TokenBucket
@@ -171,3 +171,21 @@ def test_rs256_tokens_from_an_operator_auth_service(tmp_path: object) -> None:
     assert authority.verify(token).role == "admin"
     with pytest.raises(Unauthorized):
         TokenAuthority(SECRET).verify(token)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ('2["time",{}]', (None, '["time",{}]')),
+        ('212["sale.buy",{"qty":1}]', (12, '["sale.buy",{"qty":1}]')),
+        ('2/admin,3["x"]', None),  # another namespace: python-socketio's
+        ('51-["x",{"_placeholder":true,"num":0}]', None),  # binary event
+        ("3", None),
+        ('23"x"', None),  # not an array
+        ("2" + "9" * 19 + "[]", None),  # an ack id too long to be one
+    ],
+)
+def test_plain_events_are_recognised_and_everything_else_is_left_alone(
+    message: str, expected: tuple[int | None, str] | None
+) -> None:
+    assert plain_event(message) == expected

@@ -149,14 +149,6 @@ export class RoomConnection {
   }
 }
 
-// The host HTTP API (docs/plugins.md): read-only queries for the dashboard.
-export async function query(token, path) {
-  const response = await fetch(`/api/rooms/${encodeURIComponent(room)}/${path}`, {
-    headers: { Authorization: `Bearer ${token}` },
-  });
-  return response.ok ? response.json() : null;
-}
-
 export function formatMs(ms) {
   const s = Math.max(0, Math.ceil(ms / 1000));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;

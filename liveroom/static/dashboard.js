@@ -1,83 +1,82 @@
-// The live dashboard: figures from the room's items on the page's own Socket.IO connection,
-// plus the host HTTP API's queries (hot words, likes per minute, orders, coupons) every few s.
-import { el, query } from "/static/common.js";
+// The live dashboard: the server pushes `dashboard.stats` to staff members about once a
+// second over the page's own Socket.IO connection (docs/plugins.md, dashboard); media
+// health comes from the room's media items. Nothing is polled.
+import { el } from "/static/common.js";
 
-const stat = (key, label) => el("div", { class: "stat" }, el("b", { "data-stat": key }, "0"), el("span", {}, label));
+const stat = (key, label) => el("div", { class: "stat" }, el("b", { "data-stat": key }, "–"), el("span", {}, label));
+const money = n => `¥${(n || 0).toFixed(2)}`;
 
 export class Dashboard {
-  constructor(root, token, clock) {
-    Object.assign(this, { root, token, clock });
-    this.peak = 0;
-    this.online = 0;
-    this.perSecond = new Array(60).fill(0);   // danmaku per second, the last 60 s
-    this.second = Math.floor(Date.now() / 1000);
-    this.danmakuTotal = 0;
-    this.sales = new Map();
+  constructor(root) {
+    this.root = root;
     this.media = new Map();
-    this.poll = null;
+    this.poll = null;     // the open poll, for the console's "Close poll"
+    this.stats = null;    // the last dashboard.stats
     this.render();
-    setInterval(() => this.tick(), 1000);
-    setInterval(() => this.refresh(), 3000);
-    this.refresh();
   }
   render() {
     this.root.replaceChildren(
-      el("h3", {}, "Live dashboard"),
+      el("h3", {}, "Live dashboard ", el("span", { class: "muted", id: "dash-at" }, "waiting for figures…")),
       el("div", { class: "stats" }, stat("online", "online now"), stat("peak", "peak online"),
-        stat("dps", "danmaku / s"), stat("danmaku", "danmaku total"), stat("likes", "likes"),
-        stat("likes-peak", "likes / min (peak)"), stat("orders", "orders"), stat("gmv", "GMV"),
-        stat("conversion", "conversion"), stat("stock", "stock left"), stat("issued", "coupons issued"),
-        stat("claimed", "coupons claimed")),
+        stat("viewers", "viewers"), stat("dps", "danmaku / s"), stat("danmaku", "danmaku total"),
+        stat("likes", "likes"), stat("likes-minute", "likes this minute"), stat("likes-peak", "likes / min (peak)"),
+        stat("orders", "orders"), stat("gmv", "GMV"), stat("buyers", "buyers"), stat("conversion", "conversion"),
+        stat("stock", "stock left"), stat("issued", "coupons issued"), stat("claimed", "coupons claimed")),
       el("p", { class: "muted" }, "Danmaku per second (60 s)"), el("canvas", { class: "chart", id: "dps-chart" }),
       el("p", { class: "muted" }, "Likes per minute"), el("canvas", { class: "chart", id: "likes-chart" }),
       el("p", { class: "muted" }, "Hot words"), el("div", { class: "words", id: "hot" }),
       el("p", { class: "muted" }, "Poll"), el("div", { id: "dash-poll" }, "no poll yet"),
+      el("p", { class: "muted" }, "Sales"), el("ul", { class: "list", id: "dash-sales" }),
       el("p", { class: "muted" }, "Media"), el("ul", { class: "list", id: "dash-media" }));
   }
   set(key, value) {
     const node = this.root.querySelector(`[data-stat="${key}"]`);
     if (node) node.textContent = value;
   }
-  onState(state) {
-    if (state.like) this.set("likes", state.like.total);
-    for (const sale of state.sale?.sales || []) this.sales.set(sale.id, { ...sale, remaining: sale.remaining ?? sale.stock });
-    if (state.poll) this.showPoll(state.poll);
-    this.refresh();
-  }
+  onState() {}
   onItem(item) {
     const d = item.data;
     switch (item.type) {
-      case "room.online": this.online = d.count; this.peak = Math.max(this.peak, d.count);
-        this.set("online", d.count); this.set("peak", this.peak); break;
-      case "danmaku.message": this.rollTo(Math.floor(Date.now() / 1000)); this.perSecond[59]++;
-        this.set("danmaku", ++this.danmakuTotal); break;
-      case "like.total": this.set("likes", d.total); break;
-      case "poll.started": case "poll.tally": case "poll.ended": this.showPoll(d, item.type === "poll.ended"); break;
-      case "sale.scheduled": this.sales.set(d.id, { ...d, remaining: d.stock }); break;
-      case "sale.stock": case "sale.started": case "sale.ended":
-        if (this.sales.has(d.sale)) this.sales.get(d.sale).remaining = d.remaining; break;
-      case "sale.sold_out": if (this.sales.has(d.sale)) this.sales.get(d.sale).remaining = 0; break;
+      case "dashboard.stats": this.show(d); break;
+      case "room.online": this.set("online", d.count); break;
       case "media.stats": case "media.publisher": this.showMedia(item.type, d); break;
     }
   }
-  rollTo(second) {
-    const steps = Math.min(60, second - this.second);
-    for (let i = 0; i < steps; i++) { this.perSecond.shift(); this.perSecond.push(0); }
-    if (steps > 0) this.second = second;
+  show(stats) {
+    this.stats = stats;
+    const f = stats.figures || {};
+    this.root.querySelector("#dash-at").textContent = `updated ${new Date(stats.at).toLocaleTimeString()}`;
+    this.set("online", stats.online);
+    this.set("peak", stats.peak_online);
+    this.set("viewers", stats.viewers);
+    this.set("conversion", stats.conversion == null ? "–" : `${(100 * stats.conversion).toFixed(1)}%`);
+    const dm = f.danmaku || { total: 0, per_second: [], hot: [] };
+    this.set("danmaku", dm.total);
+    this.set("dps", dm.per_second.at(-1) ?? 0);
+    bars(this.root.querySelector("#dps-chart"), dm.per_second, "#ff4d6d");
+    this.root.querySelector("#hot").replaceChildren(...dm.hot.map(w => el("span", {}, `${w.word} ${w.count}`)));
+    const likes = f.like || { total: 0, per_minute: [], peak: null };
+    const thisMinute = Math.floor(stats.at / 60_000) * 60_000;
+    this.set("likes", likes.total);
+    this.set("likes-minute", likes.per_minute.find(m => m.minute === thisMinute)?.count ?? 0);
+    this.set("likes-peak", likes.peak?.count ?? 0);
+    bars(this.root.querySelector("#likes-chart"), likes.per_minute.slice(-30).map(m => m.count), "#3ecf8e");
+    const sale = f.sale || { sales: [], orders: 0, gmv: 0, buyers: 0 };
+    this.set("orders", sale.orders);
+    this.set("gmv", money(sale.gmv));
+    this.set("buyers", sale.buyers);
+    this.set("stock", sale.sales.reduce((n, s) => n + (s.phase === "ended" ? 0 : s.remaining), 0));
+    this.root.querySelector("#dash-sales").replaceChildren(...sale.sales.map(s => el("li", { "data-sale": s.id },
+      el("span", { class: "text" }, `${s.title} · ${money(s.price)}`), el("span", {}, `${s.phase} · ${s.remaining}/${s.stock} left`))));
+    const coupon = f.coupon || { issued: 0, claimed: 0 };
+    this.set("issued", coupon.issued);
+    this.set("claimed", coupon.claimed);
+    if (f.poll) this.showPoll(f.poll);
   }
-  tick() {
-    this.rollTo(Math.floor(Date.now() / 1000));
-    this.set("dps", this.perSecond[58]);
-    bars(this.root.querySelector("#dps-chart"), this.perSecond, "#ff4d6d");
-    let stock = 0;
-    this.sales.forEach(s => { stock += s.remaining ?? 0; });
-    this.set("stock", stock);
-  }
-  showPoll(poll, ended = false) {
-    const box = this.root.querySelector("#dash-poll");
-    this.poll = { ...(this.poll?.poll === poll.poll ? this.poll : {}), ...poll };
-    const { question = "", options = [], counts = [], total = 0 } = this.poll;
-    box.replaceChildren(el("b", {}, question, ended ? " (closed)" : ""),
+  showPoll(poll) {
+    this.poll = poll.open ? poll : null;
+    const { question = "", options = [], counts = [], total = 0 } = poll;
+    this.root.querySelector("#dash-poll").replaceChildren(el("b", {}, question, poll.open ? "" : " (closed)"),
       ...options.map((option, i) => el("div", { "data-option": i }, `${option}: `, el("b", {}, counts[i] || 0))),
       el("div", { class: "muted", "data-poll-total": total }, `${total} votes`));
   }
@@ -89,34 +88,6 @@ export class Dashboard {
     this.root.querySelector("#dash-media").replaceChildren(...[...this.media].map(([slot, m]) =>
       el("li", {}, el("span", { class: "text" }, `${slot}: ${m.state || "live"}`),
         el("span", {}, `${m.kbps ?? "–"} kb/s · ${m.fps ?? "–"} fps · ${m.viewers ?? 0} viewers`))));
-  }
-  async refresh() {
-    const [hot, likes, coupons] = await Promise.all([query(this.token, "danmaku/hot?limit=15"),
-      query(this.token, "likes"), query(this.token, "coupons/rules")]);
-    if (hot) this.root.querySelector("#hot").replaceChildren(...hot.words.map(w => el("span", {}, `${w.word} ${w.count}`)));
-    if (likes) {
-      this.set("likes", likes.total);
-      this.set("likes-peak", likes.peak?.count ?? likes.peak ?? 0);
-      bars(this.root.querySelector("#likes-chart"), likes.per_minute.slice(-30).map(m => m.count), "#3ecf8e");
-    }
-    if (coupons) {
-      this.set("issued", coupons.rules.reduce((n, r) => n + (r.issued || 0), 0));
-      this.set("claimed", coupons.rules.reduce((n, r) => n + (r.claimed || 0), 0));
-    }
-    await this.refreshSales();
-  }
-  async refreshSales() {
-    let orders = 0, gmv = 0;
-    const buyers = new Set();
-    for (const sale of this.sales.values()) {
-      const answer = await query(this.token, `sales/${encodeURIComponent(sale.id)}/orders?limit=1000`);
-      for (const order of answer?.orders || []) { orders++; gmv += order.qty * sale.price; buyers.add(order.user.id ?? order.user); }
-    }
-    this.set("orders", orders);
-    this.set("gmv", `¥${gmv.toFixed(2)}`);
-    // conversion = buyers ÷ viewers (the peak of people in the room, the best we know here)
-    this.set("conversion", this.peak ? `${((100 * buyers.size) / this.peak).toFixed(1)}%` : "–");
-    this.root.dataset.buyers = buyers.size;
   }
 }
 

@@ -23,13 +23,13 @@ signIn(start);
 function start(t) {
   token = t;
   $("#viewer-link").href = `/room/${encodeURIComponent(room)}`;
-  dashboard = new Dashboard($("#dashboard"), t, null);
+  dashboard = new Dashboard($("#dashboard"));
   conn = new RoomConnection(t, {
     onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); },
     onState: state => { onState(state); dashboard.onState(state); },
     onStatus: (status, detail) => { $("#status").textContent = status === "error" ? humanError(detail) : status; },
   });
-  window.liveroom = { conn, dashboard };
+  window.liveroom = { conn, dashboard, get live() { return live; } };
   bind();
   renderSteps();
   setInterval(runShow, 500);
@@ -47,8 +47,13 @@ const ITEMS = {
   "costream.queue": d => showQueue(d.queue),
   "costream.stage": d => showStage(d.guests),
   "media.publisher": d => ingest(`${d.slot}: ${d.state}`, d),
-  "media.stats": d => d.slot === "host" && ($("#live-status").textContent =
-    `Live · ${Math.round((d.bitrate_bps.video + d.bitrate_bps.audio) / 1000)} kb/s · ${d.fps} fps · ${d.viewers} watching`),
+  "media.failover": d => ingest(`failover ${d.from} → ${d.to} (${d.reason})`, { state: "failover" }),
+  "media.stats": d => {
+    if (d.slot !== "host") return;
+    $("#live-status").textContent =
+      `Live · ${Math.round(((d.bitrate_bps.video || 0) + (d.bitrate_bps.audio || 0)) / 1000)} kb/s · ${d.fps} fps · ${d.viewers} watching`;
+    showPaths(d);
+  },
 };
 
 function call(event, payload, errorBox) {
@@ -127,6 +132,7 @@ async function stopLive() {
   $("#preview").srcObject?.getTracks().forEach(t => t.stop());
   $("#preview").srcObject = null;
   $("#live-status").textContent = "Not live.";
+  $("#paths").replaceChildren(el("li", { class: "muted" }, "no path is sending"));
   $("#go-live").disabled = false;
   $("#stop").disabled = true;
 }
@@ -134,7 +140,22 @@ async function stopLive() {
 function ingest(text, d) {
   const when = new Date().toLocaleTimeString();
   $("#ingest").prepend(el("li", { "data-state": d.state }, el("span", { class: "text" }, `${when} ${text}`),
-    d.state === "promoted" ? el("b", {}, "failover") : null));
+    ["promoted", "failover"].includes(d.state) ? el("b", {}, "failover") : null));
+}
+
+// Each ingest path's health from the host slot's media.stats: with a backup path the
+// server measures both (`ingest`); a single path is the slot's own figures.
+function showPaths(d) {
+  const paths = d.ingest?.paths || { primary: { fps: d.fps, video_bitrate_bps: d.bitrate_bps.video || 0, problem: null } };
+  const active = d.ingest?.active || "primary";
+  $("#paths").replaceChildren(...["primary", "backup"].filter(name => paths[name]).map(name => {
+    const p = paths[name], kbps = Math.round(p.video_bitrate_bps / 1000);
+    return el("li", { "data-path": name, "data-active": String(name === active), "data-fps": p.fps, "data-kbps": kbps,
+      "data-problem": p.problem || "" },
+      el("span", { class: "text" }, el("b", {}, name), ` · ${name === active ? "on air" : "standby"}`,
+        p.problem ? ` · ${p.problem}` : ""),
+      el("span", {}, `${kbps} kb/s video · ${p.fps} fps`));
+  }));
 }
 
 // --- co-stream ------------------------------------------------------------------------------

@@ -38,6 +38,36 @@ export async function play(room, token, slot, video) {
   return { pc, location, stop: () => stop(pc, location, token) };
 }
 
+// The HLS fallback (docs/pages.md): the room's master playlist through hls.js (vendored,
+// loaded only now) wherever Media Source Extensions exist, else the browser's own HLS
+// (Safari on iPhone). Rejects with code "no_hls" when the server has no HLS for the room.
+export async function playHls(room, video) {
+  const url = `/hls/${encodeURIComponent(room)}/master.m3u8`;
+  const probe = await fetch(url, { cache: "no-store" }).catch(() => null);
+  if (!probe?.ok) throw Object.assign(new Error("no HLS for this room"), { code: "no_hls" });
+  const { default: Hls } = await import("/static/vendor/hls.light.min.mjs");
+  const played = () => video.play().catch(() => {});
+  if (Hls.isSupported()) {
+    // No worker: hls.js would start it from a blob: URL, which the pages' CSP refuses.
+    const hls = new Hls({ enableWorker: false, liveSyncDurationCount: 2 });
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      if (!data.fatal) return;
+      if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+      else hls.startLoad();  // a playlist or segment that failed: try again from the live edge
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, played);
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    return { kind: "hls.js", hls, stop: () => { hls.destroy(); } };
+  }
+  if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;
+    played();
+    return { kind: "native-hls", stop: () => { video.removeAttribute("src"); video.load(); } };
+  }
+  throw Object.assign(new Error("this browser cannot play HLS"), { code: "no_hls" });
+}
+
 async function stop(pc, location, token) {
   pc.close();
   await fetch(location, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});

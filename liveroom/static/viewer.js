@@ -1,7 +1,7 @@
 // The viewer room: video, danmaku, comments, likes, poll, coupons, flash sales, co-stream.
 import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn } from "/static/common.js";
 import { DanmakuLayer } from "/static/danmaku.js";
-import { play, publish } from "/static/media.js";
+import { play, playHls, publish } from "/static/media.js";
 
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
@@ -236,14 +236,39 @@ async function watch(slot) {
   video.muted = true;
   video.classList.add("remote");
   if (slot !== "host") $("#videos").append(video);
-  const entry = { video };
+  const entry = { video, kind: "whep" };
   players.set(slot, entry);
   try {
     entry.session = await play(room, token, slot, video);
-    if (slot === "host") $("#offline").hidden = true;
+    if (slot === "host") { $("#offline").hidden = true; fallBackIfStuck(entry); }
   } catch (error) {
+    if (slot === "host" && players.get(slot) === entry) return fallBack(entry);
     if (slot !== "host") video.remove();
     players.delete(slot);
+  }
+}
+
+// WHEP refused (the room's WebRTC viewers are full, the media plane is down) or its
+// connection failed (UDP blocked): play the host through HLS when the server has it.
+function fallBackIfStuck(entry) {
+  const pc = entry.session.pc;
+  const stuck = () => players.get("host") === entry && entry.kind === "whep" && pc.connectionState !== "connected";
+  pc.addEventListener("connectionstatechange", () => pc.connectionState === "failed" && stuck() && fallBack(entry));
+  setTimeout(() => stuck() && fallBack(entry), 10_000);
+}
+
+async function fallBack(entry) {
+  entry.session?.stop();
+  entry.video.srcObject = null;
+  entry.kind = "hls";
+  try {
+    entry.session = await playHls(room, entry.video);
+    if (players.get("host") !== entry) return entry.session.stop();
+    entry.kind = entry.session.kind;
+    entry.video.dataset.player = entry.kind;
+    $("#offline").hidden = true;
+  } catch {
+    if (players.get("host") === entry) players.delete("host");
   }
 }
 
@@ -253,7 +278,7 @@ function unwatch(slot) {
   if (!entry) return;
   entry.session?.stop();
   players.delete(slot);
-  if (slot === "host") { entry.video.srcObject = null; $("#offline").hidden = false; }
+  if (slot === "host") { entry.video.srcObject = null; delete entry.video.dataset.player; $("#offline").hidden = false; }
   else entry.video.remove();
 }
 

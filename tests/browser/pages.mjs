@@ -3,7 +3,7 @@
 // Prints one JSON line of what it saw; the Python test asserts on it.
 import { chromium } from "playwright-core";
 
-const [base, room, hostToken, aliceToken, bobToken, executablePath, artifacts] = process.argv.slice(2);
+const [base, room, hostToken, aliceToken, bobToken, carolToken, executablePath, artifacts] = process.argv.slice(2);
 const SKEW_MS = 5000;  // Bob's device clock is 5 s fast: the server-clock sync must hide it
 const result = { errors: [] };
 const step = async (name, fn) => {
@@ -21,14 +21,20 @@ const browser = await chromium.launch({ executablePath, args: ["--headless", "--
   "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
   "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required"] });
 
-async function open(path, token, viewport, init) {
+async function open(path, token, viewport, init, route) {
   const context = await browser.newContext({ viewport });
   if (init) await context.addInitScript(init);
+  if (route) await context.route(...route);
   const page = await context.newPage();
   page.on("pageerror", error => result.errors.push(`${path}: ${error.message}`));
   page.on("dialog", dialog => { result.errors.push(`dialog: ${dialog.message()}`); dialog.dismiss(); });
   await page.goto(`${base}${path}/${room}#token=${token}`);
   await page.waitForFunction(() => document.querySelector("#status")?.textContent === "live");
+  await page.evaluate(() => {  // every item type the page receives, for the checks below
+    const conn = window.liveroom.conn, take = conn.take.bind(conn);
+    window.__types = new Set();
+    conn.take = item => { window.__types.add(item.type); return take(item); };
+  });
   return page;
 }
 // Frames the page's WHEP session for `slot` has decoded, polled until at least `least`.
@@ -56,6 +62,7 @@ try {
   const viewers = [alice, bob];
 
   await step("live", async () => {
+    await host.check("#backup");  // a second ingest path from the same camera
     await host.click("#go-live");
     await host.waitForFunction(() => document.querySelector("#live-status").textContent.startsWith("Live"));
     return Promise.all(viewers.map(page => framesOf(page, "host")));
@@ -176,8 +183,10 @@ try {
     await page.waitForTimeout(300);
     await shot(host, "host-console");
     await shot(page, "dashboard");
+    const types = target => target.evaluate(() => [...window.__types]);
     return { host: await read(host), page: await read(page),
-      hot: await host.$$eval("#hot span", nodes => nodes.map(n => n.textContent)) };
+      hot: await host.$$eval("#hot span", nodes => nodes.map(n => n.textContent)),
+      hostTypes: await types(host), viewerTypes: [...await types(alice), ...await types(bob)] };
   });
 
   await step("rule", async () => {
@@ -235,6 +244,57 @@ try {
     }
     await shot(bob, "viewer-danmaku-storm");
     return { overlaps, onScreen, ...(await bob.evaluate(() => ({ dropped: window.liveroom.layer.dropped, waiting: window.liveroom.layer.waiting.length }))) };
+  });
+
+  await step("ingest", async () => {
+    // Both ingest paths report their own figures; the primary's camera track stops, the
+    // server fails over to the backup, and the viewers' video goes on.
+    const paths = () => host.$$eval("#paths li[data-path]", nodes => nodes.map(n =>
+      ({ path: n.dataset.path, active: n.dataset.active, fps: Number(n.dataset.fps), kbps: Number(n.dataset.kbps) })));
+    await host.waitForFunction(() => Number(document.querySelector('#paths [data-path="backup"]')?.dataset.fps) > 0,
+      null, { timeout: 6000 });
+    const before = await paths();
+    const framesBefore = await framesOf(alice, "host", 1);
+    await host.evaluate(() => {
+      const sender = window.liveroom.live[0].pc.getSenders().find(s => s.track?.kind === "video");
+      window.__paused = [sender, sender.track];
+      return sender.replaceTrack(null);
+    });
+    // The primary is silent, the backup on air, and the last switch was primary → backup
+    // (on a loaded machine the paths may have flapped before: the end state is what counts).
+    await host.waitForFunction(() => {
+      const primary = document.querySelector('#paths [data-path="primary"]');
+      const backup = document.querySelector('#paths [data-path="backup"]');
+      const last = document.querySelector('#ingest li[data-state="failover"]');
+      return primary?.dataset.problem === "silence" && backup?.dataset.active === "true"
+        && last?.textContent.includes("failover primary → backup");
+    }, null, { timeout: 8000 });
+    const after = await paths();
+    const framesAfter = await framesOf(alice, "host", framesBefore + 15);
+    await shot(host, "host-console-ingest");
+    await host.evaluate(() => window.__paused[0].replaceTrack(window.__paused[1]));
+    return { before, after, framesBefore, framesAfter,
+      events: await host.$$eval("#ingest li", nodes => nodes.map(n => n.textContent)) };
+  });
+
+  await step("hls", async () => {
+    // Carol's WHEP is refused as from a room whose WebRTC viewers are full: her page plays
+    // the host through HLS (hls.js, Chromium has MSE with H.264) and the video advances.
+    const full = { status: 503, contentType: "application/json",
+      body: JSON.stringify({ error: { code: "too_many_viewers", message: "full" } }) };
+    const carol = await open("/room", carolToken, { width: 800, height: 600 }, null,
+      ["**/whep/**", route => route.fulfill(full)]);
+    const mse = await carol.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E"'));
+    await carol.waitForFunction(() => document.querySelector("#host-video").dataset.player, null, { timeout: 8000 });
+    const player = await carol.$eval("#host-video", v => v.dataset.player);
+    const time = () => carol.$eval("#host-video", v => v.currentTime);
+    await carol.waitForFunction(() => document.querySelector("#host-video").currentTime > 0, null, { timeout: 10000 });
+    const t1 = await time();
+    await carol.waitForFunction(t1 => document.querySelector("#host-video").currentTime >= t1 + 1, t1, { timeout: 8000 });
+    const t2 = await time();
+    await shot(carol, "viewer-hls");
+    await carol.context().close();
+    return { mse, player, t1, t2 };
   });
 } catch (error) {
   result.errors.push(`driver: ${error.message.split("\n")[0]}`);

@@ -1,0 +1,135 @@
+"""The live dashboard: its pure rules, then a real server pushing `dashboard.stats` to staff only."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from liveroom.plugins.coupon_rules import CouponTally
+from liveroom.plugins.danmaku_rules import PerSecond
+from liveroom.plugins.dashboard_rules import RoomWatch, conversion
+from liveroom.plugins.sale_rules import SalesTally
+from plugin_support import api, joined, room_name, server_ms
+from support import ServerProcess, Viewer
+
+
+def test_room_watch_keeps_the_peak_the_watchers_and_new_viewers() -> None:
+    watch = RoomWatch(max_viewers=2)
+    for user, staff in [("h", True), ("a", False), ("a", False), ("b", False), ("c", False)]:
+        watch.joined(user, staff)
+    assert watch.watchers == {"h"} and watch.take_new_viewers() == 2 and watch.take_new_viewers() == 0
+    watch.sample(3, 1000.0)
+    watch.sample(2, 2000.0)
+    assert (watch.online, watch.peak_online, watch.peak_at) == (2, 3, 1000.0)
+    watch.left("h")
+    assert watch.watchers == set()
+    assert conversion(1, 4) == 0.25 and conversion(0, 0) is None
+
+
+def test_per_second_counts_whole_seconds_only() -> None:
+    rates = PerSecond(keep=3)
+    for at in (1000, 1500, 2100, 5200):
+        rates.add(at)
+    assert rates.series(3999) == [0, 2, 1]  # seconds 0, 1, 2
+    assert rates.series(5500) == [1, 0, 0]  # the second under way (5) is left out...
+    assert rates.series(6000) == [0, 0, 1] and rates.total == 4  # ...until it is over
+
+
+def test_tallies_fold_records_once() -> None:
+    sales = SalesTally()
+    sales.add({"qty": 2, "user": "a"}, 9.95, 7)
+    sales.add({"qty": 1, "user": "a"}, 5.0, 9)
+    assert sales.wire() == {"orders": 2, "units": 3, "gmv": 24.9, "buyers": 1} and sales.after == 9
+    coupons = CouponTally()
+    coupons.grant({"id": "g1", "rule": "r"}, 3)
+    coupons.grant({"id": "g2", "rule": "r"}, 4)
+    coupons.claim({"grant": "g2"}, 5)
+    assert (coupons.issued["r"], coupons.claimed["r"], coupons.grants_after, coupons.claims_after) == (
+        2,
+        1,
+        4,
+        5,
+    )
+
+
+def stats_of(viewer: Viewer) -> list[dict[str, Any]]:
+    return [item["data"] for item in viewer.of_type("dashboard.stats")]
+
+
+async def test_staff_get_live_figures_and_viewers_never_do(
+    server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    room = room_name()
+    ann = await joined(server, viewers, "ann-" + room, room)
+    bob = await joined(server, viewers, "bob-" + room, room)
+    host = await joined(server, viewers, "host-" + room, room, "host")
+    started = time.monotonic()
+    first = await host.wait_for(lambda item: item["type"] == "dashboard.stats", timeout=3)
+    assert time.monotonic() - started < 0.9, "a host who joins gets the figures at once, not a second later"
+    moderator = await joined(server, viewers, "mod-" + room, room, "moderator")
+    assert first[0]["seq"] is None and first[0]["data"]["room"] == room
+
+    await ann.call("danmaku.send", {"room": room, "text": "好看 好看 tea"})
+    await bob.call("danmaku.send", {"room": room, "text": "我要好看的 tea"})
+    await ann.call("like.send", {"room": room, "count": 7})
+    await host.call(
+        "poll.create", {"room": room, "question": "Red?", "options": ["y", "n"], "duration_s": 60}
+    )
+    starts_at = int(await server_ms(host)) + 300
+    sale = await host.call(
+        "sale.schedule",
+        {
+            "room": room,
+            "sku": "t",
+            "title": "Tea",
+            "price": 9.9,
+            "stock": 5,
+            "starts_at": starts_at,
+            "duration_s": 60,
+        },
+    )
+    drop = await host.call("coupon.drop", {"room": room, "title": "5 off", "count": 9})
+    assert (await ann.call("coupon.grab", {"room": room, "rule": drop["rule"]}))["ok"]
+    assert (await ann.call("coupon.claim", {"room": room, "rule": drop["rule"]}))["ok"]
+    await bob.wait_for(lambda item: item["type"] == "sale.started", timeout=5)
+    for fan in (ann, bob):
+        assert (
+            await fan.call("sale.buy", {"room": room, "sale": sale["sale"], "qty": 1, "request_id": "r1"})
+        )["ok"]
+    await ann.call("danmaku.send", {"room": room, "text": "bye"})
+    await host.wait_for(lambda item: item["type"] == "dashboard.stats" and item["data"]["online"] == 4)
+    # Ann leaves: online drops to 3, the peak stays 4.
+    await ann.close()
+
+    def settled(item: dict[str, Any]) -> bool:
+        data = item["data"] if item["type"] == "dashboard.stats" else {}
+        sales = data.get("figures", {}).get("sale", {})
+        return sales.get("orders") == 2 and data.get("online") == 3
+
+    [latest, *_] = reversed(await host.wait_for(settled, timeout=8))
+    data = latest["data"]
+    figures = data["figures"]
+    assert (data["online"], data["peak_online"], data["viewers"]) == (3, 4, 2)
+    assert data["conversion"] == 1.0  # two buyers among two viewers
+    assert figures["danmaku"]["total"] == 3 and sum(figures["danmaku"]["per_second"]) >= 2
+    hot = {entry["word"]: entry["count"] for entry in figures["danmaku"]["hot"]}
+    assert hot["好看"] == 2 and hot["tea"] == 2
+    assert figures["like"]["total"] == 7 and figures["like"]["peak"]["count"] == 7
+    assert figures["poll"]["question"] == "Red?" and figures["poll"]["open"] is True
+    assert {k: figures["sale"][k] for k in ("orders", "units", "gmv", "buyers")} == {
+        "orders": 2,
+        "units": 2,
+        "gmv": 19.8,
+        "buyers": 2,
+    }
+    assert figures["sale"]["sales"][0]["remaining"] == 3
+    assert (figures["coupon"]["issued"], figures["coupon"]["claimed"]) == (1, 1)
+    assert stats_of(moderator), "moderators watch too"
+    # At most one a second: the host's items are spaced by the interval.
+    stamps = [stats["at"] for stats in stats_of(host)]
+    assert all(later - earlier >= 900 for earlier, later in itertools.pairwise(stamps[1:]))
+    assert stats_of(bob) == [] and bob.of_type("dashboard.stats") == []
+
+    status, body = api(server, "GET", f"/api/rooms/{room}/dashboard")
+    assert status == 200 and body["figures"]["sale"]["orders"] == 2 and body["peak_online"] == 4
