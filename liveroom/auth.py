@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ __all__ = ["ROLES", "Identity", "Role", "TokenAuthority", "resolve_secret"]
 Role = Literal["viewer", "host", "moderator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "host", "moderator", "admin")
 MAX_NAME_LENGTH = 64
+# A tier is the audience's level set by the issuer (a membership, a fan-club level, "vip"):
+# a short lowercase word that plugins may match against their config.
+TIER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class Identity:
     role: Role
     room: str | None = None
     expires_at: float | None = None
+    tier: str | None = None
 
     @property
     def is_staff(self) -> bool:
@@ -56,12 +61,24 @@ class TokenAuthority:
                 raise ConfigError(f"auth: cannot read jwt_public_key_file: {exc}") from exc
         return cls(resolve_secret(auth), public_key)
 
-    def mint(self, user_id: str, name: str, role: Role, room: str | None = None, ttl_s: float = 3600) -> str:
+    def mint(
+        self,
+        user_id: str,
+        name: str,
+        role: Role,
+        room: str | None = None,
+        ttl_s: float = 3600,
+        tier: str | None = None,
+    ) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if tier is not None and not TIER_PATTERN.fullmatch(tier):
+            raise ValueError("tier must be a lowercase word: a-z, 0-9, '_' or '-', at most 32 characters")
         claims: dict[str, Any] = {"sub": user_id, "name": name, "role": role, "exp": int(time.time() + ttl_s)}
         if room is not None:
             claims["room"] = room
+        if tier is not None:
+            claims["tier"] = tier
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: object) -> Identity:
@@ -97,7 +114,10 @@ def _identity(claims: dict[str, Any]) -> Identity:
         raise Unauthorized(f"claim 'role' must be one of {', '.join(ROLES)}")
     if room is not None and not isinstance(room, str):
         raise Unauthorized("claim 'room' must be a string")
-    return Identity(sub, name or sub, cast(Role, role), room, float(claims["exp"]))
+    tier = claims.get("tier")
+    if tier is not None and not (isinstance(tier, str) and TIER_PATTERN.fullmatch(tier)):
+        raise Unauthorized("claim 'tier' must be a lowercase word (a-z, 0-9, '_', '-'; at most 32)")
+    return Identity(sub, name or sub, cast(Role, role), room, float(claims["exp"]), tier)
 
 
 def resolve_secret(auth: AuthConfig) -> str:

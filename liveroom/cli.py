@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument("--role", choices=ROLES, default="viewer")
     token.add_argument("--room", help="bind the token to one room")
+    token.add_argument("--tier", help="the audience tier (claim 'tier'), e.g. vip for costream's VIP lane")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default: [auth] default_ttl_s)")
     token.add_argument("--config", help=f"TOML config file (default: ./{DEFAULT_CONFIG} if present)")
     token.add_argument(
@@ -123,7 +124,10 @@ def _token(config: Config, args: argparse.Namespace) -> int:
     ttl = args.ttl if args.ttl is not None else config.auth.default_ttl_s
     if args.links and not args.room:
         raise ConfigError("--links needs --room")
-    minted = authority.mint(args.user, args.name or args.user, args.role, args.room, ttl)
+    try:
+        minted = authority.mint(args.user, args.name or args.user, args.role, args.room, ttl, args.tier)
+    except ValueError as exc:
+        raise ConfigError(f"--tier: {exc}") from None
     print(minted)
     if args.links:
         base = args.base_url or _base_url(config)

@@ -1,8 +1,9 @@
-"""The embedded store: counters in memory, durable records in SQLite (WAL) on a writer thread.
+"""The embedded store: durable counters and records in SQLite (WAL) on a writer thread.
 
 The event loop never touches the disk: writes go to one thread that commits whatever is
 waiting as one transaction (group commit), then resolves each caller's future. A record
-is acknowledged only after its transaction has committed.
+or a counter increment is acknowledged only after its transaction has committed. Stock
+pools keep their hot state in memory (`StockLedger`), rebuilt from the records on start.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_by_room ON records (kind, room, position);
 CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, position);
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
+_INCR = (
+    "INSERT INTO counters (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = value + excluded.value RETURNING value"
+)
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
 class EmbeddedStore(MemoryStore):
-    """`Store` for one node: `MemoryStore` counters, records in a SQLite file."""
+    """`Store` for one node: counters and records in a SQLite file (stock decided in memory).
+
+    A counter increment costs a hop to the writer thread and a share of a commit: callers
+    on a hot path add up in memory and `incr` once per interval (see the like plugin)."""
 
     def __init__(self, path: str | Path, synchronous: str = "normal", max_batch: int = 512) -> None:
         super().__init__()
@@ -67,6 +76,16 @@ class EmbeddedStore(MemoryStore):
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        return await self._submit(lambda db: int(db.execute(_INCR, (key, by)).fetchone()[0]))
+
+    async def get_counter(self, key: str) -> int:
+        def select(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._submit(select)
 
     async def put_record(self, record: Record) -> tuple[Record, bool]:
         blob = msgpack.packb(dict(record.data), use_bin_type=True)

@@ -2,13 +2,15 @@
 
 Plugins reach it only through their context; the core never imports a backend's client.
 Implementations: `MemoryStore` (tests and throwaway nodes), `EmbeddedStore` (one node:
-counters in memory, records in SQLite), and the Redis store (scale-out). All pass the
+counters and records in SQLite), and the Redis store (scale-out). All pass the
 conformance suite in `tests/test_store_conformance.py`.
 
 Guarantees every implementation gives:
 
-* **Counters** are atomic: concurrent `incr` calls never lose an update. They are fast,
-  not durable in the embedded store (a restart starts them at zero).
+* **Counters** are atomic: concurrent `incr` calls never lose an update, and durable like
+  records: when `incr` returns, the increment survives a kill of the process (SIGKILL) in
+  the embedded and Redis (AOF) stores. Each `incr` is a write (a commit share, a round
+  trip): count hot events in memory and add them up once per interval.
 * **Records** are written exactly once per `(kind, key)`: a second `put_record` with the
   same key writes nothing and returns the record already stored, so a retried command
   (same idempotency key) gets the same answer.

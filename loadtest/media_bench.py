@@ -14,9 +14,12 @@ The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this d
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
 clip encoded once up front (libx264, baseline, keyframe every 2 s), paced at 30 fps,
 so the load side spends no CPU encoding; a keyframe request makes it jump to the next
-GOP, as a live encoder would. Viewers in `steady` and `storm` count the encoded frames
-aiortc reassembles (through liveroom.media.hooks.FrameTap) instead of decoding 720p;
-`ttff` viewers decode, since the target is the first *decoded* frame.
+GOP, as a live encoder would. `steady` viewers are cheap (`media_viewer.py`: frames and
+keyframes counted from RTP headers, nothing decoded, so one load core holds hundreds),
+except `--decoders` sample viewers on aiortc's full receive path that decode every frame
+and check its size, to prove what is forwarded decodes. `storm` and `failover` viewers
+count the encoded frames aiortc reassembles (liveroom.media.hooks.FrameTap); `ttff`
+viewers decode, since the target is the first *decoded* frame.
 
 `failover`: per run, a primary publisher in its own process and a backup (`?path=backup`)
 in this one send the same clip; viewers watch; the primary's process is SIGKILLed and
@@ -66,6 +69,7 @@ import tempfile
 import time
 import urllib.request
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -74,6 +78,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 from av.packet import Packet as AvPacket
 from liveroom.media.hooks import tap_receiver  # type: ignore[import-not-found,unused-ignore]
+
+from .media_viewer import FrameCounter, count_frames
+from .profile import start_profile, summarize_profile
 
 if TYPE_CHECKING:
     Packet = AvPacket[Any]
@@ -234,12 +241,54 @@ async def counting_viewer(base: str, room: str, user: str, arrivals: list[float]
     return pc
 
 
-async def run_viewers(base: str, room: str, names: list[str], start_at: float, end_at: float) -> list[Any]:
+async def cheap_viewer(base: str, room: str, user: str, counter: FrameCounter) -> RTCPeerConnection:
+    """A viewer that counts frames from RTP headers (`media_viewer.py`)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = pc.addTransceiver("video", "recvonly").receiver
+    await pc.setLocalDescription(await pc.createOffer())
+    count_frames(receiver, counter)
+    await negotiate(pc, f"{base}/whep/{room}", token(user, "viewer"), lean=True)
+    return pc
+
+
+async def decoding_viewer(base: str, room: str, user: str, counter: FrameCounter) -> RTCPeerConnection:
+    """A sample viewer on aiortc's full path: every frame decoded, its size checked."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", "recvonly")
+    decoders: list[asyncio.Task[None]] = []
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        async def decode() -> None:
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:  # the track ended
+                    return
+                if (frame.width, frame.height) == (WIDTH, HEIGHT):  # type: ignore[union-attr]
+                    counter.arrivals.append(time.time())
+                    counter.keyframes += bool(frame.key_frame)  # type: ignore[union-attr]
+                else:
+                    counter.undecryptable += 1  # a wrong picture counts as a failure
+
+        decoders.append(asyncio.ensure_future(decode()))
+
+    await negotiate(pc, f"{base}/whep/{room}", token(user, "viewer"))
+    return pc
+
+
+async def run_viewers(
+    base: str, room: str, names: list[str], start_at: float, end_at: float, decoders: int = 0
+) -> list[Any]:
+    """`steady` viewers of one process: the first `decoders` of them decode."""
     await asyncio.sleep(max(0.0, start_at - time.time()))
-    arrivals: list[list[float]] = [[] for _ in names]
+    counters = [FrameCounter() for _ in names]
     joined_at, cpu_at_join = time.time(), time.process_time()
     pcs = await asyncio.gather(
-        *(counting_viewer(base, room, name, log) for name, log in zip(names, arrivals, strict=True)),
+        *(
+            (decoding_viewer if n < decoders else cheap_viewer)(base, room, name, counter)
+            for n, (name, counter) in enumerate(zip(names, counters, strict=True))
+        ),
         return_exceptions=True,
     )
     await asyncio.sleep(max(0.0, end_at - time.time()))
@@ -248,24 +297,69 @@ async def run_viewers(base: str, room: str, names: list[str], start_at: float, e
         if isinstance(pc, RTCPeerConnection):
             await pc.close()
     return [
-        {"ok": isinstance(pc, RTCPeerConnection), "arrivals": log, "busy": busy, "process": os.getpid()}
+        {
+            "ok": isinstance(pc, RTCPeerConnection),
+            "decodes": n < decoders,
+            "arrivals": c.arrivals,
+            "keyframes": c.keyframes,
+            "losses": c.losses,
+            "failures": c.undecryptable,
+            "busy": busy,
+            "process": os.getpid(),
+        }
+        for n, (pc, c) in enumerate(zip(pcs, counters, strict=True))
+    ]
+
+
+async def run_tapping_viewers(
+    base: str, room: str, names: list[str], start_at: float, end_at: float, decoders: int = 0
+) -> list[Any]:
+    """`storm` viewers: aiortc reassembles frames, the FrameTap counts them."""
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    arrivals: list[list[float]] = [[] for _ in names]
+    pcs = await asyncio.gather(
+        *(counting_viewer(base, room, name, log) for name, log in zip(names, arrivals, strict=True)),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(max(0.0, end_at - time.time()))
+    for pc in pcs:
+        if isinstance(pc, RTCPeerConnection):
+            await pc.close()
+    return [
+        {"ok": isinstance(pc, RTCPeerConnection), "arrivals": log}
         for pc, log in zip(pcs, arrivals, strict=True)
     ]
 
 
-def viewer_process(args: tuple[str, str, list[str], float, float], results: Any) -> None:
-    results.put(asyncio.run(run_viewers(*args)))
+def viewer_process(args: tuple[Any, ...], results: Any, tapping: bool) -> None:
+    import uvloop
+
+    runner = run_tapping_viewers if tapping else run_viewers
+    results.put(uvloop.run(runner(*args)))
 
 
 def spawn_viewers(
-    base: str, room: str, count: int, processes: int, start_at: float, end_at: float
+    base: str,
+    room: str,
+    count: int,
+    processes: int,
+    start_at: float,
+    end_at: float,
+    decoders: int = 0,
+    tapping: bool = False,
 ) -> list[Any]:
+    """Viewers in `processes` processes; the first process holds the `decoders` samples."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     names = [f"viewer-{i}" for i in range(count)]
     procs = [
         context.Process(
-            target=viewer_process, args=((base, room, names[p::processes], start_at, end_at), results)
+            target=viewer_process,
+            args=(
+                (base, room, names[p::processes], start_at, end_at, decoders if p == 0 else 0),
+                results,
+                tapping,
+            ),
         )
         for p in range(processes)
     ]
@@ -292,6 +386,7 @@ class Server:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="media-bench-")
+        self.cpus = {int(c) for c in cpus.split(",")}
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -319,15 +414,19 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time of the server and its media workers so far."""
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU seconds so far of the node process and of each of its children (media workers)."""
         ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
+        found = {}
         for pid in [self.process.pid, *_children(self.process.pid)]:
             try:
                 fields = _stat(pid)
             except OSError:
                 continue
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        return total
+            found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return found
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(self.base + "/metrics", timeout=5) as response:
@@ -377,16 +476,35 @@ async def steady(args: argparse.Namespace, server: Server, clip: ClipTrack) -> l
         end_at = start_at + args.connect_seconds + args.seconds
         loop = asyncio.get_running_loop()
         sampler = loop.run_in_executor(None, _cpu_series, server, start_at, end_at)
+        profile = Path(server.directory.name) / f"profile-{count}.txt"
+        profiler = (
+            loop.run_in_executor(
+                None, _profile, server, start_at + args.connect_seconds, args.seconds - 1, profile
+            )
+            if args.profile
+            else None
+        )
         results = await loop.run_in_executor(
-            None, spawn_viewers, server.base, "bench", count, args.processes, start_at, end_at
+            None, spawn_viewers, server.base, "bench", count, args.processes, start_at, end_at, args.decoders
         )
         rows.append(_steady_row(count, results, await sampler, end_at, clip.sent_at))
+        if profiler is not None:
+            await profiler
+            rows[-1]["server_profile"] = summarize_profile(profile, top=20)
         print(json.dumps(rows[-1]), flush=True)
         await asyncio.sleep(1.5)  # let the closed viewers go before the next level
     return rows
 
 
-CpuSeries = list[tuple[float, float]]
+CpuSeries = list[tuple[float, dict[int, float]]]
+
+
+def _profile(server: Server, at: float, seconds: float, output: Path) -> None:
+    """py-spy on the server and its media workers during the steady part."""
+    time.sleep(max(0.0, at - time.time()))
+    process = start_profile(server.process.pid, seconds, output, subprocesses=True)
+    if process is not None:
+        process.wait(seconds + 30)
 
 
 def _steady_row(
@@ -401,30 +519,60 @@ def _steady_row(
     if seconds < 2 or len(got) < count:
         return {"viewers": count, "receiving": len(got), "error": "viewers did not all settle in time"}
     inside = [(t, c) for t, c in cpu if start <= t <= end]
-    server_cpu = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+    (first_at, first), (last_at, last) = inside[0], inside[-1]
+    by_process = {pid: (last[pid] - first.get(pid, 0.0)) / (last_at - first_at) for pid in last}
+    cores_busy = by_process.pop(-1)
+    server_cpu = sum(by_process.values())
     fps = [sum(start <= t < end for t in r["arrivals"]) / seconds for r in results]
     source_fps = sum(start <= t < end for t in sent_at) / seconds
+    decoding = [f for f, r in zip(fps, results, strict=True) if r.get("decodes")]
+    cheap = [r for r in results if not r.get("decodes")]
     return {
         "viewers": count,
         "measured_s": round(seconds, 1),
         "server_cpu_percent": round(server_cpu * 100, 1),
         "server_cpu_ms_per_viewer_s": round(server_cpu / count * 1000, 2),
+        # The node first, then its media workers (none with media.workers = 1).
+        "cpu_percent_by_process": [round(100 * share, 1) for share in by_process.values()],
+        "server_cores_busy_percent": round(100 * cores_busy, 1),  # by anyone: above the server's = others
         "publisher_fps": round(source_fps, 2),
         "fps_mean": round(statistics.mean(fps), 2),
         "fps_min": round(min(fps), 2),
         "viewers_at_29fps": sum(f >= 29 for f in fps),
+        "decoding_viewers_fps": [round(f, 2) for f in decoding],
+        "decode_failures": sum(r.get("failures", 0) for r in results),
+        "keyframes_per_viewer_min": min((r.get("keyframes", 0) for r in cheap), default=None),
+        "rtp_packets_lost_steady": sum(
+            n for r in results for t, n in r.get("losses", ()) if start <= t < end
+        ),
+        "rtp_packets_lost_joining": sum(n for r in results for t, n in r.get("losses", ()) if t < start),
         "viewer_processes_cpu_percent": round(100 * sum({r["process"]: r["busy"] for r in results}.values())),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def _cpu_series(server: Server, start: float, end: float) -> list[tuple[float, float]]:
-    """(wall time, server CPU seconds) every 0.25 s."""
+def _cpu_series(server: Server, start: float, end: float) -> CpuSeries:
+    """(wall time, CPU seconds by server process) every 0.25 s; key -1 is the busy time of
+    the server's cores, whoever used them (other load on a shared machine shows there)."""
     time.sleep(max(0.0, start - time.time()))
     series = []
     while time.time() < end:
-        series.append((time.time(), server.cpu_seconds()))
+        series.append((time.time(), {**server.cpu_by_process(), -1: _cores_busy_seconds(server.cpus)}))
         time.sleep(0.25)
     return series
+
+
+def _cores_busy_seconds(cpus: set[int]) -> float:
+    """Non-idle time of these cores since boot (/proc/stat; idle and iowait left out)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = 0
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                values = [int(v) for v in fields]
+                busy += sum(values[:8]) - values[3] - values[4]
+    return busy / ticks
 
 
 async def ttff(args: argparse.Namespace, server: Server) -> dict[str, Any]:
@@ -464,7 +612,16 @@ async def storm(args: argparse.Namespace, server: Server, clip: ClipTrack) -> di
     mono_start = time.monotonic() + 0.5
     loop = asyncio.get_running_loop()
     results = await loop.run_in_executor(
-        None, spawn_viewers, server.base, "bench", args.viewers_storm, args.processes, start_at, start_at + 20
+        None,
+        spawn_viewers,
+        server.base,
+        "bench",
+        args.viewers_storm,
+        args.processes,
+        start_at,
+        start_at + 20,
+        0,
+        True,
     )
     joined = [r for r in results if r["ok"] and r["arrivals"]]
     last_first_frame = max(r["arrivals"][0] for r in joined) - start_at
@@ -964,6 +1121,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="failover: primary publishers killed")
     parser.add_argument("--failover-viewers", type=int, default=3, help="failover: viewers per run")
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
+    parser.add_argument("--decoders", type=int, default=1, help="steady: sample viewers that decode")
+    parser.add_argument("--profile", action="store_true", help="steady: py-spy the server in each level")
     parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
     parser.add_argument("--gop-cache", type=int, default=None, help="storm: media.gop_cache_frames")
     parser.add_argument("--aiortc-send", action="store_true", help="media.fast_send = false")

@@ -17,13 +17,17 @@ from typing import Any
 __all__ = ["start_profile", "summarize_profile"]
 
 
-def start_profile(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
+def start_profile(
+    pid: int, seconds: float, output: Path, subprocesses: bool = False
+) -> subprocess.Popen[bytes] | None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         sys.stderr.write("\nprofile: py-spy is not installed (pip install py-spy)\n")
         return None
     command = [py_spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "200"]
     command += ["--nonblocking", "--format", "raw", "-o", str(output)]
+    if subprocesses:  # e.g. the media workers: each stack then starts with its process
+        command.append("--subprocesses")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

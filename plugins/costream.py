@@ -3,7 +3,8 @@
 At most `max_guests` on stage. An accepted guest alone receives `costream.accepted` with a
 short-lived publish token bound to the room and its slot (`liveroom.publish_token`), which
 the media module verifies; `costream.token` renews it while on stage. Everyone sees
-`costream.stage` (priority) and `costream.queue`.
+`costream.stage` (priority) and `costream.queue`. Who may ask and the queue's lanes (a VIP
+lane for a token `tier`) are `costream_rules.StagePolicy`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Annotated, Any
 import msgspec
 
 from liveroom.auth import Identity
-from liveroom.errors import CommandError, Forbidden
+from liveroom.errors import CommandError
 from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost
 from liveroom.protocol import RoomId
 
-from .costream_rules import Stage
+from .costream_rules import Stage, StagePolicy
 
 __all__ = ["CostreamConfig", "CostreamPlugin"]
 
@@ -30,8 +31,12 @@ UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 class CostreamConfig:
     max_guests: int = 4
     max_queue: int = 50
-    # Roles that may ask to join the stage (empty: everyone), e.g. a VIP lane.
+    # Who may ask to join the stage: these roles or these token tiers (both empty: everyone).
     allowed_roles: tuple[str, ...] = ()
+    allowed_tiers: tuple[str, ...] = ()
+    # Tiers served first, highest first, each a lane of its own ahead of everyone else
+    # (e.g. ["vip"]: a VIP lane). `max_queue` applies per lane.
+    priority_tiers: tuple[str, ...] = ()
     publish_token_ttl_s: float = 60.0
 
 
@@ -44,6 +49,12 @@ class RoomOnly:
 class UserPayload:
     room: RoomId
     user: UserId
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptPayload:
+    room: RoomId
+    user: UserId | None = None  # None: the next in line (the head of the highest lane)
 
 
 class CostreamPlugin(Plugin):
@@ -64,6 +75,7 @@ class CostreamPlugin(Plugin):
             raise ValueError("co-streaming needs the node's publish tokens")
         self._tokens = host.publish_tokens
         self._stages: dict[str, Stage] = {}
+        self._policy = StagePolicy(config.allowed_roles, config.allowed_tiers, config.priority_tiers)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
@@ -71,7 +83,7 @@ class CostreamPlugin(Plugin):
             CommandSpec("costream.cancel", RoomOnly, self.cancel, summary="Withdraw one's request"),
             CommandSpec("costream.leave", RoomOnly, self.leave, summary="Leave the stage"),
             CommandSpec("costream.token", RoomOnly, self.token, summary="Renew one's publish token"),
-            CommandSpec("costream.accept", UserPayload, self.accept, True, "Accept a queued viewer"),
+            CommandSpec("costream.accept", AcceptPayload, self.accept, True, "Accept a queued viewer"),
             CommandSpec("costream.reject", UserPayload, self.reject, True, "Reject a queued viewer"),
             CommandSpec("costream.remove", UserPayload, self.remove, True, "Take a guest off the stage"),
         )
@@ -93,13 +105,10 @@ class CostreamPlugin(Plugin):
             await self._publish_stage(room, stage)
 
     async def request(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
-        allowed = self.config.allowed_roles
-        if allowed and ctx.caller.role not in allowed:
-            raise Forbidden("the stage is open to some viewers only", "not_allowed")
-        stage = self._stage(ctx.room)
-        position = stage.request(ctx.caller.user_id, ctx.caller.name)
+        stage, caller = self._stage(ctx.room), ctx.caller
+        position = stage.request(caller.user_id, caller.name, caller.role, caller.tier, ctx.now_ms)
         await self._publish_queue(ctx.room, stage)
-        return {"position": position}
+        return {"position": position, "lane": self._policy.lane_name(self._policy.lane_of(caller.tier))}
 
     async def cancel(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
         stage = self._stage(ctx.room)
@@ -119,13 +128,14 @@ class CostreamPlugin(Plugin):
             raise CommandError("you are not on stage", "not_on_stage")
         return self._grant(ctx.caller.user_id, ctx.room, slot, ctx.now_ms)
 
-    async def accept(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
+    async def accept(self, ctx: CommandContext, payload: AcceptPayload) -> Mapping[str, Any]:
         stage = self._stage(ctx.room)
-        slot = stage.accept(payload.user)
-        ctx.send_to(payload.user, "costream.accepted", self._grant(payload.user, ctx.room, slot, ctx.now_ms))
+        user = payload.user if payload.user is not None else stage.next_in_line()
+        slot = stage.accept(user)
+        ctx.send_to(user, "costream.accepted", self._grant(user, ctx.room, slot, ctx.now_ms))
         await self._publish_queue(ctx.room, stage)
         await self._publish_stage(ctx.room, stage)
-        return {"user": payload.user, "slot": slot}
+        return {"user": user, "slot": slot}
 
     async def reject(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
         stage = self._stage(ctx.room)
@@ -148,7 +158,7 @@ class CostreamPlugin(Plugin):
     def _stage(self, room: str) -> Stage:
         stage = self._stages.get(room)
         if stage is None:
-            stage = self._stages[room] = Stage(self.config.max_guests, self.config.max_queue)
+            stage = self._stages[room] = Stage(self.config.max_guests, self.config.max_queue, self._policy)
         return stage
 
     async def _publish_stage(self, room: str, stage: Stage) -> None:

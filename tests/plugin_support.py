@@ -16,9 +16,14 @@ def room_name() -> str:
 
 
 async def joined(
-    server: ServerProcess, viewers: list[Viewer], user: str, room: str, role: str = "viewer"
+    server: ServerProcess,
+    viewers: list[Viewer],
+    user: str,
+    room: str,
+    role: str = "viewer",
+    tier: str | None = None,
 ) -> Viewer:
-    viewer = Viewer(server.url, user, role)  # type: ignore[arg-type]
+    viewer = Viewer(server.url, user, role, tier=tier)  # type: ignore[arg-type]
     viewers.append(viewer)
     await viewer.connect()
     await viewer.join(room)

@@ -30,9 +30,14 @@ def free_port() -> int:
 
 
 def token(
-    user: str, role: Role = "viewer", room: str | None = None, ttl: float = 600, name: str | None = None
+    user: str,
+    role: Role = "viewer",
+    room: str | None = None,
+    ttl: float = 600,
+    name: str | None = None,
+    tier: str | None = None,
 ) -> str:
-    return AUTHORITY.mint(user, name or user.title(), role, room, ttl)
+    return AUTHORITY.mint(user, name or user.title(), role, room, ttl, tier)
 
 
 class ServerProcess:
@@ -97,11 +102,17 @@ class Viewer:
     """A python-socketio AsyncClient that keeps every batch item it receives."""
 
     def __init__(
-        self, url: str, user: str, role: Role = "viewer", room: str | None = None, **client: Any
+        self,
+        url: str,
+        user: str,
+        role: Role = "viewer",
+        room: str | None = None,
+        tier: str | None = None,
+        **client: Any,
     ) -> None:
         self.url = url
         self.user = user
-        self.token = token(user, role, room)
+        self.token = token(user, role, room, tier=tier)
         self.client = socketio.AsyncClient(**client)
         self.items: list[dict[str, Any]] = []
         self.batches: list[dict[str, Any]] = []

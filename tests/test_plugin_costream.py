@@ -4,25 +4,85 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import jwt
 import pytest
-from liveroom.plugins.costream_rules import Stage
+from liveroom.plugins.costream_rules import Stage, StagePolicy
 from plugin_support import api, code, joined, room_name
 from support import SECRET, ServerProcess, Viewer
 
+from liveroom.auth import TokenAuthority
 from liveroom.errors import CommandError, Unauthorized
 from liveroom.publish_token import PublishTokens
+from liveroom.testing import FakeClock
 
 
 def test_stage_rules() -> None:
     stage = Stage(max_guests=2, max_queue=2)
-    assert stage.request("a", "A") == 1 and stage.request("b", "B") == 2
+    assert stage.request("a", "A", "viewer", None, 0) == 1 and stage.request("b", "B", "viewer", None, 0) == 2
     with pytest.raises(CommandError, match="queue is full"):
-        stage.request("c", "C")
+        stage.request("c", "C", "viewer", None, 0)
     assert stage.accept("b") == 1 and stage.accept("a") == 2
     assert stage.remove("b") == 1
-    stage.request("c", "C")
+    stage.request("c", "C", "viewer", None, 0)
     assert stage.accept("c") == 1  # the lowest free slot
     assert [g["id"] for g in stage.guests()] == ["c", "a"]
+
+
+def test_policy_admits_listed_roles_or_tiers() -> None:
+    assert StagePolicy().admits("viewer", None)
+    policy = StagePolicy(allowed_roles=("moderator",), allowed_tiers=("vip", "fan"))
+    assert policy.admits("moderator", None) and policy.admits("viewer", "fan")
+    assert not policy.admits("viewer", None) and not policy.admits("viewer", "basic")
+    with pytest.raises(ValueError, match="not a tier"):
+        StagePolicy(lanes=("VIP",))
+    with pytest.raises(ValueError, match="twice"):
+        StagePolicy(lanes=("vip", "vip"))
+
+
+def test_vip_lane_is_served_first_and_has_its_own_room() -> None:
+    clock = FakeClock()
+    stage = Stage(2, max_queue=2, policy=StagePolicy(lanes=("vip", "fan")))
+
+    def ask(user: str, tier: str | None) -> int:
+        position = stage.request(user, user.title(), "viewer", tier, clock.now_ms())
+        clock.advance(1)
+        return position
+
+    assert ask("ann", None) == 1 and ask("bob", "fan") == 1 and ask("cat", None) == 3
+    with pytest.raises(CommandError, match="general stage queue is full") as full:
+        ask("dan", None)
+    assert full.value.code == "queue_full"
+    assert ask("vic", "vip") == 1 and ask("val", "vip") == 2  # later, yet ahead of everyone
+    waiting = stage.waiting()
+    assert [(w["id"], w["lane"]) for w in waiting] == [
+        ("vic", "vip"),
+        ("val", "vip"),
+        ("bob", "fan"),
+        ("ann", "general"),
+        ("cat", "general"),
+    ]
+    assert waiting[0]["since"] == waiting[3]["since"] + 3000  # the clock the requests were made at
+    assert stage.next_in_line() == "vic" and stage.accept("vic") == 1
+    assert stage.next_in_line() == "val" and stage.position("ann") == 3
+    stage.withdraw("val")
+    assert stage.next_in_line() == "bob"
+    assert ask("dan", "vip") == 1  # the VIP lane had room while the general one was full
+    for user in ("dan", "bob", "ann", "cat"):
+        stage.withdraw(user)
+    with pytest.raises(CommandError) as empty:
+        stage.next_in_line()
+    assert empty.value.code == "queue_empty"
+
+
+def test_tier_claim_round_trips_and_is_checked() -> None:
+    authority = TokenAuthority(SECRET)
+    assert authority.verify(authority.mint("u", "U", "viewer", tier="vip")).tier == "vip"
+    assert authority.verify(authority.mint("u", "U", "viewer")).tier is None
+    with pytest.raises(ValueError, match="tier"):
+        authority.mint("u", "U", "viewer", tier="Gold Member")
+    forged = jwt.encode({"sub": "u", "exp": 2**31, "tier": 7}, SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="tier"):
+        authority.verify(forged)
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +140,44 @@ async def test_a_guest_who_disconnects_leaves_the_stage(server: ServerProcess, v
     assert status == 200 and ack["slot"] == 1
     await ann.close()
     await host.wait_for(lambda i: i["type"] == "costream.stage" and i["data"]["guests"] == [])
+
+
+@pytest.fixture(scope="module")
+def vip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {
+        "LIVEROOM_PLUGINS_COSTREAM_ALLOWED_ROLES": "moderator",
+        "LIVEROOM_PLUGINS_COSTREAM_ALLOWED_TIERS": "vip,fan",
+        "LIVEROOM_PLUGINS_COSTREAM_PRIORITY_TIERS": "vip",
+        "LIVEROOM_PLUGINS_COSTREAM_MAX_QUEUE": "1",
+    }
+    process = ServerProcess(tmp_path_factory.mktemp("costream-vip"), env=env).start()
+    yield process
+    process.stop()
+
+
+async def test_vip_lane_end_to_end(vip_server: ServerProcess, viewers: list[Viewer]) -> None:
+    room = room_name()
+    host = await joined(vip_server, viewers, "host", room, "host")
+    plain = await joined(vip_server, viewers, "plain", room)
+    fan = await joined(vip_server, viewers, "fan", room, tier="fan")
+    fan2 = await joined(vip_server, viewers, "fan2", room, tier="fan")
+    vip = await joined(vip_server, viewers, "vip", room, tier="vip")
+    refused = await plain.call("costream.request", {"room": room})
+    assert code(refused) == "not_allowed" and "tiers" in refused["error"]["message"]
+    assert await fan.call("costream.request", {"room": room}) == {
+        "ok": True,
+        "position": 1,
+        "lane": "general",
+    }
+    assert code(await fan2.call("costream.request", {"room": room})) == "queue_full"
+    assert await vip.call("costream.request", {"room": room}) == {"ok": True, "position": 1, "lane": "vip"}
+    [queue] = await host.wait_for(lambda i: i["type"] == "costream.queue" and len(i["data"]["queue"]) == 2)
+    assert [(q["id"], q["tier"], q["lane"]) for q in queue["data"]["queue"]] == [
+        ("vip", "vip", "vip"),
+        ("fan", "fan", "general"),
+    ]
+    assert (await host.call("costream.accept", {"room": room}))["user"] == "vip"  # the next in line
+    await vip.wait_for(lambda i: i["type"] == "costream.accepted")
+    status, ack = api(vip_server, "POST", f"/api/rooms/{room}/commands/costream.accept", {})
+    assert status == 200 and ack["user"] == "fan" and ack["slot"] == 2
+    assert code(await host.call("costream.accept", {"room": room})) == "queue_empty"

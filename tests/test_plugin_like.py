@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import signal
+from pathlib import Path
 
-from liveroom.plugins.like_rules import LikeAllowance, MinuteCounts
+import pytest
+from liveroom.plugins.like_rules import (
+    LikeAllowance,
+    MinuteCounts,
+    PendingLikes,
+    UnflushedLikes,
+    minutes_back,
+)
 from plugin_support import api, code, joined, room_name
+from redis_support import RedisServer
 from support import ServerProcess, Viewer
 
 
@@ -45,3 +55,67 @@ async def test_likes_aggregate_and_are_throttled(server: ServerProcess, viewers:
     assert (await ann.call("join", {"room": room}))["state"]["like"] == {"total": 135}
     status, stats = api(server, "GET", f"/api/rooms/{room}/likes")
     assert status == 200 and stats["total"] == 135 and stats["peak"]["count"] == 135
+
+
+def test_unflushed_likes_stay_pending_until_stored() -> None:
+    unflushed = UnflushedLikes()
+    unflushed.add("r", 5, 59_000)
+    unflushed.add("r", 2, 61_000)
+    batch = unflushed.pending("r")
+    assert batch == PendingLikes(7, {0: 5, 60_000: 2})
+    unflushed.add("r", 1, 62_000)  # a tap while the batch is being written
+    unflushed.stored_total("r", batch.total)
+    unflushed.stored_minute("r", 0, 5)
+    assert unflushed.pending("r") == PendingLikes(1, {60_000: 3})  # the failed minute and the new tap
+    unflushed.stored_minute("r", 60_000, 3)
+    unflushed.stored_total("r", 1)
+    assert unflushed.rooms() == [] and unflushed.pending("r") == PendingLikes()
+    assert minutes_back(125_000, 3) == [0, 60_000, 120_000]
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    if request.param == "embedded":
+        return {}
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return {
+        "LIVEROOM_STORE_KIND": "redis",
+        "LIVEROOM_REDIS_URL": redis.url,
+        "LIVEROOM_REDIS_KEY_PREFIX": tmp_path.name,
+    }
+
+
+async def like_then_restart(process: ServerProcess, room: str, count: int, sig: int) -> int:
+    """Like `count` (after the first total went out when killing), stop with `sig`, restart."""
+    viewer = Viewer(process.url, "fan")
+    try:
+        await viewer.connect()
+        await viewer.join(room)
+        ack = await viewer.call("like.send", {"room": room, "count": count})
+        if sig == signal.SIGKILL:  # like.total goes out once the likes are in the store
+            await viewer.wait_for(lambda i: i["type"] == "like.total" and i["data"]["total"] == ack["total"])
+    finally:
+        await viewer.close()
+    process.stop(sig)
+    process.start()
+    return int(ack["total"])
+
+
+async def test_like_totals_survive_restarts(tmp_path: Path, store_env: dict[str, str]) -> None:
+    room = room_name()
+    process = ServerProcess(tmp_path / "node", store_env).start()
+    try:
+        assert await like_then_restart(process, room, 30, signal.SIGKILL) == 30
+        assert await like_then_restart(process, room, 7, signal.SIGTERM) == 37  # flushed on the way out
+        fan = Viewer(process.url, "fan2")
+        try:
+            await fan.connect()
+            assert (await fan.join(room))["state"]["like"] == {"total": 37}
+            assert (await fan.call("like.send", {"room": room, "count": 3}))["total"] == 40
+        finally:
+            await fan.close()
+        status, stats = api(process, "GET", f"/api/rooms/{room}/likes")
+        assert status == 200 and stats["total"] == 40
+        assert sum(m["count"] for m in stats["per_minute"]) == 40 and stats["peak"]["count"] >= 20
+    finally:
+        process.stop()

@@ -138,6 +138,21 @@ async def test_embedded_records_survive_a_reopen(tmp_path: Path) -> None:
         await reopened.close()
 
 
+async def test_embedded_counters_survive_a_reopen(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "counters.db")
+    await store.start()
+    await asyncio.gather(*(store.incr("likes", 3) for _ in range(50)))
+    await store.close()
+    reopened = EmbeddedStore(tmp_path / "counters.db")
+    await reopened.start()
+    try:
+        assert await reopened.get_counter("likes") == 150
+        assert await reopened.incr("likes", 1) == 151
+        assert await reopened.get_counter("other") == 0
+    finally:
+        await reopened.close()
+
+
 async def test_embedded_store_refuses_a_path_it_cannot_open(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

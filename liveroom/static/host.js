@@ -162,7 +162,7 @@ function showPaths(d) {
 
 function showQueue(queue) {
   $("#queue").replaceChildren(...queue.map(user => el("li", { "data-user": user.id },
-    el("span", { class: "text" }, user.name),
+    el("span", { class: "text" }, user.lane && user.lane !== "general" ? `${user.name} (${user.lane})` : user.name),
     el("button", { class: "accept", onclick: () => call("costream.accept", { user: user.id }, "#costream-error") }, "Accept"),
     el("button", { class: "reject", onclick: () => call("costream.reject", { user: user.id }, "#costream-error") }, "Reject"))));
 }
