@@ -6,7 +6,7 @@ long as the socket: about 32 KB and 18 µs of CPU a second per idle viewer, and 
 millisecond per connect. Here a connection that opens straight on WebSocket (what the
 official clients do with `transports: ["websocket"]`, and what the load generator does)
 is an `asyncio.Protocol` of its own from the 101 on: frames are parsed in
-`data_received`, pings come from one `call_later` handle per connection, and the bytes go
+`data_received`, pings come from one timer wheel for all connections, and the bytes go
 out through `transport.write`. python-socketio still speaks Socket.IO: every Engine.IO
 message is handed to `SocketServer._handle_eio_message`, and the session stands in for
 python-engineio's socket object (`send`, `close`, `upgraded`...) wherever python-socketio
@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -44,7 +46,7 @@ from liveroom.websocket import (
 if TYPE_CHECKING:
     from liveroom.sio import SocketServer
 
-__all__ = ["DirectEngine", "EngineSession"]
+__all__ = ["DirectEngine", "EngineSession", "PingWheel"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,14 @@ class DirectEngine:
 
     def __init__(self, server: SocketServer) -> None:
         self.server = server
+        self._wheel: PingWheel | None = None
+
+    @property
+    def wheel(self) -> PingWheel:
+        if self._wheel is None:  # made on first use: the ping settings are final by then
+            shortest = min(self.ping_interval_s, self.ping_timeout_s)
+            self._wheel = PingWheel(max(0.05, min(1.0, shortest / 4)))
+        return self._wheel
 
     @property
     def ping_interval_s(self) -> float:
@@ -140,6 +150,48 @@ def _environ(head: RequestHead, transport: asyncio.Transport) -> dict[str, Any]:
     return environ
 
 
+class PingWheel:
+    """Every session's next ping or pong deadline, in slots of `resolution_s`, run by one
+    timer: a call_later handle per connection cost more than the ping it timed."""
+
+    def __init__(self, resolution_s: float) -> None:
+        self.resolution_s = resolution_s
+        self._slots: dict[int, dict[EngineSession, Callable[[], None]]] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def schedule(self, session: EngineSession, delay_s: float, callback: Callable[[], None]) -> None:
+        """Run `callback` in about `delay_s` (no earlier), instead of what `session` had."""
+        self.cancel(session)
+        loop = asyncio.get_running_loop()
+        slot = math.ceil((loop.time() + delay_s) / self.resolution_s)
+        self._slots.setdefault(slot, {})[session] = callback
+        session.wheel_slot = slot
+        if self._handle is None:
+            self._handle = loop.call_at(slot * self.resolution_s, self._tick)
+
+    def cancel(self, session: EngineSession) -> None:
+        slot, session.wheel_slot = session.wheel_slot, None
+        entries = None if slot is None else self._slots.get(slot)
+        if entries is not None and slot is not None:
+            entries.pop(session, None)
+            if not entries:
+                del self._slots[slot]
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now_slot = math.floor(loop.time() / self.resolution_s + 1e-9)
+        for slot in sorted(slot for slot in self._slots if slot <= now_slot):
+            for session, callback in self._slots.pop(slot).items():
+                session.wheel_slot = None
+                try:
+                    callback()
+                except Exception:  # one session's failure must not stop every ping
+                    log.exception("a ping timer failed")
+        self._handle = None
+        if self._slots:
+            self._handle = loop.call_at((now_slot + 1) * self.resolution_s, self._tick)
+
+
 class EngineSession(asyncio.Protocol):
     """One Engine.IO connection over WebSocket; python-engineio's socket, as far as it looks."""
 
@@ -152,7 +204,6 @@ class EngineSession(asyncio.Protocol):
         "_reader",
         "_runner",
         "_session",
-        "_timer",
         "awaiting_pong",
         "close_reason",
         "closed",
@@ -162,6 +213,7 @@ class EngineSession(asyncio.Protocol):
         "pending",
         "sid",
         "transport",
+        "wheel_slot",
     )
 
     def __init__(self, engine: DirectEngine, sid: str, transport: asyncio.Transport) -> None:
@@ -176,12 +228,11 @@ class EngineSession(asyncio.Protocol):
         self.pending: collections.deque[Any] = collections.deque()
         self._reader = FrameReader(engine.server.eio.max_http_buffer_size)
         self._runner: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.wheel_slot: int | None = None  # where the engine's PingWheel keeps this session
         self._session: dict[str, Any] | None = None
 
     def start(self, rest: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.engine.ping_interval_s, self._send_ping)
+        self.engine.wheel.schedule(self, self.engine.ping_interval_s, self._send_ping)
         if rest:
             self.data_received(rest)
 
@@ -243,8 +294,7 @@ class EngineSession(asyncio.Protocol):
         if self.closed:
             return
         self.closed = self.closing = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self.engine.wheel.cancel(self)
         self.engine.server.forget_session(self.sid)
         server = self.engine.server
         reason = self.close_reason or server.reason.TRANSPORT_CLOSE
@@ -293,7 +343,7 @@ class EngineSession(asyncio.Protocol):
         self.engine.server.on_error("bad_request")
         self.shut(self.engine.server.reason.TRANSPORT_ERROR, code=code, why=why)
 
-    # -- pings: one timer handle per connection, alternating ping and pong deadline ------
+    # -- pings: the engine's wheel alternates a ping and its pong deadline ---------------
 
     def _send_ping(self) -> None:
         if self.closing:
@@ -305,8 +355,7 @@ class EngineSession(asyncio.Protocol):
             return
         self.awaiting_pong = True
         self.transport.write(_PING_FRAME)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.engine.ping_timeout_s, self._pong_deadline)
+        self.engine.wheel.schedule(self, self.engine.ping_timeout_s, self._pong_deadline)
 
     def _pong_deadline(self) -> None:
         if self.closing:
@@ -315,7 +364,7 @@ class EngineSession(asyncio.Protocol):
             self.shut(self.engine.server.reason.PING_TIMEOUT, abort=True)
             return
         wait = max(self.engine.ping_interval_s - self.engine.ping_timeout_s, 0.0)
-        self._timer = asyncio.get_running_loop().call_later(wait, self._send_ping)
+        self.engine.wheel.schedule(self, wait, self._send_ping)
 
     # -- the command loop ---------------------------------------------------------------
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 
 import pytest
 
+from liveroom.engine_session import PingWheel
 from liveroom.websocket import (
     BINARY,
     CLOSE,
@@ -115,3 +117,24 @@ def test_the_size_limit_counts_every_fragment() -> None:
     with pytest.raises(WebSocketError) as raised:
         reader.feed(client_frame(0x0, b"x" * 6))
     assert raised.value.code == 1009
+
+
+class _Session:
+    wheel_slot: int | None = None
+
+
+async def test_the_ping_wheel_runs_each_sessions_latest_callback_once_in_time_order() -> None:
+    wheel = PingWheel(0.01)
+    ran: list[str] = []
+    a, b, c, d = _Session(), _Session(), _Session(), _Session()
+    started = asyncio.get_running_loop().time()
+    wheel.schedule(a, 0.05, lambda: ran.append("a"))
+    wheel.schedule(b, 0.02, lambda: ran.append("b"))
+    wheel.schedule(c, 0.03, lambda: ran.append("c-first"))
+    wheel.schedule(c, 0.04, lambda: ran.append("c"))  # replaces c's first
+    wheel.schedule(d, 0.03, lambda: [][0])  # a failing callback stops nothing else
+    wheel.cancel(b)
+    await asyncio.sleep(0.12)
+    assert ran == ["c", "a"]
+    assert asyncio.get_running_loop().time() - started >= 0.05
+    assert a.wheel_slot is None and b.wheel_slot is None
