@@ -225,9 +225,15 @@ class SalePlugin(Plugin):
         self._remaining[sale.id] = remaining
         if before == remaining:
             return
-        self._stock.touch(sale.id)
-        if remaining == 0:
-            await ctx.publish("sale.sold_out", {"sale": sale.id}, priority=True)
+        if remaining:
+            self._stock.touch(sale.id)
+            return
+        # Sold out: the last `sale.stock` goes now, with `sale.sold_out`, in one frame, and
+        # the throttle's pending update is dropped. In a 5,000-buyer storm each update is a
+        # write to every buyer, so the throttled repeat of "0 left" cost a whole broadcast.
+        self._stock.forget(sale.id)
+        await self._publish_stock(sale.id)
+        await ctx.publish("sale.sold_out", {"sale": sale.id}, priority=True)
 
     async def _publish_stock(self, sale_id: str) -> None:
         sale = self._sales.get(sale_id)
