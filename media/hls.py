@@ -21,18 +21,17 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 
 from .bitstream import h264_nal_units
+from .remux import TIME_BASE, H264Remux
 
 __all__ = ["HlsOutput", "HlsRoom", "room_directory"]
 
 log = logging.getLogger(__name__)
-TIME_BASE = Fraction(1, 90000)
 
 
 def room_directory(root: str, room: str) -> Path | None:
@@ -103,7 +102,7 @@ class HlsRoom:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-class HlsOutput:
+class HlsOutput(H264Remux):
     def __init__(
         self,
         directory: Path,
@@ -114,6 +113,8 @@ class HlsOutput:
         request_keyframe: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(segment_s, request_keyframe, clock)
+        self.what = f"hls {variant}"
         self.directory = directory
         self.variant = variant  # the rung's name: "720p"
         self.bandwidth = bandwidth
@@ -121,42 +122,7 @@ class HlsOutput:
         self.segment_s = segment_s
         self.list_size = list_size
         self.prefix = secrets.token_hex(4)
-        self.frames = 0
-        self._request_keyframe = request_keyframe
-        self._clock = clock
-        self._container: Any = None
-        self._stream: Any = None
-        self._last_timestamp = 0
-        self._pts = 0
-        self._last_keyframe_at = 0.0
         self.origin: float | None = None  # the room's timeline origin (HlsRoom.add sets it)
-        self.closed = False
-
-    def frame(self, data: bytes, timestamp: int, keyframe: bool) -> None:
-        """One encoded H.264 frame (Annex B) of the program, RTP timestamp at 90 kHz."""
-        if self.closed:
-            return
-        now = self._clock()
-        if keyframe:
-            self._last_keyframe_at = now
-        elif now - self._last_keyframe_at >= self.segment_s:
-            self._request_keyframe()  # gated: at most one request per interval upstream
-        if self._container is None:
-            if not keyframe:
-                return
-            self._open(data, timestamp)
-        self._pts += _signed_delta(timestamp, self._last_timestamp)
-        self._last_timestamp = timestamp
-        packet = av.Packet(data)
-        packet.pts = packet.dts = self._pts
-        packet.time_base = TIME_BASE
-        packet.stream = self._stream
-        packet.is_keyframe = keyframe
-        try:
-            self._container.mux(packet)
-            self.frames += 1
-        except Exception as exc:  # FFmpeg refuses a packet (e.g. timestamps): skip it
-            log.warning("hls: packet skipped: %r", exc)
 
     def _open(self, keyframe: bytes, timestamp: int) -> None:
         """Start at a keyframe: its SPS gives the stream's size and codec string."""
@@ -182,21 +148,3 @@ class HlsOutput:
         sps = next((nal for nal in h264_nal_units(keyframe) if nal and nal[0] & 0x1F == 7), b"")
         codecs = f"avc1.{sps[1:4].hex()}" if len(sps) >= 4 else "avc1.42e01f"
         self.on_started(self, width, height, codecs)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._container is not None:
-            try:
-                self._container.close()
-            except Exception as exc:
-                log.warning("hls: closing failed: %r", exc)
-
-
-def _signed_delta(timestamp: int, previous: int) -> int:
-    """RTP timestamps wrap at 2**32; a small step back is a reordering, kept at +1."""
-    delta = (timestamp - previous) & 0xFFFFFFFF
-    if delta >= 1 << 31:
-        return 1
-    return delta

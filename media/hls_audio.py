@@ -20,7 +20,7 @@ from typing import Any
 
 import av
 
-from .hls import _signed_delta
+from .remux import close_container, signed_delta
 
 __all__ = ["HlsAudio"]
 
@@ -64,7 +64,7 @@ class HlsAudio:
         try:
             if self._container is None:
                 self._open(timestamp)
-            self._pts += _signed_delta(timestamp, self._last_timestamp)
+            self._pts += signed_delta(timestamp, self._last_timestamp)
             self._last_timestamp = timestamp
             self._transcode(data)
         except Exception as exc:  # a broken frame or a refused packet: skip it
@@ -103,8 +103,4 @@ class HlsAudio:
         if self.closed:
             return
         self.closed = True
-        if self._container is not None:
-            try:
-                self._container.close()
-            except Exception as exc:
-                log.warning("hls audio: closing failed: %r", exc)
+        close_container(self._container, "hls audio")

@@ -35,11 +35,11 @@ from av.video.reformatter import VideoReformatter
 
 from .abr import Rung
 from .relay import TrackRelay
+from .remux import TIME_BASE, signed_delta
 
 __all__ = ["LADDER_CODECS", "LadderTranscoder", "RungEncoder", "rung_size"]
 
 log = logging.getLogger(__name__)
-TIME_BASE = Fraction(1, 90000)
 MASK = 0xFFFFFFFF
 # Codecs this process made for ladders (a forwarding-only room adds none); /metrics shows them.
 LADDER_CODECS = {"decoder": 0, "encoder": 0}
@@ -140,7 +140,7 @@ class LadderTranscoder:
         self._resync = False
         if self._first_timestamp is None:
             self._first_timestamp = self._last_timestamp = timestamp
-        self._pts += _signed_delta(timestamp, self._last_timestamp)
+        self._pts += signed_delta(timestamp, self._last_timestamp)
         self._last_timestamp = timestamp
         try:
             self._queue.put_nowait((data, self._pts, keyframe))
@@ -200,9 +200,3 @@ class LadderTranscoder:
     def _deliver(self, relay: TrackRelay, data: bytes, pts: int) -> None:
         if not relay.ended and self._first_timestamp is not None:
             relay.push(data, (self._first_timestamp + pts) & MASK)
-
-
-def _signed_delta(timestamp: int, previous: int) -> int:
-    """RTP timestamps wrap at 2**32; a step back (reordering) still moves forward by 1."""
-    delta = (timestamp - previous) & MASK
-    return 1 if delta >= 1 << 31 else delta

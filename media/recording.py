@@ -18,18 +18,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 
-from .hls import _signed_delta
+from .remux import TIME_BASE, H264Remux
 
 __all__ = ["Recorder", "new_recording_id"]
 
 log = logging.getLogger(__name__)
-TIME_BASE = Fraction(1, 90000)
 MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 
 
@@ -38,7 +36,7 @@ def new_recording_id(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(3)
 
 
-class Recorder:
+class Recorder(H264Remux):
     def __init__(
         self,
         path: Path,
@@ -47,48 +45,18 @@ class Recorder:
         request_keyframe: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(fragment_s, request_keyframe, clock)
         self.id = path.stem
+        self.what = f"recording {self.id}"
         self.path = path
         self.fragment_s = fragment_s
         self.max_s = max_s
         self.started_at = time.time()
-        self.frames = 0
-        self.closed = False
-        self._request_keyframe = request_keyframe
-        self._clock = clock
         self._began = clock()
-        self._container: Any = None
-        self._stream: Any = None
-        self._last_timestamp = 0
-        self._pts = 0
         self._last_keyframe_at = self._began
 
-    def frame(self, data: bytes, timestamp: int, keyframe: bool) -> None:
-        """A listener of the program's video relay: one encoded H.264 frame (Annex B)."""
-        if self.closed:
-            return
-        now = self._clock()
-        if now - self._began > self.max_s:
-            self.close()
-            return
-        if keyframe:
-            self._last_keyframe_at = now
-        elif now - self._last_keyframe_at >= self.fragment_s:
-            self._request_keyframe()
-        if self._container is None:
-            if not keyframe:
-                return
-            self._open(data, timestamp)
-        self._pts += _signed_delta(timestamp, self._last_timestamp)
-        self._last_timestamp = timestamp
-        packet = av.Packet(data)
-        packet.pts = packet.dts = self._pts
-        packet.time_base, packet.stream, packet.is_keyframe = TIME_BASE, self._stream, keyframe
-        try:
-            self._container.mux(packet)
-            self.frames += 1
-        except Exception as exc:  # FFmpeg refuses a packet (timestamps): skip it
-            log.warning("recording %s: packet skipped: %r", self.id, exc)
+    def _expired(self, now: float) -> bool:
+        return now - self._began > self.max_s
 
     def _open(self, keyframe: bytes, timestamp: int) -> None:
         """Start at a keyframe: its SPS gives the stream's parameters."""
@@ -111,13 +79,3 @@ class Recorder:
             "bytes": size,
             "recording": not self.closed,
         }
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._container is not None:
-            try:
-                self._container.close()
-            except Exception as exc:
-                log.warning("recording %s: closing failed: %r", self.id, exc)
