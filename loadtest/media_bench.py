@@ -1133,19 +1133,13 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
         print(json.dumps(ladder(args), indent=2))
         return
-    if args.phase == "abr":
-        print(json.dumps(asyncio.run(abr(args)), indent=2))
-        return
-    if args.phase == "composite-live":
-        print(json.dumps(asyncio.run(composite_live(args)), indent=2))
-        return
-    if args.phase == "ladder-live":
-        print(json.dumps(asyncio.run(ladder_live(args)), indent=2))
-        return
-    if args.phase == "hls-latency":
-        print(json.dumps(asyncio.run(hls_latency(args)), indent=2))
-        return
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    phases = {
+        "abr": abr,
+        "composite-live": composite_live,
+        "ladder-live": ladder_live,
+        "hls-latency": hls_latency,
+    }
+    print(json.dumps(asyncio.run(phases.get(args.phase, run)(args)), indent=2))
 
 
 if __name__ == "__main__":
