@@ -96,6 +96,11 @@ class RawBuyer:
             elif text.startswith("43"):
                 bracket = text.index("[")
                 self.acks.pop(int(text[2:bracket])).set_result(json.loads(text[bracket:])[0])
+        # The socket is gone (its node was killed): the calls still waiting get no ack.
+        for future in self.acks.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the connection closed before the ack"))
+        self.acks.clear()
 
     async def close(self) -> None:
         await self.ws.close()
