@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from liveroom.media.dualpath import DualPath, TimestampSplicer
 from liveroom.media.failover import BACKUP, PRIMARY, FailoverPolicy, FailoverRule, Switch
 from liveroom.media.relay import TrackRelay
@@ -164,7 +166,8 @@ def program() -> dict[str, TrackRelay]:
     return {"video": relay("video", "video/VP8"), "audio": relay("audio", "audio/opus")}
 
 
-def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> None:
+def dual_program() -> tuple[FakeClock, list[Any], dict[str, Any], Any, DualPath, FakePath, FakePath]:
+    """The program's relays fed by both paths, a viewer on its video, and the switches seen."""
     clock, switches = FakeClock(), []
     relays = program()
     viewer = relays["video"].subscribe()
@@ -172,6 +175,11 @@ def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> 
     primary, backup = FakePath("p"), FakePath("b")
     dual.attach(PRIMARY, primary)
     dual.attach(BACKUP, backup)
+    return clock, switches, relays, viewer, dual, primary, backup
+
+
+def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> None:
+    clock, switches, relays, viewer, dual, primary, backup = dual_program()
     for n in range(10):
         dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
         dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, 777 + n * 3000)
@@ -208,13 +216,7 @@ def test_a_stall_of_the_servers_own_loop_is_not_a_silence() -> None:
 
 
 def test_a_recent_backup_keyframe_starts_the_viewers_at_the_switch() -> None:
-    clock, switches = FakeClock(), []
-    relays = program()
-    viewer = relays["video"].subscribe()
-    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic)
-    primary, backup = FakePath("p"), FakePath("b")
-    dual.attach(PRIMARY, primary)
-    dual.attach(BACKUP, backup)
+    clock, switches, _relays, viewer, dual, _primary, backup = dual_program()
     for n in range(10):
         dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
         dual.feed(BACKUP, "video", DELTA, n * 3000)
