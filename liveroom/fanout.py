@@ -75,7 +75,7 @@ class FanoutWriter:
             members = list(members)
         if len(members) <= self.slice_size:
             return _write(members, frame, message, count, slow)
-        flush = _Flush(room, frame, message, list(members), count)
+        flush = _Flush(room, frame, message, members if isinstance(members, list) else list(members), count)
         sent = self._write_slice(flush, slow)
         self._queue.append(flush)
         self._rooms.add(room)
