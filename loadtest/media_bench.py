@@ -51,6 +51,10 @@ this driver polls the live playlist every 20 ms, fetches each new segment as soo
 is listed, decodes it and reads the clock back: how old the segment's first and last
 pictures are when it becomes available. A player adds its own buffer on top (hls.js
 starts `liveSyncDurationCount` = 3 segments behind the live edge).
+
+`hls-player`: the same host, played by FFmpeg's HLS demuxer in real time (`-re`, joining
+3 segments behind the live edge like hls.js): each decoded picture's clock against the
+wall clock when it comes out of the player, i.e. glass to glass minus the screen.
 """
 
 from __future__ import annotations
@@ -976,7 +980,8 @@ def _age_s(centiseconds: int, now: float) -> float:
     return ((round(now * 100) - centiseconds) % (1 << CLOCK_BITS)) / 100
 
 
-async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
+def _clock_publisher() -> RTCPeerConnection:
+    """A peer whose H.264 pictures show the wall clock (see `clock_picture`)."""
     from aiortc import VideoStreamTrack
 
     class ClockTrack(VideoStreamTrack):
@@ -986,12 +991,17 @@ async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
             frame.pts, frame.time_base = pts, time_base
             return frame
 
-    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
-    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
-    server = Server(args.server_cpus, 1, None, extra_env=env)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
     pc.addTransceiver(ClockTrack(), "sendonly").setCodecPreferences(h264)
+    return pc
+
+
+async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
+    server = Server(args.server_cpus, 1, None, extra_env=env)
+    pc = _clock_publisher()
     first: list[float] = []
     last: list[float] = []
     durations: list[float] = []
@@ -1011,6 +1021,66 @@ async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
         "player_estimate_s": _percentile_f([a + 3 * args.segment_s for a in last], 50),
         "load_average": os.getloadavg(),
     }
+
+
+async def hls_player(args: argparse.Namespace) -> dict[str, Any]:
+    """Glass to glass through a real HLS player: FFmpeg's HLS demuxer joins the live
+    variant 3 segments behind its edge (its default, as hls.js's `liveSyncDurationCount`)
+    and plays it at its own pace (`-re`); each picture's drawn clock is read as it comes
+    out of the decoder, against the wall clock the publisher drew it from."""
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
+    server = Server(args.server_cpus, 1, None, extra_env=env)
+    pc = _clock_publisher()
+    ages: list[float] = []
+    try:
+        await negotiate(pc, f"{server.base}/whip/bench", token("bench-host", "host"))
+        playlist = f"{server.base}/hls/bench/720p.m3u8"
+        await _wait_for_segments(playlist, count=4, timeout_s=args.segment_s * 8 + 10)
+        await _play(playlist, args.seconds, ages)
+    finally:
+        await pc.close()
+        server.stop()
+    return {
+        "phase": "hls-player",
+        "segment_s": args.segment_s,
+        "pictures": len(ages),
+        "glass_to_glass_s": {p: _percentile_f(ages, n) for p, n in (("p5", 5), ("p50", 50), ("p95", 95))},
+        "load_average": os.getloadavg(),
+    }
+
+
+async def _wait_for_segments(playlist: str, count: int, timeout_s: float) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            async with http.get(playlist) as response:
+                if response.status == 200 and (await response.text()).count(".ts") >= count:
+                    return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{playlist} did not list {count} segments")
+
+
+async def _play(playlist: str, seconds: float, ages: list[float]) -> None:
+    command = ["ffmpeg", "-loglevel", "error", "-re", "-i", playlist, "-an"]
+    command += ["-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{CLOCK_WIDTH}x{CLOCK_HEIGHT}", "-"]
+    player = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE)
+    assert player.stdout is not None
+    size, block, row = CLOCK_WIDTH * CLOCK_HEIGHT, CLOCK_WIDTH // CLOCK_BITS, CLOCK_HEIGHT // 2
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            picture = await asyncio.wait_for(player.stdout.readexactly(size), 10)
+            now = time.time()
+            value = 0
+            for i in range(CLOCK_BITS):
+                value = value << 1 | (picture[row * CLOCK_WIDTH + i * block + block // 2] > 128)
+            ages.append(_age_s(value, now))
+    finally:
+        player.kill()
+        await player.wait()
 
 
 async def _poll_segments(
@@ -1104,11 +1174,12 @@ def main() -> None:
             "ladder",
             "abr",
             "hls-latency",
+            "hls-player",
             "ladder-live",
             "composite-live",
         ),
     )
-    parser.add_argument("--segment-s", type=float, default=2.0, help="hls-latency: media.hls_segment_s")
+    parser.add_argument("--segment-s", type=float, default=2.0, help="hls-*: media.hls_segment_s")
     parser.add_argument("--cycles", type=int, default=6, help="abr: limited/clean cycles")
     parser.add_argument("--limit-kbit", type=int, default=500, help="abr: the limited link's rate")
     parser.add_argument("--limited-seconds", type=float, default=6.0, help="abr: each limited phase")
@@ -1138,6 +1209,7 @@ def main() -> None:
         "composite-live": composite_live,
         "ladder-live": ladder_live,
         "hls-latency": hls_latency,
+        "hls-player": hls_player,
     }
     print(json.dumps(asyncio.run(phases.get(args.phase, run)(args)), indent=2))
 
