@@ -6,7 +6,8 @@ long as the socket: about 32 KB and 18 µs of CPU a second per idle viewer, and 
 millisecond per connect. Here a connection that opens straight on WebSocket (what the
 official clients do with `transports: ["websocket"]`, and what the load generator does)
 is an `asyncio.Protocol` of its own from the 101 on: frames are parsed in
-`data_received`, pings come from one timer wheel for all connections, and the bytes go
+`data_received`, pings come from one timer wheel for all connections (ping_wheel.py), the
+opening is taken by `DirectEngine` (direct_engine.py), and the bytes go
 out through `transport.write`. python-socketio still speaks Socket.IO: every Engine.IO
 message is handed to `SocketServer._handle_eio_message`, and the session stands in for
 python-engineio's socket object (`send`, `close`, `upgraded`...) wherever python-socketio
@@ -23,12 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
-
-import orjson
 
 from liveroom.frames import ws_binary_frame, ws_close_frame, ws_text_frame
 from liveroom.websocket import (
@@ -38,15 +34,13 @@ from liveroom.websocket import (
     PING,
     TEXT,
     FrameReader,
-    RequestHead,
     WebSocketError,
-    upgrade_response,
 )
 
 if TYPE_CHECKING:
-    from liveroom.sio import SocketServer
+    from liveroom.direct_engine import DirectEngine
 
-__all__ = ["DirectEngine", "EngineSession", "PingWheel"]
+__all__ = ["EngineSession"]
 
 log = logging.getLogger(__name__)
 
@@ -56,140 +50,6 @@ _PING_FRAME = ws_text_frame(b"2")
 _CLOSE_PACKET_FRAME = ws_text_frame(b"1")
 _NORMAL_CLOSURE, _GOING_AWAY = 1000, 1001
 _GONE = object()  # queued after the last message: run the disconnect in order
-
-
-class DirectEngine:
-    """Accepts Engine.IO WebSocket openings for one `SocketServer` and runs their sessions."""
-
-    def __init__(self, server: SocketServer) -> None:
-        self.server = server
-        self._wheel: PingWheel | None = None
-
-    @property
-    def wheel(self) -> PingWheel:
-        if self._wheel is None:  # made on first use: the ping settings are final by then
-            shortest = min(self.ping_interval_s, self.ping_timeout_s)
-            self._wheel = PingWheel(max(0.05, min(1.0, shortest / 4)))
-        return self._wheel
-
-    @property
-    def ping_interval_s(self) -> float:
-        return float(self.server.eio.ping_interval)
-
-    @property
-    def ping_timeout_s(self) -> float:
-        return float(self.server.eio.ping_timeout)
-
-    def accept(self, transport: asyncio.Transport, head: RequestHead, rest: bytes) -> bool:
-        """Take the connection if `head` opens an Engine.IO v4 WebSocket with no session yet.
-
-        False leaves it to python-engineio's HTTP path, which also answers every mistake
-        (wrong version, bad origin, a polling upgrade) with its usual 400.
-        """
-        key = head.headers.get("sec-websocket-key")
-        if not key or not _is_websocket_opening(head):
-            return False
-        environ = _environ(head, transport)
-        origin = head.headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin, environ):
-            return False
-        sid: str = self.server.eio.generate_id()
-        session = EngineSession(self, sid, transport)
-        transport.set_protocol(session)  # (uvloop and asyncio set TCP_NODELAY on TCP transports)
-        transport.write(upgrade_response(key) + ws_text_frame(self._open_packet(sid)))
-        self.server.register_session(session, transport, environ)
-        session.start(rest)
-        return True
-
-    def _open_packet(self, sid: str) -> bytes:
-        return b"0" + orjson.dumps(
-            {
-                "sid": sid,
-                "upgrades": [],
-                "pingInterval": int(self.ping_interval_s * 1000),
-                "pingTimeout": int(self.ping_timeout_s * 1000),
-                "maxPayload": self.server.eio.max_http_buffer_size,
-            }
-        )
-
-    def _origin_allowed(self, origin: str, environ: dict[str, Any]) -> bool:
-        allowed = self.server.eio.cors_allowed_origins
-        if callable(allowed):
-            return bool(allowed(origin, environ))
-        if allowed == "*" or allowed is None:
-            return True
-        return origin in (allowed if isinstance(allowed, list) else [allowed])
-
-
-def _is_websocket_opening(head: RequestHead) -> bool:
-    query = parse_qs(head.query)
-    return (
-        head.method == "GET"
-        and query.get("EIO") == ["4"]
-        and query.get("transport") == ["websocket"]
-        and "sid" not in query
-        and head.has_token("upgrade", "websocket")
-        and head.has_token("connection", "upgrade")
-        and head.headers.get("sec-websocket-version") == "13"
-    )
-
-
-def _environ(head: RequestHead, transport: asyncio.Transport) -> dict[str, Any]:
-    """The WSGI-style environ python-socketio hands to the connect handler (kept small:
-    it lives as long as the connection)."""
-    peer = transport.get_extra_info("peername")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": head.method,
-        "PATH_INFO": head.path,
-        "QUERY_STRING": head.query,
-        "REMOTE_ADDR": peer[0] if isinstance(peer, tuple) else "",
-    }
-    for name in ("host", "origin", "user-agent", "x-forwarded-for"):
-        if name in head.headers:
-            environ["HTTP_" + name.upper().replace("-", "_")] = head.headers[name]
-    return environ
-
-
-class PingWheel:
-    """Every session's next ping or pong deadline, in slots of `resolution_s`, run by one
-    timer: a call_later handle per connection cost more than the ping it timed."""
-
-    def __init__(self, resolution_s: float) -> None:
-        self.resolution_s = resolution_s
-        self._slots: dict[int, dict[EngineSession, Callable[[], None]]] = {}
-        self._handle: asyncio.TimerHandle | None = None
-
-    def schedule(self, session: EngineSession, delay_s: float, callback: Callable[[], None]) -> None:
-        """Run `callback` in about `delay_s` (no earlier), instead of what `session` had."""
-        self.cancel(session)
-        loop = asyncio.get_running_loop()
-        slot = math.ceil((loop.time() + delay_s) / self.resolution_s)
-        self._slots.setdefault(slot, {})[session] = callback
-        session.wheel_slot = slot
-        if self._handle is None:
-            self._handle = loop.call_at(slot * self.resolution_s, self._tick)
-
-    def cancel(self, session: EngineSession) -> None:
-        slot, session.wheel_slot = session.wheel_slot, None
-        entries = None if slot is None else self._slots.get(slot)
-        if entries is not None and slot is not None:
-            entries.pop(session, None)
-            if not entries:
-                del self._slots[slot]
-
-    def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        now_slot = math.floor(loop.time() / self.resolution_s + 1e-9)
-        for slot in sorted(slot for slot in self._slots if slot <= now_slot):
-            for session, callback in self._slots.pop(slot).items():
-                session.wheel_slot = None
-                try:
-                    callback()
-                except Exception:  # one session's failure must not stop every ping
-                    log.exception("a ping timer failed")
-        self._handle = None
-        if self._slots:
-            self._handle = loop.call_at((now_slot + 1) * self.resolution_s, self._tick)
 
 
 class EngineSession(asyncio.Protocol):

@@ -17,7 +17,7 @@ from typing import cast
 
 from aiohttp import web
 
-from liveroom.engine_session import DirectEngine
+from liveroom.direct_engine import DirectEngine
 from liveroom.websocket import parse_request_head
 
 __all__ = ["FrontDoor", "FrontDoorSite", "run_app"]

@@ -20,7 +20,8 @@ from aiohttp import WSCloseCode, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
-from liveroom.engine_session import DirectEngine, EngineSession
+from liveroom.direct_engine import DirectEngine
+from liveroom.engine_session import EngineSession
 from liveroom.errors import BadRequest, CommandError, PayloadTooLarge
 from liveroom.frames import event_ack_id, plain_event, ws_binary_frame, ws_close_frame, ws_text_frame
 from liveroom.protocol import EncodedJson, error_ack

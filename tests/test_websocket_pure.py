@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from liveroom.engine_session import PingWheel
+from liveroom.ping_wheel import PingWheel
 from liveroom.websocket import (
     BINARY,
     CLOSE,
