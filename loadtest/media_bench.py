@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -72,6 +73,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -980,8 +982,10 @@ def _age_s(centiseconds: int, now: float) -> float:
     return ((round(now * 100) - centiseconds) % (1 << CLOCK_BITS)) / 100
 
 
-def _clock_publisher() -> RTCPeerConnection:
-    """A peer whose H.264 pictures show the wall clock (see `clock_picture`)."""
+@contextlib.asynccontextmanager
+async def _clock_room(args: argparse.Namespace) -> AsyncIterator[str]:
+    """A server (HLS on, `--segment-s`) whose room "bench" a host publishes to with H.264
+    pictures showing the wall clock (see `clock_picture`); yields the room's HLS base URL."""
     from aiortc import VideoStreamTrack
 
     class ClockTrack(VideoStreamTrack):
@@ -991,26 +995,27 @@ def _clock_publisher() -> RTCPeerConnection:
             frame.pts, frame.time_base = pts, time_base
             return frame
 
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    server = Server(
+        args.server_cpus, 1, None, extra_env={"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
+    )
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
     pc.addTransceiver(ClockTrack(), "sendonly").setCodecPreferences(h264)
-    return pc
-
-
-async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
-    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
-    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
-    server = Server(args.server_cpus, 1, None, extra_env=env)
-    pc = _clock_publisher()
-    first: list[float] = []
-    last: list[float] = []
-    durations: list[float] = []
     try:
         await negotiate(pc, f"{server.base}/whip/bench", token("bench-host", "host"))
-        await _poll_segments(server.base + "/hls/bench", args.seconds, first, last, durations)
+        yield server.base + "/hls/bench"
     finally:
         await pc.close()
         server.stop()
+
+
+async def hls_latency(args: argparse.Namespace) -> dict[str, Any]:
+    first: list[float] = []
+    last: list[float] = []
+    durations: list[float] = []
+    async with _clock_room(args) as hls:
+        await _poll_segments(hls, args.seconds, first, last, durations)
     return {
         "phase": "hls-latency",
         "segment_s": args.segment_s,
@@ -1028,19 +1033,10 @@ async def hls_player(args: argparse.Namespace) -> dict[str, Any]:
     variant 3 segments behind its edge (its default, as hls.js's `liveSyncDurationCount`)
     and plays it at its own pace (`-re`); each picture's drawn clock is read as it comes
     out of the decoder, against the wall clock the publisher drew it from."""
-    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
-    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": str(args.segment_s)}
-    server = Server(args.server_cpus, 1, None, extra_env=env)
-    pc = _clock_publisher()
     ages: list[float] = []
-    try:
-        await negotiate(pc, f"{server.base}/whip/bench", token("bench-host", "host"))
-        playlist = f"{server.base}/hls/bench/720p.m3u8"
-        await _wait_for_segments(playlist, count=4, timeout_s=args.segment_s * 8 + 10)
-        await _play(playlist, args.seconds, ages)
-    finally:
-        await pc.close()
-        server.stop()
+    async with _clock_room(args) as hls:
+        await _wait_for_segments(f"{hls}/720p.m3u8", count=4, timeout_s=args.segment_s * 8 + 10)
+        await _play(f"{hls}/720p.m3u8", args.seconds, ages)
     return {
         "phase": "hls-player",
         "segment_s": args.segment_s,
