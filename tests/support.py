@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import socketio
 
 from liveroom.auth import Role, TokenAuthority
@@ -96,6 +97,19 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def module_server(name: str, env: dict[str, str] | None = None) -> Any:
+    """A pytest fixture `name`: one `liveroom serve` per test module, with `env` on top of
+    the defaults (the data directory is named after the fixture)."""
+
+    @pytest.fixture(scope="module", name=name)
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+        process = ServerProcess(tmp_path_factory.mktemp(name), env=env).start()
+        yield process
+        process.stop()
+
+    return server
 
 
 class Viewer:

@@ -6,29 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 import pytest
-from support import ServerProcess, Viewer, token
+from support import ServerProcess, Viewer, module_server, token
 
 PING_INTERVAL_S = 1.0
 PING_TIMEOUT_S = 0.5
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+server = module_server(
+    "server",
+    {
         "LIVEROOM_SERVER_PING_INTERVAL_S": str(PING_INTERVAL_S),
         "LIVEROOM_SERVER_PING_TIMEOUT_S": str(PING_TIMEOUT_S),
         "LIVEROOM_SERVER_REQUEST_HEAD_TIMEOUT_S": "0.5",
         "LIVEROOM_LIMITS_MAX_MESSAGE_BYTES": "4096",
         "LIVEROOM_LIMITS_MAX_COMMAND_BYTES": "1024",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("direct"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 @pytest.fixture

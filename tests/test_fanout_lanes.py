@@ -6,26 +6,22 @@ import asyncio
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
-import pytest
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer, module_server
 
 CAP = 25  # the default [delivery] normal_per_s
 
 
-@pytest.fixture(scope="module")
-def lanes_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+lanes_server = module_server(
+    "lanes_server",
+    {
         "LIVEROOM_PLUGINS_BENCH_ENABLED": "true",
         "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "10000",
         "LIVEROOM_PLUGINS_DANMAKU_BURST": "10000",
         "LIVEROOM_COMMANDS_PER_S": "10000",
         "LIVEROOM_COMMANDS_BURST": "10000",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("lanes"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 def metric(server: ServerProcess, name: str) -> float:

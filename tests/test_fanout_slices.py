@@ -4,15 +4,12 @@ members: every viewer still gets every item once, in seq order, priority items i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer, module_server
 
-
-@pytest.fixture(scope="module")
-def sliced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+sliced_server = module_server(
+    "sliced_server",
+    {
         "LIVEROOM_DELIVERY_WRITES_PER_SLICE": "3",
         "LIVEROOM_DELIVERY_NORMAL_PER_S": "0",
         "LIVEROOM_PLUGINS_BENCH_ENABLED": "true",
@@ -20,10 +17,8 @@ def sliced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
         "LIVEROOM_PLUGINS_DANMAKU_BURST": "10000",
         "LIVEROOM_COMMANDS_PER_S": "10000",
         "LIVEROOM_COMMANDS_BURST": "10000",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("slices"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 async def test_every_member_gets_every_item_in_order(sliced_server: ServerProcess) -> None:

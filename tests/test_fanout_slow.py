@@ -5,29 +5,25 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from liveroom.loadtest.sioclient import connect_client
 from liveroom.loadtest.stats import Snapshot
-from support import ServerProcess, Viewer, token
+from support import ServerProcess, Viewer, module_server, token
 
 ITEMS = 2500  # x ~700 bytes: past the default 1 MB outbound limit plus the kernel's buffers
 TEXT = "弹" * 200
 
 
-@pytest.fixture(scope="module")
-def flood_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+flood_server = module_server(
+    "flood_server",
+    {
         "LIVEROOM_DELIVERY_NORMAL_PER_S": "0",  # the cap would keep the stalled buffer small
         "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "100000",
         "LIVEROOM_PLUGINS_DANMAKU_BURST": "100000",
         "LIVEROOM_COMMANDS_PER_S": "100000",
         "LIVEROOM_COMMANDS_BURST": "100000",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("slow"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 def slow_disconnects(server: ServerProcess) -> float:

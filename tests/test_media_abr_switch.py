@@ -11,13 +11,12 @@ bandwidth limit are in tests/test_media_abr_link.py; the rules in the controller
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
 from liveroom.media.relay import TrackRelay
 from media_support import CounterTrack, Peer, _exchange, codec_preferences, get_json, play, wait_until
-from support import ServerProcess, token
+from support import ServerProcess, module_server, token
 
 KEY = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]) + b"k" * 300
 DELTA = bytes([0x31]) + b"d" * 50
@@ -59,12 +58,7 @@ class LowCounterTrack(CounterTrack):
         self.count = LOW
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"LIVEROOM_MEDIA_STATS_INTERVAL_S": "0.5", "LIVEROOM_MEDIA_WORKERS": "1"}
-    process = ServerProcess(tmp_path_factory.mktemp("abr"), env=env).start()
-    yield process
-    process.stop()
+server = module_server("server", {"LIVEROOM_MEDIA_STATS_INTERVAL_S": "0.5", "LIVEROOM_MEDIA_WORKERS": "1"})
 
 
 async def publish_renditions(base: str, room: str) -> Peer:

@@ -6,15 +6,13 @@ blue on the right; when the guest leaves, the host has the picture to itself."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import av
-import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 from liveroom.media.composite import tiles
 from media_support import Peer, _exchange, codec_preferences, wait_until
-from support import ServerProcess, token
+from support import ServerProcess, module_server, token
 from test_media_forwarding import guest_token
 from test_media_hls import get, segments
 
@@ -47,18 +45,16 @@ def test_layouts() -> None:
     assert tiles("host_large", 3, 640, 360) == [(0, 0, 426, 360), (426, 0, 214, 180), (426, 180, 214, 180)]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+server = module_server(
+    "server",
+    {
         "LIVEROOM_MEDIA_WORKERS": "1",
         "LIVEROOM_MEDIA_HLS_SEGMENT_S": "0.5",
         "LIVEROOM_MEDIA_COMPOSITE_LAYOUT": "side_by_side",
         "LIVEROOM_MEDIA_COMPOSITE_SIZE": "320x120",
         "LIVEROOM_MEDIA_COMPOSITE_FPS": "10",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("composite"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 def latest_picture(base: str) -> Any:

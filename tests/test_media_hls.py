@@ -12,23 +12,17 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
 from media_support import CounterTrack, Peer, _exchange, codec_preferences, wait_until
-from support import ServerProcess, token
+from support import ServerProcess, module_server, token
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe is not installed")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0", "LIVEROOM_MEDIA_WORKERS": "2"}
-    process = ServerProcess(tmp_path_factory.mktemp("hls"), env=env).start()
-    yield process
-    process.stop()
+server = module_server("server", {"LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0", "LIVEROOM_MEDIA_WORKERS": "2"})
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from fractions import Fraction
 
 import av
-import pytest
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
 from liveroom.media.abr import parse_ladder
 from liveroom.media.ladder import LadderTranscoder, RungEncoder, rung_size
@@ -34,7 +32,7 @@ from media_support import (
     scrape,
     wait_until,
 )
-from support import ServerProcess, token
+from support import ServerProcess, module_server, token
 from test_media_hls import get
 
 LADDER = parse_ladder(("720p:2500000", "480p:1200000", "360p:700000", "180p:250000"))
@@ -145,16 +143,14 @@ async def test_the_ladder_moves_with_the_program_when_the_backup_adopts_it() -> 
             await session.pc.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+server = module_server(
+    "server",
+    {
         "LIVEROOM_MEDIA_TRANSCODE_LADDER": "true",
         "LIVEROOM_MEDIA_WORKERS": "1",
         "LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("ladder"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 def ladder_codecs(server: ServerProcess) -> tuple[float, float]:

@@ -10,24 +10,20 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from media_support import publish, wait_until
-from support import ServerProcess, token
+from support import ServerProcess, module_server, token
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe is not installed")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"LIVEROOM_MEDIA_WORKERS": "2", "LIVEROOM_MEDIA_RECORDING_FRAGMENT_S": "0.5"}
-    process = ServerProcess(tmp_path_factory.mktemp("recording"), env=env).start()
-    yield process
-    process.stop()
+server = module_server(
+    "server", {"LIVEROOM_MEDIA_WORKERS": "2", "LIVEROOM_MEDIA_RECORDING_FRAGMENT_S": "0.5"}
+)
 
 
 async def call(method: str, url: str, bearer: str) -> tuple[int, Any]:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer, module_server
 
-
-@pytest.fixture(scope="module")
-def faulty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+faulty_server = module_server(
+    "faulty_server",
+    {
         "PYTHONPATH": str(Path(__file__).parent),
         "LIVEROOM_PLUGINS_FAULTY_LOAD": "faulty_plugin:FaultyPlugin",
         "LIVEROOM_COMMAND_TIMEOUT_S": "0.5",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("faulty"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 async def test_raising_and_hanging_handlers_answer_internal_error(faulty_server: ServerProcess) -> None:

@@ -8,7 +8,7 @@ import jwt
 import pytest
 from liveroom.plugins.costream_rules import Stage, StagePolicy
 from plugin_support import api, code, joined, room_name
-from support import SECRET, ServerProcess, Viewer
+from support import SECRET, ServerProcess, Viewer, module_server
 
 from liveroom.auth import TokenAuthority
 from liveroom.errors import CommandError, Unauthorized
@@ -85,12 +85,7 @@ def test_tier_claim_round_trips_and_is_checked() -> None:
         authority.verify(forged)
 
 
-@pytest.fixture(scope="module")
-def stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"LIVEROOM_PLUGINS_COSTREAM_MAX_GUESTS": "1"}
-    process = ServerProcess(tmp_path_factory.mktemp("costream"), env=env).start()
-    yield process
-    process.stop()
+stage_server = module_server("stage_server", {"LIVEROOM_PLUGINS_COSTREAM_MAX_GUESTS": "1"})
 
 
 async def test_stage_end_to_end(stage_server: ServerProcess, viewers: list[Viewer]) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from liveroom.plugins.coupon_rules import ActivityLog, Presence, parse_rule
 from plugin_support import code, joined, room_name
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer, module_server
 
 RULES = (
     "id=w trigger=watch_time minutes=0.05 budget=2 title=Watcher,"
@@ -53,12 +52,9 @@ def test_a_like_streak_counts_only_recent_likes() -> None:
         parse_rule("id=x trigger=activity activity=like count=1 within_s=-1 budget=1")
 
 
-@pytest.fixture(scope="module")
-def coupon_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"LIVEROOM_PLUGINS_COUPON_RULES": RULES, "LIVEROOM_PLUGINS_COUPON_GRACE_S": "1"}
-    process = ServerProcess(tmp_path_factory.mktemp("coupon"), env=env).start()
-    yield process
-    process.stop()
+coupon_server = module_server(
+    "coupon_server", {"LIVEROOM_PLUGINS_COUPON_RULES": RULES, "LIVEROOM_PLUGINS_COUPON_GRACE_S": "1"}
+)
 
 
 def grants(viewer: Viewer, rule: str) -> list[dict[str, object]]:

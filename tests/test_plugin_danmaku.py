@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from liveroom.plugins.danmaku_filter import BannedWords
 from liveroom.plugins.danmaku_rules import HotWords, Moderation, words_of
 from plugin_support import api, code, joined, room_name
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer, module_server
 
 
 def wide(text: str) -> str:
@@ -69,16 +68,14 @@ def test_moderation_rules_and_hot_words() -> None:
     assert "news" not in {w["word"] for w in hot.top(10, 3_000)}
 
 
-@pytest.fixture(scope="module")
-def mod_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
+mod_server = module_server(
+    "mod_server",
+    {
         "LIVEROOM_PLUGINS_DANMAKU_BANNED_WORDS": "badword,坏词",
         "LIVEROOM_PLUGINS_DANMAKU_BURST": "50",
         "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
-    }
-    process = ServerProcess(tmp_path_factory.mktemp("danmaku"), env=env).start()
-    yield process
-    process.stop()
+    },
+)
 
 
 async def test_moderation_end_to_end(mod_server: ServerProcess, viewers: list[Viewer]) -> None:

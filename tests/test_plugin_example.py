@@ -5,12 +5,10 @@ Installed by the test command: `pip install -e tests/example_plugin`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from importlib.metadata import entry_points
 
-import pytest
 from plugin_support import code, joined, room_name
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer, module_server
 
 
 def test_the_example_is_installed_through_its_entry_point() -> None:
@@ -18,12 +16,7 @@ def test_the_example_is_installed_through_its_entry_point() -> None:
     assert "luckybag" in names, "run: pip install -e tests/example_plugin"
 
 
-@pytest.fixture(scope="module")
-def bag_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"LIVEROOM_PLUGINS_LUCKYBAG_WINDOW_MINUTES": "1"}
-    process = ServerProcess(tmp_path_factory.mktemp("luckybag"), env=env).start()
-    yield process
-    process.stop()
+bag_server = module_server("bag_server", {"LIVEROOM_PLUGINS_LUCKYBAG_WINDOW_MINUTES": "1"})
 
 
 async def test_lucky_bag_draws_among_recent_commenters(

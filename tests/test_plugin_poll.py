@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import itertools
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from liveroom.plugins.poll_rules import Poll
 from plugin_support import api, code, joined, room_name
-from support import ServerProcess, Viewer
+from support import ServerProcess, Viewer, module_server
 
 from liveroom.errors import CommandError
 
@@ -32,12 +31,7 @@ def test_poll_rules() -> None:
     assert poll.result()["winners"] == [1] and poll.result()["closed_by"] == "host"
 
 
-@pytest.fixture(scope="module")
-def poll_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"LIVEROOM_PLUGINS_POLL_MIN_DURATION_S": "1"}
-    process = ServerProcess(tmp_path_factory.mktemp("poll"), env=env).start()
-    yield process
-    process.stop()
+poll_server = module_server("poll_server", {"LIVEROOM_PLUGINS_POLL_MIN_DURATION_S": "1"})
 
 
 async def test_a_poll_end_to_end(poll_server: ServerProcess, viewers: list[Viewer]) -> None:
