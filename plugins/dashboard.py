@@ -114,7 +114,11 @@ class DashboardPlugin(Plugin):
         if watch is None:
             return
         online = self.host.services.online(room)
-        if online == 0 and not self.host.services.members(room):
+        # A join's on_join runs before its membership is made (a shared broker's subscribe
+        # can take longer than first_after_ms): a staff member or a new viewer seen on
+        # join keeps the sampling going until they are in, or have left.
+        idle = online == 0 and not self.host.services.members(room)
+        if idle and not watch.watchers and not watch.new_viewers:
             watch.ticking = False  # nobody here: the next join starts the sampling again
             return
         self._tick_at(room, now_ms + self.config.interval_ms)
