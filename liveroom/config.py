@@ -164,6 +164,9 @@ class MediaConfig:
     gop_cache_frames: int = 90
     # ...otherwise a keyframe is asked of the publisher, at most once per this interval.
     keyframe_request_interval_s: float = 1.0
+    # A viewer moving to another rendition (ABR) cannot use the last keyframe: its requests
+    # go through at most once per this interval per rendition (what moves cost an encoder).
+    move_keyframe_interval_s: float = 0.5
     max_publishers_per_room: int = 6
     max_viewers_per_room: int = 2000
     # How often publisher bitrate / fps / keyframe interval are sampled into /metrics.

@@ -848,12 +848,25 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
     status = next(line["status"] for line in lines if "status" in line)
     switches = status["quality"]["switches"]
     times: dict[str, list[int]] = {"down": [], "up": []}
-    for switch in switches:
-        seen = [t for t, size in sizes if t >= switch["decided_at"] and size == ABR_SIZES[switch["to"]]]
-        if "switched_at" in switch and seen:
-            times["down" if switch["to"] == "180p" else "up"].append(
-                round((seen[0] - switch["decided_at"]) * 1000)
-            )
+    timeline, unseen = [], 0
+    ends = [s["decided_at"] for s in switches[1:]] + [float("inf")]
+    for switch, until in zip(switches, ends, strict=True):
+        # The new rung's first picture, before the next decision (a trial that failed before
+        # its keyframe got through shows none: counted apart, not matched to a later one).
+        size = ABR_SIZES[switch["to"]]
+        seen = [t for t, shown in sizes if switch["decided_at"] <= t < until and shown == size]
+        way = "down" if switch["to"] == "180p" else "up"
+        entry = {"way": way, "trial": switch["trial"], "at_s": round(switch["decided_at"] - phases[0][1], 2)}
+        timeline.append(entry)
+        if "switched_at" not in switch or not seen:
+            unseen += 1
+            continue
+        times[way].append(round((seen[0] - switch["decided_at"]) * 1000))
+        entry |= {
+            "decided_to_sent_ms": round((switch["switched_at"] - switch["decided_at"]) * 1000),
+            "sent_to_shown_ms": round((seen[0] - switch["switched_at"]) * 1000),
+            "keyframe_bytes": switch.get("keyframe_bytes"),
+        }
     ended_on = []
     for name, _, end in phases:
         shown = [size for t, size in sizes if t <= end]
@@ -872,7 +885,10 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
             for way, v in times.items()
         },
         "switch_ms_all": times,
+        "switches": timeline,
+        "switches_never_shown": unseen,
         "phases_ended_on": ended_on,
+        "phase_starts_s": [round(start - phases[0][1], 2) for _, start, _ in phases],
         "settled": sum((name == "clean") == (rung == "360p") for name, rung in ended_on[1:]),
         "phases": len(ended_on) - 1,
         "failed_trials": sum(1 for s in switches if s["trial"]) - len(times["up"]),

@@ -65,7 +65,12 @@ class LinkReport:
 @dataclass(frozen=True, slots=True)
 class AbrPolicy:
     fit: float = 0.95  # a rung fits while its bitrate is at most this share of the estimate
-    short: float = 0.8  # an estimate under this share of what we send means congestion
+    # Congestion: the estimate falls (under `drop` x the one before) to under `short` x what
+    # we send. A receiver lowers it only when it sees queues building, to 85 % of the
+    # throughput it measured over 1 s (a keyframe in that window can put that above our
+    # 2 s average): so the first fall already lands at about what we send.
+    drop: float = 0.97
+    short: float = 1.1
     up_hold_s: float = 4.0  # a clean spell this long before trying the next rung up...
     trial_s: float = 3.0  # ...which must stay clean this long to be kept
     max_backoff_s: float = 32.0  # failed trials double the wait, up to this
@@ -129,7 +134,8 @@ class RungController:
             return False
         if report.sent_bps is None:  # no send figures: the estimate is the capacity
             return self.rung.bitrate_bps > report.estimate_bps * policy.fit
-        dropped = self._last_estimate is not None and report.estimate_bps < self._last_estimate * 0.97
+        last = self._last_estimate
+        dropped = last is not None and report.estimate_bps < last * policy.drop
         return dropped and report.estimate_bps < report.sent_bps * policy.short
 
     def _fitting(self, report: LinkReport) -> int:

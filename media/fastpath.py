@@ -83,6 +83,12 @@ class FastSender:
         self.packets += len(frame.payloads)
         self._report(timestamp)
 
+    def forget(self) -> None:
+        """What was sent is worth nothing to the viewer now (it left that rendition): NACKs
+        for it go unanswered, leaving the link to the new rendition's keyframe."""
+        self.history = [None] * HISTORY
+        self._keyframe_sequence = None
+
     async def retransmit(self, sequence: int) -> None:
         kept = self.history[sequence % HISTORY]
         dtls = self.sender.transport

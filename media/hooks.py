@@ -80,10 +80,23 @@ class ForwardingPacker:
     """Stands in for the sender's encoder: the frame is already encoded and packetized.
 
     aiortc sets `target_bitrate` on its sender's encoder from the viewer's REMB: here it
-    is the viewer's bandwidth estimate, read by the ABR controller (abr.py).
+    is the viewer's bandwidth estimate, read by the ABR controller (abr.py), which is also
+    told of each new estimate as it comes (`on_estimate`): a receiver sends one at once when
+    it sees queues building, and waiting for the next stats round would let them fill.
     """
 
-    target_bitrate: int | None = None
+    def __init__(self, on_estimate: Callable[[int], None] = lambda bps: None) -> None:
+        self._target_bitrate: int | None = None
+        self.on_estimate = on_estimate
+
+    @property
+    def target_bitrate(self) -> int | None:
+        return self._target_bitrate
+
+    @target_bitrate.setter
+    def target_bitrate(self, bps: int) -> None:
+        self._target_bitrate = bps
+        self.on_estimate(bps)
 
     def pack(self, frame: ForwardedFrame) -> tuple[list[bytes], int]:
         return frame.payloads, frame.timestamp
@@ -92,11 +105,16 @@ class ForwardingPacker:
         raise RuntimeError("liveroom forwards encoded media and never encodes")
 
 
-def attach_sender(sender: RTCRtpSender, on_keyframe_request: Callable[[], None]) -> None:
-    """Make the sender forward without an encoder and pass PLI/FIR to `on_keyframe_request`."""
+def attach_sender(
+    sender: RTCRtpSender,
+    on_keyframe_request: Callable[[], None],
+    on_estimate: Callable[[int], None] = lambda bps: None,
+) -> None:
+    """Make the sender forward without an encoder, pass PLI/FIR to `on_keyframe_request`
+    and each REMB estimate (bits per second) to `on_estimate`."""
     if not hasattr(sender, _SENDER_ENCODER):
         raise RuntimeError(f"aiortc {aiortc.__version__}: RTCRtpSender has no encoder slot")
-    setattr(sender, _SENDER_ENCODER, ForwardingPacker())
+    setattr(sender, _SENDER_ENCODER, ForwardingPacker(on_estimate))
     # aiortc calls self._send_keyframe() on PLI and FIR; an instance attribute wins.
     sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
 

@@ -5,6 +5,11 @@ wish for one too. Forwarding them all would let a join storm make the publisher'
 encoder emit keyframe after keyframe (each one several times the size of a delta frame).
 The gate lets one request through per interval; a keyframe arriving inside the interval
 satisfies everyone who was waiting.
+
+A viewer moving to another rendition (ABR) is the exception: a keyframe that came just
+before it asked is of no use to it, and it should not wait out a whole interval. Its
+requests only keep `move_interval_s` from the last request (bounding what moves cost the
+encoder: at most one extra keyframe per `move_interval_s`, however many viewers move).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ __all__ = ["KeyframeGate"]
 
 
 class KeyframeGate:
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, move_interval_s: float | None = None) -> None:
         self.interval_s = interval_s
+        self.move_interval_s = interval_s if move_interval_s is None else move_interval_s
         self._last_request: float | None = None
         self._last_keyframe: float | None = None
         self.requests_sent = 0
@@ -24,6 +30,15 @@ class KeyframeGate:
         """A keyframe is wanted now: True if a request should go upstream."""
         recent = [t for t in (self._last_request, self._last_keyframe) if t is not None]
         if recent and now - max(recent) < self.interval_s:
+            self.requests_absorbed += 1
+            return False
+        self._last_request = now
+        self.requests_sent += 1
+        return True
+
+    def want_for_move(self, now: float) -> bool:
+        """A viewer moving onto this rendition wants a keyframe after `now`."""
+        if self._last_request is not None and now - self._last_request < self.move_interval_s:
             self.requests_absorbed += 1
             return False
         self._last_request = now

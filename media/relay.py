@@ -70,29 +70,57 @@ class ViewerTrack(MediaStreamTrack):
         self._last_out = 0
         self._last_at = 0.0
         self.moves = 0
-        # Told when a move completes (the target's keyframe goes out): (old relay, new relay).
-        self.on_moved: Callable[[TrackRelay, TrackRelay], None] = lambda old, new: None
+        # Told when a move completes (the target's keyframe goes out): (old relay, new relay, keyframe).
+        self.on_moved: Callable[[TrackRelay, TrackRelay, ForwardedFrame], None] = lambda old, new, key: None
+        # Told when the old rendition's packets become worthless to the viewer (a move cut it
+        # off, or completed): what was sent of it need not be sent again (NACKs).
+        self.on_left: Callable[[], None] = lambda: None
 
     @property
     def relay(self) -> TrackRelay:
         return self._relay
 
-    def move_to(self, relay: TrackRelay) -> None:
-        """Play another rendition from its next keyframe on; the current one plays until then."""
-        if relay is self._relay or relay is self._pending or relay.ended:
+    @property
+    def keyframe_source(self) -> TrackRelay:
+        """Where this viewer's next keyframe comes from (its PLI/FIR go there)."""
+        return self._pending or self._relay
+
+    def move_to(self, relay: TrackRelay, cut: bool = False) -> None:
+        """Play another rendition from its next keyframe on. The current one plays until
+        then, unless `cut`: a congested viewer stops getting it at once, so that what its
+        link still holds drains before the new rendition's keyframe comes (the picture
+        holds for that moment instead of feeding a full queue)."""
+        if relay is self._pending or relay.ended:
+            return
+        if relay is self._relay:
+            self._stay()
             return
         if self._pending is not None:
             self._pending.unsubscribe(self)
         self._pending = relay
         relay.viewers.add(self)
-        relay.keyframe_wanted()
+        if cut:
+            self._relay.unsubscribe(self)
+            self.on_left()
+        relay.keyframe_wanted(for_move=True)
+
+    def _stay(self) -> None:
+        """Called back before a move completed: no move (after a cut, from its next keyframe)."""
+        if self._pending is None:
+            return
+        self._pending.unsubscribe(self)
+        self._pending = None
+        if self not in self._relay.viewers:  # cut off: it resumes at a keyframe
+            self._relay.viewers.add(self)
+            self.waiting_for_keyframe = True
+            self._relay.keyframe_wanted(for_move=True)
 
     def offer(self, frame: ForwardedFrame, source: TrackRelay | None = None) -> None:
         if self._pending is not None and source is not None and source is not self._relay:
             if source is not self._pending:
                 return
             if not frame.keyframe:
-                source.keyframe_wanted()  # gated; keeps asking if a request was absorbed
+                source.keyframe_wanted(for_move=True)  # gated; asks again if one was absorbed
                 return
             self._complete_move(frame)
         if self._shift:  # only a viewer that moved pays for a copy
@@ -109,7 +137,8 @@ class ViewerTrack(MediaStreamTrack):
         self._shift = (self._last_out + step - keyframe.timestamp) & 0xFFFFFFFF
         self.moves += 1
         self.waiting_for_keyframe = False
-        self.on_moved(old, self._relay)
+        self.on_left()
+        self.on_moved(old, self._relay, keyframe)
 
     def _deliver(self, frame: ForwardedFrame) -> None:
         if self.waiting_for_keyframe:
@@ -193,6 +222,7 @@ class TrackRelay:
         gop_cache_frames: int,
         queue_frames: int,
         keyframe_interval_s: float,
+        move_keyframe_interval_s: float | None = None,
         request_keyframe: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -201,7 +231,7 @@ class TrackRelay:
         self.codec: Any = None  # the negotiated RTCRtpCodecParameters, for viewers' offers
         self.viewers: set[ViewerTrack] = set()
         self.stats = RelayStats()
-        self.gate = KeyframeGate(keyframe_interval_s)
+        self.gate = KeyframeGate(keyframe_interval_s, move_keyframe_interval_s)
         self._gop: list[ForwardedFrame] = []
         self._gop_cache_frames = gop_cache_frames
         self._queue_frames = queue_frames
@@ -250,9 +280,13 @@ class TrackRelay:
     def unsubscribe(self, viewer: ViewerTrack) -> None:
         self.viewers.discard(viewer)
 
-    def keyframe_wanted(self) -> None:
-        """A viewer needs a keyframe (joined, lagged, or sent PLI/FIR): ask, rate-limited."""
-        if self.kind == "video" and not self.ended and self.gate.want(self._clock()):
+    def keyframe_wanted(self, for_move: bool = False) -> None:
+        """A viewer needs a keyframe (joined, lagged, sent PLI/FIR, or is moving here from
+        another rendition): ask, rate-limited (see KeyframeGate)."""
+        if self.kind != "video" or self.ended:
+            return
+        now = self._clock()
+        if self.gate.want_for_move(now) if for_move else self.gate.want(now):
             self.request_keyframe()
 
     def end(self) -> None:

@@ -179,6 +179,7 @@ class PublishSession(Session):
             gop_cache_frames=self.config.gop_cache_frames,
             queue_frames=self.config.viewer_queue_frames,
             keyframe_interval_s=self.config.keyframe_request_interval_s,
+            move_keyframe_interval_s=self.config.move_keyframe_interval_s,
             request_keyframe=request_keyframe,
         )
         relay.codec = codec
@@ -192,6 +193,7 @@ class PublishSession(Session):
         relays = [self._new_relay("video", top.codec, lambda: None) for _ in ladder[1:]]
         for relay in relays:
             relay.gate.interval_s = LADDER_KEYFRAME_GATE_S
+            relay.gate.move_interval_s = min(relay.gate.move_interval_s, LADDER_KEYFRAME_GATE_S)
         encoders = [RungEncoder(rung, relay, keyint) for rung, relay in zip(ladder[1:], relays, strict=True)]
         loop = asyncio.get_running_loop()
         self.transcoder = LadderTranscoder(encoders, loop, top.keyframe_wanted, LADDER_QUEUE_FRAMES)
@@ -272,6 +274,7 @@ class PlaySession(Session):
         # The latest rung switches: {"from", "to", "decided_at", "switched_at", "trial"} (wall clock).
         self.switches: collections.deque[dict[str, Any]] = collections.deque(maxlen=SWITCHES_KEPT)
         self._sent: collections.deque[tuple[float, int]] = collections.deque()  # (now, octets)
+        self._last_estimate: int | None = None
         publisher.viewers.add(self)
 
     @property
@@ -291,17 +294,30 @@ class PlaySession(Session):
             self.switches.append(
                 {"from": name, "to": wanted.name, "decided_at": time.time(), "trial": self.abr.trying}
             )
-        track.move_to(rungs[index])
+        # Down (congested): the old rung stops at once, so the link drains before the new
+        # rung's keyframe; up (a trial on a clean link): the old one plays until then.
+        track.move_to(rungs[index], cut=index > rungs.index(track.keyframe_source))
 
-    def _moved(self, old: TrackRelay, new: TrackRelay) -> None:
+    def _estimate(self, bps: int) -> None:
+        """A REMB from the viewer: a drop is acted on now, not at the next stats round, unless
+        the viewer is trying a rung up (the trial's first keyframe, a burst, lowers the
+        estimate by itself; the stats round judges the trial)."""
+        last, self._last_estimate = self._last_estimate, bps
+        dropped = last is not None and bps < last * self.abr.policy.drop
+        if dropped and not self.abr.trying and not self.closed:
+            now = asyncio.get_running_loop().time()
+            self.adapt(self.link_report(now), now)
+
+    def _moved(self, old: TrackRelay, new: TrackRelay, keyframe: ForwardedFrame) -> None:
         """The new rung's keyframe went out to this viewer: the switch is done."""
         rungs = self.publisher.rungs
         if (
             self.switches
             and new in rungs
             and self.switches[-1]["to"] == self.abr.ladder[rungs.index(new)].name
+            and "switched_at" not in self.switches[-1]
         ):
-            self.switches[-1].setdefault("switched_at", time.time())
+            self.switches[-1].update(switched_at=time.time(), keyframe_bytes=keyframe.size)
 
     def link_report(self, now: float) -> LinkReport:
         """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR), and
@@ -347,9 +363,10 @@ class PlaySession(Session):
             self.tracks.append(track)
             transceiver = self.pc.addTransceiver(track, "sendonly")
             transceiver.setCodecPreferences(_same_codec(kind, relay.codec))
-            attach_sender(transceiver.sender, _keyframe_wanted_by(track))
+            on_estimate = self._estimate if kind == "video" else lambda bps: None
+            attach_sender(transceiver.sender, _keyframe_wanted_by(track), on_estimate)
             if self.config.fast_send:
-                track.make_direct = _direct_sender(transceiver)
+                track.make_direct = _direct_sender(transceiver, track)
 
     def _negotiated(self) -> None:
         if not any(t.sender.track is not None and t.mid is not None for t in self.pc.getTransceivers()):
@@ -370,7 +387,7 @@ class PlaySession(Session):
 
 def _keyframe_wanted_by(track: ViewerTrack) -> Callable[[], None]:
     """A viewer's PLI/FIR goes to the rendition it plays now (it may have moved)."""
-    return lambda: track.relay.keyframe_wanted()
+    return lambda: track.keyframe_source.keyframe_wanted()
 
 
 def _loss_and_rtt(sender: RTCRtpSender) -> tuple[float, float | None]:
@@ -404,11 +421,15 @@ async def negotiate(pc: RTCPeerConnection, offer_sdp: str) -> None:
         raise BadRequest(f"the SDP offer was refused: {exc}", code) from None
 
 
-def _direct_sender(transceiver: RTCRtpTransceiver) -> Callable[[], Callable[[ForwardedFrame], None]]:
+def _direct_sender(
+    transceiver: RTCRtpTransceiver, track: ViewerTrack
+) -> Callable[[], Callable[[ForwardedFrame], None]]:
     def make() -> Callable[[ForwardedFrame], None]:
         payload_type = transceiver._codecs[0].payloadType
         assert payload_type is not None  # negotiated codecs always carry one
-        return FastSender(transceiver.sender, payload_type).send_frame
+        sender = FastSender(transceiver.sender, payload_type)
+        track.on_left = sender.forget
+        return sender.send_frame
 
     return make
 

@@ -38,6 +38,11 @@ def test_a_narrow_link_steps_down_at_once_to_the_rung_that_fits() -> None:
     assert controller.update(LinkReport(850_000, sent_bps=2_400_000), clock.monotonic()).name == "360p"
     clock.advance(1.0)
     assert controller.update(LinkReport(100_000, sent_bps=650_000), clock.monotonic()).name == "180p"
+    # the receiver's first fall lands at about what we send (85 % of a throughput that a
+    # keyframe can put above our average): congestion already, before its queue is full
+    controller = RungController(LADDER, AbrPolicy())
+    controller.update(LinkReport(3_000_000, sent_bps=2_300_000), clock.monotonic())
+    assert controller.update(LinkReport(2_400_000, sent_bps=2_300_000), clock.monotonic()).name == "480p"
     # a drop that still covers what we send is no congestion, whatever the rung's nominal bitrate
     controller = RungController(LADDER, AbrPolicy())
     controller.update(LinkReport(400_000, sent_bps=250_000), clock.monotonic())

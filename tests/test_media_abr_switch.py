@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
+from liveroom.media.hooks import ForwardingPacker
+from liveroom.media.keyframes import KeyframeGate
 from liveroom.media.relay import TrackRelay
 from media_support import CounterTrack, Peer, _exchange, codec_preferences, get_json, play, wait_until
 from support import ServerProcess, module_server, token
@@ -50,6 +52,50 @@ def test_a_viewer_moves_at_the_targets_keyframe_and_its_timestamps_continue() ->
     assert frames[3].keyframe and frames[3].timestamp - 7000 >= 3000
     assert frames[4].timestamp - frames[3].timestamp == 3000 and len(frames) == 5
     assert track.relay is low and track not in high.viewers and track.moves == 1
+
+
+def test_a_cut_move_stops_the_old_rendition_at_once_and_forgets_what_it_sent() -> None:
+    high, low = relay(), relay()
+    high.push(KEY, 1000)
+    track = high.subscribe()
+    left: list[int] = []
+    track.on_left = lambda: left.append(len(track._frames))
+    track.move_to(low, cut=True)  # a congested viewer: no more of the old rendition
+    assert left == [1] and track not in high.viewers and track.keyframe_source is low
+    high.push(DELTA, 4000)  # not sent: it would only fill the viewer's link
+    low.push(DELTA, 900_000)
+    low.push(KEY, 903_000)  # the move completes at the new rendition's keyframe
+    timestamps = [f.timestamp for f in track._frames if f is not None]
+    assert len(timestamps) == 2 and timestamps[1] - timestamps[0] >= 3000
+    assert track.relay is low and track.keyframe_source is low and len(left) == 2
+
+
+def test_called_back_before_the_move_completes_a_cut_viewer_resumes_at_a_keyframe() -> None:
+    high, low = relay(), relay()
+    high.push(KEY, 1000)
+    track = high.subscribe()
+    track.move_to(low, cut=True)
+    track.move_to(high)  # the link recovered before the low keyframe came: stay
+    assert track not in low.viewers and track in high.viewers and track.waiting_for_keyframe
+    high.push(DELTA, 4000)  # it lost its place: only a keyframe resumes it
+    high.push(KEY, 7000)
+    assert [f.timestamp for f in track._frames if f is not None] == [1000, 7000]
+
+
+def test_a_moving_viewer_gets_a_keyframe_soon_even_just_after_one() -> None:
+    gate = KeyframeGate(1.0, move_interval_s=0.25)
+    gate.keyframe_seen(0.0)
+    assert not gate.want(0.1)  # a joiner makes do with the keyframe that just went by...
+    assert gate.want_for_move(0.1)  # ...a viewer switching to this rendition cannot use it
+    assert not gate.want_for_move(0.2) and gate.want_for_move(0.4)  # one per move interval
+    assert not gate.want(0.6)  # a move's request counts for the joiners' gate too
+
+
+def test_each_estimate_of_the_viewer_reaches_its_session_as_it_comes() -> None:
+    seen: list[int] = []
+    packer = ForwardingPacker(seen.append)  # what aiortc's sender takes for its encoder
+    packer.target_bitrate = 480_000  # aiortc does this on every REMB
+    assert seen == [480_000] and packer.target_bitrate == 480_000
 
 
 class LowCounterTrack(CounterTrack):
