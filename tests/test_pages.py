@@ -171,6 +171,7 @@ def test_a_viewer_refused_by_whep_plays_the_host_through_hls(show: dict[str, Any
     assert hls["mse"] is True  # Debian's chromium plays H.264 through Media Source Extensions
     assert hls["player"] == "hls.js"
     assert hls["t2"] - hls["t1"] >= 1.0, hls  # the video plays on (within 8 s on a loaded machine)
+    assert hls["levels"] == 1 and hls["pickerHidden"] is True  # one rendition: nothing to pick
 
 
 def test_a_comment_flies_across_the_other_viewers_video_as_text(show: dict[str, Any]) -> None:

@@ -261,8 +261,10 @@ await run(async () => {
     const t1 = await time();
     await carol.waitForFunction(t1 => document.querySelector("#host-video").currentTime >= t1 + 1, t1, { timeout: 8000 });
     const t2 = await time();
+    const levels = await carol.evaluate(() => window.liveroom.players.get("host").session.hls.levels.length);
+    const pickerHidden = await carol.$eval("#quality-picker", n => n.hidden);
     await shot(carol, "viewer-hls");
     await carol.context().close();
-    return { mse, player, t1, t2 };
+    return { mse, player, t1, t2, levels, pickerHidden };
   });
 });
