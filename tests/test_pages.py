@@ -8,12 +8,18 @@ primary ingest path fails over to the backup, and Carol, refused by WHEP, plays 
 through HLS. Each test below checks one part of what the driver saw. Screenshots land in
 test-artifacts/pages/.
 
+Apart from the show, `tests/browser/hls_levels.mjs` (same harness, about 10 s) plays a room
+of a second server, with the server-side ladder on, through the viewer page's HLS fallback
+and switches hls.js to every rung with the page's quality picker.
+
 Skipped when chromium, node or npm is missing; `npm ci --prefix tests/browser` on first use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -24,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from media_support import publish, wait_until
 from plugin_support import api, joined, room_name
-from support import SECRET, ServerProcess, Viewer, token
+from support import SECRET, ServerProcess, Viewer, module_server, token
 
 from liveroom.auth import TokenAuthority
 from liveroom.publish_token import PublishTokens
@@ -171,6 +178,7 @@ def test_a_viewer_refused_by_whep_plays_the_host_through_hls(show: dict[str, Any
     assert hls["mse"] is True  # Debian's chromium plays H.264 through Media Source Extensions
     assert hls["player"] == "hls.js"
     assert hls["t2"] - hls["t1"] >= 1.0, hls  # the video plays on (within 8 s on a loaded machine)
+    assert hls["levels"] == 1 and hls["pickerHidden"] is True  # one rendition: nothing to pick
 
 
 def test_a_comment_flies_across_the_other_viewers_video_as_text(show: dict[str, Any]) -> None:
@@ -253,3 +261,93 @@ def test_a_danmaku_storm_never_overlaps_and_thins_out(show: dict[str, Any]) -> N
     storm = part(show, "storm")
     assert storm["overlaps"] == 0, storm
     assert storm["onScreen"] >= 5 and storm["dropped"] > 0 and storm["waiting"] <= 40, storm
+
+
+# The server-side ladder over a 320x240 H.264 host, with rungs whose pictures all differ in
+# size (a rung is never upscaled: the default ladder would make three of them 320x240), and
+# no WebRTC viewers at all, so that the viewer page is refused by WHEP and plays HLS.
+ladder_server = module_server(
+    "ladder_server",
+    {
+        "LIVEROOM_MEDIA_WORKERS": "1",
+        "LIVEROOM_MEDIA_TRANSCODE_LADDER": "true",
+        "LIVEROOM_MEDIA_ABR_LADDER": "240p:900000,180p:450000,120p:200000",
+        "LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0",
+        "LIVEROOM_MEDIA_MAX_VIEWERS_PER_ROOM": "0",
+    },
+)
+RUNGS = {"240p.m3u8": (900_000, 320, 240), "180p.m3u8": (450_000, 240, 180), "120p.m3u8": (200_000, 160, 120)}
+
+
+def master_variants(url: str) -> dict[str, tuple[int, int, int]]:
+    """The master playlist's variants: {uri: (bandwidth, width, height)}; {} before it exists."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    pattern = r"BANDWIDTH=(\d+),RESOLUTION=(\d+)x(\d+).*\n(\S+)"
+    return {uri: (int(b), int(w), int(h)) for b, w, h, uri in re.findall(pattern, text)}
+
+
+async def run_levels_driver(server: ServerProcess, driver: Path, room: str) -> dict[str, Any]:
+    """`hls_levels.mjs` as a child process; the event loop (and the aiortc host on it) runs on."""
+    assert CHROMIUM is not None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    script = str(driver.with_name("hls_levels.mjs"))
+    args = [script, server.url, room, token("dave", name="Dave"), CHROMIUM, str(ARTIFACTS)]
+    child = await asyncio.create_subprocess_exec(
+        "node", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER_DIR
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(child.communicate(), 90)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    lines = stdout.decode().strip().splitlines()
+    assert child.returncode == 0 and lines, (stdout[-2000:], stderr[-2000:], server.log()[-2000:])
+    result: dict[str, Any] = json.loads(lines[-1])
+    assert result["errors"] == [], (result["errors"], server.log()[-3000:])
+    return result
+
+
+async def test_hls_js_plays_every_rung_of_the_ladder_and_switches_between_them(
+    ladder_server: ServerProcess, driver: Path
+) -> None:
+    room = f"rungs-{uuid.uuid4().hex[:8]}"
+    host = await publish(ladder_server.url, room, token("host-rungs", "host"), "video/H264")
+    master = f"{ladder_server.url}/hls/{room}/master.m3u8"
+    try:
+        # hls.js reads a live master playlist once: the page opens when it lists every rung.
+        await wait_until(lambda: len(master_variants(master)) == len(RUNGS), 15, "every rung in master.m3u8")
+        assert master_variants(master) == RUNGS
+        seen = await run_levels_driver(ladder_server, driver, room)
+    finally:
+        await host.end()
+    levels = seen["levels"]
+    assert levels["player"] == "hls.js"
+    # Every variant is a level (hls.js sorts them lowest bitrate first), with its size.
+    by_uri = {level["url"].rsplit("/", 1)[-1]: level for level in levels["levels"]}
+    assert {uri: (v["bitrate"], v["width"], v["height"]) for uri, v in by_uri.items()} == RUNGS
+    # The page's picker offers Auto and each of them.
+    names = [f"{v['height']}p · {v['bitrate'] // 1000} kb/s" for v in levels["levels"]]
+    assert levels["pickerShown"] and [o["text"] for o in levels["options"][1:]] == names, levels
+    assert levels["options"][0]["value"] == "-1" and levels["options"][0]["text"].startswith("Auto")
+    switches = seen["switches"]
+    assert sorted(s["index"] for s in switches) == list(range(len(RUNGS))), switches
+    for switch in switches:
+        index, before, at, after = switch["index"], switch["before"], switch["at"], switch["after"]
+        level = levels["levels"][index]
+        assert before["level"] != index  # a real switch every time
+        assert index in switch["fragLevels"] and index in switch["switchedTo"], switch  # its fragments
+        assert (at["width"], at["height"]) == (level["width"], level["height"]), switch  # its pictures
+        assert (after["width"], after["height"]) == (level["width"], level["height"]), switch
+        assert (after["level"], after["auto"], after["picker"]) == (index, False, str(index)), switch
+        # Playback went on through the switch, and on at that level.
+        assert before["time"] <= at["time"] and after["time"] >= at["time"] + 0.5, switch
+        assert after["frames"] >= at["frames"] + 5, switch
+        assert before["counter"] < at["counter"] < after["counter"], switch  # the host's pictures, live
+    auto = seen["auto"]
+    assert auto["after"]["auto"] and auto["after"]["picker"] == "-1", auto
+    assert auto["after"]["time"] >= auto["at"]["time"] + 0.5, auto

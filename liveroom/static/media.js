@@ -41,7 +41,10 @@ export async function play(room, token, slot, video) {
 // The HLS fallback (docs/pages.md): the room's master playlist through hls.js (vendored,
 // loaded only now) wherever Media Source Extensions exist, else the browser's own HLS
 // (Safari on iPhone). Rejects with code "no_hls" when the server has no HLS for the room.
-export async function playHls(room, video) {
+// With hls.js, `onLevels({levels, chosen, playing})` tells the page the variants (lowest
+// bitrate first), the viewer's choice (-1: automatic) and the one playing, and
+// `setLevel(index)` switches to one (-1: back to automatic).
+export async function playHls(room, video, onLevels = () => {}) {
   const url = `/hls/${encodeURIComponent(room)}/master.m3u8`;
   const probe = await fetch(url, { cache: "no-store" }).catch(() => null);
   if (!probe?.ok) throw Object.assign(new Error("no HLS for this room"), { code: "no_hls" });
@@ -56,9 +59,18 @@ export async function playHls(room, video) {
       else hls.startLoad();  // a playlist or segment that failed: try again from the live edge
     });
     hls.on(Hls.Events.MANIFEST_PARSED, played);
+    const report = () => onLevels({
+      levels: hls.levels.map(({ width, height, bitrate }) => ({ width, height, bitrate })),
+      chosen: hls.autoLevelEnabled ? -1 : hls.manualLevel, playing: hls.currentLevel });
+    for (const event of ["MANIFEST_PARSED", "LEVELS_UPDATED", "LEVEL_SWITCHED"]) hls.on(Hls.Events[event], report);
     hls.loadSource(url);
     hls.attachMedia(video);
-    return { kind: "hls.js", hls, stop: () => { hls.destroy(); } };
+    const setLevel = index => {  // a variant at once (the buffer is flushed); Auto from the next fragment on
+      if (index === -1) hls.loadLevel = -1;
+      else hls.currentLevel = index;
+      report();
+    };
+    return { kind: "hls.js", hls, setLevel, stop: () => { hls.destroy(); } };
   }
   if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = url;

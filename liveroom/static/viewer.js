@@ -262,7 +262,7 @@ async function fallBack(entry) {
   entry.video.srcObject = null;
   entry.kind = "hls";
   try {
-    entry.session = await playHls(room, entry.video);
+    entry.session = await playHls(room, entry.video, levels => players.get("host") === entry && showQualities(entry, levels));
     if (players.get("host") !== entry) return entry.session.stop();
     entry.kind = entry.session.kind;
     entry.video.dataset.player = entry.kind;
@@ -272,14 +272,31 @@ async function fallBack(entry) {
   }
 }
 
+// The HLS fallback's quality picker: Auto (hls.js picks by bandwidth) or one variant.
+function showQualities(entry, { levels, chosen, playing }) {
+  const select = $("#quality");
+  const names = levels.map(level => `${level.height}p · ${Math.round(level.bitrate / 1000)} kb/s`);
+  if ([...select.options].slice(1).map(o => o.textContent).join() !== names.join()) {
+    select.replaceChildren(el("option", { value: -1 }, "Auto"), ...names.map((name, i) => el("option", { value: i }, name)));
+  }
+  select.onchange = () => entry.session.setLevel(Number(select.value));  // this player's (a later fallback has its own)
+  select.options[0].textContent = chosen === -1 && names[playing] ? `Auto (${levels[playing].height}p)` : "Auto";
+  select.value = String(chosen);
+  select.dataset.playing = playing;
+  $("#quality-picker").hidden = levels.length < 2;
+}
+
 function unwatch(slot) {
   slot = String(slot);
   const entry = players.get(slot);
   if (!entry) return;
   entry.session?.stop();
   players.delete(slot);
-  if (slot === "host") { entry.video.srcObject = null; delete entry.video.dataset.player; $("#offline").hidden = false; }
-  else entry.video.remove();
+  if (slot !== "host") return entry.video.remove();
+  entry.video.srcObject = null;
+  delete entry.video.dataset.player;
+  $("#offline").hidden = false;
+  $("#quality-picker").hidden = true;
 }
 
 function showStage(guests) {

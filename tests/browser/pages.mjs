@@ -1,42 +1,12 @@
-// Drives liveroom's pages in headless Chromium for tests/test_pages.py.
-// node pages.mjs <base url> <room> <host token> <alice token> <bob token> <chromium> <artifacts dir>
-// Prints one JSON line of what it saw; the Python test asserts on it.
-import { chromium } from "playwright-core";
+// Drives liveroom's pages in headless Chromium for tests/test_pages.py (the show).
+// node pages.mjs <base url> <room> <host token> <alice token> <bob token> <carol token> <chromium> <artifacts dir>
+// Prints one JSON line of what it saw (harness.mjs); the Python test asserts on it.
+import { harness } from "./harness.mjs";
 
 const [base, room, hostToken, aliceToken, bobToken, carolToken, executablePath, artifacts] = process.argv.slice(2);
 const SKEW_MS = 5000;  // Bob's device clock is 5 s fast: the server-clock sync must hide it
-const result = { errors: [] };
-const step = async (name, fn) => {
-  const started = Date.now();
-  try {
-    result[name] = await fn();
-  } catch (error) {
-    result.errors.push(`${name}: ${error.message.split("\n")[0]}`);
-  }
-  result[`${name}_ms`] = Date.now() - started;
-};
+const { step, open, shot, run } = await harness({ base, room, executablePath, artifacts });
 
-const browser = await chromium.launch({ executablePath, args: ["--headless", "--no-sandbox", "--disable-gpu",
-  "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
-  "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required"] });
-
-async function open(path, token, viewport, init, route) {
-  const context = await browser.newContext({ viewport });
-  if (init) await context.addInitScript(init);
-  if (route) await context.route(...route);
-  const page = await context.newPage();
-  page.on("pageerror", error => result.errors.push(`${path}: ${error.message}`));
-  page.on("dialog", dialog => { result.errors.push(`dialog: ${dialog.message()}`); dialog.dismiss(); });
-  await page.goto(`${base}${path}/${room}#token=${token}`);
-  await page.waitForFunction(() => document.querySelector("#status")?.textContent === "live");
-  await page.evaluate(() => {  // every item type the page receives, for the checks below
-    const conn = window.liveroom.conn, take = conn.take.bind(conn);
-    window.__types = new Set();
-    conn.take = item => { window.__types.add(item.type); return take(item); };
-  });
-  return page;
-}
 // Frames the page's WHEP session for `slot` has decoded, polled until at least `least`.
 async function framesOf(page, slot, least = 10, timeout = 15000) {
   const deadline = Date.now() + timeout;
@@ -52,9 +22,8 @@ async function framesOf(page, slot, least = 10, timeout = 15000) {
   }
   return frames;
 }
-const shot = (page, name) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
 
-try {
+await run(async () => {
   const host = await open("/host", hostToken, { width: 1280, height: 900 });
   const alice = await open("/room", aliceToken, { width: 390, height: 844 });  // a phone
   const bob = await open("/room", bobToken, { width: 1100, height: 700 },
@@ -292,13 +261,10 @@ try {
     const t1 = await time();
     await carol.waitForFunction(t1 => document.querySelector("#host-video").currentTime >= t1 + 1, t1, { timeout: 8000 });
     const t2 = await time();
+    const levels = await carol.evaluate(() => window.liveroom.players.get("host").session.hls.levels.length);
+    const pickerHidden = await carol.$eval("#quality-picker", n => n.hidden);
     await shot(carol, "viewer-hls");
     await carol.context().close();
-    return { mse, player, t1, t2 };
+    return { mse, player, t1, t2, levels, pickerHidden };
   });
-} catch (error) {
-  result.errors.push(`driver: ${error.message.split("\n")[0]}`);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(result));
+});
