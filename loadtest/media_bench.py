@@ -867,10 +867,16 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
             "sent_to_shown_ms": round((seen[0] - switch["switched_at"]) * 1000),
             "keyframe_bytes": switch.get("keyframe_bytes"),
         }
-    ended_on = []
-    for name, _, end in phases:
+    ended_on, settled_after = [], []
+    for name, start, end in phases:
         shown = [size for t, size in sizes if t <= end]
         ended_on.append((name, "360p" if shown and shown[-1] == ABR_SIZES["360p"] else "180p"))
+        # How long the phase took to show the rung its link sustains (None: not within it).
+        sustained = ABR_SIZES["360p" if name == "clean" else "180p"]
+        before = [size for t, size in sizes if t < start]
+        came = [t for t, size in sizes if start <= t <= end and size == sustained]
+        on_it = bool(before) and before[-1] == sustained
+        settled_after.append(0.0 if on_it else round(came[0] - start, 2) if came else None)
     return {
         "phase": "abr",
         "link": f"{args.limit_kbit} kbit/s tbf (100 ms queue) for {args.limited_seconds} s, "
@@ -889,6 +895,7 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
         "switches_never_shown": unseen,
         "phases_ended_on": ended_on,
         "phase_starts_s": [round(start - phases[0][1], 2) for _, start, _ in phases],
+        "settled_after_s": settled_after[1:],
         "settled": sum((name == "clean") == (rung == "360p") for name, rung in ended_on[1:]),
         "phases": len(ended_on) - 1,
         "failed_trials": sum(1 for s in switches if s["trial"]) - len(times["up"]),
