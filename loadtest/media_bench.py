@@ -18,12 +18,17 @@ GOP, as a live encoder would. `steady` viewers are cheap (`media_viewer.py`: fra
 keyframes counted from RTP headers, nothing decoded, so one load core holds hundreds),
 except `--decoders` sample viewers on aiortc's full receive path that decode every frame
 and check its size, to prove what is forwarded decodes. `storm` and `failover` viewers
-count the encoded frames aiortc reassembles (liveroom.media.hooks.FrameTap); `ttff`
-viewers decode, since the target is the first *decoded* frame.
+count the encoded frames aiortc reassembles (liveroom.media.hooks.FrameTap), except
+`--decoders` failover viewers that decode them (`DecodeCheck`); `ttff` viewers decode,
+since the target is the first *decoded* frame.
 
 `failover`: per run, a primary publisher in its own process and a backup (`?path=backup`)
 in this one send the same clip; viewers watch; the primary's process is SIGKILLed and
 the viewers' largest gap between frames is measured (target: p95 <= 200 ms, none lost).
+Then the host restarts its encoder: a new primary process publishes (`POST /whip/{room}`);
+once it has been healthy for `failover_return_after_s` the server returns the viewers to
+it at a keyframe; the largest gap from its start to 1 s after the return (target <= 100
+ms), and the decoding viewers' errors across both (target 0).
 
 `ladder`: no server; the CPU cost of a server-side ABR ladder for one 720p30 source:
 decode once, then per rung scale (one reformatter each) and encode (x264 ultrafast,
@@ -238,11 +243,38 @@ async def start_publisher(base: str, room: str, clip: ClipTrack, query: str = ""
 # -- viewers (in their own processes) ---------------------------------------------------------
 
 
-async def counting_viewer(base: str, room: str, user: str, arrivals: list[float]) -> RTCPeerConnection:
-    """A viewer that counts reassembled encoded frames rather than decoding them."""
+class DecodeCheck:
+    """Decodes the encoded frames a viewer's FrameTap hands over (PyAV's H.264 decoder, as
+    aiortc's receiver would) and counts what goes wrong: FFmpeg errors, pictures FFmpeg
+    flags corrupt, pictures of another size. `arrivals`: when each good picture came out."""
+
+    def __init__(self, arrivals: list[float]) -> None:
+        self.arrivals = arrivals
+        self.errors = 0
+        self._codec = av.CodecContext.create("h264", "r")
+        self._codec.thread_count = 1
+
+    def frame(self, codec: Any, data: bytes, timestamp: int) -> None:
+        try:
+            pictures = self._codec.decode(av.Packet(data))
+        except av.FFmpegError:
+            self.errors += 1
+            return
+        for picture in pictures:
+            if picture.is_corrupt or (picture.width, picture.height) != (WIDTH, HEIGHT):
+                self.errors += 1
+            else:
+                self.arrivals.append(time.time())
+
+
+async def counting_viewer(
+    base: str, room: str, user: str, arrivals: list[float], decoder: DecodeCheck | None = None
+) -> RTCPeerConnection:
+    """A viewer that counts reassembled encoded frames; with `decoder`, that decodes them."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     receiver = pc.addTransceiver("video", "recvonly").receiver
-    tap_receiver(receiver, lambda codec, data, timestamp: arrivals.append(time.time()))
+    count = decoder.frame if decoder is not None else lambda codec, data, ts: arrivals.append(time.time())
+    tap_receiver(receiver, count)
     await negotiate(pc, f"{base}/whep/{room}", token(user, "viewer"), lean=True)
     return pc
 
@@ -654,7 +686,11 @@ def primary_process(base: str, room: str, clip: list[tuple[bytes, bool]], ready:
             packet = av.Packet(data)
             packet.is_keyframe = keyframe
             packets.append(packet)
-        await start_publisher(base, room, ClipTrack(packets))
+        try:
+            await start_publisher(base, room, ClipTrack(packets))
+        except Exception as exc:  # e.g. 409: the server would not take this primary
+            ready.put(repr(exc))
+            return
         await asyncio.sleep(1.0)  # connected and sending
         ready.put("sending")
         await asyncio.sleep(3600)  # until SIGKILLed
@@ -662,45 +698,103 @@ def primary_process(base: str, room: str, clip: list[tuple[bytes, bool]], ready:
     asyncio.run(main())
 
 
+async def start_primary(base: str, room: str, raw: list[tuple[bytes, bool]]) -> Any:
+    """A primary publisher in a process of its own (`primary_process`), once it sends."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    primary = context.Process(target=primary_process, args=(base, room, raw, ready))
+    primary.start()
+    state = await asyncio.get_running_loop().run_in_executor(None, ready.get, True, 60)
+    if state != "sending":
+        raise RuntimeError(f"the primary publisher of {room} failed: {state}")
+    return primary
+
+
+def largest_gap_ms(arrivals: list[float], since: float, until: float) -> float:
+    around = [t for t in arrivals if since <= t <= until]
+    return max((b - a for a, b in itertools.pairwise(around)), default=9.9) * 1000
+
+
+async def wait_for_return(server: Server, room: str, timeout_s: float) -> bool:
+    """Until the room's viewers are back on the primary (its failover metric to it)."""
+    key = f'liveroom_media_failovers_total{{room="{room}",to="primary"}}'
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (await loop.run_in_executor(None, server.metrics)).get(key, 0) >= 1:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def failover_run(
+    args: argparse.Namespace, server: Server, clip: ClipTrack, room: str, raw: list[tuple[bytes, bool]]
+) -> dict[str, Any]:
+    """One run: the primary is SIGKILLed, then a restarted primary comes up and is returned to."""
+    primary = await start_primary(server.base, room, raw)
+    backup = await start_publisher(server.base, room, ClipTrack(clip.packets), "?path=backup")
+    arrivals: list[list[float]] = [[] for _ in range(args.failover_viewers)]
+    decoders = [DecodeCheck(log) for log in arrivals[: args.decoders]]
+    viewers = [
+        await counting_viewer(server.base, room, f"fo-{i}", log, decoders[i] if i < len(decoders) else None)
+        for i, log in enumerate(arrivals)
+    ]
+    for _ in range(150):  # up to 15 s for every viewer to play (joining is slow on a busy core)
+        if all(len(log) >= 30 for log in arrivals):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    killed_at = time.time()
+    os.kill(primary.pid or 0, 9)  # SIGKILL: no BYE, no DTLS close; the link just goes dark
+    await asyncio.sleep(1.5)
+    restarted_at = time.time()  # the host restarts its encoder: a new primary, a new process
+    restarted = await start_primary(server.base, room, raw)
+    returned = await wait_for_return(server, room, args.return_timeout_s)
+    await asyncio.sleep(1.0)
+    ended_at = time.time()
+    result = {
+        "gaps": [largest_gap_ms(log, killed_at - 0.5, killed_at + 1.5) for log in arrivals],
+        "return_gaps": [largest_gap_ms(log, restarted_at, ended_at) for log in arrivals] if returned else [],
+        "returned": returned,
+        "disconnected": sum(pc.connectionState != "connected" for pc in viewers),
+        "decode_errors": sum(d.errors for d in decoders),
+        "decoded": sum(len(d.arrivals) for d in decoders),
+    }
+    for pc in [*viewers, backup]:
+        await pc.close()
+    os.kill(restarted.pid or 0, 9)
+    for process in (primary, restarted):
+        process.join(5)
+    return result
+
+
+def gap_figures(name: str, every: str, gaps: list[float]) -> dict[str, Any]:
+    """p50, p95 and max of some gaps (ms) as `name`_p50 ..., and every gap as `every`."""
+    gaps = sorted(gaps)
+    if not gaps:
+        return {f"{name}_p50": None, f"{name}_p95": None, f"{name}_max": None, every: []}
+    return {
+        f"{name}_p50": round(statistics.median(gaps), 1),
+        f"{name}_p95": round(gaps[max(0, round(0.95 * len(gaps)) - 1)], 1),
+        f"{name}_max": round(gaps[-1], 1),
+        every: [round(gap) for gap in gaps],
+    }
+
+
 async def failover(args: argparse.Namespace, server: Server, clip: ClipTrack) -> dict[str, Any]:
     raw = [(bytes(packet), bool(packet.is_keyframe)) for packet in clip.packets]
-    context = multiprocessing.get_context("spawn")
-    gaps: list[float] = []
-    disconnected = switches = 0
-    for run_index in range(args.runs):
-        room = f"failover-{run_index}"
-        ready = context.Queue()
-        primary = context.Process(target=primary_process, args=(server.base, room, raw, ready))
-        primary.start()
-        await asyncio.get_running_loop().run_in_executor(None, ready.get, True, 60)
-        backup = await start_publisher(server.base, room, ClipTrack(clip.packets), "?path=backup")
-        arrivals: list[list[float]] = [[] for _ in range(args.failover_viewers)]
-        viewers = [await counting_viewer(server.base, room, f"fo-{i}", log) for i, log in enumerate(arrivals)]
-        for _ in range(150):  # up to 15 s for every viewer to play (joining is slow on a busy core)
-            if all(len(log) >= 30 for log in arrivals):
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-        killed_at = time.time()
-        os.kill(primary.pid or 0, 9)  # SIGKILL: no BYE, no DTLS close; the link just goes dark
-        await asyncio.sleep(1.5)
-        for log in arrivals:
-            around = [t for t in log if killed_at - 0.5 <= t <= killed_at + 1.5]
-            gaps.append(max((b - a for a, b in itertools.pairwise(around)), default=9.9) * 1000)
-        disconnected += sum(pc.connectionState != "connected" for pc in viewers)
-        for pc in [*viewers, backup]:
-            await pc.close()
-        primary.join(5)
+    runs = [await failover_run(args, server, clip, f"failover-{n}", raw) for n in range(args.runs)]
     switches = int(sum(v for k, v in server.metrics().items() if k.startswith("liveroom_media_failovers")))
-    gaps.sort()
     return {
         "runs": args.runs,
         "viewers_per_run": args.failover_viewers,
-        "gap_ms_p50": round(statistics.median(gaps), 1),
-        "gap_ms_p95": round(gaps[max(0, round(0.95 * len(gaps)) - 1)], 1),
-        "gap_ms_max": round(gaps[-1], 1),
-        "gaps_ms": [round(gap) for gap in gaps],
-        "viewers_disconnected": disconnected,
+        "decoding_viewers_per_run": min(args.decoders, args.failover_viewers),
+        **gap_figures("gap_ms", "gaps_ms", [gap for run in runs for gap in run["gaps"]]),
+        **gap_figures("return_gap_ms", "return_gaps_ms", [g for run in runs for g in run["return_gaps"]]),
+        "returns": sum(run["returned"] for run in runs),
+        "viewers_disconnected": sum(run["disconnected"] for run in runs),
+        "decode_errors": sum(run["decode_errors"] for run in runs),
+        "pictures_decoded": sum(run["decoded"] for run in runs),
         "failovers_counted": switches,
     }
 
@@ -1210,8 +1304,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10, help="ttff: viewers, one after another")
     parser.add_argument("--runs", type=int, default=20, help="failover: primary publishers killed")
     parser.add_argument("--failover-viewers", type=int, default=3, help="failover: viewers per run")
+    parser.add_argument("--return-timeout-s", type=float, default=10.0, help="failover: wait for the return")
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
-    parser.add_argument("--decoders", type=int, default=1, help="steady: sample viewers that decode")
+    parser.add_argument("--decoders", type=int, default=1, help="steady, failover: viewers that decode")
     parser.add_argument("--profile", action="store_true", help="steady: py-spy the server in each level")
     parser.add_argument("--workers", type=int, default=1, help="the server's media.workers")
     parser.add_argument("--gop-cache", type=int, default=None, help="storm: media.gop_cache_frames")

@@ -95,6 +95,7 @@ class DualPath:
     def detach(self, name: str) -> None:
         """A path ended; if it was on air the other one takes over at once."""
         self.paths.pop(name, None)
+        self._standby.pop(name, None)
         switch = self.rule.remove(name)
         if switch is not None:
             self._switched(switch)
@@ -105,6 +106,10 @@ class DualPath:
         if BACKUP in self.paths:
             self.paths[PRIMARY] = self.paths.pop(BACKUP)
         self.rule.promote()
+
+    def primary_replaceable(self) -> bool:
+        """A new primary may replace the current one (failover.py)."""
+        return self.rule.primary_replaceable(self._clock())
 
     @property
     def active(self) -> str:

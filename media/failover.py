@@ -12,7 +12,9 @@ The rule is told of every frame (`frame`) and answers what to do:
 * on the backup: go back to the primary once it has been healthy for `return_after_s`,
   exactly at one of its keyframes (a keyframe is asked of it when that time is reached),
   so the return shows no gap; go back at once if the backup itself fails;
-* a path that ends (`remove`) hands over to the other one.
+* a path that ends (`remove`) hands over to the other one;
+* a failed primary off air may be replaced (`primary_replaceable`): a host that restarts
+  its encoder publishes a new primary, which is judged afresh and returned to as above.
 
 Nothing here reads a clock or touches the network: tests drive it with a fake clock.
 """
@@ -145,6 +147,12 @@ class FailoverRule:
         if self.active == path and other in self.paths:
             return self._switch(other, f"{path}_ended")
         return None
+
+    def primary_replaceable(self, now: float) -> bool:
+        """Whether a new primary may take the current one's place: the backup is on air and
+        the primary still has a problem (its session may outlive a crashed encoder)."""
+        primary = self.paths.get(PRIMARY)
+        return self.active == BACKUP and (primary is None or primary.problem(now) is not None)
 
     def promote(self) -> None:
         """The primary is gone for good: the backup becomes the primary (no switch)."""

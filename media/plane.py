@@ -4,7 +4,8 @@ Rules enforced here (HTTP status in brackets, see routes.py):
 * one publisher per (room, slot); a second host publish needs `?path=backup` [409];
 * with a backup ingest, both host paths stay live and a `DualPath` puts one of them on
   air (failover.py decides which); viewers stay connected through every switch, and
-  when the primary ends the backup adopts the program (relays and viewers);
+  when the primary ends the backup adopts the program (relays and viewers); a host
+  publish while the primary has failed over and still fails replaces that primary;
 * only the session's owner, an admin, or the room's host (for a guest) may end it [403].
 """
 
@@ -73,21 +74,25 @@ class MediaPlane:
         slot = caller.publish_slot(room)
         if backup and slot != HOST_SLOT:
             raise BadRequest("only the host slot has a backup path", "bad_request")
-        self._check_free(room, slot, backup)
+        stale = None if backup else self._failed_primary(room, slot)
+        if stale is None:
+            self._check_free(room, slot, backup)
         session = PublishSession(room, slot, caller, self.config)
         if backup:
             self.backups[room] = session
-        else:
+        elif stale is None:
             self.publishers[(room, slot)] = session
         session.on_closed = self._publisher_closed
         session.on_connected = lambda s: self._event(s, "connected")
         answer = await self._answer(session, offer)
-        if slot == HOST_SLOT and not backup:
+        if stale is not None:
+            await self._replace_primary(stale, session)
+        elif slot == HOST_SLOT and not backup:
             self._start_ladder(session)
             self._start_hls(session)
         elif room in self.composites and "video" in session.relays:
             self.composites[room].add(slot, session.relays["video"])
-        if slot == HOST_SLOT:
+        if slot == HOST_SLOT and stale is None:
             try:
                 self._pair(room)
             except BadRequest:
@@ -110,6 +115,34 @@ class MediaPlane:
             self.dual[room] = dual
             self._attach(dual, PRIMARY, primary)
         self._attach(dual, BACKUP, backup)
+
+    def _failed_primary(self, room: str, slot: str) -> PublishSession | None:
+        """The host's primary path if a new primary may replace it: it failed over to the
+        backup and still fails (after a crash its session lingers until ICE gives up)."""
+        dual, primary = self.dual.get(room), self.publishers.get((room, slot))
+        if slot != HOST_SLOT or dual is None or primary is None or dual.paths.get(PRIMARY) is not primary:
+            return None
+        return primary if dual.primary_replaceable() else None
+
+    async def _replace_primary(self, stale: PublishSession, session: PublishSession) -> None:
+        """A restarted primary takes the failed one's place: it adopts the program (its
+        relays and viewers, fed by the backup meanwhile); the rule returns to it once it has
+        been healthy for `failover_return_after_s`, at one of its keyframes."""
+        room = session.room
+        if self._failed_primary(room, HOST_SLOT) is not stale or stale.closed:
+            await session.close()  # the old primary came back, or another replaced it first
+            raise CommandError("a host is already publishing in this room", "already_publishing")
+        if session.mime_types != stale.mime_types:
+            await session.close()
+            raise BadRequest("a new primary must send the program's codecs", "codec_mismatch")
+        dual = self.dual[room]
+        stale.before_close = lambda s: None  # the program stays with the dual path
+        stale.feed = lambda kind, data, timestamp: None
+        session.adopt_program(stale)
+        self.publishers[(room, HOST_SLOT)] = session
+        dual.detach(PRIMARY)
+        self._attach(dual, PRIMARY, session)
+        await stale.close()
 
     def _attach(self, dual: DualPath, name: str, session: PublishSession) -> None:
         dual.attach(name, session)

@@ -5,7 +5,9 @@ The primary's link goes dark (its outgoing datagrams are dropped on the publishe
 no BYE, no DTLS close, as after a crash); viewers must keep decoding from the backup with
 a short gap and stay connected, get audio too, and the switch must reach the room and
 /metrics. The primary's link comes back: viewers return to it at a keyframe without a
-gap. Then the primary closes for good: the backup keeps the viewers.
+gap. Then the primary closes for good: the backup keeps the viewers. And a primary whose
+encoder crashed (its session lingers on the server) is replaced by a restarted one, which
+viewers return to.
 """
 
 from __future__ import annotations
@@ -81,13 +83,19 @@ def cut_link(peer: Peer) -> Any:
     return lambda: setattr(pair.protocol, "send_data", send_data)
 
 
-async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(server: ServerProcess) -> None:
+async def dual_path_room(base: str) -> tuple[str, Viewer, Peer, Peer]:
+    """A new room, a Socket.IO client in it, and the host's primary and backup paths."""
     room = f"fo-{uuid.uuid4().hex[:8]}"
-    loop = asyncio.get_running_loop()
-    watcher = await Viewer(server.url, "failover-watcher").connect()
+    watcher = await Viewer(base, "failover-watcher").connect()
     await watcher.join(room)
-    primary = await publish(server.url, room, token("host-fo", "host"))
-    backup = await publish(server.url, room, token("host-fo", "host"), query="?path=backup")
+    primary = await publish(base, room, token("host-fo", "host"))
+    backup = await publish(base, room, token("host-fo", "host"), query="?path=backup")
+    return room, watcher, primary, backup
+
+
+async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(server: ServerProcess) -> None:
+    loop = asyncio.get_running_loop()
+    room, watcher, primary, backup = await dual_path_room(server.url)
     viewers = [await play_timed(server.url, room, f"fo-fan-{n}") for n in range(2)]
     try:
         await wait_until(lambda: all(len(v.video) >= 30 for v in viewers), 15, "video from the primary")
@@ -130,5 +138,36 @@ async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(se
                 task.cancel()
             await viewer.pc.close()
         await backup.end()
+        await primary.close()
+        await watcher.close()
+
+
+async def test_a_restarted_primary_replaces_the_failed_one_and_viewers_return_to_it(
+    server: ServerProcess,
+) -> None:
+    loop = asyncio.get_running_loop()
+    room, watcher, primary, backup = await dual_path_room(server.url)
+    viewer = await play_timed(server.url, room, "fo-restart")
+    restarted = None
+    try:
+        await wait_until(lambda: len(viewer.video) >= 30, 15, "video from the primary")
+        cut_link(primary)  # the encoder crashed: the server still holds its session
+        await watcher.wait_for(lambda i: i["type"] == "media.failover", timeout=5)
+        restarted = await publish(server.url, room, token("host-fo", "host"))  # 201, not 409
+        started_at = loop.time()
+        back = lambda i: i["type"] == "media.failover" and i["data"]["to"] == "primary"  # noqa: E731
+        [item] = await watcher.wait_for(back, timeout=8)
+        assert item["data"]["reason"] == "primary_recovered"
+        await asyncio.sleep(0.5)
+        assert viewer.largest_gap(started_at, loop.time()) <= 0.25  # target 100 ms; CI slack
+        assert viewer.pc.connectionState == "connected" and viewer.ended == []
+        assert scrape(server.url)[f'liveroom_media_failovers_total{{room="{room}",to="primary"}}'] == 1
+    finally:
+        for task in viewer.tasks:
+            task.cancel()
+        await viewer.pc.close()
+        for peer in (restarted, backup):
+            if peer is not None:
+                await peer.end()
         await primary.close()
         await watcher.close()

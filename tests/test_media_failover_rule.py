@@ -252,3 +252,30 @@ def test_each_paths_figures_for_the_host_console() -> None:
     clock.advance(0.5)  # the primary goes silent: its figures fall, its problem shows
     assert dual.figures()["paths"][PRIMARY]["problem"] == "silence"
     assert 14 <= dual.figures()["paths"][PRIMARY]["fps"] <= 16
+
+
+def test_a_restarted_primary_replaces_the_failed_one_and_gets_the_program_back() -> None:
+    clock, switches, _relays, viewer, dual, _primary, _backup = dual_program()
+    for n in range(10):
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    assert not dual.primary_replaceable()  # a live primary on air keeps its place
+    for n in range(10, 20):  # the primary's encoder crashed
+        dual.feed(BACKUP, "video", KEY if n == 15 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    assert [s.reason for s in switches] == ["primary_silence"] and dual.primary_replaceable()
+    restarted = FakePath("p2")
+    dual.detach(PRIMARY)  # the backup stays on air: no switch
+    dual.attach(PRIMARY, restarted)
+    assert len(switches) == 1
+    n = 20
+    while len(switches) == 1 and n < 120:  # both send; the new primary answers keyframe requests
+        dual.feed(PRIMARY, "video", KEY if restarted.keyframes_asked else DELTA, 5 + n * 3000)
+        dual.feed(BACKUP, "video", DELTA, n * 3000)
+        clock.advance(FRAME_S)
+        n += 1
+    assert switches[1] == Switch(BACKUP, PRIMARY, "primary_recovered") and not dual.primary_replaceable()
+    assert 2.0 <= (n - 20) * FRAME_S <= 2.2  # healthy for return_after_s, then at its keyframe
+    frames = [f for f in viewer._frames if f is not None]
+    assert frames[-1].keyframe and frames[-1].timestamp - frames[-2].timestamp == 3000
