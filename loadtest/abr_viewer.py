@@ -4,7 +4,8 @@ shaped network namespace by tests/test_media_abr_link.py and `media_bench abr`).
     python -m liveroom.loadtest.abr_viewer BASE ROOM TOKEN SECONDS
 
 Prints one JSON line per decoded video frame whose size differs from the previous one
-(`{"t": wall clock, "size": [w, h]}`), a `{"frames": n}` line every second, and at the
+(`{"t": wall clock, "size": [w, h]}`), a `{"frames": n, "max_gap_s": longest wait between
+two pictures in that second}` line every second, and at the
 end the session's status (`GET {Location}`: its rung and the server's switch decisions)
 as `{"status": {...}}`. Wall clocks are comparable with the server's on the same machine.
 
@@ -133,12 +134,16 @@ def say(item: dict[str, Any]) -> None:
     print(json.dumps(item), flush=True)
 
 
-async def consume(track: MediaStreamTrack, counts: list[int]) -> None:
-    size = None
+async def consume(track: MediaStreamTrack, counts: list[int], gaps: list[float]) -> None:
+    size, last = None, None
     with contextlib.suppress(MediaStreamError):
         while True:
             frame: Any = await track.recv()
             counts[0] += 1
+            now = time.monotonic()
+            if last is not None:
+                gaps[0] = max(gaps[0], now - last)
+            last = now
             if (frame.width, frame.height) != size:
                 size = (frame.width, frame.height)
                 say({"t": time.time(), "size": list(size)})
@@ -149,8 +154,8 @@ async def run(base: str, room: str, token: str, seconds: float) -> None:
     setattr(rtcrtpreceiver, "JitterBuffer", KeyframeSkippingBuffer)  # noqa: B010 (not exported)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", "recvonly")
-    counts, tasks = [0], []
-    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(consume(track, counts))))
+    counts, gaps, tasks = [0], [0.0], []
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(consume(track, counts, gaps))))
     await pc.setLocalDescription(await pc.createOffer())
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -163,7 +168,8 @@ async def run(base: str, room: str, token: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
-            say({"frames": counts[0], "t": time.time()})
+            say({"frames": counts[0], "t": time.time(), "max_gap_s": round(gaps[0], 3)})
+            gaps[0] = 0.0
         async with http.get(f"{base}{location}") as response:
             say({"status": await response.json()})
         async with http.delete(f"{base}{location}"):

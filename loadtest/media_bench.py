@@ -896,7 +896,7 @@ async def abr(args: argparse.Namespace) -> dict[str, Any]:
         with ShapedLink("bench") as link:
             publisher = await noise_publisher(server.base, "abr", token("bench-host", "host"))
             base = f"http://{link.host_ip}:{server.port}"
-            seconds = str(args.cycles * cycle + args.clean_seconds)
+            seconds = str(args.cycles * cycle + args.settle_seconds)
             command = ["taskset", "-c", args.load_cpus, sys.executable, "-m", "liveroom.loadtest.abr_viewer"]
             viewer = link.spawn([*command, base, "abr", token("bench-viewer", "viewer"), seconds])
             lines, phases = await _abr_cycles(args, link, viewer)
@@ -924,14 +924,17 @@ async def _abr_cycles(args: argparse.Namespace, link: Any, viewer: Any) -> tuple
     start = time.time()
     await read_until(start + args.clean_seconds)
     phases.append(("clean", start, time.time()))
-    for _ in range(args.cycles):
+    for cycle in range(args.cycles):
         link.limit(args.limit_kbit)
         start = time.time()
         await read_until(start + args.limited_seconds)
         phases.append(("limited", start, time.time()))
         link.lift()
         start = time.time()
-        await read_until(start + args.clean_seconds)
+        # The last free phase is longer: failed trials back off (up to 32 s), and the
+        # viewer must still be seen back on the rung its link sustains.
+        last = cycle == args.cycles - 1
+        await read_until(start + (args.settle_seconds if last else args.clean_seconds))
         phases.append(("clean", start, time.time()))
     await read_until(time.time() + 30)  # the status line
     return lines, phases
@@ -961,8 +964,11 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
             "sent_to_shown_ms": round((seen[0] - switch["switched_at"]) * 1000),
             "keyframe_bytes": switch.get("keyframe_bytes"),
         }
-    ended_on, settled_after = [], []
+    ended_on, settled_after, stalls = [], [], []
     for name, start, end in phases:
+        # The longest the picture stood still in the phase (a second's line covers the second before it).
+        waits = [line["max_gap_s"] for line in lines if "max_gap_s" in line and start < line["t"] <= end + 1]
+        stalls.append(round(max(waits, default=0.0) * 1000))
         shown = [size for t, size in sizes if t <= end]
         ended_on.append((name, "360p" if shown and shown[-1] == ABR_SIZES["360p"] else "180p"))
         # How long the phase took to show the rung its link sustains (None: not within it).
@@ -974,7 +980,7 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
     return {
         "phase": "abr",
         "link": f"{args.limit_kbit} kbit/s tbf (100 ms queue) for {args.limited_seconds} s, "
-        f"then free for {args.clean_seconds} s, x{args.cycles}",
+        f"then free for {args.clean_seconds} s, x{args.cycles} (the last free {args.settle_seconds} s)",
         "switch_ms": {
             way: {
                 "n": len(v),
@@ -990,6 +996,7 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
         "phases_ended_on": ended_on,
         "phase_starts_s": [round(start - phases[0][1], 2) for _, start, _ in phases],
         "settled_after_s": settled_after[1:],
+        "longest_stall_ms": stalls[1:],
         "settled": sum((name == "clean") == (rung == "360p") for name, rung in ended_on[1:]),
         "phases": len(ended_on) - 1,
         "failed_trials": sum(1 for s in switches if s["trial"]) - len(times["up"]),
@@ -1297,6 +1304,7 @@ def main() -> None:
     parser.add_argument("--limit-kbit", type=int, default=500, help="abr: the limited link's rate")
     parser.add_argument("--limited-seconds", type=float, default=6.0, help="abr: each limited phase")
     parser.add_argument("--clean-seconds", type=float, default=8.0, help="abr: each free phase")
+    parser.add_argument("--settle-seconds", type=float, default=40.0, help="abr: the last free phase")
     parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
     parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
     parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")
