@@ -5,7 +5,7 @@
     python -m liveroom.loadtest.media_bench storm --viewers 100 [--gop-cache 0]
     python -m liveroom.loadtest.media_bench failover --runs 20
     python -m liveroom.loadtest.media_bench ladder --seconds 10
-    python -m liveroom.loadtest.media_bench abr --cycles 6          # as root: a shaped link
+    python -m liveroom.loadtest.media_bench abr --cycles 10         # as root: a shaped link
     python -m liveroom.loadtest.media_bench hls-latency --seconds 30
     python -m liveroom.loadtest.media_bench ladder-live --seconds 20
     python -m liveroom.loadtest.media_bench composite-live --seconds 20
@@ -39,9 +39,11 @@ The rung with the source's own size is the source, forwarded: `cores` leaves it 
 (~0.9 Mbps H.264); the server (ladder `360p:1000000,180p:300000`, `transcode_ladder`)
 makes the 180p rung; one decoding viewer (`abr_viewer`) sits in a network namespace
 behind a veth whose downlink `tc` limits to --limit-kbit for --limited-seconds, then
-frees for --clean-seconds, --cycles times. Per switch: the server's decision (session
-status) to the viewer's first decoded picture of the new size; per phase: the rung the
-viewer ended it on (it should settle on the highest its link sustains).
+frees for --clean-seconds, --cycles times (the last free phase --settle-seconds). Per
+switch: the server's decision (session status) to the viewer's first decoded picture of
+the new size, split at the moment the new rung's keyframe left the server; per phase: the
+rung the viewer ended it on (it should settle on the highest its link sustains), how long
+it took to show that rung, and the longest the picture stood still.
 
 `ladder-live`: the server-side ladder as wired in: the server's CPU (all its processes)
 while the 720p30 clip is published and nobody watches, with `transcode_ladder` off, then on
@@ -1300,11 +1302,14 @@ def main() -> None:
         ),
     )
     parser.add_argument("--segment-s", type=float, default=2.0, help="hls-*: media.hls_segment_s")
-    parser.add_argument("--cycles", type=int, default=6, help="abr: limited/clean cycles")
+    parser.add_argument("--cycles", type=int, default=10, help="abr: limited/clean cycles")
     parser.add_argument("--limit-kbit", type=int, default=500, help="abr: the limited link's rate")
-    parser.add_argument("--limited-seconds", type=float, default=6.0, help="abr: each limited phase")
-    parser.add_argument("--clean-seconds", type=float, default=8.0, help="abr: each free phase")
-    parser.add_argument("--settle-seconds", type=float, default=40.0, help="abr: the last free phase")
+    # By default a limit is shorter than abr_up_hold_s, so that each cycle is one step down
+    # and one trial up on a free link; `--limited-seconds 6 --clean-seconds 8 --settle-seconds
+    # 40` puts trials inside limits too (what a failed trial costs, and the backoff).
+    parser.add_argument("--limited-seconds", type=float, default=3.0, help="abr: each limited phase")
+    parser.add_argument("--clean-seconds", type=float, default=9.0, help="abr: each free phase")
+    parser.add_argument("--settle-seconds", type=float, default=12.0, help="abr: the last free phase")
     parser.add_argument("--viewers", default="20,40", help="steady: viewer counts, one level each")
     parser.add_argument("--viewers-storm", type=int, default=100, help="storm: viewers joining at once")
     parser.add_argument("--seconds", type=float, default=8.0, help="steady: seconds per level after joining")

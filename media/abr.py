@@ -78,6 +78,7 @@ class AbrPolicy:
     congested_loss: float = 0.08
     clean_loss: float = 0.02
     congested_rtt_s: float = 0.4
+    settle_s: float = 0.3  # after a move, estimate falls this long are the move's keyframe
 
 
 class RungController:
@@ -91,6 +92,7 @@ class RungController:
         self._last_down: float | None = None
         self._trial: tuple[float, int] | None = None  # (started, the rung to go back to)
         self._last_estimate: float | None = None
+        self._settled_at: float | None = None  # estimate falls before this are a move's own
 
     def pin(self, name: str | None) -> None:
         """Pin a rung by name (the viewer's choice), or None for automatic."""
@@ -110,13 +112,19 @@ class RungController:
     def trying(self) -> bool:
         return self._trial is not None
 
+    def moved(self, now: float) -> None:
+        """The viewer's move to its rung is done (the rung's keyframe went out): that keyframe
+        is a burst the receiver's estimator reads as a queue, so a fall of its estimate in
+        the next `settle_s` is not taken for congestion (loss and round trips still are)."""
+        self._settled_at = now + self.policy.settle_s
+
     def update(self, report: LinkReport, now: float) -> Rung:
         """The viewer's latest RTCP figures: returns the rung it should be on."""
         if self.pinned is not None:
             self.current = self.pinned
         elif self._trial is not None:
             self._judge_trial(report, now)
-        elif self._congested(report):
+        elif self._congested(report, now):
             if self._may_step_down(now):
                 self._down(max(self.current + 1, self._fitting(report)), now)
         else:
@@ -125,12 +133,12 @@ class RungController:
             self._last_estimate = report.estimate_bps
         return self.rung
 
-    def _congested(self, report: LinkReport) -> bool:
+    def _congested(self, report: LinkReport, now: float) -> bool:
         policy = self.policy
         slow = report.rtt_s is not None and report.rtt_s > policy.congested_rtt_s
         if report.loss > policy.congested_loss or slow:
             return True
-        if report.estimate_bps is None:
+        if report.estimate_bps is None or (self._settled_at is not None and now < self._settled_at):
             return False
         if report.sent_bps is None:  # no send figures: the estimate is the capacity
             return self.rung.bitrate_bps > report.estimate_bps * policy.fit
@@ -167,7 +175,7 @@ class RungController:
     def _judge_trial(self, report: LinkReport, now: float) -> None:
         assert self._trial is not None
         started, back_to = self._trial
-        if self._congested(report):
+        if self._congested(report, now):
             self._trial = None
             self.backoff_s = min(self.backoff_s * 2, self.policy.max_backoff_s)
             self._down(max(back_to, self._fitting(report)), now)

@@ -299,12 +299,9 @@ class PlaySession(Session):
         track.move_to(rungs[index], cut=index > rungs.index(track.keyframe_source))
 
     def _estimate(self, bps: int) -> None:
-        """A REMB from the viewer: a drop is acted on now, not at the next stats round, unless
-        the viewer is trying a rung up (the trial's first keyframe, a burst, lowers the
-        estimate by itself; the stats round judges the trial)."""
+        """A REMB from the viewer: a fall is acted on now, not at the next stats round."""
         last, self._last_estimate = self._last_estimate, bps
-        dropped = last is not None and bps < last * self.abr.policy.drop
-        if dropped and not self.abr.trying and not self.closed:
+        if last is not None and bps < last * self.abr.policy.drop and not self.closed:
             now = asyncio.get_running_loop().time()
             self.adapt(self.link_report(now), now)
 
@@ -318,6 +315,7 @@ class PlaySession(Session):
             and "switched_at" not in self.switches[-1]
         ):
             self.switches[-1].update(switched_at=time.time(), keyframe_bytes=keyframe.size)
+        self.abr.moved(asyncio.get_running_loop().time())
 
     def link_report(self, now: float) -> LinkReport:
         """REMB (aiortc hands it to the sender's encoder: our packer), loss and RTT (RR), and

@@ -91,3 +91,17 @@ def test_a_pinned_rung_is_kept_whatever_the_link() -> None:
     assert controller.update(LinkReport(100_000), clock.monotonic()).name == "180p"
     with pytest.raises(ValueError):
         controller.pin("4k")
+
+
+def test_a_fall_of_the_estimate_just_after_a_move_is_the_moves_own_keyframe() -> None:
+    controller, clock = RungController(LADDER, AbrPolicy(settle_s=0.5), start=1), FakeClock()
+    controller.update(LinkReport(2_000_000, sent_bps=1_100_000), clock.monotonic())
+    controller.moved(clock.monotonic())  # the rung's keyframe went out: a burst
+    fell = LinkReport(1_000_000, sent_bps=1_100_000)
+    assert controller.update(fell, clock.monotonic() + 0.2).name == "480p"  # the burst's own
+    assert controller.update(LinkReport(1_000_000, loss=0.2), clock.monotonic() + 0.3).name == "360p"
+    controller = RungController(LADDER, AbrPolicy(settle_s=0.5), start=1)
+    controller.update(LinkReport(2_000_000, sent_bps=1_100_000), clock.monotonic())
+    controller.moved(clock.monotonic())
+    clock.advance(0.6)  # settled: a fall now is the link's
+    assert controller.update(fell, clock.monotonic()).name == "360p"
