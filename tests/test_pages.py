@@ -110,7 +110,7 @@ def test_pages_are_served_with_a_strict_policy(server: ServerProcess) -> None:
     with urllib.request.urlopen(server.url + "/static/vendor/socket.io.esm.min.js", timeout=5) as response:
         assert f"Socket.IO v{version}" in response.read(200).decode()
     version = lock["packages"]["node_modules/hls.js"]["version"]
-    with urllib.request.urlopen(server.url + "/static/vendor/hls.light.min.mjs", timeout=5) as response:
+    with urllib.request.urlopen(server.url + "/static/vendor/hls.min.mjs", timeout=5) as response:
         assert f"hls.js version {version}" in response.read().decode()
 
 
