@@ -57,7 +57,7 @@ await run(async () => {
       return video.currentTime >= before.time + 1 && video.getVideoPlaybackQuality().totalVideoFrames >= before.frames + 10
         && video.webkitAudioDecodedByteCount > before.audioBytes && audio.frags >= before.audioFrags + 2
         && audio.playlists >= 1 && audio.levels.length >= before.levels + 4;
-    }, before, { timeout: 12000 }).catch(async error => {
+    }, before, { timeout: 15000 }).catch(async error => {
       throw new Error(`${error.message.split("\n")[0]}: before ${JSON.stringify(before)}, now ${JSON.stringify(await sample(page))}`);
     });
     const after = await sample(page);
