@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import urllib.request
+from array import array
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -63,6 +65,22 @@ class CounterTrack(VideoStreamTrack):
         frame = counter_frame(self.count)
         frame.pts, frame.time_base = pts, time_base
         self.count += 1
+        return frame
+
+
+class ToneTrack(AudioStreamTrack):
+    """A sine of `hz` at about -12 dBFS, paced as aiortc's silent track (20 ms frames);
+    aiortc encodes it to Opus on the publisher side."""
+
+    def __init__(self, hz: float) -> None:
+        super().__init__()
+        self.hz = hz
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()  # silence, timed and stamped
+        step = 2 * math.pi * self.hz / frame.sample_rate
+        tone = array("h", (int(8000 * math.sin(step * (frame.pts + i))) for i in range(frame.samples)))
+        frame.planes[0].update(tone.tobytes())
         return frame
 
 
@@ -158,12 +176,14 @@ async def publish(
     query: str = "",
     audio: bool = True,
     trickle: bool = False,
+    tone_hz: float | None = None,
 ) -> Peer:
+    """A host publishing the counter pictures and (`audio`) silence, or a tone of `tone_hz`."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = CounterTrack()
     pc.addTransceiver(track, "sendonly").setCodecPreferences(codec_preferences("video", video_codec))
     if audio:
-        pc.addTransceiver(AudioStreamTrack(), "sendonly")
+        pc.addTransceiver(AudioStreamTrack() if tone_hz is None else ToneTrack(tone_hz), "sendonly")
     location = await _exchange(pc, f"{base}/whip/{room}{query}", token, trickle)
     return Peer(pc, location, base, token, counter_track=track)
 

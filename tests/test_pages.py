@@ -10,7 +10,9 @@ test-artifacts/pages/.
 
 Apart from the show, `tests/browser/hls_levels.mjs` (same harness, about 10 s) plays a room
 of a second server, with the server-side ladder on, through the viewer page's HLS fallback
-and switches hls.js to every rung with the page's quality picker.
+and switches hls.js to every rung with the page's quality picker; `tests/browser/hls_audio.mjs`
+(about 5 s) plays a room of a third server that way with the sound on and hears the aiortc
+host's tone through the master playlist's AAC rendition.
 
 Skipped when chromium, node or npm is missing; `npm ci --prefix tests/browser` on first use.
 """
@@ -110,7 +112,7 @@ def test_pages_are_served_with_a_strict_policy(server: ServerProcess) -> None:
     with urllib.request.urlopen(server.url + "/static/vendor/socket.io.esm.min.js", timeout=5) as response:
         assert f"Socket.IO v{version}" in response.read(200).decode()
     version = lock["packages"]["node_modules/hls.js"]["version"]
-    with urllib.request.urlopen(server.url + "/static/vendor/hls.light.min.mjs", timeout=5) as response:
+    with urllib.request.urlopen(server.url + "/static/vendor/hls.min.mjs", timeout=5) as response:
         assert f"hls.js version {version}" in response.read().decode()
 
 
@@ -290,12 +292,15 @@ def master_variants(url: str) -> dict[str, tuple[int, int, int]]:
     return {uri: (int(b), int(w), int(h)) for b, w, h, uri in re.findall(pattern, text)}
 
 
-async def run_levels_driver(server: ServerProcess, driver: Path, room: str) -> dict[str, Any]:
-    """`hls_levels.mjs` as a child process; the event loop (and the aiortc host on it) runs on."""
+async def run_viewer_driver(
+    server: ServerProcess, driver: Path, name: str, room: str, user: str
+) -> dict[str, Any]:
+    """A one-viewer driver (`hls_levels.mjs`, `hls_audio.mjs`) as a child process; the event
+    loop (and the aiortc host on it) runs on."""
     assert CHROMIUM is not None
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    script = str(driver.with_name("hls_levels.mjs"))
-    args = [script, server.url, room, token("dave", name="Dave"), CHROMIUM, str(ARTIFACTS)]
+    script = str(driver.with_name(name))
+    args = [script, server.url, room, token(user.lower(), name=user), CHROMIUM, str(ARTIFACTS)]
     child = await asyncio.create_subprocess_exec(
         "node", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER_DIR
     )
@@ -322,7 +327,7 @@ async def test_hls_js_plays_every_rung_of_the_ladder_and_switches_between_them(
         # hls.js reads a live master playlist once: the page opens when it lists every rung.
         await wait_until(lambda: len(master_variants(master)) == len(RUNGS), 15, "every rung in master.m3u8")
         assert master_variants(master) == RUNGS
-        seen = await run_levels_driver(ladder_server, driver, room)
+        seen = await run_viewer_driver(ladder_server, driver, "hls_levels.mjs", room, "Dave")
     finally:
         await host.end()
     levels = seen["levels"]
@@ -351,3 +356,53 @@ async def test_hls_js_plays_every_rung_of_the_ladder_and_switches_between_them(
     auto = seen["auto"]
     assert auto["after"]["auto"] and auto["after"]["picker"] == "-1", auto
     assert auto["after"]["time"] >= auto["at"]["time"] + 0.5, auto
+
+
+# A room with no WebRTC viewers (the viewer page falls back to HLS) and 1 s segments.
+hls_server = module_server(
+    "hls_server",
+    {
+        "LIVEROOM_MEDIA_WORKERS": "1",
+        "LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0",
+        "LIVEROOM_MEDIA_MAX_VIEWERS_PER_ROOM": "0",
+    },
+)
+TONE_HZ = 440.0
+
+
+def master_text(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+async def test_the_hls_fallback_plays_the_rooms_audio_with_the_video(
+    hls_server: ServerProcess, driver: Path
+) -> None:
+    room = f"sound-{uuid.uuid4().hex[:8]}"
+    host = await publish(hls_server.url, room, token("host-sound", "host"), "video/H264", tone_hz=TONE_HZ)
+    master = f"{hls_server.url}/hls/{room}/master.m3u8"
+    try:
+        # hls.js reads a live master playlist once: the page opens when it lists the audio.
+        await wait_until(lambda: 'AUDIO="aac"' in master_text(master), 15, "the AAC rendition in master.m3u8")
+        seen = await run_viewer_driver(hls_server, driver, "hls_audio.mjs", room, "Erin")
+    finally:
+        await host.end()
+    audio = seen["audio"]
+    before, after = audio["before"], audio["after"]
+    assert audio["player"] == "hls.js"
+    # hls.js took the master's one AAC rendition (EXT-X-MEDIA) as the audio of every level.
+    [track] = audio["tracks"]
+    assert (track["groupId"], track["name"], track["codec"]) == ("aac", "program", "mp4a.40.2"), audio
+    assert track["url"].endswith(f"/hls/{room}/audio.m3u8"), audio
+    assert audio["track"] == 0 and audio["levelCodecs"] == ["mp4a.40.2"], audio
+    # Its playlist and fragments load, Chromium decodes it, and the video plays on beside it.
+    assert after["audioPlaylists"] >= 1 and after["audioFrags"] >= before["audioFrags"] + 2, audio
+    assert after["audioBytes"] > before["audioBytes"] > 0, audio
+    assert after["time"] >= before["time"] + 1 and after["frames"] >= before["frames"] + 10, audio
+    # With *Sound on*, what the element plays is the host's tone (FFT bins of 11.7 Hz).
+    assert after["muted"] is False
+    heard = audio["heard"][-3:]
+    assert all(level["rms"] > 0.05 and abs(level["peakHz"] - TONE_HZ) < 25 for level in heard), audio

@@ -48,7 +48,7 @@ export async function playHls(room, video, onLevels = () => {}) {
   const url = `/hls/${encodeURIComponent(room)}/master.m3u8`;
   const probe = await fetch(url, { cache: "no-store" }).catch(() => null);
   if (!probe?.ok) throw Object.assign(new Error("no HLS for this room"), { code: "no_hls" });
-  const { default: Hls } = await import("/static/vendor/hls.light.min.mjs");
+  const { default: Hls } = await import("/static/vendor/hls.min.mjs");
   const played = () => video.play().catch(() => {});
   if (Hls.isSupported()) {
     // No worker: hls.js would start it from a blob: URL, which the pages' CSP refuses.
