@@ -956,6 +956,9 @@ def _abr_report(args: argparse.Namespace, lines: list[Any], phases: list[Any]) -
         seen = [t for t, shown in sizes if switch["decided_at"] <= t < until and shown == size]
         way = "down" if switch["to"] == "180p" else "up"
         entry = {"way": way, "trial": switch["trial"], "at_s": round(switch["decided_at"] - phases[0][1], 2)}
+        # How long into its phase the decision came (a step down: after the limit began).
+        began = max((start for _, start, _ in phases if start <= switch["decided_at"]), default=phases[0][1])
+        entry["into_phase_ms"] = round((switch["decided_at"] - began) * 1000)
         timeline.append(entry)
         if "switched_at" not in switch or not seen:
             unseen += 1
