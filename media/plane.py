@@ -234,6 +234,10 @@ class MediaPlane:
         log.info("media failover in %s: %s -> %s (%s)", room, switch.from_path, switch.to_path, switch.reason)
         data = {"room": room, "slot": HOST_SLOT, "from": switch.from_path, "to": switch.to_path}
         self._spawn(self._publish_event(room, "media.failover", {**data, "reason": switch.reason}))
+        host = self.publishers.get((room, HOST_SLOT))
+        if switch.to_path == BACKUP and host is not None:  # the primary's own renditions went with it
+            for viewer in list(host.viewers):
+                viewer.leave_renditions(host.own_renditions)
 
     def _check_free(self, room: str, slot: str, backup: bool) -> None:
         if backup and room in self.backups:

@@ -240,11 +240,13 @@ class TrackRelay:
         self._picture_id = 0
         self._parameter_sets = H264ParameterSets() if mime_type.lower() == "video/h264" else None
         self.ended = False
+        self.last_frame_at: float | None = None  # on `clock`
         # Consumers of the encoded bytes other than viewers (the HLS output): (data, timestamp, keyframe).
         self.listeners: list[Callable[[bytes, int, bool], None]] = []
 
     def push(self, data: bytes, timestamp: int) -> ForwardedFrame:
         """An encoded frame from the publisher: packetize once, fan out to every viewer."""
+        self.last_frame_at = self._clock()
         if self._parameter_sets is not None:
             data = self._parameter_sets.complete(data)
         keyframe = self.kind == "video" and is_keyframe(self.mime_type, data)
@@ -276,6 +278,10 @@ class TrackRelay:
             else:
                 self.keyframe_wanted()
         return viewer
+
+    def silent(self, for_s: float) -> bool:
+        """No frame for `for_s` seconds (or none yet): nothing to move a viewer onto."""
+        return self.last_frame_at is None or self._clock() - self.last_frame_at >= for_s
 
     def unsubscribe(self, viewer: ViewerTrack) -> None:
         self.viewers.discard(viewer)

@@ -52,6 +52,9 @@ LADDER_KEYFRAME_INTERVAL_FRAMES = 120
 # A server rung's keyframe costs the host nothing (only that rung's bits): its gate is short,
 # so a viewer moving onto it waits a frame or so rather than up to keyframe_request_interval_s.
 LADDER_KEYFRAME_GATE_S = 0.25
+# A rendition without a frame for this long is gone for now: its viewers play the program
+# (which fails over), and nobody moves onto it (longer than a failover's gap).
+RENDITION_SILENCE_S = 1.0
 
 
 class Session:
@@ -216,14 +219,22 @@ class PublishSession(Session):
             relay.end()
         self.relays, previous.relays = previous.relays, {}
         # The program's server-side rungs go on with it; the previous path's own further
-        # renditions end with it.
+        # renditions end with it, their viewers moved onto the program first.
         transcoded = previous.transcoder.relays if previous.transcoder is not None else []
         self.rungs = [self.relays["video"], *transcoded] if "video" in self.relays else []
-        previous.rungs = [relay for relay in previous.rungs[1:] if relay not in transcoded]
+        previous.rungs = previous.own_renditions
         self.transcoder, previous.transcoder = previous.transcoder, None
         self.viewers, previous.viewers = previous.viewers, set()
         for viewer in self.viewers:
             viewer.publisher = self
+            viewer.leave_renditions(previous.rungs)
+
+    @property
+    def own_renditions(self) -> list[TrackRelay]:
+        """The further video renditions this path publishes itself (not the program's, nor
+        the server's rungs): they do not fail over."""
+        transcoded = self.transcoder.relays if self.transcoder is not None else []
+        return [relay for relay in self.rungs[1:] if relay not in transcoded]
 
     def _send_pli(self, receiver: RTCRtpReceiver) -> None:
         for source in receiver.getSynchronizationSources():
@@ -281,14 +292,30 @@ class PlaySession(Session):
     def video(self) -> ViewerTrack | None:
         return next((track for track in self.tracks if track.kind == "video"), None)
 
+    def leave_renditions(self, gone: list[TrackRelay]) -> None:
+        """Renditions whose publisher is gone or silent (the host's failed path): a viewer
+        playing, or moving to, one of them plays the program from its next keyframe."""
+        track = self.video
+        if track is None or track.keyframe_source not in gone or "video" not in self.publisher.relays:
+            return
+        track.move_to(self.publisher.relays["video"], cut=True)
+        self.abr.current = 0
+        name = self.abr.ladder[0].name
+        self.switches.append({"from": None, "to": name, "decided_at": time.time(), "trial": False})
+
     def adapt(self, report: LinkReport, now: float) -> None:
         """The viewer's latest RTCP figures: move its video to the rung they call for."""
         track, rungs = self.video, self.publisher.rungs
         if track is None or len(rungs) < 2:
             return
+        silent = [relay for relay in rungs[1:] if relay.silent(RENDITION_SILENCE_S)]
+        self.leave_renditions(silent)
         before = self.abr.current
         wanted = self.abr.update(report, now)
         index = self.abr.ladder.index(wanted)
+        if rungs[index] in silent:  # e.g. a pinned rendition of a path that failed: not yet
+            self.abr.current = rungs.index(track.keyframe_source)
+            return
         if index != before and rungs[index] is not track.relay:
             name = self.abr.ladder[before].name
             self.switches.append(

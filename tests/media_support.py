@@ -188,6 +188,25 @@ async def publish(
     return Peer(pc, location, base, token, counter_track=track)
 
 
+LOW = 40_000  # the counters of publish_renditions' second rendition start here
+
+
+class LowCounterTrack(CounterTrack):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = LOW
+
+
+async def publish_renditions(base: str, room: str, token: str, query: str = "") -> Peer:
+    """A host publishing two VP8 renditions (ladder order; the second's counters from LOW) and silence."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for track in (CounterTrack(), LowCounterTrack()):
+        pc.addTransceiver(track, "sendonly").setCodecPreferences(codec_preferences("video", "video/VP8"))
+    pc.addTransceiver(AudioStreamTrack(), "sendonly")
+    location = await _exchange(pc, f"{base}/whip/{room}{query}", token)
+    return Peer(pc, location, base, token)
+
+
 async def play(
     base: str,
     room: str,

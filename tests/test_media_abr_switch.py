@@ -13,16 +13,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
 from liveroom.media.hooks import ForwardingPacker
 from liveroom.media.keyframes import KeyframeGate
 from liveroom.media.relay import TrackRelay
-from media_support import CounterTrack, Peer, _exchange, codec_preferences, get_json, play, wait_until
+from media_support import LOW, get_json, play, publish_renditions, wait_until
 from support import ServerProcess, module_server, token
 
 KEY = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]) + b"k" * 300
 DELTA = bytes([0x31]) + b"d" * 50
-LOW = 40_000  # the second rendition's counters start here
 
 
 def relay() -> TrackRelay:
@@ -98,27 +96,12 @@ def test_each_estimate_of_the_viewer_reaches_its_session_as_it_comes() -> None:
     assert seen == [480_000] and packer.target_bitrate == 480_000
 
 
-class LowCounterTrack(CounterTrack):
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = LOW
-
-
 server = module_server("server", {"LIVEROOM_MEDIA_STATS_INTERVAL_S": "0.5", "LIVEROOM_MEDIA_WORKERS": "1"})
-
-
-async def publish_renditions(base: str, room: str) -> Peer:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    for track in (CounterTrack(), LowCounterTrack()):
-        pc.addTransceiver(track, "sendonly").setCodecPreferences(codec_preferences("video", "video/VP8"))
-    pc.addTransceiver(AudioStreamTrack(), "sendonly")
-    location = await _exchange(pc, f"{base}/whip/{room}", token("host-abr", "host"))
-    return Peer(pc, location, base, token("host-abr", "host"))
 
 
 async def test_renditions_pinned_or_automatic(server: ServerProcess) -> None:
     room = f"abr-{uuid.uuid4().hex[:8]}"
-    publisher = await publish_renditions(server.url, room)
+    publisher = await publish_renditions(server.url, room, token("host-abr", "host"))
     pinned = await play(server.url, room + "", token("abr-pinned"), slot="host&quality=480p")
     auto = await play(server.url, room, token("abr-auto"))
     try:
@@ -140,7 +123,7 @@ async def test_renditions_pinned_or_automatic(server: ServerProcess) -> None:
 
 async def test_an_unknown_quality_is_refused(server: ServerProcess) -> None:
     room = f"abr-{uuid.uuid4().hex[:8]}"
-    publisher = await publish_renditions(server.url, room)
+    publisher = await publish_renditions(server.url, room, token("host-abr", "host"))
     try:
         with pytest.raises(Exception, match="400"):
             await play(server.url, room, token("abr-4k"), slot="host&quality=4k")

@@ -7,7 +7,8 @@ a short gap and stay connected, get audio too, and the switch must reach the roo
 /metrics. The primary's link comes back: viewers return to it at a keyframe without a
 gap. Then the primary closes for good: the backup keeps the viewers. And a primary whose
 encoder crashed (its session lingers on the server) is replaced by a restarted one, which
-viewers return to.
+viewers return to. And a viewer pinned to a rendition that only the primary publishes
+plays the program from the backup while the primary is dark, then its rendition again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from media_support import Peer, _exchange, publish, read_counter, scrape, wait_until
+from media_support import LOW, Peer, _exchange, publish, publish_renditions, read_counter, scrape, wait_until
 from support import ServerProcess, Viewer, token
 
 GAP_LIMIT_S = 0.6  # the target is 200 ms (loadtest/media_bench.py failover); a shared CI machine is slower
@@ -40,6 +41,11 @@ class TimedViewer:
     def largest_gap(self, since: float, until: float) -> float:
         times = [at for at, _ in self.video if since <= at <= until]
         return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.pc.close()
 
     def largest_audio_gap(self, since: float, until: float) -> float:
         times = [at for at in self.audio if since <= at <= until]
@@ -81,6 +87,14 @@ def cut_link(peer: Peer) -> Any:
 
     pair.protocol.send_data = dropped
     return lambda: setattr(pair.protocol, "send_data", send_data)
+
+
+async def close_room(viewers: list[TimedViewer], watcher: Viewer, backup: Peer, primary: Peer) -> None:
+    for viewer in viewers:
+        await viewer.close()
+    await backup.end()
+    await primary.close()
+    await watcher.close()
 
 
 async def dual_path_room(base: str) -> tuple[str, Viewer, Peer, Peer]:
@@ -133,13 +147,7 @@ async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(se
             counters = [counter for _, counter in viewer.video]
             assert len(counters) > 100
     finally:
-        for viewer in viewers:
-            for task in viewer.tasks:
-                task.cancel()
-            await viewer.pc.close()
-        await backup.end()
-        await primary.close()
-        await watcher.close()
+        await close_room(viewers, watcher, backup, primary)
 
 
 async def test_a_restarted_primary_replaces_the_failed_one_and_viewers_return_to_it(
@@ -163,11 +171,39 @@ async def test_a_restarted_primary_replaces_the_failed_one_and_viewers_return_to
         assert viewer.pc.connectionState == "connected" and viewer.ended == []
         assert scrape(server.url)[f'liveroom_media_failovers_total{{room="{room}",to="primary"}}'] == 1
     finally:
-        for task in viewer.tasks:
-            task.cancel()
-        await viewer.pc.close()
+        await viewer.close()
         for peer in (restarted, backup):
             if peer is not None:
                 await peer.end()
         await primary.close()
         await watcher.close()
+
+
+async def test_a_viewer_of_the_primarys_own_rendition_fails_over_too(server: ServerProcess) -> None:
+    loop = asyncio.get_running_loop()
+    room = f"fo-{uuid.uuid4().hex[:8]}"
+    watcher = await Viewer(server.url, "failover-watcher").connect()
+    await watcher.join(room)
+    primary = await publish_renditions(server.url, room, token("host-fo", "host"))  # two renditions
+    backup = await publish(server.url, room, token("host-fo", "host"), query="?path=backup")  # one
+    viewer = await play_timed(server.url, room + "?quality=480p", "fo-pinned")  # the second rendition
+    try:
+        await wait_until(lambda: len(viewer.video) >= 30, 15, "video from the primary's rendition")
+        assert all(counter >= LOW for _, counter in viewer.video)
+        restore = cut_link(primary)
+        cut_at = loop.time()
+        await watcher.wait_for(lambda i: i["type"] == "media.failover", timeout=5)
+        program = lambda: [c for at, c in viewer.video if at > cut_at and c < LOW]  # noqa: E731
+        await wait_until(lambda: len(program()) >= 15, 10, "the program from the backup")
+        assert viewer.largest_gap(cut_at - 0.2, cut_at + 1.0) <= GAP_LIMIT_S + 0.2  # one keyframe more
+        restore()  # the primary is back: the viewer returns to the rendition it pinned
+        back_at = loop.time()
+        pinned = lambda: [c for at, c in viewer.video if at > back_at and c >= LOW]  # noqa: E731
+        await wait_until(lambda: len(pinned()) >= 15, 15, "the pinned rendition again")
+        await primary.close()  # now the primary goes for good, its rendition with it
+        ended_at = loop.time()
+        after = lambda: [c for at, c in viewer.video if at > ended_at and c < LOW]  # noqa: E731
+        await wait_until(lambda: len(after()) >= 15, 10, "the program from the backup, for good")
+        assert viewer.pc.connectionState == "connected" and viewer.ended == []
+    finally:
+        await close_room([viewer], watcher, backup, primary)
