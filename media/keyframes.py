@@ -26,19 +26,15 @@ class KeyframeGate:
         self.requests_sent = 0
         self.requests_absorbed = 0
 
-    def want(self, now: float) -> bool:
-        """A keyframe is wanted now: True if a request should go upstream."""
-        recent = [t for t in (self._last_request, self._last_keyframe) if t is not None]
-        if recent and now - max(recent) < self.interval_s:
-            self.requests_absorbed += 1
-            return False
-        self._last_request = now
-        self.requests_sent += 1
-        return True
-
-    def want_for_move(self, now: float) -> bool:
-        """A viewer moving onto this rendition wants a keyframe after `now`."""
-        if self._last_request is not None and now - self._last_request < self.move_interval_s:
+    def want(self, now: float, for_move: bool = False) -> bool:
+        """A keyframe is wanted now (`for_move`: by a viewer moving onto this rendition, who
+        needs one after `now`): True if a request should go upstream."""
+        if for_move:
+            recent, interval = [self._last_request], self.move_interval_s
+        else:
+            recent, interval = [self._last_request, self._last_keyframe], self.interval_s
+        times = [t for t in recent if t is not None]
+        if times and now - max(times) < interval:
             self.requests_absorbed += 1
             return False
         self._last_request = now

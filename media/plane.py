@@ -236,8 +236,9 @@ class MediaPlane:
         self._spawn(self._publish_event(room, "media.failover", {**data, "reason": switch.reason}))
         host = self.publishers.get((room, HOST_SLOT))
         if switch.to_path == BACKUP and host is not None:  # the primary's own renditions went with it
+            gone = host.own_renditions
             for viewer in list(host.viewers):
-                viewer.leave_renditions(host.own_renditions)
+                viewer.leave_renditions(gone)
 
     def _check_free(self, room: str, slot: str, backup: bool) -> None:
         if backup and room in self.backups:

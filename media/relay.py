@@ -292,7 +292,7 @@ class TrackRelay:
         if self.kind != "video" or self.ended:
             return
         now = self._clock()
-        if self.gate.want_for_move(now) if for_move else self.gate.want(now):
+        if self.gate.want(now, for_move):
             self.request_keyframe()
 
     def end(self) -> None:

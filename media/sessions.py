@@ -220,7 +220,7 @@ class PublishSession(Session):
         self.relays, previous.relays = previous.relays, {}
         # The program's server-side rungs go on with it; the previous path's own further
         # renditions end with it, their viewers moved onto the program first.
-        transcoded = previous.transcoder.relays if previous.transcoder is not None else []
+        transcoded = previous.transcoded_rungs
         self.rungs = [self.relays["video"], *transcoded] if "video" in self.relays else []
         previous.rungs = previous.own_renditions
         self.transcoder, previous.transcoder = previous.transcoder, None
@@ -230,10 +230,15 @@ class PublishSession(Session):
             viewer.leave_renditions(previous.rungs)
 
     @property
+    def transcoded_rungs(self) -> list[TrackRelay]:
+        """The rungs the server makes from this path's video (ladder.py)."""
+        return self.transcoder.relays if self.transcoder is not None else []
+
+    @property
     def own_renditions(self) -> list[TrackRelay]:
         """The further video renditions this path publishes itself (not the program's, nor
         the server's rungs): they do not fail over."""
-        transcoded = self.transcoder.relays if self.transcoder is not None else []
+        transcoded = self.transcoded_rungs
         return [relay for relay in self.rungs[1:] if relay not in transcoded]
 
     def _send_pli(self, receiver: RTCRtpReceiver) -> None:

@@ -84,8 +84,8 @@ def test_a_moving_viewer_gets_a_keyframe_soon_even_just_after_one() -> None:
     gate = KeyframeGate(1.0, move_interval_s=0.25)
     gate.keyframe_seen(0.0)
     assert not gate.want(0.1)  # a joiner makes do with the keyframe that just went by...
-    assert gate.want_for_move(0.1)  # ...a viewer switching to this rendition cannot use it
-    assert not gate.want_for_move(0.2) and gate.want_for_move(0.4)  # one per move interval
+    assert gate.want(0.1, for_move=True)  # ...a viewer switching to this rendition cannot use it
+    assert not gate.want(0.2, for_move=True) and gate.want(0.4, for_move=True)  # one per move interval
     assert not gate.want(0.6)  # a move's request counts for the joiners' gate too
 
 
