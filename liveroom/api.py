@@ -19,7 +19,7 @@ from aiohttp import web
 
 from liveroom.auth import Identity
 from liveroom.errors import BadRequest, CommandError, Forbidden, Unauthorized
-from liveroom.plugin import QueryContext, QuerySpec
+from liveroom.plugin import QuerySpec
 from liveroom.protocol import ROOM_ID_PATTERN
 
 if TYPE_CHECKING:
@@ -95,11 +95,9 @@ def _query_handler(node: Node, spec: QuerySpec) -> Callable[[web.Request], Await
         try:
             caller = _caller(node, request, room)
             params = {**request.query, **request.match_info}
-            return _json(await spec.handler(QueryContext(room, caller, node.clock.now_ms(), params)))
+            return _json(await node.interactions.query(room, caller, spec.path, params))
         except CommandError as error:
             return error_response(error)
-        except ValueError as error:
-            return error_response(BadRequest(str(error)))
 
     return handle
 

@@ -94,6 +94,9 @@ class RoomConfig:
     online_interval_ms: int = 500
     # Unchanged rooms' counts are reported to a shared broker this often (its lease).
     presence_refresh_s: float = 3.0
+    # A room with nobody in it and nothing pending (no timer, no work) is released from
+    # every plugin's memory after this long, and rebuilt from its records on its next use.
+    idle_release_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from liveroom.plugins.danmaku_filter import BannedWords
-from liveroom.plugins.danmaku_rules import HotWords, Moderation, words_of
+from liveroom.plugins.danmaku_rules import Action, HotWords, Moderation, words_of
 from plugin_support import api, code, joined, room_name
 from support import ServerProcess, Viewer, module_server
 
@@ -49,8 +49,8 @@ def test_filter_scales_to_tens_of_thousands_of_terms() -> None:
 
 def test_moderation_rules_and_hot_words() -> None:
     state = Moderation()
-    state.apply({"action": "mute", "user": "ann", "until": 10_000})
-    state.apply({"action": "slow", "interval_s": 5})
+    state.apply(Action("mute", "mod", user="ann", until=10_000))
+    state.apply(Action("slow", "mod", interval_s=5))
     with pytest.raises(Exception, match="muted"):
         state.check_send("ann", 5_000, staff=False)
     state.check_send("bob", 0, staff=False)
