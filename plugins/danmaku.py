@@ -43,6 +43,7 @@ class DanmakuConfig:
     banned_words: tuple[str, ...] = ()
     banned_words_file: str = ""  # one term per line, UTF-8; tens of thousands are fine
     recent_messages: int = 500  # kept per room for pin and delete
+    staff_recent_messages: int = 100  # the latest of them in a staff member's join state
     hot_window_s: float = 300.0
     dashboard_hot_words: int = 15  # how many hot words the live dashboard shows
 
@@ -143,8 +144,14 @@ class DanmakuPlugin(Plugin):
         return {"pinned": state.pinned, "slow_mode_s": state.slow_s}
 
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
-        (await self._room(ctx.room)).check_join(ctx.caller.user_id, ctx.now_ms)
-        return None
+        state = await self._room(ctx.room)
+        state.check_join(ctx.caller.user_id, ctx.now_ms)
+        recent = self._recent.get(ctx.room)
+        if not ctx.caller.is_staff or recent is None:
+            return None
+        # A moderator who opens the console late sees what was said before (sent through this node).
+        latest = recent.latest(self.config.staff_recent_messages)
+        return {"recent": [message for message in latest if message["id"] not in state.deleted]}
 
     async def send(self, ctx: CommandContext, payload: SendPayload) -> Mapping[str, Any]:
         text = payload.text.strip()
