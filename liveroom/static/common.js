@@ -49,20 +49,50 @@ export function humanError(error) {
 }
 
 // The token: #token=... in the URL (kept out of server logs), else the last one used here.
+// Without one the page shows the sign-in form alone (`body.signed-out` hides the rest)
+// and starts only once a token is given.
+const TOKEN_KEY = "liveroom.token";
+
 export function signIn(onToken) {
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) sessionStorage.setItem("liveroom.token", fromHash);
-  const saved = fromHash || sessionStorage.getItem("liveroom.token");
+  if (fromHash) sessionStorage.setItem(TOKEN_KEY, fromHash);
+  const saved = fromHash || sessionStorage.getItem(TOKEN_KEY);
   if (saved) return onToken(saved);
-  const input = el("input", { name: "token", placeholder: "paste a token from `liveroom token`", required: true });
-  const form = el("form", { class: "signin card" }, el("label", {}, "Token ", input), el("button", {}, "Sign in"));
+  signInForm(null, value => {
+    document.body.classList.remove("signed-out");
+    onToken(value);
+  });
+}
+
+// The server refused the token (expired, wrong secret): ask for another and start over.
+export function signOut(error) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  signInForm(error, value => {
+    history.replaceState(null, "", `${location.pathname}#token=${encodeURIComponent(value)}`);
+    location.reload();
+  });
+}
+
+function signInForm(error, done) {
+  document.querySelector("form.signin")?.remove();
+  document.body.classList.add("signed-out");
+  const input = el("input", { name: "token", id: "token", placeholder: "paste a token from `liveroom token`", required: true,
+    autocomplete: "off" });
+  const form = el("form", { class: "signin card" }, el("h3", {}, "Sign in"),
+    el("label", { for: "token" }, "Token"), input,
+    el("p", { class: "error", role: "alert" }, error ? humanError(error) : ""),
+    el("p", { class: "muted" }, "Ask the host for a link, or mint a token with ",
+      el("code", {}, "liveroom token --user ID --room " + (room || "ROOM")), "."),
+    el("button", { class: "primary" }, "Sign in"));
   form.addEventListener("submit", event => {
     event.preventDefault();
-    sessionStorage.setItem("liveroom.token", input.value.trim());
+    const value = input.value.trim();
+    sessionStorage.setItem(TOKEN_KEY, value);
     form.remove();
-    onToken(input.value.trim());
+    done(value);
   });
-  document.body.prepend(form);
+  document.body.append(form);
+  input.focus();
 }
 
 export function claims(token) {
@@ -99,34 +129,82 @@ export class Clock {
 
 // One connection to one room: joins on every (re)connect with `since`/`epoch`, hands
 // items to onItem in order, and calls onState with the plugins' snapshots on a (re)start.
+//
+// Loss is visible (docs/protocol.md, `batch`): the page keeps the last seq it saw; a batch
+// item further on whose missing seqs are not all in the batch's `skipped` ranges (items the
+// server sampled out on purpose) is a real gap, and the page joins again with `since`,
+// shows what `missed` brings and carries on. Seq'd items that arrive while that join is in
+// flight are left to its `missed`; a seq seen twice is dropped (and counted).
 export class RoomConnection {
-  constructor(token, { onItem, onState, onStatus }) {
+  constructor(token, { onItem, onState, onStatus, onSignedOut }) {
     this.token = token;
-    this.handlers = { onItem, onState, onStatus: onStatus || (() => {}) };
+    this.handlers = { onItem, onState, onStatus: onStatus || (() => {}), onSignedOut: onSignedOut || (() => {}) };
     this.seq = null;
     this.epoch = null;
+    this.recovering = false;
+    this.stats = { joins: 0, gaps: 0, duplicates: 0 };
     this.socket = io(location.origin, { transports: ["websocket"], auth: { token } });
     this.clock = new Clock(this.socket);
     this.socket.on("connect", () => this.join());
     this.socket.on("disconnect", () => this.handlers.onStatus("reconnecting"));
-    this.socket.on("connect_error", err => this.handlers.onStatus("error", err.data || { message: err.message }));
-    this.socket.on("batch", batch => batch.room === room && batch.items.forEach(item => this.take(item)));
+    this.socket.on("connect_error", err => this.refused(err.data || { message: err.message }));
+    this.socket.on("batch", batch => batch.room === room && this.takeBatch(batch));
     setInterval(() => this.socket.connected && this.clock.sync(), 60_000);
   }
+  refused(error) {
+    this.handlers.onStatus("error", error);
+    if (error.code !== "unauthorized") return;  // anything else (unavailable...): retry
+    this.socket.disconnect();  // a bad or expired token stays bad: ask for another
+    this.handlers.onSignedOut(error);
+  }
   async join() {
-    const ack = await this.call("join", { since: this.seq, epoch: this.epoch });
+    const since = this.seq;
+    const ack = await this.call("join", { since, epoch: this.epoch });
     if (!ack.ok) return this.handlers.onStatus("error", ack.error);
     const fresh = this.seq === null || ack.reset || ack.epoch !== this.epoch;
     this.epoch = ack.epoch;
-    this.joins = (this.joins || 0) + 1;
-    this.lastJoin = { fresh, missed: ack.missed.length };
-    if (fresh) this.handlers.onState(ack.state || {}, ack);
-    else ack.missed.forEach(item => this.take(item));
-    this.seq = ack.seq;
+    this.joins = ++this.stats.joins;
+    this.lastJoin = { fresh, since, missed: ack.missed.length, items: ack.missed.map(({ seq, type }) => ({ seq, type })) };
+    if (fresh) {
+      this.seq = ack.seq;
+      this.handlers.onState(ack.state || {}, ack);
+    } else {
+      ack.missed.forEach(item => this.take(item));
+      this.seq = Math.max(this.seq, ack.seq);
+    }
     this.online = ack.online;
     this.handlers.onItem({ seq: null, type: "room.online", data: { count: ack.online } });
-    this.handlers.onStatus("live", ack);
+    this.handlers.onStatus("connected", ack);
     this.clock.sync();
+  }
+  takeBatch({ items, skipped = [] }) {
+    const ranges = [...skipped].sort((a, b) => a[0] - b[0]);
+    for (const item of items) {
+      if (item.seq != null && this.seq != null) {
+        if (this.recovering) continue;  // the rejoin's `missed` brings it
+        this.passSkipped(ranges);
+        if (item.seq > this.seq + 1) {
+          this.recover();
+          continue;
+        }
+      }
+      this.take(item);
+    }
+    if (this.seq != null && !this.recovering) this.passSkipped(ranges);
+  }
+  // Seqs the server left out on purpose count as seen.
+  passSkipped(ranges) {
+    for (const [from, to] of ranges) if (from <= this.seq + 1 && to > this.seq) this.seq = to;
+  }
+  async recover() {
+    this.recovering = true;
+    this.stats.gaps++;
+    this.handlers.onStatus("catching up");
+    try {
+      await this.join();
+    } finally {
+      this.recovering = false;
+    }
   }
   take(item) {
     if (item.type === "room.reset") {
@@ -135,7 +213,10 @@ export class RoomConnection {
       return this.join();
     }
     if (item.seq != null) {
-      if (this.seq != null && item.seq <= this.seq) return;
+      if (this.seq != null && item.seq <= this.seq) {
+        this.stats.duplicates++;
+        return;
+      }
       this.seq = item.seq;
     }
     this.handlers.onItem(item);

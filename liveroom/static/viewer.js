@@ -1,12 +1,12 @@
 // The viewer room: video, danmaku, comments, likes, poll, coupons, flash sales, co-stream.
-import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn } from "/static/common.js";
+import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { DanmakuLayer } from "/static/danmaku.js";
 import { play, playHls, publish } from "/static/media.js";
 
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
 const sales = new Map();     // sale id -> {sale, node}
-let conn, token, me, pendingLikes = 0, myStage = null, punishedUntil = null;
+let conn, token, me, pendingLikes = 0, myStage = null, punishedUntil = null, videoStarted = false;
 
 $("#title").textContent = room;
 document.title = `${room} · liveroom`;
@@ -15,7 +15,7 @@ signIn(start);
 function start(t) {
   token = t;
   me = claims(t);
-  conn = new RoomConnection(t, { onItem, onState, onStatus });
+  conn = new RoomConnection(t, { onItem, onState, onStatus, onSignedOut: signOut });
   window.liveroom = { conn, layer, sales, players };
   $("#comment").addEventListener("submit", sendComment);
   $("#like").addEventListener("click", () => { pendingLikes++; bump($("#likes"), 1); });
@@ -23,13 +23,20 @@ function start(t) {
   $("#hide-danmaku").addEventListener("change", e => layer.setHidden(e.target.checked));
   $("#costream").addEventListener("click", requestStage);
   $("#unmute").addEventListener("click", () => document.querySelectorAll("video.remote").forEach(v => { v.muted = false; }));
+  $("#tap-to-play").addEventListener("click", () => document.querySelectorAll("video.remote").forEach(startPlayback));
+  $("#host-video").addEventListener("loadedmetadata", event => startPlayback(event.target));
+  $("#host-video").addEventListener("playing", () => { $("#tap-to-play").hidden = true; });
   setInterval(tickSales, 50);
-  watch("host");
 }
 
 function onStatus(status, detail) {
   $("#status").textContent = status === "error" ? humanError(detail) : status;
-  $("#status").className = status === "live" ? "ok" : "muted";
+  $("#status").className = status === "connected" ? "ok" : "muted";
+  // The video starts once the token has been accepted (a refused one asks for another).
+  if (status === "connected" && !videoStarted) {
+    videoStarted = true;
+    watch("host");
+  }
 }
 
 function onState(state) {
@@ -232,7 +239,8 @@ async function watch(slot) {
   slot = String(slot);
   if (myStage != null && slot === String(myStage.slot)) return;
   unwatch(slot);
-  let video = slot === "host" ? $("#host-video") : el("video", { autoplay: true, muted: true, playsinline: true, "data-slot": slot });
+  let video = slot === "host" ? $("#host-video")
+    : el("video", { autoplay: true, muted: true, playsinline: true, "data-slot": slot, onloadedmetadata: e => startPlayback(e.target) });
   video.muted = true;
   video.classList.add("remote");
   if (slot !== "host") $("#videos").append(video);
@@ -242,10 +250,19 @@ async function watch(slot) {
     entry.session = await play(room, token, slot, video);
     if (slot === "host") { $("#offline").hidden = true; fallBackIfStuck(entry); }
   } catch (error) {
-    if (slot === "host" && players.get(slot) === entry) return fallBack(entry);
+    // Not live yet: the next `media.publisher connected` starts it (HLS has nothing either).
+    if (slot === "host" && players.get(slot) === entry && error.code !== "not_publishing") return fallBack(entry);
     if (slot !== "host") video.remove();
     players.delete(slot);
   }
+}
+
+// Videos start muted, which browsers let play by themselves; some phones still refuse
+// (iOS in Low Power Mode, data savers): then the video waits for a tap.
+function startPlayback(video) {
+  video.play().catch(error => {
+    if (error.name === "NotAllowedError" && video.paused) $("#tap-to-play").hidden = false;
+  });
 }
 
 // WHEP refused (the room's WebRTC viewers are full, the media plane is down) or its

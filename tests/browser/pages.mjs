@@ -1,9 +1,14 @@
 // Drives liveroom's pages in headless Chromium for tests/test_pages.py (the show).
-// node pages.mjs <base url> <room> <host token> <alice token> <bob token> <carol token> <chromium> <artifacts dir>
+// node pages.mjs <base url> <room> <host token> <alice token> <bob token> <carol token> <dan token> <chromium> <artifacts dir>
 // Prints one JSON line of what it saw (harness.mjs); the Python test asserts on it.
-import { harness } from "./harness.mjs";
+import { devices } from "playwright-core";
+import { harness, WebSocketTap } from "./harness.mjs";
 
-const [base, room, hostToken, aliceToken, bobToken, carolToken, executablePath, artifacts] = process.argv.slice(2);
+const [base, room, hostToken, aliceToken, bobToken, carolToken, danToken, executablePath, artifacts] = process.argv.slice(2);
+// Alice is on a phone: Chromium's mobile emulation (touch, a phone's user agent and pixel
+// ratio) at 390x844. Her Socket.IO WebSocket goes through the driver, which can drop a frame.
+const PHONE = { ...devices["Pixel 7"], viewport: { width: 390, height: 844 } };
+const aliceLink = new WebSocketTap();
 const SKEW_MS = 5000;  // Bob's device clock is 5 s fast: the server-clock sync must hide it
 const { step, open, shot, run } = await harness({ base, room, executablePath, artifacts });
 
@@ -24,17 +29,39 @@ async function framesOf(page, slot, least = 10, timeout = 15000) {
 }
 
 await run(async () => {
-  const host = await open("/host", hostToken, { width: 1280, height: 900 });
-  const alice = await open("/room", aliceToken, { width: 390, height: 844 });  // a phone
-  const bob = await open("/room", bobToken, { width: 1100, height: 700 },
-    `{ const real = Date.now; Date.now = () => real() + ${SKEW_MS}; }`);
+  const host = await open("/host", hostToken, { context: { viewport: { width: 1280, height: 900 } } });
+  const alice = await open("/room", aliceToken, { context: PHONE, tap: aliceLink });
+  const bob = await open("/room", bobToken, { context: { viewport: { width: 1100, height: 700 } },
+    init: `{ const real = Date.now; Date.now = () => real() + ${SKEW_MS}; }` });
   const viewers = [alice, bob];
+  for (const page of viewers) {
+    await page.evaluate(() => {  // every text the danmaku layer was given
+      const layer = window.liveroom.layer, add = layer.add.bind(layer);
+      window.__shown = [];
+      layer.add = (text, options) => { window.__shown.push(text); return add(text, options); };
+    });
+  }
+  const shown = (page, text) => page.evaluate(text => window.__shown.filter(t => t === text).length, text);
+
+  await step("console", async () => {
+    // Every field of the host console has a label; what the header says of the socket.
+    const unlabelled = await host.$$eval("input, select, textarea", nodes =>
+      nodes.filter(n => !n.labels?.length && !n.getAttribute("aria-label")).map(n => n.name || n.id));
+    return { unlabelled, status: await host.textContent("#status"),
+      stats: await host.$$eval(".stat", nodes => nodes.map(n => n.querySelector("span").textContent)) };
+  });
 
   await step("live", async () => {
     await host.check("#backup");  // a second ingest path from the same camera
     await host.click("#go-live");
     await host.waitForFunction(() => document.querySelector("#live-status").textContent.startsWith("Live"));
     return Promise.all(viewers.map(page => framesOf(page, "host")));
+  });
+
+  await step("header", async () => {
+    // Live on the Go live card; the header speaks of the socket only.
+    await host.waitForFunction(() => document.querySelector("#live-status").textContent.includes("over WebRTC"), null, { timeout: 8000 });
+    return { status: await host.textContent("#status"), live: await host.textContent("#live-status") };
   });
 
   await step("danmaku", async () => {
@@ -64,7 +91,28 @@ await run(async () => {
     await bob.fill("#text", "while you were away");
     await bob.click("#comment button");
     await alice.locator("#danmaku .dm", { hasText: "while you were away" }).waitFor({ timeout: 10000 });
-    return alice.evaluate(() => ({ joins: window.liveroom.conn.joins, ...window.liveroom.conn.lastJoin }));
+    return { ...(await alice.evaluate(() => ({ joins: window.liveroom.conn.joins, ...window.liveroom.conn.lastJoin }))),
+      shown: await shown(alice, "while you were away") };
+  });
+
+  await step("gap", async () => {
+    // A real gap: the batch frame carrying Bob's next comment never reaches Alice's page.
+    // The comment after it shows a seq further on than the next one, with nothing `skipped`:
+    // the page joins again with `since`, and shows both from `missed`.
+    const before = await alice.evaluate(() => ({ ...window.liveroom.conn.stats, seq: window.liveroom.conn.seq }));
+    const dropped = aliceLink.dropNext("lost in transit");
+    await bob.fill("#text", "lost in transit");
+    await bob.click("#comment button");
+    await dropped;
+    await bob.fill("#text", "after the gap");
+    await bob.click("#comment button");
+    for (const text of ["lost in transit", "after the gap"]) {
+      await alice.locator("#danmaku .dm", { hasText: text }).waitFor({ timeout: 10000 });
+    }
+    const after = await alice.evaluate(() => ({ ...window.liveroom.conn.stats, seq: window.liveroom.conn.seq,
+      lastJoin: window.liveroom.conn.lastJoin }));
+    return { before, after, dropped: aliceLink.dropped,
+      shown: [await shown(alice, "lost in transit"), await shown(alice, "after the gap")] };
   });
 
   await step("poll", async () => {
@@ -121,6 +169,30 @@ await run(async () => {
     return { alice: await alice.textContent(".popup.claimed p") };
   });
 
+  await step("phone", async () => {
+    // Alice's phone, with the poll, sale and coupon cards on her page: one column, nothing
+    // wider than the screen, the video on top and still in view (and playing) once she
+    // has scrolled down to the cards.
+    const look = () => alice.evaluate(() => {
+      const box = selector => {
+        const r = document.querySelector(selector).getBoundingClientRect();
+        return { top: Math.round(r.top), bottom: Math.round(r.bottom), left: Math.round(r.left), width: Math.round(r.width) };
+      };
+      const video = document.querySelector("#host-video");
+      return { width: innerWidth, height: innerHeight, scrollWidth: document.documentElement.scrollWidth, scrollY,
+        coarse: matchMedia("(pointer: coarse)").matches, screen: box("#screen"), comment: box("#comment"),
+        playing: !video.paused && video.readyState >= 2, time: video.currentTime };
+    });
+    const top = await look();
+    await alice.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+    const scrolled = await look();
+    await alice.waitForFunction(t => document.querySelector("#host-video").currentTime >= t + 1, scrolled.time, { timeout: 10000 });
+    const later = await look();
+    await alice.screenshot({ path: `${artifacts}/viewer-phone-scrolled.png` });
+    await alice.evaluate(() => window.scrollTo(0, 0));
+    return { top, scrolled, later };
+  });
+
   await step("likes", async () => {
     await alice.evaluate(() => {
       window.__likeCommands = 0;
@@ -144,7 +216,7 @@ await run(async () => {
   });
 
   await step("dashboard", async () => {
-    const page = await open("/dashboard", hostToken, { width: 1100, height: 900 });
+    const page = await open("/dashboard", hostToken, { context: { viewport: { width: 1100, height: 900 } } });
     const read = async target => target.$$eval("[data-stat]", nodes => Object.fromEntries(nodes.map(n => [n.dataset.stat, n.textContent])));
     await host.waitForFunction(() => document.querySelector('[data-stat="claimed"]').textContent === "1", null, { timeout: 8000 });
     await page.waitForFunction(() => document.querySelector('[data-stat="claimed"]').textContent === "1"
@@ -181,7 +253,15 @@ await run(async () => {
     await alice.click("#comment button");
     await alice.waitForFunction(() => document.querySelector("#comment-error").dataset.code === "muted");
     await shot(alice, "viewer-phone-muted");
-    return { pinned: await alice.textContent("#pinned"), error: await alice.textContent("#comment-error") };
+    await host.locator("#messages li", { hasText: "<img" }).getByText("Delete").click();
+    await host.locator("#messages li", { hasText: "<img" }).waitFor({ state: "detached" });
+    // A second console opened now lists the messages sent before it opened (the staff's
+    // join state), as the first one does, without the deleted one.
+    const texts = page => page.$$eval("#messages li .text", nodes => nodes.map(n => n.textContent));
+    const late = await open("/host", hostToken, { context: { viewport: { width: 1280, height: 900 } } });
+    const recent = { host: await texts(host), late: await texts(late) };
+    await late.context().close();
+    return { pinned: await alice.textContent("#pinned"), error: await alice.textContent("#comment-error"), recent };
   });
 
   await step("show", async () => {
@@ -251,8 +331,8 @@ await run(async () => {
     // the host through HLS (hls.js, Chromium has MSE with H.264) and the video advances.
     const full = { status: 503, contentType: "application/json",
       body: JSON.stringify({ error: { code: "too_many_viewers", message: "full" } }) };
-    const carol = await open("/room", carolToken, { width: 800, height: 600 }, null,
-      ["**/whep/**", route => route.fulfill(full)]);
+    const carol = await open("/room", carolToken, { context: { viewport: { width: 800, height: 600 } },
+      route: ["**/whep/**", route => route.fulfill(full)] });
     const mse = await carol.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E"'));
     await carol.waitForFunction(() => document.querySelector("#host-video").dataset.player, null, { timeout: 8000 });
     const player = await carol.$eval("#host-video", v => v.dataset.player);
@@ -266,5 +346,31 @@ await run(async () => {
     await shot(carol, "viewer-hls");
     await carol.context().close();
     return { mse, player, t1, t2, levels, pickerHidden };
+  });
+
+  await step("signin", async () => {
+    // Dan opens a viewer link without a token: the sign-in form alone, nothing started.
+    // A bad token is refused and asked for again; a good one signs him in.
+    const page = await open("/room", null, { context: { viewport: { width: 800, height: 600 } } });
+    const visible = () => page.evaluate(() => Object.fromEntries(["form.signin", "main", "#status", "#online"]
+      .map(selector => [selector, document.querySelector(selector)?.checkVisibility() ?? false])));
+    const alone = { visible: await visible(), started: await page.evaluate(() => Boolean(window.liveroom)) };
+    await page.fill("form.signin input", "not-a-token");
+    await page.click("form.signin button");
+    await page.waitForFunction(() => document.querySelector("form.signin .error")?.textContent);
+    const refused = { visible: await visible(), error: await page.textContent("form.signin .error") };
+    await page.fill("form.signin input", danToken);
+    await page.click("form.signin button");
+    await page.waitForFunction(() => document.querySelector("#status")?.textContent === "connected");
+    const signedIn = { visible: await visible() };
+    await page.context().close();
+    return { alone, refused, signedIn };
+  });
+
+  await step("integrity", async () => {
+    // Over the whole show: no page was sent an item (a seq) twice, and only the gap the
+    // driver made sent a page back to `join`.
+    const stats = page => page.evaluate(() => window.liveroom.conn.stats);
+    return { host: await stats(host), alice: await stats(alice), bob: await stats(bob) };
   });
 });
