@@ -24,7 +24,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -120,24 +119,6 @@ def test_pages_are_served_with_a_strict_policy(server: ServerProcess) -> None:
     version = lock["packages"]["node_modules/hls.js"]["version"]
     with urllib.request.urlopen(server.url + "/static/vendor/hls.min.mjs", timeout=5) as response:
         assert f"hls.js version {version}" in response.read().decode()
-
-
-def test_liveroom_token_prints_links_to_the_pages(tmp_path: Path) -> None:
-    env = {"LIVEROOM_JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "liveroom", "token", "--user", "h1", "--role", "host", *args]
-        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-
-    minted, *links = cli("--room", "shop:1", "--links").stdout.splitlines()
-    assert TokenAuthority(SECRET).verify(minted).room == "shop:1"
-    assert links == [
-        f"host console: http://127.0.0.1:8080/host/shop%3A1#token={minted}",
-        f"dashboard: http://127.0.0.1:8080/dashboard/shop%3A1#token={minted}",
-        f"viewer: http://127.0.0.1:8080/room/shop%3A1#token={minted}",
-    ]
-    refused = cli("--links")
-    assert refused.returncode == 2 and "--links needs --room" in refused.stderr
 
 
 async def test_the_coupon_rules_query_counts_issued_and_claimed(
