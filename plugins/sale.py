@@ -53,7 +53,8 @@ class SchedulePayload:
     title: Text
     price: Annotated[float, msgspec.Meta(ge=0)]
     stock: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
-    starts_at: Annotated[int, msgspec.Meta(ge=0)]
+    # Server ms, as `time` hands it out (a float): `server_time + 3000` is a valid start.
+    starts_at: Annotated[float, msgspec.Meta(ge=0)]
     duration_s: Annotated[int, msgspec.Meta(ge=1)]
     per_user_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
 
@@ -127,7 +128,7 @@ class SalePlugin(Plugin):
     async def schedule(self, ctx: CommandContext, payload: SchedulePayload) -> Mapping[str, Any]:
         if payload.duration_s > self.config.max_duration_s:
             raise BadRequest(f"duration_s is at most {self.config.max_duration_s}")
-        starts_at = max(payload.starts_at, int(ctx.now_ms))
+        starts_at = max(round(payload.starts_at), int(ctx.now_ms))
         sale = Sale(
             "s-" + secrets.token_hex(6),
             ctx.room,
