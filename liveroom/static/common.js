@@ -130,11 +130,11 @@ export class Clock {
 // One connection to one room: joins on every (re)connect with `since`/`epoch`, hands
 // items to onItem in order, and calls onState with the plugins' snapshots on a (re)start.
 //
-// Loss is visible (docs/protocol.md, `batch`): the page keeps the last seq it saw; a batch
-// item further on whose missing seqs are not all in the batch's `skipped` ranges (items the
-// server sampled out on purpose) is a real gap, and the page joins again with `since`,
-// shows what `missed` brings and carries on. Seq'd items that arrive while that join is in
-// flight are left to its `missed`; a seq seen twice is dropped (and counted).
+// Loss is visible (docs/protocol.md, `batch`): the page keeps the last seq it saw, and
+// counts the seqs in a batch's `skipped` ranges (sampled out on purpose) as seen. An item
+// further on than the next seq is a real gap: the page joins again with `since`, shows what
+// `missed` brings and carries on. Only the next seq is ever shown, so nothing is shown out
+// of order or twice (a seq seen twice is dropped, and counted).
 export class RoomConnection {
   constructor(token, { onItem, onState, onStatus, onSignedOut }) {
     this.token = token;
@@ -178,19 +178,19 @@ export class RoomConnection {
     this.clock.sync();
   }
   takeBatch({ items, skipped = [] }) {
-    const ranges = [...skipped].sort((a, b) => a[0] - b[0]);
     for (const item of items) {
       if (item.seq != null && this.seq != null) {
-        if (this.recovering) continue;  // the rejoin's `missed` brings it
-        this.passSkipped(ranges);
+        this.passSkipped(skipped);
         if (item.seq > this.seq + 1) {
-          this.recover();
+          // A gap that is not sampling: the rejoin's `missed` brings what is missing and
+          // this item; nothing past the gap is shown before it.
+          if (!this.recovering) this.recover();
           continue;
         }
       }
       this.take(item);
     }
-    if (this.seq != null && !this.recovering) this.passSkipped(ranges);
+    if (this.seq != null) this.passSkipped(skipped);
   }
   // Seqs the server left out on purpose count as seen.
   passSkipped(ranges) {
