@@ -217,6 +217,8 @@ def test_without_a_token_a_page_shows_the_sign_in_form_alone(show: dict[str, Any
     assert "expired" in signin["refused"]["error"], signin
     shown = {"main": True, "#status": True, "#online": True}
     assert signin["signedIn"]["visible"] == {"form.signin": False, **shown}, signin
+    # His first WHEP was answered no_media (a publisher coming up): the page asked again.
+    assert signin["signedIn"]["whepPosts"] == 2 and signin["signedIn"]["frames"] >= 10, signin
 
 
 def test_the_console_header_speaks_of_the_socket_and_the_go_live_card_of_the_stream(
@@ -245,9 +247,13 @@ def test_the_viewer_page_works_on_a_phone(show: dict[str, Any]) -> None:
 
 
 def test_no_request_of_the_pages_fails_but_whep_answers(show: dict[str, Any]) -> None:
-    # WHEP answers 404 before the host is live (the viewer then waits, no HLS probe) and the
-    # driver's 503 to Carol; nothing else fails (no favicon 404; no WHEP with Dan's bad token).
-    assert [line for line in show["http"] if not line.startswith(("404 /whep/", "503 /whep/"))] == []
+    # WHEP answers are the media plane's (404 before the host or a guest is live, 400
+    # no_media while a publisher's tracks are coming up, the driver's 503 to Carol and 400
+    # to Dan); nothing
+    # else fails: no favicon 404, no WHEP with Dan's refused token (401).
+    failed = [line.split(" ", 3) for line in show["http"]]
+    assert [line for line in failed if not line[2].startswith("/whep/")] == [], show["http"]
+    assert not [line for line in failed if line[0] == "401"], show["http"]
 
 
 def test_a_poll_shows_on_both_viewers_and_tallies_their_votes(show: dict[str, Any]) -> None:

@@ -235,7 +235,7 @@ async function buyNow(entry) {
 
 // --- video and co-streaming ---------------------------------------------------------------
 
-async function watch(slot) {
+async function watch(slot, attempt = 0) {
   slot = String(slot);
   if (myStage != null && slot === String(myStage.slot)) return;
   unwatch(slot);
@@ -250,10 +250,14 @@ async function watch(slot) {
     entry.session = await play(room, token, slot, video);
     if (slot === "host") { $("#offline").hidden = true; fallBackIfStuck(entry); }
   } catch (error) {
+    const current = players.get(slot) === entry;
+    // The publisher is there but its tracks are not yet (it is just coming up): ask again.
+    const retry = current && error.code === "no_media" && attempt < 5;
     // Not live yet: the next `media.publisher connected` starts it (HLS has nothing either).
-    if (slot === "host" && players.get(slot) === entry && error.code !== "not_publishing") return fallBack(entry);
+    if (slot === "host" && current && !retry && error.code !== "not_publishing") return fallBack(entry);
     if (slot !== "host") video.remove();
-    players.delete(slot);
+    if (current) players.delete(slot);
+    if (retry) setTimeout(() => players.has(slot) || watch(slot, attempt + 1), 1000);
   }
 }
 

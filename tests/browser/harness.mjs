@@ -36,8 +36,10 @@ export async function harness({ base, room, executablePath, artifacts }) {
     const page = await context.newPage();
     page.on("pageerror", error => result.errors.push(`${path}: ${error.message}`));
     page.on("dialog", dialog => { result.errors.push(`dialog: ${dialog.message()}`); dialog.dismiss(); });
-    page.on("response", response => {  // what a person would see as errors in the console
-      if (response.status() >= 400) result.http.push(`${response.status()} ${new URL(response.url()).pathname}`);
+    page.on("response", async response => {  // what a person would see as errors in the console
+      if (response.status() < 400) return;
+      const body = await response.text().catch(() => "");
+      result.http.push(`${response.status()} ${response.request().method()} ${new URL(response.url()).pathname} ${body.slice(0, 120)}`);
     });
     await page.goto(`${base}${path}/${room}${token ? `#token=${token}` : ""}`);
     if (!token) return page;

@@ -28,6 +28,19 @@ async function framesOf(page, slot, least = 10, timeout = 15000) {
   return frames;
 }
 
+// A comment from a viewer's page, once the server has acknowledged it (the page clears the
+// field); a refusal fails the step with what the page showed.
+async function say(page, text) {
+  await page.$eval("#comment-error", node => { node.textContent = ""; });
+  await page.fill("#text", text);
+  await page.click("#comment button");
+  const outcome = await page.waitForFunction(() => document.querySelector("#text").value === ""
+    || document.querySelector("#comment-error").textContent, null, { timeout: 15000 });
+  const error = await page.textContent("#comment-error");
+  if (error) throw new Error(`"${text}" refused: ${error}`);
+  return outcome;
+}
+
 await run(async () => {
   const host = await open("/host", hostToken, { context: { viewport: { width: 1280, height: 900 } } });
   const alice = await open("/room", aliceToken, { context: PHONE, tap: aliceLink });
@@ -66,10 +79,7 @@ await run(async () => {
 
   await step("danmaku", async () => {
     const xss = "<img src=x onerror=window.__xss=1>";
-    for (const text of ["hello from alice 你好", xss]) {
-      await alice.fill("#text", text);
-      await alice.click("#comment button");
-    }
+    for (const text of ["hello from alice 你好", xss]) await say(alice, text);
     const dm = bob.locator("#danmaku .dm", { hasText: "hello from alice" });
     await dm.waitFor();
     const x1 = (await dm.boundingBox()).x;
@@ -88,8 +98,7 @@ await run(async () => {
     // and gets the comment from `missed` (join with `since`).
     await alice.evaluate(() => window.liveroom.conn.socket.io.engine.close());
     await alice.waitForFunction(() => !window.liveroom.conn.socket.connected);
-    await bob.fill("#text", "while you were away");
-    await bob.click("#comment button");
+    await say(bob, "while you were away");
     await alice.locator("#danmaku .dm", { hasText: "while you were away" }).waitFor({ timeout: 10000 });
     return { ...(await alice.evaluate(() => ({ joins: window.liveroom.conn.joins, ...window.liveroom.conn.lastJoin }))),
       shown: await shown(alice, "while you were away") };
@@ -101,11 +110,9 @@ await run(async () => {
     // the page joins again with `since`, and shows both from `missed`.
     const before = await alice.evaluate(() => ({ ...window.liveroom.conn.stats, seq: window.liveroom.conn.seq }));
     const dropped = aliceLink.dropNext("lost in transit");
-    await bob.fill("#text", "lost in transit");
-    await bob.click("#comment button");
+    await say(bob, "lost in transit");
     await dropped;
-    await bob.fill("#text", "after the gap");
-    await bob.click("#comment button");
+    await say(bob, "after the gap");
     for (const text of ["lost in transit", "after the gap"]) {
       await alice.locator("#danmaku .dm", { hasText: text }).waitFor({ timeout: 10000 });
     }
@@ -351,7 +358,13 @@ await run(async () => {
   await step("signin", async () => {
     // Dan opens a viewer link without a token: the sign-in form alone, nothing started.
     // A bad token is refused and asked for again; a good one signs him in.
-    const page = await open("/room", null, { context: { viewport: { width: 800, height: 600 } } });
+    // His first WHEP answer is the server's while a publisher's tracks are coming up
+    // (400 no_media, as a viewer present when the host goes live may get): he asks again.
+    let whepPosts = 0;
+    const noMedia = { status: 400, contentType: "application/json",
+      body: JSON.stringify({ error: { code: "no_media", message: "the offer receives none of the published tracks" } }) };
+    const page = await open("/room", null, { context: { viewport: { width: 800, height: 600 } },
+      route: ["**/whep/**", route => (route.request().method() === "POST" && !whepPosts++ ? route.fulfill(noMedia) : route.continue())] });
     const visible = () => page.evaluate(() => Object.fromEntries(["form.signin", "main", "#status", "#online"]
       .map(selector => [selector, document.querySelector(selector)?.checkVisibility() ?? false])));
     const alone = { visible: await visible(), started: await page.evaluate(() => Boolean(window.liveroom)) };
@@ -362,7 +375,7 @@ await run(async () => {
     await page.fill("form.signin input", danToken);
     await page.click("form.signin button");
     await page.waitForFunction(() => document.querySelector("#status")?.textContent === "connected");
-    const signedIn = { visible: await visible() };
+    const signedIn = { visible: await visible(), frames: await framesOf(page, "host"), whepPosts };
     await page.context().close();
     return { alone, refused, signedIn };
   });
