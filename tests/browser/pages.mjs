@@ -71,12 +71,6 @@ await run(async () => {
     return Promise.all(viewers.map(page => framesOf(page, "host")));
   });
 
-  await step("header", async () => {
-    // Live on the Go live card; the header speaks of the socket only.
-    await host.waitForFunction(() => document.querySelector("#live-status").textContent.includes("over WebRTC"), null, { timeout: 8000 });
-    return { status: await host.textContent("#status"), live: await host.textContent("#live-status") };
-  });
-
   await step("danmaku", async () => {
     const xss = "<img src=x onerror=window.__xss=1>";
     for (const text of ["hello from alice 你好", xss]) await say(alice, text);
@@ -176,6 +170,12 @@ await run(async () => {
     return { alice: await alice.textContent(".popup.claimed p") };
   });
 
+  await step("header", async () => {
+    // Live on the Go live card; the header speaks of the socket only.
+    await host.waitForFunction(() => document.querySelector("#live-status").textContent.includes("over WebRTC"), null, { timeout: 8000 });
+    return { status: await host.textContent("#status"), live: await host.textContent("#live-status") };
+  });
+
   await step("phone", async () => {
     // Alice's phone, with the poll, sale and coupon cards on her page: one column, nothing
     // wider than the screen, the video on top and still in view (and playing) once she
@@ -252,6 +252,11 @@ await run(async () => {
   });
 
   await step("moderation", async () => {
+    await host.locator("#messages li", { hasText: "<img" }).getByText("Delete").click();
+    await host.locator("#messages li", { hasText: "<img" }).waitFor({ state: "detached" });
+    // A second console opened now lists the messages sent before it opened (the staff's
+    // join state), as the first one does, without the deleted one. It opens meanwhile.
+    const late = open("/host", hostToken, { context: { viewport: { width: 1280, height: 900 } } });
     await host.locator("#messages li", { hasText: "while you were away" }).getByText("Pin").click();
     await alice.locator("#pinned", { hasText: "while you were away" }).waitFor();
     await host.locator("#messages li", { hasText: "hello from alice" }).getByText("Mute 10 min").click();
@@ -260,14 +265,10 @@ await run(async () => {
     await alice.click("#comment button");
     await alice.waitForFunction(() => document.querySelector("#comment-error").dataset.code === "muted");
     await shot(alice, "viewer-phone-muted");
-    await host.locator("#messages li", { hasText: "<img" }).getByText("Delete").click();
-    await host.locator("#messages li", { hasText: "<img" }).waitFor({ state: "detached" });
-    // A second console opened now lists the messages sent before it opened (the staff's
-    // join state), as the first one does, without the deleted one.
     const texts = page => page.$$eval("#messages li .text", nodes => nodes.map(n => n.textContent));
-    const late = await open("/host", hostToken, { context: { viewport: { width: 1280, height: 900 } } });
-    const recent = { host: await texts(host), late: await texts(late) };
-    await late.context().close();
+    const lateConsole = await late;
+    const recent = { host: await texts(host), late: await texts(lateConsole) };
+    await lateConsole.context().close();
     return { pinned: await alice.textContent("#pinned"), error: await alice.textContent("#comment-error"), recent };
   });
 
@@ -279,6 +280,33 @@ await run(async () => {
     await host.waitForFunction(() => document.querySelector('[data-step="0"]').className === "current");
     await shot(host, "host-console-show");
     return host.$$eval("#steps li", nodes => nodes.map(n => n.className));
+  });
+
+  // Dan signs in on a page of his own while the last steps run (he joins after the
+  // dashboard's counts were read).
+  const signin = step("signin", async () => {
+    // Dan opens a viewer link without a token: the sign-in form alone, nothing started.
+    // A bad token is refused and asked for again; a good one signs him in.
+    // His first WHEP answer is the server's while a publisher's tracks are coming up
+    // (400 no_media, as a viewer present when the host goes live may get): he asks again.
+    let whepPosts = 0;
+    const noMedia = { status: 400, contentType: "application/json",
+      body: JSON.stringify({ error: { code: "no_media", message: "the offer receives none of the published tracks" } }) };
+    const page = await open("/room", null, { context: { viewport: { width: 800, height: 600 } },
+      route: ["**/whep/**", route => (route.request().method() === "POST" && !whepPosts++ ? route.fulfill(noMedia) : route.continue())] });
+    const visible = () => page.evaluate(() => Object.fromEntries(["form.signin", "main", "#status", "#online"]
+      .map(selector => [selector, document.querySelector(selector)?.checkVisibility() ?? false])));
+    const alone = { visible: await visible(), started: await page.evaluate(() => Boolean(window.liveroom)) };
+    await page.fill("form.signin input", "not-a-token");
+    await page.click("form.signin button");
+    await page.waitForFunction(() => document.querySelector("form.signin .error")?.textContent);
+    const refused = { visible: await visible(), error: await page.textContent("form.signin .error") };
+    await page.fill("form.signin input", danToken);
+    await page.click("form.signin button");
+    await page.waitForFunction(() => document.querySelector("#status")?.textContent === "connected");
+    const signedIn = { visible: await visible(), frames: await framesOf(page, "host"), whepPosts };
+    await page.context().close();
+    return { alone, refused, signedIn };
   });
 
   await step("storm", async () => {
@@ -355,30 +383,7 @@ await run(async () => {
     return { mse, player, t1, t2, levels, pickerHidden };
   });
 
-  await step("signin", async () => {
-    // Dan opens a viewer link without a token: the sign-in form alone, nothing started.
-    // A bad token is refused and asked for again; a good one signs him in.
-    // His first WHEP answer is the server's while a publisher's tracks are coming up
-    // (400 no_media, as a viewer present when the host goes live may get): he asks again.
-    let whepPosts = 0;
-    const noMedia = { status: 400, contentType: "application/json",
-      body: JSON.stringify({ error: { code: "no_media", message: "the offer receives none of the published tracks" } }) };
-    const page = await open("/room", null, { context: { viewport: { width: 800, height: 600 } },
-      route: ["**/whep/**", route => (route.request().method() === "POST" && !whepPosts++ ? route.fulfill(noMedia) : route.continue())] });
-    const visible = () => page.evaluate(() => Object.fromEntries(["form.signin", "main", "#status", "#online"]
-      .map(selector => [selector, document.querySelector(selector)?.checkVisibility() ?? false])));
-    const alone = { visible: await visible(), started: await page.evaluate(() => Boolean(window.liveroom)) };
-    await page.fill("form.signin input", "not-a-token");
-    await page.click("form.signin button");
-    await page.waitForFunction(() => document.querySelector("form.signin .error")?.textContent);
-    const refused = { visible: await visible(), error: await page.textContent("form.signin .error") };
-    await page.fill("form.signin input", danToken);
-    await page.click("form.signin button");
-    await page.waitForFunction(() => document.querySelector("#status")?.textContent === "connected");
-    const signedIn = { visible: await visible(), frames: await framesOf(page, "host"), whepPosts };
-    await page.context().close();
-    return { alone, refused, signedIn };
-  });
+  await signin;
 
   await step("integrity", async () => {
     // Over the whole show: no page was sent an item (a seq) twice, and only the gap the
