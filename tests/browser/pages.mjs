@@ -136,18 +136,21 @@ await run(async () => {
     await host.click("#sale-form button");
     await Promise.all(viewers.map(page => page.locator(".sale .countdown").waitFor()));
     const startsAt = await alice.evaluate(() => [...window.liveroom.sales.values()][0].sale.starts_at);
-    const samples = [];
-    for (let i = 0; i < 3; i++) {
-      const [a, b] = await Promise.all(viewers.map(page => page.evaluate(() =>
-        ({ remaining: Number(document.querySelector(".sale .countdown").dataset.remainingMs),
-           clock: window.liveroom.conn.clock.now(), rtt: window.liveroom.conn.clock.rtt }))));
-      const truth = Date.now();  // the server runs on this machine: its clock is this clock
-      samples.push({ alice: a, bob: b, truthRemaining: startsAt - truth, aliceError: a.clock - truth, bobError: b.clock - truth });
-      await alice.waitForTimeout(200);
-    }
     const disabledBefore = await Promise.all(viewers.map(page => page.locator(".sale .buy").isDisabled()));
     const earlyBuy = await bob.evaluate(sale => window.liveroom.conn.call("sale.buy", { sale, qty: 1, request_id: "early" }),
       [...(await alice.evaluate(() => [...window.liveroom.sales.keys()]))][0]);
+    const samples = [];
+    for (let i = 0; i < 3; i++) {
+      // Each page's server clock against the real time, read in the page at the same moment
+      // (performance.timeOrigin + now: the machine's clock, which Bob's skewed Date.now
+      // does not touch; the server runs on this machine).
+      samples.push(await Promise.all(viewers.map(page => page.evaluate(() => {
+        const real = performance.timeOrigin + performance.now(), clock = window.liveroom.conn.clock;
+        return { error: clock.now() - real, rtt: clock.rtt,
+          remaining: Number(document.querySelector(".sale .countdown").dataset.remainingMs) };
+      }))));
+      await alice.waitForTimeout(200);
+    }
     await shot(bob, "viewer-sale-countdown");
     await Promise.all(viewers.map(page => page.locator(".sale .buy:not([disabled])").waitFor({ timeout: 8000 })));
     const openedAt = await Promise.all(viewers.map(page => page.$eval(".sale .buy", b => Number(b.dataset.openedAt))));
