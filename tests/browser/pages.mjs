@@ -205,12 +205,15 @@ await run(async () => {
 
   await step("likes", async () => {
     await alice.evaluate(() => {
-      window.__likeCommands = 0;
+      [window.__likeCommands, window.__likesSent] = [0, 0];
       const call = window.liveroom.conn.call.bind(window.liveroom.conn);
-      window.liveroom.conn.call = (event, payload) => { if (event === "like.send") window.__likeCommands++; return call(event, payload); };
+      window.liveroom.conn.call = (event, payload) => {
+        if (event === "like.send") [window.__likeCommands, window.__likesSent] = [window.__likeCommands + 1, window.__likesSent + payload.count];
+        return call(event, payload);
+      };
     });
     for (let i = 0; i < 10; i++) await alice.click("#like");
-    await alice.waitForTimeout(900);
+    await alice.waitForFunction(() => window.__likesSent === 10);  // every tap sent, in batches
     return { commands: await alice.evaluate(() => window.__likeCommands), shown: await alice.textContent("#likes") };
   });
 
@@ -317,7 +320,7 @@ await run(async () => {
     // extra wait (at most 40) and the oldest of those are dropped.
     await bob.evaluate(() => { for (let i = 0; i < 150; i++) window.liveroom.layer.add(`storm ${i} ` + "弹".repeat(i % 17)); });
     let overlaps = 0, onScreen = 0;
-    for (let sample = 0; sample < 6; sample++) {
+    for (let sample = 0; sample < 5; sample++) {
       const boxes = await bob.$$eval("#danmaku .dm", nodes => nodes.filter(n => n.style.visibility === "visible")
         .map(n => ({ lane: n.dataset.lane, ...JSON.parse(JSON.stringify(n.getBoundingClientRect())) })));
       onScreen = Math.max(onScreen, boxes.length);
