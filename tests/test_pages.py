@@ -73,14 +73,18 @@ def show(server: ServerProcess, driver: Path) -> dict[str, Any]:
     room = f"show-{uuid.uuid4().hex[:8]}"
     tokens = [token("host1", "host", name="Host"), token("alice", name="Alice"), token("bob", name="Bob")]
     tokens += [token("carol", name="Carol"), token("dan", name="Dan")]
-    run = subprocess.run(
-        ["node", str(driver), server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)],
-        capture_output=True,
-        text=True,
-        timeout=210,  # about 40 s when quiet; a loaded machine (load 10 on 2 cores) takes far longer
-        check=False,
-        cwd=BROWSER_DIR,
-    )
+    try:
+        run = subprocess.run(
+            ["node", str(driver), server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)],
+            capture_output=True,
+            text=True,
+            timeout=210,  # about 35 s when quiet; a loaded machine (load 10 on 2 cores) takes longer
+            check=False,
+            cwd=BROWSER_DIR,
+        )
+    except subprocess.TimeoutExpired as exc:  # the steps it got through, with their times
+        progress = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        pytest.fail(f"the show ran past 210 s; its steps:\n{progress[-3000:]}\n{server.log()[-2000:]}")
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines, (run.stdout[-2000:], run.stderr[-2000:], server.log()[-2000:])
     result: dict[str, Any] = json.loads(lines[-1])

@@ -6,7 +6,10 @@ import { play, playHls, publish } from "/static/media.js";
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
 const sales = new Map();     // sale id -> {sale, node}
-let conn, token, me, pendingLikes = 0, myStage = null, punishedUntil = null, videoStarted = false;
+let conn, token, me, myStage = null, punishedUntil = null, videoStarted = false;
+// Likes: the room's total as the server last said, the taps not sent yet, and those sent
+// and not acknowledged. The total only grows: a stale like.total never takes it back.
+let likesTotal = 0, pendingLikes = 0, sendingLikes = 0;
 
 $("#title").textContent = room;
 document.title = `${room} · liveroom`;
@@ -18,7 +21,7 @@ function start(t) {
   conn = new RoomConnection(t, { onItem, onState, onStatus, onSignedOut: signOut });
   window.liveroom = { conn, layer, sales, players };
   $("#comment").addEventListener("submit", sendComment);
-  $("#like").addEventListener("click", () => { pendingLikes++; bump($("#likes"), 1); });
+  $("#like").addEventListener("click", () => { pendingLikes++; showLikes(); });
   setInterval(flushLikes, 400);
   $("#hide-danmaku").addEventListener("change", e => layer.setHidden(e.target.checked));
   $("#costream").addEventListener("click", requestStage);
@@ -40,7 +43,8 @@ function onStatus(status, detail) {
 }
 
 function onState(state) {
-  $("#likes").textContent = state.like?.total ?? 0;
+  likesTotal = state.like?.total ?? 0;
+  showLikes();
   setPinned(state.danmaku?.pinned);
   $("#cards").replaceChildren();
   sales.clear();
@@ -61,7 +65,7 @@ const ITEMS = {
   "danmaku.muted": d => showError({ code: "muted" }, (punishedUntil = d.until)),
   "danmaku.banned": d => showError({ code: "banned" }, (punishedUntil = d.until)),
   "room.online": d => { $("#online").textContent = `● ${d.count}`; },
-  "like.total": d => { $("#likes").textContent = Math.max(d.total, 0) + pendingLikes; },
+  "like.total": d => { likesTotal = Math.max(likesTotal, d.total); showLikes(); },
   "poll.started": showPoll,
   "poll.tally": d => updatePoll(d),
   "poll.ended": d => updatePoll(d, true),
@@ -103,12 +107,14 @@ function showError(error, until) {
 async function flushLikes() {
   if (!pendingLikes) return;
   const count = pendingLikes;
-  pendingLikes = 0;
+  [pendingLikes, sendingLikes] = [0, sendingLikes + count];
   const ack = await conn.call("like.send", { count });
-  if (ack.ok) $("#likes").textContent = ack.total + pendingLikes;
+  sendingLikes -= count;
+  if (ack.ok) likesTotal = Math.max(likesTotal, ack.total);
+  showLikes();
 }
 
-function bump(node, by) { node.textContent = Number(node.textContent) + by; }
+function showLikes() { $("#likes").textContent = likesTotal + pendingLikes + sendingLikes; }
 
 function setPinned(message) {
   $("#pinned").hidden = !message;

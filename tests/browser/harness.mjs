@@ -22,6 +22,8 @@ export async function harness({ base, room, executablePath, artifacts }) {
       result.errors.push(`${name}: ${error.message.split("\n")[0]}`);
     }
     result[`${name}_ms`] = Date.now() - started;
+    // Progress on stderr: what a run that never finished got to.
+    console.error(`${name}: ${result[`${name}_ms`]} ms${name in result ? "" : " (failed)"}`);
   };
 
   // A page of the room in a context of its own, once its Socket.IO connection is up.
@@ -30,6 +32,10 @@ export async function harness({ base, room, executablePath, artifacts }) {
   // WebSocketTap (below) its Socket.IO WebSocket goes through.
   async function open(path, token, { context: options = {}, init, route, tap } = {}) {
     const context = await browser.newContext(options);
+    // Waits are on conditions; on a loaded machine (a CPU hog on one of two cores, other
+    // servers on the other) a page load alone has taken 30 s.
+    context.setDefaultTimeout(45000);
+    context.setDefaultNavigationTimeout(90000);
     if (init) await context.addInitScript(init);
     if (route) await context.route(...route);
     if (tap) await context.routeWebSocket(/\/socket\.io\//, ws => tap.attach(ws));
