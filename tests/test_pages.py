@@ -257,7 +257,14 @@ def test_no_request_of_the_pages_fails_but_whep_answers(show: dict[str, Any]) ->
     # to Dan); nothing
     # else fails: no favicon 404, no WHEP with Dan's refused token (401).
     failed = [line.split(" ", 3) for line in show["http"]]
-    assert [line for line in failed if not line[2].startswith("/whep/")] == [], show["http"]
+    # (hls.js, far behind on a loaded machine, may ask for a segment already gone: 404.)
+    whep_or_late_segment = [
+        line
+        for line in failed
+        if line[2].startswith("/whep/")
+        or (line[:2] == ["404", "GET"] and line[2].startswith("/hls/") and not line[2].endswith(".m3u8"))
+    ]
+    assert [line for line in failed if line not in whep_or_late_segment] == [], show["http"]
     assert not [line for line in failed if line[0] == "401"], show["http"]
 
 
@@ -273,6 +280,7 @@ def test_the_sale_countdown_runs_on_the_server_clock(show: dict[str, Any]) -> No
         # Bob's device clock is 5 s fast; both pages still agree with the server within the
         # sync's own bound (half the best round trip; 100 ms at least, as it is when quiet).
         for page in sample:
+            assert page["rtt"] is not None, ("the page's clock never synced", sample)
             assert abs(page["error"]) < max(100, page["rtt"]), sample
     assert sale["disabledBefore"] == [True, True]
     assert sale["earlyBuy"]["error"]["code"] == "not_started"

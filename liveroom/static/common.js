@@ -117,12 +117,15 @@ export class Clock {
     let best = { rtt: Infinity, offset: 0 };
     for (let i = 0; i < samples; i++) {
       const t0 = Date.now();
-      const ack = await this.socket.timeout(3000).emitWithAck("time", {}).catch(() => null);
+      const ack = await this.socket.timeout(10_000).emitWithAck("time", {}).catch(() => null);
       const t1 = Date.now();
       if (ack?.ok && t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: ack.server_time + (t1 - t0) / 2 - t1 };
       if (i < samples - 1) await new Promise(done => setTimeout(done, 120));
     }
     if (best.rtt < Infinity) [this.offset, this.rtt] = [best.offset, best.rtt];
+    // Not one answer (a server too busy to answer in 10 s): the device clock may be off by
+    // anything, so try again soon rather than in a minute.
+    else if (this.rtt === Infinity) setTimeout(() => this.socket.connected && this.sync(), 2000);
     return this;
   }
 }

@@ -13,7 +13,7 @@ const SKEW_MS = 5000;  // Bob's device clock is 5 s fast: the server-clock sync 
 const { step, open, shot, run } = await harness({ base, room, executablePath, artifacts });
 
 // Frames the page's WHEP session for `slot` has decoded, polled until at least `least`.
-async function framesOf(page, slot, least = 10, timeout = 15000) {
+async function framesOf(page, slot, least = 10, timeout = 45000) {
   const deadline = Date.now() + timeout;
   let frames = 0;
   while (Date.now() < deadline && frames < least) {
