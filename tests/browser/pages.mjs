@@ -131,32 +131,44 @@ await run(async () => {
   });
 
   await step("sale", async () => {
-    await host.fill('#sale-form [name="starts_in_s"]', "3");
-    await host.fill('#sale-form [name="stock"]', "5");
-    await host.click("#sale-form button");
-    await Promise.all(viewers.map(page => page.locator(".sale .countdown").waitFor()));
-    const startsAt = await alice.evaluate(() => [...window.liveroom.sales.values()][0].sale.starts_at);
-    const disabledBefore = await Promise.all(viewers.map(page => page.locator(".sale .buy").isDisabled()));
-    const earlyBuy = await bob.evaluate(sale => window.liveroom.conn.call("sale.buy", { sale, qty: 1, request_id: "early" }),
-      [...(await alice.evaluate(() => [...window.liveroom.sales.keys()]))][0]);
+    // The host schedules a sale; resolves to its id once both viewers show its card.
+    const schedule = async startsIn => {
+      const before = await alice.evaluate(() => window.liveroom.sales.size);
+      await host.fill('#sale-form [name="starts_in_s"]', String(startsIn));
+      await host.fill('#sale-form [name="stock"]', "5");
+      await host.click("#sale-form button");
+      await Promise.all(viewers.map(page => page.waitForFunction(n => window.liveroom.sales.size > n, before)));
+      return alice.evaluate(() => [...window.liveroom.sales.keys()].at(-1));
+    };
+    const card = id => `.sale[data-sale="${id}"]`;
+    // A sale ten minutes away (however slow the machine, it has not started when checked):
+    // the button is disabled, the server refuses a buy, and both countdowns follow the
+    // server's clock.
+    const later = await schedule(600);
+    const disabledBefore = await Promise.all(viewers.map(page => page.locator(`${card(later)} .buy`).isDisabled()));
+    const earlyBuy = await bob.evaluate(sale => window.liveroom.conn.call("sale.buy", { sale, qty: 1, request_id: "early" }), later);
     const samples = [];
     for (let i = 0; i < 3; i++) {
       // Each page's server clock against the real time, read in the page at the same moment
       // (performance.timeOrigin + now: the machine's clock, which Bob's skewed Date.now
       // does not touch; the server runs on this machine).
-      samples.push(await Promise.all(viewers.map(page => page.evaluate(() => {
+      samples.push(await Promise.all(viewers.map(page => page.evaluate(selector => {
         const real = performance.timeOrigin + performance.now(), clock = window.liveroom.conn.clock;
         return { error: clock.now() - real, rtt: clock.rtt,
-          remaining: Number(document.querySelector(".sale .countdown").dataset.remainingMs) };
-      }))));
+          remaining: Number(document.querySelector(`${selector} .countdown`).dataset.remainingMs) };
+      }, card(later)))));
       await alice.waitForTimeout(200);
     }
     await shot(bob, "viewer-sale-countdown");
-    await Promise.all(viewers.map(page => page.locator(".sale .buy:not([disabled])").waitFor({ timeout: 20000 })));
-    const openedAt = await Promise.all(viewers.map(page => page.$eval(".sale .buy", b => Number(b.dataset.openedAt))));
-    for (const page of viewers) await page.click(".sale .buy");
-    const results = await Promise.all(viewers.map(page =>
-      page.waitForFunction(() => document.querySelector(".sale .result").dataset.code).then(h => h.jsonValue())));
+    // One that opens in 2 s: both buttons open at the start, never before, and both buy.
+    const soon = await schedule(2);
+    const startsAt = await alice.evaluate(id => window.liveroom.sales.get(id).sale.starts_at, soon);
+    const buy = `${card(soon)} .buy`;
+    await Promise.all(viewers.map(page => page.locator(`${buy}:not([disabled])`).waitFor()));
+    const openedAt = await Promise.all(viewers.map(page => page.$eval(buy, b => Number(b.dataset.openedAt))));
+    for (const page of viewers) await page.click(buy);
+    const results = await Promise.all(viewers.map(page => page.waitForFunction(selector =>
+      document.querySelector(`${selector} .result`).dataset.code, card(soon)).then(h => h.jsonValue())));
     await shot(alice, "viewer-phone-sale");
     return { startsAt, samples, disabledBefore, earlyBuy, openedLate: openedAt.map(at => at - startsAt), results };
   });
