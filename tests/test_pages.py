@@ -1,11 +1,14 @@
 """liveroom's own pages in headless Chromium: the host console, two viewers and the dashboard.
 
 One run of `tests/browser/pages.mjs` (playwright-core driving Debian's `chromium`, about
-35 s) does what a show does: the host goes live from the fake camera with a backup path,
-Alice (a phone-sized viewport) comments, everyone votes, a flash sale opens on the server's
-clock, a coupon is dropped and claimed, Bob asks to join on stage and is accepted, the
-primary ingest path fails over to the backup, and Carol, refused by WHEP, plays the host
-through HLS. Each test below checks one part of what the driver saw. Screenshots land in
+30-35 s on a quiet machine, 50-90 s with a CPU hog on one of the two cores) does what a
+show does: the host goes live from the fake camera with a backup path, Alice (a phone, in
+Chromium's mobile emulation) comments, drops off and resumes, loses a batch frame on the
+way and recovers it, everyone votes, a flash sale opens on the server's clock, a coupon is
+dropped and claimed, Bob asks to join on stage and is accepted, the host moderates, a
+console opened late lists what was said, the primary ingest path fails over to the
+backup, Carol, refused by WHEP, plays the host through HLS, and Dan signs in by hand.
+Each test below checks one part of what the driver saw. Screenshots land in
 test-artifacts/pages/.
 
 Apart from the show, `tests/browser/hls_levels.mjs` (same harness, about 10 s) plays a room
@@ -43,7 +46,7 @@ BROWSER_DIR = ROOT / "tests" / "browser"
 ARTIFACTS = ROOT / "test-artifacts" / "pages"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-# The first test to read the show pays for it (~37 s, plus `npm ci` on a fresh clone).
+# The first test to read the show pays for it (~35 s, plus `npm ci` on a fresh clone).
 pytestmark = pytest.mark.timeout(240)
 
 
