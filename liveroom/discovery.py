@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
+import re
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -19,7 +21,9 @@ from liveroom.config import build_section
 from liveroom.errors import ConfigError
 from liveroom.plugin import CheckedServices, Plugin, PluginHost
 
-__all__ = ["ENTRY_POINT_GROUP", "available_plugins", "load_plugins"]
+__all__ = ["ENTRY_POINT_GROUP", "available_plugins", "describe_config", "load_plugins"]
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "liveroom.plugins"
 # The built-ins live in the repository's plugins/ folder, installed as liveroom.plugins.
@@ -59,18 +63,37 @@ def load_plugins(
         raise ConfigError(f"[plugins] unknown plugin(s): {', '.join(sorted(unknown))}")
     plugins: list[Plugin] = []
     hosts: dict[str, PluginHost] = {}
-    order = [*BUILTIN, *sorted(set(available) - set(BUILTIN))]
-    for name in order:
+    off: list[str] = []
+    for name in [*BUILTIN, *sorted(set(available) - set(BUILTIN))]:  # the hook order
         target = available[name]
         table = dict(tables.get(name, {}))
         table.pop("load", None)
         enabled = table.pop("enabled", name in BUILTIN or name in tables)
         if str(enabled).lower() in ("false", "0", "no", "off"):
+            off.append(name)
             continue
-        plugin = _build(name, target, table, host, hosts)
-        plugins.append(plugin)
+        plugins.append(_build(name, target, table, host, hosts))
+        log.info("plugin %s loaded from %s: %s", name, target, describe_config(plugins[-1].config))
+    if off:
+        log.info("plugins not loaded (off, or a third party's without its section): %s", ", ".join(off))
     host.plugins[:] = plugins
     return plugins, hosts
+
+
+SECRET_NAME = re.compile(r"(^|_)(secret|password|token|key)(_file)?$|secret|password", re.IGNORECASE)
+URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def describe_config(config: Any) -> str:
+    """A plugin's config on one line, for the start-up log: secrets hidden, long values cut."""
+    if not dataclasses.is_dataclass(config):
+        return repr(config)[:200]
+    fields = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        text = "***" if SECRET_NAME.search(field.name) and value else URL_CREDENTIALS.sub("***@", repr(value))
+        fields.append(f"{field.name}={text if len(text) <= 60 else text[:57] + '...'}")
+    return ", ".join(fields) or "(no settings)"
 
 
 def _build(

@@ -129,8 +129,10 @@ def run_app(
     head_timeout_s: float,
     shutdown_timeout_s: float,
     backlog: int,
+    started: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down as `aiohttp.web.run_app` does."""
+    """Serve until SIGINT or SIGTERM, then shut down as `aiohttp.web.run_app` does.
+    `started` is called once the node is up and the port is listening."""
     asyncio.set_event_loop(loop)
     runner = web.AppRunner(app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_timeout_s)
 
@@ -139,6 +141,8 @@ def run_app(
         try:
             site = FrontDoorSite(runner, host, port, engines, head_timeout_s, backlog)
             await site.start()
+            if started is not None:
+                started()
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()

@@ -55,6 +55,7 @@ class DanmakuConfig:
     banned_words: tuple[str, ...] = ()
     banned_words_file: str = ""  # one term per line, UTF-8; tens of thousands are fine
     recent_messages: int = 500  # kept per room for pin and delete
+    staff_recent_messages: int = 100  # the latest of them in a staff member's join state
     hot_window_s: float = 300.0
     dashboard_hot_words: int = 15  # how many hot words the live dashboard shows
     max_senders: int = 100_000  # per room: users whose send rate is remembered (longest idle dropped)
@@ -189,8 +190,13 @@ class DanmakuPlugin(Plugin):
         return {"pinned": state.pinned, "slow_mode_s": state.slow_s}
 
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
-        self._rooms[ctx.room].moderation.check_join(ctx.caller.user_id, ctx.now_ms)
-        return None
+        state = self._rooms[ctx.room]
+        state.moderation.check_join(ctx.caller.user_id, ctx.now_ms)
+        if not ctx.caller.is_staff:
+            return None
+        # A moderator who opens the console late sees what was said before.
+        latest = state.recent.latest(self.config.staff_recent_messages)
+        return {"recent": [message for message in latest if message["id"] not in state.moderation.deleted]}
 
     # -- commands -----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections import Counter, OrderedDict
@@ -157,6 +158,10 @@ class RecentMessages:
 
     def get(self, message_id: str) -> dict[str, Any] | None:
         return self._items.get(message_id)
+
+    def latest(self, count: int) -> list[dict[str, Any]]:
+        """The last `count` messages, oldest first."""
+        return list(itertools.islice(reversed(self._items.values()), count))[::-1]
 
 
 class PerSecond:

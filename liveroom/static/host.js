@@ -1,6 +1,6 @@
 // The host console: go live (WHIP), run of show, polls, flash sales, coupons, co-stream
 // queue, moderation, and the live dashboard, all over one Socket.IO connection.
-import { $, el, formatMs, humanError, room, RoomConnection, signIn } from "/static/common.js";
+import { $, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { Dashboard } from "/static/dashboard.js";
 import { publish } from "/static/media.js";
 
@@ -27,7 +27,11 @@ function start(t) {
   conn = new RoomConnection(t, {
     onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); },
     onState: state => { onState(state); dashboard.onState(state); },
-    onStatus: (status, detail) => { $("#status").textContent = status === "error" ? humanError(detail) : status; },
+    onStatus: (status, detail) => {
+      $("#status").textContent = status === "error" ? humanError(detail) : status;
+      $("#status").className = status === "connected" ? "ok" : "muted";
+    },
+    onSignedOut: signOut,
   });
   window.liveroom = { conn, dashboard, get live() { return live; } };
   bind();
@@ -36,6 +40,7 @@ function start(t) {
 }
 
 function onState(state) {
+  showMessages(state.danmaku?.recent || []);
   showQueue(state.costream?.queue || []);
   showStage(state.costream?.guests || []);
   $("#slow").value = state.danmaku?.slow_mode_s ?? 0;
@@ -50,8 +55,8 @@ const ITEMS = {
   "media.failover": d => ingest(`failover ${d.from} → ${d.to} (${d.reason})`, { state: "failover" }),
   "media.stats": d => {
     if (d.slot !== "host") return;
-    $("#live-status").textContent =
-      `Live · ${Math.round(((d.bitrate_bps.video || 0) + (d.bitrate_bps.audio || 0)) / 1000)} kb/s · ${d.fps} fps · ${d.viewers} watching`;
+    $("#live-status").textContent = `Live · ${Math.round(((d.bitrate_bps.video || 0) + (d.bitrate_bps.audio || 0)) / 1000)} kb/s`
+      + ` · ${d.fps} fps · ${d.viewers} playing the video over WebRTC`;
     showPaths(d);
   },
 };
@@ -75,6 +80,8 @@ function bind() {
   $("#sale-form").addEventListener("submit", e => { e.preventDefault(); scheduleSale(); });
   $("#drop-form").addEventListener("submit", e => { e.preventDefault(); dropCoupon(); });
   $("#rule-form").addEventListener("submit", e => { e.preventDefault(); addRule(); });
+  $('#rule-form [name="trigger"]').addEventListener("change", showTriggerFields);
+  showTriggerFields();
   $("#slow-set").addEventListener("click", () => call("danmaku.slow", { interval_s: Number($("#slow").value) }, "#mod-error"));
   $("#unpin").addEventListener("click", () => call("danmaku.unpin", {}, "#mod-error"));
   $("#show-start").addEventListener("click", () => { localStorage.setItem(showKey(), conn.clock.now()); resetRan(); });
@@ -99,6 +106,13 @@ function scheduleSale() {
 function dropCoupon() {
   const f = form("#drop-form");
   return call("coupon.drop", { title: f.title, count: Number(f.count) }, "#coupon-error");
+}
+
+// A watch-time rule asks for minutes; an activity rule for which activity and how many times.
+function showTriggerFields() {
+  const watch = $('#rule-form [name="trigger"]').value === "watch_time";
+  $('#rule-form [name="minutes"]').closest("label").hidden = !watch;
+  for (const name of ["activity", "count"]) $(`#rule-form [name="${name}"]`).closest("label").hidden = watch;
 }
 
 function addRule() {
@@ -174,6 +188,12 @@ function showStage(guests) {
 }
 
 // --- moderation -------------------------------------------------------------------------------
+
+// On a (re)start: the messages sent before the console opened (the staff join state).
+function showMessages(recent) {
+  messages.splice(0).forEach(row => row.remove());
+  recent.forEach(addMessage);
+}
 
 function addMessage(d) {
   const act = (event, payload) => () => call(event, payload, "#mod-error");
