@@ -12,6 +12,7 @@ from liveroom.config import MediaConfig
 
 from .callers import Caller
 from .plane import MediaPlane, PublishEvent
+from .rtmp_ingest import IngestSink
 
 __all__ = ["LocalMedia", "MediaBackend"]
 
@@ -29,6 +30,10 @@ class MediaBackend(Protocol):
         self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
     ) -> tuple[str, str]:
         """WHEP: (session id, SDP answer), or a CommandError."""
+        ...
+
+    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+        """An RTMP publish (rtmp_server.py): where its tags go, or a CommandError."""
         ...
 
     async def end(self, session_id: str, caller: Caller) -> None: ...
@@ -71,6 +76,9 @@ class LocalMedia:
         self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
     ) -> tuple[str, str]:
         return await self.plane.play(room, slot, caller, offer, quality)
+
+    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+        return await self.plane.publish_rtmp(room, caller, backup)
 
     async def end(self, session_id: str, caller: Caller) -> None:
         await self.plane.end(session_id, caller)

@@ -30,6 +30,7 @@ from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, room_directory
 from .hls_audio import HlsAudio
 from .recording import Recorder, new_recording_id
+from .rtmp_session import RtmpPublishSession
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -71,13 +72,27 @@ class MediaPlane:
 
     async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
         """Start a WHIP session: (session id, SDP answer)."""
+        session, answer = await self._admit(room, caller, backup, offer)
+        return session.id, answer
+
+    async def publish_rtmp(self, room: str, caller: Caller, backup: bool) -> RtmpPublishSession:
+        """An RTMP encoder publishes (rtmp_server.py): the session its connection feeds."""
+        session, _ = await self._admit(room, caller, backup, None)
+        assert isinstance(session, RtmpPublishSession)
+        return session
+
+    async def _admit(
+        self, room: str, caller: Caller, backup: bool, offer: str | None
+    ) -> tuple[PublishSession, str]:
+        """A publisher (WHIP with its offer, RTMP without) takes its slot or path."""
         slot = caller.publish_slot(room)
         if backup and slot != HOST_SLOT:
             raise BadRequest("only the host slot has a backup path", "bad_request")
         stale = None if backup else self._failed_primary(room, slot)
         if stale is None:
             self._check_free(room, slot, backup)
-        session = PublishSession(room, slot, caller, self.config)
+        kind = PublishSession if offer is not None else RtmpPublishSession
+        session = kind(room, slot, caller, self.config)
         if backup:
             self.backups[room] = session
         elif stale is None:
@@ -98,7 +113,7 @@ class MediaPlane:
             except BadRequest:
                 await session.close()
                 raise
-        return session.id, answer
+        return session, answer
 
     # -- the host's two paths (failover.py, dualpath.py) --------------------------------------
 
@@ -305,9 +320,13 @@ class MediaPlane:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    async def _answer(self, session: Session, offer: str) -> str:
+    async def _answer(self, session: Session, offer: str | None) -> str:
         self.sessions[session.id] = session
         try:
+            if isinstance(session, RtmpPublishSession):
+                session.start()
+                return ""
+            assert offer is not None
             answer: str = await session.answer(offer)
             return answer
         except BaseException:

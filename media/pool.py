@@ -28,11 +28,17 @@ from liveroom.errors import CommandError
 
 from .callers import Caller
 from .plane import PublishEvent
+from .rtmp_ingest import IngestSink, WorkerIngest
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "ingest_path"]
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 20.0
+
+
+def ingest_path(socket_path: Path) -> Path:
+    """The worker's second socket: RTMP publishes (rtmp_ingest.py)."""
+    return socket_path.with_suffix(".rtmp")
 
 
 class Worker:
@@ -140,6 +146,13 @@ class WorkerPool:
         caller_data = dataclasses.asdict(caller)
         body = {"room": room, "slot": slot, "caller": caller_data, "offer": offer, "quality": quality}
         return await self._open(self.worker_for(room), "/play", body)
+
+    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+        await self._ready()
+        worker = self.worker_for(room)
+        sink = await WorkerIngest.open(ingest_path(worker.socket_path), room, caller, backup)
+        sink.id = f"{worker.index}.{sink.id}"
+        return sink
 
     async def _open(self, worker: Worker, path: str, body: dict[str, Any]) -> tuple[str, str]:
         await self._ready()

@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,8 @@ from liveroom.errors import CommandError
 from .callers import Caller
 from .hooks import count_codec_instances
 from .plane import MediaPlane
+from .pool import ingest_path
+from .rtmp_ingest import serve_ingest
 
 __all__ = ["main"]
 
@@ -42,10 +45,12 @@ SNAPSHOT_INTERVAL_S = 0.5
 EVENT_QUEUE = 10_000
 PLANE = web.AppKey("plane", MediaPlane)
 EVENTS = web.AppKey("events", asyncio.Queue)
+INGEST = web.AppKey("ingest", Path)
 
 
-def build_worker_app(config: MediaConfig) -> web.Application:
+def build_worker_app(config: MediaConfig, ingest: Path) -> web.Application:
     app = web.Application()
+    app[INGEST] = ingest
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(EVENT_QUEUE)
 
     async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
@@ -70,7 +75,9 @@ def build_worker_app(config: MediaConfig) -> web.Application:
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     await app[PLANE].start()
     watcher = asyncio.create_task(_exit_with_parent(os.getppid()))
+    rtmp = await serve_ingest(app[PLANE], app[INGEST])  # RTMP publishes from the node
     yield
+    rtmp.close()
     watcher.cancel()
     await app[PLANE].stop()
 
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     socket_path, config_json = argv or sys.argv[1:]
     config = build_section(MediaConfig, json.loads(config_json), "media")
     count_codec_instances()
-    app = build_worker_app(config)
+    app = build_worker_app(config, ingest_path(Path(socket_path)))
     web.run_app(app, path=socket_path, print=None, access_log=None, loop=uvloop.new_event_loop())
 
 

@@ -1,0 +1,177 @@
+"""RTMP ingest end to end: Debian's ffmpeg publishes H.264 + AAC over RTMP to a real server
+(two media workers), an aiortc viewer plays it over WHEP and reads the drawn frame counter
+back in order, with Opus audio; ffprobe and PyAV read the HLS the same program makes; and
+connections that must be refused (wrong key, bad room, a second primary, malformed chunks)
+are closed with a log line while the publisher and its viewer carry on."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import shutil
+import socket
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import av
+import pytest
+from media_support import Peer, WhipError, play, read_counter, scrape, wait_until
+from rtmp_support import FFMPEG, publish, stop
+from support import SECRET, ServerProcess, free_port, module_server, token
+
+from liveroom.auth import TokenAuthority
+
+pytestmark = pytest.mark.skipif(
+    FFMPEG is None or shutil.which("ffprobe") is None, reason="ffmpeg/ffprobe are not installed"
+)
+
+RTMP_PORT = free_port()
+ROOM = f"rtmp-{uuid.uuid4().hex[:8]}"
+server = module_server(
+    "server",
+    {
+        "LIVEROOM_MEDIA_WORKERS": "2",
+        "LIVEROOM_MEDIA_RTMP_PORT": str(RTMP_PORT),
+        "LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0",
+    },
+)
+
+
+def rtmp_url(room: str, key: str, query: str = "") -> str:
+    return f"rtmp://127.0.0.1:{RTMP_PORT}/live/{room}?token={key}{query}"
+
+
+@pytest.fixture(scope="module")
+def publisher(server: ServerProcess) -> Iterator[subprocess.Popen[bytes]]:
+    process = publish(rtmp_url(ROOM, token("host-rtmp", "host", ROOM)), seconds=60)
+    yield process
+    stop(process)
+
+
+async def watch(base: str, room: str) -> Peer:
+    """A WHEP viewer, once the RTMP publisher is on (404 until then)."""
+    viewer_token = token("viewer-rtmp", "viewer")
+    for _ in range(200):
+        try:
+            return await play(base, room, viewer_token)
+        except WhipError as error:
+            if error.status != 404:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("the RTMP publisher never came on")
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return bytes(response.read())
+
+
+def in_order(counters: list[int]) -> bool:
+    return all(b > a for a, b in itertools.pairwise(counters))
+
+
+async def test_an_rtmp_publisher_plays_over_whep_and_hls(
+    server: ServerProcess, publisher: subprocess.Popen[bytes]
+) -> None:
+    viewer = await watch(server.url, ROOM)
+    try:
+        await wait_until(lambda: len(viewer.counters) >= 60, 30, "60 frames over WHEP")
+        await wait_until(lambda: len(viewer.frames["audio"]) >= 25, 10, "Opus audio over WHEP")
+        counters = list(viewer.counters)
+        assert in_order(counters), counters
+        assert counters[-1] - counters[0] + 1 <= len(counters) / 0.9, counters  # >= 90 % of the frames
+        assert viewer.sizes[-1] == (320, 240)
+
+        hls = f"{server.url}/hls/{ROOM}"
+        await wait_until(lambda: b"audio.m3u8" in _or_empty(f"{hls}/master.m3u8"), 20, "HLS with audio")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["ffprobe", "-v", "error", "-of", "json", "-show_streams", f"{hls}/master.m3u8"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        codecs = sorted(s["codec_name"] for s in json.loads(done.stdout or b"{}").get("streams", []))
+        assert codecs == ["aac", "h264"], done.stderr
+        playlist = get(f"{hls}/720p.m3u8").decode()
+        segment = [line for line in playlist.splitlines() if line.endswith(".ts")][-1]
+        with av.open(io.BytesIO(get(f"{hls}/{segment}")), format="mpegts") as container:
+            pictures = [read_counter(frame) for frame in container.decode(video=0)]
+        assert len(pictures) >= 15 and in_order(pictures), pictures
+
+        metrics = scrape(server.url)
+        assert metrics.get('liveroom_media_codec_instances_total{role="encoder"}', 0) == 0
+        assert metrics.get('liveroom_media_codec_instances_total{role="decoder"}', 0) == 0
+    finally:
+        await viewer.close()
+
+
+def _or_empty(url: str) -> bytes:
+    try:
+        return get(url)
+    except OSError:
+        return b""
+
+
+def refused(url: str) -> subprocess.CompletedProcess[bytes]:
+    """ffmpeg publishing to `url` for a moment: the server must refuse it."""
+    assert FFMPEG is not None
+    command = [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
+        "-i", "testsrc2=s=160x120:r=15", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast",
+        "-profile:v", "baseline", "-f", "flv", url,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, timeout=60, check=False)
+
+
+def malformed() -> bytes:
+    """A handshake, then a chunk that continues a chunk stream never started: closed."""
+    with socket.create_connection(("127.0.0.1", RTMP_PORT), timeout=10) as sock:
+        sock.sendall(b"\x03" + bytes(1536))
+        received = b""
+        while len(received) < 1 + 2 * 1536:
+            part = sock.recv(65536)
+            assert part, "closed during the handshake"
+            received += part
+        sock.sendall(bytes(1536) + b"\x43" + bytes(20))  # C2, then a type-1 chunk on csid 3
+        rest = b""
+        while part := sock.recv(65536):
+            rest += part
+        return rest
+
+
+async def test_refused_connections_are_closed_and_disturb_nobody(
+    server: ServerProcess, publisher: subprocess.Popen[bytes]
+) -> None:
+    viewer = await watch(server.url, ROOM)
+    try:
+        await wait_until(lambda: len(viewer.counters) >= 10, 20, "the viewer playing")
+        forged = TokenAuthority("another-secret-that-is-long-enough-for-hs256-00").mint(
+            "host-rtmp", "Host", "host", ROOM, 600, None
+        )
+        assert SECRET not in forged
+        attempts = {
+            "unauthorized": rtmp_url(ROOM, forged),
+            "bad_request": rtmp_url("r" * 65, token("host-rtmp", "host")),  # not a room name
+            "wrong_room": rtmp_url(ROOM, token("host-rtmp", "host", "another-room")),
+            "forbidden": rtmp_url(ROOM, token("viewer-1", "viewer", ROOM)),
+            "already_publishing": rtmp_url(ROOM, token("host-rtmp", "host", ROOM)),
+        }
+        for code, url in attempts.items():
+            done = await asyncio.to_thread(refused, url)
+            assert done.returncode != 0, (code, done.stderr)
+        assert await asyncio.to_thread(malformed) == b""  # closed, nothing said
+        before = len(viewer.counters)
+        await wait_until(lambda: len(viewer.counters) >= before + 30, 20, "the viewer still playing")
+        assert in_order(list(viewer.counters))
+        assert publisher.poll() is None, "the publisher was disturbed"
+        log = server.log()
+        for code in attempts:
+            assert f"publish refused ({code})" in log, (code, log[-3000:])
+        assert "malformed RTMP" in log
+    finally:
+        await viewer.close()
