@@ -98,6 +98,9 @@ class DualPath:
         self._standby.pop(name, None)
         switch = self.rule.remove(name)
         if switch is not None:
+            if self._start_from_standby(switch.to_path, self._clock()):
+                self._switched(switch, at_keyframe=True)
+                return
             self._switched(switch)
             self.request_keyframe()
 
@@ -147,9 +150,10 @@ class DualPath:
 
     def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
         kept = self._standby.setdefault(name, [])
+        limit = getattr(self.paths.get(name), "standby_frames", STANDBY_FRAMES)
         if keyframe:
             kept[:] = [(data, timestamp)]
-        elif kept and len(kept) < STANDBY_FRAMES:
+        elif kept and len(kept) < limit:
             kept.append((data, timestamp))
         else:
             kept.clear()
@@ -159,6 +163,14 @@ class DualPath:
         kept, path = self._standby.pop(name, []), self.paths.get(name)
         if not kept or path is None or "video" not in self.program:
             return False
+        if len(kept) > STANDBY_FRAMES:
+            # A path that cannot make a keyframe on request (RTMP) keeps its whole group of
+            # pictures: replayed a tick apart, ending where its live frames go on, so the
+            # viewers' decoders catch up at once and no latency is added.
+            last = self._splicers["video"].rewrite(path.id, kept[-1][1], now)
+            for back, (data, _) in enumerate(kept):
+                self.program["video"].push(data, (last - (len(kept) - 1 - back)) & MASK)
+            return True
         for data, timestamp in kept:
             self.program["video"].push(data, self._splicers["video"].rewrite(path.id, timestamp, now))
         return True

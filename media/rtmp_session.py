@@ -49,6 +49,9 @@ class RtmpPublishSession(PublishSession):
         self._audio = FlvAudio()
         self._opus: AacToOpus | None = None
         self.frames = 0
+        # Off air as the host's backup, the whole group of pictures since its last keyframe
+        # is kept (dualpath.py): no keyframe can be asked of an RTMP encoder at a switch.
+        self.standby_frames = config.gop_cache_frames
         # The connection carrying this session (rtmp_server.py): told to close when the
         # session ends from this side (DELETE, taken off stage, the plane stopping).
         self.disconnect: Callable[[], None] = lambda: None

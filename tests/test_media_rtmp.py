@@ -7,19 +7,25 @@ are closed with a log line while the publisher and its viewer carry on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
 import shutil
+import signal
 import socket
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import av
 import pytest
-from media_support import Peer, WhipError, play, read_counter, scrape, wait_until
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from media_support import Peer, WhipError, _exchange, play, read_counter, scrape, wait_until
 from rtmp_support import FFMPEG, publish, stop
 from support import SECRET, ServerProcess, free_port, module_server, token
 
@@ -175,3 +181,54 @@ async def test_refused_connections_are_closed_and_disturb_nobody(
         assert "malformed RTMP" in log
     finally:
         await viewer.close()
+
+
+async def play_timed(base: str, room: str) -> tuple[RTCPeerConnection, list[tuple[float, int]]]:
+    """A WHEP viewer noting when each decoded picture arrives: [(arrival, counter)]."""
+    pc, arrivals = RTCPeerConnection(RTCConfiguration(iceServers=[])), []
+    pc.addTransceiver("video", "recvonly")
+
+    async def consume(track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame: Any = await track.recv()
+                arrivals.append((time.monotonic(), read_counter(frame)))
+
+    tasks = []
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(consume(track))))
+    pc.tasks = tasks  # type: ignore[attr-defined]  # cancelled with the connection
+    await _exchange(pc, f"{base}/whep/{room}", token("viewer-rtmp-fo"))
+    return pc, arrivals
+
+
+async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(server: ServerProcess) -> None:
+    room = f"rtmp-fo-{uuid.uuid4().hex[:8]}"
+    key = token("host-rtmp-fo", "host", room)
+    # A keyframe every 2 s: without the backup's kept group of pictures the gap would be
+    # up to that long (no keyframe can be asked of an RTMP encoder).
+    primary = publish(rtmp_url(room, key), seconds=60, gop=60)
+    backup = publish(rtmp_url(room, key, "&path=backup"), seconds=60, gop=60)
+    pc = None
+    try:
+        await (await watch(server.url, room)).close()  # the primary is on
+        pc, arrivals = await play_timed(server.url, room)
+        await wait_until(lambda: len(arrivals) >= 60, 30, "the viewer playing the primary")
+        await asyncio.sleep(0.5)  # the backup's encoder is past its first keyframe too
+        killed_at = time.monotonic()
+        primary.send_signal(signal.SIGKILL)
+        await wait_until(lambda: arrivals[-1][0] > killed_at + 1.5, 20, "pictures after the kill")
+        window = [at for at, _ in arrivals if killed_at - 0.5 <= at <= killed_at + 1.5]
+        gap = max(b - a for a, b in itertools.pairwise(window))
+        print(f"RTMP failover gap: {gap * 1000:.0f} ms")
+        assert gap <= 0.6, f"video gap {gap * 1000:.0f} ms"  # the target is 200 ms; CI slack
+        after = [counter for at, counter in arrivals if at > killed_at + 0.3]
+        assert len(after) >= 30 and in_order(after), after  # the backup's own counter, in order
+        metrics = scrape(server.url)
+        assert metrics.get(f'liveroom_media_failovers_total{{room="{room}",to="backup"}}', 0) >= 1
+    finally:
+        if pc is not None:
+            for task in pc.tasks:  # type: ignore[attr-defined]
+                task.cancel()
+            await pc.close()
+        stop(primary)
+        stop(backup)

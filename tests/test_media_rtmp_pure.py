@@ -3,7 +3,12 @@ state machine, the publish URL shapes, and FLV tag bodies to Annex B / AAC."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from liveroom.media.dualpath import DualPath
+from liveroom.media.failover import BACKUP, PRIMARY, FailoverPolicy
+from liveroom.media.relay import TrackRelay
 from liveroom.media.rtmp_amf import AmfError, decode_all, encode
 from liveroom.media.rtmp_chunks import (
     AUDIO,
@@ -195,3 +200,35 @@ def test_flv_aac_config_then_frames() -> None:
     assert audio.frame(b"\xaf\x01frame") == b"frame"
     with pytest.raises(FlvError, match="send AAC"):
         audio.frame(b"\x2f\x01mp3")
+
+
+def test_an_rtmp_backup_replays_its_group_of_pictures_at_once_when_the_primary_ends() -> None:
+    """No keyframe can be asked of an RTMP encoder: the backup's whole GOP is kept and, at
+    the switch, replayed a tick apart ending where its live frames go on (no added delay)."""
+    relay = TrackRelay(
+        "video",
+        "video/H264",
+        gop_cache_frames=90,
+        queue_frames=120,
+        keyframe_interval_s=1.0,
+        request_keyframe=lambda: None,
+    )
+    now = [0.0]
+    dual = DualPath({"video": relay}, FailoverPolicy(), lambda switch: None, lambda: now[0])
+    h264 = {"video": "video/H264"}
+    primary = SimpleNamespace(id="p", mime_types=h264, request_keyframe=lambda: None)
+    backup = SimpleNamespace(id="b", mime_types=h264, request_keyframe=lambda: None, standby_frames=90)
+    dual.attach(PRIMARY, primary)
+    dual.attach(BACKUP, backup)
+    viewer = relay.subscribe()
+    key, delta = b"\0\0\0\1" + SPS + b"\0\0\0\1" + PPS + b"\0\0\0\1" + IDR, b"\0\0\0\1" + DELTA
+    for n in range(40):  # the backup's keyframe came 39 frames ago
+        dual.feed(PRIMARY, "video", key if n == 0 else delta, n * 3000)
+        dual.feed(BACKUP, "video", key if n == 0 else delta, 500_000 + n * 3000)
+        now[0] += 1 / 30
+    dual.detach(PRIMARY)
+    frames = [f for f in viewer._frames if f is not None]
+    replayed = frames[40:]
+    assert len(replayed) == 40 and replayed[0].keyframe
+    assert [f.timestamp - replayed[0].timestamp for f in replayed] == list(range(40))
+    assert replayed[-1].timestamp - frames[39].timestamp == 3000  # one frame after the last live one
