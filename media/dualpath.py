@@ -29,8 +29,10 @@ from .relay import TrackRelay
 __all__ = ["DualPath", "IngestPath", "TimestampSplicer"]
 
 MASK = 0xFFFFFFFF
-CLOCK_RATES = {"audio": 48000, "video": 90000}
-MIN_STEP = {"audio": 960, "video": 3000}  # one Opus frame (20 ms), one video frame at 30 fps
+# "aac": an RTMP publisher's own AAC, kept beside the Opus for outputs that take AAC
+# (restreams, recordings: program_aac.py), at 48 kHz like the Opus; one AAC frame is 1024.
+CLOCK_RATES = {"audio": 48000, "video": 90000, "aac": 48000}
+MIN_STEP = {"audio": 960, "video": 3000, "aac": 1024}  # one Opus frame (20 ms), one video frame at 30 fps
 # A path off air keeps its video frames since its last keyframe, up to this many: at a
 # switch they start the viewers at once (a longer backlog would add latency; then the
 # glue waits for a fresh keyframe instead).

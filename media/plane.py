@@ -29,6 +29,7 @@ from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, room_directory
 from .hls_audio import HlsAudio
+from .program_aac import ProgramAac
 from .recording import Recorder, new_recording_id
 from .rtmp_session import RtmpPublishSession
 from .sessions import PlaySession, PublishSession, Session
@@ -54,6 +55,7 @@ class MediaPlane:
         self.hls: dict[str, HlsRoom] = {}  # by room: the host's renditions remuxed to HLS
         self.recordings: dict[str, Recorder] = {}  # by room: its recording, until stopped
         self.composites: dict[str, Compositor] = {}  # by room: host + guests in one picture (HLS)
+        self.program_aac: dict[str, ProgramAac] = {}  # by room: its sound as AAC, for outputs
         if config.composite_layout not in LAYOUTS:
             raise ValueError(
                 f"media.composite_layout must be one of {LAYOUTS}, not {config.composite_layout!r}"
@@ -204,10 +206,10 @@ class MediaPlane:
             return
         hls = HlsRoom(directory)
         segment_s, size = self.config.hls_segment_s, self.config.hls_list_size
-        audio = session.relays.get("audio")
-        if audio is not None and audio.mime_type.lower() == "audio/opus":
-            hls.add_audio(HlsAudio(directory, secrets.token_hex(4), segment_s, size, hls.origin))
-            audio.listeners.append(hls.audio.frame)
+        if "audio" in session.relays or "aac" in session.relays:
+            aac = self._program_aac(session.room)
+            hls.add_audio(HlsAudio(directory, secrets.token_hex(4), segment_s, size, hls.origin, aac))
+            aac.listeners.append(hls.audio.frame)
         for relay, rung in zip(h264, parse_ladder(self.config.abr_ladder), strict=False):
             output = HlsOutput(directory, rung.name, rung.bitrate_bps, segment_s, size, relay.keyframe_wanted)
             hls.add(output)
@@ -288,6 +290,9 @@ class MediaPlane:
             recorder = self.recordings.get(session.room)
             if recorder is not None:
                 recorder.close()  # the file is complete; stopping it returns its summary
+            aac = self.program_aac.pop(session.room, None)
+            if aac is not None:
+                aac.close()
             compositor = self.composites.pop(session.room, None)
             if compositor is not None:
                 compositor.close()
@@ -390,8 +395,12 @@ class MediaPlane:
             raise BadRequest("this room name cannot be a directory")
         config = self.config
         path = directory / f"{new_recording_id(time.time())}.mp4"
-        recorder = Recorder(path, config.recording_fragment_s, config.recording_max_s, relay.keyframe_wanted)
+        aac = self._program_aac(room)
+        recorder = Recorder(
+            path, config.recording_fragment_s, config.recording_max_s, relay.keyframe_wanted, aac
+        )
         relay.listeners.append(recorder.frame)
+        aac.listeners.append(recorder.sound)
         relay.keyframe_wanted()  # start soon, not at the publisher's next keyframe
         self.recordings[room] = recorder
         return recorder.summary()
@@ -408,7 +417,17 @@ class MediaPlane:
         relay = publisher.relays.get("video") if publisher is not None else None
         if relay is not None and recorder.frame in relay.listeners:
             relay.listeners.remove(recorder.frame)
+        aac = self.program_aac.get(room)
+        if aac is not None and recorder.sound in aac.listeners:
+            aac.listeners.remove(recorder.sound)
         return recorder.summary()
+
+    def _program_aac(self, room: str) -> ProgramAac:
+        """The room's sound as AAC, made once for its recordings and restreams (program_aac.py)."""
+        aac = self.program_aac.get(room)
+        if aac is None:
+            aac = self.program_aac[room] = ProgramAac(self.publishers[(room, HOST_SLOT)].relays)
+        return aac
 
     # -- lifecycle and events -----------------------------------------------------------
 

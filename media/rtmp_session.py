@@ -23,6 +23,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from liveroom.config import MediaConfig
 
 from .callers import Caller
+from .relay import TrackRelay
 from .rtmp_audio import AacToOpus
 from .rtmp_flv import FlvAudio, FlvError, FlvVideo
 from .sessions import PublishSession
@@ -57,11 +58,16 @@ class RtmpPublishSession(PublishSession):
         self.disconnect: Callable[[], None] = lambda: None
 
     def start(self) -> None:
-        """Instead of an SDP exchange: the relays are made at once (H.264 video, Opus audio)."""
+        """Instead of an SDP exchange: the relays are made at once (H.264 video, Opus audio,
+        and the encoder's own AAC for outputs that take AAC: no viewer plays that one)."""
         for kind, codec in (("video", H264), ("audio", OPUS)):
             relay = self.new_relay(kind, codec)
             self.relays[kind] = relay
             self.mime_types[kind] = codec.mimeType
+        self.relays["aac"] = TrackRelay(
+            "aac", "audio/aac", gop_cache_frames=0, queue_frames=1, keyframe_interval_s=1.0,
+            request_keyframe=lambda: None,
+        )  # fmt: skip
         self.rungs = [self.relays["video"]]
         self.on_connected(self)
 
@@ -81,6 +87,9 @@ class RtmpPublishSession(PublishSession):
         if self._opus is None or self._opus.config != self._audio.config:
             assert self._audio.config is not None
             self._opus = AacToOpus(self._audio.config)
+            if "aac" in self.relays and self.relays["aac"].codec is None:
+                self.relays["aac"].codec = self._audio.config  # what muxers need (program_aac.py)
+        self.feed("aac", aac, (timestamp_ms * 48) & MASK)
         try:
             frames = self._opus.transcode(aac, timestamp_ms)
         except Exception as exc:  # FFmpeg refused the frame: skip it, as a decoder would
