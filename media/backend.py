@@ -52,6 +52,14 @@ class MediaBackend(Protocol):
 
     async def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]: ...
 
+    async def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        """Push the program to an RTMP(S) URL: the destination's summary, or a CommandError."""
+        ...
+
+    async def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]: ...
+
+    async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]: ...
+
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         """The latest figures of each media process, by worker name (for /metrics)."""
         ...
@@ -97,6 +105,15 @@ class LocalMedia:
 
     async def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]:
         return self.plane.stop_recording(room, recording_id, caller)
+
+    async def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        return self.plane.add_restream(room, caller, url)
+
+    async def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]:
+        return self.plane.list_restreams(room, caller)
+
+    async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
+        return self.plane.remove_restream(room, restream_id, caller)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {"0": self.plane.snapshot()}

@@ -31,6 +31,8 @@ from .hls import HlsOutput, HlsRoom, room_directory
 from .hls_audio import HlsAudio
 from .program_aac import ProgramAac
 from .recording import Recorder, new_recording_id
+from .restream import Restream, check_url
+from .restream_state import RestreamPolicy
 from .rtmp_session import RtmpPublishSession
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
@@ -56,6 +58,7 @@ class MediaPlane:
         self.recordings: dict[str, Recorder] = {}  # by room: its recording, until stopped
         self.composites: dict[str, Compositor] = {}  # by room: host + guests in one picture (HLS)
         self.program_aac: dict[str, ProgramAac] = {}  # by room: its sound as AAC, for outputs
+        self.restreams: dict[str, dict[str, Restream]] = {}  # by room, by id: pushes elsewhere
         if config.composite_layout not in LAYOUTS:
             raise ValueError(
                 f"media.composite_layout must be one of {LAYOUTS}, not {config.composite_layout!r}"
@@ -290,6 +293,9 @@ class MediaPlane:
             recorder = self.recordings.get(session.room)
             if recorder is not None:
                 recorder.close()  # the file is complete; stopping it returns its summary
+            for restream in self.restreams.pop(session.room, {}).values():
+                restream.close()
+                self._restream_changed(session.room, restream, "ended")
             aac = self.program_aac.pop(session.room, None)
             if aac is not None:
                 aac.close()
@@ -422,6 +428,51 @@ class MediaPlane:
             aac.listeners.remove(recorder.sound)
         return recorder.summary()
 
+    # -- restreaming the program (restream.py) ---------------------------------------------
+
+    def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        """Push the program to an RTMP(S) URL, remuxed: the destination's summary."""
+        _check_staff(caller, room, "restream")
+        publisher = self.publishers.get((room, HOST_SLOT))
+        relay = publisher.relays.get("video") if publisher is not None and not publisher.closed else None
+        if relay is None:
+            raise CommandError(f"nobody is publishing video in room {room!r}", "not_publishing")
+        if relay.mime_type.lower() != "video/h264":
+            raise BadRequest("restreaming needs the host's video in H.264 (it is remuxed, not re-encoded)")
+        check_url(url)
+        outputs = self.restreams.setdefault(room, {})
+        if len(outputs) >= self.config.restream_max_per_room:
+            raise CommandError(f"room {room!r} has as many restreams as it may", "too_many_restreams")
+        config = self.config
+        policy = RestreamPolicy(
+            config.restream_retry_initial_s, config.restream_retry_max_s, config.restream_max_failures
+        )
+        restream = Restream(
+            url, relay, self._program_aac(room), policy, lambda r: self._restream_changed(room, r)
+        )
+        outputs[restream.id] = restream
+        self._restream_changed(room, restream)
+        return restream.summary()
+
+    def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]:
+        _check_staff(caller, room, "restream")
+        return [restream.summary() for restream in self.restreams.get(room, {}).values()]
+
+    def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
+        _check_staff(caller, room, "restream")
+        restream = self.restreams.get(room, {}).pop(restream_id, None)
+        if restream is None:
+            raise CommandError(f"no restream {restream_id!r} in room {room!r}", "not_found")
+        restream.close()
+        self._restream_changed(room, restream, "removed")
+        return restream.summary()
+
+    def _restream_changed(self, room: str, restream: Restream, state: str | None = None) -> None:
+        """A destination's state, to the room (the host console): never its URL (its key)."""
+        summary = restream.summary()
+        data = {key: summary[key] for key in ("id", "target", "state", "attempts", "error")}
+        self._spawn(self._publish_event(room, "media.restream", {**data, "state": state or data["state"]}))
+
     def _program_aac(self, room: str) -> ProgramAac:
         """The room's sound as AAC, made once for its recordings and restreams (program_aac.py)."""
         aac = self.program_aac.get(room)
@@ -437,6 +488,9 @@ class MediaPlane:
     async def stop(self) -> None:
         for recorder in self.recordings.values():
             recorder.close()
+        for outputs in self.restreams.values():
+            for restream in outputs.values():
+                restream.close()
         for compositor in self.composites.values():
             compositor.close()
         if self._stats_task is not None:
@@ -493,7 +547,7 @@ class MediaPlane:
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))
 
 
-def _check_staff(caller: Caller, room: str) -> None:
+def _check_staff(caller: Caller, room: str, what: str = "record") -> None:
     caller.check_room(room)
     if caller.role not in ("host", "admin"):
-        raise Forbidden("only the room's host or an admin may record it")
+        raise Forbidden(f"only the room's host or an admin may {what} it")

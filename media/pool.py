@@ -188,6 +188,22 @@ class WorkerPool:
         reply = await self.worker_for(room).call("/record/stop", body)
         return dict(reply["recording"])
 
+    async def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        body = {"room": room, "caller": dataclasses.asdict(caller), "url": url}
+        return dict((await self._room_call(room, "/restream/add", body))["restream"])
+
+    async def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]:
+        body = {"room": room, "caller": dataclasses.asdict(caller)}
+        return list((await self._room_call(room, "/restream/list", body))["restreams"])
+
+    async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
+        body = {"room": room, "restream": restream_id, "caller": dataclasses.asdict(caller)}
+        return dict((await self._room_call(room, "/restream/remove", body))["restream"])
+
+    async def _room_call(self, room: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        return await self.worker_for(room).call(path, body)
+
     def _owner(self, session_id: str) -> tuple[Worker, str]:
         """The worker named by a session id ("<worker>.<session>") and its own id."""
         index, _, session = session_id.partition(".")

@@ -90,7 +90,7 @@ def _staff(request: web.Request) -> tuple[str, Caller]:
     caller = _caller(request)
     caller.check_room(room)
     if caller.role not in ("host", "admin"):
-        raise Forbidden("recordings are for the room's host or an admin")
+        raise Forbidden("this is for the room's host or an admin")
     return room, caller
 
 

@@ -184,7 +184,7 @@ class AvRemux:
             return  # from before the output began
         packet = av.Packet(data)
         packet.pts = packet.dts = timeline.at(timestamp, arrival)
-        packet.time_base = stream.time_base
+        packet.time_base = TIME_BASE if kind == "video" else AUDIO_TIME_BASE  # muxers may change the stream's
         packet.stream = stream
         packet.is_keyframe = key
         self._write(packet)

@@ -13,6 +13,9 @@ POST /trickle {"session", "caller", "fragment"}     -> {}
 POST /status  {"session", "caller"}                 -> {"status": {...}}
 POST /record/start {"room", "caller"}               -> {"recording": {...}}
 POST /record/stop  {"room", "recording", "caller"}  -> {"recording": {...}}
+POST /restream/add {"room", "caller", "url"}        -> {"restream": {...}}
+POST /restream/list {"room", "caller"}              -> {"restreams": [...]}
+POST /restream/remove {"room", "restream", "caller"} -> {"restream": {...}}
 GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
 """
 
@@ -67,6 +70,9 @@ def build_worker_app(config: MediaConfig, ingest: Path) -> web.Application:
     app.router.add_post("/status", _status)
     app.router.add_post("/record/start", _record_start)
     app.router.add_post("/record/stop", _record_stop)
+    app.router.add_post("/restream/add", _restream_add)
+    app.router.add_post("/restream/list", _restream_list)
+    app.router.add_post("/restream/remove", _restream_remove)
     app.router.add_get("/events", _events)
     app.cleanup_ctx.append(_lifespan)
     return app
@@ -148,6 +154,31 @@ async def _record_stop(request: web.Request) -> web.Response:
     except CommandError as error:
         return web.json_response({"error": error.as_error()}, status=400)
     return web.json_response({"recording": recording})
+
+
+async def _restream_add(request: web.Request) -> web.Response:
+    body = await request.json()
+    return _reply(
+        "restream", lambda: request.app[PLANE].add_restream(body["room"], _caller(body), body["url"])
+    )
+
+
+async def _restream_list(request: web.Request) -> web.Response:
+    body = await request.json()
+    return _reply("restreams", lambda: request.app[PLANE].list_restreams(body["room"], _caller(body)))
+
+
+async def _restream_remove(request: web.Request) -> web.Response:
+    body = await request.json()
+    plane = request.app[PLANE]
+    return _reply("restream", lambda: plane.remove_restream(body["room"], body["restream"], _caller(body)))
+
+
+def _reply(key: str, work: Any) -> web.Response:
+    try:
+        return web.json_response({key: work()})
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
 
 
 async def _done(work: Any) -> web.Response:

@@ -19,15 +19,17 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from media_support import Peer, WhipError, _exchange, play, read_counter, scrape, wait_until
 from rtmp_support import FFMPEG, publish, stop
-from support import SECRET, ServerProcess, free_port, module_server, token
+from support import SECRET, ServerProcess, Viewer, free_port, module_server, token
 
 from liveroom.auth import TokenAuthority
 
@@ -43,6 +45,7 @@ server = module_server(
         "LIVEROOM_MEDIA_WORKERS": "2",
         "LIVEROOM_MEDIA_RTMP_PORT": str(RTMP_PORT),
         "LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0",
+        "LIVEROOM_MEDIA_GOP_CACHE_FRAMES": "300",  # an RTMP backup keeps a 5 s GOP (failover test)
     },
 )
 
@@ -204,10 +207,10 @@ async def play_timed(base: str, room: str) -> tuple[RTCPeerConnection, list[tupl
 async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(server: ServerProcess) -> None:
     room = f"rtmp-fo-{uuid.uuid4().hex[:8]}"
     key = token("host-rtmp-fo", "host", room)
-    # A keyframe every 2 s: without the backup's kept group of pictures the gap would be
-    # up to that long (no keyframe can be asked of an RTMP encoder).
-    primary = publish(rtmp_url(room, key), seconds=60, gop=60)
-    backup = publish(rtmp_url(room, key, "&path=backup"), seconds=60, gop=60)
+    # A keyframe every 5 s: without the backup's kept group of pictures (gop_cache_frames,
+    # 300 here) the viewers would wait for its next one (none can be asked of an RTMP encoder).
+    primary = publish(rtmp_url(room, key), seconds=60, gop=150)
+    backup = publish(rtmp_url(room, key, "&path=backup"), seconds=60, gop=150)
     pc = None
     try:
         await (await watch(server.url, room)).close()  # the primary is on
@@ -216,11 +219,13 @@ async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(serv
         await asyncio.sleep(0.5)  # the backup's encoder is past its first keyframe too
         killed_at = time.monotonic()
         primary.send_signal(signal.SIGKILL)
-        await wait_until(lambda: arrivals[-1][0] > killed_at + 1.5, 20, "pictures after the kill")
-        window = [at for at, _ in arrivals if killed_at - 0.5 <= at <= killed_at + 1.5]
+        await wait_until(lambda: arrivals[-1][0] > killed_at + 2.5, 20, "pictures after the kill")
+        window = [at for at, _ in arrivals if killed_at - 0.5 <= at <= killed_at + 2.5]
         gap = max(b - a for a, b in itertools.pairwise(window))
         print(f"RTMP failover gap: {gap * 1000:.0f} ms")
-        assert gap <= 0.6, f"video gap {gap * 1000:.0f} ms"  # the target is 200 ms; CI slack
+        # The target is 200 ms (docs/media.md, measured on a quiet machine); the bound here only
+        # tells a replayed group of pictures (tens of ms) from waiting for a keyframe (0-5 s).
+        assert gap <= 1.5, f"video gap {gap * 1000:.0f} ms"
         after = [counter for at, counter in arrivals if at > killed_at + 0.3]
         assert len(after) >= 30 and in_order(after), after  # the backup's own counter, in order
         metrics = scrape(server.url)
@@ -232,3 +237,90 @@ async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(serv
             await pc.close()
         stop(primary)
         stop(backup)
+
+
+def receiver(port: int, out: Path) -> subprocess.Popen[bytes]:
+    """ffmpeg as the other platform: takes one RTMP publish and writes it to `out`."""
+    assert FFMPEG is not None
+    command = [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-analyzeduration", "1000000",
+        "-listen", "1", "-i", f"rtmp://127.0.0.1:{port}/live/platform-key", "-c", "copy",
+        "-flush_packets", "1", "-f", "mpegts", str(out),
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def streams(path: Path) -> tuple[list[str], float]:
+    command = ["ffprobe", "-v", "error", "-of", "json", "-show_entries", "stream=codec_name:format=duration"]
+    info = json.loads(subprocess.run([*command, str(path)], capture_output=True, timeout=30).stdout or b"{}")
+    codecs = sorted(s["codec_name"] for s in info.get("streams", []))
+    return codecs, float(info.get("format", {}).get("duration") or 0)
+
+
+async def api(method: str, url: str, bearer: str, body: Any = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {bearer}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, headers=headers, json=body) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_the_program_is_restreamed_and_the_push_resumes_after_the_receiver_restarts(
+    server: ServerProcess, publisher: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    host, api_url = token("host-rtmp", "host", ROOM), f"{server.url}/api/rooms/{ROOM}/restreams"
+    port = free_port()
+    watcher = await Viewer(server.url, "restream-watcher").connect()
+    await watcher.join(ROOM)
+    first = receiver(port, tmp_path / "first.ts")
+    second = None
+    try:
+        assert (await api("POST", api_url, token("viewer-2"), {"url": "rtmp://x/live/k"}))[0] == 403
+        assert (await api("POST", api_url, host, {"url": "http://x/live/k"}))[0] == 400
+        began = time.monotonic()
+        status, body = await api("POST", api_url, host, {"url": f"rtmp://127.0.0.1:{port}/live/platform-key"})
+        assert status == 201 and body["restream"]["state"] == "connecting", body
+        restream = body["restream"]["id"]
+
+        def state() -> str:
+            return str(next(r["state"] for r in _listed(server.url, host) if r["id"] == restream))
+
+        await wait_until(lambda: state() == "live", 20, "the push live")
+        await asyncio.sleep(4)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        killed = time.monotonic()
+        await wait_until(lambda: state() in ("retrying", "connecting"), 20, "the push retrying")
+        second = receiver(port, tmp_path / "second.ts")
+        await wait_until(lambda: state() == "live", 30, "the push live again")
+        await asyncio.sleep(3)
+        status, body = await api("DELETE", f"{api_url}/{restream}", host)
+        assert status == 200 and body["restream"]["attempts"] >= 2, body
+        removed = time.monotonic()
+        await asyncio.to_thread(second.wait, 20)  # our side closed: the receiver finishes its file
+
+        # Each file holds what was pushed while its receiver ran: at least the seconds we
+        # waited with the push live, at most the whole time the receiver was up.
+        for name, at_least, at_most in (("first.ts", 4, killed - began), ("second.ts", 3, removed - killed)):
+            codecs, duration = await asyncio.to_thread(streams, tmp_path / name)
+            assert codecs == ["aac", "h264"], (name, codecs)
+            assert at_least - 1 <= duration <= at_most + 1, (name, duration, at_most)
+        states = [item["data"]["state"] for item in watcher.of_type("media.restream")]
+        assert states[:2] == ["connecting", "live"] and "retrying" in states and states[-1] == "removed", (
+            states
+        )
+        assert all("platform-key" not in json.dumps(item) for item in watcher.of_type("media.restream"))
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+        await watcher.close()
+
+
+def _listed(base: str, bearer: str) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{base}/api/rooms/{ROOM}/restreams", headers={"Authorization": f"Bearer {bearer}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return list(json.loads(response.read())["restreams"])
