@@ -88,6 +88,7 @@ class Recorder(AvRemux):
             "id": self.id,
             "file": f"{self.path.parent.name}/{self.path.name}",
             "started_at": round(self.started_at, 3),
+            "media_started_at": round(self.opened_at, 3) if self.opened_at is not None else None,
             "frames": self.frames,
             "audio": self._audio is not None,
             "duration_s": round(self.duration_s, 3),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -144,6 +145,7 @@ class AvRemux:
         self._audio: Any = None
         self._timelines: dict[str, Timeline] = {}
         self._first_at: float | None = None
+        self.opened_at: float | None = None
 
     def video(self, data: bytes, timestamp: int, keyframe: bool, arrival: float) -> None:
         if self.closed:
@@ -166,6 +168,7 @@ class AvRemux:
         self._mux(self._audio, "audio", data, timestamp, arrival, True)
 
     def _open(self, keyframe: bytes, arrival: float) -> None:
+        self.opened_at = time.time()  # the wall-clock time of the output's first picture
         self._container = self._make_container()
         video_probe = av.open(io.BytesIO(keyframe), format="h264")
         self._video = self._container.add_stream_from_template(video_probe.streams.video[0])
