@@ -1,5 +1,6 @@
 """RTMP without I/O: AMF0, the chunk stream (fed a few bytes at a time), the server's command
-state machine, the publish URL shapes, and FLV tag bodies to Annex B / AAC."""
+state machine, the publish URL shapes, FLV tag bodies to Annex B / AAC, an RTMP backup's
+replayed group of pictures, and a restream destination's backoff."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from liveroom.media.dualpath import DualPath
 from liveroom.media.failover import BACKUP, PRIMARY, FailoverPolicy
 from liveroom.media.relay import TrackRelay
+from liveroom.media.restream_state import CONNECTING, FAILED, LIVE, RETRYING, RestreamPolicy, RestreamState
 from liveroom.media.rtmp_amf import AmfError, decode_all, encode
 from liveroom.media.rtmp_chunks import (
     AUDIO,
@@ -232,3 +234,17 @@ def test_an_rtmp_backup_replays_its_group_of_pictures_at_once_when_the_primary_e
     assert len(replayed) == 40 and replayed[0].keyframe
     assert [f.timestamp - replayed[0].timestamp for f in replayed] == list(range(40))
     assert replayed[-1].timestamp - frames[39].timestamp == 3000  # one frame after the last live one
+
+
+def test_a_restream_backs_off_gives_up_and_starts_afresh_after_a_healthy_run() -> None:
+    state = RestreamState(RestreamPolicy(initial_s=1.0, max_s=8.0, max_failures=5), now=0.0)
+    assert state.state == CONNECTING
+    assert [state.failed("refused", now) for now in (0.0, 1.0, 3.0)] == [1.0, 3.0, 7.0]  # 1, 2, 4 s
+    assert state.state == RETRYING and state.error == "refused"
+    state.retry(7.0)
+    assert state.live(7.5) and state.state == LIVE and state.error is None and not state.live(8.0)
+    assert state.failed("reset", 20.0) == 21.0  # live for 12.5 s >= max_s: the backoff starts afresh
+    state.retry(21.0)
+    assert [state.failed("refused", now) for now in (21.0, 23.0, 27.0)] == [23.0, 27.0, 35.0]
+    assert state.failed("refused", 35.0) is None and state.state == FAILED  # 5 in a row, never live
+    assert RestreamState(RestreamPolicy(), 0.0).failed("bad", 0.0, permanent=True) is None
