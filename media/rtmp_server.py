@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 from liveroom.config import MediaConfig
-from liveroom.errors import CommandError
 
 from .backend import MediaBackend
 from .callers import CallerVerifier
@@ -42,14 +42,17 @@ STATUS_CODES = {"unauthorized": BAD_NAME, "already_publishing": BAD_NAME}
 
 class RtmpServer:
     def __init__(
-        self, config: MediaConfig, verifier: CallerVerifier, backend: MediaBackend, check_name: Any
+        self,
+        config: MediaConfig,
+        verifier: CallerVerifier,
+        backend: MediaBackend,
+        check_name: Callable[[str, str], str],
     ) -> None:
         self.config = config
         self.verifier = verifier
         self.backend = backend
         self.check_name = check_name  # routes._name: a room name as WHIP accepts it
         self.connections: set[RtmpConnection] = set()
-        self.refused = 0  # connections closed before or at the publish
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -137,11 +140,12 @@ class RtmpConnection(asyncio.Protocol):
             room = self.server.check_name(target.room, "room")
             caller = self.server.verifier.verify(target.token)
             sink = await self.server.backend.ingest(room, caller, target.backup)
-        except (ProtocolError, CommandError) as exc:
-            code = getattr(exc, "code", "bad_request")
+        except Exception as exc:  # refused (CommandError, ProtocolError), or the worker is gone
+            code = getattr(
+                exc, "code", "bad_request" if isinstance(exc, ProtocolError) else "media_unavailable"
+            )
             self.protocol.reject(STATUS_CODES.get(code, "NetStream.Publish.Denied"), str(exc))
             self._flush()
-            self.server.refused += 1
             self.fail(f"publish refused ({code}): {exc}")
             return
         if self.closing:  # the encoder left while we asked
@@ -158,7 +162,6 @@ class RtmpConnection(asyncio.Protocol):
         log.info("rtmp %s publishes into room %s (%s path) as %s", self.peer, room, path, caller.user_id)
 
     def _too_slow(self) -> None:
-        self.server.refused += 1
         self.fail(f"no publish within {self.server.config.rtmp_handshake_timeout_s} s")
 
     def fail(self, reason: str) -> None:
