@@ -101,14 +101,16 @@ async def test_a_recording_is_served_with_its_timeline_and_replayed_with_danmaku
         assert status == 201, body
         recording = body["recording"]["id"]
         began = time.monotonic()
-        for text, at in (("first!", 1.5), ("second!", 3.5)):
+        sent: dict[str, float] = {}
+        for text, at in (("first!", 1.0), ("second!", 3.0)):
             await asyncio.sleep(max(0.0, began + at - time.monotonic()))
+            sent[text] = time.time()
             ack = await chatter.call("danmaku.send", {"room": room, "text": text})
             assert ack["ok"], ack
-        await asyncio.sleep(max(0.0, began + 6 - time.monotonic()))
+        await asyncio.sleep(max(0.0, began + 4 - time.monotonic()))
         status, body = await call("POST", f"{api}/{recording}/stop", host)
         assert status == 200 and body["recording"]["audio"] and body["recording"]["timeline_items"] >= 2, body
-        length = body["recording"]["duration_s"]
+        length, first_picture = body["recording"]["duration_s"], body["recording"]["media_started_at"]
     finally:
         stop(encoder)
         await chatter.close()
@@ -135,14 +137,15 @@ async def test_a_recording_is_served_with_its_timeline_and_replayed_with_danmaku
     status, _, raw = fetch(f"{files}.timeline.json?token={viewer}")
     items = [item for item in json.loads(raw)["items"] if item["type"] == "danmaku.message"]
     assert status == 200 and [item["data"]["text"] for item in items] == ["first!", "second!"]
-    # Sent 1.5 s and 3.5 s after the recording was asked for; its first picture comes a little later.
-    assert 0.0 <= items[0]["t"] <= 1.6 and 1.8 <= items[1]["t"] - items[0]["t"] <= 2.2, items
+    for item in items:  # t: where it belongs in the video, from the file's first picture
+        assert sent[item["data"]["text"]] - 0.05 <= item["ts"] / 1000 <= sent[item["data"]["text"]] + 10, item
+        assert item["t"] == pytest.approx(item["ts"] / 1000 - first_picture, abs=0.002) and item["t"] > 0
 
     shown = await replay(server.url, room, recording, viewer, seconds=items[1]["t"] + 0.5)
     flown = {entry["text"]: entry for entry in shown["shown"] if entry["type"] == "danmaku.message"}
     assert set(flown) == {"first!", "second!"}, shown
-    for text, entry in flown.items():  # shown when the video reached its time (a tick of slack)
-        assert entry["t"] <= entry["at"] <= entry["t"] + 0.5, (text, entry)
+    for text, entry in flown.items():  # shown when the video reached its time (slack: a busy page)
+        assert entry["t"] <= entry["at"] <= entry["t"] + 1.0, (text, entry)
     assert shown["frames"] > 30 and shown["width"] == 320, shown
 
 
