@@ -288,6 +288,10 @@ async def test_the_program_is_restreamed_and_the_push_resumes_after_the_receiver
             return str(next(r["state"] for r in _listed(server.url, host) if r["id"] == restream))
 
         await wait_until(lambda: state() == "live", 20, "the push live")
+        live = f'liveroom_media_restream_state{{restream="{restream}",room="{ROOM}",state="live"}}'
+        await wait_until(
+            lambda: scrape(server.url).get(live) == 1, 10, "the state in /metrics"
+        )  # 0.5 s snapshots
         await asyncio.sleep(3)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
