@@ -11,6 +11,7 @@
     python -m liveroom.loadtest.media_bench composite-live --seconds 20
     python -m liveroom.loadtest.media_bench rtmp-ttff --samples 10     # RTMP vs WHIP (rtmp_bench.py)
     python -m liveroom.loadtest.media_bench rtmp-cost --seconds 20
+    python -m liveroom.loadtest.media_bench rtmp-failover --runs 10
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -1306,6 +1307,7 @@ def main() -> None:
             "composite-live",
             "rtmp-ttff",
             "rtmp-cost",
+            "rtmp-failover",
         ),
     )
     parser.add_argument("--segment-s", type=float, default=2.0, help="hls-*: media.hls_segment_s")
@@ -1338,9 +1340,10 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
         print(json.dumps(ladder(args), indent=2))
         return
-    from .rtmp_bench import rtmp_cost, rtmp_ttff
+    from .rtmp_bench import rtmp_cost, rtmp_failover, rtmp_ttff
 
     phases = {
+        "rtmp-failover": rtmp_failover,
         "rtmp-ttff": rtmp_ttff,
         "rtmp-cost": rtmp_cost,
         "abr": abr,

@@ -2,6 +2,7 @@
 
     python -m liveroom.loadtest.media_bench rtmp-ttff --samples 10
     python -m liveroom.loadtest.media_bench rtmp-cost --seconds 20 [--workers 2]
+    python -m liveroom.loadtest.media_bench rtmp-failover --runs 10
 
 Both publish the same 720p30 H.264 clip as media_bench's WHIP publisher (libx264
 baseline, 1.5 Mbps, a keyframe every 2 s, encoded once up front) with a 44.1 kHz AAC
@@ -18,6 +19,11 @@ publisher, HLS on (the room's video remuxed, its AAC remuxed into the audio rend
 and one WHEP viewer (its Opus transcoded from the AAC): the difference is what a room
 fed over RTMP costs. Target: <= 0.1 core at 720p30. Also, without a server, the AAC ->
 Opus transcode alone (rtmp_audio.AacToOpus) over the clip's sound.
+
+`rtmp-failover`: per run, a new room, two ffmpeg encoders copying the clip as its primary
+and its backup (`?path=backup`), one decoding WHEP viewer; once it plays, the primary's
+ffmpeg is SIGKILLed: the viewer's largest gap between pictures from 0.5 s before to 1.5 s
+after the kill (the WHIP target: p95 <= 200 ms).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -45,7 +52,7 @@ from liveroom.media.rtmp_flv import AacConfig  # type: ignore[import-not-found,u
 
 from . import media_bench as bench
 
-__all__ = ["rtmp_cost", "rtmp_ttff"]
+__all__ = ["rtmp_cost", "rtmp_failover", "rtmp_ttff"]
 
 SAMPLE_RATE = 44100
 
@@ -259,3 +266,80 @@ def _summary(values: list[float]) -> dict[str, float]:
         "min_ms": round(ordered[0], 1),
         "max_ms": round(ordered[-1], 1),
     }
+
+
+async def rtmp_failover(args: argparse.Namespace) -> dict[str, Any]:
+    os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    clip = bench.encode_clip()
+    gaps: list[float] = []
+    with tempfile.TemporaryDirectory() as directory:
+        flv = Path(directory) / "clip.flv"
+        write_flv(clip, flv)
+        server, port = rtmp_server(args)
+        try:
+            for run in range(args.runs):
+                gaps.append(await _failover_run(server, port, flv, args.load_cpus, f"fo-{run}"))
+            failovers = sum(
+                v for k, v in server.metrics().items() if k.startswith("liveroom_media_failovers_total")
+            )
+        finally:
+            server.stop()
+    ordered = sorted(gaps)
+    return {
+        "phase": "rtmp-failover",
+        "runs": len(gaps),
+        "gap_ms_p50": round(statistics.median(ordered), 1),
+        "gap_ms_p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 1),
+        "gap_ms_max": round(ordered[-1], 1),
+        "gaps_ms": [round(gap) for gap in gaps],
+        "failovers_counted": failovers,  # one per run expected; more: silence switches (a busy load core)
+        "load_average": os.getloadavg(),
+    }
+
+
+async def _failover_run(server: bench.Server, port: int, flv: Path, cpus: str, room: str) -> float:
+    host = bench.token("bench-host", "host")
+    url = f"rtmp://127.0.0.1:{port}/live/{room}?token={host}"
+    primary = ffmpeg_publisher(flv, url, cpus)
+    backup = ffmpeg_publisher(flv, url + "&path=backup", cpus)
+    arrivals: list[float] = []
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", "recvonly")
+    tasks = []
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        async def decode() -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    await track.recv()
+                    arrivals.append(time.monotonic())
+
+        tasks.append(asyncio.ensure_future(decode()))
+
+    try:
+        for _ in range(100):  # 404 until the primary is on
+            with contextlib.suppress(RuntimeError):
+                await bench.negotiate(pc, f"{server.base}/whep/{room}", bench.token("fo-viewer", "viewer"))
+                break
+            await asyncio.sleep(0.1)
+        await _until(lambda: len(arrivals) >= 90)  # 3 s of pictures: the backup is on and past a keyframe
+        killed = time.monotonic()
+        primary.kill()
+        await _until(lambda: arrivals[-1] >= killed + 1.5)
+        return bench.largest_gap_ms(arrivals, killed - 0.5, killed + 1.5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await pc.close()
+        for process in (primary, backup):
+            process.kill()
+            process.wait()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the RTMP room did not play")
+        await asyncio.sleep(0.05)
