@@ -135,9 +135,12 @@ class DualPath:
         keyframe = kind == "video" and is_keyframe(path.mime_types[kind], data)
         now = self._clock()
         self._act(self.rule.frame(name, kind, now, len(data), keyframe), name if keyframe else None, now)
+        # A path that keeps its whole group of pictures (RTMP) keeps it on air too: when it
+        # goes off air (a return to the primary) it is ready at once, not at its next keyframe.
+        long_standby = getattr(path, "standby_frames", STANDBY_FRAMES) > STANDBY_FRAMES
+        if kind == "video" and (name != self.rule.active or long_standby):
+            self._keep_standby(name, data, timestamp, keyframe)
         if name != self.rule.active:
-            if kind == "video":
-                self._keep_standby(name, data, timestamp, keyframe)
             return
         if kind == "video" and self._video_waits_for_keyframe:
             if not keyframe:

@@ -248,3 +248,34 @@ def test_a_restream_backs_off_gives_up_and_starts_afresh_after_a_healthy_run() -
     assert [state.failed("refused", now) for now in (21.0, 23.0, 27.0)] == [23.0, 27.0, 35.0]
     assert state.failed("refused", 35.0) is None and state.state == FAILED  # 5 in a row, never live
     assert RestreamState(RestreamPolicy(), 0.0).failed("bad", 0.0, permanent=True) is None
+
+
+def test_an_rtmp_backup_that_was_on_air_is_ready_again_as_soon_as_it_is_off_air() -> None:
+    """The backup took over, then the primary came back (at its keyframe): if the primary
+    now ends, the backup resumes at once from the keyframe it sent while on air."""
+    relay = TrackRelay(
+        "video", "video/H264", gop_cache_frames=300, queue_frames=600, keyframe_interval_s=1.0,
+        request_keyframe=lambda: None,
+    )  # fmt: skip
+    now, switches = [0.0], []
+    dual = DualPath({"video": relay}, FailoverPolicy(), switches.append, lambda: now[0])
+    h264 = {"video": "video/H264"}
+    dual.attach(
+        PRIMARY, SimpleNamespace(id="p", mime_types=h264, request_keyframe=lambda: None, standby_frames=300)
+    )
+    dual.attach(
+        BACKUP, SimpleNamespace(id="b", mime_types=h264, request_keyframe=lambda: None, standby_frames=300)
+    )
+    viewer = relay.subscribe()
+    key, delta = b"\0\0\0\1" + SPS + b"\0\0\0\1" + PPS + b"\0\0\0\1" + IDR, b"\0\0\0\1" + DELTA
+    for n in range(200):  # keyframes: the primary's every 60 frames, the backup's every 100
+        silent = 10 <= n < 20  # the primary stalls: the backup goes on air (its keyframe at 100)
+        if not silent:
+            dual.feed(PRIMARY, "video", key if n % 60 == 0 else delta, n * 3000)
+        dual.feed(BACKUP, "video", key if n % 100 == 0 else delta, 7_000 + n * 3000)
+        now[0] += 1 / 30
+    assert [s.reason for s in switches] == ["primary_silence", "primary_recovered"]  # back at frame 120
+    before = len(viewer._frames)
+    dual.detach(PRIMARY)
+    replayed = [f for f in list(viewer._frames)[before:] if f is not None]
+    assert replayed and replayed[0].keyframe and len(replayed) == 100  # from the backup's frame 100
