@@ -6,6 +6,12 @@ A long-polling connection (rare; browsers upgrade) gets the message through Engi
 own queue. Either way the outbound buffer is bounded: past the limit the connection is
 marked slow, and the hub closes it with reason `slow_consumer`.
 
+A connection is live until it starts closing (`closing`: the server is closing it, or the
+client went away). From then on it is no room's member (the node detaches it at once, not
+after its queued commands), and `deliver` writes nothing. `deliver` never raises: a write
+that fails marks the connection for dropping with `drop_reason`, and the other members of
+the room get their items whatever happens to this one.
+
 The kernel's send buffer is fixed per socket (`send_buffer_bytes`) rather than left to
 autotune: a stalled reader would otherwise hide megabytes in the kernel, where neither
 the limit nor the operator sees them. What does not fit there waits in the transport's
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from typing import Any
 
@@ -24,6 +31,8 @@ from liveroom.frames import batch_message, msgpack_batch_message, ws_binary_fram
 from liveroom.ratelimit import TokenBucket
 
 __all__ = ["Connection"]
+
+log = logging.getLogger(__name__)
 
 # Engine.IO queues hold packets, not bytes: a polling client may have this many waiting.
 MAX_POLLING_BACKLOG = 256
@@ -34,6 +43,7 @@ class Connection:
         "_transport",
         "bucket",
         "closing",
+        "drop_reason",
         "eio_sid",
         "eio_socket",
         "identity",
@@ -67,6 +77,7 @@ class Connection:
         self.rooms: set[str] = set()
         self._transport: asyncio.Transport | None = None
         self.closing = False
+        self.drop_reason = "slow_consumer"  # why `deliver` answered False
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -82,23 +93,48 @@ class Connection:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
 
     def deliver(self, frame: bytes, message: bytes) -> bool:
-        """Send one Engine.IO message (`frame` is it as a WebSocket frame). False if too slow."""
-        transport = self._transport
-        if transport is not None and self.eio_socket.upgraded:
-            if transport.is_closing():
-                return True
-            if transport.get_write_buffer_size() > self.limit_bytes:
-                return False
-            transport.write(frame)
-            return True
-        return self._queue_polling(message)
+        """Send one Engine.IO message (`frame` is it as a WebSocket frame).
 
-    def frames_for(self, room_json: bytes, items: list[bytes]) -> tuple[bytes, bytes]:
+        False when the connection must be dropped (`drop_reason` says why: too slow, or
+        its write failed). Never raises; writes nothing once the connection is closing."""
+        try:
+            transport = self._transport
+            if transport is not None and self.eio_socket.upgraded:
+                if transport.is_closing():
+                    return True
+                if transport.get_write_buffer_size() > self.limit_bytes:
+                    self.drop_reason = "slow_consumer"
+                    return False
+                transport.write(frame)
+                return True
+            if self.closing:
+                return True
+            return self._queue_polling(message)
+        except Exception:  # a broken transport costs this member, never the room's flush
+            log.exception("writing to connection %s failed", self.sid)
+            self.drop_reason = "transport_error"
+            return False
+
+    @property
+    def live(self) -> bool:
+        """Not closing, and with a way to write to: what every room member must be at a flush.
+
+        (A transport already closing under us is tolerated: writes to it are skipped, and its
+        `connection_lost` detaches the connection on the next turn of the loop.)"""
+        if self.closing:
+            return False
+        if self._transport is not None:
+            return True
+        return getattr(self.eio_socket, "queue", None) is not None and not self.eio_socket.closed
+
+    def frames_for(
+        self, room_json: bytes, items: list[bytes], skipped: list[list[int]] | None = None
+    ) -> tuple[bytes, bytes]:
         """(WebSocket frame, Engine.IO message) of a batch in this connection's wire format."""
         if self.msgpack:
-            message = msgpack_batch_message(room_json, items)
+            message = msgpack_batch_message(room_json, items, skipped)
             return ws_binary_frame(message), message
-        message = batch_message(room_json, items)
+        message = batch_message(room_json, items, skipped)
         return ws_text_frame(message), message
 
     def send_batch(self, room_json: bytes, items: list[bytes]) -> bool:
@@ -108,8 +144,13 @@ class Connection:
     def _queue_polling(self, message: bytes) -> bool:
         from engineio import packet as eio_packet
 
-        queue = self.eio_socket.queue
+        queue = getattr(self.eio_socket, "queue", None)
+        if queue is None or self.eio_socket.closed:
+            # No polling queue (a WebSocket session whose transport is gone) or a closed
+            # socket: the connection is leaving; nothing to write to.
+            return True
         if queue.qsize() > MAX_POLLING_BACKLOG:
+            self.drop_reason = "slow_consumer"
             return False
         # A msgpack packet is a binary message; a JSON one loses its Engine.IO type ("4"),
         # which the encoder adds back.
