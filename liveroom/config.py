@@ -226,6 +226,23 @@ class MediaConfig:
     composite_size: str = "640x360"
     composite_fps: float = 15.0
     composite_bitrate_bps: int = 800_000
+    # RTMP ingest (media/rtmp_server.py): rtmp://rtmp_host:rtmp_port/live/<room>, the publish
+    # token as the stream key. Port 0 picks a free one (tests). A message (one video frame)
+    # over rtmp_max_message_bytes, or no publish within rtmp_handshake_timeout_s, closes the
+    # connection.
+    rtmp_enabled: bool = True
+    rtmp_host: str = "127.0.0.1"
+    rtmp_port: int = 1935
+    rtmp_max_message_bytes: int = 8 * 1024 * 1024
+    rtmp_handshake_timeout_s: float = 10.0
+    # Restreaming the program to other RTMP(S) destinations (media/restream.py): at most this
+    # many per room; a dropped destination is retried after a backoff from
+    # restream_retry_initial_s doubling up to restream_retry_max_s, and given up ("failed")
+    # after restream_max_failures failures in a row (0 = never).
+    restream_max_per_room: int = 5
+    restream_retry_initial_s: float = 1.0
+    restream_retry_max_s: float = 30.0
+    restream_max_failures: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ GET /media/demo                    a page that publishes / plays from a browser 
 GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.py)
 GET <Location>                     the session's state for its owner (a viewer: ABR rung, switches)
 /api/rooms/{room}/recordings       start, stop and list recordings (recording_routes.py)
+/api/rooms/{room}/restreams        add, list and remove restream destinations (restream_routes.py)
+rtmp://HOST:PORT/live/{room}       RTMP ingest, the publish token as the stream key (rtmp_server.py)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
 """
@@ -33,12 +35,15 @@ from .metrics import MediaCollector
 from .page import demo_page
 from .pool import WorkerPool
 from .recording_routes import add_recording_routes
+from .restream_routes import add_restream_routes
+from .rtmp_server import RtmpServer
 from .trickle import MAX_FRAGMENT_BYTES
 
-__all__ = ["BACKEND_KEY", "add_media_routes", "worker_count"]
+__all__ = ["BACKEND_KEY", "RTMP_KEY", "add_media_routes", "worker_count"]
 
 BACKEND_KEY = web.AppKey("liveroom_media_backend", MediaBackend)
 VERIFIER_KEY = web.AppKey("liveroom_media_verifier", CallerVerifier)
+RTMP_KEY = web.AppKey("liveroom_media_rtmp", RtmpServer)
 NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 MAX_SDP_BYTES = 64 * 1024
 STATUS = {
@@ -53,6 +58,7 @@ STATUS = {
     "not_publishing": 404,
     "already_publishing": 409,
     "already_recording": 409,
+    "too_many_restreams": 409,
     "too_many_publishers": 409,
     "unsupported_media_type": 415,
     "too_many_viewers": 503,
@@ -91,6 +97,9 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     if config.hls_enabled:
         add_hls_routes(app, config.hls_dir)
     add_recording_routes(app, node)
+    add_restream_routes(app)
+    if config.rtmp_enabled:
+        app[RTMP_KEY] = RtmpServer(config, app[VERIFIER_KEY], backend, _name)
     app.cleanup_ctx.append(_lifespan)
 
 
@@ -102,7 +111,12 @@ def worker_count(configured: int) -> int:
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     backend = app[BACKEND_KEY]
     await backend.start()
+    rtmp = app.get(RTMP_KEY)
+    if rtmp is not None:
+        await rtmp.start()
     yield
+    if rtmp is not None:
+        await rtmp.stop()
     await backend.stop()
 
 

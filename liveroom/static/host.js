@@ -53,6 +53,7 @@ const ITEMS = {
   "costream.stage": d => showStage(d.guests),
   "media.publisher": d => ingest(`${d.slot}: ${d.state}`, d),
   "media.failover": d => ingest(`failover ${d.from} → ${d.to} (${d.reason})`, { state: "failover" }),
+  "media.restream": d => showRestream(d),
   "media.stats": d => {
     if (d.slot !== "host") return;
     $("#live-status").textContent = `Live · ${Math.round(((d.bitrate_bps.video || 0) + (d.bitrate_bps.audio || 0)) / 1000)} kb/s`
@@ -86,6 +87,28 @@ function bind() {
   $("#unpin").addEventListener("click", () => call("danmaku.unpin", {}, "#mod-error"));
   $("#show-start").addEventListener("click", () => { localStorage.setItem(showKey(), conn.clock.now()); resetRan(); });
   $("#show-next").addEventListener("click", nextStep);
+  $("#restream-form").addEventListener("submit", e => { e.preventDefault(); restreams("POST", "", form("#restream-form")); });
+  restreams("GET").then(d => d?.restreams?.forEach(showRestream));
+}
+
+// --- restreams (docs/media.md): each destination's state, from media.restream items ---------
+
+async function restreams(method, path = "", body = undefined) {
+  const res = await fetch(`/api/rooms/${encodeURIComponent(room)}/restreams${path}`, {
+    method, body: body && JSON.stringify(body),
+    headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" } });
+  const data = await res.json().catch(() => ({}));
+  $("#restream-error").textContent = res.ok || method === "GET" ? "" : humanError(data.error);
+  return res.ok ? data : null;
+}
+
+function showRestream(d) {
+  let li = document.querySelector(`#restreams [data-id="${CSS.escape(d.id)}"]`);
+  if (["removed", "ended"].includes(d.state)) { li?.remove(); return; }
+  if (!li) $("#restreams").append(li = el("li", { "data-id": d.id }));
+  li.dataset.state = d.state;
+  li.replaceChildren(el("span", { class: "text" }, `${d.target} · ${d.state}${d.error ? ` · ${d.error}` : ""}`),
+    el("button", { onclick: () => restreams("DELETE", `/${encodeURIComponent(d.id)}`) }, "Remove"));
 }
 
 // --- interactions -------------------------------------------------------------------------
