@@ -150,7 +150,14 @@ class Connections:
         )
         farewell, _ = connection.frames_for(b"null", [item])
         server = self._servers[connection.msgpack]
-        if not server.close_transport(connection.eio_sid, code, message, farewell):
+        try:
+            closed = server.close_transport(connection.eio_sid, code, message, farewell)
+        except Exception:  # its transport is broken (the write failed): cut it
+            log.info("connection %s: its transport failed while closing; aborted", connection.sid)
+            if connection.transport is not None:
+                connection.transport.abort()
+            return
+        if not closed:
             task = asyncio.create_task(server.eio.disconnect(connection.eio_sid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -185,6 +185,10 @@ class CapturingTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         return None
 
+    def cut(self) -> None:
+        """Closed without anyone hearing of it (the process holding it died)."""
+        self._closing = True
+
     def _lose(self) -> None:
         if not self._closing:
             self._closing = True
@@ -209,8 +213,8 @@ class HarnessConnection:
         self.identity = identity
         self.transport = transport
         self._read = 0
-        self.batches: list[dict[str, Any]] = []
-        self.closed_with: tuple[int, str] | None = None
+        self._batches: list[dict[str, Any]] = []
+        self._closed_with: tuple[int, str] | None = None
 
     @property
     def user(self) -> str:
@@ -234,8 +238,19 @@ class HarnessConnection:
         return ack
 
     @property
-    def items(self) -> list[dict[str, Any]]:
+    def batches(self) -> list[dict[str, Any]]:
+        """Every `batch` event written to this client so far."""
         self._parse()
+        return self._batches
+
+    @property
+    def closed_with(self) -> tuple[int, str] | None:
+        """The WebSocket close code and reason the node sent, if it closed this connection."""
+        self._parse()
+        return self._closed_with
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
         return [item for batch in self.batches for item in batch["items"]]
 
     def of_type(self, item_type: str) -> list[dict[str, Any]]:
@@ -265,13 +280,13 @@ class HarnessConnection:
             opcode = first & 0x0F
             if opcode == 0x8:
                 code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
-                self.closed_with = (code, payload[2:].decode(errors="replace"))
+                self._closed_with = (code, payload[2:].decode(errors="replace"))
             elif opcode == 0x1 and payload.startswith(b'42["batch"'):
-                self.batches.append(orjson.loads(payload[2:])[1])
+                self._batches.append(orjson.loads(payload[2:])[1])
             elif opcode == 0x2:
                 packet = msgpack.unpackb(payload, raw=False)
                 if packet.get("data", [None])[0] == "batch":
-                    self.batches.append(packet["data"][1])
+                    self._batches.append(packet["data"][1])
         self._read = offset
 
 
@@ -324,11 +339,11 @@ class NodeHarness:
         await self.node.stop()
 
     async def restart(self) -> None:
-        """Stop this node (its connections closed) and start a new one over the same store
-        (the broker, like a restarted process's, starts a new epoch)."""
-        for connection in list(self.connections):
-            connection.transport.abort()
-        await self.settle()
+        """The process dies (as with SIGKILL: its clients cut off, nothing of theirs run) and
+        a new node starts over the same store (the broker, like a new process's, starts a
+        new epoch). What was acknowledged is durable; nothing else is."""
+        for connection in self.connections:
+            connection.transport.cut()
         await self.node.stop()
         self.connections.clear()
         self.node = self._new_node()
@@ -347,12 +362,16 @@ class NodeHarness:
         sid = f"h{next(self._sids)}"
         identity = Identity(user, name or user.title(), role, room, None, tier)
         transport = CapturingTransport(lambda: asyncio.ensure_future(self._lost(sid)))
+        server = self.node.msgpack_sio if msgpack else self.node.sio
+        server.transports[sid] = transport  # as the socket server lists a WebSocket's transport
         self.node.connections.add(sid, sid, identity, _WebSocketSession(), transport, msgpack)
         client = HarnessConnection(self, sid, identity, transport)
         self.connections.append(client)
         return client
 
     async def _lost(self, sid: str) -> None:
+        for server in (self.node.sio, self.node.msgpack_sio):
+            server.transports.pop(sid, None)
         connection = self.node.connections.by_sid.get(sid)
         if connection is not None:
             self.node.connections.leaving(connection)

@@ -55,6 +55,11 @@ class SaleConfig:
     webhook_url: str = ""
     webhook_timeout_s: float = 5.0
     webhook_max_backoff_s: float = 30.0
+    # HMAC-SHA256 key of the X-Liveroom-Signature header (empty: unsigned; docs/protocol.md).
+    webhook_secret: str = ""
+    # An order still refused after this many attempts becomes a dead letter, and the
+    # orders after it go on (list: GET .../outbox/dead; send again: sale.redeliver).
+    webhook_max_attempts: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,12 @@ class BuyPayload:
     sale: Ident
     request_id: Ident
     qty: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RedeliverPayload:
+    room: RoomId
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]  # a dead letter's key
 
 
 @dataclass(slots=True)
@@ -109,16 +120,24 @@ class SalePlugin(Plugin):
                 lambda record: {"type": ORDER_KIND, "order": _order(record)},
                 config.webhook_timeout_s,
                 max_backoff_s=config.webhook_max_backoff_s,
+                secret=config.webhook_secret,
+                max_attempts=config.webhook_max_attempts,
             )
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
             CommandSpec("sale.schedule", SchedulePayload, self.schedule, True, "Schedule a flash sale"),
             CommandSpec("sale.buy", BuyPayload, self.buy, summary="Buy units of an open sale"),
+            CommandSpec(
+                "sale.redeliver", RedeliverPayload, self.redeliver, True, "Send a dead-lettered order again"
+            ),
         )
 
     def queries(self) -> Sequence[QuerySpec]:
-        return (QuerySpec("sales/{sale}/orders", self.orders, "A sale's orders, in order"),)
+        return (
+            QuerySpec("sales/{sale}/orders", self.orders, "A sale's orders, in order"),
+            QuerySpec("outbox/dead", self.dead_letters, "Orders the webhook gave up on"),
+        )
 
     async def start(self) -> None:
         if self._outbox is not None:
@@ -227,6 +246,19 @@ class SalePlugin(Plugin):
         if outcome.status == "ok" and self._outbox is not None:
             self._outbox.notify()
         return {"order": _order(outcome.order)}
+
+    async def redeliver(self, ctx: CommandContext, payload: RedeliverPayload) -> Mapping[str, Any]:
+        if self._outbox is None:
+            raise NotFound("no webhook is configured")
+        record = await ctx.store.get_record(ORDER_KIND, payload.key)
+        if record is None or record.room != ctx.room:
+            raise NotFound("no such order in this room")
+        if not await self._outbox.redeliver(payload.key):
+            raise CommandError("the webhook refused it again (or it is not a dead letter)", "not_delivered")
+        return {"key": payload.key, "delivered": True}
+
+    async def dead_letters(self, query: QueryContext) -> Any:
+        return {"dead": [] if self._outbox is None else await self._outbox.dead_letters(query.room)}
 
     async def orders(self, query: QueryContext) -> Any:
         sale = await self._load(query.room, query.params["sale"])

@@ -4,7 +4,8 @@
 import { el } from "/static/common.js";
 
 const stat = (key, label, title) => el("div", { class: "stat", title }, el("b", { "data-stat": key }, "–"), el("span", {}, label));
-const money = n => `¥${(n || 0).toFixed(2)}`;
+// Money comes as decimal strings ("9.90"): shown as they are, never through a float.
+const money = amount => `¥${amount ?? "0.00"}`;
 
 export class Dashboard {
   constructor(root) {

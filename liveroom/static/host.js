@@ -121,7 +121,7 @@ function startPoll() {
 
 function scheduleSale() {
   const f = form("#sale-form");
-  return call("sale.schedule", { sku: f.sku, title: f.title, price: Number(f.price), stock: Number(f.stock),
+  return call("sale.schedule", { sku: f.sku, title: f.title, price: f.price, stock: Number(f.stock),
     per_user_limit: Number(f.per_user_limit), duration_s: Number(f.duration_s),
     starts_at: Math.round(conn.clock.now() + Number(f.starts_in_s) * 1000) }, "#sale-error");
 }
