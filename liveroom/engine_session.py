@@ -27,15 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from liveroom.frames import ws_binary_frame, ws_close_frame, ws_text_frame
-from liveroom.websocket import (
-    BINARY,
-    CLOSE,
-    INVALID_DATA,
-    PING,
-    TEXT,
-    FrameReader,
-    WebSocketError,
-)
+from liveroom.wire.websocket import BinaryMessage, CloseReceived, ServerProtocol, State, TextMessage
 
 if TYPE_CHECKING:
     from liveroom.direct_engine import DirectEngine
@@ -86,7 +78,7 @@ class EngineSession(asyncio.Protocol):
         self.paused = False
         self.close_reason: str | None = None
         self.pending: collections.deque[Any] = collections.deque()
-        self._reader = FrameReader(engine.server.eio.max_http_buffer_size)
+        self._reader = ServerProtocol(engine.server.eio.max_http_buffer_size)
         self._runner: asyncio.Task[None] | None = None
         self.wheel_slot: int | None = None  # where the engine's PingWheel keeps this session
         self._session: dict[str, Any] | None = None
@@ -133,22 +125,26 @@ class EngineSession(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        try:
-            messages = self._reader.feed(data)
-        except WebSocketError as error:
-            self._refuse(error.code, error.reason)
-            return
-        for opcode, payload in messages:
+        reader = self._reader
+        for event in reader.receive_data(data):
             if self.closing:
                 return
-            if opcode == TEXT:
-                self._engine_packet(payload)
-            elif opcode == BINARY:
-                self._enqueue(payload)  # an Engine.IO v4 binary message (msgpack, attachments)
-            elif opcode == PING:
-                self.transport.write(bytes((0x8A, len(payload))) + payload)
-            elif opcode == CLOSE:
-                self._answer_close(payload)
+            if type(event) is TextMessage:
+                self._engine_packet(event.text)
+            elif type(event) is BinaryMessage:
+                self._enqueue(event.data)  # an Engine.IO v4 binary message (msgpack, attachments)
+            elif type(event) is CloseReceived:
+                self.closing = True
+                self.close_reason = self.engine.server.reason.CLIENT_DISCONNECT
+        if reader.outgoing:
+            self.transport.write(reader.take_outgoing())
+        if reader.state is State.CLOSED and not self.transport.is_closing():
+            if reader.close_code not in (1000, 1001, 1005) and self.close_reason is None:
+                log.info("closed a WebSocket: %s", reader.close_reason)
+                self.engine.server.on_error("bad_request")
+                self.close_reason = self.engine.server.reason.TRANSPORT_ERROR
+            self.closing = True
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
@@ -169,39 +165,20 @@ class EngineSession(asyncio.Protocol):
 
     # -- Engine.IO packets ------------------------------------------------------------
 
-    def _engine_packet(self, payload: bytes) -> None:
-        try:
-            text = payload.decode()
-        except UnicodeDecodeError:
-            self._refuse(INVALID_DATA, "text messages must be UTF-8")
-            return
+    def _engine_packet(self, text: str) -> None:
         kind = text[:1]
         if kind == "4":
             self._enqueue(text[1:])
         elif kind == "3":
             self.awaiting_pong = False
         elif kind == "2":  # a client's probe ping (only during polling upgrades, answered anyway)
-            self.transport.write(ws_text_frame(b"3" + payload[1:]))
+            self.transport.write(ws_text_frame(b"3" + text[1:].encode()))
         elif kind == "1":
             self.shut(self.engine.server.reason.CLIENT_DISCONNECT)
         elif kind not in ("5", "6"):  # upgrade and noop mean nothing here
             # python-engineio would end the connection with a traceback; skip it instead.
             log.info("skipped a frame that is not an Engine.IO packet")
             self.engine.server.on_error("bad_request")
-
-    def _answer_close(self, payload: bytes) -> None:
-        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else _NORMAL_CLOSURE
-        if self.closing:
-            return
-        self.closing = True
-        self.close_reason = self.engine.server.reason.CLIENT_DISCONNECT
-        self.transport.write(ws_close_frame(code if 1000 <= code < 5000 else _NORMAL_CLOSURE, ""))
-        self.transport.close()
-
-    def _refuse(self, code: int, why: str) -> None:
-        log.info("closed a WebSocket: %s", why)
-        self.engine.server.on_error("bad_request")
-        self.shut(self.engine.server.reason.TRANSPORT_ERROR, code=code, why=why)
 
     # -- pings: the engine's wheel alternates a ping and its pong deadline ---------------
 
