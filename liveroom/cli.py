@@ -79,11 +79,7 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
     node = app[NODE_KEY]
     server = config.server
-    engines = (
-        {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
-        if server.direct_websocket
-        else {}
-    )
+    engines = {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
     run_app(
         app,
         uvloop.new_event_loop(),
@@ -93,6 +89,7 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         head_timeout_s=server.request_head_timeout_s,
         shutdown_timeout_s=server.shutdown_grace_s,
         backlog=server.listen_backlog,
+        on_bad_request=node.metrics.bad_input.labels("http").inc,
     )
     return 0
 

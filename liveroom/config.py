@@ -52,9 +52,6 @@ class ServerConfig:
     ping_timeout_s: float = 20.0
     # Seconds given to connections and durable writes on SIGINT/SIGTERM.
     shutdown_grace_s: float = 5.0
-    # WebSocket-first Socket.IO connections run below python-engineio (docs/protocol.md,
-    # "Transports"); false hands every connection to python-engineio as before.
-    direct_websocket: bool = True
     # A new connection must finish its first request head within this many seconds.
     request_head_timeout_s: float = 10.0
     # Connections waiting to be accepted: a crowd arriving at once (a stream going live)
@@ -85,6 +82,14 @@ class LimitsConfig:
     commands_burst: int = 100
     # A plugin handler running longer is abandoned and answered `internal_error`.
     command_timeout_s: float = 5.0
+    # Before a connection has signed in (Socket.IO CONNECT accepted), what the server writes
+    # to it may wait in its buffer up to this many bytes; past it, it is aborted.
+    unauthenticated_buffer_bytes: int = 65_536
+    # Connections (Engine.IO sessions) per peer address, signed in or not; 0: no cap. Off by
+    # default: behind a reverse proxy, or in a load test, every client has the same address.
+    max_connections_per_ip: int = 0
+    # Socket.IO connections per user (the token's `sub`); 0: no cap.
+    max_connections_per_user: int = 20
 
 
 @dataclass(frozen=True, slots=True)

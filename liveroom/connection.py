@@ -25,9 +25,6 @@ from liveroom.ratelimit import TokenBucket
 
 __all__ = ["Connection"]
 
-# Engine.IO queues hold packets, not bytes: a polling client may have this many waiting.
-MAX_POLLING_BACKLOG = 256
-
 
 class Connection:
     __slots__ = (
@@ -106,13 +103,5 @@ class Connection:
         return self.deliver(*self.frames_for(room_json, items))
 
     def _queue_polling(self, message: bytes) -> bool:
-        from engineio import packet as eio_packet
-
-        queue = self.eio_socket.queue
-        if queue.qsize() > MAX_POLLING_BACKLOG:
-            return False
-        # A msgpack packet is a binary message; a JSON one loses its Engine.IO type ("4"),
-        # which the encoder adds back.
-        data: bytes | str = message if self.msgpack else message[1:].decode()
-        queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=data))
-        return True
+        # The session's queue for the client's next GET, bounded in packets and bytes.
+        return bool(self.eio_socket.queue_message(message))

@@ -15,6 +15,7 @@ from liveroom.config import Config
 from liveroom.connection import Connection
 from liveroom.discovery import load_plugins
 from liveroom.dispatch import Dispatcher
+from liveroom.engine_session import EngineSession
 from liveroom.errors import CommandError, ConfigError, Unauthorized, Unavailable
 from liveroom.hub import Hub
 from liveroom.memory_broker import MemoryBroker
@@ -24,7 +25,7 @@ from liveroom.protocol import encode_item
 from liveroom.publish_token import PublishTokens
 from liveroom.ratelimit import TokenBucket
 from liveroom.room import LocalRoom
-from liveroom.sio import RefuseConnection, SocketServer, msgpack_packet_class
+from liveroom.sio import PeerLimit, RefuseConnection, SocketServer
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
 from liveroom.timers import Timers
@@ -46,8 +47,9 @@ class Node:
         self.broker = _build_broker(config, self.clock)
         # JSON clients at /socket.io/; clients that agree on msgpack (socket.io-msgpack-parser,
         # python-socketio's serializer="msgpack") at /socket.io-msgpack/.
-        self.sio = self._socket_server(msgpack=False)
-        self.msgpack_sio = self._socket_server(msgpack=True)
+        peers = PeerLimit(config.limits.max_connections_per_ip)
+        self.sio = self._socket_server(msgpack=False, peers=peers)
+        self.msgpack_sio = self._socket_server(msgpack=True, peers=peers)
         self.hub = Hub(self.broker, self.clock, self.metrics, config.delivery, config.room, self._close_slow)
         self.timers = Timers(self.clock)
         tokens = PublishTokens(resolve_secret(config.auth))
@@ -63,28 +65,15 @@ class Node:
         self._by_user: dict[str, set[Connection]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._timer_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self._all_gone = asyncio.Event()
         self.ready = False
 
-    def _socket_server(self, msgpack: bool) -> SocketServer:
-        server = SocketServer(
-            self.config.limits.max_command_bytes,
-            serializer=msgpack_packet_class() if msgpack else "default",
-            cors_allowed_origins=[],  # the web layer sets the real check
-            ping_interval=self.config.server.ping_interval_s,
-            ping_timeout=self.config.server.ping_timeout_s,
-            max_http_buffer_size=self.config.limits.max_message_bytes,
-            # A connection's commands run in its read loop, one after another, in the order
-            # sent: no task per command (a flash-sale storm is thousands of them a second).
-            async_handlers=False,
-        )
-        server.on("connect", functools.partial(self._on_connect, server, msgpack))
-        server.on("disconnect", self._on_disconnect)
-        server.on("*", self._on_event)
-        server.command_handler = self._on_event  # the same handler, on the fast command path
+    def _socket_server(self, msgpack: bool, peers: PeerLimit) -> SocketServer:
+        server = SocketServer(self.config, msgpack, self.metrics, peers)
+        server.on_connect = functools.partial(self._on_connect, server, msgpack)
+        server.on_disconnect = self._on_disconnect
+        server.command_handler = self._on_event
         server.on_transport = self._on_transport
-        server.on_error = lambda code: self.metrics.errors.labels(code).inc()
         return server
 
     def server_of(self, connection: Connection) -> SocketServer:
@@ -196,17 +185,13 @@ class Node:
             None, "system.disconnect", int(self.clock.now_ms()), {"code": code, "message": message}
         )
         farewell, _ = connection.frames_for(b"null", [item])
-        server = self.server_of(connection)
-        if not server.close_transport(connection.eio_sid, code, message, farewell):
-            task = asyncio.create_task(server.eio.disconnect(connection.eio_sid))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        self.server_of(connection).close_transport(connection.eio_sid, code, message, farewell)
 
     def _close_slow(self, connection: Connection) -> None:
         self.disconnect(connection, "slow_consumer", "the connection fell too far behind")
 
     async def _on_connect(
-        self, server: SocketServer, msgpack: bool, sid: str, environ: dict[str, Any], auth: Any = None
+        self, server: SocketServer, msgpack: bool, sid: str, session: EngineSession, auth: Any = None
     ) -> None:
         if not self.ready:
             self.metrics.errors.labels("unavailable").inc()
@@ -216,20 +201,25 @@ class Node:
         except Unauthorized as error:
             self.metrics.errors.labels(error.code).inc()
             raise RefuseConnection(error) from None
-        eio_sid = server.manager.eio_sid_from_sid(sid, "/")
         limits = self.config.limits
+        cap = limits.max_connections_per_user
+        if cap and len(self._by_user.get(identity.user_id, ())) >= cap:
+            self.metrics.errors.labels("too_many_connections").inc()
+            message = f"at most {cap} connections per user"
+            raise RefuseConnection(CommandError(message, "too_many_connections"))
+        eio_sid = session.eio_sid
         bucket = TokenBucket(limits.commands_per_s, limits.commands_burst, self.clock.monotonic())
         connection = Connection(
             sid,
             eio_sid,
             identity,
-            server.eio.sockets.get(eio_sid),
+            session,
             bucket,
             self.config.delivery.outbound_buffer_bytes,
             self.config.delivery.send_buffer_bytes,
             msgpack,
         )
-        connection.transport = server.transports.get(eio_sid)
+        connection.transport = session.transport if session.upgraded else None
         self.connections[sid] = connection
         self._by_eio[eio_sid] = connection
         self._by_user.setdefault(identity.user_id, set()).add(connection)
@@ -245,11 +235,6 @@ class Node:
             same_user.discard(connection)
             if not same_user:
                 del self._by_user[connection.identity.user_id]
-        polling_queue = getattr(connection.eio_socket, "queue", None)  # direct sessions have none
-        if connection.transport is None and polling_queue is not None:
-            # A long-poll GET may still be waiting on this socket's queue: Engine.IO does not
-            # release it on a client's close, so the client would hang until its timeout.
-            polling_queue.put_nowait(None)
         self.metrics.connections.set(len(self.connections))
         if not self.connections:
             self._all_gone.set()

@@ -12,6 +12,7 @@ from liveroom.api import add_api_routes
 from liveroom.config import Config
 from liveroom.node import Node
 from liveroom.pages import add_page_routes
+from liveroom.polling import add_polling_route
 
 __all__ = ["NODE_KEY", "OriginPolicy", "build_app"]
 
@@ -37,21 +38,17 @@ class OriginPolicy:
             return False
         return parts.hostname in LOCAL_HOSTS or (host is not None and parts.netloc == host)
 
-    def socketio_check(self, origin: str, environ: dict[str, Any]) -> bool:
-        return self.allows(origin, environ.get("HTTP_HOST"))
-
 
 def build_app(config: Config, node: Node | None = None) -> web.Application:
     node = node or Node(config)
     policy = OriginPolicy(config.server.allowed_origins)
-    for server in (node.sio, node.msgpack_sio):
-        server.eio.cors_allowed_origins = policy.socketio_check
     app = web.Application(
         middlewares=[_cors_middleware(policy)], client_max_size=config.limits.max_message_bytes
     )
     app[NODE_KEY] = node
-    node.sio.attach(app, socketio_path="socket.io")
-    node.msgpack_sio.attach(app, socketio_path="socket.io-msgpack")
+    for path, server in (("/socket.io/", node.sio), ("/socket.io-msgpack/", node.msgpack_sio)):
+        server.allow_origin = policy.allows
+        add_polling_route(app.router, path, server)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

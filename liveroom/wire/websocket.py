@@ -54,6 +54,7 @@ __all__ = [
     "apply_mask",
     "close_frame",
     "is_valid_close_code",
+    "unframe",
 ]
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -144,6 +145,12 @@ def close_frame(code: int, reason: str = "") -> bytes:
     encoded = reason.encode()[:123].decode(errors="ignore").encode()
     payload = struct.pack("!H", code) + encoded
     return bytes((0x88, len(payload))) + payload
+
+
+def unframe(frame: bytes) -> bytes:
+    """The payload of one unmasked frame built by this server (liveroom.frames)."""
+    length = frame[1] & 0x7F
+    return frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
 
 
 def _control_frame(opcode: int, payload: bytes) -> bytes:
@@ -324,6 +331,16 @@ class ServerProtocol:
         self.close_code, self.close_reason = code, reason
         self.outgoing.append(close_frame(code, reason))
         self._buffer = self._message = self._decoder = None
+
+    def close(self, code: int, reason: str = "") -> bytes:
+        """Start the closing handshake from this side: the close frame to write (the
+        caller closes the TCP connection after it; what the client sends after is ignored)."""
+        if self.state is not State.OPEN:
+            return b""
+        self.state = State.CLOSED
+        self.close_code, self.close_reason = code, reason
+        self._buffer = self._message = self._decoder = None
+        return close_frame(code, reason)
 
     def take_outgoing(self) -> bytes:
         """What is queued for the client, joined (empty if nothing)."""
