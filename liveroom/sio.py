@@ -205,6 +205,8 @@ class SocketServer:
             await self._text(session, message)
 
     async def _text(self, session: EngineSession, text: str) -> None:
+        # A client sends a packet's attachments right after it: a text packet ends them.
+        session.skip_binary = 0
         if session.assembly is not None:
             packet, session.assembly = session.assembly.packet, None
             await self._refuse(session, SocketIOError("a binary event's attachments did not come", packet.id))
