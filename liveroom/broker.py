@@ -13,6 +13,9 @@ Guarantees every implementation gives:
   and age, and `history(room, since)` returns exactly those with `seq > since`, or says
   `reset` when some of them have been evicted (or `since` comes from another epoch).
 * **Ephemeral items** (`history=False`) get `seq=None` and are delivered, never replayed.
+* **Once per key.** A publish with `once=KEY` that repeats an earlier one with the same key
+  in the same room (within the history's age) publishes nothing and returns the first
+  one's seq with `repeated=True`: a command retried after an unknown outcome converges.
 * **No delivery to the unsubscribed.** A node receives only rooms it has subscribed to.
 * **Broken continuity is announced.** When a broker cannot guarantee the next item follows
   the last one delivered (the room's history started over in a new epoch, or items were
@@ -41,6 +44,8 @@ class Publication:
     type: str
     encoded: bytes
     priority: bool = False
+    # A publish with a `once` key seen before: nothing was published this time (see Broker).
+    repeated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +77,19 @@ class Broker(Protocol):
         ...
 
     async def publish(
-        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+        self,
+        room: str,
+        item_type: str,
+        data: Any,
+        *,
+        priority: bool = False,
+        history: bool = True,
+        once: str | None = None,
     ) -> Publication:
-        """Assign `seq` and `ts`, encode once, keep in history if asked, deliver to subscribers."""
+        """Assign `seq` and `ts`, encode once, keep in history if asked, deliver to subscribers.
+
+        Raises `Unavailable` when nothing was published, `OutcomeUnknown` when it may have
+        been (a retry with the same `once` key converges)."""
         ...
 
     async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:

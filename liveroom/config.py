@@ -122,6 +122,9 @@ class DeliveryConfig:
     # A flush to more members than this is written this many at a time, the event loop
     # free between slices (acks and other rooms do not wait behind a 20,000-member room).
     writes_per_slice: int = 500
+    # Debug invariant (on in tests): at every flush, check that each room member has a live
+    # transport; a violation is logged as an error and counted in /metrics.
+    check_members: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,12 @@ class RedisConfig:
     # A node's presence counts last this long unless it reports again (it reports every
     # [room] presence_refresh_s): a killed node's viewers drop out of `online` within it.
     presence_ttl_s: float = 10.0
+    # Deadlines of every Redis call, all shorter than [limits] command_timeout_s: an answer
+    # (a read), a new connection, a free pooled connection. A write that gets no answer in
+    # time is answered `outcome_unknown` (docs/protocol.md); one never sent, `unavailable`.
+    socket_timeout_s: float = 2.0
+    connect_timeout_s: float = 2.0
+    pool_timeout_s: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +277,22 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     unknown = set(raw) - {f.name for f in dataclasses.fields(Config)}
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
-    return Config(**sections, plugins=_plugin_tables(raw, environ))
+    config = Config(**sections, plugins=_plugin_tables(raw, environ))
+    _check_deadlines(config)
+    return config
+
+
+def _check_deadlines(config: Config) -> None:
+    """A Redis call must end before the command waiting on it (see liveroom.redis_client)."""
+    if "redis" not in (config.broker.kind, config.store.kind):
+        return
+    redis, limit = config.redis, config.limits.command_timeout_s
+    worst = redis.pool_timeout_s + redis.connect_timeout_s + redis.socket_timeout_s
+    if worst >= limit:
+        raise ConfigError(
+            f"[redis] pool_timeout_s + connect_timeout_s + socket_timeout_s ({worst:g} s) must be "
+            f"shorter than [limits] command_timeout_s ({limit:g} s)"
+        )
 
 
 def build_section(section_type: type[T], table: Mapping[str, Any], where: str) -> T:

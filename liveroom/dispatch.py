@@ -16,7 +16,7 @@ from liveroom.auth import Identity
 from liveroom.clock import Clock
 from liveroom.config import LimitsConfig
 from liveroom.connection import Connection
-from liveroom.errors import BadRequest, CommandError, Forbidden, NotJoined, RateLimited
+from liveroom.errors import BadRequest, CommandError, Forbidden, NotJoined, OutcomeUnknown, RateLimited
 from liveroom.hub import Hub
 from liveroom.metrics import Metrics
 from liveroom.plugin import CommandContext, CommandSpec, Plugin, RoomServices
@@ -156,8 +156,11 @@ class Dispatcher:
             async with asyncio.timeout(self._limits.command_timeout_s):
                 return await spec.handler(ctx, payload)
         except TimeoutError:
-            log.error("command %s timed out after %ss", spec.name, self._limits.command_timeout_s)
-            raise CommandError("the command took too long", "internal_error") from None
+            # Abandoned halfway: its writes may or may not have happened. Never "failed".
+            log.warning("command %s timed out after %ss", spec.name, self._limits.command_timeout_s)
+            raise OutcomeUnknown(
+                "the command took too long; its outcome is unknown: retry with the same request_id"
+            ) from None
 
     async def _join(self, connection: Connection, payload: JoinPayload) -> Mapping[str, Any]:
         bound = connection.identity.room
@@ -171,7 +174,12 @@ class Dispatcher:
                 f"at most {self._limits.max_rooms_per_connection} rooms per connection", "too_many_rooms"
             )
         personal = await self._admit(connection, payload.room)
-        result = await self._hub.join(connection, payload.room, payload.since, payload.epoch)
+        try:
+            result = await self._hub.join(connection, payload.room, payload.since, payload.epoch)
+        except BaseException:
+            # The plugins were told of a join that did not happen: tell them it is over.
+            await self._left(payload.room, connection.identity)
+            raise
         state = self._snapshot(payload.room)
         for name, extra in personal.items():
             state[name] = {**state.get(name, {}), **extra}
@@ -212,15 +220,19 @@ class Dispatcher:
         """Leave one room; plugins hear of it once the user's last connection there is gone."""
         if not await self._hub.leave(connection, room_id):
             return False
-        room = self._hub.rooms.get(room_id)
-        user = connection.identity
-        if room is None or user.user_id not in room.users:
-            for plugin in self._plugins:
-                try:
-                    await plugin.on_leave(room_id, user, self._clock.now_ms())
-                except Exception:
-                    log.exception("plugin %s failed on leave of room %s", plugin.name, room_id)
+        await self._left(room_id, connection.identity)
         return True
+
+    async def _left(self, room_id: str, user: Identity) -> None:
+        """Plugins' `on_leave`, once the user has no connection left in the room."""
+        room = self._hub.rooms.get(room_id)
+        if room is not None and user.user_id in room.users:
+            return
+        for plugin in self._plugins:
+            try:
+                await plugin.on_leave(room_id, user, self._clock.now_ms())
+            except Exception:
+                log.exception("plugin %s failed on leave of room %s", plugin.name, room_id)
 
     async def drop(self, connection: Connection) -> None:
         """A connection is gone: it leaves every room it was in."""

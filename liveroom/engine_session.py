@@ -125,6 +125,11 @@ class EngineSession(asyncio.Protocol):
         self.poll = queue
         self.server.wheel.schedule(self, self.heartbeat.interval_s, self._on_timer)
 
+    @property
+    def polling(self) -> bool:
+        """A long-polling session still open (what `Connection.live` asks of one)."""
+        return self.poll is not None and not self.closing
+
     def can_upgrade(self) -> bool:
         return self.poll is not None and not self.probing and not self.closing
 

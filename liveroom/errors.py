@@ -6,10 +6,12 @@ __all__ = [
     "BadRequest",
     "CommandError",
     "ConfigError",
+    "ConnectionGone",
     "Forbidden",
     "LiveroomError",
     "NotFound",
     "NotJoined",
+    "OutcomeUnknown",
     "PayloadTooLarge",
     "RateLimited",
     "Unauthorized",
@@ -64,11 +66,30 @@ class RateLimited(CommandError):
     code = "rate_limited"
 
 
+class ConnectionGone(CommandError):
+    """The caller's connection closed while its command waited: nothing was joined."""
+
+    code = "connection_closed"
+
+
 class Unavailable(CommandError):
     """A backend the command needs (Redis) cannot be reached; nothing was done."""
 
     code = "unavailable"
 
+    def as_error(self) -> dict[str, str]:
+        return {**super().as_error(), "retry": "later"}
+
 
 class NotFound(CommandError):
     code = "not_found"
+
+
+class OutcomeUnknown(CommandError):
+    """A write was sent to a backend (Redis) and no answer came in time: it may or may not have
+    happened. Retrying the command with the same `request_id` converges on one outcome."""
+
+    code = "outcome_unknown"
+
+    def as_error(self) -> dict[str, str]:
+        return {**super().as_error(), "retry": "same_request_id"}

@@ -21,9 +21,11 @@ __all__ = [
 _BATCH_HEAD = b'42["batch",{"room":'
 
 
-def batch_message(room_json: bytes, items: list[bytes]) -> bytes:
-    """The Engine.IO message text of a `batch` event, from already-encoded items."""
-    return b"".join((_BATCH_HEAD, room_json, b',"items":[', b",".join(items), b"]}]"))
+def batch_message(room_json: bytes, items: list[bytes], skipped: list[list[int]] | None = None) -> bytes:
+    """The Engine.IO message text of a `batch` event, from already-encoded items, with the
+    seq ranges the lanes left out on purpose (`skipped`, only when there are any)."""
+    tail = b"]}]" if not skipped else b'],"skipped":' + orjson.dumps(skipped) + b"}]"
+    return b"".join((_BATCH_HEAD, room_json, b',"items":[', b",".join(items), tail))
 
 
 def socketio_event(event: str, data: object) -> bytes:
@@ -52,10 +54,14 @@ def _ws_frame(first_byte: int, payload: bytes) -> bytes:
     return header + payload
 
 
-def msgpack_batch_message(room_json: bytes, items: list[bytes]) -> bytes:
+def msgpack_batch_message(
+    room_json: bytes, items: list[bytes], skipped: list[list[int]] | None = None
+) -> bytes:
     """The `batch` event as a msgpack Socket.IO packet (socket.io-msgpack-parser's layout),
     from the same encoded items: decoded once here, for every msgpack member at once."""
-    batch = {"room": orjson.loads(room_json), "items": [orjson.loads(item) for item in items]}
+    batch: dict[str, object] = {"room": orjson.loads(room_json), "items": [orjson.loads(i) for i in items]}
+    if skipped:
+        batch["skipped"] = skipped
     packed: bytes = msgpack.packb({"type": 2, "data": ["batch", batch], "nsp": "/"})
     return packed
 

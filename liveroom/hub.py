@@ -12,6 +12,13 @@ has been busy more than 60% of the last second it grows by a quarter (and shrink
 below 30%), and it is never shorter than twice the last flush. A write costs about the
 same whatever it carries, so a longer tick under load means fewer, fuller writes; when
 the server is idle enough, latency wins and the tick stays short.
+
+Membership follows the transport: a connection that starts closing (the client went away,
+the server dropped it) is detached from every room at once (`detach`), before its queued
+commands run and before the next flush, so no flush ever writes to a dead transport. What
+a plugin hears of the leave (`on_leave`) comes later, through `leave`. With
+`check_members` on (tests), every flush checks that each member is live and logs (and
+counts) any that is not.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from liveroom.broker import RESET_TYPE, Broker, Publication
 from liveroom.clock import Clock
 from liveroom.config import DeliveryConfig, RoomConfig
 from liveroom.connection import Connection
+from liveroom.errors import ConnectionGone
 from liveroom.fanout import FanoutWriter
 from liveroom.frames import batch_message, msgpack_batch_message, ws_binary_frame, ws_text_frame
 from liveroom.metrics import Metrics
@@ -56,6 +64,7 @@ class Hub:
         delivery: DeliveryConfig,
         room_config: RoomConfig,
         on_slow: Callable[[Connection], None],
+        check_members: bool = False,
     ) -> None:
         self.rooms: dict[str, LocalRoom] = {}
         self._broker = broker
@@ -68,7 +77,8 @@ class Hub:
         self._load_stamp = time.monotonic()
         self._load_cpu = time.process_time()
         self._lanes = Lanes.from_config(delivery)
-        self._on_slow = on_slow
+        self._on_slow = on_slow  # drops a connection whose deliver said False (its drop_reason)
+        self._check_members = check_members
         self._dirty: dict[LocalRoom, None] = {}
         self._fanout = FanoutWriter(delivery.writes_per_slice, metrics, on_slow, self._fanout_done)
         self.presence = PresenceReporter(
@@ -97,6 +107,8 @@ class Hub:
                     continue  # the room was dropped while we waited: subscribe again
                 if history.latest < room.delivered_seq:
                     continue  # items were delivered meanwhile that this history read missed
+                if connection.closing:  # it went away while we waited: never a dead member
+                    raise ConnectionGone("the connection is closing")
                 room.add(connection)
                 if history.latest > room.delivered_seq:
                     # Items up to history.latest are in this join's `missed`; with a shared
@@ -110,12 +122,26 @@ class Hub:
             if not self._joining[room_id]:
                 del self._joining[room_id]
 
+    def detach(self, connection: Connection) -> None:
+        """Stop delivering to a connection that is closing, in every room, at once.
+
+        Its rooms stay in `connection.rooms` until `leave` (the plugins' side, the room's
+        release) runs for each of them."""
+        for room_id in connection.rooms:
+            room = self.rooms.get(room_id)
+            if room is not None and room.remove(connection):
+                self.presence.changed(room_id)
+
     async def leave(self, connection: Connection, room_id: str) -> bool:
+        """Leave one room; False if the connection was not in it."""
+        if room_id not in connection.rooms:
+            return False
         connection.rooms.discard(room_id)
         room = self.rooms.get(room_id)
-        if room is None or not room.remove(connection):
-            return False
-        self.presence.changed(room_id)
+        if room is None:
+            return True
+        if room.remove(connection):
+            self.presence.changed(room_id)
         if not room.members and room_id not in self._joining:
             del self.rooms[room_id]
             self._metrics.rooms.set(len(self.rooms))
@@ -167,7 +193,7 @@ class Hub:
     def send_personal(self, connection: Connection, room: LocalRoom, item_type: str, data: object) -> None:
         """An item for one connection only (`seq: null`), written at once."""
         item = encode_item(None, item_type, int(self._clock.now_ms()), data)
-        if not connection.send_batch(room.id_json, [item]):
+        if not connection.closing and not connection.send_batch(room.id_json, [item]):
             self._on_slow(connection)
         self._metrics.items_sent.inc()
         self._metrics.batches_sent.inc()
@@ -240,21 +266,40 @@ class Hub:
         if fresh:  # a joiner's marker lasts until delivery has passed what its join carried
             room.fresh = {c: seen for c, seen in fresh.items() if seen > room.delivered_seq}
         if not publications or not room.members:
-            return
-        message = batch_message(room.id_json, [p.encoded for p in publications])
+            if not room.members:
+                room.take_skipped()  # nobody to tell; a joiner starts after them anyway
+            return  # what was skipped goes with the next batch
+        if self._check_members:
+            self._check(room)
+        skipped = room.take_skipped()
+        message = batch_message(room.id_json, [p.encoded for p in publications], skipped)
         frame = ws_text_frame(message)
         sent = 0
         members: Iterable[Connection] = room.members
         if fresh or room.msgpack_members:  # rare: someone joined this tick, or takes msgpack
             for connection in fresh:
                 if connection in room.members:
-                    sent += self._deliver_unseen(room, connection, publications, fresh[connection], slow)
-            sent += self._deliver_msgpack(room, publications, fresh, slow)
+                    sent += self._deliver_unseen(
+                        room, connection, publications, fresh[connection], skipped, slow
+                    )
+            sent += self._deliver_msgpack(room, publications, fresh, skipped, slow)
             members = [c for c in room.members if c not in fresh and c not in room.msgpack_members]
         # The same bytes to every member, one write each (in slices for a big room).
         sent += self._fanout.send(room, frame, message, members, len(publications), slow)
         self._metrics.items_sent.inc(sent)
         self._metrics.batches_sent.inc(len(room.members))
+
+    def _check(self, room: LocalRoom) -> None:
+        """The debug invariant: every member of a room being flushed is live."""
+        dead = [c for c in room.members if not c.live]
+        if dead:
+            self._metrics.invariant_violations.inc(len(dead))
+            log.error(
+                "room %s: %d member(s) without a live transport at a flush: %s",
+                room.id,
+                len(dead),
+                [c.sid for c in dead],
+            )
 
     def _fanout_done(self, room: LocalRoom) -> None:
         """A big flush is written: what waited behind it goes now if it cannot wait a tick."""
@@ -273,11 +318,13 @@ class Hub:
         connection: Connection,
         publications: list[Publication],
         seen: int,
+        skipped: list[list[int]],
         slow: list[Connection],
     ) -> int:
         """For a member that joined this tick: only what its join ack did not already carry."""
         unseen = [p.encoded for p in publications if p.seq is None or p.seq > seen]
-        if unseen and not connection.send_batch(room.id_json, unseen):
+        skipped = [r for r in skipped if r[1] > seen]
+        if unseen and not connection.deliver(*connection.frames_for(room.id_json, unseen, skipped)):
             slow.append(connection)
         return len(unseen)
 
@@ -286,13 +333,14 @@ class Hub:
         room: LocalRoom,
         publications: list[Publication],
         fresh: dict[Connection, int],
+        skipped: list[list[int]],
         slow: list[Connection],
     ) -> int:
         """The msgpack members' batch: encoded once for all of them, like the JSON one."""
         members = [c for c in room.msgpack_members if c not in fresh]
         if not members:
             return 0
-        message = msgpack_batch_message(room.id_json, [p.encoded for p in publications])
+        message = msgpack_batch_message(room.id_json, [p.encoded for p in publications], skipped)
         frame = ws_binary_frame(message)
         for connection in members:
             if not connection.deliver(frame, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from typing import Any
 
 from liveroom.broker import HistorySlice, Publication, PublicationHandler
@@ -11,6 +12,8 @@ from liveroom.history import HistoryRing
 from liveroom.protocol import encode_item
 
 __all__ = ["MemoryBroker"]
+
+MAX_ONCE_KEYS = 100_000  # `once` keys remembered (each also forgotten after the history's age)
 
 
 class MemoryBroker:
@@ -24,6 +27,7 @@ class MemoryBroker:
         self._rings: dict[str, HistoryRing] = {}
         self._subscribed: set[str] = set()
         self._handler: PublicationHandler | None = None
+        self._once: OrderedDict[tuple[str, str], tuple[int | None, int]] = OrderedDict()
         self.epoch = secrets.token_hex(4)
 
     def set_handler(self, handler: PublicationHandler) -> None:
@@ -43,9 +47,20 @@ class MemoryBroker:
         self._subscribed.discard(room)
 
     async def publish(
-        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+        self,
+        room: str,
+        item_type: str,
+        data: Any,
+        *,
+        priority: bool = False,
+        history: bool = True,
+        once: str | None = None,
     ) -> Publication:
         ts = int(self._clock.now_ms())
+        if once is not None:
+            seen = self._seen(room, once, ts)
+            if seen is not None:
+                return Publication(room, seen[0], ts, item_type, b"", priority, repeated=True)
         seq: int | None = None
         ring = None
         if history:
@@ -55,6 +70,8 @@ class MemoryBroker:
         publication = Publication(room, seq, ts, item_type, encode_item(seq, item_type, ts, data), priority)
         if ring is not None:
             ring.append(publication)
+        if once is not None:
+            self._once[(room, once)] = (seq, ts)
         if self._handler is not None and room in self._subscribed:
             self._handler(publication)
         return publication
@@ -71,6 +88,14 @@ class MemoryBroker:
 
     async def report_presence(self, counts: dict[str, int]) -> dict[str, int]:
         return dict(counts)  # one node: its counts are the totals
+
+    def _seen(self, room: str, once: str, now_ms: int) -> tuple[int | None, int] | None:
+        """(seq, ts) of an earlier publish with this key, if it is remembered."""
+        horizon = now_ms - self._history_age_ms
+        once_keys = self._once
+        while once_keys and (len(once_keys) > MAX_ONCE_KEYS or next(iter(once_keys.values()))[1] < horizon):
+            once_keys.popitem(last=False)
+        return once_keys.get((room, once))
 
     def _ring(self, room: str) -> HistoryRing:
         ring = self._rings.get(room)

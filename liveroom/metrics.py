@@ -22,6 +22,11 @@ class Metrics:
             "Normal items left out of live delivery by the per-viewer cap (still in history)",
             registry=r,
         )
+        self.invariant_violations = Counter(
+            "liveroom_invariant_violations",
+            "Room members found without a live transport at a flush ([delivery] check_members)",
+            registry=r,
+        )
         self.tick_interval = Gauge(
             "liveroom_tick_interval_seconds",
             "Current delivery tick interval (stretches under load)",

@@ -50,7 +50,15 @@ class Node:
         peers = PeerLimit(config.limits.max_connections_per_ip)
         self.sio = self._socket_server(msgpack=False, peers=peers)
         self.msgpack_sio = self._socket_server(msgpack=True, peers=peers)
-        self.hub = Hub(self.broker, self.clock, self.metrics, config.delivery, config.room, self._close_slow)
+        self.hub = Hub(
+            self.broker,
+            self.clock,
+            self.metrics,
+            config.delivery,
+            config.room,
+            self._drop,
+            config.delivery.check_members,
+        )
         self.timers = Timers(self.clock)
         tokens = PublishTokens(resolve_secret(config.auth))
         host = PluginHost(self.clock, self.store, self, self.timers, Signals(), tokens)
@@ -127,14 +135,24 @@ class Node:
     # -- RoomServices -------------------------------------------------------------------
 
     async def publish(
-        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+        self,
+        room: str,
+        item_type: str,
+        data: Any,
+        *,
+        priority: bool = False,
+        history: bool = True,
+        once: str | None = None,
     ) -> Publication:
         try:
-            publication = await self.broker.publish(room, item_type, data, priority=priority, history=history)
+            publication = await self.broker.publish(
+                room, item_type, data, priority=priority, history=history, once=once
+            )
         except Unavailable:
-            # The shared broker is down: the room goes on for this node's members, without a
-            # seq (the item is in no history). Commands that must not lose data fail earlier,
-            # at the store, with `unavailable`.
+            # The shared broker is down (nothing was published): the room goes on for this
+            # node's members, without a seq (the item is in no history). Commands that must
+            # not lose data fail earlier, at the store, with `unavailable`. (An unknown
+            # outcome, OutcomeUnknown, is not caught: the item may yet be published.)
             self.metrics.errors.labels("unavailable").inc()
             ts = int(self.clock.now_ms())
             encoded = encode_item(None, item_type, ts, data)
@@ -179,7 +197,7 @@ class Node:
         """Close a connection from the server side, telling the client the reason first."""
         if connection.closing:
             return
-        connection.closing = True
+        self._leaving(connection)
         self.metrics.disconnects.labels(code).inc()
         item = encode_item(
             None, "system.disconnect", int(self.clock.now_ms()), {"code": code, "message": message}
@@ -187,8 +205,18 @@ class Node:
         farewell, _ = connection.frames_for(b"null", [item])
         self.server_of(connection).close_transport(connection.eio_sid, code, message, farewell)
 
-    def _close_slow(self, connection: Connection) -> None:
-        self.disconnect(connection, "slow_consumer", "the connection fell too far behind")
+    def _drop(self, connection: Connection) -> None:
+        """A write to the connection said no: too slow, or its transport failed."""
+        if connection.drop_reason == "slow_consumer":
+            self.disconnect(connection, "slow_consumer", "the connection fell too far behind")
+        else:
+            self.disconnect(connection, connection.drop_reason, "the connection failed")
+
+    def _leaving(self, connection: Connection) -> None:
+        """From the moment a connection starts closing, whoever closes it: no room delivers
+        to it any more (its rooms' plugins hear of it when the disconnect runs)."""
+        connection.closing = True
+        self.hub.detach(connection)
 
     async def _on_connect(
         self, server: SocketServer, msgpack: bool, sid: str, session: EngineSession, auth: Any = None
@@ -229,6 +257,7 @@ class Node:
         connection = self.connections.pop(sid, None)
         if connection is None:
             return
+        self._leaving(connection)
         self._by_eio.pop(connection.eio_sid, None)
         same_user = self._by_user.get(connection.identity.user_id)
         if same_user is not None:
@@ -248,8 +277,13 @@ class Node:
 
     def _on_transport(self, eio_sid: str, transport: asyncio.Transport | None) -> None:
         connection = self._by_eio.get(eio_sid)
-        if connection is not None:
-            connection.transport = transport
+        if connection is None:
+            return
+        connection.transport = transport
+        if transport is None and not connection.live:
+            # The session is gone (a closed tab, a dropped network, a protocol error): the
+            # disconnect runs after the commands it had queued, but delivery stops now.
+            self._leaving(connection)
 
 
 def _build_store(config: Config) -> Store:

@@ -47,8 +47,18 @@ class RoomServices(Protocol):
     """What the node lets a plugin do to rooms (implemented by the node, never by plugins)."""
 
     async def publish(
-        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
-    ) -> Publication: ...
+        self,
+        room: str,
+        item_type: str,
+        data: Any,
+        *,
+        priority: bool = False,
+        history: bool = True,
+        once: str | None = None,
+    ) -> Publication:
+        """Publish an item to everyone in the room. `once`: an idempotency key; a publish that
+        repeats one in the same room publishes nothing (`Publication.repeated`)."""
+        ...
 
     def send_to_user(self, room: str, user_id: str, item_type: str, data: Any) -> int: ...
 
@@ -125,10 +135,19 @@ class CommandContext:
         return self.services.members(self.room)
 
     async def publish(
-        self, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+        self,
+        item_type: str,
+        data: Any,
+        *,
+        priority: bool = False,
+        history: bool = True,
+        once: str | None = None,
     ) -> Publication:
-        """Publish an item to everyone in the room (the priority lane is flushed at once)."""
-        return await self.services.publish(self.room, item_type, data, priority=priority, history=history)
+        """Publish an item to everyone in the room (the priority lane is flushed at once);
+        `once` makes it idempotent (see `RoomServices.publish`)."""
+        return await self.services.publish(
+            self.room, item_type, data, priority=priority, history=history, once=once
+        )
 
     def send_to_caller(self, item_type: str, data: Any) -> int:
         """An item for the caller's connections in this room only (`seq: null`), sent at once."""

@@ -20,6 +20,7 @@ __all__ = [
     "EncodedJson",
     "JoinPayload",
     "LeavePayload",
+    "RequestId",
     "RoomId",
     "RoomPayload",
     "TimePayload",
@@ -33,6 +34,8 @@ __all__ = [
 ROOM_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
+# A client's idempotency key: a command retried with the same one converges on one outcome.
+RequestId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 
 P = TypeVar("P")
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import msgpack
 import orjson
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -33,20 +32,25 @@ from liveroom.broker import RESET_TYPE, HistorySlice, Publication, PublicationHa
 from liveroom.clock import Clock
 from liveroom.errors import Unavailable
 from liveroom.protocol import assemble_item
-from liveroom.redis_client import MAX_IN_FLIGHT
+from liveroom.redis_client import MAX_IN_FLIGHT, REDIS_ERRORS, backend_failure
 from liveroom.redis_subscriber import ChannelSubscriber
 
 __all__ = ["RedisBroker"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: meta, stream, channel. ARGV: body, keep in history (0/1), max count, stream ttl (s),
-# meta ttl (s), epoch if new, sharded (0/1). Returns {seq, epoch}.
+# KEYS: meta, stream, channel, once key (or the meta key again when there is none). ARGV:
+# body, keep in history (0/1), max count, stream ttl (s), meta ttl (s), epoch if new,
+# sharded (0/1), once (0/1). Returns {seq, epoch, repeated (0/1)}.
 _PUBLISH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[6]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+if ARGV[8] == '1' then
+  local earlier = redis.call('GET', KEYS[4])
+  if earlier then return {tonumber(earlier), epoch, 1} end
 end
 local seq = 0
 if ARGV[2] == '1' then
@@ -61,7 +65,8 @@ if ARGV[7] == '1' then
 else
   redis.call('PUBLISH', KEYS[3], message)
 end
-return {seq, epoch}
+if ARGV[8] == '1' then redis.call('SET', KEYS[4], seq, 'EX', ARGV[4]) end
+return {seq, epoch, 0}
 """
 
 # KEYS: meta, stream. ARGV: since (or -1), epoch if new, meta ttl. Returns {epoch, latest, entries}.
@@ -159,7 +164,14 @@ class RedisBroker:
     # -- publish / history ---------------------------------------------------------------
 
     async def publish(
-        self, room: str, item_type: str, data: Any, *, priority: bool = False, history: bool = True
+        self,
+        room: str,
+        item_type: str,
+        data: Any,
+        *,
+        priority: bool = False,
+        history: bool = True,
+        once: str | None = None,
     ) -> Publication:
         ts = int(self._clock.now_ms())
         data_json = orjson.dumps(data)
@@ -172,13 +184,18 @@ class RedisBroker:
             self._meta_ttl_s,
             secrets.token_hex(4),
             int(self._sharded),
+            int(once is not None),
         ]
+        meta, stream, channel = self._keys(room)
+        keys = (meta, stream, channel, meta if once is None else f"{self._prefix}:{{{room}}}:once:{once}")
         try:
             async with self._gate:
-                seq, _ = await self._publish(keys=self._keys(room), args=args)
-        except (redis_errors.RedisError, OSError) as exc:
-            raise Unavailable(f"the room bus is unreachable: {exc}") from None
-        seq_or_none = int(seq) if history else None
+                seq, _, repeated = await self._publish(keys=keys, args=args)
+        except REDIS_ERRORS as exc:
+            raise backend_failure(exc, "the room bus", write=True) from None
+        seq_or_none = int(seq) or None
+        if repeated:
+            return Publication(room, seq_or_none, ts, item_type, b"", priority, repeated=True)
         return Publication(
             room, seq_or_none, ts, item_type, assemble_item(seq_or_none, item_type, ts, data_json), priority
         )
@@ -191,7 +208,7 @@ class RedisBroker:
                     keys=(meta, stream),
                     args=(-1 if since is None else since, secrets.token_hex(4), self._meta_ttl_s),
                 )
-        except (redis_errors.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise Unavailable(f"the room history is unreachable: {exc}") from None
         current_epoch = current.decode() if isinstance(current, bytes) else str(current)
         latest = int(latest)
@@ -220,7 +237,7 @@ class RedisBroker:
                         for room in rooms
                     )
                 )
-        except (redis_errors.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise Unavailable(f"presence is unreachable: {exc}") from None
         return {room: int(total) for room, total in zip(rooms, totals, strict=True)}
 
@@ -249,7 +266,7 @@ class RedisBroker:
         self._epochs[room] = current.epoch
         try:
             await self._subscriber.subscribe(self._keys(room)[2])
-        except (redis_errors.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             del self._last_seq[room]
             raise Unavailable(f"cannot subscribe to the room bus: {exc}") from None
 

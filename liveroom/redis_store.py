@@ -12,9 +12,11 @@ so one Lua script can check idempotency, decide stock and write the order togeth
 * `<p>:{c:<key>}`          a counter
 
 Durability is Redis's: run it with `appendonly yes` and `appendfsync always` for commerce
-data (`everysec` may lose the last second if Redis itself dies). Redis unreachable: every
-call raises `Unavailable`, which a command answers as `unavailable`; nothing is half-done,
-since each write is one script.
+data (`everysec` may lose the last second if Redis itself dies). Redis unreachable: a read,
+or a write that never left, raises `Unavailable` (nothing was done); a write sent without
+an answer in time raises `OutcomeUnknown` (see liveroom.redis_client). Nothing is
+half-done, since each write is one script, and every write is idempotent by its key, so a
+retry converges.
 """
 
 from __future__ import annotations
@@ -24,13 +26,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from liveroom.errors import Unavailable
 from liveroom.record import Record
-from liveroom.redis_client import MAX_IN_FLIGHT
+from liveroom.redis_client import MAX_IN_FLIGHT, REDIS_ERRORS, backend_failure
 from liveroom.stock import POOL_KIND, StockOutcome, StockRequest, order_key
 
 __all__ = ["RedisStore"]
@@ -114,7 +114,7 @@ class RedisStore:
         self._define = redis.register_script(_DEFINE_STOCK)
 
     async def start(self) -> None:
-        await self._call(self._redis.ping)
+        await self._call(self._redis.ping, write=False)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -122,10 +122,12 @@ class RedisStore:
     # -- counters -----------------------------------------------------------------------
 
     async def incr(self, key: str, by: int = 1) -> int:
-        return int(await self._call(lambda: self._redis.incrby(f"{self._prefix}:{{c:{key}}}", by)))
+        return int(
+            await self._call(lambda: self._redis.incrby(f"{self._prefix}:{{c:{key}}}", by), write=True)
+        )
 
     async def get_counter(self, key: str) -> int:
-        value = await self._call(lambda: self._redis.get(f"{self._prefix}:{{c:{key}}}"))
+        value = await self._call(lambda: self._redis.get(f"{self._prefix}:{{c:{key}}}"), write=False)
         return int(value or 0)
 
     # -- records ------------------------------------------------------------------------
@@ -136,11 +138,13 @@ class RedisStore:
 
     async def put_record(self, record: Record) -> tuple[Record, bool]:
         keys = self._record_keys(record.kind, record.room)
-        created, blob = await self._call(lambda: self._put(keys=keys, args=[record.key, _blob(record)]))
+        created, blob = await self._call(
+            lambda: self._put(keys=keys, args=[record.key, _blob(record)]), write=True
+        )
         return _unblob(blob), bool(int(created))
 
     async def get_record(self, kind: str, key: str) -> Record | None:
-        blob = await self._call(lambda: self._redis.hget(self._record_keys(kind, "")[0], key))
+        blob = await self._call(lambda: self._redis.hget(self._record_keys(kind, "")[0], key), write=False)
         return None if blob is None else _unblob(blob)
 
     async def list_records(
@@ -149,16 +153,16 @@ class RedisStore:
         data, log, index, _ = self._record_keys(kind, room or "")
         if room is None:
             entries = await self._call(
-                lambda: self._redis.xrange(log, min=_stream_id_after(after), count=limit)
+                lambda: self._redis.xrange(log, min=_stream_id_after(after), count=limit), write=False
             )
             keys = [fields[b"k"] for _, fields in entries]
         else:
             keys = await self._call(
-                lambda: self._redis.zrangebyscore(index, f"({after}", "+inf", start=0, num=limit)
+                lambda: self._redis.zrangebyscore(index, f"({after}", "+inf", start=0, num=limit), write=False
             )
         if not keys:
             return []
-        blobs = await self._call(lambda: self._redis.hmget(data, keys))
+        blobs = await self._call(lambda: self._redis.hmget(data, keys), write=False)
         return [_unblob(blob) for blob in blobs if blob is not None]
 
     # -- stock --------------------------------------------------------------------------
@@ -172,10 +176,11 @@ class RedisStore:
     ) -> None:
         keys = self._pool_keys(pool, order_kind, room)
         await self._call(
-            lambda: self._define(keys=[keys[4]], args=[pool, total, per_user_limit, room, order_kind])
+            lambda: self._define(keys=[keys[4]], args=[pool, total, per_user_limit, room, order_kind]),
+            write=True,
         )
         await self._call(
-            lambda: self._redis.hsetnx(f"{self._prefix}:{{pools}}", pool, f"{order_kind}\n{room}")
+            lambda: self._redis.hsetnx(f"{self._prefix}:{{pools}}", pool, f"{order_kind}\n{room}"), write=True
         )
         definition = {"total": total, "per_user_limit": per_user_limit, "order_kind": order_kind}
         await self.put_record(Record(POOL_KIND, pool, room, definition, created_ms))
@@ -190,7 +195,7 @@ class RedisStore:
         blob = _blob(Record(order_kind, key, room, data, request.created_ms))
         keys = self._pool_keys(request.pool, order_kind, room)
         status, stored, remaining = await self._call(
-            lambda: self._take(keys=keys, args=[key, blob, request.user, request.qty])
+            lambda: self._take(keys=keys, args=[key, blob, request.user, request.qty]), write=True
         )
         status = status.decode() if isinstance(status, bytes) else str(status)
         order = _unblob(stored) if stored else None
@@ -201,27 +206,28 @@ class RedisStore:
         if found is None:
             return None
         total, taken = await self._call(
-            lambda: self._redis.hmget(self._pool_keys(pool, found[0], found[1])[4], ["total", "taken"])
+            lambda: self._redis.hmget(self._pool_keys(pool, found[0], found[1])[4], ["total", "taken"]),
+            write=False,
         )
         return None if total is None else int(total) - int(taken or 0)
 
     async def _pool_kind(self, pool: str) -> tuple[str, str] | None:
         cached = self._kinds.get(pool)
         if cached is None:
-            value = await self._call(lambda: self._redis.hget(f"{self._prefix}:{{pools}}", pool))
+            value = await self._call(lambda: self._redis.hget(f"{self._prefix}:{{pools}}", pool), write=False)
             if value is None:
                 return None
             cached = self._kinds[pool] = value.decode() if isinstance(value, bytes) else str(value)
         order_kind, _, room = cached.partition("\n")
         return order_kind, room
 
-    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, operation: Callable[[], Awaitable[Any]], *, write: bool) -> Any:
         # redis-py's annotations are unions of every reply shape: Any is the honest type here.
         try:
             async with self._gate:
                 return await operation()
-        except (redis_errors.RedisError, OSError) as exc:
-            raise Unavailable(f"the store is unreachable: {exc!r}") from None
+        except REDIS_ERRORS as exc:
+            raise backend_failure(exc, "the store", write=write) from None
 
 
 def _blob(record: Record) -> bytes:

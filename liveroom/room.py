@@ -64,6 +64,7 @@ class LocalRoom:
         "pending_seq",
         "ready",
         "sampled_out",
+        "skipped",
         "users",
     )
 
@@ -84,6 +85,8 @@ class LocalRoom:
         self._tokens = self.lanes.normal_per_s
         self._stamp = 0.0
         self.sampled_out = 0
+        # Inclusive seq ranges left out on purpose since the last batch (see the module doc).
+        self.skipped: list[list[int]] = []
         # Members that joined since the last flush, with the seq their join ack's `missed`
         # ended at: the next flush must not send them those items again.
         self.fresh: dict[Connection, int] = {}
@@ -129,7 +132,11 @@ class LocalRoom:
 
     def put(self, publication: Publication) -> None:
         """Queue a publication for the next flush, in its lane."""
-        if publication.type in self.lanes.counter_types and not publication.priority:
+        if (
+            publication.seq is None
+            and publication.type in self.lanes.counter_types
+            and not publication.priority
+        ):
             self.counters[publication.type] = publication
             return
         self.pending.append(publication)
@@ -160,4 +167,21 @@ class LocalRoom:
         self._tokens -= allowed
         self.sampled_out += len(normal) - allowed
         dropped = set(normal) - set(random.sample(normal, allowed))
+        for index in sorted(dropped):
+            seq = items[index].seq
+            if seq is not None:
+                self._skip(seq)
         return [item for index, item in enumerate(items) if index not in dropped]
+
+    def _skip(self, seq: int) -> None:
+        """Note a seq left out on purpose: extend the last range or start one (seqs come in order)."""
+        skipped = self.skipped
+        if skipped and skipped[-1][1] + 1 == seq:
+            skipped[-1][1] = seq
+        else:
+            skipped.append([seq, seq])
+
+    def take_skipped(self) -> list[list[int]]:
+        """The ranges for the batch about to go out (and forget them)."""
+        skipped, self.skipped = self.skipped, []
+        return skipped

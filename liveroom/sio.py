@@ -151,7 +151,7 @@ class SocketServer:
     def forget(self, session: EngineSession) -> None:
         if self.sessions.pop(session.eio_sid, None) is not None:
             self.peers.release(session.remote)
-            if session.upgraded and session.sid is not None:
+            if session.sid is not None:  # its connection leaves its rooms now, before its disconnect
                 self.on_transport(session.eio_sid, None)
 
     def transport_changed(self, session: EngineSession) -> None:

@@ -19,8 +19,8 @@ import msgspec
 from liveroom.auth import Identity
 from liveroom.errors import CommandError, NotFound
 from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
-from liveroom.protocol import RoomId
-from liveroom.record import Record
+from liveroom.protocol import RequestId, RoomId
+from liveroom.record import Record, derived_id
 from liveroom.stock import StockRequest, order_key
 
 from .coupon_rules import ActivityLog, CouponRule, CouponTally, Presence, parse_rule
@@ -55,6 +55,8 @@ class RulePayload:
     count: Annotated[int, msgspec.Meta(ge=1)] = 1
     # A streak: `count` within this many seconds (0: over the whole show).
     within_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
+    # Idempotency: the same request_id adds one rule, however often it is sent.
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class DropPayload:
     room: RoomId
     title: Title
     count: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+    request_id: RequestId | None = None  # the same one makes one drop
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,7 @@ class CouponPlugin(Plugin):
         if payload.trigger == "activity" and not payload.activity:
             raise CommandError("an activity rule names its activity", "bad_request")
         rule = CouponRule(
-            "c-" + secrets.token_hex(5),
+            _new_rule_id("c-", ctx, payload.request_id),
             payload.title,
             payload.trigger,
             payload.budget,
@@ -128,7 +131,9 @@ class CouponPlugin(Plugin):
             payload.count,
             payload.within_s,
         ).check()
-        await self._save_rule(ctx, rule)
+        rule, created = await self._save_rule(ctx, rule)
+        if not created:  # a retry: the rule is there already
+            return {"rule": rule.id}
         for member in ctx.members():
             since = self._presence.setdefault(ctx.room, Presence(self.config.grace_s * 1000)).joined(
                 member.user_id, ctx.now_ms
@@ -138,8 +143,10 @@ class CouponPlugin(Plugin):
         return {"rule": rule.id}
 
     async def drop(self, ctx: CommandContext, payload: DropPayload) -> Mapping[str, Any]:
-        rule = CouponRule("d-" + secrets.token_hex(5), payload.title, "drop", payload.count)
-        await self._save_rule(ctx, rule)
+        rule = CouponRule(_new_rule_id("d-", ctx, payload.request_id), payload.title, "drop", payload.count)
+        rule, created = await self._save_rule(ctx, rule)
+        if not created:
+            return {"rule": rule.id}
         await ctx.publish(
             "coupon.drop", {"rule": rule.id, "title": rule.title, "count": rule.budget}, priority=True
         )
@@ -268,9 +275,20 @@ class CouponPlugin(Plugin):
             self._room_rules[room] = rules = self._room_rules.get(room, rules)
         return rules
 
-    async def _save_rule(self, ctx: CommandContext, rule: CouponRule) -> None:
-        await ctx.store.put_record(Record(RULE_KIND, rule.id, ctx.room, rule.wire(), int(ctx.now_ms)))
-        (await self._rules(ctx.room))[rule.id] = rule
+    async def _save_rule(self, ctx: CommandContext, rule: CouponRule) -> tuple[CouponRule, bool]:
+        """Durable first, then in memory; (the rule stored, whether this call created it)."""
+        rules = await self._rules(ctx.room)
+        stored, created = await ctx.store.put_record(
+            Record(RULE_KIND, rule.id, ctx.room, rule.wire(), int(ctx.now_ms))
+        )
+        rule = rules[rule.id] = CouponRule.from_wire(stored.data)
+        return rule, created
+
+
+def _new_rule_id(prefix: str, ctx: CommandContext, request: str | None) -> str:
+    if request is None:
+        return prefix + secrets.token_hex(5)
+    return prefix + derived_id("", ctx.room, ctx.caller.user_id, request)
 
 
 def _pool(room: str, rule: str) -> str:

@@ -19,9 +19,9 @@ import msgspec
 
 from liveroom.errors import BadRequest, CommandError, NotFound, RateLimited
 from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
-from liveroom.protocol import RoomId
+from liveroom.protocol import RequestId, RoomId
 from liveroom.ratelimit import TokenBucket
-from liveroom.record import Record
+from liveroom.record import Record, derived_id
 
 from .danmaku_filter import BannedWords
 from .danmaku_rules import HotWords, Moderation, PerSecond, RecentMessages
@@ -52,6 +52,9 @@ class SendPayload:
     room: RoomId
     # Bounded here too so an absurd string fails validation before any work.
     text: Annotated[str, msgspec.Meta(max_length=10_000)]
+    # Idempotency: a send retried with the same request_id (after `outcome_unknown`) is
+    # published at most once and answered with the same message id.
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,29 +62,34 @@ class PunishPayload:
     room: RoomId
     user: UserId
     duration_s: Duration
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UserPayload:
     room: RoomId
     user: UserId
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SlowPayload:
     room: RoomId
     interval_s: Annotated[float, msgspec.Meta(ge=0, le=300)]  # 0 turns slow mode off
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MessagePayload:
     room: RoomId
     id: MessageId
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RoomOnly:
     room: RoomId
+    request_id: RequestId | None = None
 
 
 class TooLong(CommandError):
@@ -158,9 +166,17 @@ class DanmakuPlugin(Plugin):
         state.check_send(ctx.caller.user_id, ctx.now_ms, ctx.caller.is_staff)
         if self._filter.contains(text):
             raise CommandError("the message contains a blocked word", "blocked")
-        message = {"id": secrets.token_hex(8), "user": {"id": ctx.caller.user_id, "name": ctx.caller.name}}
+        request = payload.request_id
+        message_id = (
+            secrets.token_hex(8) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
+        )
+        message = {"id": message_id, "user": {"id": ctx.caller.user_id, "name": ctx.caller.name}}
         message["text"] = text
-        await ctx.publish("danmaku.message", message)
+        publication = await ctx.publish(
+            "danmaku.message", message, once=None if request is None else message_id
+        )
+        if publication.repeated:  # a retry of a send already published: the same answer
+            return {"id": message_id}
         self._recent.setdefault(ctx.room, RecentMessages(self.config.recent_messages)).add(message)
         self._hot.setdefault(ctx.room, HotWords(self.config.hot_window_s)).add(text, ctx.now_ms)
         self._rates.setdefault(ctx.room, PerSecond()).add(ctx.now_ms)
@@ -169,43 +185,47 @@ class DanmakuPlugin(Plugin):
 
     async def mute(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
         until = int(ctx.now_ms + payload.duration_s * 1000)
-        await self._act(ctx, {"action": "mute", "user": payload.user, "until": until})
+        action = {"action": "mute", "user": payload.user, "until": until}
+        until = (await self._act(ctx, action, payload.request_id))["until"]  # a retry: the first one's
         ctx.send_to(payload.user, "danmaku.muted", {"until": until})
         return {"until": until}
 
     async def unmute(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
-        return await self._act(ctx, {"action": "unmute", "user": payload.user})
+        await self._act(ctx, {"action": "unmute", "user": payload.user}, payload.request_id)
+        return {"action": "unmute"}
 
     async def ban(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
         until = int(ctx.now_ms + payload.duration_s * 1000)
-        await self._act(ctx, {"action": "ban", "user": payload.user, "until": until})
+        action = {"action": "ban", "user": payload.user, "until": until}
+        until = (await self._act(ctx, action, payload.request_id))["until"]
         removed = await ctx.services.remove_user(ctx.room, payload.user, "danmaku.banned", {"until": until})
         return {"until": until, "removed": removed}
 
     async def unban(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
-        return await self._act(ctx, {"action": "unban", "user": payload.user})
+        await self._act(ctx, {"action": "unban", "user": payload.user}, payload.request_id)
+        return {"action": "unban"}
 
     async def slow(self, ctx: CommandContext, payload: SlowPayload) -> Mapping[str, Any]:
-        await self._act(ctx, {"action": "slow", "interval_s": payload.interval_s})
+        await self._act(ctx, {"action": "slow", "interval_s": payload.interval_s}, payload.request_id)
         await ctx.publish("danmaku.slow_mode", {"interval_s": payload.interval_s}, priority=True)
         return {"interval_s": payload.interval_s}
 
     async def pin(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
         message = self._message(ctx.room, payload.id)
-        await self._act(ctx, {"action": "pin", "message": message})
+        await self._act(ctx, {"action": "pin", "message": message}, payload.request_id)
         await ctx.publish("danmaku.pinned", message, priority=True)
         return {"id": payload.id}
 
     async def unpin(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
         if (await self._room(ctx.room)).pinned is None:
             raise NotFound("nothing is pinned")
-        await self._act(ctx, {"action": "unpin"})
+        await self._act(ctx, {"action": "unpin"}, payload.request_id)
         await ctx.publish("danmaku.unpinned", {}, priority=True)
         return {}
 
     async def delete(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
         self._message(ctx.room, payload.id)
-        await self._act(ctx, {"action": "delete", "id": payload.id})
+        await self._act(ctx, {"action": "delete", "id": payload.id}, payload.request_id)
         await ctx.publish("danmaku.deleted", {"id": payload.id}, priority=True)
         return {"id": payload.id}
 
@@ -228,14 +248,18 @@ class DanmakuPlugin(Plugin):
         records = await self.host.store.list_records(ACTION_KIND, query.room, after, 500)
         return {"actions": [{**r.data, "at": r.created_ms, "position": r.position} for r in records]}
 
-    async def _act(self, ctx: CommandContext, action: dict[str, Any]) -> dict[str, Any]:
-        """Make the action durable, then apply it: a restart replays the same log."""
+    async def _act(self, ctx: CommandContext, action: dict[str, Any], request: str | None) -> dict[str, Any]:
+        """Make the action durable, then apply it: a restart replays the same log. The same
+        `request_id` again writes nothing more (the record's key comes from it) and gets the
+        action first stored back."""
         state = await self._room(ctx.room)
         action = {**action, "by": ctx.caller.user_id}
-        key = secrets.token_hex(8)
-        await ctx.store.put_record(Record(ACTION_KIND, key, ctx.room, action, int(ctx.now_ms)))
-        state.apply(action)
-        return {"action": action["action"]}
+        key = (
+            secrets.token_hex(8) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
+        )
+        stored, _ = await ctx.store.put_record(Record(ACTION_KIND, key, ctx.room, action, int(ctx.now_ms)))
+        state.apply(dict(stored.data))
+        return dict(stored.data)
 
     def _message(self, room: str, message_id: str) -> dict[str, Any]:
         recent = self._recent.get(room)

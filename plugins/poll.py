@@ -19,8 +19,8 @@ import msgspec
 
 from liveroom.errors import BadRequest, CommandError, NotFound
 from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
-from liveroom.protocol import RoomId
-from liveroom.record import Record
+from liveroom.protocol import RequestId, RoomId
+from liveroom.record import Record, derived_id
 from liveroom.timers import Throttle
 
 from .poll_rules import Poll
@@ -47,6 +47,8 @@ class CreatePayload:
     question: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     options: Annotated[list[Option], msgspec.Meta(min_length=2, max_length=10)]
     duration_s: int
+    # Idempotency: the same request_id opens one poll, however often it is sent.
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,25 +140,42 @@ class PollPlugin(Plugin):
         low, high = self.config.min_duration_s, self.config.max_duration_s
         if not low <= payload.duration_s <= high:
             raise BadRequest(f"duration_s must be {low}..{high}")
+        request = payload.request_id
+        poll_id = "p-" + (
+            secrets.token_hex(6) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
+        )
         current = self._open.get(ctx.room)
+        if current is not None and current.id == poll_id:  # a retry of the create that opened it
+            return {"poll": current.id, "ends_at": current.ends_at}
         if current is not None and current.is_open(ctx.now_ms):
             raise CommandError(f"poll {current.id} is still open", "poll_active")
         ends_at = int(ctx.now_ms) + payload.duration_s * 1000
-        poll = Poll("p-" + secrets.token_hex(6), ctx.room, payload.question, tuple(payload.options), ends_at)
+        poll = Poll(poll_id, ctx.room, payload.question, tuple(payload.options), ends_at)
+        # Durable first: a failed write leaves no open poll behind.
+        stored, created = await ctx.store.put_record(
+            Record(OPEN_KIND, poll.id, ctx.room, poll.describe(), int(ctx.now_ms))
+        )
+        if not created:  # a retry whose first attempt wrote the poll: open that one
+            if await ctx.store.get_record(RESULT_KIND, poll_id) is not None:
+                return {"poll": poll_id, "ends_at": stored.data["ends_at"]}
+            data = stored.data
+            poll = Poll(poll_id, ctx.room, data["question"], tuple(data["options"]), data["ends_at"])
         self._open[ctx.room] = poll
-        await ctx.store.put_record(Record(OPEN_KIND, poll.id, ctx.room, poll.describe(), int(ctx.now_ms)))
         self._set_deadline(poll)
         await ctx.publish("poll.started", {**poll.describe(), **poll.tally()}, priority=True)
-        return {"poll": poll.id, "ends_at": ends_at}
+        return {"poll": poll.id, "ends_at": poll.ends_at}
 
     async def vote(self, ctx: CommandContext, payload: VotePayload) -> Mapping[str, Any]:
         poll, user = self._poll(ctx.room, payload.poll), ctx.caller.user_id
         changes = self._changes.get((poll.id, user), 0)
-        if poll.vote(user, payload.option, ctx.now_ms, self.config.allow_change):
-            self._changes[(poll.id, user)] = changes + 1
+        if poll.accepts(user, payload.option, ctx.now_ms, self.config.allow_change):
             data = {"poll": poll.id, "user": user, "option": payload.option}
             key = f"{poll.id}/{user}/{changes}"  # write-once records: one per (change of) vote
-            await ctx.store.put_record(Record(VOTE_KIND, key, ctx.room, data, int(ctx.now_ms)))
+            # Durable first, then counted: a vote whose write fails leaves no trace. (Two
+            # at once from one user share the key: both count what was stored.)
+            stored, _ = await ctx.store.put_record(Record(VOTE_KIND, key, ctx.room, data, int(ctx.now_ms)))
+            if poll.vote(user, stored.data["option"], ctx.now_ms, self.config.allow_change):
+                self._changes[(poll.id, user)] = changes + 1
             self._tally.touch(ctx.room)
             await self.host.signals.emit(Activity(ctx.room, ctx.caller, "vote", 1, ctx.now_ms))
         return {"poll": poll.id, "option": payload.option}

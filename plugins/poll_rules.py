@@ -28,18 +28,24 @@ class Poll:
     def is_open(self, now_ms: float) -> bool:
         return self.closed_by is None and now_ms < self.ends_at
 
-    def vote(self, user: str, option: int, now_ms: float, allow_change: bool) -> bool:
-        """Count `user`'s vote. Returns False when it changes nothing (same option again)."""
+    def accepts(self, user: str, option: int, now_ms: float, allow_change: bool) -> bool:
+        """Whether `user`'s vote would change anything (False: the same option again), without
+        counting it; raises what the vote is refused with."""
         if not self.is_open(now_ms):
             raise CommandError("the poll is closed", "poll_closed")
         if not 0 <= option < len(self.options):
             raise CommandError(f"option must be 0..{len(self.options) - 1}", "invalid_option")
         previous = self.votes.get(user)
-        if previous == option:
+        if previous is not None and previous != option and not allow_change:
+            raise CommandError("you have already voted", "already_voted")
+        return previous != option
+
+    def vote(self, user: str, option: int, now_ms: float, allow_change: bool) -> bool:
+        """Count `user`'s vote. Returns False when it changes nothing (same option again)."""
+        if not self.accepts(user, option, now_ms, allow_change):
             return False
+        previous = self.votes.get(user)
         if previous is not None:
-            if not allow_change:
-                raise CommandError("you have already voted", "already_voted")
             self.counts[previous] -= 1
         self.votes[user] = option
         self.counts[option] += 1

@@ -21,8 +21,8 @@ import msgspec
 from liveroom.errors import BadRequest, CommandError, NotFound
 from liveroom.outbox import WebhookOutbox
 from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
-from liveroom.protocol import RoomId
-from liveroom.record import Record
+from liveroom.protocol import RequestId, RoomId
+from liveroom.record import Record, derived_id
 from liveroom.stock import StockRequest, order_key
 from liveroom.timers import Throttle
 
@@ -56,6 +56,8 @@ class SchedulePayload:
     starts_at: Annotated[int, msgspec.Meta(ge=0)]
     duration_s: Annotated[int, msgspec.Meta(ge=1)]
     per_user_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
+    # Idempotency: the same request_id schedules one sale, however often it is sent.
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +130,12 @@ class SalePlugin(Plugin):
         if payload.duration_s > self.config.max_duration_s:
             raise BadRequest(f"duration_s is at most {self.config.max_duration_s}")
         starts_at = max(payload.starts_at, int(ctx.now_ms))
+        request = payload.request_id
+        sale_id = "s-" + (
+            secrets.token_hex(6) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
+        )
         sale = Sale(
-            "s-" + secrets.token_hex(6),
+            sale_id,
             ctx.room,
             payload.sku,
             payload.title,
@@ -141,7 +147,13 @@ class SalePlugin(Plugin):
         )
         store = ctx.store
         await store.define_stock(sale.id, ctx.room, sale.stock, sale.per_user_limit, ORDER_KIND, starts_at)
-        await store.put_record(Record(SALE_KIND, sale.id, ctx.room, sale.wire(), int(ctx.now_ms)))
+        stored, created = await store.put_record(
+            Record(SALE_KIND, sale.id, ctx.room, sale.wire(), int(ctx.now_ms))
+        )
+        if not created:  # a retry: the sale its first attempt made
+            if sale.id not in self._sales:
+                await self._track(Sale.from_wire(stored.data))
+            return {"sale": sale.id}
         await self._track(sale)
         await ctx.publish("sale.scheduled", {**sale.wire(), "server_time": ctx.now_ms}, priority=True)
         return {"sale": sale.id}

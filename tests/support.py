@@ -54,6 +54,7 @@ class ServerProcess:
             "LIVEROOM_SQLITE_PATH": str(data_dir / "liveroom.db"),
             "LIVEROOM_SHUTDOWN_GRACE_S": "3",
             "LIVEROOM_LOG_LEVEL": "WARNING",
+            "LIVEROOM_CHECK_MEMBERS": "1",  # the debug invariant: every member live at every flush
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

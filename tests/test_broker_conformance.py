@@ -145,3 +145,20 @@ async def test_presence_totals(broker: Broker) -> None:
     assert await broker.report_presence({"a": 3, "b": 1}) == {"a": 3, "b": 1}
     assert await broker.report_presence({"a": 2}) == {"a": 2}  # a node's report replaces its last
     assert await broker.report_presence({"a": 0}) == {"a": 0}
+
+
+async def test_a_publish_repeated_with_its_once_key_publishes_nothing(broker: Broker) -> None:
+    received = collect(broker)
+    await broker.subscribe("a")
+    first = await broker.publish("a", "t.x", {"n": 1}, once="req-1")
+    again = await broker.publish("a", "t.x", {"n": 1}, once="req-1")
+    other_room = await broker.publish("b", "t.x", {"n": 1}, once="req-1")  # keys are per room
+    second = await broker.publish("a", "t.x", {"n": 2}, once="req-2")
+    assert (first.seq, first.repeated) == (1, False)
+    assert (again.seq, again.repeated) == (1, True)
+    assert (other_room.seq, other_room.repeated) == (1, False)
+    assert (second.seq, second.repeated) == (2, False)
+    await settle(received, 2)
+    await asyncio.sleep(0.05)
+    assert [p.seq for p in received] == [1, 2]
+    assert [p.seq for p in (await broker.history("a", 0)).items] == [1, 2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from liveroom.broker import Publication
@@ -54,3 +55,18 @@ async def test_no_cap_passes_everything() -> None:
     for seq in range(1, 1001):
         room.put(item(seq))
     assert len(room.take_pending(0.0)) == 1000 and room.sampled_out == 0
+
+
+async def test_what_the_cap_leaves_out_is_said_as_seq_ranges() -> None:
+    room = LocalRoom("r", Lanes(normal_per_s=2.0))
+    for seq in range(1, 11):
+        room.put(item(seq))
+    sent = [p.seq for p in room.take_pending(0.0)]  # two tokens at the start
+    skipped = room.take_skipped()
+    said = {seq for first, last in skipped for seq in range(first, last + 1)}
+    assert len(sent) == 2 and said == set(range(1, 11)) - set(sent)
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(skipped))  # ranges, merged
+    assert room.take_skipped() == []  # said once
+    room.put(item(11, "room.online"))  # a counter with a seq is a history item: kept in the lane
+    room.put(item(12, priority=True))
+    assert [p.seq for p in room.take_pending(100.0)] == [11, 12]

@@ -50,7 +50,7 @@ async def connect_buyers(
             )
         )
     joins = await asyncio.gather(*(b.call("join", {"room": room}) for b in buyers))
-    assert all(j["ok"] for j in joins)
+    assert all(j["ok"] for j in joins), [j for j in joins if not j["ok"]][:3]
     return buyers
 
 
