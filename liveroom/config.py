@@ -68,6 +68,9 @@ class AuthConfig:
     # Path to a PEM public key: tokens signed RS256 by the operator's auth service.
     jwt_public_key_file: str = ""
     default_ttl_s: int = 3600
+    # A connection whose token expires is told (`token_expired` item) and closed this many
+    # seconds later unless it sends `auth.refresh` with a new token (docs/protocol.md).
+    refresh_grace_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

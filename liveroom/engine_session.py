@@ -75,6 +75,7 @@ class EngineSession(asyncio.Protocol):
         "closing",
         "connect_attempts",
         "eio_sid",
+        "expires_ms",
         "heartbeat",
         "limit_bytes",
         "paused",
@@ -110,6 +111,7 @@ class EngineSession(asyncio.Protocol):
         self.assembly: Assembly | None = None  # a binary event waiting for its attachments
         self.skip_binary = 0  # attachments of a refused binary event still to come
         self.connect_attempts = 0
+        self.expires_ms: float | None = None  # when the signed-in token expires (liveroom.renewal)
 
     # -- opening --------------------------------------------------------------------------
 

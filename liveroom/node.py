@@ -24,6 +24,7 @@ from liveroom.plugin import PluginHost, Signals
 from liveroom.protocol import encode_item
 from liveroom.publish_token import PublishTokens
 from liveroom.ratelimit import TokenBucket
+from liveroom.renewal import Renewal
 from liveroom.room import LocalRoom
 from liveroom.sio import PeerLimit, RefuseConnection, SocketServer
 from liveroom.sqlite_store import EmbeddedStore
@@ -48,8 +49,12 @@ class Node:
         # JSON clients at /socket.io/; clients that agree on msgpack (socket.io-msgpack-parser,
         # python-socketio's serializer="msgpack") at /socket.io-msgpack/.
         peers = PeerLimit(config.limits.max_connections_per_ip)
-        self.sio = self._socket_server(msgpack=False, peers=peers)
-        self.msgpack_sio = self._socket_server(msgpack=True, peers=peers)
+        self.connections: dict[str, Connection] = {}
+        renewal = Renewal(
+            self.authority, config.auth.refresh_grace_s, self.clock, self.connections.get, self.disconnect
+        )
+        self.sio = self._socket_server(msgpack=False, peers=peers, renewal=renewal)
+        self.msgpack_sio = self._socket_server(msgpack=True, peers=peers, renewal=renewal)
         self.hub = Hub(
             self.broker,
             self.clock,
@@ -66,7 +71,6 @@ class Node:
         self.dispatcher = Dispatcher(
             self.hub, self.plugins, self, self.store, self.clock, config.limits, self.metrics, self.timers
         )
-        self.connections: dict[str, Connection] = {}
         self._by_eio: dict[str, Connection] = {}
         # A user's connections (tabs, devices): personal items find them without a scan
         # of a 20,000-member room.
@@ -76,8 +80,8 @@ class Node:
         self._all_gone = asyncio.Event()
         self.ready = False
 
-    def _socket_server(self, msgpack: bool, peers: PeerLimit) -> SocketServer:
-        server = SocketServer(self.config, msgpack, self.metrics, peers)
+    def _socket_server(self, msgpack: bool, peers: PeerLimit, renewal: Renewal) -> SocketServer:
+        server = SocketServer(self.config, msgpack, self.metrics, peers, renewal)
         server.on_connect = functools.partial(self._on_connect, server, msgpack)
         server.on_disconnect = self._on_disconnect
         server.command_handler = self._on_event

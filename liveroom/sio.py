@@ -27,6 +27,7 @@ from liveroom.errors import CommandError
 from liveroom.frames import event_ack_id, plain_event, ws_text_frame
 from liveroom.ping_wheel import PingWheel
 from liveroom.protocol import EncodedJson
+from liveroom.renewal import REFRESH_COMMAND
 from liveroom.wire import engineio
 from liveroom.wire import socketio as sio
 from liveroom.wire.socketio import Assembly, Packet, SocketIOError
@@ -35,6 +36,7 @@ from liveroom.wire.websocket import CloseCode
 if TYPE_CHECKING:
     from liveroom.config import Config
     from liveroom.metrics import Metrics
+    from liveroom.renewal import Renewal
 
 __all__ = ["PeerLimit", "RefuseConnection", "SocketServer"]
 
@@ -97,11 +99,19 @@ class PeerLimit:
 
 
 class SocketServer:
-    def __init__(self, config: Config, msgpack: bool, metrics: Metrics, peers: PeerLimit) -> None:
+    def __init__(
+        self,
+        config: Config,
+        msgpack: bool,
+        metrics: Metrics,
+        peers: PeerLimit,
+        renewal: Renewal | None = None,
+    ) -> None:
         limits, delivery = config.limits, config.delivery
         self.msgpack = msgpack
         self.metrics = metrics
         self.peers = peers
+        self.renewal = renewal  # tokens that expire while connected
         self.ping_interval_s = config.server.ping_interval_s
         self.ping_timeout_s = config.server.ping_timeout_s
         self.max_command_bytes = limits.max_command_bytes
@@ -117,7 +127,6 @@ class SocketServer:
         self.on_disconnect: Callable[[str, str], Awaitable[None]] | None = None
         self.command_handler: CommandHandler | None = None
         self.on_transport: Callable[[str, asyncio.Transport | None], None] = lambda sid, transport: None
-        self.on_heartbeat: Callable[[str], None] = lambda sid: None
         self.allow_origin: Callable[[str, str | None], bool] = lambda origin, host: True
 
     @property
@@ -158,13 +167,16 @@ class SocketServer:
         self.on_transport(session.eio_sid, session.transport if session.upgraded else None)
 
     def heartbeat(self, session: EngineSession) -> None:
-        if session.sid is not None:
-            self.on_heartbeat(session.sid)
+        if session.sid is not None and self.renewal is not None:
+            self.renewal.heartbeat(session.sid)
 
     async def session_ended(self, session: EngineSession, reason: str) -> None:
         sid, session.sid = session.sid, None
-        if sid is not None and self.on_disconnect is not None:
-            await self.on_disconnect(sid, reason)
+        if sid is not None:
+            if self.renewal is not None:
+                self.renewal.forget(sid)
+            if self.on_disconnect is not None:
+                await self.on_disconnect(sid, reason)
 
     def close_transport(self, eio_sid: str, code: str, message: str, frames: bytes = b"") -> bool:
         """Write `frames` (one Engine.IO message), then a WebSocket close with `code` as
@@ -306,8 +318,16 @@ class SocketServer:
             error = SocketIOError("an event needs a name that is not reserved by Socket.IO", ack_id)
             await self._refuse(session, error)
             return
-        handler = self.command_handler
-        reply = _NOT_CONNECTED if handler is None else await handler(name, sid, *args[1:])
+        handler, renewal = self.command_handler, self.renewal
+        reply: Any
+        if renewal is not None and name == REFRESH_COMMAND:
+            reply = renewal.refresh(sid, tuple(args[1:]))
+            session.expires_ms = renewal.expires_ms(sid)
+        elif renewal is not None and session.expires_ms is not None and renewal.past(session.expires_ms):
+            self.count_error("token_expired")
+            reply = renewal.refused()
+        else:
+            reply = _NOT_CONNECTED if handler is None else await handler(name, sid, *args[1:])
         if ack_id is not None:
             self.ack(session, ack_id, reply)
 
@@ -370,6 +390,8 @@ class SocketServer:
         if session.closing:
             return
         session.signed_in(sid)
+        if self.renewal is not None:
+            session.expires_ms = self.renewal.expires_ms(sid)
         if self.msgpack:
             session.send_message(sio.encode_msgpack(sio.CONNECT, {"sid": sid}), binary=True)
         else:
