@@ -54,6 +54,10 @@ class ServerConfig:
     shutdown_grace_s: float = 5.0
     # A new connection must finish its first request head within this many seconds.
     request_head_timeout_s: float = 10.0
+    # /metrics (it names rooms and counts everything) is served to loopback addresses only,
+    # unless metrics_public; with metrics_token set, to whoever sends it as a bearer token.
+    metrics_public: bool = False
+    metrics_token: str = ""
     # Connections waiting to be accepted: a crowd arriving at once (a stream going live)
     # overflows a short queue, and each dropped SYN costs the client a 1-3 s retransmit.
     listen_backlog: int = 4096

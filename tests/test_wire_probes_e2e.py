@@ -5,10 +5,13 @@ test. Memory is the server's resident set, read from /proc."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import socket
 import time
 import urllib.request
 
+import aiohttp
 import msgpack
 import orjson
 import pytest
@@ -25,6 +28,7 @@ server = module_server(
         "LIVEROOM_SERVER_REQUEST_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
         "LIVEROOM_LIMITS_MAX_CONNECTIONS_PER_USER": str(PER_USER),
         "LIVEROOM_LOG_LEVEL": "INFO",
+        "LIVEROOM_SERVER_METRICS_TOKEN": "metrics-secret",
     },
 )
 
@@ -36,7 +40,10 @@ def pid_of(server: ServerProcess) -> int:
 
 def metric(server: ServerProcess, name: str) -> float:
     """The sum of a metric over its labels."""
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+    request = urllib.request.Request(
+        server.url + "/metrics", headers={"Authorization": "Bearer metrics-secret"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
         lines = response.read().decode().splitlines()
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + " ", name + "{")))
 
@@ -323,6 +330,67 @@ async def test_one_user_opens_at_most_the_cap(server: ServerProcess) -> None:
         sock.close()
 
 
-@pytest.mark.parametrize("path", ["/socket.io/", "/socket.io-msgpack/"])
-async def test_no_traceback_in_the_log(server: ServerProcess, path: str) -> None:
+async def test_names_are_matched_whole_on_the_wire_and_in_paths(server: ServerProcess) -> None:
+    """`join "az1\n"` made a room of its own; `POST /whip/nl%0A` made a session, then
+    aiohttp refused its Location header with a traceback."""
+    sock = await RawSocket.connect(server.port)
+    await sock.signin(token("namer"))
+    assert (await sock.call(1, "join", {"room": "az1\n"}))["error"]["code"] == "bad_request"
+    sock.close()
+    host = token("namer", "host")
+    async with aiohttp.ClientSession() as http:
+        for method, path in (
+            ("POST", "/whip/nl%0A"),
+            ("POST", "/whep/nl%0A"),
+            ("GET", "/api/rooms/nl%0A/likes"),
+            ("POST", "/api/rooms/r1/commands/poll.close%0A"),
+            ("GET", "/api/rooms/r1/polls/p%0A"),
+            ("DELETE", "/whip/r1/slots/1%0A"),
+        ):
+            headers = {"Authorization": f"Bearer {host}", "Content-Type": "application/sdp"}
+            async with http.request(method, server.url + path, data=b"v=0", headers=headers) as response:
+                assert response.status == 400, (path, response.status)
+                assert (await response.json())["error"]["code"] == "bad_request"
     assert "Traceback" not in server.log()
+
+
+async def test_headers_and_metrics_access(server: ServerProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in (
+            "/healthz",
+            "/room/r1",
+            "/media/demo",
+            "/nowhere",
+            "/socket.io/?EIO=4&transport=polling",
+        ):
+            async with http.get(server.url + path) as response:
+                assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+        async with http.get(server.url + "/media/demo") as response:
+            page = await response.read()
+            policy = response.headers["Content-Security-Policy"]
+        script = page.split(b"<script>")[1].split(b"</script>")[0]
+        digest = base64.b64encode(hashlib.sha256(script).digest()).decode()
+        assert f"'sha256-{digest}'" in policy and "'unsafe-inline'" not in policy.split("style-src")[0]
+        async with http.get(server.url + "/metrics") as response:
+            assert response.status == 401  # a token is configured: loopback is not enough
+        bearer = {"Authorization": "Bearer metrics-secret"}
+        async with http.get(server.url + "/metrics", headers=bearer) as response:
+            assert response.status == 200 and b"liveroom_connections" in await response.read()
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:8080.evil.example", "http://localhost:99999"])
+async def test_malformed_origins_are_refused(server: ServerProcess, origin: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await http.ws_connect(
+                server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+                headers={"Origin": origin},
+            )
+        async with http.get(server.url + "/healthz", headers={"Origin": origin}) as response:
+            assert response.status == 403
+        async with http.get(server.url + "/healthz", headers={"Origin": "http://localhost:5173"}) as response:
+            assert response.status == 200
+
+
+def test_no_probe_left_a_traceback_in_the_log(server: ServerProcess) -> None:
+    assert "Traceback" not in server.log(), server.log()[-3000:]
