@@ -287,6 +287,9 @@ class EngineSession(asyncio.Protocol):
         if ws.state is State.CLOSED and not self.closing:
             if not client_closed:
                 self.bad_input("websocket", ws.close_reason)
+            if self.probing:  # a failed upgrade: the polling session goes on
+                self._drop_probe(gracefully=True)
+                return
             self.closing = True
             self.close_reason = self.close_reason or Reason.TRANSPORT_ERROR
             if self.transport is not None:
@@ -327,10 +330,13 @@ class EngineSession(asyncio.Protocol):
             self.bad_input("engineio", "an upgrade that did not follow the probe")
             self._drop_probe()
 
-    def _drop_probe(self) -> None:
+    def _drop_probe(self, gracefully: bool = False) -> None:
         transport, self.transport, self._ws, self.probing = self.transport, None, None, False
         if transport is not None:
-            transport.abort()
+            if gracefully:
+                transport.close()  # after the close frame just written
+            else:
+                transport.abort()
 
     # -- Engine.IO packets, from either transport -----------------------------------------
 

@@ -91,6 +91,7 @@ class FrontDoor(asyncio.Protocol):
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buffer) > MAX_HEAD_BYTES:
+                self._disarm()
                 self._state = _PASS
                 self._forward(self._take(len(self._buffer)))
             return b""

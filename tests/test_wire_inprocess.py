@@ -1,5 +1,6 @@
-"""The wire layer served in-process (the app, the front door, a node on the memory store),
-for what needs its own settings: the per-address cap, and a command's size in bytes."""
+"""The wire layer served in-process (the app, the front door, a node on the memory store):
+the per-address cap, a command's size in bytes, and a polling session that survives a
+failed upgrade."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from support import SECRET, free_port, token
 from wire_support import RawSocket
 
-from liveroom.config import AuthConfig, Config, LimitsConfig, MediaConfig, StoreConfig
+from liveroom.config import AuthConfig, Config, LimitsConfig, MediaConfig, ServerConfig, StoreConfig
 from liveroom.front_door import FrontDoorSite
 from liveroom.web import NODE_KEY, build_app
 
@@ -21,6 +22,7 @@ from liveroom.web import NODE_KEY, build_app
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
     config = Config(
+        server=ServerConfig(shutdown_grace_s=0.5),
         auth=AuthConfig(jwt_secret=SECRET),
         store=StoreConfig(kind="memory"),
         media=MediaConfig(enabled=False),
@@ -76,3 +78,40 @@ async def test_a_command_is_measured_in_bytes(port: int) -> None:
         pass
     assert orjson.loads(message[3:])[0]["ok"] is True
     sock.close()
+
+
+async def poll_until(http: aiohttp.ClientSession, url: str, wanted: str) -> str:
+    """GET the polling session until a payload holds `wanted` (pings answered on the way)."""
+    for _ in range(20):
+        async with http.get(url) as response:
+            assert response.status == 200, await response.text()
+            body = await response.text()
+        if wanted in body:
+            return body
+        if "2" in body.split("\x1e"):
+            async with http.post(url, data="3") as pong:
+                assert pong.status == 200
+    raise AssertionError(f"no {wanted!r} in the polling payloads")
+
+
+@pytest.mark.parametrize("probe", [b"4not a probe", b"bad frame"])
+async def test_a_failed_upgrade_leaves_the_polling_session_working(port: int, probe: bytes) -> None:
+    base = f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base) as response:
+            sid = orjson.loads((await response.text())[1:])["sid"]
+        url = f"{base}&sid={sid}"
+        async with http.post(url, data="40" + orjson.dumps({"token": token("prober")}).decode()) as posted:
+            assert posted.status == 200
+        await poll_until(http, url, '40{"sid"')
+        sock = await RawSocket.connect(port)
+        await sock.open(query=f"EIO=4&transport=websocket&sid={sid}")
+        if probe == b"bad frame":
+            sock.writer.write(b"\x81\x05hello")  # unmasked: a protocol error
+        else:
+            sock.send(0x1, probe)
+        assert await sock.ended()
+        sock.close()
+        async with http.post(url, data='421["time",{}]') as posted:
+            assert posted.status == 200
+        assert '"ok":true' in await poll_until(http, url, "431[")
