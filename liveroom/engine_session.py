@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveroom.frames import ws_binary_frame, ws_text_frame
 from liveroom.wire import engineio
-from liveroom.wire.engineio import Beat, Heartbeat
+from liveroom.wire.engineio import Beat, Heartbeat, Upgrade, UpgradeStep
 from liveroom.wire.socketio import Assembly
 from liveroom.wire.websocket import (
     BinaryMessage,
@@ -81,12 +81,12 @@ class EngineSession(asyncio.Protocol):
         "paused",
         "pending",
         "poll",
-        "probing",
         "remote",
         "server",
         "sid",
         "skip_binary",
         "transport",
+        "upgrade",
         "upgraded",
         "wheel_slot",
     )
@@ -99,7 +99,7 @@ class EngineSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None  # the WebSocket's, once there is one
         self.upgraded = False  # True while messages go out over the WebSocket
         self.poll: PollingQueue | None = None
-        self.probing = False  # a polling client's WebSocket, before its `5`
+        self.upgrade: Upgrade | None = None  # a polling client's WebSocket, before its `5`
         self.heartbeat = Heartbeat(server.ping_interval_s, server.ping_timeout_s)
         self.wheel_slot: int | None = None  # where the server's PingWheel keeps this session
         self.limit_bytes = server.unauthenticated_buffer_bytes
@@ -133,12 +133,12 @@ class EngineSession(asyncio.Protocol):
         return self.poll is not None and not self.closing
 
     def can_upgrade(self) -> bool:
-        return self.poll is not None and not self.probing and not self.closing
+        return self.poll is not None and self.upgrade is None and not self.closing
 
     def begin_upgrade(self, transport: asyncio.Transport, rest: bytes) -> None:
         """A polling client opened its WebSocket: wait for its probe, then its `5`."""
         self._attach(transport)
-        self.probing = True
+        self.upgrade = Upgrade()
         if rest:
             self.data_received(rest)
 
@@ -240,7 +240,7 @@ class EngineSession(asyncio.Protocol):
             return
         self.closing = True
         self.close_reason = self.close_reason or reason
-        if self.transport is not None and (self.upgraded or self.probing):
+        if self.transport is not None and (self.upgraded or self.upgrade is not None):
             self.transport.abort()
         if self.poll is not None:
             self._finish_polling()
@@ -270,12 +270,12 @@ class EngineSession(asyncio.Protocol):
         client_closed = False
         for event in ws.receive_data(data):
             if type(event) is TextMessage:
-                if self.probing:
-                    self._probe(event.text)
+                if self.upgrade is not None:
+                    self._probe(self.upgrade, event.text)
                 else:
                     self.on_packet(event.text)
             elif type(event) is BinaryMessage:
-                if not self.probing:
+                if self.upgrade is None:
                     self.on_packet(event.data)
             elif type(event) is CloseReceived:
                 client_closed = True
@@ -287,7 +287,7 @@ class EngineSession(asyncio.Protocol):
         if ws.state is State.CLOSED and not self.closing:
             if not client_closed:
                 self.bad_input("websocket", ws.close_reason)
-            if self.probing:  # a failed upgrade: the polling session goes on
+            if self.upgrade is not None:  # a failed upgrade: the polling session goes on
                 self._drop_probe(gracefully=True)
                 return
             self.closing = True
@@ -299,7 +299,7 @@ class EngineSession(asyncio.Protocol):
         return None  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.probing or (self.poll is not None and not self.upgraded):
+        if self.upgrade is not None or (self.poll is not None and not self.upgraded):
             self._drop_probe()  # the polling session goes on
             return
         self._finish(self.close_reason or Reason.TRANSPORT_CLOSE)
@@ -312,13 +312,14 @@ class EngineSession(asyncio.Protocol):
 
     # -- the upgrade from polling ---------------------------------------------------------
 
-    def _probe(self, text: str) -> None:
-        if text == engineio.PING + engineio.PROBE:
+    def _probe(self, upgrade: Upgrade, text: str) -> None:
+        step = upgrade.on_packet(text)
+        if step is UpgradeStep.ANSWER_PROBE:
             self.write_frame(_PROBE_PONG_FRAME)
             if self.poll is not None:
                 self.poll.wake_with_noop()  # the pending GET returns; the client pauses polling
-        elif text == engineio.UPGRADE and self.poll is not None:
-            self.probing, self.upgraded = False, True
+        elif step is UpgradeStep.COMPLETE and self.poll is not None:
+            self.upgrade, self.upgraded = None, True
             poll, self.poll = self.poll, None
             for packet in poll.drain():  # what the last GET did not take goes out here
                 if isinstance(packet, bytes):
@@ -331,7 +332,7 @@ class EngineSession(asyncio.Protocol):
             self._drop_probe()
 
     def _drop_probe(self, gracefully: bool = False) -> None:
-        transport, self.transport, self._ws, self.probing = self.transport, None, None, False
+        transport, self.transport, self._ws, self.upgrade = self.transport, None, None, None
         if transport is not None:
             if gracefully:
                 transport.close()  # after the close frame just written

@@ -157,3 +157,16 @@ def test_the_heartbeat_alternates_a_ping_and_its_deadline() -> None:
     assert beat.on_timer() == (Beat.WAIT, 5.0)
     assert beat.on_timer() == (Beat.PING, 20.0)
     assert beat.on_timer() == (Beat.TIMEOUT, 0.0)  # no pong this time
+
+
+def test_an_upgrade_is_a_probe_then_a_five_and_nothing_else() -> None:
+    from liveroom.wire.engineio import Upgrade, UpgradeStep
+
+    upgrade = Upgrade()
+    assert upgrade.on_packet("2probe") is UpgradeStep.ANSWER_PROBE
+    assert upgrade.on_packet("5") is UpgradeStep.COMPLETE
+    assert Upgrade().on_packet("5") is UpgradeStep.FAIL  # no probe first
+    assert Upgrade().on_packet("42[]") is UpgradeStep.FAIL
+    probed = Upgrade()
+    probed.on_packet("2probe")
+    assert probed.on_packet("2probe") is UpgradeStep.FAIL  # probed twice

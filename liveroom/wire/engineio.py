@@ -30,6 +30,8 @@ __all__ = [
     "Beat",
     "EngineIOError",
     "Heartbeat",
+    "Upgrade",
+    "UpgradeStep",
     "decode_payload",
     "encode_payload",
     "open_packet",
@@ -117,3 +119,27 @@ class Heartbeat:
 
     def pong(self) -> None:
         self.awaiting_pong = False
+
+
+class UpgradeStep(enum.Enum):
+    ANSWER_PROBE = "answer_probe"  # reply `3probe`; the pending GET returns (a noop)
+    COMPLETE = "complete"  # from now on the session's packets go over the WebSocket
+    FAIL = "fail"  # close this WebSocket; the session goes on polling
+
+
+class Upgrade:
+    """A polling session's move to WebSocket: over the new WebSocket, the client's
+    `2probe`, then its `5`. Anything else, or in another order, fails the upgrade."""
+
+    __slots__ = ("probed",)
+
+    def __init__(self) -> None:
+        self.probed = False
+
+    def on_packet(self, text: str) -> UpgradeStep:
+        if not self.probed and text == PING + PROBE:
+            self.probed = True
+            return UpgradeStep.ANSWER_PROBE
+        if self.probed and text == UPGRADE:
+            return UpgradeStep.COMPLETE
+        return UpgradeStep.FAIL
