@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
+from wire_support import client_frame
 
 from liveroom.wire import websocket as ws
 from liveroom.wire.websocket import (
@@ -34,28 +35,6 @@ from liveroom.wire.websocket import (
 
 QUIET = logging.getLogger("oracle")
 QUIET.disabled = True
-
-
-def client_frame(
-    opcode: int,
-    payload: bytes,
-    final: bool = True,
-    masked: bool = True,
-    mask: bytes = b"\x9a\x3c\x51\xe7",
-    rsv: int = 0,
-) -> bytes:
-    first = (0x80 if final else 0) | (rsv << 4) | opcode
-    length = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if length < 126:
-        header = struct.pack("!BB", first, mask_bit | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", first, mask_bit | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, length)
-    if not masked:
-        return header + payload
-    return header + mask + ws.apply_mask(payload, mask)
 
 
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:

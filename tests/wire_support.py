@@ -16,16 +16,27 @@ import orjson
 from liveroom.wire.websocket import apply_mask
 
 
-def client_frame(opcode: int, payload: bytes, final: bool = True) -> bytes:
-    first = (0x80 if final else 0) | opcode
+def client_frame(
+    opcode: int,
+    payload: bytes,
+    final: bool = True,
+    masked: bool = True,
+    mask: bytes | None = None,
+    rsv: int = 0,
+) -> bytes:
+    """A client's frame as a client (or a hostile one: unmasked, reserved bits) would send it."""
+    first = (0x80 if final else 0) | (rsv << 4) | opcode
     length = len(payload)
+    mask_bit = 0x80 if masked else 0
     if length < 126:
-        header = struct.pack("!BB", first, 0x80 | length)
+        header = struct.pack("!BB", first, mask_bit | length)
     elif length < 65536:
-        header = struct.pack("!BBH", first, 0x80 | 126, length)
+        header = struct.pack("!BBH", first, mask_bit | 126, length)
     else:
-        header = struct.pack("!BBQ", first, 0x80 | 127, length)
-    mask = os.urandom(4)
+        header = struct.pack("!BBQ", first, mask_bit | 127, length)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4) if mask is None else mask
     return header + mask + apply_mask(payload, mask)
 
 
