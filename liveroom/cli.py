@@ -107,11 +107,7 @@ def _run(config: Config, host: str, port: int, listening: Callable[[], None]) ->
     _raise_open_files_limit()
     node = app[NODE_KEY]
     server = config.server
-    engines = (
-        {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
-        if server.direct_websocket
-        else {}
-    )
+    engines = {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
     run_app(
         app,
         uvloop.new_event_loop(),
@@ -122,6 +118,7 @@ def _run(config: Config, host: str, port: int, listening: Callable[[], None]) ->
         shutdown_timeout_s=server.shutdown_grace_s,
         backlog=server.listen_backlog,
         started=listening,
+        on_bad_request=node.metrics.bad_input.labels("http").inc,
     )
 
 

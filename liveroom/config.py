@@ -52,11 +52,12 @@ class ServerConfig:
     ping_timeout_s: float = 20.0
     # Seconds given to connections and durable writes on SIGINT/SIGTERM.
     shutdown_grace_s: float = 5.0
-    # WebSocket-first Socket.IO connections run below python-engineio (docs/protocol.md,
-    # "Transports"); false hands every connection to python-engineio as before.
-    direct_websocket: bool = True
     # A new connection must finish its first request head within this many seconds.
     request_head_timeout_s: float = 10.0
+    # /metrics (it names rooms and counts everything) is served to loopback addresses only,
+    # unless metrics_public; with metrics_token set, to whoever sends it as a bearer token.
+    metrics_public: bool = False
+    metrics_token: str = ""
     # Connections waiting to be accepted: a crowd arriving at once (a stream going live)
     # overflows a short queue, and each dropped SYN costs the client a 1-3 s retransmit.
     listen_backlog: int = 4096
@@ -71,6 +72,9 @@ class AuthConfig:
     # Path to a PEM public key: tokens signed RS256 by the operator's auth service.
     jwt_public_key_file: str = ""
     default_ttl_s: int = 3600
+    # A connection whose token expires is told (`token_expired` item) and closed this many
+    # seconds later unless it sends `auth.refresh` with a new token (docs/protocol.md).
+    refresh_grace_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,14 @@ class LimitsConfig:
     commands_burst: int = 100
     # A plugin handler running longer is abandoned and answered `internal_error`.
     command_timeout_s: float = 5.0
+    # Before a connection has signed in (Socket.IO CONNECT accepted), what the server writes
+    # to it may wait in its buffer up to this many bytes; past it, it is aborted.
+    unauthenticated_buffer_bytes: int = 65_536
+    # Connections (Engine.IO sessions) per peer address, signed in or not; 0: no cap. Off by
+    # default: behind a reverse proxy, or in a load test, every client has the same address.
+    max_connections_per_ip: int = 0
+    # Socket.IO connections per user (the token's `sub`); 0: no cap.
+    max_connections_per_user: int = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,9 @@ from liveroom.clock import Clock
 from liveroom.config import Config
 from liveroom.connection import Connection
 from liveroom.dispatch import Dispatcher
+from liveroom.engine_session import EngineSession
 from liveroom.errors import CommandError, Unauthorized
+from liveroom.frames import ws_close_frame
 from liveroom.hub import Hub
 from liveroom.metrics import Metrics
 from liveroom.protocol import encode_item
@@ -56,22 +58,19 @@ class Connections:
         # of a 20,000-member room.
         self._by_user: dict[str, set[Connection]] = {}
         self._servers: dict[bool, SocketServer] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self.all_gone = asyncio.Event()
 
     def serve(self, server: SocketServer, msgpack: bool) -> None:
         """Take a Socket.IO server's connections (JSON, or msgpack at /socket.io-msgpack/)."""
         self._servers[msgpack] = server
 
-        async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-            await self._on_connect(server, msgpack, sid, auth)
+        async def on_connect(sid: str, session: EngineSession, auth: Any = None) -> None:
+            await self._on_connect(msgpack, sid, session, auth)
 
-        server.on("connect", on_connect)
-        server.on("disconnect", self.remove)
-        server.on("*", self.on_event)
-        server.command_handler = self.on_event  # the same handler, on the fast command path
+        server.on_connect = on_connect
+        server.on_disconnect = self.remove
+        server.command_handler = self.on_event
         server.on_transport = self._on_transport
-        server.on_error = lambda code: self._metrics.errors.labels(code).inc()
 
     def __len__(self) -> int:
         return len(self.by_sid)
@@ -123,11 +122,6 @@ class Connections:
             same_user.discard(connection)
             if not same_user:
                 del self._by_user[connection.identity.user_id]
-        polling_queue = getattr(connection.eio_socket, "queue", None)  # direct sessions have none
-        if connection.transport is None and polling_queue is not None:
-            # A long-poll GET may still be waiting on this socket's queue: Engine.IO does not
-            # release it on a client's close, so the client would hang until its timeout.
-            polling_queue.put_nowait(None)
         self._metrics.connections.set(len(self.by_sid))
         if not self.by_sid:
             self.all_gone.set()
@@ -151,16 +145,15 @@ class Connections:
         farewell, _ = connection.frames_for(b"null", [item])
         server = self._servers[connection.msgpack]
         try:
-            closed = server.close_transport(connection.eio_sid, code, message, farewell)
+            if not server.close_transport(connection.eio_sid, code, message, farewell):
+                transport = connection.transport  # one no session owns (the test harness's)
+                if transport is not None and not transport.is_closing():
+                    transport.write(farewell + ws_close_frame(1008, code))
+                    transport.close()
         except Exception:  # its transport is broken (the write failed): cut it
             log.info("connection %s: its transport failed while closing; aborted", connection.sid)
             if connection.transport is not None:
                 connection.transport.abort()
-            return
-        if not closed:
-            task = asyncio.create_task(server.eio.disconnect(connection.eio_sid))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
     def drop(self, connection: Connection) -> None:
         """A write to the connection said no: too slow, or its transport failed."""
@@ -181,7 +174,7 @@ class Connections:
             return {"ok": False, "error": {"code": "unauthorized", "message": "not connected"}}
         return await self._dispatcher.dispatch(connection, event, args)
 
-    async def _on_connect(self, server: SocketServer, msgpack: bool, sid: str, auth: Any) -> None:
+    async def _on_connect(self, msgpack: bool, sid: str, session: EngineSession, auth: Any) -> None:
         if not self._ready():
             self._metrics.errors.labels("unavailable").inc()
             raise RefuseConnection(CommandError("the server is not accepting connections", "unavailable"))
@@ -190,17 +183,21 @@ class Connections:
         except Unauthorized as error:
             self._metrics.errors.labels(error.code).inc()
             raise RefuseConnection(error) from None
-        eio_sid = server.manager.eio_sid_from_sid(sid, "/")
-        self.add(
-            sid, eio_sid, identity, server.eio.sockets.get(eio_sid), server.transports.get(eio_sid), msgpack
-        )
+        cap = self._config.limits.max_connections_per_user
+        if cap and len(self._by_user.get(identity.user_id, ())) >= cap:
+            self._metrics.errors.labels("too_many_connections").inc()
+            raise RefuseConnection(
+                CommandError(f"at most {cap} connections per user", "too_many_connections")
+            )
+        transport = session.transport if session.upgraded else None
+        self.add(sid, session.eio_sid, identity, session, transport, msgpack)
 
     def _on_transport(self, eio_sid: str, transport: asyncio.Transport | None) -> None:
         connection = self._by_eio.get(eio_sid)
         if connection is None:
             return
         connection.transport = transport
-        if transport is None and connection.eio_socket.upgraded:
-            # The WebSocket is gone (a closed tab, a dropped network, a protocol error): the
+        if transport is None and not connection.live:
+            # The session is gone (a closed tab, a dropped network, a protocol error): the
             # disconnect runs after the commands it had queued, but delivery stops now.
             self.leaving(connection)

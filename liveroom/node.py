@@ -22,8 +22,9 @@ from liveroom.metrics import Metrics
 from liveroom.plugin import PluginHost, Signals
 from liveroom.protocol import encode_item
 from liveroom.publish_token import PublishTokens
+from liveroom.renewal import Renewal
 from liveroom.rooms import RoomHost
-from liveroom.sio import SocketServer, msgpack_packet_class
+from liveroom.sio import PeerLimit, SocketServer
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
 from liveroom.timers import Timers
@@ -74,23 +75,21 @@ class Node:
         )
         # JSON clients at /socket.io/; clients that agree on msgpack (socket.io-msgpack-parser,
         # python-socketio's serializer="msgpack") at /socket.io-msgpack/.
-        self.sio = self._socket_server(msgpack=False)
-        self.msgpack_sio = self._socket_server(msgpack=True)
+        peers = PeerLimit(config.limits.max_connections_per_ip)
+        renewal = Renewal(
+            self.authority,
+            config.auth.refresh_grace_s,
+            self.clock,
+            self.connections.by_sid.get,
+            self.connections.disconnect,
+        )
+        self.sio = self._socket_server(False, peers, renewal)
+        self.msgpack_sio = self._socket_server(True, peers, renewal)
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
 
-    def _socket_server(self, msgpack: bool) -> SocketServer:
-        server = SocketServer(
-            self.config.limits.max_command_bytes,
-            serializer=msgpack_packet_class() if msgpack else "default",
-            cors_allowed_origins=[],  # the web layer sets the real check
-            ping_interval=self.config.server.ping_interval_s,
-            ping_timeout=self.config.server.ping_timeout_s,
-            max_http_buffer_size=self.config.limits.max_message_bytes,
-            # A connection's commands run in its read loop, one after another, in the order
-            # sent: no task per command (a flash-sale storm is thousands of them a second).
-            async_handlers=False,
-        )
+    def _socket_server(self, msgpack: bool, peers: PeerLimit, renewal: Renewal) -> SocketServer:
+        server = SocketServer(self.config, msgpack, self.metrics, peers, renewal)
         self.connections.serve(server, msgpack)
         return server
 

@@ -200,6 +200,7 @@ class _WebSocketSession:
 
     upgraded = True
     closed = False
+    polling = False
 
 
 class HarnessConnection:
@@ -362,16 +363,12 @@ class NodeHarness:
         sid = f"h{next(self._sids)}"
         identity = Identity(user, name or user.title(), role, room, None, tier)
         transport = CapturingTransport(lambda: asyncio.ensure_future(self._lost(sid)))
-        server = self.node.msgpack_sio if msgpack else self.node.sio
-        server.transports[sid] = transport  # as the socket server lists a WebSocket's transport
         self.node.connections.add(sid, sid, identity, _WebSocketSession(), transport, msgpack)
         client = HarnessConnection(self, sid, identity, transport)
         self.connections.append(client)
         return client
 
     async def _lost(self, sid: str) -> None:
-        for server in (self.node.sio, self.node.msgpack_sio):
-            server.transports.pop(sid, None)
         connection = self.node.connections.by_sid.get(sid)
         if connection is not None:
             self.node.connections.leaving(connection)

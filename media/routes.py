@@ -18,7 +18,6 @@ Errors are `{"error": {"code", "message"}}` with a 4xx status.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiohttp import web
 
 from liveroom.errors import CommandError
 from liveroom.node import Node
+from liveroom.protocol import is_name
 
 from .backend import LocalMedia, MediaBackend
 from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
@@ -44,7 +44,6 @@ __all__ = ["BACKEND_KEY", "RTMP_KEY", "add_media_routes", "worker_count"]
 BACKEND_KEY = web.AppKey("liveroom_media_backend", MediaBackend)
 VERIFIER_KEY = web.AppKey("liveroom_media_verifier", CallerVerifier)
 RTMP_KEY = web.AppKey("liveroom_media_rtmp", RtmpServer)
-NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 MAX_SDP_BYTES = 64 * 1024
 STATUS = {
     "bad_request": 400,
@@ -155,7 +154,7 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
 async def _delete(request: web.Request) -> web.StreamResponse:
     try:
         caller = _caller(request)
-        await request.app[BACKEND_KEY].end(request.match_info["session"], caller)
+        await request.app[BACKEND_KEY].end(_name(request.match_info["session"], "session"), caller)
     except CommandError as error:
         return _error(error)
     return web.Response(status=200)
@@ -165,7 +164,9 @@ async def _status(request: web.Request) -> web.StreamResponse:
     """The session's state for its owner: for a viewer, its ABR rung and latest switches."""
     try:
         caller = _caller(request)
-        status = await request.app[BACKEND_KEY].status(request.match_info["session"], caller)
+        status = await request.app[BACKEND_KEY].status(
+            _name(request.match_info["session"], "session"), caller
+        )
     except CommandError as error:
         return _error(error)
     return web.json_response(status, headers={"Cache-Control": "no-store"})
@@ -174,7 +175,7 @@ async def _status(request: web.Request) -> web.StreamResponse:
 async def _delete_slot(request: web.Request) -> web.StreamResponse:
     try:
         caller = _caller(request)
-        room, slot = request.match_info["room"], request.match_info["slot"]
+        room, slot = _name(request.match_info["room"], "room"), _name(request.match_info["slot"], "slot")
         await request.app[BACKEND_KEY].end_slot(room, slot, caller)
     except CommandError as error:
         return _error(error)
@@ -192,7 +193,9 @@ async def _patch(request: web.Request) -> web.StreamResponse:
         if len(body) > MAX_FRAGMENT_BYTES:
             raise CommandError("the SDP fragment is too large", "malformed_sdp")
         fragment = body.decode("utf-8", errors="replace")
-        await request.app[BACKEND_KEY].trickle(request.match_info["session"], caller, fragment)
+        await request.app[BACKEND_KEY].trickle(
+            _name(request.match_info["session"], "session"), caller, fragment
+        )
     except CommandError as error:
         return _error(error)
     return web.Response(status=204)
@@ -217,7 +220,8 @@ async def _offer(request: web.Request) -> str:
 
 
 def _name(value: str, what: str) -> str:
-    if not NAME.match(value):
+    """Room, slot and every other path parameter: a name, the whole of it (no "r1\n")."""
+    if not is_name(value):
         raise CommandError(f"{what} must be 1-64 letters, digits or _ . : -", "bad_request")
     return value
 
