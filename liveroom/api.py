@@ -9,7 +9,6 @@ Errors are 4xx/5xx with `{"error": {"code", "message"}}`; `/api/openapi.json` de
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,8 @@ from aiohttp import web
 
 from liveroom.auth import Identity
 from liveroom.errors import BadRequest, CommandError, Forbidden, Unauthorized
-from liveroom.plugin import QueryContext, QuerySpec
-from liveroom.protocol import ROOM_ID_PATTERN
+from liveroom.plugin import QuerySpec
+from liveroom.protocol import NAME_PATTERN, is_name
 
 if TYPE_CHECKING:
     from liveroom.node import Node
@@ -65,15 +64,21 @@ def _caller(node: Node, request: web.Request, room: str) -> Identity:
         raise Forbidden("the HTTP API is for host and admin tokens")
     if identity.room is not None and identity.room != room:
         raise Forbidden(f"this token is for room {identity.room!r} only")
-    if not re.fullmatch(ROOM_ID_PATTERN, room):
-        raise BadRequest("bad room id")
     return identity
+
+
+def _path_params(request: web.Request) -> None:
+    """Every path parameter (room, command, a query's ids) is a name, the whole of it."""
+    for key, value in request.match_info.items():
+        if not is_name(value):
+            raise BadRequest(f"{key} must be 1-64 letters, digits or _ . : -")
 
 
 def _command_handler(node: Node) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         room, command = request.match_info["room"], request.match_info["command"]
         try:
+            _path_params(request)
             caller = _caller(node, request, room)
             try:
                 body = orjson.loads(await request.read() or b"{}")
@@ -93,13 +98,12 @@ def _query_handler(node: Node, spec: QuerySpec) -> Callable[[web.Request], Await
     async def handle(request: web.Request) -> web.Response:
         room = request.match_info["room"]
         try:
+            _path_params(request)
             caller = _caller(node, request, room)
             params = {**request.query, **request.match_info}
-            return _json(await spec.handler(QueryContext(room, caller, node.clock.now_ms(), params)))
+            return _json(await node.interactions.query(room, caller, spec.path, params))
         except CommandError as error:
             return error_response(error)
-        except ValueError as error:
-            return error_response(BadRequest(str(error)))
 
     return handle
 
@@ -152,8 +156,8 @@ def openapi_document(node: Node) -> Mapping[str, Any]:
 
 
 def _operation(summary: str, body: dict[str, Any] | None, path: str = "") -> dict[str, Any]:
-    parameters = [_path_param("room", ROOM_ID_PATTERN)]
-    parameters += [_path_param(part[1:-1], None) for part in path.split("/") if part.startswith("{")]
+    parameters = [_path_param("room")]
+    parameters += [_path_param(part[1:-1]) for part in path.split("/") if part.startswith("{")]
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     operation: dict[str, Any] = {
         "summary": summary,
@@ -168,8 +172,6 @@ def _operation(summary: str, body: dict[str, Any] | None, path: str = "") -> dic
     return operation
 
 
-def _path_param(name: str, pattern: str | None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
-    if pattern:
-        schema["pattern"] = pattern
+def _path_param(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN}
     return {"name": name, "in": "path", "required": True, "schema": schema}

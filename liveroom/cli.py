@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import logging
 import os
+import socket
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from liveroom.auth import ROLES, TokenAuthority
 from liveroom.config import Config, load_config
-from liveroom.errors import ConfigError
+from liveroom.errors import CommandError, ConfigError, Unavailable
 from liveroom.pages import page_links
 
-__all__ = ["main"]
+__all__ = ["main", "startup_failure"]
 
 DEFAULT_CONFIG = "config.toml"
+log = logging.getLogger("liveroom")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "--links", action="store_true", help="also print links to the room's pages (needs --room)"
     )
     token.add_argument("--base-url", help="where the pages are served (default: from [server] host and port)")
+    token.add_argument("--host", help="--links: the host `liveroom serve --host` was given")
+    token.add_argument("--port", type=int, help="--links: the port `liveroom serve --port` was given")
     return parser
 
 
@@ -62,28 +68,46 @@ def _config(path: str | None) -> Config:
 
 
 def _serve(config: Config, host: str | None, port: int | None) -> int:
-    import uvloop
-
-    from liveroom.front_door import run_app
-    from liveroom.web import NODE_KEY, build_app
-
     logging.basicConfig(
         level=os.environ.get("LIVEROOM_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     host = host or config.server.host
     port = port if port is not None else config.server.port
+    started = False
+
+    def listening() -> None:
+        nonlocal started
+        started = True
+        print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
+
+    try:
+        _run(config, host, port, listening)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        if started:
+            raise  # a failure while serving is a bug: keep its traceback
+        # Start-up failed for a reason outside the program (a port in use, a file that cannot
+        # be written, Redis not there): one line that names it; the traceback at DEBUG.
+        log.debug("start-up failed", exc_info=True)
+        print(f"liveroom: cannot start: {startup_failure(exc, host, port)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(config: Config, host: str, port: int, listening: Callable[[], None]) -> None:
+    import uvloop
+
+    from liveroom.front_door import run_app
+    from liveroom.web import NODE_KEY, build_app
+
     app = build_app(config)
     _tune_gc()
     _raise_open_files_limit()
-    print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
     node = app[NODE_KEY]
     server = config.server
-    engines = (
-        {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
-        if server.direct_websocket
-        else {}
-    )
+    engines = {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
     run_app(
         app,
         uvloop.new_event_loop(),
@@ -93,8 +117,31 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         head_timeout_s=server.request_head_timeout_s,
         shutdown_timeout_s=server.shutdown_grace_s,
         backlog=server.listen_backlog,
+        started=listening,
+        on_bad_request=node.metrics.bad_input.labels("http").inc,
     )
-    return 0
+
+
+def startup_failure(exc: BaseException, host: str, port: int) -> str:
+    """What stopped start-up, in one line a person can act on."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host!r}: {exc.strerror or exc} (check --host / [server] host)"
+    if isinstance(exc, OSError) and exc.filename is None:
+        if exc.errno == errno.EADDRINUSE:
+            return f"{host}:{port} is already in use (another server?); pick another: --port or [server] port"
+        if exc.errno == errno.EACCES:
+            return f"not allowed to listen on {host}:{port} (ports below 1024 need privileges)"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{host} is not an address of this machine (check --host / [server] host)"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    if isinstance(exc, sqlite3.Error):
+        return f"the SQLite store ([store] sqlite_path): {exc}"
+    if isinstance(exc, Unavailable):
+        return f"{exc.message} (is Redis up at [redis] url?)"
+    if isinstance(exc, CommandError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _raise_open_files_limit() -> None:
@@ -130,13 +177,20 @@ def _token(config: Config, args: argparse.Namespace) -> int:
         raise ConfigError(f"--tier: {exc}") from None
     print(minted)
     if args.links:
-        base = args.base_url or _base_url(config)
+        base = args.base_url or _base_url(args.host or config.server.host, args.port or config.server.port)
+        if not args.base_url:
+            # Stdout stays the token and the links; where they point goes to stderr.
+            print(
+                f"liveroom: links to {base} (the config's [server] host and port, or --host/--port);"
+                " pass --base-url if the pages are served elsewhere",
+                file=sys.stderr,
+            )
         for line in page_links(base, args.room, args.role, minted):
             print(line)
     return 0
 
 
-def _base_url(config: Config) -> str:
-    host = config.server.host
+def _base_url(host: str, port: int) -> str:
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{host}:{config.server.port}"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"

@@ -52,11 +52,12 @@ class ServerConfig:
     ping_timeout_s: float = 20.0
     # Seconds given to connections and durable writes on SIGINT/SIGTERM.
     shutdown_grace_s: float = 5.0
-    # WebSocket-first Socket.IO connections run below python-engineio (docs/protocol.md,
-    # "Transports"); false hands every connection to python-engineio as before.
-    direct_websocket: bool = True
     # A new connection must finish its first request head within this many seconds.
     request_head_timeout_s: float = 10.0
+    # /metrics (it names rooms and counts everything) is served to loopback addresses only,
+    # unless metrics_public; with metrics_token set, to whoever sends it as a bearer token.
+    metrics_public: bool = False
+    metrics_token: str = ""
     # Connections waiting to be accepted: a crowd arriving at once (a stream going live)
     # overflows a short queue, and each dropped SYN costs the client a 1-3 s retransmit.
     listen_backlog: int = 4096
@@ -71,6 +72,9 @@ class AuthConfig:
     # Path to a PEM public key: tokens signed RS256 by the operator's auth service.
     jwt_public_key_file: str = ""
     default_ttl_s: int = 3600
+    # A connection whose token expires is told (`token_expired` item) and closed this many
+    # seconds later unless it sends `auth.refresh` with a new token (docs/protocol.md).
+    refresh_grace_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,14 @@ class LimitsConfig:
     commands_burst: int = 100
     # A plugin handler running longer is abandoned and answered `internal_error`.
     command_timeout_s: float = 5.0
+    # Before a connection has signed in (Socket.IO CONNECT accepted), what the server writes
+    # to it may wait in its buffer up to this many bytes; past it, it is aborted.
+    unauthenticated_buffer_bytes: int = 65_536
+    # Connections (Engine.IO sessions) per peer address, signed in or not; 0: no cap. Off by
+    # default: behind a reverse proxy, or in a load test, every client has the same address.
+    max_connections_per_ip: int = 0
+    # Socket.IO connections per user (the token's `sub`); 0: no cap.
+    max_connections_per_user: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +106,9 @@ class RoomConfig:
     online_interval_ms: int = 500
     # Unchanged rooms' counts are reported to a shared broker this often (its lease).
     presence_refresh_s: float = 3.0
+    # A room with nobody in it and nothing pending (no timer, no work) is released from
+    # every plugin's memory after this long, and rebuilt from its records on its next use.
+    idle_release_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +238,23 @@ class MediaConfig:
     composite_size: str = "640x360"
     composite_fps: float = 15.0
     composite_bitrate_bps: int = 800_000
+    # RTMP ingest (media/rtmp_server.py): rtmp://rtmp_host:rtmp_port/live/<room>, the publish
+    # token as the stream key. Port 0 picks a free one (tests). A message (one video frame)
+    # over rtmp_max_message_bytes, or no publish within rtmp_handshake_timeout_s, closes the
+    # connection.
+    rtmp_enabled: bool = True
+    rtmp_host: str = "127.0.0.1"
+    rtmp_port: int = 1935
+    rtmp_max_message_bytes: int = 8 * 1024 * 1024
+    rtmp_handshake_timeout_s: float = 10.0
+    # Restreaming the program to other RTMP(S) destinations (media/restream.py): at most this
+    # many per room; a dropped destination is retried after a backoff from
+    # restream_retry_initial_s doubling up to restream_retry_max_s, and given up ("failed")
+    # after restream_max_failures failures in a row (0 = never).
+    restream_max_per_room: int = 5
+    restream_retry_initial_s: float = 1.0
+    restream_retry_max_s: float = 30.0
+    restream_max_failures: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 
 A WebSocket connection is written to directly: the same pre-built frame for every member
 of a room, one `transport.write` per connection per tick, no task or queue per recipient.
-A long-polling connection (rare; browsers upgrade) gets the message through Engine.IO's
-own queue. Either way the outbound buffer is bounded: past the limit the connection is
-marked slow, and the hub closes it with reason `slow_consumer`.
+A long-polling connection (rare; browsers upgrade) gets the message through its session's
+queue for the next GET (liveroom/polling.py). Either way the outbound buffer is bounded:
+past the limit the connection is marked slow, and the hub closes it as `slow_consumer`.
 
 A connection is live until it starts closing (`closing`: the server is closing it, or the
 client went away). From then on it is no room's member (the node detaches it at once, not
@@ -33,9 +33,6 @@ from liveroom.ratelimit import TokenBucket
 __all__ = ["Connection"]
 
 log = logging.getLogger(__name__)
-
-# Engine.IO queues hold packets, not bytes: a polling client may have this many waiting.
-MAX_POLLING_BACKLOG = 256
 
 
 class Connection:
@@ -125,7 +122,7 @@ class Connection:
             return False
         if self._transport is not None:
             return True
-        return getattr(self.eio_socket, "queue", None) is not None and not self.eio_socket.closed
+        return bool(self.eio_socket.polling)  # a long-polling session still open
 
     def frames_for(
         self, room_json: bytes, items: list[bytes], skipped: list[list[int]] | None = None
@@ -142,18 +139,8 @@ class Connection:
         return self.deliver(*self.frames_for(room_json, items))
 
     def _queue_polling(self, message: bytes) -> bool:
-        from engineio import packet as eio_packet
-
-        queue = getattr(self.eio_socket, "queue", None)
-        if queue is None or self.eio_socket.closed:
-            # No polling queue (a WebSocket session whose transport is gone) or a closed
-            # socket: the connection is leaving; nothing to write to.
+        # The session's queue for the client's next GET, bounded in packets and bytes.
+        if self.eio_socket.queue_message(message):
             return True
-        if queue.qsize() > MAX_POLLING_BACKLOG:
-            self.drop_reason = "slow_consumer"
-            return False
-        # A msgpack packet is a binary message; a JSON one loses its Engine.IO type ("4"),
-        # which the encoder adds back.
-        data: bytes | str = message if self.msgpack else message[1:].decode()
-        queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=data))
-        return True
+        self.drop_reason = "slow_consumer"
+        return False

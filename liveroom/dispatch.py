@@ -1,8 +1,15 @@
-"""Commands in, acks out: validation, the room rules of the core, and error containment.
+"""Commands in, acks out: the connection's half of every command, and error containment.
 
-`join`, `leave` and `time` belong to the core; every other command is a plugin's. A
-plugin's handler runs only after its payload has been validated, its caller's rate and
-role checked, and the caller found in the room. Whatever it raises, the room goes on.
+`join`, `leave` and `time` belong to the core; every other command is a plugin's. Here,
+on the node the client is connected to: the caller's command rate, the one-object shape,
+the caller being in the room and being staff where the command says so. What a command
+does to the room runs where the room's state is (`liveroom.interactions`): on one node a
+plain call, on a cluster the owner of the room. Whatever a plugin raises, the room goes on.
+
+Join order: the plugins admit the caller and give the room's state first, then the
+connection enters the room's delivery, and nothing is awaited between that and the ack:
+no batch of the room reaches the caller before its join ack, and none of what the state
+shows is missed (what is published meanwhile is in `missed` or in the next batches).
 """
 
 from __future__ import annotations
@@ -18,60 +25,40 @@ from liveroom.config import LimitsConfig
 from liveroom.connection import Connection
 from liveroom.errors import BadRequest, CommandError, Forbidden, NotJoined, OutcomeUnknown, RateLimited
 from liveroom.hub import Hub
+from liveroom.interactions import CORE_COMMANDS, Interactions
 from liveroom.metrics import Metrics
-from liveroom.plugin import CommandContext, CommandSpec, Plugin, RoomServices
+from liveroom.plugin import CommandSpec
 from liveroom.protocol import (
     EncodedJson,
     JoinPayload,
     LeavePayload,
+    RoomPayload,
     TimePayload,
     decode_payload,
     error_ack,
     ok_ack,
 )
-from liveroom.store import Store
-from liveroom.timers import Timers
 
 __all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
-CORE_COMMANDS = ("join", "leave", "time")
 
 
 class Dispatcher:
     def __init__(
-        self,
-        hub: Hub,
-        plugins: Sequence[Plugin],
-        services: RoomServices,
-        store: Store,
-        clock: Clock,
-        limits: LimitsConfig,
-        metrics: Metrics,
-        timers: Timers,
+        self, hub: Hub, interactions: Interactions, clock: Clock, limits: LimitsConfig, metrics: Metrics
     ) -> None:
         self._hub = hub
-        self._plugins = plugins
-        self._services = services
-        self._store = store
+        self.interactions = interactions
         self._clock = clock
         self._limits = limits
         self._metrics = metrics
-        self._timers = timers
-        self._commands: dict[str, CommandSpec[Any]] = {}
         self._counters: dict[str, Any] = {}  # command -> its metric child, looked up once
-        for plugin in plugins:
-            for spec in plugin.commands():
-                if spec.name in self._commands or spec.name in CORE_COMMANDS:
-                    raise ValueError(f"command {spec.name!r} is declared twice")
-                if not spec.name.startswith(plugin.name + "."):
-                    raise ValueError(f"plugin {plugin.name!r} may only declare {plugin.name}.* commands")
-                self._commands[spec.name] = spec
 
     def _count(self, event: str) -> None:
         counter = self._counters.get(event)
         if counter is None:
-            known = event in CORE_COMMANDS or event in self._commands
+            known = event in CORE_COMMANDS or event in self.interactions.commands
             counter = self._metrics.commands.labels(event if known else "unknown")
             if known:  # unknown names are not kept: clients choose them
                 self._counters[event] = counter
@@ -79,11 +66,11 @@ class Dispatcher:
 
     @property
     def command_names(self) -> list[str]:
-        return [*CORE_COMMANDS, *self._commands]
+        return [*CORE_COMMANDS, *self.interactions.commands]
 
     @property
     def commands(self) -> Mapping[str, CommandSpec[Any]]:
-        return self._commands
+        return self.interactions.commands
 
     async def dispatch(self, connection: Connection, event: str, args: Sequence[Any]) -> dict[str, Any]:
         """Run one command and return its ack. Never raises."""
@@ -97,16 +84,12 @@ class Dispatcher:
         return await self._contained(event, self._run_for(caller, room, event, raw))
 
     async def _run_for(self, caller: Identity, room: str, event: str, raw: Any) -> Mapping[str, Any]:
-        spec = self._commands.get(event)
+        spec = self.interactions.commands.get(event)
         if spec is None or not spec.staff_only:
             raise CommandError(f"no host command {event[:64]!r}", "not_found")
         if not isinstance(raw, dict):
             raise BadRequest("the body must be a JSON object")
-        payload = decode_payload(spec.payload, {**raw, "room": room})
-        return await self._call(spec, self.context(room, caller), payload)
-
-    def context(self, room: str, caller: Identity) -> CommandContext:
-        return CommandContext(room, caller, self._clock.now_ms(), self._store, self._services, self._timers)
+        return await self._timed(event, self.interactions.command(room, caller, event, {**raw, "room": room}))
 
     async def _contained(self, event: str, work: Awaitable[Mapping[str, Any]]) -> dict[str, Any]:
         try:
@@ -115,10 +98,22 @@ class Dispatcher:
             self._metrics.errors.labels(error.code).inc()
             return error_ack(error)
         except Exception:
-            log.exception("command %r failed", event)
+            log.exception("command %r failed: a bug in a plugin or in liveroom", event)
             self._metrics.errors.labels("internal_error").inc()
             return error_ack(CommandError("the server failed to run this command", "internal_error"))
         return ok_ack(**reply)
+
+    async def _timed(self, name: str, work: Awaitable[Mapping[str, Any]]) -> Mapping[str, Any]:
+        try:
+            # asyncio.timeout, not wait_for: no extra task per command on the hot path.
+            async with asyncio.timeout(self._limits.command_timeout_s):
+                return await work
+        except TimeoutError:
+            # Abandoned halfway: its writes may or may not have happened. Never "failed".
+            log.warning("command %s timed out after %ss", name, self._limits.command_timeout_s)
+            raise OutcomeUnknown(
+                "the command took too long; its outcome is unknown: retry with the same request_id"
+            ) from None
 
     async def _run(self, connection: Connection, event: str, args: Sequence[Any]) -> Mapping[str, Any]:
         if not connection.bucket.take(self._clock.monotonic()):
@@ -134,33 +129,15 @@ class Dispatcher:
         if event == "time":
             decode_payload(TimePayload, raw)
             return {"server_time": self._clock.now_ms()}
-        spec = self._commands.get(event)
-        if spec is None:
-            raise BadRequest(f"unknown event {event[:64]!r}", "unknown_event")
-        return await self._run_plugin_command(connection, spec, raw)
-
-    async def _run_plugin_command(
-        self, connection: Connection, spec: CommandSpec[Any], raw: Any
-    ) -> Mapping[str, Any]:
-        payload = decode_payload(spec.payload, raw)
-        room = payload.room
-        if room not in connection.rooms:
+        spec = self.interactions.spec(event, staff=True)  # unknown_event before anything else
+        room = raw.get("room") if isinstance(raw, dict) else None
+        if not isinstance(room, str) or room not in connection.rooms:
+            decode_payload(spec.payload, raw)  # a malformed payload is told so first
+            room = decode_payload(RoomPayload, {"room": raw["room"]}).room
             raise NotJoined(f"join room {room!r} first")
         if spec.staff_only and not connection.identity.is_staff:
             raise Forbidden(f"{spec.name} is for hosts and moderators")
-        return await self._call(spec, self.context(room, connection.identity), payload)
-
-    async def _call(self, spec: CommandSpec[Any], ctx: CommandContext, payload: Any) -> Mapping[str, Any]:
-        try:
-            # asyncio.timeout, not wait_for: no extra task per command on the hot path.
-            async with asyncio.timeout(self._limits.command_timeout_s):
-                return await spec.handler(ctx, payload)
-        except TimeoutError:
-            # Abandoned halfway: its writes may or may not have happened. Never "failed".
-            log.warning("command %s timed out after %ss", spec.name, self._limits.command_timeout_s)
-            raise OutcomeUnknown(
-                "the command took too long; its outcome is unknown: retry with the same request_id"
-            ) from None
+        return await self._timed(event, self.interactions.command(room, connection.identity, event, raw))
 
     async def _join(self, connection: Connection, payload: JoinPayload) -> Mapping[str, Any]:
         bound = connection.identity.room
@@ -173,16 +150,20 @@ class Dispatcher:
             raise CommandError(
                 f"at most {self._limits.max_rooms_per_connection} rooms per connection", "too_many_rooms"
             )
-        personal = await self._admit(connection, payload.room)
-        try:
-            result = await self._hub.join(connection, payload.room, payload.since, payload.epoch)
-        except BaseException:
-            # The plugins were told of a join that did not happen: tell them it is over.
-            await self._left(payload.room, connection.identity)
-            raise
-        state = self._snapshot(payload.room)
-        for name, extra in personal.items():
-            state[name] = {**state.get(name, {}), **extra}
+        again = payload.room in connection.rooms  # a re-sync: one join, as far as plugins count
+        async with self._hub.reserving(payload.room) as room:
+            since, fresh = payload.since, payload.since is None
+            if fresh:  # the state is taken now: what comes after it goes in `missed`
+                since = room.delivered_seq
+            state = await self._timed(
+                "join", self.interactions.admit(payload.room, connection.identity, again)
+            )
+            try:
+                result = await self._hub.join(connection, payload.room, since, payload.epoch, fresh)
+            except BaseException:
+                if not again:  # the plugins admitted a join that did not happen: it is over
+                    await self.interactions.left(payload.room, connection.identity)
+                raise
         return {
             "room": payload.room,
             "seq": result.seq,
@@ -195,58 +176,19 @@ class Dispatcher:
             "reset": result.reset,
         }
 
-    async def _admit(self, connection: Connection, room: str) -> dict[str, Mapping[str, Any]]:
-        """Every plugin's `on_join`: a CommandError refuses the join; other failures are logged."""
-        ctx = self.context(room, connection.identity)
-        personal: dict[str, Mapping[str, Any]] = {}
-        for plugin in self._plugins:
-            try:
-                extra = await plugin.on_join(ctx)
-            except CommandError:
-                raise
-            except Exception:
-                log.exception("plugin %s failed on join of room %s", plugin.name, room)
-                continue
-            if extra:
-                personal[plugin.name] = extra
-        return personal
-
     async def _leave(self, connection: Connection, payload: LeavePayload) -> Mapping[str, Any]:
         if not await self.leave(connection, payload.room):
             raise NotJoined(f"not in room {payload.room!r}")
         return {"room": payload.room}
 
     async def leave(self, connection: Connection, room_id: str) -> bool:
-        """Leave one room; plugins hear of it once the user's last connection there is gone."""
+        """Leave one room; plugins hear of it once the user's last join there is gone."""
         if not await self._hub.leave(connection, room_id):
             return False
-        await self._left(room_id, connection.identity)
+        await self.interactions.left(room_id, connection.identity)
         return True
-
-    async def _left(self, room_id: str, user: Identity) -> None:
-        """Plugins' `on_leave`, once the user has no connection left in the room."""
-        room = self._hub.rooms.get(room_id)
-        if room is not None and user.user_id in room.users:
-            return
-        for plugin in self._plugins:
-            try:
-                await plugin.on_leave(room_id, user, self._clock.now_ms())
-            except Exception:
-                log.exception("plugin %s failed on leave of room %s", plugin.name, room_id)
 
     async def drop(self, connection: Connection) -> None:
         """A connection is gone: it leaves every room it was in."""
         for room_id in list(connection.rooms):
             await self.leave(connection, room_id)
-
-    def _snapshot(self, room: str) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        for plugin in self._plugins:
-            try:
-                snapshot = plugin.snapshot(room)
-            except Exception:
-                log.exception("plugin %s failed to snapshot room %s", plugin.name, room)
-                continue
-            if snapshot is not None:
-                state[plugin.name] = snapshot
-        return state

@@ -24,9 +24,10 @@ counts) any that is not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from liveroom.broker import RESET_TYPE, Broker, Publication
@@ -95,9 +96,31 @@ class Hub:
 
     # -- membership ---------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def reserving(self, room_id: str) -> AsyncIterator[LocalRoom]:
+        """The room, subscribed and kept (not dropped for want of members) while a join is
+        prepared: its `delivered_seq` is where a fresh joiner's `missed` starts."""
+        self._joining[room_id] = self._joining.get(room_id, 0) + 1
+        try:
+            yield await self._ready_room(room_id)
+        finally:
+            self._joining[room_id] -= 1
+            if not self._joining[room_id]:
+                del self._joining[room_id]
+                room = self.rooms.get(room_id)
+                if room is not None and not room.members:
+                    await self._drop_room(room_id)
+
     async def join(
-        self, connection: Connection, room_id: str, since: int | None, epoch: str | None
+        self,
+        connection: Connection,
+        room_id: str,
+        since: int | None,
+        epoch: str | None,
+        fresh: bool = False,
     ) -> JoinResult:
+        """Enter the room's delivery. `fresh`: a join without `since` whose state was taken
+        when delivery stood at `since`: `missed` holds what came after, never a reset."""
         self._joining[room_id] = self._joining.get(room_id, 0) + 1
         try:
             while True:
@@ -116,6 +139,8 @@ class Hub:
                     room.fresh[connection] = history.latest
                 connection.rooms.add(room_id)
                 self.presence.changed(room_id)
+                if fresh and history.reset:
+                    return JoinResult(room, history.latest, history.epoch, [], False)
                 return JoinResult(room, history.latest, history.epoch, history.items, history.reset)
         finally:
             self._joining[room_id] -= 1
@@ -143,10 +168,13 @@ class Hub:
         if room.remove(connection):
             self.presence.changed(room_id)
         if not room.members and room_id not in self._joining:
-            del self.rooms[room_id]
-            self._metrics.rooms.set(len(self.rooms))
-            await self._broker.unsubscribe(room_id)
+            await self._drop_room(room_id)
         return True
+
+    async def _drop_room(self, room_id: str) -> None:
+        del self.rooms[room_id]
+        self._metrics.rooms.set(len(self.rooms))
+        await self._broker.unsubscribe(room_id)
 
     async def drop(self, connection: Connection) -> None:
         for room_id in list(connection.rooms):

@@ -35,6 +35,12 @@ class Metrics:
         self.publications = Counter("liveroom_publications", "Items published to rooms", ["type"], registry=r)
         self.commands = Counter("liveroom_commands", "Commands handled", ["command"], registry=r)
         self.errors = Counter("liveroom_errors", "Error acks and refused connections", ["code"], registry=r)
+        self.bad_input = Counter(
+            "liveroom_bad_input",
+            "Malformed input, by layer (http, websocket, engineio, socketio); logged once per connection",
+            ["layer"],
+            registry=r,
+        )
         self.disconnects = Counter(
             "liveroom_server_disconnects", "Connections closed by the server", ["reason"], registry=r
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from typing import Any
 
@@ -12,19 +11,20 @@ from liveroom.auth import Identity, TokenAuthority, resolve_secret
 from liveroom.broker import Broker, Publication
 from liveroom.clock import Clock, SystemClock
 from liveroom.config import Config
-from liveroom.connection import Connection
+from liveroom.connections import Connections
 from liveroom.discovery import load_plugins
 from liveroom.dispatch import Dispatcher
-from liveroom.errors import CommandError, ConfigError, Unauthorized, Unavailable
+from liveroom.errors import ConfigError, Unavailable
 from liveroom.hub import Hub
+from liveroom.interactions import Interactions
 from liveroom.memory_broker import MemoryBroker
 from liveroom.metrics import Metrics
 from liveroom.plugin import PluginHost, Signals
 from liveroom.protocol import encode_item
 from liveroom.publish_token import PublishTokens
-from liveroom.ratelimit import TokenBucket
-from liveroom.room import LocalRoom
-from liveroom.sio import RefuseConnection, SocketServer, msgpack_packet_class
+from liveroom.renewal import Renewal
+from liveroom.rooms import RoomHost
+from liveroom.sio import PeerLimit, SocketServer
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
 from liveroom.timers import Timers
@@ -35,109 +35,117 @@ log = logging.getLogger(__name__)
 
 
 class Node:
-    """Implements `RoomServices` for plugins; owns the socket server, hub, broker and store."""
+    """The composition root: builds the parts from config, starts and stops them, and serves
+    plugins the `RoomServices` they use (publishing, personal items, members, removal)."""
 
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        *,
+        store: Store | None = None,
+        broker: Broker | None = None,
+    ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
         self.authority = TokenAuthority.from_config(config.auth)
-        self.store = _build_store(config)
-        self.broker = _build_broker(config, self.clock)
-        # JSON clients at /socket.io/; clients that agree on msgpack (socket.io-msgpack-parser,
-        # python-socketio's serializer="msgpack") at /socket.io-msgpack/.
-        self.sio = self._socket_server(msgpack=False)
-        self.msgpack_sio = self._socket_server(msgpack=True)
+        self.store = store or _build_store(config)
+        self.broker = broker or _build_broker(config, self.clock)
         self.hub = Hub(
             self.broker,
             self.clock,
             self.metrics,
             config.delivery,
             config.room,
-            self._drop,
+            lambda connection: self.connections.drop(connection),
             config.delivery.check_members,
         )
         self.timers = Timers(self.clock)
         tokens = PublishTokens(resolve_secret(config.auth))
         host = PluginHost(self.clock, self.store, self, self.timers, Signals(), tokens)
-        self.plugins = load_plugins(config.plugins, host)
-        self.dispatcher = Dispatcher(
-            self.hub, self.plugins, self, self.store, self.clock, config.limits, self.metrics, self.timers
+        self.plugins, self.plugin_hosts = load_plugins(config.plugins, host)
+        self.rooms = RoomHost(
+            self.plugins, self.plugin_hosts, self.store, self.clock, self.timers, config.room.idle_release_s
         )
-        self.connections: dict[str, Connection] = {}
-        self._by_eio: dict[str, Connection] = {}
-        # A user's connections (tabs, devices): personal items find them without a scan
-        # of a 20,000-member room.
-        self._by_user: dict[str, set[Connection]] = {}
-        self._ticker: asyncio.Task[None] | None = None
-        self._timer_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
-        self._all_gone = asyncio.Event()
+        self.interactions = Interactions(self.plugins, self.plugin_hosts, self.rooms, self.clock)
+        self.dispatcher = Dispatcher(self.hub, self.interactions, self.clock, config.limits, self.metrics)
+        self.connections = Connections(
+            config, self.clock, self.metrics, self.authority, self.hub, self.dispatcher, lambda: self.ready
+        )
+        # JSON clients at /socket.io/; clients that agree on msgpack (socket.io-msgpack-parser,
+        # python-socketio's serializer="msgpack") at /socket.io-msgpack/.
+        peers = PeerLimit(config.limits.max_connections_per_ip)
+        renewal = Renewal(
+            self.authority,
+            config.auth.refresh_grace_s,
+            self.clock,
+            self.connections.by_sid.get,
+            self.connections.disconnect,
+        )
+        self.sio = self._socket_server(False, peers, renewal)
+        self.msgpack_sio = self._socket_server(True, peers, renewal)
+        self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
 
-    def _socket_server(self, msgpack: bool) -> SocketServer:
-        server = SocketServer(
-            self.config.limits.max_command_bytes,
-            serializer=msgpack_packet_class() if msgpack else "default",
-            cors_allowed_origins=[],  # the web layer sets the real check
-            ping_interval=self.config.server.ping_interval_s,
-            ping_timeout=self.config.server.ping_timeout_s,
-            max_http_buffer_size=self.config.limits.max_message_bytes,
-            # A connection's commands run in its read loop, one after another, in the order
-            # sent: no task per command (a flash-sale storm is thousands of them a second).
-            async_handlers=False,
-        )
-        server.on("connect", functools.partial(self._on_connect, server, msgpack))
-        server.on("disconnect", self._on_disconnect)
-        server.on("*", self._on_event)
-        server.command_handler = self._on_event  # the same handler, on the fast command path
-        server.on_transport = self._on_transport
-        server.on_error = lambda code: self.metrics.errors.labels(code).inc()
+    def _socket_server(self, msgpack: bool, peers: PeerLimit, renewal: Renewal) -> SocketServer:
+        server = SocketServer(self.config, msgpack, self.metrics, peers, renewal)
+        self.connections.serve(server, msgpack)
         return server
-
-    def server_of(self, connection: Connection) -> SocketServer:
-        return self.msgpack_sio if connection.msgpack else self.sio
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """Start the backends and plugins, and load the rooms with something pending; no
+        loop is started (a test drives ticks and timers itself)."""
         await self.store.start()
         await self.broker.start()
         for plugin in self.plugins:
             await plugin.start()
-        self._ticker = asyncio.create_task(self.hub.run(), name="liveroom-hub")
-        self._timer_task = asyncio.create_task(self.timers.run(), name="liveroom-timers")
+        await self.rooms.wake_marked()
+
+    async def start(self) -> None:
+        await self.open()
+        self._tasks = [
+            asyncio.create_task(self.hub.run(), name="liveroom-hub"),
+            asyncio.create_task(self.timers.run(), name="liveroom-timers"),
+            asyncio.create_task(self._sweep_rooms(), name="liveroom-rooms"),
+        ]
         self.ready = True
+        names = ", ".join(p.name for p in self.plugins)
+        log.info("plugins loaded, in hook order: %s", names)
+
+    async def _sweep_rooms(self) -> None:
+        """Release idle rooms, a few times per idle period."""
+        while True:
+            await asyncio.sleep(max(0.05, min(self.config.room.idle_release_s / 4, 5.0)))
+            self.rooms.sweep()
 
     async def close_connections(self) -> None:
         """Tell every client why, close its transport, and give handlers a moment to finish."""
         self.ready = False
-        if self._ticker is not None:
+        if self._tasks:
             self.hub.flush_all()  # what is pending and queued goes out before the goodbye
-        for connection in list(self.connections.values()):
-            self.disconnect(connection, "server_shutdown", "the server is shutting down; reconnect shortly")
-        if self.connections:
-            self._all_gone.clear()
+        self.connections.close_all()
+        if len(self.connections):
+            self.connections.all_gone.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_gone.wait(), self.config.server.shutdown_grace_s)
+                await asyncio.wait_for(self.connections.all_gone.wait(), self.config.server.shutdown_grace_s)
 
     async def stop(self) -> None:
         self.ready = False
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self._timer_task is not None:
-            self._timer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer_task
-            self._timer_task = None
+                await task
+        self._tasks = []
         for plugin in reversed(self.plugins):
             try:
                 await plugin.stop()
             except Exception:
                 log.exception("plugin %s failed to stop", plugin.name)
+        self.rooms.release_all()
+        await self.rooms.settle()
         await self.sio.shutdown()
         await self.msgpack_sio.shutdown()
         await self.broker.close()
@@ -176,13 +184,10 @@ class Node:
         local = self.hub.rooms.get(room)
         if local is None:
             return 0
-        targets = self._in_room(local, user_id)
+        targets = self.connections.of_user(local, user_id)
         for connection in targets:
             self.hub.send_personal(connection, local, item_type, data)
         return len(targets)
-
-    def _in_room(self, local: LocalRoom, user_id: str) -> list[Connection]:
-        return [c for c in self._by_user.get(user_id, ()) if c in local.members]
 
     def online(self, room: str) -> int:
         local = self.hub.rooms.get(room)
@@ -190,115 +195,14 @@ class Node:
 
     async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
         local = self.hub.rooms.get(room)
-        targets = [] if local is None else self._in_room(local, user_id)
+        targets = [] if local is None else self.connections.of_user(local, user_id)
         self.send_to_user(room, user_id, item_type, data)
         for connection in targets:
             await self.dispatcher.leave(connection, room)
         return len(targets)
 
     def members(self, room: str) -> list[Identity]:
-        local = self.hub.rooms.get(room)
-        if local is None:
-            return []
-        return list({c.identity.user_id: c.identity for c in local.members}.values())
-
-    # -- connections --------------------------------------------------------------------
-
-    def disconnect(self, connection: Connection, code: str, message: str) -> None:
-        """Close a connection from the server side, telling the client the reason first."""
-        if connection.closing:
-            return
-        self._leaving(connection)
-        self.metrics.disconnects.labels(code).inc()
-        item = encode_item(
-            None, "system.disconnect", int(self.clock.now_ms()), {"code": code, "message": message}
-        )
-        farewell, _ = connection.frames_for(b"null", [item])
-        server = self.server_of(connection)
-        if not server.close_transport(connection.eio_sid, code, message, farewell):
-            task = asyncio.create_task(server.eio.disconnect(connection.eio_sid))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    def _drop(self, connection: Connection) -> None:
-        """A write to the connection said no: too slow, or its transport failed."""
-        if connection.drop_reason == "slow_consumer":
-            self.disconnect(connection, "slow_consumer", "the connection fell too far behind")
-        else:
-            self.disconnect(connection, connection.drop_reason, "the connection failed")
-
-    def _leaving(self, connection: Connection) -> None:
-        """From the moment a connection starts closing, whoever closes it: no room delivers
-        to it any more (its rooms' plugins hear of it when the disconnect runs)."""
-        connection.closing = True
-        self.hub.detach(connection)
-
-    async def _on_connect(
-        self, server: SocketServer, msgpack: bool, sid: str, environ: dict[str, Any], auth: Any = None
-    ) -> None:
-        if not self.ready:
-            self.metrics.errors.labels("unavailable").inc()
-            raise RefuseConnection(CommandError("the server is not accepting connections", "unavailable"))
-        try:
-            identity = self.authority.verify(auth.get("token") if isinstance(auth, dict) else None)
-        except Unauthorized as error:
-            self.metrics.errors.labels(error.code).inc()
-            raise RefuseConnection(error) from None
-        eio_sid = server.manager.eio_sid_from_sid(sid, "/")
-        limits = self.config.limits
-        bucket = TokenBucket(limits.commands_per_s, limits.commands_burst, self.clock.monotonic())
-        connection = Connection(
-            sid,
-            eio_sid,
-            identity,
-            server.eio.sockets.get(eio_sid),
-            bucket,
-            self.config.delivery.outbound_buffer_bytes,
-            self.config.delivery.send_buffer_bytes,
-            msgpack,
-        )
-        connection.transport = server.transports.get(eio_sid)
-        self.connections[sid] = connection
-        self._by_eio[eio_sid] = connection
-        self._by_user.setdefault(identity.user_id, set()).add(connection)
-        self.metrics.connections.set(len(self.connections))
-
-    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
-        connection = self.connections.pop(sid, None)
-        if connection is None:
-            return
-        self._leaving(connection)
-        self._by_eio.pop(connection.eio_sid, None)
-        same_user = self._by_user.get(connection.identity.user_id)
-        if same_user is not None:
-            same_user.discard(connection)
-            if not same_user:
-                del self._by_user[connection.identity.user_id]
-        polling_queue = getattr(connection.eio_socket, "queue", None)  # direct sessions have none
-        if connection.transport is None and polling_queue is not None:
-            # A long-poll GET may still be waiting on this socket's queue: Engine.IO does not
-            # release it on a client's close, so the client would hang until its timeout.
-            polling_queue.put_nowait(None)
-        self.metrics.connections.set(len(self.connections))
-        if not self.connections:
-            self._all_gone.set()
-        await self.dispatcher.drop(connection)
-
-    async def _on_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
-        connection = self.connections.get(sid)
-        if connection is None:
-            return {"ok": False, "error": {"code": "unauthorized", "message": "not connected"}}
-        return await self.dispatcher.dispatch(connection, event, args)
-
-    def _on_transport(self, eio_sid: str, transport: asyncio.Transport | None) -> None:
-        connection = self._by_eio.get(eio_sid)
-        if connection is None:
-            return
-        connection.transport = transport
-        if transport is None and connection.eio_socket.upgraded:
-            # The WebSocket is gone (a closed tab, a dropped network, a protocol error): the
-            # disconnect runs after the commands it had queued, but delivery stops now.
-            self._leaving(connection)
+        return self.rooms.members(room)
 
 
 def _build_store(config: Config) -> Store:

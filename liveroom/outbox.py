@@ -1,18 +1,31 @@
-"""The outbox: durable records handed to a merchant's system by webhook, at least once.
+"""The outbox: durable records handed to a merchant's system by webhook, each until it lands.
 
-Records of one kind (e.g. `sale.order`) are already durable when they are acknowledged;
-the outbox reads them back in write order and POSTs each to the configured URL with an
-`Idempotency-Key` header (the record's key), so the receiver can drop repeats. A delivery
-is done when the receiver answers 2xx; then an `outbox.delivered` record is written. Until
-then it is retried with exponential backoff, in order (later records wait). After a
-restart the outbox resumes with the first record that has no delivery receipt.
+Records of one kind (e.g. `sale.order`) are already durable when they are acknowledged; the
+outbox reads them back in write order and POSTs each to the configured URL:
+
+* headers: `Idempotency-Key` (the record's key: the receiver drops repeats),
+  `X-Liveroom-Attempt`, and, with a secret, `X-Liveroom-Signature: t=<unix s>,v1=<hex>`
+  where `v1` is HMAC-SHA256(secret, "<t>.<body>") (docs/protocol.md says how to verify it);
+* done when the receiver answers 2xx: a receipt (`outbox.delivered`) is written, then the
+  outbox's cursor (a counter: the position of the last record done) moves past it;
+* a record refused or unreachable is retried with exponential backoff, at most
+  `max_attempts` times; then it becomes a dead letter (`outbox.dead`, with the last error)
+  and the records after it go on. Dead letters are listed and sent again on demand
+  (`redeliver`); one that lands gets its receipt.
+
+After a restart the outbox resumes at its durable cursor, and a record whose receipt
+exists (delivered just before the crash, the cursor not yet moved) is not sent again. One
+deliverer runs per kind: on a cluster, the node holding the kind's lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,12 +33,19 @@ import aiohttp
 import orjson
 
 from liveroom.record import Record
-from liveroom.store import Store
+from liveroom.store import Store, records_of
 
-__all__ = ["DELIVERED_KIND", "WebhookOutbox"]
+__all__ = ["DEAD_KIND", "DELIVERED_KIND", "WebhookOutbox", "signature"]
 
 log = logging.getLogger(__name__)
 DELIVERED_KIND = "outbox.delivered"
+DEAD_KIND = "outbox.dead"
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The `X-Liveroom-Signature` value of a body sent at `timestamp` (unix seconds)."""
+    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
 
 
 class WebhookOutbox:
@@ -38,18 +58,25 @@ class WebhookOutbox:
         timeout_s: float = 5.0,
         first_backoff_s: float = 0.2,
         max_backoff_s: float = 30.0,
+        *,
+        secret: str = "",
+        max_attempts: int = 10,
     ) -> None:
         self._store, self._kind, self._url, self._body = store, kind, url, body
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._first_backoff_s, self._max_backoff_s = first_backoff_s, max_backoff_s
+        self._secret, self._max_attempts = secret, max(1, max_attempts)
+        self._cursor_key = f"outbox:{kind}:cursor"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     def notify(self) -> None:
         """A new record may be waiting."""
         self._wake.set()
 
     async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
         self._task = asyncio.create_task(self._run(), name=f"outbox-{self._kind}")
 
     async def stop(self) -> None:
@@ -57,46 +84,96 @@ class WebhookOutbox:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    # -- dead letters -------------------------------------------------------------------
+
+    async def dead_letters(self, room: str | None) -> list[dict[str, Any]]:
+        """Records given up on and not delivered since (the room's, or every room's)."""
+        found = []
+        async for dead in records_of(self._store, DEAD_KIND, room):
+            if (
+                dead.data["kind"] == self._kind
+                and await self._store.get_record(DELIVERED_KIND, dead.key) is None
+            ):
+                found.append({"key": dead.key, **dead.data, "at": dead.created_ms})
+        return found
+
+    async def redeliver(self, key: str) -> bool:
+        """Send a dead letter once more, now; True if it landed (a receipt is written)."""
+        record = await self._store.get_record(self._kind, key)
+        if record is None or await self._store.get_record(DEAD_KIND, key) is None:
+            return False
+        error = await self._attempt(record, 1)
+        if error is not None:
+            return False
+        await self._receipt(record, 1)
+        return True
+
+    # -- the loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        cursor, delivered = 0, await self._receipts()
-        async with aiohttp.ClientSession(timeout=self._timeout) as session:
-            while True:
-                self._wake.clear()
-                page = await self._store.list_records(self._kind, None, cursor, 200)
-                for record in page:
-                    if record.key not in delivered:
-                        await self._deliver(session, record)
-                    cursor = record.position
-                delivered.clear()  # receipts matter only for records before the cursor
-                if not page:
-                    await self._wake.wait()
-
-    async def _receipts(self) -> set[str]:
-        """Keys already delivered (read once at start, not once per record)."""
-        keys: set[str] = set()
-        after = 0
-        while page := await self._store.list_records(DELIVERED_KIND, None, after, 1000):
-            keys.update(record.key for record in page)
-            after = page[-1].position
-        return keys
-
-    async def _deliver(self, session: aiohttp.ClientSession, record: Record) -> None:
-        backoff = self._first_backoff_s
-        payload = orjson.dumps(self._body(record))
-        headers = {"Content-Type": "application/json", "Idempotency-Key": record.key}
-        attempt = 0
         while True:
-            attempt += 1
-            headers["X-Liveroom-Attempt"] = str(attempt)
             try:
-                async with session.post(self._url, data=payload, headers=headers) as response:
-                    if 200 <= response.status < 300:
-                        break
-                    log.warning("outbox %s: %s answered %d", record.key, self._url, response.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("outbox %s: %s failed: %s", record.key, self._url, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._max_backoff_s)
-        receipt = Record(DELIVERED_KIND, record.key, record.room, {"attempts": attempt}, record.created_ms)
+                await self._drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store unreachable: try again shortly
+                log.warning("outbox %s: paused, the store failed", self._kind, exc_info=True)
+                await asyncio.sleep(self._first_backoff_s)
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _drain(self) -> None:
+        """Deliver everything after the cursor, in order."""
+        cursor = await self._store.get_counter(self._cursor_key)
+        while True:
+            self._wake.clear()
+            page = await self._store.list_records(self._kind, None, cursor, 200)
+            if not page:
+                return
+            for record in page:
+                if await self._store.get_record(DELIVERED_KIND, record.key) is None:
+                    await self._deliver(record)
+                cursor = record.position
+                await self._store.set_counter(self._cursor_key, cursor)
+
+    async def _deliver(self, record: Record) -> None:
+        backoff, error = self._first_backoff_s, ""
+        for attempt in range(1, self._max_attempts + 1):
+            failure = await self._attempt(record, attempt)
+            if failure is None:
+                await self._receipt(record, attempt)
+                return
+            error = failure
+            if attempt < self._max_attempts:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+        log.warning("outbox %s: %s given up after %d attempts (%s)", self._kind, record.key, attempt, error)
+        dead = {"kind": self._kind, "attempts": attempt, "error": error}
+        await self._store.put_record(Record(DEAD_KIND, record.key, record.room, dead, record.created_ms))
+
+    async def _attempt(self, record: Record, attempt: int) -> str | None:
+        """One POST; None when it landed, else why not."""
+        assert self._session is not None
+        payload = orjson.dumps(self._body(record))
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": record.key,
+            "X-Liveroom-Attempt": str(attempt),
+        }
+        if self._secret:
+            headers["X-Liveroom-Signature"] = signature(self._secret, payload, int(time.time()))
+        try:
+            async with self._session.post(self._url, data=payload, headers=headers) as response:
+                if 200 <= response.status < 300:
+                    return None
+                return f"answered {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"failed: {exc!r}"
+
+    async def _receipt(self, record: Record, attempts: int) -> None:
+        receipt = Record(DELIVERED_KIND, record.key, record.room, {"attempts": attempts}, record.created_ms)
         await self._store.put_record(receipt)

@@ -23,6 +23,13 @@ def add_page_routes(app: web.Application) -> None:
     for prefix, filename in PAGES.items():
         app.router.add_get(f"/{prefix}/{{room}}", _page(STATIC_DIR / filename))
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    # The pages name /static/favicon.svg; browsers and tools that ask for /favicon.ico get it too.
+    app.router.add_get("/favicon.ico", _favicon)
+
+
+async def _favicon(request: web.Request) -> web.StreamResponse:
+    icon = STATIC_DIR / "favicon.svg"
+    return web.FileResponse(icon, headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"})
 
 
 def _page(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

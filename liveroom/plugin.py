@@ -1,15 +1,35 @@
-"""The public plugin API: what an interaction declares, and the one context its handlers get.
+"""The public plugin API: what an interaction declares, and the contexts its code gets.
 
 Every built-in interaction (`liveroom.plugins.*`) is written against this module only.
 A plugin declares, in one place: its `name`, its typed config section (`config_type`, a
 frozen dataclass with defaults read from `[plugins.NAME]`), its commands (each with a typed
 payload the core validates before the handler runs), the item types it emits
-(`item_types`), its per-room snapshot (`snapshot`, in `join`'s `state`) and what it tells
-one user on join (`on_join`), its HTTP read endpoints (`queries`), its figures for the
-host's live dashboard (`figures`), and its timers (through `host.timers`). A handler
-receives a `CommandContext` and the payload, and returns the ack's fields or raises a
-`CommandError` with a code. Anything else it raises, or taking longer than `[limits]
-command_timeout_s`, is answered `internal_error`; the room goes on.
+(`item_types`: publishing any other is refused), its HTTP read endpoints (`queries`), and
+the hooks below. A handler receives a `CommandContext` and the payload, and returns the
+ack's fields (a mapping or a dataclass) or raises a `CommandError` with a code. Anything
+else it raises is answered `internal_error` (a bug); one running past `[limits]
+command_timeout_s` is abandoned and answered `outcome_unknown`. The room goes on.
+
+**A room's state has one authority.** A plugin keeps its per-room state in memory and
+writes what must survive as durable records (the Store). The node that holds a room (the
+only node, or on a cluster the room's owner) calls the plugin's hooks for that room, in
+this order of life:
+
+1. `load_room(ctx)`: rebuild the room's state from its durable records, before anything
+   else of the room runs here (its first join, command, query or timer on this node;
+   after a restart; after taking the room over from a dead node).
+2. `on_join` / commands / `on_leave` / timers / `snapshot` / `figures`, one room's calls
+   never racing its `load_room`.
+3. `release_room(room)`: forget the room (it is idle, or another node holds it now). Its
+   timers are dropped by the node. The next use of the room starts again at 1.
+
+So a plugin written against this API works unchanged on one node and on a cluster, as
+long as it keeps the durability contract (tested by `liveroom.testing.conformance`):
+write first, then change memory, then publish; rebuild everything a client sees from
+records; keep per-room and per-user state bounded.
+
+Hook order: plugins are called in load order (the built-ins in `liveroom.discovery.BUILTIN`
+order, then third-party plugins by name), for every hook.
 """
 
 from __future__ import annotations
@@ -22,25 +42,36 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from liveroom.auth import Identity
 from liveroom.broker import Publication
 from liveroom.clock import Clock
+from liveroom.errors import LiveroomError
 from liveroom.publish_token import PublishTokens
 from liveroom.store import Store
 from liveroom.timers import TimerCallback, Timers
 
 __all__ = [
     "Activity",
+    "CheckedServices",
     "CommandContext",
     "CommandSpec",
     "Plugin",
     "PluginHost",
     "QueryContext",
     "QuerySpec",
+    "Reply",
+    "RoomContext",
     "RoomServices",
     "Signals",
+    "UndeclaredItem",
 ]
 
 log = logging.getLogger(__name__)
 P = TypeVar("P")
-Reply = Mapping[str, Any]
+# A handler's reply: a mapping of the ack's fields, or a dataclass (or msgspec Struct) whose
+# fields they are.
+Reply = Any
+
+
+class UndeclaredItem(LiveroomError):
+    """A plugin published an item type it does not declare in `item_types` (a bug)."""
 
 
 class RoomServices(Protocol):
@@ -60,17 +91,61 @@ class RoomServices(Protocol):
         repeats one in the same room publishes nothing (`Publication.repeated`)."""
         ...
 
-    def send_to_user(self, room: str, user_id: str, item_type: str, data: Any) -> int: ...
+    def send_to_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        """An item for one user's connections in the room (`seq: null`), sent at once."""
+        ...
 
     def online(self, room: str) -> int: ...
 
     def members(self, room: str) -> list[Identity]:
-        """The distinct users present in the room on this node."""
+        """The distinct users present in the room."""
         ...
 
     async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
         """Tell a user why (an item to them alone), then take their connections out of the room."""
         ...
+
+
+class CheckedServices:
+    """A plugin's view of the node's services: it may emit only the item types it declares."""
+
+    def __init__(self, services: RoomServices, plugin: str, item_types: Sequence[str]) -> None:
+        self._services = services
+        self._plugin = plugin
+        self._types = frozenset(item_types)
+
+    def _check(self, item_type: str) -> None:
+        if item_type not in self._types:
+            raise UndeclaredItem(f"plugin {self._plugin!r} does not declare item type {item_type!r}")
+
+    async def publish(
+        self,
+        room: str,
+        item_type: str,
+        data: Any,
+        *,
+        priority: bool = False,
+        history: bool = True,
+        once: str | None = None,
+    ) -> Publication:
+        self._check(item_type)
+        return await self._services.publish(
+            room, item_type, data, priority=priority, history=history, once=once
+        )
+
+    def send_to_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        self._check(item_type)
+        return self._services.send_to_user(room, user_id, item_type, data)
+
+    def online(self, room: str) -> int:
+        return self._services.online(room)
+
+    def members(self, room: str) -> list[Identity]:
+        return self._services.members(room)
+
+    async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        self._check(item_type)
+        return await self._services.remove_user(room, user_id, item_type, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +178,8 @@ class Signals:
 
 @dataclass(frozen=True, slots=True)
 class PluginHost:
-    """What a plugin is given when the node builds it."""
+    """What a plugin is given when the node builds it (`services` is the plugin's own
+    `CheckedServices`)."""
 
     clock: Clock
     store: Store
@@ -115,13 +191,16 @@ class PluginHost:
     # all (empty inside a plugin's __init__). The dashboard reads its siblings' `figures`.
     plugins: list[Plugin] = field(default_factory=list)
 
+    def room(self, room: str) -> RoomContext:
+        """A context for work on a room outside a command (a timer, a hook)."""
+        return RoomContext(room, self.clock.now_ms(), self.store, self.services, self.timers)
+
 
 @dataclass(frozen=True, slots=True)
-class CommandContext:
-    """Everything a command handler may touch."""
+class RoomContext:
+    """Everything code working on one room may touch (a timer, `load_room`, a hook)."""
 
     room: str
-    caller: Identity
     now_ms: float
     store: Store
     services: RoomServices
@@ -149,20 +228,32 @@ class CommandContext:
             self.room, item_type, data, priority=priority, history=history, once=once
         )
 
-    def send_to_caller(self, item_type: str, data: Any) -> int:
-        """An item for the caller's connections in this room only (`seq: null`), sent at once."""
-        return self.services.send_to_user(self.room, self.caller.user_id, item_type, data)
-
     def send_to(self, user_id: str, item_type: str, data: Any) -> int:
         """An item for one user's connections in this room only (`seq: null`), sent at once."""
         return self.services.send_to_user(self.room, user_id, item_type, data)
 
-    def schedule(self, key: str, at_ms: float, callback: TimerCallback) -> None:
-        """Run `callback(now_ms)` at server time `at_ms`; the same key again moves the timer."""
-        self.timers.schedule(key, at_ms, callback)
+    def schedule(self, key: str, at_ms: float, callback: TimerCallback, *, wake: bool = True) -> None:
+        """Run `callback(now_ms)` at server time `at_ms`; the same key again moves the timer.
+
+        The timer is the room's: dropped when the room is released. `wake=True` (a deadline)
+        keeps the room loaded, and brings it back after a restart or a failover (the plugin's
+        `load_room` sets the timer again from its records); `wake=False` for one that may be
+        lost with the room (a throttled update)."""
+        self.timers.schedule(key, at_ms, callback, room=self.room, wake=wake)
 
     def cancel(self, key: str) -> bool:
         return self.timers.cancel(key)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext(RoomContext):
+    """A command's context: the room's, and who sent it (`now_ms` is when it arrived)."""
+
+    caller: Identity = field(kw_only=True)
+
+    def send_to_caller(self, item_type: str, data: Any) -> int:
+        """An item for the caller's connections in this room only (`seq: null`), sent at once."""
+        return self.services.send_to_user(self.room, self.caller.user_id, item_type, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +280,8 @@ class QueryContext:
 @dataclass(frozen=True, slots=True)
 class QuerySpec:
     """A read endpoint: `GET /api/rooms/{room}/<path>` (host or admin token); `{name}` parts
-    of `path` arrive in `params` with the query string."""
+    of `path` arrive in `params` with the query string. Runs where the room's state is (like
+    a command), after the room's `load_room`."""
 
     path: str
     handler: Callable[[QueryContext], Awaitable[Any]]
@@ -202,7 +294,7 @@ class Plugin:
     name: ClassVar[str]
     # A frozen dataclass with defaults: the plugin's `[plugins.NAME]` section.
     config_type: ClassVar[type[Any]]
-    # Every item type this plugin publishes, `NAME.event` (documentation and checks).
+    # Every item type this plugin publishes or sends, `NAME.event`; any other is refused.
     item_types: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, host: PluginHost) -> None:
@@ -215,7 +307,17 @@ class Plugin:
     def queries(self) -> Sequence[QuerySpec]:
         return ()
 
-    def snapshot(self, room: str) -> Mapping[str, Any] | None:
+    async def load_room(self, ctx: RoomContext) -> None:
+        """Rebuild the room's state from durable records (see the module docstring). Raising
+        (the store unreachable) fails what needed the room with `unavailable`; it is tried
+        again on the room's next use."""
+        return None
+
+    def release_room(self, room: str) -> None:
+        """Forget everything kept in memory for the room."""
+        return None
+
+    async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         """This plugin's state for `join`'s `state` (None: nothing to show)."""
         return None
 
@@ -238,6 +340,7 @@ class Plugin:
         return None
 
     async def start(self) -> None:
+        """The node starts (no room is loaded yet): open what the plugin needs for itself."""
         return None
 
     async def stop(self) -> None:

@@ -7,6 +7,7 @@ items travel in `batch` events: `{"room", "items": [{"seq", "type", "ts", "data"
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -16,10 +17,12 @@ import orjson
 from liveroom.errors import BadRequest, CommandError
 
 __all__ = [
+    "NAME_PATTERN",
     "ROOM_ID_PATTERN",
     "EncodedJson",
     "JoinPayload",
     "LeavePayload",
+    "Name",
     "RequestId",
     "RoomId",
     "RoomPayload",
@@ -28,14 +31,22 @@ __all__ = [
     "decode_payload",
     "encode_item",
     "error_ack",
+    "is_name",
     "ok_ack",
 ]
 
-ROOM_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
-RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
+# One rule for every name, on the wire and in HTTP paths (room ids, request ids, path
+# parameters): 1-64 of A-Z a-z 0-9 _ . : -, and nothing else, the whole string. In Python
+# `$` also matches before a final newline ("az1\n" passed and made a room of its own);
+# `(?!\n)` rules that out and keeps the pattern valid JSON Schema (ECMA-262) for OpenAPI.
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$(?!\n)"
+ROOM_ID_PATTERN = NAME_PATTERN
+_NAME = re.compile(NAME_PATTERN)
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+RoomId = Name
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 # A client's idempotency key: a command retried with the same one converges on one outcome.
-RequestId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+RequestId = Name
 
 P = TypeVar("P")
 
@@ -73,6 +84,11 @@ class EncodedJson:
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
+
+
+def is_name(value: str) -> bool:
+    """Whether `value` is a name (see NAME_PATTERN): the check of every HTTP path parameter."""
+    return _NAME.search(value) is not None
 
 
 def decode_payload(payload_type: type[P], raw: object) -> P:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket"]
+from collections import OrderedDict
+
+__all__ = ["KeyedBuckets", "TokenBucket"]
 
 
 class TokenBucket:
@@ -29,3 +31,41 @@ class TokenBucket:
         """Seconds until `cost` tokens are available (0 if they are now)."""
         missing = cost - self._tokens
         return 0.0 if missing <= 0 else missing / self.rate if self.rate > 0 else float("inf")
+
+
+class KeyedBuckets:
+    """A token bucket per key (a user), bounded: at most `max_keys` are kept, the longest idle
+    dropped first. A dropped bucket is almost always full already (idle that long), and a
+    full bucket is a fresh one, so dropping it changes nothing: no global reset."""
+
+    __slots__ = ("_buckets", "_max_keys", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        self.rate, self.burst, self._max_keys = rate, burst, max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, stamp)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def grant(self, key: str, wanted: float, now: float) -> int:
+        """How many of `wanted` units pass now (whole units, as many as the bucket holds)."""
+        tokens = self._refilled(key, now)
+        granted = int(min(wanted, tokens))
+        self._keep(key, tokens - granted, now)
+        return granted
+
+    def take(self, key: str, now: float, cost: int = 1) -> bool:
+        """Whether `cost` units pass now, all or nothing."""
+        tokens = self._refilled(key, now)
+        passed = tokens >= cost
+        self._keep(key, tokens - cost if passed else tokens, now)
+        return passed
+
+    def _refilled(self, key: str, now: float) -> float:
+        tokens, stamp = self._buckets.pop(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + max(0.0, now - stamp) * self.rate)
+
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)  # most recently used last
+        if len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)

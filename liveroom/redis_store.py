@@ -10,6 +10,7 @@ so one Lua script can check idempotency, decide stock and write the order togeth
 * `<p>:{rec:K}:pool:<id>:users` hash user -> units bought
 * `<p>:{pools}`            hash  pool id -> order kind (read once per pool, then cached)
 * `<p>:{c:<key>}`          a counter
+* `<p>:{rooms}:awake`       set of rooms with pending work (the awake index)
 
 Durability is Redis's: run it with `appendonly yes` and `appendfsync always` for commerce
 data (`everysec` may lose the last second if Redis itself dies). Redis unreachable: a read,
@@ -125,6 +126,21 @@ class RedisStore:
         return int(
             await self._call(lambda: self._redis.incrby(f"{self._prefix}:{{c:{key}}}", by), write=True)
         )
+
+    async def set_counter(self, key: str, value: int) -> None:
+        await self._call(lambda: self._redis.set(f"{self._prefix}:{{c:{key}}}", value), write=True)
+
+    async def set_awake(self, room: str, awake: bool) -> None:
+        key = f"{self._prefix}:{{rooms}}:awake"
+        await self._call(
+            lambda: self._redis.sadd(key, room) if awake else self._redis.srem(key, room), write=True
+        )
+
+    async def awake_rooms(self) -> list[str]:
+        members = await self._call(
+            lambda: self._redis.smembers(f"{self._prefix}:{{rooms}}:awake"), write=False
+        )
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def get_counter(self, key: str) -> int:
         value = await self._call(lambda: self._redis.get(f"{self._prefix}:{{c:{key}}}"), write=False)

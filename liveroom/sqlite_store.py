@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_room ON records (kind, room, position);
 CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, position);
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS awake (room TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 _INCR = (
     "INSERT INTO counters (key, value) VALUES (?, ?)"
@@ -86,6 +87,20 @@ class EmbeddedStore(MemoryStore):
             return 0 if row is None else int(row[0])
 
         return await self._submit(select)
+
+    async def set_counter(self, key: str, value: int) -> None:
+        await self._submit(
+            lambda db: db.execute("INSERT OR REPLACE INTO counters (key, value) VALUES (?, ?)", (key, value))
+        )
+
+    async def set_awake(self, room: str, awake: bool) -> None:
+        sql = "INSERT OR IGNORE INTO awake (room) VALUES (?)" if awake else "DELETE FROM awake WHERE room = ?"
+        await self._submit(lambda db: db.execute(sql, (room,)))
+
+    async def awake_rooms(self) -> list[str]:
+        return await self._submit(
+            lambda db: [row[0] for row in db.execute("SELECT room FROM awake ORDER BY room")]
+        )
 
     async def put_record(self, record: Record) -> tuple[Record, bool]:
         blob = msgpack.packb(dict(record.data), use_bin_type=True)

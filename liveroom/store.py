@@ -22,17 +22,24 @@ Guarantees every implementation gives:
   the pool is rebuilt from its durable definition and orders, so a kill neither loses an
   acknowledged order nor sells a unit twice. (The Redis store does the same in one Lua
   script over the same keys.)
+* **Counters can be set** (`set_counter`): a cursor or a reset, durable like `incr`.
+* **The awake index** (`set_awake` / `awake_rooms`): the rooms whose interaction state has
+  something pending that must happen even with nobody there (a poll's deadline, a sale's
+  end). The node that holds such a room marks it, and unmarks it when the room is released;
+  after a restart (or, scaled out, an owner's death) the rooms still marked are loaded
+  again, so their timers fire. Durable like records.
 * **Never blocks the event loop** on disk or network.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from liveroom.record import Record
 from liveroom.stock import StockLedger, StockOutcome, StockRequest
 
-__all__ = ["MemoryStore", "Record", "StockOutcome", "StockRequest", "Store"]
+__all__ = ["MemoryStore", "Record", "StockOutcome", "StockRequest", "Store", "records_of"]
 
 
 class Store(Protocol):
@@ -47,6 +54,18 @@ class Store(Protocol):
         ...
 
     async def get_counter(self, key: str) -> int: ...
+
+    async def set_counter(self, key: str, value: int) -> None:
+        """Set a counter to `value` (0 resets it)."""
+        ...
+
+    async def set_awake(self, room: str, awake: bool) -> None:
+        """Mark (or unmark) a room as having pending work (see the awake index above)."""
+        ...
+
+    async def awake_rooms(self) -> list[str]:
+        """Every room marked awake."""
+        ...
 
     async def put_record(self, record: Record) -> tuple[Record, bool]:
         """Store the record unless its `(kind, key)` exists. Returns (stored record, created)."""
@@ -75,12 +94,23 @@ class Store(Protocol):
         ...
 
 
+async def records_of(
+    store: Store, kind: str, room: str | None, after: int = 0, page: int = 500
+) -> AsyncIterator[Record]:
+    """Every record of a kind (in a room, or everywhere) after `after`, in write order, a page at a time."""
+    while records := await store.list_records(kind, room, after, page):
+        for record in records:
+            yield record
+        after = records[-1].position
+
+
 class MemoryStore:
     """Everything in process memory: for tests and nodes whose records may be lost."""
 
     def __init__(self) -> None:
         self._counters: dict[str, int] = {}
         self._records: dict[tuple[str, str], Record] = {}
+        self._awake: set[str] = set()
         self._stock = StockLedger(self.put_record, self.get_record, self.list_records)
 
     async def start(self) -> None:
@@ -96,6 +126,18 @@ class MemoryStore:
 
     async def get_counter(self, key: str) -> int:
         return self._counters.get(key, 0)
+
+    async def set_counter(self, key: str, value: int) -> None:
+        self._counters[key] = value
+
+    async def set_awake(self, room: str, awake: bool) -> None:
+        if awake:
+            self._awake.add(room)
+        else:
+            self._awake.discard(room)
+
+    async def awake_rooms(self) -> list[str]:
+        return sorted(self._awake)
 
     async def put_record(self, record: Record) -> tuple[Record, bool]:
         existing = self._records.get((record.kind, record.key))

@@ -1,9 +1,13 @@
 """Timers for plugins: named deadlines on the node's clock, fired by one loop.
 
 A plugin schedules `key` at an absolute server time (`at_ms`); scheduling the same key
-again moves it, `cancel(key)` drops it. `fire_due(now_ms)` runs every callback whose time
-has come, each contained (a raising callback is logged, the others still run). The node
-drives `run()` on its real clock; tests call `fire_due` after moving a `FakeClock`.
+again moves it, `cancel(key)` drops it. A timer may belong to a room (`room=`): a room's
+timers are dropped together when the room is released (`cancel_room`), and a room with a
+*waking* timer pending (one that must fire even with nobody in the room: a deadline, not a
+throttle) is reported once through `on_wake(room)`, so the node keeps it in the awake
+index. `fire_due(now_ms)` runs every callback whose time has come, each contained (a
+raising callback is logged, the others still run). The node drives `run()` on its real
+clock; tests call `fire_due` after moving a `FakeClock`.
 `Throttle` is the one "at most every N ms" rule (tallies, stock, like totals) built on them.
 """
 
@@ -33,16 +37,63 @@ class Timers:
         self._live: dict[str, tuple[float, int, TimerCallback]] = {}
         self._order = itertools.count()
         self._wake = asyncio.Event()
+        self._room_of: dict[str, str] = {}  # key -> its room
+        self._by_room: dict[str, set[str]] = {}  # room -> its pending keys
+        self._waking: dict[str, set[str]] = {}  # room -> its pending waking keys
+        self.on_wake: Callable[[str], None] = lambda room: None
 
-    def schedule(self, key: str, at_ms: float, callback: TimerCallback) -> None:
-        """Run `callback(now_ms)` once the clock reaches `at_ms` (replacing `key` if set)."""
+    def schedule(
+        self, key: str, at_ms: float, callback: TimerCallback, *, room: str | None = None, wake: bool = True
+    ) -> None:
+        """Run `callback(now_ms)` once the clock reaches `at_ms` (replacing `key` if set).
+
+        `room`: the timer is the room's (see the module docstring); `wake=False` for one that
+        may be lost with the room (a throttle's trailing update)."""
+        self._forget(key)
         stamp = next(self._order)
         self._live[key] = (at_ms, stamp, callback)
         heapq.heappush(self._heap, (at_ms, stamp, key))
+        if room is not None:
+            self._room_of[key] = room
+            self._by_room.setdefault(room, set()).add(key)
+            if wake:
+                waking = self._waking.setdefault(room, set())
+                if not waking:
+                    self.on_wake(room)
+                waking.add(key)
         self._wake.set()
 
     def cancel(self, key: str) -> bool:
+        self._forget(key)
         return self._live.pop(key, None) is not None
+
+    def cancel_room(self, room: str) -> int:
+        """Drop every timer of the room; returns how many there were."""
+        keys = self._by_room.pop(room, set())
+        self._waking.pop(room, None)
+        for key in keys:
+            self._room_of.pop(key, None)
+            self._live.pop(key, None)
+        return len(keys)
+
+    def pending_in(self, room: str) -> int:
+        """How many timers the room has pending."""
+        return len(self._by_room.get(room, ()))
+
+    def waking_in(self, room: str) -> int:
+        """How many of them must fire even with nobody in the room."""
+        return len(self._waking.get(room, ()))
+
+    def _forget(self, key: str) -> None:
+        room = self._room_of.pop(key, None)
+        if room is None:
+            return
+        for index in (self._by_room, self._waking):
+            keys = index.get(room)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[room]
 
     def pending(self, key: str) -> float | None:
         """When `key` will fire, or None if it is not scheduled."""
@@ -65,6 +116,7 @@ class Timers:
         while (due := self.next_due()) is not None and due <= now:
             _, _, key = heapq.heappop(self._heap)
             _, _, callback = self._live.pop(key)
+            self._forget(key)
             fired += 1
             try:
                 await callback(now)
@@ -84,7 +136,10 @@ class Timers:
 
 
 class Throttle:
-    """Call `emit(key)` at most once per `interval_ms` per key, trailing: the last change wins."""
+    """Call `emit(key)` at most once per `interval_ms` per key, trailing: the last change wins.
+
+    Its timers belong to the room given to `touch` (they go with the room, and never keep it
+    awake); `forget` drops a key's pending call."""
 
     def __init__(self, timers: Timers, interval_ms: float, emit: Callable[[str], Awaitable[None]]) -> None:
         self._timers = timers
@@ -92,17 +147,20 @@ class Throttle:
         self._emit = emit
         self._last: dict[str, float] = {}
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: str, room: str | None = None) -> None:
         timer = f"throttle:{id(self)}:{key}"
         if self._timers.pending(timer) is not None:
             return
-        at = max(self._timers.clock.now_ms(), self._last.get(key, -1e18) + self._interval_ms)
+        now = self._timers.clock.now_ms()
+        if len(self._last) > 1024:  # bounded: a key last emitted an interval ago no longer matters
+            self._last = {k: t for k, t in self._last.items() if t + self._interval_ms > now}
+        at = max(now, self._last.get(key, -1e18) + self._interval_ms)
 
         async def fire(now_ms: float) -> None:
             self._last[key] = now_ms
             await self._emit(key)
 
-        self._timers.schedule(timer, at, fire)
+        self._timers.schedule(timer, at, fire, room=room, wake=False)
 
     def forget(self, key: str) -> None:
         self._timers.cancel(f"throttle:{id(self)}:{key}")

@@ -1,57 +1,45 @@
-"""The aiohttp application: Socket.IO at /socket.io/, health, readiness, metrics, CORS."""
+"""The aiohttp application: Engine.IO long-polling, health, readiness, metrics, CORS, and
+the headers every response carries (`nosniff`; a CSP on every page)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from liveroom.api import add_api_routes
 from liveroom.config import Config
 from liveroom.node import Node
+from liveroom.origins import OriginPolicy
 from liveroom.pages import add_page_routes
+from liveroom.polling import add_polling_route
 
 __all__ = ["NODE_KEY", "OriginPolicy", "build_app"]
 
 NODE_KEY = web.AppKey("liveroom_node", Node)
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-
-class OriginPolicy:
-    """Which browser origins may talk to the server (CORS and the Socket.IO origin check).
-
-    Configured origins if any; otherwise the server's own origin (the Host it was reached
-    at) and localhost / 127.0.0.1 / [::1] on any port.
-    """
-
-    def __init__(self, allowed: tuple[str, ...]) -> None:
-        self._allowed = {origin.rstrip("/") for origin in allowed}
-
-    def allows(self, origin: str, host: str | None) -> bool:
-        if self._allowed:
-            return "*" in self._allowed or origin.rstrip("/") in self._allowed
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https"):
-            return False
-        return parts.hostname in LOCAL_HOSTS or (host is not None and parts.netloc == host)
-
-    def socketio_check(self, origin: str, environ: dict[str, Any]) -> bool:
-        return self.allows(origin, environ.get("HTTP_HOST"))
+# Pages that set none get this: scripts only from this server or, inline, by their hash.
+DEFAULT_CSP = (
+    "default-src 'self'; script-src 'self'{scripts}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'"
+)
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
 def build_app(config: Config, node: Node | None = None) -> web.Application:
     node = node or Node(config)
     policy = OriginPolicy(config.server.allowed_origins)
-    for server in (node.sio, node.msgpack_sio):
-        server.eio.cors_allowed_origins = policy.socketio_check
     app = web.Application(
         middlewares=[_cors_middleware(policy)], client_max_size=config.limits.max_message_bytes
     )
     app[NODE_KEY] = node
-    node.sio.attach(app, socketio_path="socket.io")
-    node.msgpack_sio.attach(app, socketio_path="socket.io-msgpack")
+    for path, server in (("/socket.io/", node.sio), ("/socket.io-msgpack/", node.msgpack_sio)):
+        server.allow_origin = policy.allows
+        add_polling_route(app.router, path, server)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -59,6 +47,7 @@ def build_app(config: Config, node: Node | None = None) -> web.Application:
     add_page_routes(app)  # the viewer, host and dashboard pages (docs/pages.md)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_on_shutdown)
+    app.on_response_prepare.append(_secure_headers)
     # The media plane (WHIP/WHEP, docs/media.md). mypy checks media/ as package `media`,
     # so it cannot follow the installed name liveroom.media.
     from liveroom.media.routes import add_media_routes  # type: ignore[import-not-found,unused-ignore]
@@ -89,8 +78,46 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = request.app[NODE_KEY].metrics.render()
+    """Loopback only by default (it names rooms and counts everything); from anywhere with
+    `[server] metrics_token` as a bearer token, or to all with `metrics_public`."""
+    node = request.app[NODE_KEY]
+    refused = _metrics_refusal(node.config.server.metrics_token, node.config.server.metrics_public, request)
+    if refused is not None:
+        return refused
+    body = node.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _metrics_refusal(token: str, public: bool, request: web.Request) -> web.Response | None:
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and given.strip() == token:
+            return None
+        error = {"code": "unauthorized", "message": "send Authorization: Bearer <[server] metrics_token>"}
+        return web.json_response({"error": error}, status=401)
+    if public or _is_loopback(request.remote):
+        return None
+    error = {"code": "forbidden", "message": "/metrics is served to loopback only ([server] metrics_token)"}
+    return web.json_response({"error": error}, status=403)
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+async def _secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`nosniff` on every response; a CSP on every page that has none of its own."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.content_type == "text/html" and "Content-Security-Policy" not in response.headers:
+        body = response.body if isinstance(response, web.Response) else None
+        scripts = _INLINE_SCRIPT.findall(body) if isinstance(body, bytes) else []
+        hashes = "".join(
+            f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'" for script in scripts
+        )
+        response.headers["Content-Security-Policy"] = DEFAULT_CSP.format(scripts=hashes)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

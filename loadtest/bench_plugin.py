@@ -35,6 +35,7 @@ class PublishPayload:
 class BenchPlugin(Plugin):
     name = "bench"
     config_type = BenchConfig
+    item_types = ("bench.priority", "bench.message")
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (CommandSpec("bench.publish", PublishPayload, self.publish, staff_only=True),)

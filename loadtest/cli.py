@@ -17,8 +17,23 @@ from .servers import SERVER_KINDS
 __all__ = ["main"]
 
 
+INSTALL_HINT = (
+    "liveroom-loadtest needs its WebSocket client, picows, from the `loadtest` extra:"
+    " pip install 'liveroom[loadtest]' (in a clone: .venv/bin/pip install -e '.[loadtest]')"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except ModuleNotFoundError as exc:
+        if exc.name != "picows":
+            raise
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+
+
+def _main(words: list[str]) -> int:
     if words[:1] == ["flash-sale"]:  # its own options: see liveroom.loadtest.flash_sale
         from .flash_sale import main as flash_sale
 
@@ -43,8 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liveroom-loadtest",
         description="Drive a Socket.IO live-room server with many viewers and measure delivery.",
+        epilog="flash-sale has options of its own: liveroom-loadtest flash-sale --help. Every run writes"
+        " JSON and an HTML report, with the machine's load and a flag when the run was saturated"
+        " (docs/benchmarks.md).",
     )
-    parser.add_argument("scenario", choices=[*SCENARIOS, "compare"])
+    parser.add_argument(
+        "scenario",
+        choices=[*SCENARIOS, "compare", "flash-sale"],
+        help="fanout, join-storm, idle, slow-consumers, big-room, churn; compare (fanout on each server);"
+        " flash-sale (a storm of buyers at one sale, then a kill and the books)",
+    )
     add = parser.add_argument
     add("--url", help="server to target, e.g. http://127.0.0.1:8080 (default: start one)")
     add("--server", choices=SERVER_KINDS, help="which server to start when no --url (default liveroom)")
@@ -105,4 +128,4 @@ def _save(result: dict[str, Any], output: str, name: str) -> None:
 
 
 def _headline(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in ("timeline", "settings", "runs")}
+    return {k: v for k, v in result.items() if k not in ("timeline", "settings", "runs", "server_metrics")}

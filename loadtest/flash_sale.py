@@ -29,6 +29,7 @@ from typing import Any
 
 from liveroom.auth import TokenAuthority
 
+from .machine import load_average
 from .run import _free_port
 from .scaleout_bench import redis_server
 from .servers import ProcessWatch, liveroom_metrics, spawn_server
@@ -138,6 +139,7 @@ def command_latency(before: dict[str, float], after: dict[str, float]) -> dict[s
 
 
 def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str, Any]:
+    load_before = load_average()  # the machine, before this run adds to it
     secret = secrets.token_urlsafe(32)
     authority = TokenAuthority(secret)
     host = authority.mint("host", "Host", "host", ttl_s=3600)
@@ -174,6 +176,11 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str,
     ids = [order["id"] for order in orders]
     return {
         "store": store,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
         "buyers": buyers,
         "stock": stock,
         "spread_s": spread_s,

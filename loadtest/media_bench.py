@@ -9,6 +9,9 @@
     python -m liveroom.loadtest.media_bench hls-latency --seconds 30
     python -m liveroom.loadtest.media_bench ladder-live --seconds 20
     python -m liveroom.loadtest.media_bench composite-live --seconds 20
+    python -m liveroom.loadtest.media_bench rtmp-ttff --samples 10     # RTMP vs WHIP (rtmp_bench.py)
+    python -m liveroom.loadtest.media_bench rtmp-cost --seconds 20
+    python -m liveroom.loadtest.media_bench rtmp-failover --runs 10
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -1302,6 +1305,9 @@ def main() -> None:
             "hls-player",
             "ladder-live",
             "composite-live",
+            "rtmp-ttff",
+            "rtmp-cost",
+            "rtmp-failover",
         ),
     )
     parser.add_argument("--segment-s", type=float, default=2.0, help="hls-*: media.hls_segment_s")
@@ -1334,7 +1340,12 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
         print(json.dumps(ladder(args), indent=2))
         return
+    from .rtmp_bench import rtmp_cost, rtmp_failover, rtmp_ttff
+
     phases = {
+        "rtmp-failover": rtmp_failover,
+        "rtmp-ttff": rtmp_ttff,
+        "rtmp-cost": rtmp_cost,
         "abr": abr,
         "composite-live": composite_live,
         "ladder-live": ladder_live,

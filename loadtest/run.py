@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .machine import MachineSample, MachineWatch, load_average
 from .profile import start_profile
 from .scenarios import Settings
 from .servers import ProcessWatch, SpawnedServer, liveroom_metrics, spawn_server
@@ -45,10 +46,16 @@ class Recording:
     server_system: list[float] = field(default_factory=list)  # kernel CPU seconds, same samples
     server_rss_before: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    # The machine, sampled with the server (docs/benchmarks.md, "Is the run trustworthy?").
+    machine: list[MachineSample] = field(default_factory=list)
+    load_before: list[float] = field(default_factory=list)
+    load_after: list[float] = field(default_factory=list)
+    processes: int = 0  # load-generator processes
 
 
 def run_scenario(settings: Settings) -> dict[str, Any]:
     secret = settings.secret or os.environ.get("LIVEROOM_JWT_SECRET") or secrets.token_urlsafe(32)
+    load_before = load_average()  # before this run adds its own load
     spawned: SpawnedServer | None = None
     url, pid = settings.url, settings.server_pid
     if not url:
@@ -58,6 +65,7 @@ def run_scenario(settings: Settings) -> dict[str, Any]:
     try:
         watch = ProcessWatch(pid, *settings.more_server_pids) if pid else None
         recording = _record(settings, url, secret, watch)
+        recording.load_before, recording.load_after = load_before, load_average()
     finally:
         if spawned is not None:
             spawned.stop()
@@ -72,7 +80,9 @@ def _record(settings: Settings, url: str, secret: str, watch: ProcessWatch | Non
         recording.server_rss_before = watch.rss_bytes()
     context = multiprocessing.get_context("spawn")
     pipes, controls, processes = [], [], []
-    for plan in _plans(settings, url, secret, recording):
+    plans = _plans(settings, url, secret, recording)
+    recording.processes = len(plans)
+    for plan in plans:
         receiver, sender = context.Pipe(duplex=False)
         control_in, control_out = context.Pipe(duplex=False)
         process = context.Process(target=worker_main, args=(plan, sender, control_in), daemon=True)
@@ -140,6 +150,7 @@ def _gather(rec: Recording, pipes: list[Any], controls: list[Any], watch: Proces
     connect_deadline = rec.t0 + s.connect_timeout_s
     hard_stop = connect_deadline + s.duration_s + 30.0
     next_sample = math.floor(time.time()) + 0.5
+    machine = MachineWatch()
     profiler = None
     while open_pipes and time.time() < hard_stop:
         if s.profile and rec.end_at and profiler is None and time.time() >= rec.publish_from + s.warmup_s:
@@ -165,6 +176,7 @@ def _gather(rec: Recording, pipes: list[Any], controls: list[Any], watch: Proces
                     open_pipes.remove(pipe)
                     break
         if time.time() >= next_sample:
+            rec.machine.append(machine.sample())
             if watch is not None:
                 rec.server.append((time.time(), watch.cpu_s(), watch.rss_bytes()))
                 rec.server_system.append(watch.system_s())
@@ -211,6 +223,7 @@ def _progress(rec: Recording) -> None:
         f"\r[{rec.settings.scenario}] t={second:4d}s conn {connected:6d} joined {joined:6d}"
         f" deliveries/s {latest.items:9,d} p99 {p99 if p99 is not None else '-':>5} ms"
         f"{server} gen cpu {100 * latest.cpu_s:5.1f}%"
+        f"{f' load {rec.machine[-1].load1:.2f}' if rec.machine else ''}"
     )
     sys.stderr.write(line.ljust(140))
     sys.stderr.flush()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import statistics
 from typing import TYPE_CHECKING, Any
 
+from .machine import verdict
 from .profile import summarize_profile
 from .stats import Snapshot
 
@@ -26,6 +29,8 @@ def summarize(rec: Recording, url: str, server_kind: str) -> dict[str, Any]:
         "server_pid": rec.server_pid,
         "settings": {k: v for k, v in _settings(s).items()},
         "window_s": round(seconds, 2),
+        # The measured window in the timeline's seconds (the report shades it).
+        "window": {"from_t": round(start - rec.t0, 1), "to_t": round(end - rec.t0, 1)},
         "viewers_connected": max((snap.connected for snap in rec.seconds.values()), default=0),
         "joined": everything.joined,
         "connect_failures": everything.connect_failures,
@@ -45,6 +50,7 @@ def summarize(rec: Recording, url: str, server_kind: str) -> dict[str, Any]:
         "timeline": _timeline(rec),
     }
     result.update(_server_figures(rec, start, end, steady, seconds))
+    result.update(_machine_figures(rec, start, end, result["timeline"]))
     result.update(_sampled_figures(rec, steady, everything, seconds))
     if s.stall_fraction:
         result.update(_slow_figures(rec))
@@ -93,6 +99,36 @@ def _server_figures(
     return figures
 
 
+def _machine_figures(
+    rec: Recording, start: float, end: float, timeline: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The machine around the run, and whether the window's figures are the server's."""
+    rows = [row for row in timeline if start <= rec.t0 + row["t"] - 1 and rec.t0 + row["t"] <= end]
+    cpus = os.cpu_count() or 1
+    foreign = [row["foreign_cpu"] for row in rows if row.get("foreign_cpu") is not None]
+    busy = [row["machine_cpu"] for row in rows if row.get("machine_cpu") is not None]
+    loads = [row["load1"] for row in rows if row.get("load1") is not None]
+    s = rec.settings
+    loadgen_cpus = max(1, min(rec.processes or 1, len(s.cpus) if s.cpus else cpus))
+    reasons = verdict(rows, loadgen_cpus, cpus, publishing=bool(s.rate or s.priority_rate))
+    return {
+        "machine": {
+            "cpus": cpus,
+            "load_average_before": rec.load_before,
+            "load_average_after": rec.load_after,
+            "load1_max": max(loads) if loads else None,
+            "busy_cores": round(statistics.fmean(busy), 3) if busy else None,
+            # CPU of every process that is neither the server nor the load generator (None
+            # when the server's pid is unknown: it cannot be told apart).
+            "foreign_cpu_cores": round(statistics.fmean(foreign), 3) if foreign else None,
+            "foreign_cpu_cores_max": max(foreign) if foreign else None,
+            "loadgen_cpus": loadgen_cpus,
+        },
+        "saturated": bool(reasons),
+        "saturation": reasons,
+    }
+
+
 def _sampled_figures(rec: Recording, steady: Snapshot, everything: Snapshot, seconds: int) -> dict[str, Any]:
     sampled = max((snap.sampled_connections for snap in rec.seconds.values()), default=0)
     if not sampled:
@@ -137,11 +173,15 @@ def _time_to_join(rec: Recording, viewers: int) -> float | None:
 
 def _timeline(rec: Recording) -> list[dict[str, Any]]:
     rows = []
-    server = {round(t - rec.t0 + 0.5): (cpu, rss) for t, cpu, rss in rec.server}
-    previous_cpu: float | None = None
-    for second in sorted(set(rec.seconds) | set(server)):
+    server = {
+        round(t - rec.t0 + 0.5): (cpu, system, rss)
+        for (t, cpu, rss), system in zip(rec.server, rec.server_system, strict=False)
+    }
+    machine = {round(sample.at - rec.t0 + 0.5): sample for sample in rec.machine}
+    previous: tuple[float, float] | None = None
+    previous_machine = None
+    for second in sorted(set(rec.seconds) | set(server) | set(machine)):
         snap = rec.seconds.get(second, Snapshot())
-        cpu, rss = server.get(second, (None, None))
         row: dict[str, Any] = {
             "t": second,
             "connected": snap.connected,
@@ -151,10 +191,25 @@ def _timeline(rec: Recording) -> list[dict[str, Any]]:
             "priority_p99_ms": snap.priority_latency.percentile(0.99),
             "loadgen_cpu": round(snap.cpu_s, 3),
         }
-        if cpu is not None:
-            row["server_cpu"] = round(cpu - previous_cpu, 3) if previous_cpu is not None else None
+        if second in server:
+            cpu, system, rss = server[second]
+            if previous is not None:
+                row["server_cpu"] = round(cpu - previous[0], 3)
+                row["server_kernel_cpu"] = round(system - previous[1], 3)
             row["server_rss_mb"] = round((rss or 0) / 2**20, 1)
-            previous_cpu = cpu
+            previous = (cpu, system)
+        sample = machine.get(second)
+        if sample is not None:
+            row["load1"] = round(sample.load1, 2)
+            if previous_machine is not None:
+                elapsed = max(sample.at - previous_machine.at, 1e-3)
+                busy = (sample.busy_s - previous_machine.busy_s) / elapsed
+                own = (sample.own_s - previous_machine.own_s) / elapsed
+                row["machine_cpu"] = round(busy, 3)
+                if row.get("server_cpu") is not None:
+                    foreign = busy - row["server_cpu"] - row["loadgen_cpu"] - own
+                    row["foreign_cpu"] = round(max(0.0, foreign), 3)
+            previous_machine = sample
         rows.append(row)
     return rows
 

@@ -12,6 +12,7 @@ from liveroom.config import MediaConfig
 
 from .callers import Caller
 from .plane import MediaPlane, PublishEvent
+from .rtmp_ingest import IngestSink
 
 __all__ = ["LocalMedia", "MediaBackend"]
 
@@ -31,6 +32,10 @@ class MediaBackend(Protocol):
         """WHEP: (session id, SDP answer), or a CommandError."""
         ...
 
+    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+        """An RTMP publish (rtmp_server.py): where its tags go, or a CommandError."""
+        ...
+
     async def end(self, session_id: str, caller: Caller) -> None: ...
 
     async def end_slot(self, room: str, slot: str, caller: Caller) -> None: ...
@@ -46,6 +51,14 @@ class MediaBackend(Protocol):
         ...
 
     async def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]: ...
+
+    async def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        """Push the program to an RTMP(S) URL: the destination's summary, or a CommandError."""
+        ...
+
+    async def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]: ...
+
+    async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]: ...
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         """The latest figures of each media process, by worker name (for /metrics)."""
@@ -72,6 +85,9 @@ class LocalMedia:
     ) -> tuple[str, str]:
         return await self.plane.play(room, slot, caller, offer, quality)
 
+    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+        return await self.plane.publish_rtmp(room, caller, backup)
+
     async def end(self, session_id: str, caller: Caller) -> None:
         await self.plane.end(session_id, caller)
 
@@ -89,6 +105,15 @@ class LocalMedia:
 
     async def stop_recording(self, room: str, recording_id: str, caller: Caller) -> dict[str, Any]:
         return self.plane.stop_recording(room, recording_id, caller)
+
+    async def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        return self.plane.add_restream(room, caller, url)
+
+    async def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]:
+        return self.plane.list_restreams(room, caller)
+
+    async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
+        return self.plane.remove_restream(room, restream_id, caller)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {"0": self.plane.snapshot()}

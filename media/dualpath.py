@@ -29,8 +29,10 @@ from .relay import TrackRelay
 __all__ = ["DualPath", "IngestPath", "TimestampSplicer"]
 
 MASK = 0xFFFFFFFF
-CLOCK_RATES = {"audio": 48000, "video": 90000}
-MIN_STEP = {"audio": 960, "video": 3000}  # one Opus frame (20 ms), one video frame at 30 fps
+# "aac": an RTMP publisher's own AAC, kept beside the Opus for outputs that take AAC
+# (restreams, recordings: program_aac.py), at 48 kHz like the Opus; one AAC frame is 1024.
+CLOCK_RATES = {"audio": 48000, "video": 90000, "aac": 48000}
+MIN_STEP = {"audio": 960, "video": 3000, "aac": 1024}  # one Opus frame (20 ms), one video frame at 30 fps
 # A path off air keeps its video frames since its last keyframe, up to this many: at a
 # switch they start the viewers at once (a longer backlog would add latency; then the
 # glue waits for a fresh keyframe instead).
@@ -98,6 +100,9 @@ class DualPath:
         self._standby.pop(name, None)
         switch = self.rule.remove(name)
         if switch is not None:
+            if self._start_from_standby(switch.to_path, self._clock()):
+                self._switched(switch, at_keyframe=True)
+                return
             self._switched(switch)
             self.request_keyframe()
 
@@ -130,9 +135,12 @@ class DualPath:
         keyframe = kind == "video" and is_keyframe(path.mime_types[kind], data)
         now = self._clock()
         self._act(self.rule.frame(name, kind, now, len(data), keyframe), name if keyframe else None, now)
+        # A path that keeps its whole group of pictures (RTMP) keeps it on air too: when it
+        # goes off air (a return to the primary) it is ready at once, not at its next keyframe.
+        long_standby = getattr(path, "standby_frames", STANDBY_FRAMES) > STANDBY_FRAMES
+        if kind == "video" and (name != self.rule.active or long_standby):
+            self._keep_standby(name, data, timestamp, keyframe)
         if name != self.rule.active:
-            if kind == "video":
-                self._keep_standby(name, data, timestamp, keyframe)
             return
         if kind == "video" and self._video_waits_for_keyframe:
             if not keyframe:
@@ -147,9 +155,10 @@ class DualPath:
 
     def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
         kept = self._standby.setdefault(name, [])
+        limit = getattr(self.paths.get(name), "standby_frames", STANDBY_FRAMES)
         if keyframe:
             kept[:] = [(data, timestamp)]
-        elif kept and len(kept) < STANDBY_FRAMES:
+        elif kept and len(kept) < limit:
             kept.append((data, timestamp))
         else:
             kept.clear()
@@ -159,6 +168,14 @@ class DualPath:
         kept, path = self._standby.pop(name, []), self.paths.get(name)
         if not kept or path is None or "video" not in self.program:
             return False
+        if len(kept) > STANDBY_FRAMES:
+            # A path that cannot make a keyframe on request (RTMP) keeps its whole group of
+            # pictures: replayed a tick apart, ending where its live frames go on, so the
+            # viewers' decoders catch up at once and no latency is added.
+            last = self._splicers["video"].rewrite(path.id, kept[-1][1], now)
+            for back, (data, _) in enumerate(kept):
+                self.program["video"].push(data, (last - (len(kept) - 1 - back)) & MASK)
+            return True
         for data, timestamp in kept:
             self.program["video"].push(data, self._splicers["video"].rewrite(path.id, timestamp, now))
         return True

@@ -46,6 +46,7 @@ class MediaCollector(Collector):
         yield from (sessions, codecs, tasks)
         yield from _ladder(snapshots)
         yield from _per_room(snapshots)
+        yield from _restreams(snapshots)
 
 
 def _ladder(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
@@ -119,3 +120,23 @@ def _per_room(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
                 fps.add_metric(key, track["fps"])
                 keyframes.add_metric(key, track["keyframe_interval_s"] or 0.0)
     yield from (bitrate, fps, keyframes, requests, rtt, lost)
+
+
+def _restreams(snapshots: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    """Each restream destination's state as a state set (1 for the state it is in)."""
+    labels = ["room", "restream", "state"]
+    state = GaugeMetricFamily("liveroom_media_restream_state", "Restream destination state", labels=labels)
+    frames = CounterMetricFamily(
+        "liveroom_media_restream_frames", "Frames written to a restream destination", labels=labels[:2]
+    )
+    attempts = CounterMetricFamily(
+        "liveroom_media_restream_attempts", "Connections made to a restream destination", labels=labels[:2]
+    )
+    for snapshot in snapshots.values():
+        for restream in snapshot.get("restreams", ()):
+            key = [restream["room"], restream["id"]]
+            for name in ("connecting", "live", "retrying", "failed"):
+                state.add_metric([*key, name], float(restream["state"] == name))
+            frames.add_metric(key, restream["frames_sent"])
+            attempts.add_metric(key, restream["attempts"])
+    yield from (state, frames, attempts)

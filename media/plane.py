@@ -29,7 +29,11 @@ from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, room_directory
 from .hls_audio import HlsAudio
+from .program_aac import ProgramAac
 from .recording import Recorder, new_recording_id
+from .restream import Restream, check_url
+from .restream_state import RestreamPolicy
+from .rtmp_session import RtmpPublishSession
 from .sessions import PlaySession, PublishSession, Session
 from .stats import PublisherStats, plane_snapshot, viewer_quality
 from .trickle import apply_fragment
@@ -53,6 +57,8 @@ class MediaPlane:
         self.hls: dict[str, HlsRoom] = {}  # by room: the host's renditions remuxed to HLS
         self.recordings: dict[str, Recorder] = {}  # by room: its recording, until stopped
         self.composites: dict[str, Compositor] = {}  # by room: host + guests in one picture (HLS)
+        self.program_aac: dict[str, ProgramAac] = {}  # by room: its sound as AAC, for outputs
+        self.restreams: dict[str, dict[str, Restream]] = {}  # by room, by id: pushes elsewhere
         if config.composite_layout not in LAYOUTS:
             raise ValueError(
                 f"media.composite_layout must be one of {LAYOUTS}, not {config.composite_layout!r}"
@@ -71,13 +77,27 @@ class MediaPlane:
 
     async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
         """Start a WHIP session: (session id, SDP answer)."""
+        session, answer = await self._admit(room, caller, backup, offer)
+        return session.id, answer
+
+    async def publish_rtmp(self, room: str, caller: Caller, backup: bool) -> RtmpPublishSession:
+        """An RTMP encoder publishes (rtmp_server.py): the session its connection feeds."""
+        session, _ = await self._admit(room, caller, backup, None)
+        assert isinstance(session, RtmpPublishSession)
+        return session
+
+    async def _admit(
+        self, room: str, caller: Caller, backup: bool, offer: str | None
+    ) -> tuple[PublishSession, str]:
+        """A publisher (WHIP with its offer, RTMP without) takes its slot or path."""
         slot = caller.publish_slot(room)
         if backup and slot != HOST_SLOT:
             raise BadRequest("only the host slot has a backup path", "bad_request")
         stale = None if backup else self._failed_primary(room, slot)
         if stale is None:
             self._check_free(room, slot, backup)
-        session = PublishSession(room, slot, caller, self.config)
+        kind = PublishSession if offer is not None else RtmpPublishSession
+        session = kind(room, slot, caller, self.config)
         if backup:
             self.backups[room] = session
         elif stale is None:
@@ -98,7 +118,7 @@ class MediaPlane:
             except BadRequest:
                 await session.close()
                 raise
-        return session.id, answer
+        return session, answer
 
     # -- the host's two paths (failover.py, dualpath.py) --------------------------------------
 
@@ -189,10 +209,10 @@ class MediaPlane:
             return
         hls = HlsRoom(directory)
         segment_s, size = self.config.hls_segment_s, self.config.hls_list_size
-        audio = session.relays.get("audio")
-        if audio is not None and audio.mime_type.lower() == "audio/opus":
-            hls.add_audio(HlsAudio(directory, secrets.token_hex(4), segment_s, size, hls.origin))
-            audio.listeners.append(hls.audio.frame)
+        if "audio" in session.relays or "aac" in session.relays:
+            aac = self._program_aac(session.room)
+            hls.add_audio(HlsAudio(directory, secrets.token_hex(4), segment_s, size, hls.origin, aac))
+            aac.listeners.append(hls.audio.frame)
         for relay, rung in zip(h264, parse_ladder(self.config.abr_ladder), strict=False):
             output = HlsOutput(directory, rung.name, rung.bitrate_bps, segment_s, size, relay.keyframe_wanted)
             hls.add(output)
@@ -273,6 +293,12 @@ class MediaPlane:
             recorder = self.recordings.get(session.room)
             if recorder is not None:
                 recorder.close()  # the file is complete; stopping it returns its summary
+            for restream in self.restreams.pop(session.room, {}).values():
+                restream.close()
+                self._restream_changed(session.room, restream, "ended")
+            aac = self.program_aac.pop(session.room, None)
+            if aac is not None:
+                aac.close()
             compositor = self.composites.pop(session.room, None)
             if compositor is not None:
                 compositor.close()
@@ -305,9 +331,13 @@ class MediaPlane:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    async def _answer(self, session: Session, offer: str) -> str:
+    async def _answer(self, session: Session, offer: str | None) -> str:
         self.sessions[session.id] = session
         try:
+            if isinstance(session, RtmpPublishSession):
+                session.start()
+                return ""
+            assert offer is not None
             answer: str = await session.answer(offer)
             return answer
         except BaseException:
@@ -371,8 +401,12 @@ class MediaPlane:
             raise BadRequest("this room name cannot be a directory")
         config = self.config
         path = directory / f"{new_recording_id(time.time())}.mp4"
-        recorder = Recorder(path, config.recording_fragment_s, config.recording_max_s, relay.keyframe_wanted)
+        aac = self._program_aac(room)
+        recorder = Recorder(
+            path, config.recording_fragment_s, config.recording_max_s, relay.keyframe_wanted, aac
+        )
         relay.listeners.append(recorder.frame)
+        aac.listeners.append(recorder.sound)
         relay.keyframe_wanted()  # start soon, not at the publisher's next keyframe
         self.recordings[room] = recorder
         return recorder.summary()
@@ -389,7 +423,62 @@ class MediaPlane:
         relay = publisher.relays.get("video") if publisher is not None else None
         if relay is not None and recorder.frame in relay.listeners:
             relay.listeners.remove(recorder.frame)
+        aac = self.program_aac.get(room)
+        if aac is not None and recorder.sound in aac.listeners:
+            aac.listeners.remove(recorder.sound)
         return recorder.summary()
+
+    # -- restreaming the program (restream.py) ---------------------------------------------
+
+    def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        """Push the program to an RTMP(S) URL, remuxed: the destination's summary."""
+        _check_staff(caller, room, "restream")
+        publisher = self.publishers.get((room, HOST_SLOT))
+        relay = publisher.relays.get("video") if publisher is not None and not publisher.closed else None
+        if relay is None:
+            raise CommandError(f"nobody is publishing video in room {room!r}", "not_publishing")
+        if relay.mime_type.lower() != "video/h264":
+            raise BadRequest("restreaming needs the host's video in H.264 (it is remuxed, not re-encoded)")
+        check_url(url)
+        outputs = self.restreams.setdefault(room, {})
+        if len(outputs) >= self.config.restream_max_per_room:
+            raise CommandError(f"room {room!r} has as many restreams as it may", "too_many_restreams")
+        config = self.config
+        policy = RestreamPolicy(
+            config.restream_retry_initial_s, config.restream_retry_max_s, config.restream_max_failures
+        )
+        restream = Restream(
+            url, relay, self._program_aac(room), policy, lambda r: self._restream_changed(room, r)
+        )
+        outputs[restream.id] = restream
+        self._restream_changed(room, restream)
+        return restream.summary()
+
+    def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]:
+        _check_staff(caller, room, "restream")
+        return [restream.summary() for restream in self.restreams.get(room, {}).values()]
+
+    def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
+        _check_staff(caller, room, "restream")
+        restream = self.restreams.get(room, {}).pop(restream_id, None)
+        if restream is None:
+            raise CommandError(f"no restream {restream_id!r} in room {room!r}", "not_found")
+        restream.close()
+        self._restream_changed(room, restream, "removed")
+        return restream.summary()
+
+    def _restream_changed(self, room: str, restream: Restream, state: str | None = None) -> None:
+        """A destination's state, to the room (the host console): never its URL (its key)."""
+        summary = restream.summary()
+        data = {key: summary[key] for key in ("id", "target", "state", "attempts", "error")}
+        self._spawn(self._publish_event(room, "media.restream", {**data, "state": state or data["state"]}))
+
+    def _program_aac(self, room: str) -> ProgramAac:
+        """The room's sound as AAC, made once for its recordings and restreams (program_aac.py)."""
+        aac = self.program_aac.get(room)
+        if aac is None:
+            aac = self.program_aac[room] = ProgramAac(self.publishers[(room, HOST_SLOT)].relays)
+        return aac
 
     # -- lifecycle and events -----------------------------------------------------------
 
@@ -399,6 +488,9 @@ class MediaPlane:
     async def stop(self) -> None:
         for recorder in self.recordings.values():
             recorder.close()
+        for outputs in self.restreams.values():
+            for restream in outputs.values():
+                restream.close()
         for compositor in self.composites.values():
             compositor.close()
         if self._stats_task is not None:
@@ -455,7 +547,7 @@ class MediaPlane:
                     self._spawn(self._publish_event(room, "media.stats", {"slot": slot, **sample}))
 
 
-def _check_staff(caller: Caller, room: str) -> None:
+def _check_staff(caller: Caller, room: str, what: str = "record") -> None:
     caller.check_room(room)
     if caller.role not in ("host", "admin"):
-        raise Forbidden("only the room's host or an admin may record it")
+        raise Forbidden(f"only the room's host or an admin may {what} it")

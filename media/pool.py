@@ -28,11 +28,17 @@ from liveroom.errors import CommandError
 
 from .callers import Caller
 from .plane import PublishEvent
+from .rtmp_ingest import IngestSink, WorkerIngest
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "ingest_path"]
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 20.0
+
+
+def ingest_path(socket_path: Path) -> Path:
+    """The worker's second socket: RTMP publishes (rtmp_ingest.py)."""
+    return socket_path.with_suffix(".rtmp")
 
 
 class Worker:
@@ -141,6 +147,13 @@ class WorkerPool:
         body = {"room": room, "slot": slot, "caller": caller_data, "offer": offer, "quality": quality}
         return await self._open(self.worker_for(room), "/play", body)
 
+    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+        await self._ready()
+        worker = self.worker_for(room)
+        sink = await WorkerIngest.open(ingest_path(worker.socket_path), room, caller, backup)
+        sink.id = f"{worker.index}.{sink.id}"
+        return sink
+
     async def _open(self, worker: Worker, path: str, body: dict[str, Any]) -> tuple[str, str]:
         await self._ready()
         reply = await worker.call(path, body)
@@ -174,6 +187,22 @@ class WorkerPool:
         body = {"room": room, "recording": recording_id, "caller": dataclasses.asdict(caller)}
         reply = await self.worker_for(room).call("/record/stop", body)
         return dict(reply["recording"])
+
+    async def add_restream(self, room: str, caller: Caller, url: str) -> dict[str, Any]:
+        body = {"room": room, "caller": dataclasses.asdict(caller), "url": url}
+        return dict((await self._room_call(room, "/restream/add", body))["restream"])
+
+    async def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]:
+        body = {"room": room, "caller": dataclasses.asdict(caller)}
+        return list((await self._room_call(room, "/restream/list", body))["restreams"])
+
+    async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
+        body = {"room": room, "restream": restream_id, "caller": dataclasses.asdict(caller)}
+        return dict((await self._room_call(room, "/restream/remove", body))["restream"])
+
+    async def _room_call(self, room: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        return await self.worker_for(room).call(path, body)
 
     def _owner(self, session_id: str) -> tuple[Worker, str]:
         """The worker named by a session id ("<worker>.<session>") and its own id."""

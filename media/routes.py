@@ -9,6 +9,8 @@ GET /media/demo                    a page that publishes / plays from a browser 
 GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.py)
 GET <Location>                     the session's state for its owner (a viewer: ABR rung, switches)
 /api/rooms/{room}/recordings       start, stop and list recordings (recording_routes.py)
+/api/rooms/{room}/restreams        add, list and remove restream destinations (restream_routes.py)
+rtmp://HOST:PORT/live/{room}       RTMP ingest, the publish token as the stream key (rtmp_server.py)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
 """
@@ -16,7 +18,6 @@ Errors are `{"error": {"code", "message"}}` with a 4xx status.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from liveroom.errors import CommandError
 from liveroom.node import Node
+from liveroom.protocol import is_name
 
 from .backend import LocalMedia, MediaBackend
 from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
@@ -33,13 +35,15 @@ from .metrics import MediaCollector
 from .page import demo_page
 from .pool import WorkerPool
 from .recording_routes import add_recording_routes
+from .restream_routes import add_restream_routes
+from .rtmp_server import RtmpServer
 from .trickle import MAX_FRAGMENT_BYTES
 
-__all__ = ["BACKEND_KEY", "add_media_routes", "worker_count"]
+__all__ = ["BACKEND_KEY", "RTMP_KEY", "add_media_routes", "worker_count"]
 
 BACKEND_KEY = web.AppKey("liveroom_media_backend", MediaBackend)
 VERIFIER_KEY = web.AppKey("liveroom_media_verifier", CallerVerifier)
-NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+RTMP_KEY = web.AppKey("liveroom_media_rtmp", RtmpServer)
 MAX_SDP_BYTES = 64 * 1024
 STATUS = {
     "bad_request": 400,
@@ -53,6 +57,7 @@ STATUS = {
     "not_publishing": 404,
     "already_publishing": 409,
     "already_recording": 409,
+    "too_many_restreams": 409,
     "too_many_publishers": 409,
     "unsupported_media_type": 415,
     "too_many_viewers": 503,
@@ -91,6 +96,9 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     if config.hls_enabled:
         add_hls_routes(app, config.hls_dir)
     add_recording_routes(app, node)
+    add_restream_routes(app)
+    if config.rtmp_enabled:
+        app[RTMP_KEY] = RtmpServer(config, app[VERIFIER_KEY], backend, _name)
     app.cleanup_ctx.append(_lifespan)
 
 
@@ -102,7 +110,12 @@ def worker_count(configured: int) -> int:
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     backend = app[BACKEND_KEY]
     await backend.start()
+    rtmp = app.get(RTMP_KEY)
+    if rtmp is not None:
+        await rtmp.start()
     yield
+    if rtmp is not None:
+        await rtmp.stop()
     await backend.stop()
 
 
@@ -141,7 +154,7 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
 async def _delete(request: web.Request) -> web.StreamResponse:
     try:
         caller = _caller(request)
-        await request.app[BACKEND_KEY].end(request.match_info["session"], caller)
+        await request.app[BACKEND_KEY].end(_name(request.match_info["session"], "session"), caller)
     except CommandError as error:
         return _error(error)
     return web.Response(status=200)
@@ -151,7 +164,9 @@ async def _status(request: web.Request) -> web.StreamResponse:
     """The session's state for its owner: for a viewer, its ABR rung and latest switches."""
     try:
         caller = _caller(request)
-        status = await request.app[BACKEND_KEY].status(request.match_info["session"], caller)
+        status = await request.app[BACKEND_KEY].status(
+            _name(request.match_info["session"], "session"), caller
+        )
     except CommandError as error:
         return _error(error)
     return web.json_response(status, headers={"Cache-Control": "no-store"})
@@ -160,7 +175,7 @@ async def _status(request: web.Request) -> web.StreamResponse:
 async def _delete_slot(request: web.Request) -> web.StreamResponse:
     try:
         caller = _caller(request)
-        room, slot = request.match_info["room"], request.match_info["slot"]
+        room, slot = _name(request.match_info["room"], "room"), _name(request.match_info["slot"], "slot")
         await request.app[BACKEND_KEY].end_slot(room, slot, caller)
     except CommandError as error:
         return _error(error)
@@ -178,7 +193,9 @@ async def _patch(request: web.Request) -> web.StreamResponse:
         if len(body) > MAX_FRAGMENT_BYTES:
             raise CommandError("the SDP fragment is too large", "malformed_sdp")
         fragment = body.decode("utf-8", errors="replace")
-        await request.app[BACKEND_KEY].trickle(request.match_info["session"], caller, fragment)
+        await request.app[BACKEND_KEY].trickle(
+            _name(request.match_info["session"], "session"), caller, fragment
+        )
     except CommandError as error:
         return _error(error)
     return web.Response(status=204)
@@ -203,7 +220,8 @@ async def _offer(request: web.Request) -> str:
 
 
 def _name(value: str, what: str) -> str:
-    if not NAME.match(value):
+    """Room, slot and every other path parameter: a name, the whole of it (no "r1\n")."""
+    if not is_name(value):
         raise CommandError(f"{what} must be 1-64 letters, digits or _ . : -", "bad_request")
     return value
 

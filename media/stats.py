@@ -76,9 +76,11 @@ def plane_snapshot(plane: Any) -> dict[str, Any]:
     """What /metrics shows about one media plane, as JSON-able data (see metrics.py)."""
     from .hooks import CODEC_INSTANCES
     from .ladder import LADDER_CODECS
+    from .rtmp_session import RtmpPublishSession
     from .sessions import PlaySession, PublishSession
 
     sessions = list(plane.sessions.values())
+    rtmp = sum(isinstance(s, RtmpPublishSession) for s in sessions)
     publishers = []
     for (room, slot), publisher in plane.publishers.items():
         stats = plane.stats.get(publisher.id)
@@ -99,7 +101,8 @@ def plane_snapshot(plane: Any) -> dict[str, Any]:
             )
     return {
         "sessions": {
-            "whip": sum(isinstance(s, PublishSession) for s in sessions),
+            "whip": sum(isinstance(s, PublishSession) for s in sessions) - rtmp,
+            "rtmp": rtmp,
             "whep": sum(isinstance(s, PlaySession) for s in sessions),
         },
         "codec_instances": dict(CODEC_INSTANCES),
@@ -113,5 +116,10 @@ def plane_snapshot(plane: Any) -> dict[str, Any]:
         "viewers": {room: plane.viewer_count(room) for room in {room for room, _ in plane.publishers}},
         "publishers": publishers,
         "failovers": [{"room": room, "to": to, "count": n} for (room, to), n in plane.failovers.items()],
+        "restreams": [
+            {"room": room, **restream.summary(), "url": None}
+            for room, outputs in plane.restreams.items()
+            for restream in outputs.values()
+        ],
         "tasks": len(asyncio.all_tasks()),
     }

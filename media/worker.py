@@ -13,6 +13,9 @@ POST /trickle {"session", "caller", "fragment"}     -> {}
 POST /status  {"session", "caller"}                 -> {"status": {...}}
 POST /record/start {"room", "caller"}               -> {"recording": {...}}
 POST /record/stop  {"room", "recording", "caller"}  -> {"recording": {...}}
+POST /restream/add {"room", "caller", "url"}        -> {"restream": {...}}
+POST /restream/list {"room", "caller"}              -> {"restreams": [...]}
+POST /restream/remove {"room", "restream", "caller"} -> {"restream": {...}}
 GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
 """
 
@@ -25,6 +28,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +39,8 @@ from liveroom.errors import CommandError
 from .callers import Caller
 from .hooks import count_codec_instances
 from .plane import MediaPlane
+from .pool import ingest_path
+from .rtmp_ingest import serve_ingest
 
 __all__ = ["main"]
 
@@ -42,10 +48,12 @@ SNAPSHOT_INTERVAL_S = 0.5
 EVENT_QUEUE = 10_000
 PLANE = web.AppKey("plane", MediaPlane)
 EVENTS = web.AppKey("events", asyncio.Queue)
+INGEST = web.AppKey("ingest", Path)
 
 
-def build_worker_app(config: MediaConfig) -> web.Application:
+def build_worker_app(config: MediaConfig, ingest: Path) -> web.Application:
     app = web.Application()
+    app[INGEST] = ingest
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(EVENT_QUEUE)
 
     async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
@@ -62,6 +70,9 @@ def build_worker_app(config: MediaConfig) -> web.Application:
     app.router.add_post("/status", _status)
     app.router.add_post("/record/start", _record_start)
     app.router.add_post("/record/stop", _record_stop)
+    app.router.add_post("/restream/add", _restream_add)
+    app.router.add_post("/restream/list", _restream_list)
+    app.router.add_post("/restream/remove", _restream_remove)
     app.router.add_get("/events", _events)
     app.cleanup_ctx.append(_lifespan)
     return app
@@ -70,7 +81,9 @@ def build_worker_app(config: MediaConfig) -> web.Application:
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     await app[PLANE].start()
     watcher = asyncio.create_task(_exit_with_parent(os.getppid()))
+    rtmp = await serve_ingest(app[PLANE], app[INGEST])  # RTMP publishes from the node
     yield
+    rtmp.close()
     watcher.cancel()
     await app[PLANE].stop()
 
@@ -143,6 +156,31 @@ async def _record_stop(request: web.Request) -> web.Response:
     return web.json_response({"recording": recording})
 
 
+async def _restream_add(request: web.Request) -> web.Response:
+    body = await request.json()
+    return _reply(
+        "restream", lambda: request.app[PLANE].add_restream(body["room"], _caller(body), body["url"])
+    )
+
+
+async def _restream_list(request: web.Request) -> web.Response:
+    body = await request.json()
+    return _reply("restreams", lambda: request.app[PLANE].list_restreams(body["room"], _caller(body)))
+
+
+async def _restream_remove(request: web.Request) -> web.Response:
+    body = await request.json()
+    plane = request.app[PLANE]
+    return _reply("restream", lambda: plane.remove_restream(body["room"], body["restream"], _caller(body)))
+
+
+def _reply(key: str, work: Any) -> web.Response:
+    try:
+        return web.json_response({key: work()})
+    except CommandError as error:
+        return web.json_response({"error": error.as_error()}, status=400)
+
+
 async def _done(work: Any) -> web.Response:
     try:
         await work
@@ -192,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     socket_path, config_json = argv or sys.argv[1:]
     config = build_section(MediaConfig, json.loads(config_json), "media")
     count_codec_instances()
-    app = build_worker_app(config)
+    app = build_worker_app(config, ingest_path(Path(socket_path)))
     web.run_app(app, path=socket_path, print=None, access_log=None, loop=uvloop.new_event_loop())
 
 

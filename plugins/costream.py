@@ -3,28 +3,41 @@
 At most `max_guests` on stage. An accepted guest alone receives `costream.accepted` with a
 short-lived publish token bound to the room and its slot (`liveroom.publish_token`), which
 the media module verifies; `costream.token` renews it while on stage. Everyone sees
-`costream.stage` (priority) and `costream.queue`. Who may ask and the queue's lanes (a VIP
-lane for a token `tier`) are `costream_rules.StagePolicy`.
+`costream.stage` (priority) and `costream.queue` (the whole queue, at most every
+`queue_interval_ms`: the latest wins). Who may ask and the queue's lanes (a VIP lane for a
+token `tier`) are `costream_rules.StagePolicy`.
+
+Every change of the queue or the stage is a durable record (`costream.event`), written
+before it takes effect, so loading the room (a restart, another node taking it over)
+rebuilds both. Whoever is in them but not back in the room within `absent_grace_s` of the
+load is taken out, as a leave would have.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 
 from liveroom.auth import Identity
-from liveroom.errors import CommandError
-from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost
+from liveroom.errors import CommandError, RateLimited
+from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost, RoomContext
 from liveroom.protocol import RoomId
+from liveroom.ratelimit import KeyedBuckets
+from liveroom.record import Record
+from liveroom.store import records_of
+from liveroom.timers import Throttle
 
 from .costream_rules import Stage, StagePolicy
 
 __all__ = ["CostreamConfig", "CostreamPlugin"]
 
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+EVENT_KIND = "costream.event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,14 @@ class CostreamConfig:
     # (e.g. ["vip"]: a VIP lane). `max_queue` applies per lane.
     priority_tiers: tuple[str, ...] = ()
     publish_token_ttl_s: float = 60.0
+    # costream.queue (the whole queue) at most this often per room: the latest state wins.
+    queue_interval_ms: int = 500
+    # Per user: asking and withdrawing, `request_burst` in a row, then one per 1/rate s.
+    request_rate_per_s: float = 0.5
+    request_burst: int = 4
+    # After the room is loaded (a restart, a takeover), whoever is queued or on stage and
+    # not back in the room within this long is taken out.
+    absent_grace_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +96,9 @@ class CostreamPlugin(Plugin):
             raise ValueError("co-streaming needs the node's publish tokens")
         self._tokens = host.publish_tokens
         self._stages: dict[str, Stage] = {}
+        self._askers: dict[str, KeyedBuckets] = {}
         self._policy = StagePolicy(config.allowed_roles, config.allowed_tiers, config.priority_tiers)
+        self._queue_updates = Throttle(host.timers, config.queue_interval_ms, self._publish_queue)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
@@ -88,82 +111,160 @@ class CostreamPlugin(Plugin):
             CommandSpec("costream.remove", UserPayload, self.remove, True, "Take a guest off the stage"),
         )
 
-    def snapshot(self, room: str) -> Mapping[str, Any] | None:
-        stage = self._stages.get(room)
-        if stage is None or not (stage.slots or stage.queue):
+    # -- the room's life --------------------------------------------------------------
+
+    async def load_room(self, ctx: RoomContext) -> None:
+        stage = self._new_stage()
+        async for record in records_of(ctx.store, EVENT_KIND, ctx.room):
+            try:
+                _replay(stage, record.data)
+            except CommandError:  # a step the log made impossible since: skipped, as it was then
+                continue
+        self._stages[ctx.room] = stage
+        self._askers[ctx.room] = KeyedBuckets(
+            self.config.request_rate_per_s, self.config.request_burst, 10_000
+        )
+        if stage.queue or stage.slots:
+            at = ctx.now_ms + self.config.absent_grace_s * 1000
+            ctx.schedule(f"costream:absent:{ctx.room}", at, self._absentees(ctx.room))
+
+    def release_room(self, room: str) -> None:
+        self._stages.pop(room, None)
+        self._askers.pop(room, None)
+        self._queue_updates.forget(room)
+
+    async def snapshot(self, room: str) -> Mapping[str, Any] | None:
+        stage = self._stages[room]
+        if not (stage.slots or stage.queue):
             return None
         return {"guests": stage.guests(), "queue": stage.waiting(), "max_guests": stage.max_guests}
 
     async def on_leave(self, room: str, user: Identity, now_ms: float) -> None:
-        stage = self._stages.get(room)
-        if stage is None:
-            return
-        if stage.queue.pop(user.user_id, None) is not None:
-            await self._publish_queue(room, stage)
-        if stage.slot_of(user.user_id) is not None:
-            stage.remove(user.user_id)
-            await self._publish_stage(room, stage)
+        ctx = self.host.room(room)
+        await self._gone(ctx, user.user_id)
+
+    # -- commands -----------------------------------------------------------------------
 
     async def request(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
-        stage, caller = self._stage(ctx.room), ctx.caller
-        position = stage.request(caller.user_id, caller.name, caller.role, caller.tier, ctx.now_ms)
-        await self._publish_queue(ctx.room, stage)
-        return {"position": position, "lane": self._policy.lane_name(self._policy.lane_of(caller.tier))}
+        caller = ctx.caller
+        self._ask(ctx)
+        event = {"op": "request", "user": caller.user_id, "name": caller.name, "role": caller.role}
+        stage = await self._change(ctx, {**event, "tier": caller.tier, "at": ctx.now_ms})
+        self._queue_updates.touch(ctx.room, room=ctx.room)
+        lane = self._policy.lane_name(self._policy.lane_of(caller.tier))
+        return {"position": stage.position(caller.user_id), "lane": lane}
 
     async def cancel(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
-        stage = self._stage(ctx.room)
-        stage.withdraw(ctx.caller.user_id)
-        await self._publish_queue(ctx.room, stage)
+        self._ask(ctx)
+        await self._change(ctx, {"op": "withdraw", "user": ctx.caller.user_id})
+        self._queue_updates.touch(ctx.room, room=ctx.room)
         return {}
 
     async def leave(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
-        stage = self._stage(ctx.room)
-        slot = stage.remove(ctx.caller.user_id)
-        await self._publish_stage(ctx.room, stage)
+        slot = self._stages[ctx.room].slot_of(ctx.caller.user_id)
+        await self._change(ctx, {"op": "remove", "user": ctx.caller.user_id})
+        await self._publish_stage(ctx.room)
         return {"slot": slot}
 
     async def token(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
-        slot = self._stage(ctx.room).slot_of(ctx.caller.user_id)
+        slot = self._stages[ctx.room].slot_of(ctx.caller.user_id)
         if slot is None:
             raise CommandError("you are not on stage", "not_on_stage")
         return self._grant(ctx.caller.user_id, ctx.room, slot, ctx.now_ms)
 
     async def accept(self, ctx: CommandContext, payload: AcceptPayload) -> Mapping[str, Any]:
-        stage = self._stage(ctx.room)
-        user = payload.user if payload.user is not None else stage.next_in_line()
-        slot = stage.accept(user)
+        user = payload.user if payload.user is not None else self._stages[ctx.room].next_in_line()
+        stage = await self._change(ctx, {"op": "accept", "user": user})
+        slot = stage.slot_of(user)
+        assert slot is not None
         ctx.send_to(user, "costream.accepted", self._grant(user, ctx.room, slot, ctx.now_ms))
-        await self._publish_queue(ctx.room, stage)
-        await self._publish_stage(ctx.room, stage)
+        self._queue_updates.touch(ctx.room, room=ctx.room)
+        await self._publish_stage(ctx.room)
         return {"user": user, "slot": slot}
 
     async def reject(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
-        stage = self._stage(ctx.room)
-        stage.withdraw(payload.user)
+        await self._change(ctx, {"op": "withdraw", "user": payload.user})
         ctx.send_to(payload.user, "costream.rejected", {"room": ctx.room})
-        await self._publish_queue(ctx.room, stage)
+        self._queue_updates.touch(ctx.room, room=ctx.room)
         return {"user": payload.user}
 
     async def remove(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
-        stage = self._stage(ctx.room)
-        slot = stage.remove(payload.user)
+        slot = self._stages[ctx.room].slot_of(payload.user)
+        await self._change(ctx, {"op": "remove", "user": payload.user})
         ctx.send_to(payload.user, "costream.removed", {"slot": slot})
-        await self._publish_stage(ctx.room, stage)
+        await self._publish_stage(ctx.room)
         return {"user": payload.user, "slot": slot}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _new_stage(self) -> Stage:
+        return Stage(self.config.max_guests, self.config.max_queue, self._policy)
+
+    def _ask(self, ctx: CommandContext) -> None:
+        if not self._askers[ctx.room].take(ctx.caller.user_id, self.host.clock.monotonic()):
+            raise RateLimited("asking and withdrawing: too often; wait a little")
+
+    async def _change(self, ctx: RoomContext, event: dict[str, Any]) -> Stage:
+        """Try the change on a copy (refused: nothing happened), write it, then make it so."""
+        stage = self._stages[ctx.room]
+        changed = copy.deepcopy(stage)
+        _replay(changed, event)
+        record = Record(EVENT_KIND, secrets.token_hex(8), ctx.room, event, int(ctx.now_ms))
+        await ctx.store.put_record(record)
+        self._stages[ctx.room] = changed
+        return changed
+
+    async def _gone(self, ctx: RoomContext, user: str) -> None:
+        """The user left the room: out of the queue, off the stage."""
+        stage = self._stages.get(ctx.room)
+        if stage is None:
+            return
+        if user in stage.queue:
+            await self._change(ctx, {"op": "withdraw", "user": user})
+            self._queue_updates.touch(ctx.room, room=ctx.room)
+        if stage.slot_of(user) is not None:
+            await self._change(ctx, {"op": "remove", "user": user})
+            await self._publish_stage(ctx.room)
+
+    def _absentees(self, room: str) -> Callable[[float], Any]:
+        async def check(now_ms: float) -> None:
+            ctx = self.host.room(room)
+            stage = self._stages.get(room)
+            if stage is None:
+                return
+            here = {member.user_id for member in ctx.members()}
+            waiting = [u for u in stage.queue if u not in here]
+            guests = [u for u, _ in stage.slots.values() if u not in here]
+            for user in {*waiting, *guests}:
+                await self._gone(ctx, user)
+
+        return check
 
     def _grant(self, user: str, room: str, slot: int, now_ms: float) -> dict[str, Any]:
         token, expires = self._tokens.mint(user, room, slot, now_ms / 1000.0, self.config.publish_token_ttl_s)
         return {"slot": slot, "token": token, "expires_at": int(expires * 1000)}
 
-    def _stage(self, room: str) -> Stage:
-        stage = self._stages.get(room)
-        if stage is None:
-            stage = self._stages[room] = Stage(self.config.max_guests, self.config.max_queue, self._policy)
-        return stage
-
-    async def _publish_stage(self, room: str, stage: Stage) -> None:
+    async def _publish_stage(self, room: str) -> None:
+        stage = self._stages[room]
         data = {"guests": stage.guests(), "max_guests": stage.max_guests}
         await self.host.services.publish(room, "costream.stage", data, priority=True)
 
-    async def _publish_queue(self, room: str, stage: Stage) -> None:
-        await self.host.services.publish(room, "costream.queue", {"queue": stage.waiting()}, history=False)
+    async def _publish_queue(self, room: str) -> None:
+        stage = self._stages.get(room)
+        if stage is not None:
+            await self.host.services.publish(
+                room, "costream.queue", {"queue": stage.waiting()}, history=False
+            )
+
+
+def _replay(stage: Stage, event: Mapping[str, Any]) -> None:
+    """Apply one stored event to a stage (the same code for a live change and a reload)."""
+    op, user = event["op"], event["user"]
+    if op == "request":
+        stage.request(user, event["name"], event["role"], event.get("tier"), event["at"])
+    elif op == "withdraw":
+        stage.withdraw(user)
+    elif op == "accept":
+        stage.accept(user)
+    elif op == "remove":
+        stage.remove(user)

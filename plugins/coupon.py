@@ -3,33 +3,43 @@
 A grant is one `Store.take_stock` on the rule's pool in the room (budget = stock, one per
 user, request id "grant"), so it is idempotent per (user, rule), never over budget, and a
 durable record before the user is told. The user alone hears `coupon.granted` (priority,
-`seq: null`); grants not yet claimed come back in `join`'s state as `pending`.
+`seq: null`); grants not yet claimed come back in `join`'s state as `pending`. A room's
+rules are rebuilt from their records when the room is loaded; who has watched how long,
+and who did what, is counted while the room is held (a watch timer runs only while its
+user is present).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from liveroom.auth import Identity
 from liveroom.errors import CommandError, NotFound
-from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
+from liveroom.plugin import (
+    Activity,
+    CommandContext,
+    CommandSpec,
+    Plugin,
+    PluginHost,
+    QueryContext,
+    QuerySpec,
+    RoomContext,
+)
 from liveroom.protocol import RequestId, RoomId
 from liveroom.record import Record, derived_id
 from liveroom.stock import StockRequest, order_key
+from liveroom.store import records_of
 
 from .coupon_rules import ActivityLog, CouponRule, CouponTally, Presence, parse_rule
 
 __all__ = ["CouponConfig", "CouponPlugin"]
 
 RULE_KIND, GRANT_KIND, CLAIM_KIND = "coupon.rule", "coupon.grant", "coupon.claim"
-MAX_TALLIES = 10_000  # rooms whose issued/claimed counts are kept for the dashboard
-MAX_CACHED_USERS = 200_000  # (room, user) pending-grant lists kept in memory, least recent dropped
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -67,6 +77,19 @@ class DropPayload:
     request_id: RequestId | None = None  # the same one makes one drop
 
 
+@dataclass(slots=True)
+class RoomCoupons:
+    """A room's coupons as this node holds them."""
+
+    rules: dict[str, CouponRule]
+    presence: Presence
+    activity: ActivityLog = field(default_factory=ActivityLog)
+    pools: set[str] = field(default_factory=set)  # stock pools known to be defined
+    tally: CouponTally = field(default_factory=CouponTally)
+    # user -> rule -> their unclaimed grant, for the users present (read from the store on join)
+    unclaimed: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class RuleRef:
     room: RoomId
@@ -82,13 +105,7 @@ class CouponPlugin(Plugin):
     def __init__(self, config: CouponConfig, host: PluginHost) -> None:
         super().__init__(config, host)
         self._config_rules = {rule.id: rule for rule in map(parse_rule, config.rules)}
-        self._room_rules: dict[str, dict[str, CouponRule]] = {}
-        self._presence: dict[str, Presence] = {}
-        self._activity = ActivityLog()
-        self._granted: set[tuple[str, str, str]] = set()
-        self._pools: set[str] = set()
-        self._tallies: OrderedDict[str, CouponTally] = OrderedDict()
-        self._unclaimed: OrderedDict[tuple[str, str], dict[str, dict[str, Any]]] = OrderedDict()
+        self._rooms: dict[str, RoomCoupons] = {}
         host.signals.listen(self._on_activity)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
@@ -102,21 +119,35 @@ class CouponPlugin(Plugin):
     def queries(self) -> Sequence[QuerySpec]:
         return (QuerySpec("coupons/rules", self.list_rules, "The coupon rules of the room"),)
 
+    # -- the room's life --------------------------------------------------------------
+
+    async def load_room(self, ctx: RoomContext) -> None:
+        rules = dict(self._config_rules)
+        async for record in records_of(ctx.store, RULE_KIND, ctx.room):
+            rules[record.key] = CouponRule.from_wire(record.data)
+        self._rooms[ctx.room] = RoomCoupons(rules, Presence(self.config.grace_s * 1000))
+
+    def release_room(self, room: str) -> None:
+        self._rooms.pop(room, None)
+
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
-        rules = await self._rules(ctx.room)
-        user = ctx.caller
-        presence = self._presence.setdefault(ctx.room, Presence(self.config.grace_s * 1000))
-        presence.forget_gone(ctx.now_ms)
-        since = presence.joined(user.user_id, ctx.now_ms)
-        for rule in rules.values():
+        coupons, user = self._rooms[ctx.room], ctx.caller
+        coupons.presence.forget_gone(ctx.now_ms)
+        since = coupons.presence.joined(user.user_id, ctx.now_ms)
+        for rule in coupons.rules.values():
             if rule.trigger == "watch_time":
-                self._watch(ctx.room, user, rule, since)
+                self._watch(ctx, user, rule, since)
         return {"pending": list((await self._pending(ctx.room, user.user_id)).values())}
 
     async def on_leave(self, room: str, user: Identity, now_ms: float) -> None:
-        presence = self._presence.get(room)
-        if presence is not None:
-            presence.left(user.user_id, now_ms)
+        coupons = self._rooms[room]
+        coupons.presence.left(user.user_id, now_ms)
+        coupons.unclaimed.pop(user.user_id, None)
+        for rule in coupons.rules.values():  # a rejoin within the grace period sets them again
+            if rule.trigger == "watch_time":
+                self.host.timers.cancel(_watch_key(room, user.user_id, rule.id))
+
+    # -- commands -----------------------------------------------------------------------
 
     async def add_rule(self, ctx: CommandContext, payload: RulePayload) -> Mapping[str, Any]:
         if payload.trigger == "activity" and not payload.activity:
@@ -134,12 +165,11 @@ class CouponPlugin(Plugin):
         rule, created = await self._save_rule(ctx, rule)
         if not created:  # a retry: the rule is there already
             return {"rule": rule.id}
+        presence = self._rooms[ctx.room].presence
         for member in ctx.members():
-            since = self._presence.setdefault(ctx.room, Presence(self.config.grace_s * 1000)).joined(
-                member.user_id, ctx.now_ms
-            )
+            since = presence.joined(member.user_id, ctx.now_ms)
             if rule.trigger == "watch_time":
-                self._watch(ctx.room, member, rule, since)
+                self._watch(ctx, member, rule, since)
         return {"rule": rule.id}
 
     async def drop(self, ctx: CommandContext, payload: DropPayload) -> Mapping[str, Any]:
@@ -153,7 +183,7 @@ class CouponPlugin(Plugin):
         return {"rule": rule.id}
 
     async def grab(self, ctx: CommandContext, payload: RuleRef) -> Mapping[str, Any]:
-        rule = (await self._rules(ctx.room)).get(payload.rule)
+        rule = self._rooms[ctx.room].rules.get(payload.rule)
         if rule is None or rule.trigger != "drop":
             raise NotFound(f"no coupon drop {payload.rule!r} in this room")
         grant = await self._grant(ctx.room, ctx.caller, rule)
@@ -173,9 +203,11 @@ class CouponPlugin(Plugin):
         (await self._pending(ctx.room, ctx.caller.user_id)).pop(payload.rule, None)
         return {"grant": dict(grant.data), "claimed_at": int(ctx.now_ms)}
 
+    # -- reads --------------------------------------------------------------------------
+
     async def list_rules(self, query: QueryContext) -> Any:
         tally = await self._read_on(query.room, CouponTally())
-        rules = (await self._rules(query.room)).values()
+        rules = self._rooms[query.room].rules.values()
         return {
             "rules": [
                 {**r.wire(), "issued": tally.issued[r.id], "claimed": tally.claimed[r.id]} for r in rules
@@ -184,10 +216,8 @@ class CouponPlugin(Plugin):
 
     async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
         """Coupons issued and claimed in the room (every node's), read on from the last time."""
-        tally = await self._read_on(room, self._tallies.pop(room, CouponTally()))
-        self._tallies[room] = tally  # most recently used last
-        if len(self._tallies) > MAX_TALLIES:
-            self._tallies.popitem(last=False)
+        coupons = self._rooms[room]
+        tally = await self._read_on(room, coupons.tally)
         rules = [
             {
                 "id": r.id,
@@ -196,46 +226,51 @@ class CouponPlugin(Plugin):
                 "issued": tally.issued[r.id],
                 "claimed": tally.claimed[r.id],
             }
-            for r in (await self._rules(room)).values()
+            for r in coupons.rules.values()
         ]
         return {"issued": tally.issued.total(), "claimed": tally.claimed.total(), "rules": rules}
 
     async def _read_on(self, room: str, tally: CouponTally) -> CouponTally:
         """Fold the grants, then the claims, written since the tally last read."""
-        store = self.host.store
-        while page := await store.list_records(GRANT_KIND, room, tally.grants_after, 1000):
-            for record in page:
-                tally.grant(record.data, record.position)
-        while page := await store.list_records(CLAIM_KIND, room, tally.claims_after, 1000):
-            for record in page:
-                tally.claim(record.data, record.position)
+        async for record in records_of(self.host.store, GRANT_KIND, room, tally.grants_after, page=1000):
+            tally.grant(record.data, record.position)
+        async for record in records_of(self.host.store, CLAIM_KIND, room, tally.claims_after, page=1000):
+            tally.claim(record.data, record.position)
         return tally
 
+    # -- granting -----------------------------------------------------------------------
+
     async def _on_activity(self, activity: Activity) -> None:
-        rules = [r for r in (await self._rules(activity.room)).values() if r.activity == activity.kind]
+        coupons = self._rooms.get(activity.room)
+        if coupons is None:
+            return
+        rules = [r for r in coupons.rules.values() if r.activity == activity.kind]
         if not rules:
             return
-        key = (activity.room, activity.user.user_id, activity.kind)
-        self._activity.add(key, activity.now_ms, activity.amount)
+        key = (activity.user.user_id, activity.kind)
+        coupons.activity.add(key, activity.now_ms, activity.amount)
         for rule in rules:
-            if self._activity.count(key, activity.now_ms, rule.within_s) >= rule.count:
+            if coupons.activity.count(key, activity.now_ms, rule.within_s) >= rule.count:
                 await self._grant(activity.room, activity.user, rule)
 
-    def _watch(self, room: str, user: Identity, rule: CouponRule, since: float) -> None:
+    def _watch(self, ctx: RoomContext, user: Identity, rule: CouponRule, since: float) -> None:
+        room = ctx.room
+
         async def watched(now_ms: float) -> None:
-            presence = self._presence.get(room)
-            if presence is not None and presence.present_since(user.user_id) == since:
+            coupons = self._rooms.get(room)
+            if coupons is not None and coupons.presence.present_since(user.user_id) == since:
                 await self._grant(room, user, rule)
 
+        # Not a waking timer: it matters only while the user is here (and the room with them).
         at = since + rule.minutes * 60_000
-        self.host.timers.schedule(f"coupon:watch:{room}:{user.user_id}:{rule.id}", at, watched)
+        ctx.schedule(_watch_key(room, user.user_id, rule.id), at, watched, wake=False)
 
     async def _grant(self, room: str, user: Identity, rule: CouponRule) -> dict[str, Any] | None:
         """Issue (or find) the user's grant; None when the budget is spent."""
-        store, pool = self.host.store, _pool(room, rule.id)
-        if pool not in self._pools:
+        store, pool, coupons = self.host.store, _pool(room, rule.id), self._rooms[room]
+        if pool not in coupons.pools:
             await store.define_stock(pool, room, rule.budget, 1, GRANT_KIND, int(self.host.clock.now_ms()))
-            self._pools.add(pool)
+            coupons.pools.add(pool)
         data = {"id": "g-" + secrets.token_hex(8), "rule": rule.id, "title": rule.title}
         outcome = await store.take_stock(
             StockRequest(pool, user.user_id, 1, "grant", data, int(self.host.clock.now_ms()))
@@ -244,45 +279,37 @@ class CouponPlugin(Plugin):
             return None
         grant = {key: outcome.order.data[key] for key in ("id", "rule", "title", "user")}
         if outcome.status == "ok":
-            (await self._pending(room, user.user_id))[rule.id] = grant
+            pending = coupons.unclaimed.get(user.user_id)
+            if pending is not None:
+                pending[rule.id] = grant
             self.host.services.send_to_user(room, user.user_id, "coupon.granted", grant)
         return grant
 
     async def _pending(self, room: str, user: str) -> dict[str, dict[str, Any]]:
-        """rule -> the user's unclaimed grant: read from the store once, then kept current."""
-        cached = self._unclaimed.get((room, user))
+        """rule -> the user's unclaimed grant: read from the store on join, then kept current."""
+        coupons = self._rooms[room]
+        cached = coupons.unclaimed.get(user)
         if cached is not None:
-            self._unclaimed.move_to_end((room, user))
             return cached
         pending: dict[str, dict[str, Any]] = {}
-        for rule in (await self._rules(room)).values():
+        for rule in coupons.rules.values():
             grant = await self.host.store.get_record(GRANT_KIND, _grant_key(room, rule.id, user))
             if grant is not None and await self.host.store.get_record(CLAIM_KIND, grant.key) is None:
                 pending[rule.id] = {key: grant.data[key] for key in ("id", "rule", "title", "user")}
-        pending = self._unclaimed.setdefault((room, user), pending)
-        if len(self._unclaimed) > MAX_CACHED_USERS:
-            self._unclaimed.popitem(last=False)
-        return pending
-
-    async def _rules(self, room: str) -> dict[str, CouponRule]:
-        rules = self._room_rules.get(room)
-        if rules is None:
-            rules = dict(self._config_rules)
-            after = 0
-            while page := await self.host.store.list_records(RULE_KIND, room, after, 500):
-                rules.update((r.key, CouponRule.from_wire(r.data)) for r in page)
-                after = page[-1].position
-            self._room_rules[room] = rules = self._room_rules.get(room, rules)
-        return rules
+        # Kept while the user is here (dropped on leave): bounded by the users present.
+        return coupons.unclaimed.setdefault(user, pending)
 
     async def _save_rule(self, ctx: CommandContext, rule: CouponRule) -> tuple[CouponRule, bool]:
         """Durable first, then in memory; (the rule stored, whether this call created it)."""
-        rules = await self._rules(ctx.room)
         stored, created = await ctx.store.put_record(
             Record(RULE_KIND, rule.id, ctx.room, rule.wire(), int(ctx.now_ms))
         )
-        rule = rules[rule.id] = CouponRule.from_wire(stored.data)
+        rule = self._rooms[ctx.room].rules[rule.id] = CouponRule.from_wire(stored.data)
         return rule, created
+
+
+def _watch_key(room: str, user: str, rule: str) -> str:
+    return f"coupon:watch:{room}:{user}:{rule}"
 
 
 def _new_rule_id(prefix: str, ctx: CommandContext, request: str | None) -> str:

@@ -3,28 +3,40 @@
 Sending passes a chain: length, the per-user token bucket, ban / mute / slow mode, then
 the banned-word filter. Moderators and hosts mute, unmute, ban and unban (10 s to 24 h),
 set slow mode, pin and unpin, and delete (`danmaku.deleted`). Every moderation action is
-a durable record (`danmaku.moderation`); a room's state is rebuilt from them on first use
-after a restart. Hot words over a sliding window are served to the dashboard.
+a durable record (`danmaku.moderation`, a typed `Action`); a room's moderation is rebuilt
+from them when the room is loaded. Hot words over a sliding window and the message rate are
+served to the dashboard (since the room was loaded here). Everything is per room and
+bounded: released with the room.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 
 from liveroom.errors import BadRequest, CommandError, NotFound, RateLimited
-from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
+from liveroom.plugin import (
+    Activity,
+    CommandContext,
+    CommandSpec,
+    Plugin,
+    PluginHost,
+    QueryContext,
+    QuerySpec,
+    RoomContext,
+)
 from liveroom.protocol import RequestId, RoomId
-from liveroom.ratelimit import TokenBucket
+from liveroom.ratelimit import KeyedBuckets
 from liveroom.record import Record, derived_id
+from liveroom.store import records_of
 
 from .danmaku_filter import BannedWords
-from .danmaku_rules import HotWords, Moderation, PerSecond, RecentMessages
+from .danmaku_rules import Action, HotWords, Moderation, PerSecond, RecentMessages
 
 __all__ = ["DanmakuConfig", "DanmakuPlugin", "SendPayload"]
 
@@ -43,8 +55,10 @@ class DanmakuConfig:
     banned_words: tuple[str, ...] = ()
     banned_words_file: str = ""  # one term per line, UTF-8; tens of thousands are fine
     recent_messages: int = 500  # kept per room for pin and delete
+    staff_recent_messages: int = 100  # the latest of them in a staff member's join state
     hot_window_s: float = 300.0
     dashboard_hot_words: int = 15  # how many hot words the live dashboard shows
+    max_senders: int = 100_000  # per room: users whose send rate is remembered (longest idle dropped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +110,17 @@ class TooLong(CommandError):
     code = "too_long"
 
 
+@dataclass(slots=True)
+class RoomDanmaku:
+    """A room's danmaku state as this node holds it."""
+
+    moderation: Moderation
+    recent: RecentMessages
+    hot: HotWords
+    senders: KeyedBuckets
+    rates: PerSecond = field(default_factory=PerSecond)
+
+
 class DanmakuPlugin(Plugin):
     name = "danmaku"
     config_type = DanmakuConfig
@@ -116,11 +141,7 @@ class DanmakuPlugin(Plugin):
         if config.banned_words_file:
             terms += Path(config.banned_words_file).read_text(encoding="utf-8").splitlines()
         self._filter = BannedWords(terms)
-        self._buckets: dict[str, TokenBucket] = {}
-        self._rooms: dict[str, Moderation] = {}
-        self._recent: dict[str, RecentMessages] = {}
-        self._hot: dict[str, HotWords] = {}
-        self._rates: dict[str, PerSecond] = {}
+        self._rooms: dict[str, RoomDanmaku] = {}
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         staff = [
@@ -144,15 +165,40 @@ class DanmakuPlugin(Plugin):
             QuerySpec("danmaku/moderation", self.actions, "The moderation log of the room"),
         )
 
-    def snapshot(self, room: str) -> Mapping[str, Any] | None:
-        state = self._rooms.get(room)
-        if state is None or (state.pinned is None and not state.slow_s):
+    # -- the room's life --------------------------------------------------------------
+
+    async def load_room(self, ctx: RoomContext) -> None:
+        moderation = Moderation()
+        async for record in records_of(ctx.store, ACTION_KIND, ctx.room):
+            moderation.apply(Action.from_record(record.data))
+        moderation.expire(ctx.now_ms)
+        config = self.config
+        self._rooms[ctx.room] = RoomDanmaku(
+            moderation,
+            RecentMessages(config.recent_messages),
+            HotWords(config.hot_window_s),
+            KeyedBuckets(config.rate_per_s, config.burst, config.max_senders),
+        )
+
+    def release_room(self, room: str) -> None:
+        self._rooms.pop(room, None)
+
+    async def snapshot(self, room: str) -> Mapping[str, Any] | None:
+        state = self._rooms[room].moderation
+        if state.pinned is None and not state.slow_s:
             return None
         return {"pinned": state.pinned, "slow_mode_s": state.slow_s}
 
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
-        (await self._room(ctx.room)).check_join(ctx.caller.user_id, ctx.now_ms)
-        return None
+        state = self._rooms[ctx.room]
+        state.moderation.check_join(ctx.caller.user_id, ctx.now_ms)
+        if not ctx.caller.is_staff:
+            return None
+        # A moderator who opens the console late sees what was said before.
+        latest = state.recent.latest(self.config.staff_recent_messages)
+        return {"recent": [message for message in latest if message["id"] not in state.moderation.deleted]}
+
+    # -- commands -----------------------------------------------------------------------
 
     async def send(self, ctx: CommandContext, payload: SendPayload) -> Mapping[str, Any]:
         text = payload.text.strip()
@@ -160,130 +206,116 @@ class DanmakuPlugin(Plugin):
             raise BadRequest("text is empty")
         if len(text) > self.config.max_length:
             raise TooLong(f"text is longer than {self.config.max_length} characters")
-        if not self._bucket(ctx.caller.user_id).take(self.host.clock.monotonic()):
+        room = self._rooms[ctx.room]
+        if not room.senders.take(ctx.caller.user_id, self.host.clock.monotonic()):
             raise RateLimited(f"at most {self.config.rate_per_s:g} messages a second")
-        state = await self._room(ctx.room)
-        state.check_send(ctx.caller.user_id, ctx.now_ms, ctx.caller.is_staff)
+        room.moderation.check_send(ctx.caller.user_id, ctx.now_ms, ctx.caller.is_staff)
         if self._filter.contains(text):
             raise CommandError("the message contains a blocked word", "blocked")
         request = payload.request_id
         message_id = (
             secrets.token_hex(8) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
         )
-        message = {"id": message_id, "user": {"id": ctx.caller.user_id, "name": ctx.caller.name}}
-        message["text"] = text
+        message = {
+            "id": message_id,
+            "user": {"id": ctx.caller.user_id, "name": ctx.caller.name},
+            "text": text,
+        }
         publication = await ctx.publish(
             "danmaku.message", message, once=None if request is None else message_id
         )
         if publication.repeated:  # a retry of a send already published: the same answer
             return {"id": message_id}
-        self._recent.setdefault(ctx.room, RecentMessages(self.config.recent_messages)).add(message)
-        self._hot.setdefault(ctx.room, HotWords(self.config.hot_window_s)).add(text, ctx.now_ms)
-        self._rates.setdefault(ctx.room, PerSecond()).add(ctx.now_ms)
+        room.recent.add(message)
+        room.hot.add(text, ctx.now_ms)
+        room.rates.add(ctx.now_ms)
         await self.host.signals.emit(Activity(ctx.room, ctx.caller, "danmaku", 1, ctx.now_ms))
-        return {"id": message["id"]}
+        return {"id": message_id}
 
     async def mute(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
         until = int(ctx.now_ms + payload.duration_s * 1000)
-        action = {"action": "mute", "user": payload.user, "until": until}
-        until = (await self._act(ctx, action, payload.request_id))["until"]  # a retry: the first one's
-        ctx.send_to(payload.user, "danmaku.muted", {"until": until})
-        return {"until": until}
+        action = await self._act(ctx, Action("mute", "", user=payload.user, until=until), payload.request_id)
+        ctx.send_to(payload.user, "danmaku.muted", {"until": action.until})  # a retry: the first one's
+        return {"until": action.until}
 
     async def unmute(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
-        await self._act(ctx, {"action": "unmute", "user": payload.user}, payload.request_id)
+        await self._act(ctx, Action("unmute", "", user=payload.user), payload.request_id)
         return {"action": "unmute"}
 
     async def ban(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
         until = int(ctx.now_ms + payload.duration_s * 1000)
-        action = {"action": "ban", "user": payload.user, "until": until}
-        until = (await self._act(ctx, action, payload.request_id))["until"]
-        removed = await ctx.services.remove_user(ctx.room, payload.user, "danmaku.banned", {"until": until})
-        return {"until": until, "removed": removed}
+        action = await self._act(ctx, Action("ban", "", user=payload.user, until=until), payload.request_id)
+        data = {"until": action.until}
+        removed = await ctx.services.remove_user(ctx.room, payload.user, "danmaku.banned", data)
+        return {"until": action.until, "removed": removed}
 
     async def unban(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
-        await self._act(ctx, {"action": "unban", "user": payload.user}, payload.request_id)
+        await self._act(ctx, Action("unban", "", user=payload.user), payload.request_id)
         return {"action": "unban"}
 
     async def slow(self, ctx: CommandContext, payload: SlowPayload) -> Mapping[str, Any]:
-        await self._act(ctx, {"action": "slow", "interval_s": payload.interval_s}, payload.request_id)
+        await self._act(ctx, Action("slow", "", interval_s=payload.interval_s), payload.request_id)
         await ctx.publish("danmaku.slow_mode", {"interval_s": payload.interval_s}, priority=True)
         return {"interval_s": payload.interval_s}
 
     async def pin(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
         message = self._message(ctx.room, payload.id)
-        await self._act(ctx, {"action": "pin", "message": message}, payload.request_id)
+        await self._act(ctx, Action("pin", "", message=message), payload.request_id)
         await ctx.publish("danmaku.pinned", message, priority=True)
         return {"id": payload.id}
 
     async def unpin(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
-        if (await self._room(ctx.room)).pinned is None:
+        if self._rooms[ctx.room].moderation.pinned is None:
             raise NotFound("nothing is pinned")
-        await self._act(ctx, {"action": "unpin"}, payload.request_id)
+        await self._act(ctx, Action("unpin", ""), payload.request_id)
         await ctx.publish("danmaku.unpinned", {}, priority=True)
         return {}
 
     async def delete(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
         self._message(ctx.room, payload.id)
-        await self._act(ctx, {"action": "delete", "id": payload.id}, payload.request_id)
+        await self._act(ctx, Action("delete", "", id=payload.id), payload.request_id)
         await ctx.publish("danmaku.deleted", {"id": payload.id}, priority=True)
         return {"id": payload.id}
 
+    # -- reads --------------------------------------------------------------------------
+
     async def hot_words(self, query: QueryContext) -> Any:
         limit = max(1, min(int(query.params.get("limit", "20") or 20), 100))
-        return {"words": self._top(query.room, limit, query.now_ms)}
+        return {"words": self._rooms[query.room].hot.top(limit, query.now_ms)}
 
     async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
-        """Messages sent through this node: the total, per second (the last 60 s), hot words."""
-        rates = self._rates.get(room) or PerSecond()
-        hot = self._top(room, self.config.dashboard_hot_words, now_ms)
-        return {"total": rates.total, "per_second": rates.series(now_ms), "hot": hot}
-
-    def _top(self, room: str, limit: int, now_ms: float) -> list[dict[str, Any]]:
-        hot = self._hot.get(room)
-        return [] if hot is None else hot.top(limit, now_ms)
+        """Messages sent: the total, per second (the last 60 s), hot words."""
+        state = self._rooms[room]
+        hot = state.hot.top(self.config.dashboard_hot_words, now_ms)
+        return {"total": state.rates.total, "per_second": state.rates.series(now_ms), "hot": hot}
 
     async def actions(self, query: QueryContext) -> Any:
         after = int(query.params.get("after", "0") or 0)
         records = await self.host.store.list_records(ACTION_KIND, query.room, after, 500)
         return {"actions": [{**r.data, "at": r.created_ms, "position": r.position} for r in records]}
 
-    async def _act(self, ctx: CommandContext, action: dict[str, Any], request: str | None) -> dict[str, Any]:
-        """Make the action durable, then apply it: a restart replays the same log. The same
-        `request_id` again writes nothing more (the record's key comes from it) and gets the
-        action first stored back."""
-        state = await self._room(ctx.room)
-        action = {**action, "by": ctx.caller.user_id}
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _act(self, ctx: CommandContext, action: Action, request: str | None) -> Action:
+        """Make the action durable, then apply it: loading the room replays the same log. The
+        same `request_id` again writes nothing more (the record's key comes from it) and gets
+        the action first stored back."""
+        moderation = self._rooms[ctx.room].moderation
+        action = Action(**{**action.record(), "by": ctx.caller.user_id})
         key = (
             secrets.token_hex(8) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
         )
-        stored, _ = await ctx.store.put_record(Record(ACTION_KIND, key, ctx.room, action, int(ctx.now_ms)))
-        state.apply(dict(stored.data))
-        return dict(stored.data)
+        stored, _ = await ctx.store.put_record(
+            Record(ACTION_KIND, key, ctx.room, action.record(), int(ctx.now_ms))
+        )
+        action = Action.from_record(stored.data)
+        moderation.expire(ctx.now_ms)
+        moderation.apply(action)
+        return action
 
     def _message(self, room: str, message_id: str) -> dict[str, Any]:
-        recent = self._recent.get(room)
-        message = None if recent is None else recent.get(message_id)
-        if message is None or message_id in self._rooms[room].deleted:
+        state = self._rooms[room]
+        message = state.recent.get(message_id)
+        if message is None or message_id in state.moderation.deleted:
             raise NotFound(f"no recent message {message_id!r}")
         return message
-
-    async def _room(self, room: str) -> Moderation:
-        state = self._rooms.get(room)
-        if state is None:
-            state, after = Moderation(), 0
-            while page := await self.host.store.list_records(ACTION_KIND, room, after, 500):
-                for record in page:
-                    state.apply(dict(record.data))
-                after = page[-1].position
-            state = self._rooms.setdefault(room, state)
-        return state
-
-    def _bucket(self, user_id: str) -> TokenBucket:
-        bucket = self._buckets.get(user_id)
-        if bucket is None:
-            if len(self._buckets) > 100_000:  # bound memory: idle users' buckets are full anyway
-                self._buckets.clear()
-            now = self.host.clock.monotonic()
-            bucket = self._buckets[user_id] = TokenBucket(self.config.rate_per_s, self.config.burst, now)
-        return bucket

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections import Counter, OrderedDict
@@ -10,36 +11,74 @@ from typing import Any
 
 from liveroom.errors import CommandError
 
-__all__ = ["HotWords", "Moderation", "PerSecond", "RecentMessages", "words_of"]
+__all__ = ["ACTIONS", "Action", "HotWords", "Moderation", "PerSecond", "RecentMessages", "words_of"]
+
+ACTIONS = ("mute", "unmute", "ban", "unban", "slow", "pin", "unpin", "delete")
+MAX_DELETED = 1000  # deleted message ids remembered (only recent messages can be pinned)
+MAX_SLOW_SENDERS = 100_000  # users whose last send is remembered for slow mode
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One moderation action, as stored (`danmaku.moderation` records) and applied."""
+
+    action: str  # one of ACTIONS
+    by: str
+    user: str = ""  # mute, unmute, ban, unban
+    until: int = 0  # mute, ban: server ms
+    interval_s: float = 0.0  # slow
+    message: dict[str, Any] | None = None  # pin
+    id: str = ""  # delete: the message id
+
+    def record(self) -> dict[str, Any]:
+        """The record's data: only the fields the action uses."""
+        data: dict[str, Any] = {"action": self.action, "by": self.by}
+        for name in ("user", "until", "interval_s", "message", "id"):
+            value = getattr(self, name)
+            if value:
+                data[name] = value
+        return data
+
+    @classmethod
+    def from_record(cls, data: Any) -> Action:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 @dataclass(slots=True)
 class Moderation:
-    """One room's moderation state. `apply` takes the same action dicts that are stored."""
+    """One room's moderation state, rebuilt by applying its stored actions in order."""
 
     muted: dict[str, float] = field(default_factory=dict)  # user -> until (server ms)
     banned: dict[str, float] = field(default_factory=dict)
     slow_s: float = 0.0
     pinned: dict[str, Any] | None = None
-    deleted: set[str] = field(default_factory=set)
-    last_sent: dict[str, float] = field(default_factory=dict)
+    deleted: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    last_sent: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
-    def apply(self, action: dict[str, Any]) -> None:
-        kind, user = action["action"], action.get("user", "")
+    def apply(self, action: Action) -> None:
+        kind, user = action.action, action.user
         if kind in ("mute", "ban"):
-            (self.muted if kind == "mute" else self.banned)[user] = action["until"]
+            (self.muted if kind == "mute" else self.banned)[user] = action.until
         elif kind in ("unmute", "unban"):
             (self.muted if kind == "unmute" else self.banned).pop(user, None)
         elif kind == "slow":
-            self.slow_s = action["interval_s"]
+            self.slow_s = action.interval_s
         elif kind == "pin":
-            self.pinned = action["message"]
+            self.pinned = action.message
         elif kind == "unpin":
             self.pinned = None
         elif kind == "delete":
-            self.deleted.add(action["id"])
-            if self.pinned is not None and self.pinned["id"] == action["id"]:
+            self.deleted[action.id] = None
+            if len(self.deleted) > MAX_DELETED:
+                self.deleted.popitem(last=False)
+            if self.pinned is not None and self.pinned["id"] == action.id:
                 self.pinned = None
+
+    def expire(self, now_ms: float) -> None:
+        """Forget mutes and bans that are over (bounded state: only the ones in force)."""
+        for punished in (self.muted, self.banned):
+            for user in [u for u, until in punished.items() if until <= now_ms]:
+                del punished[user]
 
     def check_join(self, user: str, now_ms: float) -> None:
         if self.banned.get(user, 0) > now_ms:
@@ -54,7 +93,11 @@ class Moderation:
         if not staff and self.slow_s > 0 and last is not None and now_ms - last < self.slow_s * 1000:
             wait = (self.slow_s * 1000 - (now_ms - last)) / 1000
             raise CommandError(f"slow mode: wait {wait:.1f} s", "slow_mode")
-        self.last_sent[user] = now_ms
+        if self.slow_s > 0:
+            self.last_sent.pop(user, None)
+            self.last_sent[user] = now_ms  # most recent last
+            if len(self.last_sent) > MAX_SLOW_SENDERS:
+                self.last_sent.popitem(last=False)
 
 
 _LATIN = re.compile(r"[a-z0-9]{2,}")
@@ -115,6 +158,10 @@ class RecentMessages:
 
     def get(self, message_id: str) -> dict[str, Any] | None:
         return self._items.get(message_id)
+
+    def latest(self, count: int) -> list[dict[str, Any]]:
+        """The last `count` messages, oldest first."""
+        return list(itertools.islice(reversed(self._items.values()), count))[::-1]
 
 
 class PerSecond:

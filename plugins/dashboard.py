@@ -1,7 +1,7 @@
 """The live dashboard: the room's figures, pushed to its staff members only, once a second.
 
-While a room has members on this node it is sampled every `interval_ms` (its online
-count, for the peak). While a host, moderator or admin is among them, every plugin's
+While a room has members it is sampled every `interval_ms` (its online count, for the
+peak). While a host, moderator or admin is among them, every plugin's
 `figures(room, now_ms)` is gathered too and sent to those staff members alone as a
 personal item, `dashboard.stats` (`seq: null`): viewers never receive it. The same
 figures answer `GET /api/rooms/{room}/dashboard`. See docs/plugins.md.
@@ -10,13 +10,12 @@ figures answer `GET /api/rooms/{room}/dashboard`. See docs/plugins.md.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from liveroom.auth import Identity
-from liveroom.plugin import CommandContext, Plugin, PluginHost, QueryContext, QuerySpec
+from liveroom.plugin import CommandContext, Plugin, PluginHost, QueryContext, QuerySpec, RoomContext
 
 from .dashboard_rules import RoomWatch, conversion
 
@@ -30,7 +29,6 @@ STATS = "dashboard.stats"
 class DashboardConfig:
     interval_ms: int = 1000  # dashboard.stats at most this often (at least 200)
     first_after_ms: int = 100  # a staff member who joins gets the figures this soon
-    max_rooms: int = 10_000  # rooms whose peak and viewers are remembered (least recent dropped)
     max_viewers: int = 1_000_000  # distinct viewers remembered per room
 
 
@@ -44,13 +42,19 @@ class DashboardPlugin(Plugin):
         if config.interval_ms < 200:
             raise ValueError("[plugins.dashboard] interval_ms must be at least 200")
         super().__init__(config, host)
-        self._rooms: OrderedDict[str, RoomWatch] = OrderedDict()
+        self._rooms: dict[str, RoomWatch] = {}
 
     def queries(self) -> Sequence[QuerySpec]:
         return (QuerySpec("dashboard", self.query, "The live dashboard's figures (as in dashboard.stats)"),)
 
+    async def load_room(self, ctx: RoomContext) -> None:
+        self._rooms[ctx.room] = RoomWatch(self.config.max_viewers)
+
+    def release_room(self, room: str) -> None:
+        self._rooms.pop(room, None)
+
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
-        watch = self._watch(ctx.room)
+        watch = self._rooms[ctx.room]
         watch.joined(ctx.caller.user_id, ctx.caller.is_staff)
         if ctx.caller.is_staff:  # a dashboard just opened: its first figures come soon
             self._tick_at(ctx.room, ctx.now_ms + self.config.first_after_ms)
@@ -68,7 +72,7 @@ class DashboardPlugin(Plugin):
 
     async def stats(self, room: str, now_ms: float) -> dict[str, Any]:
         """The room's figures: online now and peak, viewers, conversion, and each plugin's own."""
-        watch = self._watch(room)
+        watch = self._rooms[room]
         watch.sample(self.host.services.online(room), now_ms)
         await self._count_viewers(room, watch)
         figures: dict[str, Any] = {}
@@ -98,16 +102,12 @@ class DashboardPlugin(Plugin):
         store = self.host.store
         watch.viewers_everywhere = await (store.incr(key, new) if new else store.get_counter(key))
 
-    def _watch(self, room: str) -> RoomWatch:
-        watch = self._rooms.pop(room, None) or RoomWatch(self.config.max_viewers)
-        self._rooms[room] = watch  # most recently used last
-        if len(self._rooms) > self.config.max_rooms:
-            self._rooms.popitem(last=False)
-        return watch
-
     def _tick_at(self, room: str, at_ms: float) -> None:
         self._rooms[room].ticking = True
-        self.host.timers.schedule(f"dashboard:{room}", at_ms, lambda now_ms: self._tick(room, now_ms))
+        tick = self._tick
+        self.host.timers.schedule(
+            f"dashboard:{room}", at_ms, lambda now_ms: tick(room, now_ms), room=room, wake=False
+        )
 
     async def _tick(self, room: str, now_ms: float) -> None:
         watch = self._rooms.get(room)

@@ -19,11 +19,21 @@ from typing import Annotated, Any
 import msgspec
 
 from liveroom.errors import RateLimited, Unavailable
-from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
+from liveroom.plugin import (
+    Activity,
+    CommandContext,
+    CommandSpec,
+    Plugin,
+    PluginHost,
+    QueryContext,
+    QuerySpec,
+    RoomContext,
+)
 from liveroom.protocol import RoomId
+from liveroom.ratelimit import KeyedBuckets
 from liveroom.timers import Throttle
 
-from .like_rules import MINUTE_MS, LikeAllowance, MinuteCounts, UnflushedLikes, minutes_back
+from .like_rules import MINUTE_MS, MinuteCounts, UnflushedLikes, minutes_back
 
 __all__ = ["LikeConfig", "LikePlugin", "SendPayload"]
 
@@ -46,6 +56,7 @@ class LikeConfig:
     max_per_command: int = 1000
     total_interval_ms: int = 500  # like.total at most twice a second; likes stored as often
     minutes_kept: int = 60
+    max_users: int = 200_000  # users whose allowance is remembered (the longest idle dropped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +73,9 @@ class LikePlugin(Plugin):
 
     def __init__(self, config: LikeConfig, host: PluginHost) -> None:
         super().__init__(config, host)
-        self._allowance = LikeAllowance(config.rate_per_s, config.burst)
+        self._allowance = KeyedBuckets(config.rate_per_s, config.burst, config.max_users)
         self._unflushed = UnflushedLikes()
         self._stored: dict[str, int] = {}  # the room's total in the store, as last seen
-        self._stored_read_ms: dict[str, float] = {}
         self._flushing: dict[str, asyncio.Task[bool]] = {}
         self._settled_minutes: dict[str, dict[int, int]] = {}  # room -> minute -> stored count
         self._locks: dict[str, asyncio.Lock] = {}
@@ -77,30 +87,27 @@ class LikePlugin(Plugin):
     def queries(self) -> Sequence[QuerySpec]:
         return (QuerySpec("likes", self.stats, "The room's like total, per-minute counts and peak"),)
 
-    def snapshot(self, room: str) -> Mapping[str, Any] | None:
+    async def load_room(self, ctx: RoomContext) -> None:
+        """The room's total as stored (every like counted before this node held the room)."""
+        await self._read_stored(ctx.room)
+
+    def release_room(self, room: str) -> None:
+        # Released only when idle, so nothing is pending: a flush keeps its throttle timer.
+        for index in (self._stored, self._settled_minutes, self._locks, self._flushing):
+            index.pop(room, None)
+        self._throttle.forget(room)
+
+    async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         total = self._total(room)
         return None if total == 0 else {"total": total}
-
-    async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
-        # After a restart (or, scaled out, likes counted on other nodes) the total is the
-        # store's: re-read it at most once per interval per room, not on every join.
-        read_ms = self._stored_read_ms.get(ctx.room)
-        if read_ms is None or ctx.now_ms - read_ms >= self.config.total_interval_ms:
-            try:
-                await self._read_stored(ctx.room, ctx.now_ms)
-            except Unavailable:
-                log.warning("like total of room %s unreadable; showing the last one known", ctx.room)
-        return None
 
     async def send(self, ctx: CommandContext, payload: SendPayload) -> Mapping[str, Any]:
         wanted = min(payload.count, self.config.max_per_command)
         accepted = self._allowance.grant(ctx.caller.user_id, wanted, self.host.clock.monotonic())
         if accepted == 0:
             raise RateLimited(f"at most {self.config.rate_per_s:g} likes a second")
-        if ctx.room not in self._stored:
-            await self._read_stored(ctx.room, ctx.now_ms)
         self._unflushed.add(ctx.room, accepted, ctx.now_ms)
-        self._throttle.touch(ctx.room)
+        self._throttle.touch(ctx.room, room=ctx.room)
         await self.host.signals.emit(Activity(ctx.room, ctx.caller, "like", accepted, ctx.now_ms))
         return {"accepted": accepted, "total": self._total(ctx.room)}
 
@@ -146,11 +153,10 @@ class LikePlugin(Plugin):
     def _total(self, room: str) -> int:
         return self._stored.get(room, 0) + self._unflushed.pending(room).total
 
-    async def _read_stored(self, room: str, now_ms: float) -> None:
+    async def _read_stored(self, room: str) -> None:
         value = await self.host.store.get_counter(total_key(room))
         # Totals only grow: a read that raced a flush must not move the total back.
         self._stored[room] = max(self._stored.get(room, 0), value)
-        self._stored_read_ms[room] = now_ms
 
     async def _flush(self, room: str) -> bool:
         """Write the room's pending likes to the store; True once nothing is left pending.
@@ -192,5 +198,5 @@ class LikePlugin(Plugin):
 
     async def _flush_and_publish(self, room: str) -> None:
         if not await self._flush(room):
-            self._throttle.touch(room)  # retry on the next tick
+            self._throttle.touch(room, room=room)  # retry on the next tick
         await self.host.services.publish(room, "like.total", {"total": self._total(room)}, history=False)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "MINUTE_MS",
-    "LikeAllowance",
     "MinuteCounts",
     "PendingLikes",
     "UnflushedLikes",
@@ -77,24 +76,6 @@ class UnflushedLikes:
         pending = self._rooms[room]
         if not pending.total and not pending.minutes:
             del self._rooms[room]
-
-
-class LikeAllowance:
-    """At most `rate` likes a second per user, `burst` saved up; a tap storm is cut, not refused."""
-
-    def __init__(self, rate: float, burst: int, max_users: int = 200_000) -> None:
-        self.rate, self.burst, self._max_users = rate, burst, max_users
-        self._users: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def grant(self, user: str, count: int, now_s: float) -> int:
-        """How many of `count` likes count now."""
-        tokens, stamp = self._users.pop(user, (float(self.burst), now_s))
-        tokens = min(float(self.burst), tokens + max(0.0, now_s - stamp) * self.rate)
-        granted = min(count, int(tokens))
-        self._users[user] = (tokens - granted, now_s)
-        if len(self._users) > self._max_users:
-            self._users.popitem(last=False)  # the longest idle: its bucket would be full anyway
-        return granted
 
 
 class MinuteCounts:

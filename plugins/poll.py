@@ -3,24 +3,34 @@
 Tallies go out as `poll.tally` at most every `tally_interval_ms`; the final result
 (`poll.ended`) goes on the priority lane and is a durable record (`poll.result`).
 One open poll per room at a time, like Twitch. The open poll and every vote are durable
-records too (a vote is acknowledged once written), so a restart resumes the poll with its
-counts, and closes it at once if its deadline passed meanwhile.
+records too (a vote is acknowledged once written, and counted only then), so loading the
+room again (after a restart, or on the node that took the room over) resumes the poll
+with its counts, and closes it at once if its deadline passed meanwhile.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
 
 from liveroom.errors import BadRequest, CommandError, NotFound
-from liveroom.plugin import Activity, CommandContext, CommandSpec, Plugin, PluginHost, QueryContext, QuerySpec
+from liveroom.plugin import (
+    Activity,
+    CommandContext,
+    CommandSpec,
+    Plugin,
+    PluginHost,
+    QueryContext,
+    QuerySpec,
+    RoomContext,
+)
 from liveroom.protocol import RequestId, RoomId
 from liveroom.record import Record, derived_id
+from liveroom.store import records_of
 from liveroom.timers import Throttle
 
 from .poll_rules import Poll
@@ -28,7 +38,7 @@ from .poll_rules import Poll
 __all__ = ["ClosePayload", "CreatePayload", "PollConfig", "PollPlugin", "VotePayload"]
 
 RESULT_KIND, OPEN_KIND, VOTE_KIND = "poll.result", "poll.open", "poll.vote"
-MAX_RESULTS_KEPT = 10_000  # rooms whose last result the dashboard can show
+RETRY_FINISH_MS = 1000  # a result that could not be written is tried again this much later
 Option = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 PollId = Annotated[str, msgspec.Meta(max_length=64)]
 
@@ -64,6 +74,15 @@ class ClosePayload:
     poll: PollId
 
 
+@dataclass(slots=True)
+class RoomPolls:
+    """A room's polls as this node holds them: the open one, and the last result."""
+
+    open: Poll | None = None
+    changes: dict[str, int] = field(default_factory=dict)  # user -> votes written for the open poll
+    last: dict[str, Any] | None = None
+
+
 class PollPlugin(Plugin):
     name = "poll"
     config_type = PollConfig
@@ -72,9 +91,7 @@ class PollPlugin(Plugin):
 
     def __init__(self, config: PollConfig, host: PluginHost) -> None:
         super().__init__(config, host)
-        self._open: dict[str, Poll] = {}  # room -> its open poll
-        self._changes: dict[tuple[str, str], int] = {}  # (poll, user) -> votes written so far
-        self._last: OrderedDict[str, dict[str, Any]] = OrderedDict()  # room -> its last result
+        self._rooms: dict[str, RoomPolls] = {}
         self._tally = Throttle(host.timers, config.tally_interval_ms, self._publish_tally)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
@@ -87,64 +104,58 @@ class PollPlugin(Plugin):
     def queries(self) -> Sequence[QuerySpec]:
         return (QuerySpec("polls/{poll}", self.result, "A closed poll's durable result"),)
 
-    def snapshot(self, room: str) -> Mapping[str, Any] | None:
-        poll = self._open.get(room)
+    # -- the room's life --------------------------------------------------------------
+
+    async def load_room(self, ctx: RoomContext) -> None:
+        """The room's open poll with its durable votes (and its last result, for the dashboard)."""
+        polls, store, opened = RoomPolls(), ctx.store, None
+        async for record in records_of(store, OPEN_KIND, ctx.room):
+            opened = record  # one open poll at a time: the latest is the only candidate
+        async for record in records_of(store, RESULT_KIND, ctx.room):
+            polls.last = dict(record.data)
+        if opened is not None and (polls.last is None or polls.last["poll"] != opened.key):
+            data = opened.data
+            poll = Poll(opened.key, ctx.room, data["question"], tuple(data["options"]), data["ends_at"])
+            async for vote in records_of(store, VOTE_KIND, ctx.room, page=1000):
+                if vote.data["poll"] == poll.id:
+                    user = vote.data["user"]
+                    poll.restore(user, vote.data["option"])  # a later change wins
+                    polls.changes[user] = polls.changes.get(user, 0) + 1
+            polls.open = poll
+            self._set_deadline(ctx, poll, poll.ends_at)
+        self._rooms[ctx.room] = polls
+
+    def release_room(self, room: str) -> None:
+        self._rooms.pop(room, None)
+        self._tally.forget(room)
+
+    async def snapshot(self, room: str) -> Mapping[str, Any] | None:
+        poll = self._rooms[room].open
         return None if poll is None else {**poll.describe(), **poll.tally()}
 
     async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
-        """The open poll with its counts, else the room's last result (since this node started)."""
-        poll = self._open.get(room)
-        if poll is not None:
-            return {**poll.describe(), **poll.tally(), "open": True}
-        last = self._last.get(room)
-        return None if last is None else {**last, "open": False}
+        """The open poll with its counts, else the room's last result."""
+        polls = self._rooms[room]
+        if polls.open is not None:
+            return {**polls.open.describe(), **polls.open.tally(), "open": True}
+        return None if polls.last is None else {**polls.last, "open": False}
 
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
-        poll = self._open.get(ctx.room)
+        poll = self._rooms[ctx.room].open
         vote = None if poll is None else poll.votes.get(ctx.caller.user_id)
         return None if vote is None else {"my_vote": vote}
 
-    async def start(self) -> None:
-        """Reopen polls that were open when the node stopped, with their durable votes."""
-        after = 0
-        while page := await self.host.store.list_records(OPEN_KIND, None, after, 500):
-            for record in page:
-                if await self.host.store.get_record(RESULT_KIND, record.key) is None:
-                    await self._reopen(record)
-            after = page[-1].position
-
-    async def _reopen(self, record: Record) -> None:
-        data = record.data
-        poll = Poll(record.key, record.room, data["question"], tuple(data["options"]), data["ends_at"])
-        votes, after = {}, 0
-        while page := await self.host.store.list_records(VOTE_KIND, record.room, after, 1000):
-            for vote in page:
-                if vote.data["poll"] == poll.id:
-                    user = vote.data["user"]
-                    votes[user] = vote.data["option"]  # a later change wins
-                    self._changes[(poll.id, user)] = self._changes.get((poll.id, user), 0) + 1
-            after = page[-1].position
-        for user, option in votes.items():
-            poll.votes[user] = option
-            poll.counts[option] += 1
-        self._open[poll.room] = poll
-        self._set_deadline(poll)
-
-    def _set_deadline(self, poll: Poll) -> None:
-        async def deadline(now_ms: float) -> None:
-            await self._finish(poll, "deadline")
-
-        self.host.timers.schedule(f"poll:{poll.id}", poll.ends_at, deadline)
+    # -- commands -----------------------------------------------------------------------
 
     async def create(self, ctx: CommandContext, payload: CreatePayload) -> Mapping[str, Any]:
         low, high = self.config.min_duration_s, self.config.max_duration_s
         if not low <= payload.duration_s <= high:
             raise BadRequest(f"duration_s must be {low}..{high}")
-        request = payload.request_id
+        polls, request = self._rooms[ctx.room], payload.request_id
         poll_id = "p-" + (
             secrets.token_hex(6) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
         )
-        current = self._open.get(ctx.room)
+        current = polls.open
         if current is not None and current.id == poll_id:  # a retry of the create that opened it
             return {"poll": current.id, "ends_at": current.ends_at}
         if current is not None and current.is_open(ctx.now_ms):
@@ -160,14 +171,15 @@ class PollPlugin(Plugin):
                 return {"poll": poll_id, "ends_at": stored.data["ends_at"]}
             data = stored.data
             poll = Poll(poll_id, ctx.room, data["question"], tuple(data["options"]), data["ends_at"])
-        self._open[ctx.room] = poll
-        self._set_deadline(poll)
+        polls.open, polls.changes = poll, {}
+        self._set_deadline(ctx, poll, poll.ends_at)
         await ctx.publish("poll.started", {**poll.describe(), **poll.tally()}, priority=True)
         return {"poll": poll.id, "ends_at": poll.ends_at}
 
     async def vote(self, ctx: CommandContext, payload: VotePayload) -> Mapping[str, Any]:
-        poll, user = self._poll(ctx.room, payload.poll), ctx.caller.user_id
-        changes = self._changes.get((poll.id, user), 0)
+        polls, user = self._rooms[ctx.room], ctx.caller.user_id
+        poll = self._poll(polls, payload.poll)
+        changes = polls.changes.get(user, 0)
         if poll.accepts(user, payload.option, ctx.now_ms, self.config.allow_change):
             data = {"poll": poll.id, "user": user, "option": payload.option}
             key = f"{poll.id}/{user}/{changes}"  # write-once records: one per (change of) vote
@@ -175,17 +187,16 @@ class PollPlugin(Plugin):
             # at once from one user share the key: both count what was stored.)
             stored, _ = await ctx.store.put_record(Record(VOTE_KIND, key, ctx.room, data, int(ctx.now_ms)))
             if poll.vote(user, stored.data["option"], ctx.now_ms, self.config.allow_change):
-                self._changes[(poll.id, user)] = changes + 1
-            self._tally.touch(ctx.room)
+                polls.changes[user] = changes + 1
+            self._tally.touch(ctx.room, room=ctx.room)
             await self.host.signals.emit(Activity(ctx.room, ctx.caller, "vote", 1, ctx.now_ms))
         return {"poll": poll.id, "option": payload.option}
 
     async def close(self, ctx: CommandContext, payload: ClosePayload) -> Mapping[str, Any]:
-        poll = self._poll(ctx.room, payload.poll)
+        poll = self._poll(self._rooms[ctx.room], payload.poll)
         if not poll.is_open(ctx.now_ms):
             raise CommandError("the poll is closed", "poll_closed")
-        ctx.cancel(f"poll:{poll.id}")
-        return {"result": await self._finish(poll, "host")}
+        return {"result": await self._finish(ctx, poll, "host")}
 
     async def result(self, query: QueryContext) -> Any:
         record = await self.host.store.get_record(RESULT_KIND, query.params["poll"])
@@ -193,30 +204,40 @@ class PollPlugin(Plugin):
             raise NotFound("no closed poll by that id in this room")
         return dict(record.data)
 
-    def _poll(self, room: str, poll_id: str) -> Poll:
-        poll = self._open.get(room)
+    # -- the deadline and the result ------------------------------------------------------
+
+    @staticmethod
+    def _poll(polls: RoomPolls, poll_id: str) -> Poll:
+        poll = polls.open
         if poll is None or poll.id != poll_id:
             raise NotFound(f"no open poll {poll_id!r} in this room")
         return poll
 
-    async def _finish(self, poll: Poll, by: str) -> dict[str, Any]:
+    def _set_deadline(self, ctx: RoomContext, poll: Poll, at_ms: float) -> None:
+        async def deadline(now_ms: float) -> None:
+            try:
+                await self._finish(self.host.room(poll.room), poll, "deadline")
+            except CommandError:  # the store unreachable: the poll stays open until it is written
+                self._set_deadline(ctx, poll, now_ms + RETRY_FINISH_MS)
+
+        ctx.schedule(f"poll:{poll.id}", at_ms, deadline)
+
+    async def _finish(self, ctx: RoomContext, poll: Poll, by: str) -> dict[str, Any]:
+        """Write the result, then close the poll here, then announce it."""
+        result = {**poll.result(), "closed_by": by}
+        await ctx.store.put_record(Record(RESULT_KIND, poll.id, poll.room, result, int(ctx.now_ms)))
+        ctx.cancel(f"poll:{poll.id}")
         poll.close(by)
+        polls = self._rooms.get(poll.room)
+        if polls is not None:
+            if polls.open is poll:
+                polls.open, polls.changes = None, {}
+            polls.last = result
         self._tally.forget(poll.room)
-        if self._open.get(poll.room) is poll:
-            del self._open[poll.room]
-        for user in poll.votes:
-            self._changes.pop((poll.id, user), None)
-        result = poll.result()
-        self._last[poll.room] = result
-        self._last.move_to_end(poll.room)
-        if len(self._last) > MAX_RESULTS_KEPT:
-            self._last.popitem(last=False)
-        now = int(self.host.clock.now_ms())
-        await self.host.store.put_record(Record(RESULT_KIND, poll.id, poll.room, result, now))
-        await self.host.services.publish(poll.room, "poll.ended", result, priority=True)
+        await ctx.publish("poll.ended", result, priority=True)
         return result
 
     async def _publish_tally(self, room: str) -> None:
-        poll = self._open.get(room)
-        if poll is not None:
-            await self.host.services.publish(room, "poll.tally", poll.tally(), history=False)
+        polls = self._rooms.get(room)
+        if polls is not None and polls.open is not None:
+            await self.host.services.publish(room, "poll.tally", polls.open.tally(), history=False)

@@ -51,6 +51,14 @@ class Poll:
         self.counts[option] += 1
         return True
 
+    def restore(self, user: str, option: int) -> None:
+        """Count a vote read back from the records (a later one of the same user replaces it)."""
+        previous = self.votes.get(user)
+        if previous is not None:
+            self.counts[previous] -= 1
+        self.votes[user] = option
+        self.counts[option] += 1
+
     def close(self, by: str) -> None:
         if self.closed_by is None:
             self.closed_by = by

@@ -4,8 +4,10 @@ room's running sales figures (orders, units, GMV, distinct buyers) folded from i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from liveroom.money import format_minor, to_minor
 
 __all__ = ["Phase", "Sale", "SalesTally", "phase"]
 
@@ -18,18 +20,26 @@ class Sale:
     room: str
     sku: str
     title: str
-    price: float
+    price_minor: int  # in minor units (liveroom.money)
     stock: int
     per_user_limit: int
     starts_at: int  # server ms
     ends_at: int  # server ms
 
+    def record(self) -> dict[str, Any]:
+        """What the durable record keeps (money in minor units only)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
     def wire(self) -> dict[str, Any]:
-        return asdict(self)
+        """What clients see: the price also as a decimal string."""
+        return {**self.record(), "price": format_minor(self.price_minor)}
 
     @classmethod
     def from_wire(cls, data: Any) -> Sale:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+        fields = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        if "price_minor" not in fields:  # a record written before prices were minor units
+            fields["price_minor"] = to_minor(round(float(data["price"]), 2))
+        return cls(**fields)
 
 
 def phase(sale: Sale, now_ms: float) -> Phase:
@@ -49,20 +59,23 @@ class SalesTally:
     after: int = 0
     orders: int = 0
     units: int = 0
-    gmv: float = 0.0
+    gmv_minor: int = 0
     buyers: set[str] = field(default_factory=set)
+    max_buyers: int = 1_000_000  # distinct buyers remembered; past it, `buyers` stops growing
 
-    def add(self, order: Mapping[str, Any], price: float, position: int) -> None:
+    def add(self, order: Mapping[str, Any], price_minor: int, position: int) -> None:
         self.after = max(self.after, position)
         self.orders += 1
         self.units += int(order["qty"])
-        self.gmv += int(order["qty"]) * price
-        self.buyers.add(str(order["user"]))
+        self.gmv_minor += int(order["qty"]) * price_minor
+        if len(self.buyers) < self.max_buyers:
+            self.buyers.add(str(order["user"]))
 
     def wire(self) -> dict[str, Any]:
         return {
             "orders": self.orders,
             "units": self.units,
-            "gmv": round(self.gmv, 2),
+            "gmv": format_minor(self.gmv_minor),
+            "gmv_minor": self.gmv_minor,
             "buyers": len(self.buyers),
         }

@@ -31,7 +31,7 @@ class FaultyPlugin(Plugin):
             CommandSpec("faulty.hang", RoomOnly, self.hang),
         )
 
-    def snapshot(self, room: str) -> Mapping[str, Any] | None:
+    async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         raise RuntimeError("snapshot is broken too")
 
     async def raise_(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:

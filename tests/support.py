@@ -55,6 +55,8 @@ class ServerProcess:
             "LIVEROOM_SHUTDOWN_GRACE_S": "3",
             "LIVEROOM_LOG_LEVEL": "WARNING",
             "LIVEROOM_CHECK_MEMBERS": "1",  # the debug invariant: every member live at every flush
+            # RTMP ingest on a port of its own (not 1935): servers of a run side by side
+            "LIVEROOM_MEDIA_RTMP_PORT": str(free_port()),
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -47,4 +47,12 @@ def test_fanout_smoke(bench_server: ServerProcess, tmp_path: Path) -> None:
     assert result["priority_latency"]["p99_ms"] < 1000, result["priority_latency"]
     assert result["priority_loss"] == 0
     assert result["server_cpu_cores"] > 0 and result["loadgen_cpu_cores"] > 0
-    assert report.with_suffix(".html").read_text().count("<svg") >= 3
+    page = report.with_suffix(".html").read_text()
+    assert page.count("<svg") >= 3 and "Where the CPU went" in page
+    # The machine around the run, so that a starved run does not pass for a slow server.
+    machine = result["machine"]
+    assert machine["cpus"] >= 1 and len(machine["load_average_before"]) == 3, machine
+    assert machine["foreign_cpu_cores"] is not None and machine["foreign_cpu_cores"] >= 0, machine
+    assert isinstance(result["saturated"], bool) and isinstance(result["saturation"], list)
+    assert ("Saturated run" in page) == result["saturated"]
+    assert any("foreign_cpu" in row and "load1" in row for row in result["timeline"])

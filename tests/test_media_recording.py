@@ -1,7 +1,8 @@
 """Recording the host program on request: an aiortc host (H.264) -> a real server process (a
 media worker writes the file, the node keeps the durable record) -> the host's API starts
-a recording, ffprobe reads the fragmented MP4 while it grows, the host stops it, and the
-list shows it with its final size. Skipped when ffprobe is not installed."""
+a recording, ffprobe reads the fragmented MP4 (H.264, and the host's Opus as AAC) while it
+grows, the host stops it, and the list shows it with its final size. Skipped when ffprobe
+is not installed."""
 
 from __future__ import annotations
 
@@ -33,13 +34,15 @@ async def call(method: str, url: str, bearer: str) -> tuple[int, Any]:
 
 
 def probe(path: Path) -> tuple[float, int, str]:
-    """(duration, video frames, codec) as ffprobe reads the file now."""
+    """(duration, video frames, codecs) as ffprobe reads the file now."""
     command = ["ffprobe", "-v", "error", "-count_frames", "-of", "json"]
     command += ["-show_entries", "format=duration:stream=codec_name,nb_read_frames", str(path)]
     info = json.loads(subprocess.run(command, capture_output=True, timeout=20, check=False).stdout or b"{}")
     streams = info.get("streams") or [{}]
     duration = float(info.get("format", {}).get("duration") or 0)
-    return duration, int(streams[0].get("nb_read_frames") or 0), str(streams[0].get("codec_name"))
+    codecs = "+".join(sorted(str(s.get("codec_name")) for s in streams))
+    video = next((s for s in streams if s.get("codec_name") == "h264"), {})
+    return duration, int(video.get("nb_read_frames") or 0), codecs
 
 
 async def test_the_host_records_the_program_to_fragmented_mp4(server: ServerProcess) -> None:
@@ -57,7 +60,7 @@ async def test_the_host_records_the_program_to_fragmented_mp4(server: ServerProc
         path = Path(server.data_dir) / "recordings" / recording["file"]
         await wait_until(lambda: probe(path)[0] >= 1.0, 10, "a second in the file")
         first, frames, codec = probe(path)
-        assert codec == "h264" and frames >= 20, (first, frames, codec)
+        assert codec == "aac+h264" and frames >= 20, (first, frames, codec)  # the host's Opus as AAC
         await asyncio.sleep(1.5)
         later, more, _ = probe(path)
         assert later > first and more > frames  # it grows while recording

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from liveroom.plugins.danmaku_filter import BannedWords
-from liveroom.plugins.danmaku_rules import HotWords, Moderation, words_of
+from liveroom.plugins.danmaku_rules import Action, HotWords, Moderation, RecentMessages, words_of
 from plugin_support import api, code, joined, room_name
 from support import ServerProcess, Viewer, module_server
 
@@ -49,8 +49,8 @@ def test_filter_scales_to_tens_of_thousands_of_terms() -> None:
 
 def test_moderation_rules_and_hot_words() -> None:
     state = Moderation()
-    state.apply({"action": "mute", "user": "ann", "until": 10_000})
-    state.apply({"action": "slow", "interval_s": 5})
+    state.apply(Action("mute", "mod", user="ann", until=10_000))
+    state.apply(Action("slow", "mod", interval_s=5))
     with pytest.raises(Exception, match="muted"):
         state.check_send("ann", 5_000, staff=False)
     state.check_send("bob", 0, staff=False)
@@ -76,6 +76,15 @@ mod_server = module_server(
         "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
     },
 )
+
+
+def test_recent_messages_keep_the_last_and_give_the_latest_oldest_first() -> None:
+    recent = RecentMessages(5)
+    for n in range(7):
+        recent.add({"id": str(n)})
+    assert [m["id"] for m in recent.latest(3)] == ["4", "5", "6"]
+    assert [m["id"] for m in recent.latest(100)] == ["2", "3", "4", "5", "6"]
+    assert recent.get("1") is None
 
 
 async def test_moderation_end_to_end(mod_server: ServerProcess, viewers: list[Viewer]) -> None:
@@ -150,3 +159,21 @@ async def test_moderation_survives_a_restart(tmp_path: Path) -> None:
         for viewer in viewers:
             await viewer.close()
         server.stop()
+
+
+async def test_staff_joining_late_get_the_recent_messages(
+    mod_server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    """What the host console's moderation card starts from: the last messages, none deleted."""
+    room = room_name()
+    ann = await joined(mod_server, viewers, "ann", room)
+    sent = [(await ann.call("danmaku.send", {"room": room, "text": f"m{n}"}))["id"] for n in range(3)]
+    host = await joined(mod_server, viewers, "host-late", room, "moderator")
+    assert code(await host.call("danmaku.delete", {"room": room, "id": sent[1]})) == "ok"
+    late = await joined(mod_server, viewers, "mod-late", room, "moderator")
+    state = (await late.call("join", {"room": room}))["state"]["danmaku"]
+    assert [(m["id"], m["text"], m["user"]["id"]) for m in state["recent"]] == [
+        (sent[0], "m0", "ann"),
+        (sent[2], "m2", "ann"),
+    ]
+    assert "recent" not in (await ann.call("join", {"room": room}))["state"].get("danmaku", {})  # staff only

@@ -38,9 +38,10 @@ def test_per_second_counts_whole_seconds_only() -> None:
 
 def test_tallies_fold_records_once() -> None:
     sales = SalesTally()
-    sales.add({"qty": 2, "user": "a"}, 9.95, 7)
-    sales.add({"qty": 1, "user": "a"}, 5.0, 9)
-    assert sales.wire() == {"orders": 2, "units": 3, "gmv": 24.9, "buyers": 1} and sales.after == 9
+    sales.add({"qty": 2, "user": "a"}, 995, 7)  # prices in minor units: money stays exact
+    sales.add({"qty": 1, "user": "a"}, 500, 9)
+    assert sales.wire() == {"orders": 2, "units": 3, "gmv": "24.90", "gmv_minor": 2490, "buyers": 1}
+    assert sales.after == 9
     coupons = CouponTally()
     coupons.grant({"id": "g1", "rule": "r"}, 3)
     coupons.grant({"id": "g2", "rule": "r"}, 4)
@@ -120,7 +121,7 @@ async def test_staff_get_live_figures_and_viewers_never_do(
     assert {k: figures["sale"][k] for k in ("orders", "units", "gmv", "buyers")} == {
         "orders": 2,
         "units": 2,
-        "gmv": 19.8,
+        "gmv": "19.80",
         "buyers": 2,
     }
     assert figures["sale"]["sales"][0]["remaining"] == 3

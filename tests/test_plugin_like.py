@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from liveroom.plugins.like_rules import (
-    LikeAllowance,
     MinuteCounts,
     PendingLikes,
     UnflushedLikes,
@@ -18,9 +17,11 @@ from plugin_support import api, code, joined, room_name
 from redis_support import RedisServer
 from support import ServerProcess, Viewer
 
+from liveroom.ratelimit import KeyedBuckets
+
 
 def test_allowance_cuts_a_tap_storm_and_refills() -> None:
-    allowance = LikeAllowance(rate=10, burst=50)
+    allowance = KeyedBuckets(rate=10, burst=50)
     assert allowance.grant("ann", 80, 0.0) == 50
     assert allowance.grant("ann", 5, 0.0) == 0
     assert allowance.grant("ann", 80, 1.0) == 10

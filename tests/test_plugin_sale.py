@@ -75,6 +75,20 @@ async def test_a_flash_sale_end_to_end(server: ServerProcess, viewers: list[View
     assert stamps == sorted(stamps)
 
 
+async def test_a_start_computed_from_server_time_is_accepted(
+    server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    """`time` answers a float: what a client computes from it (`server_time + 3000`) is a start."""
+    room = room_name()
+    host = await joined(server, viewers, "host-" + room, room, "host")
+    starts_at = await server_ms(host) + 3000.6
+    assert not float(starts_at).is_integer()
+    ack = await host.call("sale.schedule", {**sale_body(room, 0), "starts_at": starts_at})
+    assert ack["ok"], ack
+    [scheduled] = await host.wait_for(lambda i: i["type"] == "sale.scheduled")
+    assert scheduled["data"]["starts_at"] == round(starts_at)
+
+
 def test_orders_api_needs_a_host_or_admin_token(server: ServerProcess) -> None:
     path = f"/api/rooms/{room_name()}/sales/s-x/orders"
     status, body = api(server, "GET", path, bearer="")

@@ -159,3 +159,22 @@ async def test_embedded_store_refuses_a_path_it_cannot_open(tmp_path: Path) -> N
     store = EmbeddedStore(blocker / "x.db")
     with pytest.raises(OSError):
         await store.start()
+
+
+async def test_counters_can_be_set_and_reset(store: Store) -> None:
+    await store.incr("c", 5)
+    await store.set_counter("c", 2)
+    assert await store.get_counter("c") == 2
+    await store.set_counter("c", 0)
+    assert await store.incr("c") == 1
+
+
+async def test_the_awake_index(store: Store) -> None:
+    assert await store.awake_rooms() == []
+    await store.set_awake("r2", True)
+    await store.set_awake("r1", True)
+    await store.set_awake("r1", True)  # idempotent
+    await store.set_awake("r3", False)  # unmarking an unmarked room is fine
+    assert await store.awake_rooms() == ["r1", "r2"]
+    await store.set_awake("r2", False)
+    assert await store.awake_rooms() == ["r1"]

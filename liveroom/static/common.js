@@ -49,20 +49,50 @@ export function humanError(error) {
 }
 
 // The token: #token=... in the URL (kept out of server logs), else the last one used here.
+// Without one the page shows the sign-in form alone (`body.signed-out` hides the rest)
+// and starts only once a token is given.
+const TOKEN_KEY = "liveroom.token";
+
 export function signIn(onToken) {
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) sessionStorage.setItem("liveroom.token", fromHash);
-  const saved = fromHash || sessionStorage.getItem("liveroom.token");
+  if (fromHash) sessionStorage.setItem(TOKEN_KEY, fromHash);
+  const saved = fromHash || sessionStorage.getItem(TOKEN_KEY);
   if (saved) return onToken(saved);
-  const input = el("input", { name: "token", placeholder: "paste a token from `liveroom token`", required: true });
-  const form = el("form", { class: "signin card" }, el("label", {}, "Token ", input), el("button", {}, "Sign in"));
+  signInForm(null, value => {
+    document.body.classList.remove("signed-out");
+    onToken(value);
+  });
+}
+
+// The server refused the token (expired, wrong secret): ask for another and start over.
+export function signOut(error) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  signInForm(error, value => {
+    history.replaceState(null, "", `${location.pathname}#token=${encodeURIComponent(value)}`);
+    location.reload();
+  });
+}
+
+function signInForm(error, done) {
+  document.querySelector("form.signin")?.remove();
+  document.body.classList.add("signed-out");
+  const input = el("input", { name: "token", id: "token", placeholder: "paste a token from `liveroom token`", required: true,
+    autocomplete: "off" });
+  const form = el("form", { class: "signin card" }, el("h3", {}, "Sign in"),
+    el("label", { for: "token" }, "Token"), input,
+    el("p", { class: "error", role: "alert" }, error ? humanError(error) : ""),
+    el("p", { class: "muted" }, "Ask the host for a link, or mint a token with ",
+      el("code", {}, "liveroom token --user ID --room " + (room || "ROOM")), "."),
+    el("button", { class: "primary" }, "Sign in"));
   form.addEventListener("submit", event => {
     event.preventDefault();
-    sessionStorage.setItem("liveroom.token", input.value.trim());
+    const value = input.value.trim();
+    sessionStorage.setItem(TOKEN_KEY, value);
     form.remove();
-    onToken(input.value.trim());
+    done(value);
   });
-  document.body.prepend(form);
+  document.body.append(form);
+  input.focus();
 }
 
 export function claims(token) {
@@ -87,46 +117,97 @@ export class Clock {
     let best = { rtt: Infinity, offset: 0 };
     for (let i = 0; i < samples; i++) {
       const t0 = Date.now();
-      const ack = await this.socket.timeout(3000).emitWithAck("time", {}).catch(() => null);
+      const ack = await this.socket.timeout(10_000).emitWithAck("time", {}).catch(() => null);
       const t1 = Date.now();
       if (ack?.ok && t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: ack.server_time + (t1 - t0) / 2 - t1 };
       if (i < samples - 1) await new Promise(done => setTimeout(done, 120));
     }
     if (best.rtt < Infinity) [this.offset, this.rtt] = [best.offset, best.rtt];
+    // Not one answer (a server too busy to answer in 10 s): the device clock may be off by
+    // anything, so try again soon rather than in a minute.
+    else if (this.rtt === Infinity) setTimeout(() => this.socket.connected && this.sync(), 2000);
     return this;
   }
 }
 
 // One connection to one room: joins on every (re)connect with `since`/`epoch`, hands
 // items to onItem in order, and calls onState with the plugins' snapshots on a (re)start.
+//
+// Loss is visible (docs/protocol.md, `batch`): the page keeps the last seq it saw, and
+// counts the seqs in a batch's `skipped` ranges (sampled out on purpose) as seen. An item
+// further on than the next seq is a real gap: the page joins again with `since`, shows what
+// `missed` brings and carries on. Only the next seq is ever shown, so nothing is shown out
+// of order or twice (a seq seen twice is dropped, and counted).
 export class RoomConnection {
-  constructor(token, { onItem, onState, onStatus }) {
+  constructor(token, { onItem, onState, onStatus, onSignedOut }) {
     this.token = token;
-    this.handlers = { onItem, onState, onStatus: onStatus || (() => {}) };
+    this.handlers = { onItem, onState, onStatus: onStatus || (() => {}), onSignedOut: onSignedOut || (() => {}) };
     this.seq = null;
     this.epoch = null;
+    this.recovering = false;
+    this.stats = { joins: 0, gaps: 0, duplicates: 0 };
     this.socket = io(location.origin, { transports: ["websocket"], auth: { token } });
     this.clock = new Clock(this.socket);
     this.socket.on("connect", () => this.join());
     this.socket.on("disconnect", () => this.handlers.onStatus("reconnecting"));
-    this.socket.on("connect_error", err => this.handlers.onStatus("error", err.data || { message: err.message }));
-    this.socket.on("batch", batch => batch.room === room && batch.items.forEach(item => this.take(item)));
+    this.socket.on("connect_error", err => this.refused(err.data || { message: err.message }));
+    this.socket.on("batch", batch => batch.room === room && this.takeBatch(batch));
     setInterval(() => this.socket.connected && this.clock.sync(), 60_000);
   }
+  refused(error) {
+    this.handlers.onStatus("error", error);
+    if (error.code !== "unauthorized") return;  // anything else (unavailable...): retry
+    this.socket.disconnect();  // a bad or expired token stays bad: ask for another
+    this.handlers.onSignedOut(error);
+  }
   async join() {
-    const ack = await this.call("join", { since: this.seq, epoch: this.epoch });
+    const since = this.seq;
+    const ack = await this.call("join", { since, epoch: this.epoch });
     if (!ack.ok) return this.handlers.onStatus("error", ack.error);
     const fresh = this.seq === null || ack.reset || ack.epoch !== this.epoch;
     this.epoch = ack.epoch;
-    this.joins = (this.joins || 0) + 1;
-    this.lastJoin = { fresh, missed: ack.missed.length };
-    if (fresh) this.handlers.onState(ack.state || {}, ack);
-    else ack.missed.forEach(item => this.take(item));
-    this.seq = ack.seq;
+    this.joins = ++this.stats.joins;
+    this.lastJoin = { fresh, since, missed: ack.missed.length, items: ack.missed.map(({ seq, type }) => ({ seq, type })) };
+    if (fresh) {
+      this.seq = ack.seq;
+      this.handlers.onState(ack.state || {}, ack);
+    } else {
+      ack.missed.forEach(item => this.take(item));
+      this.seq = Math.max(this.seq, ack.seq);
+    }
     this.online = ack.online;
     this.handlers.onItem({ seq: null, type: "room.online", data: { count: ack.online } });
-    this.handlers.onStatus("live", ack);
+    this.handlers.onStatus("connected", ack);
     this.clock.sync();
+  }
+  takeBatch({ items, skipped = [] }) {
+    for (const item of items) {
+      if (item.seq != null && this.seq != null) {
+        this.passSkipped(skipped);
+        if (item.seq > this.seq + 1) {
+          // A gap that is not sampling: the rejoin's `missed` brings what is missing and
+          // this item; nothing past the gap is shown before it.
+          if (!this.recovering) this.recover();
+          continue;
+        }
+      }
+      this.take(item);
+    }
+    if (this.seq != null) this.passSkipped(skipped);
+  }
+  // Seqs the server left out on purpose count as seen.
+  passSkipped(ranges) {
+    for (const [from, to] of ranges) if (from <= this.seq + 1 && to > this.seq) this.seq = to;
+  }
+  async recover() {
+    this.recovering = true;
+    this.stats.gaps++;
+    this.handlers.onStatus("catching up");
+    try {
+      await this.join();
+    } finally {
+      this.recovering = false;
+    }
   }
   take(item) {
     if (item.type === "room.reset") {
@@ -135,7 +216,10 @@ export class RoomConnection {
       return this.join();
     }
     if (item.seq != null) {
-      if (this.seq != null && item.seq <= this.seq) return;
+      if (this.seq != null && item.seq <= this.seq) {
+        this.stats.duplicates++;
+        return;
+      }
       this.seq = item.seq;
     }
     this.handlers.onItem(item);

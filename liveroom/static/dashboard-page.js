@@ -1,6 +1,6 @@
 // /dashboard/{room}: the host console's dashboard on its own. The figures (`dashboard.stats`)
 // go to hosts, moderators and admins only: a viewer's token gets none.
-import { $, claims, humanError, room, RoomConnection, signIn } from "/static/common.js";
+import { $, claims, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { Dashboard } from "/static/dashboard.js";
 
 $("#title").textContent = room;
@@ -10,7 +10,11 @@ signIn(token => {
   const conn = new RoomConnection(token, {
     onItem: item => dashboard.onItem(item),
     onState: state => dashboard.onState(state),
-    onStatus: (status, detail) => { $("#status").textContent = status === "error" ? humanError(detail) : status; },
+    onStatus: (status, detail) => {
+      $("#status").textContent = status === "error" ? humanError(detail) : status;
+      $("#status").className = status === "connected" ? "ok" : "muted";
+    },
+    onSignedOut: signOut,
   });
   window.liveroom = { conn, dashboard };
   if (!["host", "moderator", "admin"].includes(claims(token).role)) {

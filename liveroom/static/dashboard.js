@@ -3,8 +3,9 @@
 // health comes from the room's media items. Nothing is polled.
 import { el } from "/static/common.js";
 
-const stat = (key, label) => el("div", { class: "stat" }, el("b", { "data-stat": key }, "–"), el("span", {}, label));
-const money = n => `¥${(n || 0).toFixed(2)}`;
+const stat = (key, label, title) => el("div", { class: "stat", title }, el("b", { "data-stat": key }, "–"), el("span", {}, label));
+// Money comes as decimal strings ("9.90"): shown as they are, never through a float.
+const money = amount => `¥${amount ?? "0.00"}`;
 
 export class Dashboard {
   constructor(root) {
@@ -17,8 +18,12 @@ export class Dashboard {
   render() {
     this.root.replaceChildren(
       el("h3", {}, "Live dashboard ", el("span", { class: "muted", id: "dash-at" }, "waiting for figures…")),
-      el("div", { class: "stats" }, stat("online", "online now"), stat("peak", "peak online"),
-        stat("viewers", "viewers"), stat("dps", "danmaku / s"), stat("danmaku", "danmaku total"),
+      // What each count counts: people in the room (a person with two tabs is one), staff
+      // included; distinct viewers who came; and, under Media, WebRTC playback sessions.
+      el("div", { class: "stats" },
+        stat("online", "in the room now", "people connected to the room now, on every node, hosts and moderators included"),
+        stat("peak", "most in the room at once"),
+        stat("viewers", "viewers so far", "distinct viewers (not staff) who have joined this room"), stat("dps", "danmaku / s"), stat("danmaku", "danmaku total"),
         stat("likes", "likes"), stat("likes-minute", "likes this minute"), stat("likes-peak", "likes / min (peak)"),
         stat("orders", "orders"), stat("gmv", "GMV"), stat("buyers", "buyers"), stat("conversion", "conversion"),
         stat("stock", "stock left"), stat("issued", "coupons issued"), stat("claimed", "coupons claimed")),
@@ -87,7 +92,7 @@ export class Dashboard {
     this.media.set(d.slot, entry);
     this.root.querySelector("#dash-media").replaceChildren(...[...this.media].map(([slot, m]) =>
       el("li", {}, el("span", { class: "text" }, `${slot}: ${m.state || "live"}`),
-        el("span", {}, `${m.kbps ?? "–"} kb/s · ${m.fps ?? "–"} fps · ${m.viewers ?? 0} viewers`))));
+        el("span", {}, `${m.kbps ?? "–"} kb/s · ${m.fps ?? "–"} fps · ${m.viewers ?? 0} playing over WebRTC`))));
   }
 }
 

@@ -1,6 +1,6 @@
 // The host console: go live (WHIP), run of show, polls, flash sales, coupons, co-stream
 // queue, moderation, and the live dashboard, all over one Socket.IO connection.
-import { $, el, formatMs, humanError, room, RoomConnection, signIn } from "/static/common.js";
+import { $, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { Dashboard } from "/static/dashboard.js";
 import { publish } from "/static/media.js";
 
@@ -27,7 +27,11 @@ function start(t) {
   conn = new RoomConnection(t, {
     onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); },
     onState: state => { onState(state); dashboard.onState(state); },
-    onStatus: (status, detail) => { $("#status").textContent = status === "error" ? humanError(detail) : status; },
+    onStatus: (status, detail) => {
+      $("#status").textContent = status === "error" ? humanError(detail) : status;
+      $("#status").className = status === "connected" ? "ok" : "muted";
+    },
+    onSignedOut: signOut,
   });
   window.liveroom = { conn, dashboard, get live() { return live; } };
   bind();
@@ -36,6 +40,7 @@ function start(t) {
 }
 
 function onState(state) {
+  showMessages(state.danmaku?.recent || []);
   showQueue(state.costream?.queue || []);
   showStage(state.costream?.guests || []);
   $("#slow").value = state.danmaku?.slow_mode_s ?? 0;
@@ -48,10 +53,11 @@ const ITEMS = {
   "costream.stage": d => showStage(d.guests),
   "media.publisher": d => ingest(`${d.slot}: ${d.state}`, d),
   "media.failover": d => ingest(`failover ${d.from} → ${d.to} (${d.reason})`, { state: "failover" }),
+  "media.restream": d => showRestream(d),
   "media.stats": d => {
     if (d.slot !== "host") return;
-    $("#live-status").textContent =
-      `Live · ${Math.round(((d.bitrate_bps.video || 0) + (d.bitrate_bps.audio || 0)) / 1000)} kb/s · ${d.fps} fps · ${d.viewers} watching`;
+    $("#live-status").textContent = `Live · ${Math.round(((d.bitrate_bps.video || 0) + (d.bitrate_bps.audio || 0)) / 1000)} kb/s`
+      + ` · ${d.fps} fps · ${d.viewers} playing the video over WebRTC`;
     showPaths(d);
   },
 };
@@ -75,10 +81,34 @@ function bind() {
   $("#sale-form").addEventListener("submit", e => { e.preventDefault(); scheduleSale(); });
   $("#drop-form").addEventListener("submit", e => { e.preventDefault(); dropCoupon(); });
   $("#rule-form").addEventListener("submit", e => { e.preventDefault(); addRule(); });
+  $('#rule-form [name="trigger"]').addEventListener("change", showTriggerFields);
+  showTriggerFields();
   $("#slow-set").addEventListener("click", () => call("danmaku.slow", { interval_s: Number($("#slow").value) }, "#mod-error"));
   $("#unpin").addEventListener("click", () => call("danmaku.unpin", {}, "#mod-error"));
   $("#show-start").addEventListener("click", () => { localStorage.setItem(showKey(), conn.clock.now()); resetRan(); });
   $("#show-next").addEventListener("click", nextStep);
+  $("#restream-form").addEventListener("submit", e => { e.preventDefault(); restreams("POST", "", form("#restream-form")); });
+  restreams("GET").then(d => d?.restreams?.forEach(showRestream));
+}
+
+// --- restreams (docs/media.md): each destination's state, from media.restream items ---------
+
+async function restreams(method, path = "", body = undefined) {
+  const res = await fetch(`/api/rooms/${encodeURIComponent(room)}/restreams${path}`, {
+    method, body: body && JSON.stringify(body),
+    headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" } });
+  const data = await res.json().catch(() => ({}));
+  $("#restream-error").textContent = res.ok || method === "GET" ? "" : humanError(data.error);
+  return res.ok ? data : null;
+}
+
+function showRestream(d) {
+  let li = document.querySelector(`#restreams [data-id="${CSS.escape(d.id)}"]`);
+  if (["removed", "ended"].includes(d.state)) { li?.remove(); return; }
+  if (!li) $("#restreams").append(li = el("li", { "data-id": d.id }));
+  li.dataset.state = d.state;
+  li.replaceChildren(el("span", { class: "text" }, `${d.target} · ${d.state}${d.error ? ` · ${d.error}` : ""}`),
+    el("button", { onclick: () => restreams("DELETE", `/${encodeURIComponent(d.id)}`) }, "Remove"));
 }
 
 // --- interactions -------------------------------------------------------------------------
@@ -91,7 +121,7 @@ function startPoll() {
 
 function scheduleSale() {
   const f = form("#sale-form");
-  return call("sale.schedule", { sku: f.sku, title: f.title, price: Number(f.price), stock: Number(f.stock),
+  return call("sale.schedule", { sku: f.sku, title: f.title, price: f.price, stock: Number(f.stock),
     per_user_limit: Number(f.per_user_limit), duration_s: Number(f.duration_s),
     starts_at: Math.round(conn.clock.now() + Number(f.starts_in_s) * 1000) }, "#sale-error");
 }
@@ -99,6 +129,13 @@ function scheduleSale() {
 function dropCoupon() {
   const f = form("#drop-form");
   return call("coupon.drop", { title: f.title, count: Number(f.count) }, "#coupon-error");
+}
+
+// A watch-time rule asks for minutes; an activity rule for which activity and how many times.
+function showTriggerFields() {
+  const watch = $('#rule-form [name="trigger"]').value === "watch_time";
+  $('#rule-form [name="minutes"]').closest("label").hidden = !watch;
+  for (const name of ["activity", "count"]) $(`#rule-form [name="${name}"]`).closest("label").hidden = watch;
 }
 
 function addRule() {
@@ -174,6 +211,12 @@ function showStage(guests) {
 }
 
 // --- moderation -------------------------------------------------------------------------------
+
+// On a (re)start: the messages sent before the console opened (the staff join state).
+function showMessages(recent) {
+  messages.splice(0).forEach(row => row.remove());
+  recent.forEach(addMessage);
+}
 
 function addMessage(d) {
   const act = (event, payload) => () => call(event, payload, "#mod-error");

@@ -1,12 +1,15 @@
 // The viewer room: video, danmaku, comments, likes, poll, coupons, flash sales, co-stream.
-import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn } from "/static/common.js";
+import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { DanmakuLayer } from "/static/danmaku.js";
 import { play, playHls, publish } from "/static/media.js";
 
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
 const sales = new Map();     // sale id -> {sale, node}
-let conn, token, me, pendingLikes = 0, myStage = null, punishedUntil = null;
+let conn, token, me, myStage = null, punishedUntil = null, videoStarted = false;
+// Likes: the room's total as the server last said, the taps not sent yet, and those sent
+// and not acknowledged. The total only grows: a stale like.total never takes it back.
+let likesTotal = 0, pendingLikes = 0, sendingLikes = 0;
 
 $("#title").textContent = room;
 document.title = `${room} · liveroom`;
@@ -15,25 +18,33 @@ signIn(start);
 function start(t) {
   token = t;
   me = claims(t);
-  conn = new RoomConnection(t, { onItem, onState, onStatus });
+  conn = new RoomConnection(t, { onItem, onState, onStatus, onSignedOut: signOut });
   window.liveroom = { conn, layer, sales, players };
   $("#comment").addEventListener("submit", sendComment);
-  $("#like").addEventListener("click", () => { pendingLikes++; bump($("#likes"), 1); });
+  $("#like").addEventListener("click", () => { pendingLikes++; showLikes(); });
   setInterval(flushLikes, 400);
   $("#hide-danmaku").addEventListener("change", e => layer.setHidden(e.target.checked));
   $("#costream").addEventListener("click", requestStage);
   $("#unmute").addEventListener("click", () => document.querySelectorAll("video.remote").forEach(v => { v.muted = false; }));
+  $("#tap-to-play").addEventListener("click", () => document.querySelectorAll("video.remote").forEach(startPlayback));
+  $("#host-video").addEventListener("loadedmetadata", event => startPlayback(event.target));
+  $("#host-video").addEventListener("playing", () => { $("#tap-to-play").hidden = true; });
   setInterval(tickSales, 50);
-  watch("host");
 }
 
 function onStatus(status, detail) {
   $("#status").textContent = status === "error" ? humanError(detail) : status;
-  $("#status").className = status === "live" ? "ok" : "muted";
+  $("#status").className = status === "connected" ? "ok" : "muted";
+  // The video starts once the token has been accepted (a refused one asks for another).
+  if (status === "connected" && !videoStarted) {
+    videoStarted = true;
+    watch("host");
+  }
 }
 
 function onState(state) {
-  $("#likes").textContent = state.like?.total ?? 0;
+  likesTotal = state.like?.total ?? 0;
+  showLikes();
   setPinned(state.danmaku?.pinned);
   $("#cards").replaceChildren();
   sales.clear();
@@ -54,7 +65,7 @@ const ITEMS = {
   "danmaku.muted": d => showError({ code: "muted" }, (punishedUntil = d.until)),
   "danmaku.banned": d => showError({ code: "banned" }, (punishedUntil = d.until)),
   "room.online": d => { $("#online").textContent = `● ${d.count}`; },
-  "like.total": d => { $("#likes").textContent = Math.max(d.total, 0) + pendingLikes; },
+  "like.total": d => { likesTotal = Math.max(likesTotal, d.total); showLikes(); },
   "poll.started": showPoll,
   "poll.tally": d => updatePoll(d),
   "poll.ended": d => updatePoll(d, true),
@@ -96,12 +107,14 @@ function showError(error, until) {
 async function flushLikes() {
   if (!pendingLikes) return;
   const count = pendingLikes;
-  pendingLikes = 0;
+  [pendingLikes, sendingLikes] = [0, sendingLikes + count];
   const ack = await conn.call("like.send", { count });
-  if (ack.ok) $("#likes").textContent = ack.total + pendingLikes;
+  sendingLikes -= count;
+  if (ack.ok) likesTotal = Math.max(likesTotal, ack.total);
+  showLikes();
 }
 
-function bump(node, by) { node.textContent = Number(node.textContent) + by; }
+function showLikes() { $("#likes").textContent = likesTotal + pendingLikes + sendingLikes; }
 
 function setPinned(message) {
   $("#pinned").hidden = !message;
@@ -228,11 +241,12 @@ async function buyNow(entry) {
 
 // --- video and co-streaming ---------------------------------------------------------------
 
-async function watch(slot) {
+async function watch(slot, attempt = 0) {
   slot = String(slot);
   if (myStage != null && slot === String(myStage.slot)) return;
   unwatch(slot);
-  let video = slot === "host" ? $("#host-video") : el("video", { autoplay: true, muted: true, playsinline: true, "data-slot": slot });
+  let video = slot === "host" ? $("#host-video")
+    : el("video", { autoplay: true, muted: true, playsinline: true, "data-slot": slot, onloadedmetadata: e => startPlayback(e.target) });
   video.muted = true;
   video.classList.add("remote");
   if (slot !== "host") $("#videos").append(video);
@@ -242,10 +256,23 @@ async function watch(slot) {
     entry.session = await play(room, token, slot, video);
     if (slot === "host") { $("#offline").hidden = true; fallBackIfStuck(entry); }
   } catch (error) {
-    if (slot === "host" && players.get(slot) === entry) return fallBack(entry);
+    const current = players.get(slot) === entry;
+    // The publisher is there but its tracks are not yet (it is just coming up): ask again.
+    const retry = current && error.code === "no_media" && attempt < 5;
+    // Not live yet: the next `media.publisher connected` starts it (HLS has nothing either).
+    if (slot === "host" && current && !retry && error.code !== "not_publishing") return fallBack(entry);
     if (slot !== "host") video.remove();
-    players.delete(slot);
+    if (current) players.delete(slot);
+    if (retry) setTimeout(() => players.has(slot) || watch(slot, attempt + 1), 1000);
   }
+}
+
+// Videos start muted, which browsers let play by themselves; some phones still refuse
+// (iOS in Low Power Mode, data savers): then the video waits for a tap.
+function startPlayback(video) {
+  video.play().catch(error => {
+    if (error.name === "NotAllowedError" && video.paused) $("#tap-to-play").hidden = false;
+  });
 }
 
 // WHEP refused (the room's WebRTC viewers are full, the media plane is down) or its

@@ -21,7 +21,7 @@ const sample = page => page.evaluate(() => {
 await run(async () => {
   // The room takes no WebRTC viewers (media.max_viewers_per_room = 0): the server refuses the
   // page's WHEP with too_many_viewers, and the page falls back to HLS.
-  const page = await open("/room", viewerToken, { width: 800, height: 600 });
+  const page = await open("/room", viewerToken, { context: { viewport: { width: 800, height: 600 } } });
 
   await step("audio", async () => {
     await page.waitForFunction(() => document.querySelector("#host-video").dataset.player, null, { timeout: 10000 });

@@ -54,7 +54,7 @@ async function choose(page, index, level) {
 await run(async () => {
   // The room takes no WebRTC viewers (media.max_viewers_per_room = 0): the server refuses the
   // page's WHEP with too_many_viewers, and the page falls back to HLS.
-  const page = await open("/room", viewerToken, { width: 800, height: 600 });
+  const page = await open("/room", viewerToken, { context: { viewport: { width: 800, height: 600 } } });
   let levels = [];
 
   await step("levels", async () => {

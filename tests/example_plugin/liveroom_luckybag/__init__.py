@@ -43,10 +43,17 @@ class LuckyBagPlugin(Plugin):
             CommandSpec("luckybag.draw", DrawPayload, self.draw, staff_only=True, summary="Draw winners"),
         )
 
+    def release_room(self, room: str) -> None:
+        self._last_comment.pop(room, None)  # the room is idle: nobody has commented lately
+
     async def _on_activity(self, activity: Activity) -> None:
         if activity.kind == "danmaku":
             room = self._last_comment.setdefault(activity.room, {})
-            room[activity.user.user_id] = (activity.now_ms, activity.user.name)
+            room.pop(activity.user.user_id, None)
+            room[activity.user.user_id] = (activity.now_ms, activity.user.name)  # most recent last
+            horizon = activity.now_ms - self.config.window_minutes * 60_000
+            while room and next(iter(room.values()))[0] < horizon:  # bounded: only the window's
+                room.pop(next(iter(room)))
 
     async def draw(self, ctx: CommandContext, payload: DrawPayload) -> Mapping[str, Any]:
         if payload.winners > self.config.max_winners:
