@@ -192,7 +192,12 @@ class MediaConfig:
     # go through at most once per this interval per rendition (what moves cost an encoder).
     move_keyframe_interval_s: float = 0.5
     max_publishers_per_room: int = 6
-    max_viewers_per_room: int = 2000
+    max_viewers_per_room: int = 2000  # connected WHEP viewers (sessions still connecting take none)
+    # One user: at most this many WHEP sessions in one room, and this many not yet connected
+    # (per media process); a WebRTC session not connected within session_connect_timeout_s is removed.
+    max_viewer_sessions_per_user: int = 2
+    max_pending_sessions_per_user: int = 2
+    session_connect_timeout_s: float = 10.0
     # How often publisher bitrate / fps / keyframe interval are sampled into /metrics.
     stats_interval_s: float = 2.0
     # Send viewers' RTP without aiortc's per-packet Python (media/fastpath.py); false

@@ -38,7 +38,9 @@ class MediaBackend(Protocol):
 
     async def end(self, session_id: str, caller: Caller) -> None: ...
 
-    async def end_slot(self, room: str, slot: str, caller: Caller) -> None: ...
+    async def end_slot(self, room: str, slot: str, caller: Caller, only_user: str | None = None) -> None:
+        """Take the slot's publisher off (`only_user`: only if that user publishes there)."""
+        ...
 
     async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None: ...
 
@@ -91,8 +93,8 @@ class LocalMedia:
     async def end(self, session_id: str, caller: Caller) -> None:
         await self.plane.end(session_id, caller)
 
-    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
-        await self.plane.end_slot(room, slot, caller)
+    async def end_slot(self, room: str, slot: str, caller: Caller, only_user: str | None = None) -> None:
+        await self.plane.end_slot(room, slot, caller, only_user)
 
     async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
         await self.plane.trickle(session_id, caller, fragment)

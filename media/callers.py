@@ -12,7 +12,7 @@ Two kinds of bearer token are accepted:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 
@@ -20,10 +20,11 @@ from liveroom.auth import TokenAuthority
 from liveroom.errors import Forbidden, Unauthorized
 from liveroom.publish_token import AUDIENCE as PUBLISH_AUDIENCE
 
-__all__ = ["HOST_SLOT", "Caller", "CallerVerifier", "bearer_token"]
+__all__ = ["HOST_SLOT", "Action", "Caller", "CallerVerifier", "bearer_token"]
 
 HOST_SLOT = "host"
 PUBLISH_ROLES = ("host", "admin")
+Action = Literal["end", "status", "trickle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +48,25 @@ class Caller:
             return HOST_SLOT
         raise Forbidden(f"role {self.role!r} may not publish; a host or stage-guest token is needed")
 
-    def may_end(self, owner: Caller, room: str) -> bool:
-        """Whether this caller may end a session `owner` started in `room`."""
-        if self.role == "admin" or self.user_id == owner.user_id:
-            return True
-        return self.role == "host" and owner.role == "guest" and self.room in (None, room)
+    def authorise(self, action: Action, owner: Caller, room: str, slot: str) -> None:
+        """The one check for every media resource: may this caller `action` the session
+        `owner` opened in `room`'s `slot` (a WHIP publisher, or a WHEP viewer of that slot)?
+
+        The token must be for this room (or for no room). Then: its owner, the same user
+        in the same role (and, for a guest, the same slot): anything; an admin: end it or
+        read its status; a host whose token is bound to this room: end a guest's publish.
+        Nobody else, whatever their user id or role elsewhere; Forbidden otherwise.
+        """
+        self.check_room(room)
+        if (self.user_id, self.role, self.slot) == (owner.user_id, owner.role, owner.slot):
+            return
+        if self.role == "admin" and action in ("end", "status"):
+            return
+        if action == "end" and self.role == "host" and self.room == room and owner.role == "guest":
+            return
+        if action == "end" and slot == HOST_SLOT and self.role == "host":
+            raise Forbidden("only the publishing host itself or an admin may end the host slot")
+        raise Forbidden("this media session belongs to someone else")
 
 
 class CallerVerifier:

@@ -6,7 +6,11 @@ Rules enforced here (HTTP status in brackets, see routes.py):
   air (failover.py decides which); viewers stay connected through every switch, and
   when the primary ends the backup adopts the program (relays and viewers); a host
   publish while the primary has failed over and still fails replaces that primary;
-* only the session's owner, an admin, or the room's host (for a guest) may end it [403].
+* every media resource (a session's DELETE, PATCH and GET, a slot's DELETE) is authorised
+  by one check, `Caller.authorise` (callers.py): user, role and room binding together [403];
+* a user holds at most `max_viewer_sessions_per_user` WHEP sessions in a room and at most
+  `max_pending_sessions_per_user` not yet connected [429]; a WebRTC session not connected
+  within `session_connect_timeout_s` is removed; `max_viewers_per_room` counts connected viewers [503].
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from liveroom.config import MediaConfig
 from liveroom.errors import BadRequest, CommandError, Forbidden
 
 from .abr import parse_ladder
-from .callers import HOST_SLOT, Caller
+from .admission import Admission, Counted
+from .callers import HOST_SLOT, Action, Caller
 from .composite import LAYOUTS, Compositor
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
@@ -69,6 +74,7 @@ class MediaPlane:
             config.failover_min_fps,
             config.failover_min_bitrate_bps,
         )
+        self._admission = Admission(config.max_viewer_sessions_per_user, config.max_pending_sessions_per_user)
         self._publish_event = publish_event
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_task: asyncio.Task[None] | None = None
@@ -317,17 +323,39 @@ class MediaPlane:
         publisher = self.publishers.get((room, slot))
         if publisher is None or publisher.closed:
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
-        if self.viewer_count(room) >= self.config.max_viewers_per_room:
-            raise CommandError("this room has as many media viewers as it may", "too_many_viewers")
+        self._admission.check(caller.user_id, room, self._viewers())
+        self._check_room_has_space(room)
         session = PlaySession(publisher, caller, self.config, quality)
         session.on_closed = self._viewer_closed
+        session.on_connected = self._viewer_connected
         return session.id, await self._answer(session, offer)
+
+    def _viewers(self) -> list[Counted]:
+        sessions = self.sessions.values()
+        return [
+            Counted(s.caller.user_id, s.room, s.connected) for s in sessions if isinstance(s, PlaySession)
+        ]
+
+    def _check_room_has_space(self, room: str) -> None:
+        if self.viewer_count(room) >= self.config.max_viewers_per_room:
+            raise CommandError("this room has as many media viewers as it may", "too_many_viewers")
+
+    def _viewer_connected(self, session: Session) -> None:
+        """Admitted while connecting, the room filled meanwhile: the last to connect goes."""
+        if self.viewer_count(session.room) > self.config.max_viewers_per_room:
+            log.info("media: room %s is full; viewer %s connected too late", session.room, session.id)
+            self._spawn(session.close())
 
     def _viewer_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
 
     def viewer_count(self, room: str) -> int:
-        return sum(len(p.viewers) for (r, _), p in self.publishers.items() if r == room)
+        """Connected viewers of the room (sessions still connecting take no place)."""
+        return sum(
+            sum(v.connected and not v.closed for v in p.viewers)
+            for (r, _), p in self.publishers.items()
+            if r == room
+        )
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -339,46 +367,61 @@ class MediaPlane:
                 return ""
             assert offer is not None
             answer: str = await session.answer(offer)
-            return answer
         except BaseException:
             await session.close()
             raise
+        self._expire_unconnected(session)
+        return answer
 
-    async def end(self, session_id: str, caller: Caller) -> None:
+    def _expire_unconnected(self, session: Session) -> None:
+        """A WebRTC session must connect within `session_connect_timeout_s`, or it is removed."""
+
+        def expire() -> None:
+            if not session.connected and not session.closed:
+                log.info("media: session %s did not connect in time; removed", session.id)
+                self._spawn(session.close())
+
+        handle = asyncio.get_running_loop().call_later(self.config.session_connect_timeout_s, expire)
+        closed = session.on_closed
+
+        def on_closed(done: Session) -> None:
+            handle.cancel()
+            closed(done)
+
+        session.on_closed = on_closed
+
+    def _authorised(self, session_id: str, caller: Caller, action: Action) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
             raise CommandError("no such media session", "not_found")
-        if not caller.may_end(session.caller, session.room):
-            raise Forbidden("this session belongs to someone else")
+        caller.authorise(action, session.caller, session.room, session.slot)
+        return session
+
+    async def end(self, session_id: str, caller: Caller) -> None:
+        session = self._authorised(session_id, caller, "end")
         session.ended_by_request = True
         await session.close()
 
     async def trickle(self, session_id: str, caller: Caller, fragment: str) -> None:
         """PATCH: the client's late ICE candidates for its own session."""
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise CommandError("no such media session", "not_found")
-        if caller.user_id != session.caller.user_id:
-            raise Forbidden("this session belongs to someone else")
+        session = self._authorised(session_id, caller, "trickle")
         await apply_fragment(session.pc, fragment)
 
     def status(self, session_id: str, caller: Caller) -> dict[str, Any]:
         """GET {Location}: a session's state for its owner (a viewer: its rung and switches)."""
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise CommandError("no such media session", "not_found")
-        if caller.user_id != session.caller.user_id and caller.role != "admin":
-            raise Forbidden("this session belongs to someone else")
-        return session.status()
+        return self._authorised(session_id, caller, "status").status()
 
-    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
-        """The host (or an admin, or the costream plugin's backend) takes a slot off stage."""
+    async def end_slot(self, room: str, slot: str, caller: Caller, only_user: str | None = None) -> None:
+        """Take a slot off stage: whoever may end its publisher's session (the publisher, an
+        admin, the room's host for a guest), or the node for the costream plugin (`only_user`:
+        only if that user still publishes there)."""
         caller.check_room(room)
         if caller.role not in ("host", "admin"):
             raise Forbidden("only the room's host or an admin may end a stage slot")
         publisher = self.publishers.get((room, slot))
-        if publisher is None:
+        if publisher is None or (only_user is not None and publisher.caller.user_id != only_user):
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
+        caller.authorise("end", publisher.caller, room, slot)
         publisher.ended_by_request = True
         await publisher.close()
 

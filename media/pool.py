@@ -211,9 +211,9 @@ class WorkerPool:
             raise CommandError("no such media session", "not_found")
         return self.workers[int(index)], session
 
-    async def end_slot(self, room: str, slot: str, caller: Caller) -> None:
+    async def end_slot(self, room: str, slot: str, caller: Caller, only_user: str | None = None) -> None:
         await self._ready()
-        body = {"room": room, "slot": slot, "caller": dataclasses.asdict(caller)}
+        body = {"room": room, "slot": slot, "caller": dataclasses.asdict(caller), "only_user": only_user}
         await self.worker_for(room).call("/end_slot", body)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:

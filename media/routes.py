@@ -2,8 +2,8 @@
 
 POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
 POST /whep/{room}[?slot=host|N][&quality=480p]  offer in, 201 + Location + answer out (any room token)
-DELETE <Location>                  ends the session (its owner, an admin, or the host for a guest)
-DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (host or admin)
+DELETE <Location>                  ends the session (its owner, an admin, or the room's host for a guest)
+DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (the same check as DELETE <Location>)
 PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
 GET /media/demo                    a page that publishes / plays from a browser (page.py)
 GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.py)
@@ -27,6 +27,7 @@ from liveroom.errors import CommandError
 from liveroom.node import Node
 from liveroom.protocol import is_name
 
+from .admission import check_offer
 from .backend import LocalMedia, MediaBackend
 from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
 from .hls_routes import add_hls_routes
@@ -60,6 +61,7 @@ STATUS = {
     "too_many_restreams": 409,
     "too_many_publishers": 409,
     "unsupported_media_type": 415,
+    "too_many_sessions": 429,
     "too_many_viewers": 503,
     "media_unavailable": 503,
 }
@@ -131,13 +133,14 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         room = _name(request.match_info["room"], "room")
         caller = _caller(request)
+        slot = _name(request.query.get("slot", HOST_SLOT), "slot")
         offer = await _offer(request)
+        check_offer(offer, "send" if kind == "whip" else "receive")  # before any worker
         plane = request.app[BACKEND_KEY]
         if kind == "whip":
             backup = request.query.get("path") == "backup"
             session, answer = await plane.publish(room, caller, offer, backup)
         else:
-            slot = _name(request.query.get("slot", HOST_SLOT), "slot")
             quality = request.query.get("quality")  # pin an ABR rung ("480p"); absent: automatic
             session, answer = await plane.play(room, slot, caller, offer, quality)
     except CommandError as error:

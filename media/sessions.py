@@ -66,6 +66,7 @@ class Session:
         servers = [RTCIceServer(urls=url) for url in config.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.closed = False
+        self.connected = False  # has reached "connected" (admission counts it from then)
         self._closing: asyncio.Future[None] | None = None
         self.ended_by_request = False  # DELETE (ended) rather than a lost connection
         self.on_closed: Callable[[Session], None] = lambda session: None
@@ -93,6 +94,7 @@ class Session:
 
     def _on_state(self) -> None:
         if self.pc.connectionState == "connected":
+            self.connected = True
             self.on_connected(self)
         elif self.pc.connectionState in ("failed", "closed") and self._closing is None:
             self._closing = asyncio.ensure_future(self.close())

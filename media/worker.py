@@ -8,7 +8,7 @@ candidates are its own UDP ports). Endpoints (JSON in and out, errors as in rout
 POST /publish {"room", "caller", "offer", "backup"} -> {"session", "answer"}
 POST /play    {"room", "slot", "caller", "offer", "quality"} -> {"session", "answer"}
 POST /end     {"session", "caller"}                 -> {}
-POST /end_slot {"room", "slot", "caller"}           -> {}
+POST /end_slot {"room", "slot", "caller", "only_user"} -> {}
 POST /trickle {"session", "caller", "fragment"}     -> {}
 POST /status  {"session", "caller"}                 -> {"status": {...}}
 POST /record/start {"room", "caller"}               -> {"recording": {...}}
@@ -121,7 +121,8 @@ async def _end(request: web.Request) -> web.Response:
 
 async def _end_slot(request: web.Request) -> web.Response:
     body = await request.json()
-    return await _done(request.app[PLANE].end_slot(body["room"], body["slot"], _caller(body)))
+    plane = request.app[PLANE]
+    return await _done(plane.end_slot(body["room"], body["slot"], _caller(body), body.get("only_user")))
 
 
 async def _trickle(request: web.Request) -> web.Response:

@@ -83,9 +83,11 @@ async def test_the_host_takes_a_guest_off_stage_by_slot(server: ServerProcess) -
         status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("fan"))
         assert status == 403
         status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("host-y", "host"))
+        assert status == 403  # a host token for no room in particular is not this room's host
+        status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("host-y", "host", room=room))
         assert status == 200
         await wait_until(lambda: viewer.ended.get("video") is True, 10, "the guest's video to end")
-        status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("host-y", "host"))
+        status, _ = await delete(f"{server.url}/whip/{room}/slots/2", token("host-y", "host", room=room))
         assert status == 404
     finally:
         await viewer.close()
