@@ -30,6 +30,7 @@ STATUS = {
     "bad_request": 400,
     "unauthorized": 401,
     "forbidden": 403,
+    "outranked": 403,
     "not_found": 404,
     "payload_too_large": 413,
     "rate_limited": 429,

@@ -13,12 +13,24 @@ from typing import Any, Literal, cast
 import jwt
 
 from liveroom.config import AuthConfig
-from liveroom.errors import ConfigError, Unauthorized
+from liveroom.errors import CommandError, ConfigError, Unauthorized
 
-__all__ = ["ROLES", "Identity", "Role", "TokenAuthority", "resolve_secret"]
+__all__ = [
+    "RANK",
+    "ROLES",
+    "Identity",
+    "Outranked",
+    "Role",
+    "TokenAuthority",
+    "check_outranks",
+    "resolve_secret",
+]
 
 Role = Literal["viewer", "host", "moderator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "host", "moderator", "admin")
+# The staff hierarchy: an action on a user (mute, ban, take off stage) needs a rank at least
+# the target's. Moderators may act on viewers and moderators, hosts also on hosts, admins on all.
+RANK: dict[str, int] = {"viewer": 0, "moderator": 1, "host": 2, "admin": 3}
 MAX_NAME_LENGTH = 64
 # A tier is the audience's level set by the issuer (a membership, a fan-club level, "vip"):
 # a short lowercase word that plugins may match against their config.
@@ -40,6 +52,16 @@ class Identity:
     def is_staff(self) -> bool:
         """Hosts, moderators and admins may run a room."""
         return self.role != "viewer"
+
+
+class Outranked(CommandError):
+    code = "outranked"
+
+
+def check_outranks(actor: str, target: str) -> None:
+    """Raise Outranked if a user of role `actor` may not act on a user of role `target`."""
+    if RANK.get(target, 0) > RANK.get(actor, 0):
+        raise Outranked(f"a {actor} may not act on a {target}")
 
 
 class TokenAuthority:

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from liveroom.auth import Identity
+from liveroom.auth import Identity, check_outranks
 from liveroom.broker import Publication
 from liveroom.clock import Clock
 from liveroom.errors import LiveroomError
@@ -254,6 +254,14 @@ class CommandContext(RoomContext):
     def send_to_caller(self, item_type: str, data: Any) -> int:
         """An item for the caller's connections in this room only (`seq: null`), sent at once."""
         return self.services.send_to_user(self.room, self.caller.user_id, item_type, data)
+
+    def check_may_act_on(self, user_id: str) -> None:
+        """The staff hierarchy (`liveroom.auth.RANK`): raise `Outranked` if `user_id` is in the
+        room with a higher role than the caller's (a moderator muting a host, a host banning an
+        admin). A staff command acting on a user (mute, ban, take off stage) calls this first."""
+        for member in self.members():
+            if member.user_id == user_id:
+                check_outranks(self.caller.role, member.role)
 
 
 @dataclass(frozen=True, slots=True)

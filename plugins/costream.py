@@ -183,12 +183,14 @@ class CostreamPlugin(Plugin):
         return {"user": user, "slot": slot}
 
     async def reject(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
+        ctx.check_may_act_on(payload.user)
         await self._change(ctx, {"op": "withdraw", "user": payload.user})
         ctx.send_to(payload.user, "costream.rejected", {"room": ctx.room})
         self._queue_updates.touch(ctx.room, room=ctx.room)
         return {"user": payload.user}
 
     async def remove(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
+        ctx.check_may_act_on(payload.user)
         slot = self._stages[ctx.room].slot_of(payload.user)
         await self._change(ctx, {"op": "remove", "user": payload.user})
         ctx.send_to(payload.user, "costream.removed", {"slot": slot})

@@ -191,7 +191,7 @@ class DanmakuPlugin(Plugin):
 
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
         state = self._rooms[ctx.room]
-        state.moderation.check_join(ctx.caller.user_id, ctx.now_ms)
+        state.moderation.check_join(ctx.caller.user_id, ctx.now_ms, ctx.caller.role)
         if not ctx.caller.is_staff:
             return None
         # A moderator who opens the console late sees what was said before.
@@ -209,7 +209,7 @@ class DanmakuPlugin(Plugin):
         room = self._rooms[ctx.room]
         if not room.senders.take(ctx.caller.user_id, self.host.clock.monotonic()):
             raise RateLimited(f"at most {self.config.rate_per_s:g} messages a second")
-        room.moderation.check_send(ctx.caller.user_id, ctx.now_ms, ctx.caller.is_staff)
+        room.moderation.check_send(ctx.caller.user_id, ctx.now_ms, ctx.caller.is_staff, ctx.caller.role)
         if self._filter.contains(text):
             raise CommandError("the message contains a blocked word", "blocked")
         request = payload.request_id
@@ -233,6 +233,7 @@ class DanmakuPlugin(Plugin):
         return {"id": message_id}
 
     async def mute(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
+        ctx.check_may_act_on(payload.user)
         until = int(ctx.now_ms + payload.duration_s * 1000)
         action = await self._act(ctx, Action("mute", "", user=payload.user, until=until), payload.request_id)
         ctx.send_to(payload.user, "danmaku.muted", {"until": action.until})  # a retry: the first one's
@@ -243,6 +244,7 @@ class DanmakuPlugin(Plugin):
         return {"action": "unmute"}
 
     async def ban(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
+        ctx.check_may_act_on(payload.user)
         until = int(ctx.now_ms + payload.duration_s * 1000)
         action = await self._act(ctx, Action("ban", "", user=payload.user, until=until), payload.request_id)
         data = {"until": action.until}
@@ -301,7 +303,7 @@ class DanmakuPlugin(Plugin):
         same `request_id` again writes nothing more (the record's key comes from it) and gets
         the action first stored back."""
         moderation = self._rooms[ctx.room].moderation
-        action = Action(**{**action.record(), "by": ctx.caller.user_id})
+        action = Action(**{**action.record(), "by": ctx.caller.user_id, "by_role": ctx.caller.role})
         key = (
             secrets.token_hex(8) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
         )

@@ -9,6 +9,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from liveroom.auth import RANK
 from liveroom.errors import CommandError
 
 __all__ = ["ACTIONS", "Action", "HotWords", "Moderation", "PerSecond", "RecentMessages", "words_of"]
@@ -29,11 +30,17 @@ class Action:
     interval_s: float = 0.0  # slow
     message: dict[str, Any] | None = None  # pin
     id: str = ""  # delete: the message id
+    by_role: str = ""  # the actor's role: a mute or ban holds only on users of its rank or below
+
+    @property
+    def rank(self) -> int:
+        """The actor's rank (auth.RANK); actions stored before roles were kept hold on all."""
+        return RANK.get(self.by_role, max(RANK.values()))
 
     def record(self) -> dict[str, Any]:
         """The record's data: only the fields the action uses."""
         data: dict[str, Any] = {"action": self.action, "by": self.by}
-        for name in ("user", "until", "interval_s", "message", "id"):
+        for name in ("user", "until", "interval_s", "message", "id", "by_role"):
             value = getattr(self, name)
             if value:
                 data[name] = value
@@ -50,6 +57,9 @@ class Moderation:
 
     muted: dict[str, float] = field(default_factory=dict)  # user -> until (server ms)
     banned: dict[str, float] = field(default_factory=dict)
+    # user -> the rank of whoever muted / banned them: it binds only users of that rank or below
+    # (a moderator's ban of someone who joins as a host does not keep the host out).
+    rank_of: dict[tuple[str, str], int] = field(default_factory=dict)
     slow_s: float = 0.0
     pinned: dict[str, Any] | None = None
     deleted: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -59,8 +69,10 @@ class Moderation:
         kind, user = action.action, action.user
         if kind in ("mute", "ban"):
             (self.muted if kind == "mute" else self.banned)[user] = action.until
+            self.rank_of[(kind, user)] = action.rank
         elif kind in ("unmute", "unban"):
             (self.muted if kind == "unmute" else self.banned).pop(user, None)
+            self.rank_of.pop((kind[2:], user), None)
         elif kind == "slow":
             self.slow_s = action.interval_s
         elif kind == "pin":
@@ -76,18 +88,23 @@ class Moderation:
 
     def expire(self, now_ms: float) -> None:
         """Forget mutes and bans that are over (bounded state: only the ones in force)."""
-        for punished in (self.muted, self.banned):
+        for kind, punished in (("mute", self.muted), ("ban", self.banned)):
             for user in [u for u, until in punished.items() if until <= now_ms]:
                 del punished[user]
+                self.rank_of.pop((kind, user), None)
 
-    def check_join(self, user: str, now_ms: float) -> None:
-        if self.banned.get(user, 0) > now_ms:
+    def _binds(self, kind: str, user: str, role: str, now_ms: float) -> bool:
+        until = (self.muted if kind == "mute" else self.banned).get(user, 0)
+        return until > now_ms and self.rank_of.get((kind, user), 0) >= RANK.get(role, 0)
+
+    def check_join(self, user: str, now_ms: float, role: str = "viewer") -> None:
+        if self._binds("ban", user, role, now_ms):
             raise CommandError("you are banned from this room", "banned")
 
-    def check_send(self, user: str, now_ms: float, staff: bool) -> None:
+    def check_send(self, user: str, now_ms: float, staff: bool, role: str = "viewer") -> None:
         """Raise the reason `user` may not send now; otherwise note the send for slow mode."""
-        self.check_join(user, now_ms)
-        if self.muted.get(user, 0) > now_ms:
+        self.check_join(user, now_ms, role)
+        if self._binds("mute", user, role, now_ms):
             raise CommandError(f"you are muted until {int(self.muted[user])}", "muted")
         last = self.last_sent.get(user)
         if not staff and self.slow_s > 0 and last is not None and now_ms - last < self.slow_s * 1000:
