@@ -42,12 +42,13 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from liveroom.auth import Identity, check_outranks
 from liveroom.broker import Publication
 from liveroom.clock import Clock
-from liveroom.errors import LiveroomError
+from liveroom.errors import BadRequest, LiveroomError
 from liveroom.publish_token import PublishTokens
 from liveroom.store import Store
 from liveroom.timers import TimerCallback, Timers
 
 __all__ = [
+    "MAX_POSITION",
     "Activity",
     "CheckedServices",
     "CommandContext",
@@ -65,6 +66,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 P = TypeVar("P")
+# The largest record position, sequence number or server-ms timestamp a client may name:
+# 2^53 - 1, exact in a JavaScript number and well inside SQLite's and msgpack's 64 bits.
+MAX_POSITION = 2**53 - 1
 # A handler's reply: a mapping of the ack's fields, or a dataclass (or msgspec Struct) whose
 # fields they are.
 Reply = Any
@@ -283,6 +287,19 @@ class QueryContext:
     caller: Identity
     now_ms: float
     params: Mapping[str, str]
+
+    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+        """A whole-number query parameter in `low..high` (absent or empty: `default`), or
+        `bad_request`: never a ValueError, never a number the store cannot hold."""
+        raw = self.params.get(name, "")
+        if raw == "":
+            return default
+        if not (raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 20):
+            raise BadRequest(f"{name} must be a whole number")
+        value = int(raw)
+        if not low <= value <= high:
+            raise BadRequest(f"{name} must be {low}..{high}")
+        return value
 
 
 @dataclass(frozen=True, slots=True)

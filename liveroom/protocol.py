@@ -44,7 +44,7 @@ ROOM_ID_PATTERN = NAME_PATTERN
 _NAME = re.compile(NAME_PATTERN)
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 RoomId = Name
-Seq = Annotated[int, msgspec.Meta(ge=0)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]  # exact in a JavaScript number
 # A client's idempotency key: a command retried with the same one converges on one outcome.
 RequestId = Name
 

@@ -60,9 +60,9 @@ class RulePayload:
     title: Title
     trigger: Literal["watch_time", "activity"]
     budget: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
-    minutes: Annotated[float, msgspec.Meta(gt=0, le=1440)] = 30.0
+    minutes: Annotated[float, msgspec.Meta(ge=0.1, le=1440)] = 30.0
     activity: Literal["danmaku", "vote", "like", ""] = ""
-    count: Annotated[int, msgspec.Meta(ge=1)] = 1
+    count: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 1
     # A streak: `count` within this many seconds (0: over the whole show).
     within_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
     # Idempotency: the same request_id adds one rule, however often it is sent.

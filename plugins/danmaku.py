@@ -21,6 +21,7 @@ import msgspec
 
 from liveroom.errors import BadRequest, CommandError, NotFound, RateLimited
 from liveroom.plugin import (
+    MAX_POSITION,
     Activity,
     CommandContext,
     CommandSpec,
@@ -282,7 +283,7 @@ class DanmakuPlugin(Plugin):
     # -- reads --------------------------------------------------------------------------
 
     async def hot_words(self, query: QueryContext) -> Any:
-        limit = max(1, min(int(query.params.get("limit", "20") or 20), 100))
+        limit = query.int_param("limit", 20, 1, 100)
         return {"words": self._rooms[query.room].hot.top(limit, query.now_ms)}
 
     async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
@@ -292,7 +293,7 @@ class DanmakuPlugin(Plugin):
         return {"total": state.rates.total, "per_second": state.rates.series(now_ms), "hot": hot}
 
     async def actions(self, query: QueryContext) -> Any:
-        after = int(query.params.get("after", "0") or 0)
+        after = query.int_param("after", 0, 0, MAX_POSITION)
         records = await self.host.store.list_records(ACTION_KIND, query.room, after, 500)
         return {"actions": [{**r.data, "at": r.created_ms, "position": r.position} for r in records]}
 

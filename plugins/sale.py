@@ -24,6 +24,7 @@ from liveroom.errors import BadRequest, CommandError, NotFound
 from liveroom.money import Money, to_minor
 from liveroom.outbox import WebhookOutbox
 from liveroom.plugin import (
+    MAX_POSITION,
     CommandContext,
     CommandSpec,
     Plugin,
@@ -51,6 +52,8 @@ Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 class SaleConfig:
     stock_interval_ms: int = 500  # sale.stock at most twice a second
     max_duration_s: int = 86_400
+    # starts_at at most this far ahead of the server's clock (the past means now).
+    max_lead_s: int = 30 * 86_400
     # Orders POSTed here (with an Idempotency-Key) by the outbox; empty: no webhook.
     webhook_url: str = ""
     webhook_timeout_s: float = 5.0
@@ -71,7 +74,7 @@ class SchedulePayload:
     stock: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
     # Server ms, as `time` hands it out (a float is rounded). The past means now.
     starts_at: Annotated[float, msgspec.Meta(ge=0, le=9_007_199_254_740_991)]
-    duration_s: Annotated[int, msgspec.Meta(ge=1)]
+    duration_s: Annotated[int, msgspec.Meta(ge=1, le=31_536_000)]  # and at most max_duration_s
     per_user_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
     # Idempotency: the same request_id schedules one sale, however often it is sent.
     request_id: RequestId | None = None
@@ -193,6 +196,8 @@ class SalePlugin(Plugin):
     async def schedule(self, ctx: CommandContext, payload: SchedulePayload) -> Mapping[str, Any]:
         if payload.duration_s > self.config.max_duration_s:
             raise BadRequest(f"duration_s is at most {self.config.max_duration_s}")
+        if payload.starts_at > ctx.now_ms + self.config.max_lead_s * 1000:
+            raise BadRequest(f"starts_at is at most {self.config.max_lead_s} s after the server's time")
         price = to_minor(payload.price)
         starts_at = max(round(payload.starts_at), int(ctx.now_ms))
         request = payload.request_id
@@ -262,8 +267,8 @@ class SalePlugin(Plugin):
 
     async def orders(self, query: QueryContext) -> Any:
         sale = await self._load(query.room, query.params["sale"])
-        after = int(query.params.get("after", "0") or 0)
-        limit = max(1, min(int(query.params.get("limit", "500") or 500), 1000))
+        after = query.int_param("after", 0, 0, MAX_POSITION)
+        limit = query.int_param("limit", 500, 1, 1000)
         found: list[dict[str, Any]] = []
         async with contextlib.aclosing(self._room_orders(query.room, after)) as records:
             async for record in records:
