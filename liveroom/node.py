@@ -62,7 +62,7 @@ class Node:
             config.delivery.check_members,
         )
         self.timers = Timers(self.clock)
-        tokens = PublishTokens(resolve_secret(config.auth))
+        self.publish_tokens = tokens = PublishTokens(resolve_secret(config.auth))
         host = PluginHost(self.clock, self.store, self, self.timers, Signals(), tokens)
         self.plugins, self.plugin_hosts = load_plugins(config.plugins, host)
         self.rooms = RoomHost(

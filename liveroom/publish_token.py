@@ -3,11 +3,21 @@
 The co-streaming plugin mints one when the host accepts a guest; the media module verifies
 it before letting that guest publish. Same secret as the node's client tokens, different
 audience, so neither can stand in for the other.
+
+Revocation. A guest taken off the stage (removed, left, gone from the room, banned, or
+their slot ended by the host) must not publish again with the token they still hold:
+`revoke(room, slot, user, now_ms)` refuses every token of that slot minted until then (a
+`mnt` claim, ms) for as long as such a token may live, and tells the listeners (the media
+module ends the slot's session). Tokens minted afterwards (the next guest in that slot)
+are good. The list is this process's: on a cluster, the node that verifies the token must
+be the one that revoked it (the room's owner serves both; see docs/media.md).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +28,8 @@ from liveroom.errors import Unauthorized
 __all__ = ["AUDIENCE", "PublishGrant", "PublishTokens"]
 
 AUDIENCE = "liveroom-media-publish"
+MAX_REVOKED = 100_000  # revoked slots remembered at once (the oldest forgotten first)
+OnRevoke = Callable[[str, int, str], None]  # (room, slot, user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +44,21 @@ class PublishTokens:
     def __init__(self, secret: str, ttl_s: float = 60.0) -> None:
         self._secret = secret
         self.ttl_s = ttl_s
+        self._longest_ttl_s = ttl_s
+        # (room, slot) -> (revoked at, forgotten after), both ms; oldest first.
+        self._revoked: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
+        self._listeners: list[OnRevoke] = []
 
     def mint(
         self, user_id: str, room: str, slot: int, now_s: float | None = None, ttl_s: float | None = None
     ) -> tuple[str, float]:
         """A token and its expiry (epoch seconds)."""
         issued = time.time() if now_s is None else now_s
-        expires = issued + (self.ttl_s if ttl_s is None else ttl_s)
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        self._longest_ttl_s = max(self._longest_ttl_s, ttl)
+        expires = issued + ttl
+        revoked = self._revoked.get((room, slot))
+        minted = max(int(issued * 1000), revoked[0] + 1 if revoked else 0)  # after any revocation
         claims: dict[str, Any] = {
             "sub": user_id,
             "room": room,
@@ -47,6 +67,7 @@ class PublishTokens:
             "aud": AUDIENCE,
             "iat": int(issued),
             "exp": int(expires),
+            "mnt": minted,
         }
         return jwt.encode(claims, self._secret, algorithm="HS256"), expires
 
@@ -59,4 +80,34 @@ class PublishTokens:
             raise Unauthorized(f"invalid publish token: {exc}") from None
         if claims.get("room") != room or claims.get("scope") != "publish":
             raise Unauthorized("this publish token is for another room")
+        self.check_revoked(room, claims.get("slot"), claims.get("mnt"))
         return PublishGrant(claims["sub"], room, int(claims["slot"]), float(claims["exp"]))
+
+    def check_revoked(self, room: str, slot: object, minted: object) -> None:
+        """Unauthorized if a token of `room`'s `slot` minted at `minted` (ms) was revoked."""
+        if not isinstance(slot, int | str) or not str(slot).isdigit():
+            return
+        revoked = self._revoked.get((room, int(slot)))
+        if revoked is not None and (not isinstance(minted, int) or minted <= revoked[0]):
+            raise Unauthorized("this publish token was revoked: the guest left the stage")
+
+    def revoke(self, room: str, slot: int, user: str, now_ms: float) -> None:
+        """Refuse the slot's tokens minted until now, and tell the listeners (end its media)."""
+        self._forget_expired(now_ms)
+        self._revoked.pop((room, slot), None)
+        self._revoked[(room, slot)] = (int(now_ms), now_ms + self._longest_ttl_s * 1000)
+        while len(self._revoked) > MAX_REVOKED:
+            self._revoked.popitem(last=False)
+        for listener in self._listeners:
+            listener(room, slot, user)
+
+    def on_revoke(self, listener: OnRevoke) -> None:
+        self._listeners.append(listener)
+
+    def _forget_expired(self, now_ms: float) -> None:
+        """Entries whose every token has expired by now (bounded: at most MAX_REVOKED)."""
+        while self._revoked:
+            key, (_, until) = next(iter(self._revoked.items()))
+            if until > now_ms:
+                break
+            del self._revoked[key]

@@ -19,6 +19,7 @@ import jwt
 from liveroom.auth import TokenAuthority
 from liveroom.errors import Forbidden, Unauthorized
 from liveroom.publish_token import AUDIENCE as PUBLISH_AUDIENCE
+from liveroom.publish_token import PublishTokens
 
 __all__ = ["HOST_SLOT", "Action", "Caller", "CallerVerifier", "bearer_token"]
 
@@ -70,9 +71,10 @@ class Caller:
 
 
 class CallerVerifier:
-    def __init__(self, authority: TokenAuthority, secret: str) -> None:
+    def __init__(self, authority: TokenAuthority, secret: str, tokens: PublishTokens | None = None) -> None:
         self._authority = authority
         self._secret = secret
+        self._tokens = tokens  # the node's publish tokens: their revocation list
 
     def verify(self, token: str | None) -> Caller:
         if not token:
@@ -109,6 +111,8 @@ class CallerVerifier:
             return None
         if str(slot) == HOST_SLOT:
             return None
+        if self._tokens is not None:
+            self._tokens.check_revoked(room, slot, claims.get("mnt"))  # Unauthorized if revoked
         name = claims.get("name")
         return Caller(sub, name if isinstance(name, str) else sub, "guest", room, str(slot))
 

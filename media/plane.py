@@ -321,7 +321,7 @@ class MediaPlane:
         """Start a WHEP session on one stage slot: (session id, SDP answer)."""
         caller.check_room(room)
         publisher = self.publishers.get((room, slot))
-        if publisher is None or publisher.closed:
+        if publisher is None or publisher.closed or publisher.ending:
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
         self._admission.check(caller.user_id, room, self._viewers())
         self._check_room_has_space(room)

@@ -38,6 +38,7 @@ from .pool import WorkerPool
 from .recording_routes import add_recording_routes
 from .restream_routes import add_restream_routes
 from .rtmp_server import RtmpServer
+from .stage import StageSync
 from .trickle import MAX_FRAGMENT_BYTES
 
 __all__ = ["BACKEND_KEY", "RTMP_KEY", "add_media_routes", "worker_count"]
@@ -45,6 +46,7 @@ __all__ = ["BACKEND_KEY", "RTMP_KEY", "add_media_routes", "worker_count"]
 BACKEND_KEY = web.AppKey("liveroom_media_backend", MediaBackend)
 VERIFIER_KEY = web.AppKey("liveroom_media_verifier", CallerVerifier)
 RTMP_KEY = web.AppKey("liveroom_media_rtmp", RtmpServer)
+STAGE_KEY = web.AppKey("liveroom_media_stage", StageSync)
 MAX_SDP_BYTES = 64 * 1024
 STATUS = {
     "bad_request": 400,
@@ -85,7 +87,8 @@ def add_media_routes(app: web.Application, node: Node) -> None:
         LocalMedia(config, publish_event) if workers == 1 else WorkerPool(config, workers, publish_event)
     )
     app[BACKEND_KEY] = backend
-    app[VERIFIER_KEY] = CallerVerifier(node.authority, resolve_secret(node.config.auth))
+    app[VERIFIER_KEY] = CallerVerifier(node.authority, resolve_secret(node.config.auth), node.publish_tokens)
+    app[STAGE_KEY] = StageSync(backend, node.publish_tokens, node.clock)
     node.metrics.registry.register(MediaCollector(backend.snapshots))
     app.router.add_post("/whip/{room}", _whip)
     app.router.add_post("/whep/{room}", _whep)
@@ -182,6 +185,7 @@ async def _delete_slot(request: web.Request) -> web.StreamResponse:
         await request.app[BACKEND_KEY].end_slot(room, slot, caller)
     except CommandError as error:
         return _error(error)
+    request.app[STAGE_KEY].slot_ended(room, slot)  # the guest's token may not publish again
     return web.Response(status=200)
 
 

@@ -67,6 +67,7 @@ class Session:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.closed = False
         self.connected = False  # has reached "connected" (admission counts it from then)
+        self.ending = False  # a publisher closing (its viewers first, then itself)
         self._closing: asyncio.Future[None] | None = None
         self.ended_by_request = False  # DELETE (ended) rather than a lost connection
         self.on_closed: Callable[[Session], None] = lambda session: None
@@ -252,6 +253,7 @@ class PublishSession(Session):
     async def close(self) -> None:
         if self.closed:
             return
+        self.ending = True  # closing its viewers first: no new viewer may join meanwhile
         self.before_close(self)
         if self.transcoder is not None:
             self.transcoder.close()

@@ -207,13 +207,19 @@ class CostreamPlugin(Plugin):
             raise RateLimited("asking and withdrawing: too often; wait a little")
 
     async def _change(self, ctx: RoomContext, event: dict[str, Any]) -> Stage:
-        """Try the change on a copy (refused: nothing happened), write it, then make it so."""
+        """Try the change on a copy (refused: nothing happened), write it, then make it so.
+
+        A guest off the stage, whichever way (removed, left, gone from the room, banned),
+        goes through here: their publish token is revoked, which ends their media session."""
         stage = self._stages[ctx.room]
         changed = copy.deepcopy(stage)
         _replay(changed, event)
         record = Record(EVENT_KIND, secrets.token_hex(8), ctx.room, event, int(ctx.now_ms))
         await ctx.store.put_record(record)
         self._stages[ctx.room] = changed
+        slot = stage.slot_of(event["user"])
+        if event["op"] == "remove" and slot is not None:
+            self._tokens.revoke(ctx.room, slot, event["user"], ctx.now_ms)
         return changed
 
     async def _gone(self, ctx: RoomContext, user: str) -> None:

@@ -1,0 +1,93 @@
+"""The stage follows the plugin (issue 17): a guest off the co-stream stage, whichever way,
+is off the air, and the publish token they still hold does not put them back.
+
+Real clients: Socket.IO for the room, aiortc over WHIP/WHEP for the media, one server
+process (`media.workers = 1`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from media_support import WhipError, delete, play, publish, wait_until
+from plugin_support import code, joined, room_name
+from support import ServerProcess, Viewer, token
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("media-stage"), {"LIVEROOM_MEDIA_WORKERS": "1"})
+    yield process.start()
+    process.stop()
+
+
+async def on_stage(
+    server: ServerProcess, viewers: list[Viewer], room: str, guest: str
+) -> tuple[Viewer, Viewer, str]:
+    """A host and a guest in `room`, the guest accepted: (host, guest, publish token)."""
+    host = await joined(server, viewers, f"host-{room}", room, "host")
+    fan = await joined(server, viewers, guest, room)
+    assert code(await fan.call("costream.request", {"room": room})) == "ok"
+    assert (await host.call("costream.accept", {"room": room, "user": guest}))["slot"] == 1
+    [grant] = await fan.wait_for(lambda i: i["type"] == "costream.accepted")
+    return host, fan, str(grant["data"]["token"])
+
+
+async def assert_off_air(server: ServerProcess, room: str, stale_token: str) -> None:
+    """Nobody plays slot 1 any more, and the guest's token does not publish again."""
+    with pytest.raises(WhipError) as nobody:
+        await play(server.url, room, token("late-fan", room=room), slot="1")
+    assert nobody.value.status == 404
+    with pytest.raises(WhipError) as again:
+        await publish(server.url, room, stale_token)
+    assert again.value.status == 401
+    assert "revoked" in json.loads(again.value.body)["error"]["message"]
+
+
+@pytest.mark.parametrize("how", ["remove", "leave", "disconnect", "ban"])
+async def test_a_guest_off_the_stage_is_off_the_air(
+    server: ServerProcess, viewers: list[Viewer], how: str
+) -> None:
+    room = room_name()
+    host, fan, publish_token = await on_stage(server, viewers, room, f"guest-{how}")
+    guest = await publish(server.url, room, publish_token)
+    watcher = await play(server.url, room, token(f"watcher-{how}", room=room), slot="1")
+    try:
+        await wait_until(lambda: len(watcher.counters) >= 3, 15, "the guest's video")
+        if how == "remove":
+            assert code(await host.call("costream.remove", {"room": room, "user": fan.user})) == "ok"
+        elif how == "leave":
+            assert code(await fan.call("costream.leave", {"room": room})) == "ok"
+        elif how == "disconnect":
+            await fan.close()
+        else:
+            ban = {"room": room, "user": fan.user, "duration_s": 60}
+            assert code(await host.call("danmaku.ban", ban)) == "ok"
+        await wait_until(lambda: watcher.ended.get("video") is True, 10, "the guest's media to end")
+        await assert_off_air(server, room, publish_token)
+    finally:
+        await watcher.close()
+        await guest.close()
+
+
+async def test_a_slot_the_host_ended_takes_the_token_with_it(
+    server: ServerProcess, viewers: list[Viewer]
+) -> None:
+    room = room_name()
+    host, fan, publish_token = await on_stage(server, viewers, room, "guest-ended")
+    guest = await publish(server.url, room, publish_token)
+    try:
+        status, _ = await delete(f"{server.url}/whip/{room}/slots/1", token(host.user, "host", room=room))
+        assert status == 200
+        await assert_off_air(server, room, publish_token)
+        # Accepted again later: a new token for the same slot publishes.
+        assert code(await host.call("costream.remove", {"room": room, "user": fan.user})) == "ok"
+        assert code(await fan.call("costream.request", {"room": room})) == "ok"
+        assert (await host.call("costream.accept", {"room": room, "user": fan.user}))["slot"] == 1
+        grants = await fan.wait_for(lambda i: i["type"] == "costream.accepted", count=2)
+        again = await publish(server.url, room, str(grants[-1]["data"]["token"]))
+        await again.close()
+    finally:
+        await guest.close()
