@@ -44,6 +44,7 @@ from liveroom.broker import Publication
 from liveroom.clock import Clock
 from liveroom.errors import BadRequest, LiveroomError
 from liveroom.publish_token import PublishTokens
+from liveroom.ratelimit import UserRate
 from liveroom.store import Store
 from liveroom.timers import TimerCallback, Timers
 
@@ -62,6 +63,7 @@ __all__ = [
     "RoomServices",
     "Signals",
     "UndeclaredItem",
+    "rate_limited",
 ]
 
 log = logging.getLogger(__name__)
@@ -279,6 +281,19 @@ class CommandSpec(Generic[P]):
     # (`POST /api/rooms/{room}/commands/NAME.verb`, host or admin token).
     staff_only: bool = False
     summary: str = ""
+
+
+def rate_limited(
+    handler: Callable[[CommandContext, P], Awaitable[Reply]], rate: UserRate, clock: Clock
+) -> Callable[[CommandContext, P], Awaitable[Reply]]:
+    """`handler`, refused `rate_limited` past `rate` (per user and room) before it runs: for
+    every command that publishes to the room (docs/plugins.md lists each plugin's)."""
+
+    async def limited(ctx: CommandContext, payload: P) -> Reply:
+        rate.check(ctx.room, ctx.caller.user_id, clock.monotonic())
+        return await handler(ctx, payload)
+
+    return limited
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-__all__ = ["KeyedBuckets", "TokenBucket"]
+from liveroom.errors import RateLimited
+
+__all__ = ["KeyedBuckets", "TokenBucket", "UserRate"]
 
 
 class TokenBucket:
@@ -69,3 +71,20 @@ class KeyedBuckets:
         self._buckets[key] = (tokens, now)  # most recently used last
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
+
+
+class UserRate:
+    """A plugin's per-user rate for its commands that publish to a room: `rate_per_s` a
+    second per user and room, `burst` in a row (bounded like `KeyedBuckets`)."""
+
+    __slots__ = ("_buckets", "what")
+
+    def __init__(self, rate_per_s: float, burst: float, what: str, max_keys: int = 100_000) -> None:
+        self._buckets = KeyedBuckets(rate_per_s, burst, max_keys)
+        self.what = what
+
+    def check(self, room: str, user: str, now: float) -> None:
+        """Raise `RateLimited` if `user` has used up their rate in `room`."""
+        if not self._buckets.take(f"{room}\0{user}", now):
+            rate = self._buckets.rate
+            raise RateLimited(f"{self.what}: at most {rate:g} a second per user; wait a little")

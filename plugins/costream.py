@@ -25,9 +25,9 @@ import msgspec
 
 from liveroom.auth import Identity
 from liveroom.errors import CommandError, RateLimited
-from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost, RoomContext
+from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost, RoomContext, rate_limited
 from liveroom.protocol import RoomId
-from liveroom.ratelimit import KeyedBuckets
+from liveroom.ratelimit import KeyedBuckets, UserRate
 from liveroom.record import Record
 from liveroom.store import records_of
 from liveroom.timers import Throttle
@@ -56,6 +56,10 @@ class CostreamConfig:
     # Per user: asking and withdrawing, `request_burst` in a row, then one per 1/rate s.
     request_rate_per_s: float = 0.5
     request_burst: int = 4
+    # Per user and room, for the commands that publish to the room (accept, reject, remove, leave, token):
+    # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
+    publish_rate_per_s: float = 2.0
+    publish_burst: int = 20
     # After the room is loaded (a restart, a takeover), whoever is queued or on stage and
     # not back in the room within this long is taken out.
     absent_grace_s: float = 30.0
@@ -92,6 +96,7 @@ class CostreamPlugin(Plugin):
 
     def __init__(self, config: CostreamConfig, host: PluginHost) -> None:
         super().__init__(config, host)
+        self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "costream commands")
         if host.publish_tokens is None:
             raise ValueError("co-streaming needs the node's publish tokens")
         self._tokens = host.publish_tokens
@@ -100,15 +105,27 @@ class CostreamPlugin(Plugin):
         self._policy = StagePolicy(config.allowed_roles, config.allowed_tiers, config.priority_tiers)
         self._queue_updates = Throttle(host.timers, config.queue_interval_ms, self._publish_queue)
 
+    def _limited(self, handler: Any) -> Any:
+        """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""
+        return rate_limited(handler, self._publish_rate, self.host.clock)
+
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
             CommandSpec("costream.request", RoomOnly, self.request, summary="Ask to join the stage"),
             CommandSpec("costream.cancel", RoomOnly, self.cancel, summary="Withdraw one's request"),
-            CommandSpec("costream.leave", RoomOnly, self.leave, summary="Leave the stage"),
-            CommandSpec("costream.token", RoomOnly, self.token, summary="Renew one's publish token"),
-            CommandSpec("costream.accept", AcceptPayload, self.accept, True, "Accept a queued viewer"),
-            CommandSpec("costream.reject", UserPayload, self.reject, True, "Reject a queued viewer"),
-            CommandSpec("costream.remove", UserPayload, self.remove, True, "Take a guest off the stage"),
+            CommandSpec("costream.leave", RoomOnly, self._limited(self.leave), summary="Leave the stage"),
+            CommandSpec(
+                "costream.token", RoomOnly, self._limited(self.token), summary="Renew one's publish token"
+            ),
+            CommandSpec(
+                "costream.accept", AcceptPayload, self._limited(self.accept), True, "Accept a queued viewer"
+            ),
+            CommandSpec(
+                "costream.reject", UserPayload, self._limited(self.reject), True, "Reject a queued viewer"
+            ),
+            CommandSpec(
+                "costream.remove", UserPayload, self._limited(self.remove), True, "Take a guest off the stage"
+            ),
         )
 
     # -- the room's life --------------------------------------------------------------

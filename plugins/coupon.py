@@ -29,8 +29,10 @@ from liveroom.plugin import (
     QueryContext,
     QuerySpec,
     RoomContext,
+    rate_limited,
 )
 from liveroom.protocol import RequestId, RoomId
+from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.stock import StockRequest, order_key
 from liveroom.store import records_of
@@ -52,6 +54,10 @@ class CouponConfig:
         'id=watch30 trigger=watch_time minutes=30 budget=100000 title="Thanks for watching"',
     )
     grace_s: float = 60.0  # a disconnect shorter than this does not reset watch time
+    # Per user and room, for the commands that publish to the room (rule, drop):
+    # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
+    publish_rate_per_s: float = 2.0
+    publish_burst: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +110,27 @@ class CouponPlugin(Plugin):
 
     def __init__(self, config: CouponConfig, host: PluginHost) -> None:
         super().__init__(config, host)
+        self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "coupon commands")
         self._config_rules = {rule.id: rule for rule in map(parse_rule, config.rules)}
         self._rooms: dict[str, RoomCoupons] = {}
         host.signals.listen(self._on_activity)
 
+    def _limited(self, handler: Any) -> Any:
+        """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""
+        return rate_limited(handler, self._publish_rate, self.host.clock)
+
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
-            CommandSpec("coupon.rule", RulePayload, self.add_rule, True, "Add a coupon rule to the room"),
-            CommandSpec("coupon.drop", DropPayload, self.drop, True, "Drop M coupons (first come)"),
+            CommandSpec(
+                "coupon.rule",
+                RulePayload,
+                self._limited(self.add_rule),
+                True,
+                "Add a coupon rule to the room",
+            ),
+            CommandSpec(
+                "coupon.drop", DropPayload, self._limited(self.drop), True, "Drop M coupons (first come)"
+            ),
             CommandSpec("coupon.grab", RuleRef, self.grab, summary="Grab a coupon from a drop"),
             CommandSpec("coupon.claim", RuleRef, self.claim, summary="Claim (redeem) a granted coupon"),
         )

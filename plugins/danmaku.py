@@ -30,9 +30,10 @@ from liveroom.plugin import (
     QueryContext,
     QuerySpec,
     RoomContext,
+    rate_limited,
 )
 from liveroom.protocol import RequestId, RoomId
-from liveroom.ratelimit import KeyedBuckets
+from liveroom.ratelimit import KeyedBuckets, UserRate
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
 
@@ -60,6 +61,10 @@ class DanmakuConfig:
     hot_window_s: float = 300.0
     dashboard_hot_words: int = 15  # how many hot words the live dashboard shows
     max_senders: int = 100_000  # per room: users whose send rate is remembered (longest idle dropped)
+    # Per user and room, for the staff commands (send has its own rate above):
+    # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
+    publish_rate_per_s: float = 2.0
+    publish_burst: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +143,16 @@ class DanmakuPlugin(Plugin):
 
     def __init__(self, config: DanmakuConfig, host: PluginHost) -> None:
         super().__init__(config, host)
+        self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "danmaku commands")
         terms = list(config.banned_words)
         if config.banned_words_file:
             terms += Path(config.banned_words_file).read_text(encoding="utf-8").splitlines()
         self._filter = BannedWords(terms)
         self._rooms: dict[str, RoomDanmaku] = {}
+
+    def _limited(self, handler: Any) -> Any:
+        """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""
+        return rate_limited(handler, self._publish_rate, self.host.clock)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         staff = [
@@ -157,7 +167,7 @@ class DanmakuPlugin(Plugin):
         ]
         return (
             CommandSpec("danmaku.send", SendPayload, self.send, summary="Send a message"),
-            *(CommandSpec(f"danmaku.{v}", p, h, True, s) for v, p, h, s in staff),  # type: ignore[arg-type]
+            *(CommandSpec(f"danmaku.{v}", p, self._limited(h), True, s) for v, p, h, s in staff),
         )
 
     def queries(self) -> Sequence[QuerySpec]:

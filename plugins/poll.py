@@ -27,8 +27,10 @@ from liveroom.plugin import (
     QueryContext,
     QuerySpec,
     RoomContext,
+    rate_limited,
 )
 from liveroom.protocol import RequestId, RoomId
+from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
 from liveroom.timers import Throttle
@@ -46,6 +48,10 @@ PollId = Annotated[str, msgspec.Meta(max_length=64)]
 @dataclass(frozen=True, slots=True)
 class PollConfig:
     allow_change: bool = False  # may a viewer change their vote while the poll is open?
+    # Per user and room, for the commands that publish to the room (create, vote, close):
+    # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
+    publish_rate_per_s: float = 2.0
+    publish_burst: int = 20
     tally_interval_ms: int = 500
     min_duration_s: int = 15
     max_duration_s: int = 1800
@@ -91,14 +97,27 @@ class PollPlugin(Plugin):
 
     def __init__(self, config: PollConfig, host: PluginHost) -> None:
         super().__init__(config, host)
+        self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "poll commands")
         self._rooms: dict[str, RoomPolls] = {}
         self._tally = Throttle(host.timers, config.tally_interval_ms, self._publish_tally)
 
+    def _limited(self, handler: Any) -> Any:
+        """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""
+        return rate_limited(handler, self._publish_rate, self.host.clock)
+
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
-            CommandSpec("poll.create", CreatePayload, self.create, True, "Open a poll"),
-            CommandSpec("poll.vote", VotePayload, self.vote, summary="Vote for an option (0-based)"),
-            CommandSpec("poll.close", ClosePayload, self.close, True, "Close a poll before its deadline"),
+            CommandSpec("poll.create", CreatePayload, self._limited(self.create), True, "Open a poll"),
+            CommandSpec(
+                "poll.vote", VotePayload, self._limited(self.vote), summary="Vote for an option (0-based)"
+            ),
+            CommandSpec(
+                "poll.close",
+                ClosePayload,
+                self._limited(self.close),
+                True,
+                "Close a poll before its deadline",
+            ),
         )
 
     def queries(self) -> Sequence[QuerySpec]:

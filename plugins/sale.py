@@ -32,8 +32,10 @@ from liveroom.plugin import (
     QueryContext,
     QuerySpec,
     RoomContext,
+    rate_limited,
 )
 from liveroom.protocol import RequestId, RoomId
+from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.stock import StockRequest, order_key
 from liveroom.store import records_of
@@ -51,6 +53,10 @@ Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 @dataclass(frozen=True, slots=True)
 class SaleConfig:
     stock_interval_ms: int = 500  # sale.stock at most twice a second
+    # Per user and room, for the commands that publish to the room (schedule, redeliver):
+    # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
+    publish_rate_per_s: float = 2.0
+    publish_burst: int = 20
     max_duration_s: int = 86_400
     # starts_at at most this far ahead of the server's clock (the past means now).
     max_lead_s: int = 30 * 86_400
@@ -112,6 +118,7 @@ class SalePlugin(Plugin):
 
     def __init__(self, config: SaleConfig, host: PluginHost) -> None:
         super().__init__(config, host)
+        self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "sale commands")
         self._rooms: dict[str, RoomSales] = {}
         self._stock = Throttle(host.timers, config.stock_interval_ms, self._publish_stock)
         self._outbox: WebhookOutbox | None = None
@@ -127,12 +134,22 @@ class SalePlugin(Plugin):
                 max_attempts=config.webhook_max_attempts,
             )
 
+    def _limited(self, handler: Any) -> Any:
+        """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""
+        return rate_limited(handler, self._publish_rate, self.host.clock)
+
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
-            CommandSpec("sale.schedule", SchedulePayload, self.schedule, True, "Schedule a flash sale"),
+            CommandSpec(
+                "sale.schedule", SchedulePayload, self._limited(self.schedule), True, "Schedule a flash sale"
+            ),
             CommandSpec("sale.buy", BuyPayload, self.buy, summary="Buy units of an open sale"),
             CommandSpec(
-                "sale.redeliver", RedeliverPayload, self.redeliver, True, "Send a dead-lettered order again"
+                "sale.redeliver",
+                RedeliverPayload,
+                self._limited(self.redeliver),
+                True,
+                "Send a dead-lettered order again",
             ),
         )
 

@@ -46,7 +46,12 @@ class Rig:
         self.loop = asyncio.new_event_loop()
         limits = LimitsConfig(commands_per_s=1e6, commands_burst=10**6)
         fast = {"rate_per_s": 1e6, "burst": 10**6}
-        plugins = {"danmaku": fast, "like": fast}
+        fast_publish = {"publish_rate_per_s": 1e6, "publish_burst": 10**6}
+        plugins = {
+            "danmaku": {**fast, **fast_publish},
+            "like": fast,
+            **{name: fast_publish for name in ("poll", "coupon", "sale", "costream")},
+        }
         # SQLite, not memory: it is the store that refuses integers past 2^63 (OverflowError).
         self.directory = tempfile.TemporaryDirectory()
         store = FaultyStore(EmbeddedStore(str(Path(self.directory.name) / "extreme.sqlite3")))
