@@ -75,16 +75,22 @@ class KeyedBuckets:
 
 class UserRate:
     """A plugin's per-user rate for its commands that publish to a room: `rate_per_s` a
-    second per user and room, `burst` in a row (bounded like `KeyedBuckets`)."""
+    second per user and room, `burst` in a row. Per room a `KeyedBuckets` (bounded), dropped
+    with the room (`forget`, from the plugin's `release_room`)."""
 
-    __slots__ = ("_buckets", "what")
+    __slots__ = ("_max_keys", "_rooms", "burst", "rate", "what")
 
     def __init__(self, rate_per_s: float, burst: float, what: str, max_keys: int = 100_000) -> None:
-        self._buckets = KeyedBuckets(rate_per_s, burst, max_keys)
-        self.what = what
+        self.rate, self.burst, self.what, self._max_keys = rate_per_s, burst, what, max_keys
+        self._rooms: dict[str, KeyedBuckets] = {}
 
     def check(self, room: str, user: str, now: float) -> None:
         """Raise `RateLimited` if `user` has used up their rate in `room`."""
-        if not self._buckets.take(f"{room}\0{user}", now):
-            rate = self._buckets.rate
-            raise RateLimited(f"{self.what}: at most {rate:g} a second per user; wait a little")
+        buckets = self._rooms.get(room)
+        if buckets is None:
+            buckets = self._rooms[room] = KeyedBuckets(self.rate, self.burst, self._max_keys)
+        if not buckets.take(user, now):
+            raise RateLimited(f"{self.what}: at most {self.rate:g} a second per user; wait a little")
+
+    def forget(self, room: str) -> None:
+        self._rooms.pop(room, None)

@@ -146,6 +146,7 @@ class CostreamPlugin(Plugin):
             ctx.schedule(f"costream:absent:{ctx.room}", at, self._absentees(ctx.room))
 
     def release_room(self, room: str) -> None:
+        self._publish_rate.forget(room)
         self._stages.pop(room, None)
         self._askers.pop(room, None)
         self._queue_updates.forget(room)

@@ -94,6 +94,11 @@ class RoomCoupons:
     tally: CouponTally = field(default_factory=CouponTally)
     # user -> rule -> their unclaimed grant, for the users present (read from the store on join)
     unclaimed: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    spent: set[str] = field(default_factory=set)  # rules whose budget ran out (seen here)
+
+    def watched(self) -> list[CouponRule]:
+        """The watch-time rules still granting: a join sets a timer for each, and no other."""
+        return [r for r in self.rules.values() if r.trigger == "watch_time" and r.id not in self.spent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +152,15 @@ class CouponPlugin(Plugin):
         self._rooms[ctx.room] = RoomCoupons(rules, Presence(self.config.grace_s * 1000))
 
     def release_room(self, room: str) -> None:
+        self._publish_rate.forget(room)
         self._rooms.pop(room, None)
 
     async def on_join(self, ctx: CommandContext) -> Mapping[str, Any] | None:
         coupons, user = self._rooms[ctx.room], ctx.caller
         coupons.presence.forget_gone(ctx.now_ms)
         since = coupons.presence.joined(user.user_id, ctx.now_ms)
-        for rule in coupons.rules.values():
-            if rule.trigger == "watch_time":
-                self._watch(ctx, user, rule, since)
+        for rule in coupons.watched():
+            self._watch(ctx, user, rule, since)
         return {"pending": list((await self._pending(ctx.room, user.user_id)).values())}
 
     async def on_leave(self, room: str, user: Identity, now_ms: float) -> None:
@@ -295,6 +300,7 @@ class CouponPlugin(Plugin):
             StockRequest(pool, user.user_id, 1, "grant", data, int(self.host.clock.now_ms()))
         )
         if outcome.order is None:
+            coupons.spent.add(rule.id)  # no more watch timers for it in this room
             return None
         grant = {key: outcome.order.data[key] for key in ("id", "rule", "title", "user")}
         if outcome.status == "ok":

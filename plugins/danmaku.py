@@ -192,6 +192,7 @@ class DanmakuPlugin(Plugin):
         )
 
     def release_room(self, room: str) -> None:
+        self._publish_rate.forget(room)
         self._rooms.pop(room, None)
 
     async def snapshot(self, room: str) -> Mapping[str, Any] | None:

@@ -145,6 +145,7 @@ class PollPlugin(Plugin):
         self._rooms[ctx.room] = polls
 
     def release_room(self, room: str) -> None:
+        self._publish_rate.forget(room)
         self._rooms.pop(room, None)
         self._tally.forget(room)
 

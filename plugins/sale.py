@@ -180,6 +180,7 @@ class SalePlugin(Plugin):
                 await self._track(ctx, sales, sale, announce_start=phase(sale, ctx.now_ms) == "scheduled")
 
     def release_room(self, room: str) -> None:
+        self._publish_rate.forget(room)
         sales = self._rooms.pop(room, None)
         for sale_id in () if sales is None else sales.live:
             self._stock.forget(f"{room} {sale_id}")
