@@ -18,7 +18,13 @@ MAX_ONCE_KEYS = 100_000  # `once` keys remembered (each also forgotten after the
 
 class MemoryBroker:
     """Implements `Broker` for one process. History lives as long as the process: a restart
-    starts a new epoch, and clients that ask with the old epoch (or a seq from it) get `reset`."""
+    starts a new epoch, and clients that ask with the old epoch (or a seq from it) get `reset`.
+
+    A room nobody has subscribed to for the history's age has nothing left to serve: its
+    ring is dropped (rooms used once are not kept forever). Its seq must still never be
+    reused in this epoch, so a ring made again starts above every dropped ring's last seq
+    (`_seq_floor`): a client asking with a seq from before gets `reset`, never other items
+    under the numbers it saw."""
 
     def __init__(self, clock: Clock, history_count: int, history_age_s: float) -> None:
         self._clock = clock
@@ -26,6 +32,8 @@ class MemoryBroker:
         self._history_age_ms = history_age_s * 1000.0
         self._rings: dict[str, HistoryRing] = {}
         self._subscribed: set[str] = set()
+        self._unsubscribed_at: OrderedDict[str, float] = OrderedDict()  # room -> when (ms), oldest first
+        self._seq_floor = 0
         self._handler: PublicationHandler | None = None
         self._once: OrderedDict[tuple[str, str], tuple[int | None, int]] = OrderedDict()
         self.epoch = secrets.token_hex(4)
@@ -41,10 +49,24 @@ class MemoryBroker:
 
     async def subscribe(self, room: str) -> None:
         self._subscribed.add(room)
+        self._unsubscribed_at.pop(room, None)
+        self._drop_idle_rings()
 
     async def unsubscribe(self, room: str) -> None:
-        # The ring stays: its `latest` keeps seq from being reused within this epoch.
         self._subscribed.discard(room)
+        self._unsubscribed_at.pop(room, None)
+        self._unsubscribed_at[room] = self._clock.now_ms()
+        self._drop_idle_rings()
+
+    def _drop_idle_rings(self) -> None:
+        """Rings of rooms unsubscribed for longer than the history's age (amortised O(1))."""
+        horizon = self._clock.now_ms() - self._history_age_ms
+        idle = self._unsubscribed_at
+        while idle and next(iter(idle.values())) < horizon:
+            room, _ = idle.popitem(last=False)
+            ring = self._rings.pop(room, None)
+            if ring is not None:
+                self._seq_floor = max(self._seq_floor, ring.latest)
 
     async def publish(
         self,
@@ -78,9 +100,9 @@ class MemoryBroker:
 
     async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
         ring = self._rings.get(room)
-        if ring is None:
-            reset = since is not None and since > 0
-            return HistorySlice(self.epoch, 0, [], reset)
+        if ring is None:  # never used, or dropped: nothing to serve, numbers go on from the floor
+            reset = since is not None and since > 0 and since != self._seq_floor
+            return HistorySlice(self.epoch, self._seq_floor, [], reset)
         if epoch is not None and epoch != self.epoch and since is not None:
             return HistorySlice(self.epoch, ring.latest, [], True)
         items, reset = ring.since(since, self._clock.now_ms())
@@ -101,4 +123,5 @@ class MemoryBroker:
         ring = self._rings.get(room)
         if ring is None:
             ring = self._rings[room] = HistoryRing(self._history_count, self._history_age_ms)
+            ring.latest = self._seq_floor  # above every dropped ring's seq: none is reused
         return ring

@@ -72,3 +72,25 @@ async def test_coupon_watch_timers_only_for_rules_still_granting() -> None:
         fan = await h.connect("f")
         await fan.join("quiet")
         assert not [key for key in h.node.timers._by_room.get("quiet", ()) if "coupon" in key]  # no rule
+
+
+async def test_the_memory_broker_drops_idle_rings_without_reusing_a_seq() -> None:
+    from liveroom.memory_broker import MemoryBroker
+    from liveroom.testing import FakeClock
+
+    clock = FakeClock()
+    broker = MemoryBroker(clock, history_count=100, history_age_s=300)
+    await broker.subscribe("old")
+    for n in range(3):
+        await broker.publish("old", "x", {"n": n})
+    await broker.unsubscribe("old")
+    clock.advance(301)
+    await broker.subscribe("other")  # any later call sweeps: the idle ring is gone
+    assert "old" not in broker._rings
+    back = await broker.history("old", 2, broker.epoch)
+    assert back.reset and back.latest == 3  # a seq from before: reset, never a reused number
+    again = await broker.publish("old", "x", {"n": 3})
+    assert again.seq == 4
+    fresh = await broker.history("new-room", None)
+    assert (fresh.latest, fresh.reset) == (3, False)
+    assert (await broker.history("new-room", fresh.latest, broker.epoch)).reset is False
