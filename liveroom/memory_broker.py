@@ -124,4 +124,6 @@ class MemoryBroker:
         if ring is None:
             ring = self._rings[room] = HistoryRing(self._history_count, self._history_age_ms)
             ring.latest = self._seq_floor  # above every dropped ring's seq: none is reused
+            if room not in self._subscribed:  # published to with nobody here (a timer): idle
+                self._unsubscribed_at.setdefault(room, self._clock.now_ms())
         return ring

@@ -67,6 +67,8 @@ async def offer(
 async def test_one_viewer_cannot_take_every_slot(server: ServerProcess) -> None:
     room = room_name()
     host = await publish(server.url, room, token("hog-host", "host", room=room))
+    other = room_name()
+    other_host = await publish(server.url, other, token("other-host", "host", room=other))
     lurking: list[RTCPeerConnection] = []
     viewers = []
     try:
@@ -85,6 +87,11 @@ async def test_one_viewer_cannot_take_every_slot(server: ServerProcess) -> None:
             f"{server.url}/whep/{room}", token("lurker"), pc.localDescription.sdp
         )
         assert (status, error_code(body)) == (429, "too_many_sessions")
+        # Two still connecting is the lurker's limit in every room, not only this one.
+        status, _, body = await post_sdp(
+            f"{server.url}/whep/{other}", token("lurker"), pc.localDescription.sdp
+        )
+        assert (status, error_code(body)) == (429, "too_many_sessions")
         # The hog: two sessions in the room, not a third (the same SDP posted again, too).
         viewers += [await play(server.url, room, token("hog")) for _ in range(2)]
         with pytest.raises(WhipError) as third:
@@ -99,7 +106,7 @@ async def test_one_viewer_cannot_take_every_slot(server: ServerProcess) -> None:
         # The lurker's sessions did not connect: gone after the timeout, so it may try again.
         assert await viewers.pop().end() == 200
         await wait_until(
-            lambda: open_sessions(server) == 1 + len(viewers), 10, "unconnected sessions removed"
+            lambda: open_sessions(server) == 2 + len(viewers), 10, "unconnected sessions removed"
         )
         pc = await offer()
         lurking.append(pc)
@@ -111,6 +118,7 @@ async def test_one_viewer_cannot_take_every_slot(server: ServerProcess) -> None:
         for viewer in viewers:
             await viewer.end()
         await host.end()
+        await other_host.end()
 
 
 async def test_a_session_is_its_owners_in_its_role_and_room(server: ServerProcess) -> None:

@@ -8,6 +8,7 @@ process (`media.workers = 1`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,10 +16,16 @@ from media_support import WhipError, delete, play, publish, wait_until
 from plugin_support import code, joined, room_name
 from support import ServerProcess, Viewer, token
 
+from liveroom.errors import Unauthorized
+from liveroom.publish_token import PublishTokens
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("media-stage"), {"LIVEROOM_MEDIA_WORKERS": "1"})
+
+@pytest.fixture(scope="module", params=["1", "2"], ids=["in-node", "workers"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    """The media plane in the node, then in two worker processes (the end goes through the pool)."""
+    process = ServerProcess(tmp_path_factory.mktemp("media-stage"), {"LIVEROOM_MEDIA_WORKERS": request.param})
     yield process.start()
     process.stop()
 
@@ -70,6 +77,24 @@ async def test_a_guest_off_the_stage_is_off_the_air(
     finally:
         await watcher.close()
         await guest.close()
+
+
+def test_a_revoked_slot_refuses_the_tokens_minted_before_and_only_those() -> None:
+    tokens = PublishTokens("a-secret-that-is-long-enough-for-hs256-000000000")
+    heard: list[tuple[str, int, str]] = []
+    tokens.on_revoke(lambda room, slot, user: heard.append((room, slot, user)))
+    now = time.time()
+    old, _ = tokens.mint("ann", "r", 1, now)
+    other_slot, _ = tokens.mint("bob", "r", 2, now)
+    tokens.revoke("r", 1, "ann", now * 1000)  # in the same millisecond as the mint
+    assert heard == [("r", 1, "ann")]
+    with pytest.raises(Unauthorized, match="revoked"):
+        tokens.verify(old, "r")
+    assert tokens.verify(other_slot, "r").slot == 2
+    new, _ = tokens.mint("cat", "r", 1, now)  # the next guest of slot 1, in the same millisecond too
+    assert tokens.verify(new, "r").user_id == "cat"
+    tokens.revoke("r", 9, "", now * 1000 + 120_000)  # later: slot 1's entry outlived its tokens
+    assert ("r", 1) not in tokens._revoked
 
 
 async def test_a_slot_the_host_ended_takes_the_token_with_it(

@@ -94,3 +94,15 @@ async def test_the_memory_broker_drops_idle_rings_without_reusing_a_seq() -> Non
     fresh = await broker.history("new-room", None)
     assert (fresh.latest, fresh.reset) == (3, False)
     assert (await broker.history("new-room", fresh.latest, broker.epoch)).reset is False
+
+
+async def test_a_ring_made_by_a_publish_to_an_empty_room_is_dropped_too() -> None:
+    from liveroom.memory_broker import MemoryBroker
+    from liveroom.testing import FakeClock
+
+    clock = FakeClock()
+    broker = MemoryBroker(clock, history_count=100, history_age_s=300)
+    await broker.publish("nobody-here", "sale.started", {})  # a timer's item, no member
+    clock.advance(301)
+    await broker.subscribe("elsewhere")
+    assert "nobody-here" not in broker._rings
