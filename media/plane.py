@@ -416,8 +416,6 @@ class MediaPlane:
         admin, the room's host for a guest), or the node for the costream plugin (`only_user`:
         only if that user still publishes there)."""
         caller.check_room(room)
-        if caller.role not in ("host", "admin"):
-            raise Forbidden("only the room's host or an admin may end a stage slot")
         publisher = self.publishers.get((room, slot))
         if publisher is None or (only_user is not None and publisher.caller.user_id != only_user):
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")

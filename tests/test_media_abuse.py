@@ -179,6 +179,8 @@ async def test_a_bound_host_ends_a_guest_and_a_guest_ends_only_its_slot(server: 
         assert status == 403
         status, _ = await delete(server.url + guest.location, token("h", "host"))  # unbound host
         assert status == 403
+        status, _ = await delete(f"{server.url}/whip/{room}/slots/1", guest_token(room, 2))
+        assert status == 403  # a guest ends its own slot only
         status, _ = await delete(f"{server.url}/whip/{room}/slots/1", token("h", "host", room=room))
         assert status == 200
     finally:
