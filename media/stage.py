@@ -4,7 +4,8 @@ The plugin revokes a guest's publish token whenever the guest leaves the stage (
 the host, left, gone from the room, banned: `liveroom.publish_token.PublishTokens.revoke`);
 `StageSync` hears of each revocation and ends whatever that user publishes in that slot.
 The other way round, a host ending a guest's slot over HTTP revokes the slot's tokens, so
-the guest cannot publish again with the token they still hold.
+the guest cannot publish again with the token they still hold; the plugin hears of that
+revocation too and takes the guest off its stage.
 """
 
 from __future__ import annotations

@@ -104,6 +104,7 @@ class CostreamPlugin(Plugin):
         self._askers: dict[str, KeyedBuckets] = {}
         self._policy = StagePolicy(config.allowed_roles, config.allowed_tiers, config.priority_tiers)
         self._queue_updates = Throttle(host.timers, config.queue_interval_ms, self._publish_queue)
+        self._tokens.on_revoke(self._revoked)
 
     def _limited(self, handler: Any) -> Any:
         """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""
@@ -214,6 +215,29 @@ class CostreamPlugin(Plugin):
         ctx.send_to(payload.user, "costream.removed", {"slot": slot})
         await self._publish_stage(ctx.room)
         return {"user": payload.user, "slot": slot}
+
+    # -- the media side -------------------------------------------------------------------
+
+    def _revoked(self, room: str, slot: int, user: str) -> None:
+        """A slot's tokens were revoked from outside the plugin (the host ended the slot over
+        HTTP: docs/media.md): whoever is in that slot leaves the stage too, as a room timer.
+        The plugin's own revocations name the user, and are already its changes."""
+        if user or room not in self._stages:
+            return
+        ctx = self.host.room(room)
+        ctx.schedule(f"costream:ended:{room}:{slot}", ctx.now_ms, self._slot_ended(room, slot), wake=False)
+
+    def _slot_ended(self, room: str, slot: int) -> Callable[[float], Any]:
+        async def end(now_ms: float) -> None:
+            stage = self._stages.get(room)
+            if stage is None or slot not in stage.slots:
+                return
+            user, ctx = stage.slots[slot][0], self.host.room(room)
+            await self._change(ctx, {"op": "remove", "user": user})
+            ctx.send_to(user, "costream.removed", {"slot": slot})
+            await self._publish_stage(room)
+
+        return end
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -107,8 +107,10 @@ async def test_a_slot_the_host_ended_takes_the_token_with_it(
         status, _ = await delete(f"{server.url}/whip/{room}/slots/1", token(host.user, "host", room=room))
         assert status == 200
         await assert_off_air(server, room, publish_token)
+        # The plugin follows: the guest is off the stage too.
+        await fan.wait_for(lambda i: i["type"] == "costream.removed")
+        await host.wait_for(lambda i: i["type"] == "costream.stage" and i["data"]["guests"] == [])
         # Accepted again later: a new token for the same slot publishes.
-        assert code(await host.call("costream.remove", {"room": room, "user": fan.user})) == "ok"
         assert code(await fan.call("costream.request", {"room": room})) == "ok"
         assert (await host.call("costream.accept", {"room": room, "user": fan.user}))["slot"] == 1
         grants = await fan.wait_for(lambda i: i["type"] == "costream.accepted", count=2)
