@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from plugin_support import api, code, joined, room_name
+from support import ServerProcess, Viewer, module_server
 
 from liveroom.config import Config, LimitsConfig
 from liveroom.errors import BadRequest
@@ -204,3 +206,21 @@ async def test_query_numbers_out_of_range_are_bad_requests(value: str) -> None:
         for path, name in (("danmaku/moderation", "after"), ("danmaku/hot", "limit")):
             with pytest.raises(BadRequest):
                 await h.node.interactions.query("r", host.identity, path, {name: value})
+
+
+extreme_server = module_server("extreme_server")
+
+
+@pytest.mark.parametrize("starts_at", [2**63, 2**70, 10**400, -1, 1e308])
+async def test_extreme_numbers_over_the_wire_are_bad_requests(
+    extreme_server: ServerProcess, viewers: list[Viewer], starts_at: Any
+) -> None:
+    """The same through the real server: the host HTTP API and a Socket.IO command."""
+    room = room_name()
+    sale = {"sku": "s", "title": "t", "price": 1, "stock": 1, "duration_s": 60, "starts_at": starts_at}
+    status, body = api(extreme_server, "POST", f"/api/rooms/{room}/commands/sale.schedule", sale)
+    assert (status, body["error"]["code"]) == (400, "bad_request"), body
+    host = await joined(extreme_server, viewers, f"host-{room}", room, "host")
+    ack = await host.call("sale.schedule", {**sale, "room": room})
+    assert code(ack) == "bad_request", ack
+    assert code(await host.call("join", {"room": room, "since": starts_at})) == "bad_request"
