@@ -323,17 +323,19 @@ class MediaPlane:
         publisher = self.publishers.get((room, slot))
         if publisher is None or publisher.closed or publisher.ending:
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
-        self._admission.check(caller.user_id, room, self._viewers())
+        self._admission.check(caller.user_id, room, self._viewers_of(caller.user_id))
         self._check_room_has_space(room)
         session = PlaySession(publisher, caller, self.config, quality)
         session.on_closed = self._viewer_closed
         session.on_connected = self._viewer_connected
         return session.id, await self._answer(session, offer)
 
-    def _viewers(self) -> list[Counted]:
-        sessions = self.sessions.values()
+    def _viewers_of(self, user_id: str) -> list[Counted]:
+        """The user's WHEP sessions in this media process (one pass, nothing made for others)."""
         return [
-            Counted(s.caller.user_id, s.room, s.connected) for s in sessions if isinstance(s, PlaySession)
+            Counted(s.caller.user_id, s.room, s.connected)
+            for s in self.sessions.values()
+            if s.caller.user_id == user_id and isinstance(s, PlaySession)
         ]
 
     def _check_room_has_space(self, room: str) -> None:
