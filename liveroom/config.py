@@ -197,6 +197,7 @@ class MediaConfig:
     # (per media process); a WebRTC session not connected within session_connect_timeout_s is removed.
     max_viewer_sessions_per_user: int = 2
     max_pending_sessions_per_user: int = 2
+    max_pending_per_room: int = 500  # WHEP sessions of one room connecting at once, all users
     session_connect_timeout_s: float = 10.0
     # How often publisher bitrate / fps / keyframe interval are sampled into /metrics.
     stats_interval_s: float = 2.0

@@ -339,8 +339,14 @@ class MediaPlane:
         ]
 
     def _check_room_has_space(self, room: str) -> None:
-        if self.viewer_count(room) >= self.config.max_viewers_per_room:
+        """Connected viewers up to `max_viewers_per_room`, and up to `max_pending_per_room`
+        connecting (many users' offers that never connect are bounded too, not one user's)."""
+        viewers = [v for (r, _), p in self.publishers.items() if r == room for v in p.viewers if not v.closed]
+        connected = sum(v.connected for v in viewers)
+        if connected >= self.config.max_viewers_per_room:
             raise CommandError("this room has as many media viewers as it may", "too_many_viewers")
+        if len(viewers) - connected >= self.config.max_pending_per_room:
+            raise CommandError("too many viewers of this room are connecting; try again", "too_many_viewers")
 
     def _viewer_connected(self, session: Session) -> None:
         """Admitted while connecting, the room filled meanwhile: the last to connect goes."""

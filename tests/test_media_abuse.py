@@ -28,6 +28,7 @@ from media_support import (
 from support import SECRET, ServerProcess, token
 
 MAX_VIEWERS = 3
+MAX_PENDING = 5
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "LIVEROOM_MEDIA_WORKERS": "1",
         "LIVEROOM_MEDIA_MAX_VIEWERS_PER_ROOM": str(MAX_VIEWERS),
         "LIVEROOM_MEDIA_SESSION_CONNECT_TIMEOUT_S": "2",
+        "LIVEROOM_MEDIA_MAX_PENDING_PER_ROOM": str(MAX_PENDING),
     }
     process = ServerProcess(tmp_path_factory.mktemp("media-abuse"), env)
     yield process.start()
@@ -119,6 +121,23 @@ async def test_one_viewer_cannot_take_every_slot(server: ServerProcess) -> None:
             await viewer.end()
         await host.end()
         await other_host.end()
+
+
+async def test_many_users_offers_that_never_connect_are_bounded_per_room(server: ServerProcess) -> None:
+    room = room_name()
+    host = await publish(server.url, room, token("crowd-host", "host", room=room))
+    lurking = [await offer() for _ in range(MAX_PENDING + 1)]
+    try:
+        for n, pc in enumerate(lurking):
+            status, _, body = await post_sdp(
+                f"{server.url}/whep/{room}", token(f"bot-{n}"), pc.localDescription.sdp
+            )
+            expected = (201, None) if n < MAX_PENDING else (503, "too_many_viewers")
+            assert (status, None if status == 201 else error_code(body)) == expected, n
+    finally:
+        for pc in lurking:
+            await pc.close()
+        await host.end()
 
 
 async def test_a_session_is_its_owners_in_its_role_and_room(server: ServerProcess) -> None:
