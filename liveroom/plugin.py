@@ -29,7 +29,8 @@ write first, then change memory, then publish; rebuild everything a client sees 
 records; keep per-room and per-user state bounded.
 
 Hook order: plugins are called in load order (the built-ins in `liveroom.discovery.BUILTIN`
-order, then third-party plugins by name), for every hook.
+order, then third-party plugins by name), for every hook; `on_message` (the message hook,
+`liveroom.message_hook`) by `message_priority` first (lower first), then load order.
 """
 
 from __future__ import annotations
@@ -43,24 +44,34 @@ from liveroom.auth import Identity
 from liveroom.broker import Publication
 from liveroom.clock import Clock
 from liveroom.errors import LiveroomError
+from liveroom.message_hook import Answer, Bot, Hold, Message, Pass, Reject, Rewrite, Verdict
 from liveroom.publish_token import PublishTokens
 from liveroom.store import Store
 from liveroom.timers import TimerCallback, Timers
 
 __all__ = [
     "Activity",
+    "Answer",
+    "Bot",
     "CheckedServices",
     "CommandContext",
     "CommandSpec",
+    "Hold",
+    "Message",
+    "Pass",
     "Plugin",
     "PluginHost",
     "QueryContext",
     "QuerySpec",
+    "Reject",
     "Reply",
+    "Rewrite",
     "RoomContext",
     "RoomServices",
     "Signals",
     "UndeclaredItem",
+    "Verdict",
+    "message_hook_plugins",
 ]
 
 log = logging.getLogger(__name__)
@@ -296,6 +307,8 @@ class Plugin:
     config_type: ClassVar[type[Any]]
     # Every item type this plugin publishes or sends, `NAME.event`; any other is refused.
     item_types: ClassVar[tuple[str, ...]] = ()
+    # The message hook's order across plugins: lower first; ties in load order.
+    message_priority: ClassVar[int] = 0
 
     def __init__(self, config: Any, host: PluginHost) -> None:
         self.config = config
@@ -339,9 +352,22 @@ class Plugin:
         see the result (`dashboard.stats`)."""
         return None
 
+    async def on_message(self, ctx: RoomContext, message: Message) -> Verdict:
+        """The message hook: a danmaku about to be published, after danmaku's own checks, on
+        the node that holds the room. Return None (pass), `Rewrite`, `Answer`, `Reject` or
+        `Hold` (`liveroom.message_hook`). Keep it within `[plugins.danmaku] hook_timeout_ms`:
+        past it, or raising, the hook is skipped or the message held (`hook_failure`)."""
+        return None
+
     async def start(self) -> None:
         """The node starts (no room is loaded yet): open what the plugin needs for itself."""
         return None
 
     async def stop(self) -> None:
         return None
+
+
+def message_hook_plugins(plugins: Sequence[Plugin]) -> list[Plugin]:
+    """The plugins that override `on_message`, in the hook's order (priority, then load order)."""
+    hooked = [plugin for plugin in plugins if type(plugin).on_message is not Plugin.on_message]
+    return sorted(hooked, key=lambda plugin: plugin.message_priority)  # stable: load order kept
