@@ -41,6 +41,7 @@ function start(t) {
 
 function onState(state) {
   showMessages(state.danmaku?.recent || []);
+  showHeld(state.danmaku?.review || []);
   showQueue(state.costream?.queue || []);
   showStage(state.costream?.guests || []);
   $("#slow").value = state.danmaku?.slow_mode_s ?? 0;
@@ -48,6 +49,8 @@ function onState(state) {
 
 const ITEMS = {
   "danmaku.message": addMessage,
+  "danmaku.held": addHeld,
+  "danmaku.reviewed": d => { document.querySelector(`#held [data-id="${CSS.escape(d.id)}"]`)?.remove(); },
   "danmaku.deleted": d => { document.querySelector(`#messages [data-id="${CSS.escape(d.id)}"]`)?.remove(); },
   "costream.queue": d => showQueue(d.queue),
   "costream.stage": d => showStage(d.guests),
@@ -229,6 +232,21 @@ function addMessage(d) {
   $("#messages").prepend(row);
   messages.push(row);
   if (messages.length > 100) messages.shift().remove();
+}
+
+// --- review queue (message hooks that held a message; docs/plugins.md) -------------------------
+
+function showHeld(held) {
+  $("#held").replaceChildren();
+  held.forEach(addHeld);
+}
+
+function addHeld(d) {
+  const act = event => () => call(event, { id: d.id }, "#review-error");
+  $("#held").append(el("li", { "data-id": d.id },
+    el("span", { class: "text" }, el("b", {}, d.user.name), " ", d.text, el("span", { class: "muted" }, ` (${d.by}: ${d.reason})`)),
+    el("button", { class: "approve", onclick: act("danmaku.review.approve") }, "Approve"),
+    el("button", { class: "drop", onclick: act("danmaku.review.drop") }, "Drop")));
 }
 
 // --- run of show, on the server clock ------------------------------------------------------------
