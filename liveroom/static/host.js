@@ -42,6 +42,7 @@ function start(t) {
 function onState(state) {
   showMessages(state.danmaku?.recent || []);
   showHeld(state.danmaku?.review || []);
+  showFaq(state.faq);
   showQueue(state.costream?.queue || []);
   showStage(state.costream?.guests || []);
   $("#slow").value = state.danmaku?.slow_mode_s ?? 0;
@@ -50,6 +51,8 @@ function onState(state) {
 const ITEMS = {
   "danmaku.message": addMessage,
   "danmaku.held": addHeld,
+  "faq.entries": d => showFaq({ entries: d.entries }),
+  "faq.unanswered": d => addUnanswered(d),
   "danmaku.reviewed": d => { document.querySelector(`#held [data-id="${CSS.escape(d.id)}"]`)?.remove(); },
   "danmaku.deleted": d => { document.querySelector(`#messages [data-id="${CSS.escape(d.id)}"]`)?.remove(); },
   "costream.queue": d => showQueue(d.queue),
@@ -87,6 +90,7 @@ function bind() {
   $('#rule-form [name="trigger"]').addEventListener("change", showTriggerFields);
   showTriggerFields();
   $("#slow-set").addEventListener("click", () => call("danmaku.slow", { interval_s: Number($("#slow").value) }, "#mod-error"));
+  $("#faq-form").addEventListener("submit", e => { e.preventDefault(); saveFaq(); });
   $("#unpin").addEventListener("click", () => call("danmaku.unpin", {}, "#mod-error"));
   $("#show-start").addEventListener("click", () => { localStorage.setItem(showKey(), conn.clock.now()); resetRan(); });
   $("#show-next").addEventListener("click", nextStep);
@@ -247,6 +251,38 @@ function addHeld(d) {
     el("span", { class: "text" }, el("b", {}, d.user.name), " ", d.text, el("span", { class: "muted" }, ` (${d.by}: ${d.reason})`)),
     el("button", { class: "approve", onclick: act("danmaku.review.approve") }, "Approve"),
     el("button", { class: "drop", onclick: act("danmaku.review.drop") }, "Drop")));
+}
+
+// --- FAQ bot (plugins/faq.py; the card shows when the plugin is on) ---------------------------
+
+function showFaq(faq) {
+  if (!faq) return;
+  $("#faq").hidden = false;
+  $("#faq-entries").replaceChildren(...faq.entries.map(e => el("li", { "data-id": e.id },
+    el("span", { class: "text" }, el("b", {}, e.questions.join(" / ")), " → ", e.answer),
+    el("button", { onclick: () => call("faq.remove", { id: e.id }, "#faq-error") }, "Remove"))));
+  if (faq.unanswered) {
+    $("#faq-unanswered").replaceChildren();
+    faq.unanswered.forEach(addUnanswered);
+  }
+}
+
+function addUnanswered(d) {
+  const list = $("#faq-unanswered");
+  [...list.children].filter(li => li.dataset.question === d.question).forEach(li => li.remove());
+  list.prepend(el("li", { "data-question": d.question },
+    el("span", { class: "text" }, d.question, el("span", { class: "muted" }, ` (${d.summary})`)),
+    el("button", { onclick: () => { $('#faq-form [name="questions"]').value = d.question; $('#faq-form [name="answer"]').focus(); } }, "Answer")));
+}
+
+function saveFaq() {
+  const f = form("#faq-form");
+  const questions = f.questions.split("\n").map(q => q.trim()).filter(Boolean);
+  call("faq.set", { questions, answer: f.answer.trim() }, "#faq-error").then(ack => {
+    if (!ack.ok) return;
+    $("#faq-form").reset();
+    [...$("#faq-unanswered").children].filter(li => questions.includes(li.dataset.question)).forEach(li => li.remove());
+  });
 }
 
 // --- run of show, on the server clock ------------------------------------------------------------
