@@ -278,6 +278,9 @@ class CommandSpec(Generic[P]):
     # (`POST /api/rooms/{room}/commands/NAME.verb`, host or admin token).
     staff_only: bool = False
     summary: str = ""
+    # A staff command may also be served as `POST /api/rooms/{room}/<http>` (e.g.
+    # "coupons/grants"), the body its payload, besides `.../commands/NAME.verb`.
+    http: str = ""
 
 
 @dataclass(frozen=True, slots=True)
