@@ -44,6 +44,7 @@ from liveroom.auth import Identity
 from liveroom.broker import Publication
 from liveroom.clock import Clock
 from liveroom.errors import LiveroomError
+from liveroom.events import EventLog
 from liveroom.message_hook import Answer, Bot, Hold, Message, Pass, Reject, Rewrite, Verdict
 from liveroom.publish_token import PublishTokens
 from liveroom.store import Store
@@ -201,6 +202,8 @@ class PluginHost:
     # Every plugin loaded on this node, in load order; filled once start-up has built them
     # all (empty inside a plugin's __init__). The dashboard reads its siblings' `figures`.
     plugins: list[Plugin] = field(default_factory=list)
+    # Business events for the merchant's backend (liveroom.events; sent by the webhooks plugin).
+    events: EventLog = field(default_factory=EventLog)
 
     def room(self, room: str) -> RoomContext:
         """A context for work on a room outside a command (a timer, a hook)."""
