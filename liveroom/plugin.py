@@ -40,12 +40,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import msgspec
+
 from liveroom.auth import Identity
 from liveroom.broker import Publication
 from liveroom.clock import Clock
-from liveroom.errors import LiveroomError
+from liveroom.errors import BadRequest, Forbidden, LiveroomError
 from liveroom.events import EventLog
 from liveroom.message_hook import Answer, Bot, Hold, Message, Pass, Reject, Rewrite, Verdict
+from liveroom.protocol import decode_payload
 from liveroom.publish_token import PublishTokens
 from liveroom.store import Store
 from liveroom.timers import TimerCallback, Timers
@@ -208,6 +211,30 @@ class PluginHost:
     def room(self, room: str) -> RoomContext:
         """A context for work on a room outside a command (a timer, a hook)."""
         return RoomContext(room, self.clock.now_ms(), self.store, self.services, self.timers)
+
+    def command_spec(self, name: str) -> tuple[Plugin, CommandSpec[Any]]:
+        """The plugin that declares a command, and its spec (`unknown_event` if none does)."""
+        for plugin in self.plugins:
+            for spec in plugin.commands():
+                if spec.name == name:
+                    return plugin, spec
+        raise BadRequest(f"unknown command {name[:64]!r}", "unknown_event")
+
+    async def command(
+        self, room: str, caller: Identity, name: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Run another plugin's command in a room as `caller` (a show's stage opening a poll):
+        checked (staff only) and validated as a client's is; the ack's fields, or the
+        `CommandError` it raised. Call it from the room's own work (a command, a timer)."""
+        plugin, spec = self.command_spec(name)
+        if spec.staff_only and not caller.is_staff:
+            raise Forbidden(f"{name} is for hosts and moderators")
+        typed = decode_payload(spec.payload, {**payload, "room": room})
+        host = plugin.host
+        ctx = CommandContext(room, self.clock.now_ms(), host.store, host.services, host.timers, caller=caller)
+        reply = await spec.handler(ctx, typed)
+        fields = reply if isinstance(reply, Mapping) else msgspec.to_builtins(reply)
+        return dict(fields or {})
 
 
 @dataclass(frozen=True, slots=True)

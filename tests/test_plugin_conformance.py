@@ -128,3 +128,15 @@ class TestFaq(PluginConformance):
         )
         await run(host, "faq.remove", {"room": room, "id": made["id"], "request_id": "f3"})
         await run(fan, "danmaku.send", {"room": room, "text": "which colour?"})
+
+
+class TestShow(PluginConformance):
+    settle_s = 10.0  # the show's two stages (a running show keeps its room awake)
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host = await h.connect(f"host-{room}", role="host")
+        await run.join(host, room)
+        drop = {"command": "coupon.drop", "payload": {"title": "Hi", "count": 3}}
+        stages = [{"name": "One", "duration_s": 2, "actions": [drop]}, {"name": "Two", "duration_s": 3}]
+        await run(host, "show.plan", {"room": room, "stages": stages, "request_id": "p1"})
+        await run(host, "show.start", {"room": room, "request_id": "s1"})
