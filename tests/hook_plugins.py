@@ -35,6 +35,9 @@ class MaskPlugin(_Hooked):
     message_priority = -10
 
     async def decide(self, text: str) -> Verdict:
+        if "wait" in text:  # a hook that waits on something (a moderation service) within its budget
+            await asyncio.sleep(0.001)
+            return Rewrite(text.replace("wait", "w***"))
         return Rewrite(text.replace("darn", "****")) if "darn" in text else None
 
 

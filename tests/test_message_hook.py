@@ -52,6 +52,14 @@ async def test_hooks_run_in_priority_then_load_order_and_rewrite_and_answer() ->
         assert answer["reply_to"] == ack["id"]
 
 
+async def test_a_hook_that_waits_within_its_budget_is_heard() -> None:
+    async with harness(hook_timeout_ms=5000) as h:
+        host, fan = await room_with(h)
+        assert (await send(fan, "please wait?"))["ok"]
+        await h.tick()
+        assert texts(host) == [("u1", "please w***?"), ("bot:echo", "you asked: please w***?")]
+
+
 async def test_a_reject_answers_the_sender_with_the_hooks_code_and_publishes_nothing() -> None:
     async with harness() as h:
         host, fan = await room_with(h)
