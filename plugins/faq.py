@@ -150,10 +150,11 @@ class FaqPlugin(Plugin):
         state = self._rooms.get(ctx.room)
         if state is None:
             return None
-        entry = state.index.answer(message.text, message.now_ms)
-        if entry is not None:
-            return Answer(entry.answer, self.bot)
-        if state.index.match(message.text) is None and is_question(message.text):
+        found = state.index.match(message.text)
+        if found is not None:  # answered, unless the same entry did within the interval
+            entry = found[0]
+            return Answer(entry.answer, self.bot) if state.index.due(entry, message.now_ms) else None
+        if is_question(message.text):
             surfaced = state.unanswered.add(message.text, message.now_ms)
             if surfaced is not None:
                 self._tell_staff(ctx, "faq.unanswered", surfaced)

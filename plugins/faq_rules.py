@@ -119,14 +119,15 @@ class FaqIndex:
     def answer(self, text: str, now_ms: float) -> Entry | None:
         """The entry to answer with now, or None (no match, or answered within the interval)."""
         found = self.match(text)
-        if found is None:
-            return None
-        entry = found[0]
+        return None if found is None or not self.due(found[0], now_ms) else found[0]
+
+    def due(self, entry: Entry, now_ms: float) -> bool:
+        """Whether `entry` may answer now (not within the interval); if so, it is answering."""
         last = self._answered.get(entry.id)
         if last is not None and now_ms - last < self.repeat_interval_ms:
-            return None
+            return False
         self._answered[entry.id] = now_ms
-        return entry
+        return True
 
     def listed(self) -> list[dict[str, Any]]:
         return [entry.public() for entry in self.entries.values()]
