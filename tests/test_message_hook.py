@@ -191,6 +191,9 @@ async def test_end_to_end_hooks_over_socketio(tmp_path: Path) -> None:
         await host.wait_for(lambda i: i["type"] == "danmaku.held")
         assert (await host.call("danmaku.review.approve", {"room": room, "id": held["id"]}))["ok"]
         await fan.wait_for(lambda i: i["data"].get("text") == "go to http://x.example")
+        assert (await fan.call("danmaku.send", {"room": room, "text": "boom"}))["ok"]  # a raising hook
+        await host.wait_for(lambda i: i["data"].get("text") == "boom")
+        assert "message hook of broken failed" in server.log()
     finally:
         for viewer in viewers:
             await viewer.close()
