@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from media_support import publish
 from plugin_support import room_name
-from support import ServerProcess, Viewer, free_port
+from support import ServerProcess, Viewer, free_port, token
 
 from liveroom.events import stream_event
 from liveroom.testing import NodeHarness
@@ -167,4 +168,29 @@ async def test_end_to_end_events_from_a_real_server(tmp_path: Path, receiver: Re
         assert receiver.forged == 0
     finally:
         await host.close()
+        server.stop()
+
+
+async def test_end_to_end_a_host_going_live_and_stopping_reaches_the_backend(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    env = {
+        "LIVEROOM_PLUGINS_WEBHOOKS_URL": receiver.url,
+        "LIVEROOM_PLUGINS_WEBHOOKS_SECRET": SECRET,
+        "LIVEROOM_PLUGINS_WEBHOOKS_EVENTS": "stream.started,stream.stopped",
+    }
+    server = ServerProcess(tmp_path, env=env).start()
+    try:
+        room = room_name()
+        publisher = await publish(server.url, room, token("host1", "host"))
+        try:
+            started = (await receiver.wait(1))[0]
+            assert started["type"] == "stream.started" and started["room"] == room, started
+            assert started["data"]["user"]["id"] == "host1"
+        finally:
+            assert await publisher.end() in (200, 204)
+        stopped = (await receiver.wait(2))[1]
+        assert stopped["type"] == "stream.stopped" and stopped["data"]["reason"] == "ended", stopped
+        assert stopped["data"]["session"] == started["data"]["session"] and receiver.forged == 0
+    finally:
         server.stop()
