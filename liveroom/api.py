@@ -43,6 +43,9 @@ API_ROLES = ("host", "admin")
 def add_api_routes(router: web.UrlDispatcher, node: Node) -> None:
     router.add_get("/api/openapi.json", _openapi_handler(node))
     router.add_post("/api/rooms/{room}/commands/{command}", _command_handler(node))
+    for command in node.dispatcher.commands.values():
+        if command.staff_only and command.http:  # a plugin's own path for a command (coupons/grants)
+            router.add_post(f"/api/rooms/{{room}}/{command.http}", _command_handler(node, command.name))
     for plugin in node.plugins:
         for spec in plugin.queries():
             router.add_get(f"/api/rooms/{{room}}/{spec.path}", _query_handler(node, spec))
@@ -75,9 +78,9 @@ def _path_params(request: web.Request) -> None:
             raise BadRequest(f"{key} must be 1-64 letters, digits or _ . : -")
 
 
-def _command_handler(node: Node) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _command_handler(node: Node, name: str = "") -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
-        room, command = request.match_info["room"], request.match_info["command"]
+        room, command = request.match_info["room"], name or request.match_info["command"]
         try:
             _path_params(request)
             caller = _caller(node, request, room)
@@ -141,6 +144,8 @@ def openapi_document(node: Node) -> Mapping[str, Any]:
     for spec in specs:
         body = {"$ref": f"#/components/schemas/{spec.payload.__name__}"}
         paths[f"/api/rooms/{{room}}/commands/{spec.name}"] = {"post": _operation(spec.summary, body)}
+        if spec.http:
+            paths[f"/api/rooms/{{room}}/{spec.http}"] = {"post": _operation(spec.summary, body)}
     for plugin in node.plugins:
         for query in plugin.queries():
             paths[f"/api/rooms/{{room}}/{query.path}"] = {"get": _operation(query.summary, None, query.path)}

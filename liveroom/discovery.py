@@ -34,6 +34,7 @@ BUILTIN = {
     "like": "liveroom.plugins.like:LikePlugin",
     "coupon": "liveroom.plugins.coupon:CouponPlugin",
     "costream": "liveroom.plugins.costream:CostreamPlugin",
+    "show": "liveroom.plugins.show:ShowPlugin",
     "dashboard": "liveroom.plugins.dashboard:DashboardPlugin",
 }
 

@@ -35,6 +35,8 @@ import orjson
 from liveroom.record import Record
 from liveroom.store import Store, records_of
 
+Body = Callable[[Record], Mapping[str, Any]]
+
 __all__ = ["DEAD_KIND", "DELIVERED_KIND", "WebhookOutbox", "signature"]
 
 log = logging.getLogger(__name__)
@@ -54,19 +56,28 @@ class WebhookOutbox:
         store: Store,
         kind: str,
         url: str,
-        body: Callable[[Record], Mapping[str, Any]],
+        body: Body,
         timeout_s: float = 5.0,
         first_backoff_s: float = 0.2,
         max_backoff_s: float = 30.0,
         *,
         secret: str = "",
         max_attempts: int = 10,
+        name: str = "",
+        key: Callable[[Record], str] | None = None,
+        wanted: Callable[[Record], bool] | None = None,
     ) -> None:
+        """`name`: this outbox's own (its cursor, receipts and dead letters), when several read
+        one kind (default: the kind); `key`: a record's Idempotency-Key (default: its key);
+        `wanted`: records it skips (no POST, the cursor moves on) answer False."""
         self._store, self._kind, self._url, self._body = store, kind, url, body
+        self._name = name or kind
+        self._key: Callable[[Record], str] = key or (lambda record: record.key)
+        self._wanted = wanted
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._first_backoff_s, self._max_backoff_s = first_backoff_s, max_backoff_s
         self._secret, self._max_attempts = secret, max(1, max_attempts)
-        self._cursor_key = f"outbox:{kind}:cursor"
+        self._cursor_key = f"outbox:{self._name}:cursor"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -77,7 +88,7 @@ class WebhookOutbox:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
-        self._task = asyncio.create_task(self._run(), name=f"outbox-{self._kind}")
+        self._task = asyncio.create_task(self._run(), name=f"outbox-{self._name}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -94,16 +105,16 @@ class WebhookOutbox:
         found = []
         async for dead in records_of(self._store, DEAD_KIND, room):
             if (
-                dead.data["kind"] == self._kind
+                dead.data["kind"] == self._name
                 and await self._store.get_record(DELIVERED_KIND, dead.key) is None
             ):
-                found.append({"key": dead.key, **dead.data, "at": dead.created_ms})
+                found.append({"key": dead.data.get("record", dead.key), **dead.data, "at": dead.created_ms})
         return found
 
     async def redeliver(self, key: str) -> bool:
         """Send a dead letter once more, now; True if it landed (a receipt is written)."""
         record = await self._store.get_record(self._kind, key)
-        if record is None or await self._store.get_record(DEAD_KIND, key) is None:
+        if record is None or await self._store.get_record(DEAD_KIND, self._own(record)) is None:
             return False
         error = await self._attempt(record, 1)
         if error is not None:
@@ -135,7 +146,8 @@ class WebhookOutbox:
             if not page:
                 return
             for record in page:
-                if await self._store.get_record(DELIVERED_KIND, record.key) is None:
+                skip = self._wanted is not None and not self._wanted(record)
+                if not skip and await self._store.get_record(DELIVERED_KIND, self._own(record)) is None:
                     await self._deliver(record)
                 cursor = record.position
                 await self._store.set_counter(self._cursor_key, cursor)
@@ -151,9 +163,11 @@ class WebhookOutbox:
             if attempt < self._max_attempts:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
-        log.warning("outbox %s: %s given up after %d attempts (%s)", self._kind, record.key, attempt, error)
-        dead = {"kind": self._kind, "attempts": attempt, "error": error}
-        await self._store.put_record(Record(DEAD_KIND, record.key, record.room, dead, record.created_ms))
+        log.warning("outbox %s: %s given up after %d attempts (%s)", self._name, record.key, attempt, error)
+        dead = {"kind": self._name, "attempts": attempt, "error": error, "record": record.key}
+        await self._store.put_record(
+            Record(DEAD_KIND, self._own(record), record.room, dead, record.created_ms)
+        )
 
     async def _attempt(self, record: Record, attempt: int) -> str | None:
         """One POST; None when it landed, else why not."""
@@ -161,7 +175,7 @@ class WebhookOutbox:
         payload = orjson.dumps(self._body(record))
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": record.key,
+            "Idempotency-Key": self._key(record),
             "X-Liveroom-Attempt": str(attempt),
         }
         if self._secret:
@@ -175,5 +189,12 @@ class WebhookOutbox:
             return f"failed: {exc!r}"
 
     async def _receipt(self, record: Record, attempts: int) -> None:
-        receipt = Record(DELIVERED_KIND, record.key, record.room, {"attempts": attempts}, record.created_ms)
+        receipt = Record(
+            DELIVERED_KIND, self._own(record), record.room, {"attempts": attempts}, record.created_ms
+        )
         await self._store.put_record(receipt)
+
+    def _own(self, record: Record) -> str:
+        """The key of this outbox's receipt or dead letter for a record (the record's own key
+        for the outbox named after its kind, as before: receipts already written stay valid)."""
+        return record.key if self._name == self._kind else f"{self._name}/{record.key}"

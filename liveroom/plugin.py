@@ -29,7 +29,8 @@ write first, then change memory, then publish; rebuild everything a client sees 
 records; keep per-room and per-user state bounded.
 
 Hook order: plugins are called in load order (the built-ins in `liveroom.discovery.BUILTIN`
-order, then third-party plugins by name), for every hook.
+order, then third-party plugins by name), for every hook; `on_message` (the message hook,
+`liveroom.message_hook`) by `message_priority` first (lower first), then load order.
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import msgspec
+
 from liveroom.auth import Identity, check_outranks
 from liveroom.broker import Publication
 from liveroom.clock import Clock
-from liveroom.errors import BadRequest, LiveroomError
+from liveroom.errors import BadRequest, Forbidden, LiveroomError
+from liveroom.events import EventLog
+from liveroom.message_hook import Answer, Bot, Hold, Message, Pass, Reject, Rewrite, Verdict
+from liveroom.protocol import decode_payload
 from liveroom.publish_token import PublishTokens
 from liveroom.ratelimit import UserRate
 from liveroom.store import Store
@@ -51,18 +57,27 @@ from liveroom.timers import TimerCallback, Timers
 __all__ = [
     "MAX_POSITION",
     "Activity",
+    "Answer",
+    "Bot",
     "CheckedServices",
     "CommandContext",
     "CommandSpec",
+    "Hold",
+    "Message",
+    "Pass",
     "Plugin",
     "PluginHost",
     "QueryContext",
     "QuerySpec",
+    "Reject",
     "Reply",
+    "Rewrite",
     "RoomContext",
     "RoomServices",
     "Signals",
     "UndeclaredItem",
+    "Verdict",
+    "message_hook_plugins",
     "rate_limited",
 ]
 
@@ -196,10 +211,36 @@ class PluginHost:
     # Every plugin loaded on this node, in load order; filled once start-up has built them
     # all (empty inside a plugin's __init__). The dashboard reads its siblings' `figures`.
     plugins: list[Plugin] = field(default_factory=list)
+    # Business events for the merchant's backend (liveroom.events; sent by the webhooks plugin).
+    events: EventLog = field(default_factory=EventLog)
 
     def room(self, room: str) -> RoomContext:
         """A context for work on a room outside a command (a timer, a hook)."""
         return RoomContext(room, self.clock.now_ms(), self.store, self.services, self.timers)
+
+    def command_spec(self, name: str) -> tuple[Plugin, CommandSpec[Any]]:
+        """The plugin that declares a command, and its spec (`unknown_event` if none does)."""
+        for plugin in self.plugins:
+            for spec in plugin.commands():
+                if spec.name == name:
+                    return plugin, spec
+        raise BadRequest(f"unknown command {name[:64]!r}", "unknown_event")
+
+    async def command(
+        self, room: str, caller: Identity, name: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Run another plugin's command in a room as `caller` (a show's stage opening a poll):
+        checked (staff only) and validated as a client's is; the ack's fields, or the
+        `CommandError` it raised. Call it from the room's own work (a command, a timer)."""
+        plugin, spec = self.command_spec(name)
+        if spec.staff_only and not caller.is_staff:
+            raise Forbidden(f"{name} is for hosts and moderators")
+        typed = decode_payload(spec.payload, {**payload, "room": room})
+        host = plugin.host
+        ctx = CommandContext(room, self.clock.now_ms(), host.store, host.services, host.timers, caller=caller)
+        reply = await spec.handler(ctx, typed)
+        fields = reply if isinstance(reply, Mapping) else msgspec.to_builtins(reply)
+        return dict(fields or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +322,9 @@ class CommandSpec(Generic[P]):
     # (`POST /api/rooms/{room}/commands/NAME.verb`, host or admin token).
     staff_only: bool = False
     summary: str = ""
+    # A staff command may also be served as `POST /api/rooms/{room}/<http>` (e.g.
+    # "coupons/grants"), the body its payload, besides `.../commands/NAME.verb`.
+    http: str = ""
 
 
 def rate_limited(
@@ -336,6 +380,8 @@ class Plugin:
     config_type: ClassVar[type[Any]]
     # Every item type this plugin publishes or sends, `NAME.event`; any other is refused.
     item_types: ClassVar[tuple[str, ...]] = ()
+    # The message hook's order across plugins: lower first; ties in load order.
+    message_priority: ClassVar[int] = 0
 
     def __init__(self, config: Any, host: PluginHost) -> None:
         self.config = config
@@ -379,9 +425,22 @@ class Plugin:
         see the result (`dashboard.stats`)."""
         return None
 
+    async def on_message(self, ctx: RoomContext, message: Message) -> Verdict:
+        """The message hook: a danmaku about to be published, after danmaku's own checks, on
+        the node that holds the room. Return None (pass), `Rewrite`, `Answer`, `Reject` or
+        `Hold` (`liveroom.message_hook`). Keep it within `[plugins.danmaku] hook_timeout_ms`:
+        past it, or raising, the hook is skipped or the message held (`hook_failure`)."""
+        return None
+
     async def start(self) -> None:
         """The node starts (no room is loaded yet): open what the plugin needs for itself."""
         return None
 
     async def stop(self) -> None:
         return None
+
+
+def message_hook_plugins(plugins: Sequence[Plugin]) -> list[Plugin]:
+    """The plugins that override `on_message`, in the hook's order (priority, then load order)."""
+    hooked = [plugin for plugin in plugins if type(plugin).on_message is not Plugin.on_message]
+    return sorted(hooked, key=lambda plugin: plugin.message_priority)  # stable: load order kept

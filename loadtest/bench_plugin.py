@@ -14,10 +14,20 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liveroom.plugin import CommandContext, CommandSpec, Plugin
+from liveroom.plugin import (
+    Answer,
+    Bot,
+    CommandContext,
+    CommandSpec,
+    Message,
+    Plugin,
+    Rewrite,
+    RoomContext,
+    Verdict,
+)
 from liveroom.protocol import RoomId
 
-__all__ = ["BenchConfig", "BenchPlugin", "PublishPayload"]
+__all__ = ["BenchConfig", "BenchHookPlugin", "BenchPlugin", "PublishPayload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +54,25 @@ class BenchPlugin(Plugin):
         item_type = "bench.priority" if payload.priority else "bench.message"
         publication = await ctx.publish(item_type, {"text": payload.text}, priority=payload.priority)
         return {"seq": publication.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class BenchHookConfig:
+    mode: str = "pass"  # "pass": the hook looks and lets go; "rewrite"; "answer": a bot replies
+
+
+class BenchHookPlugin(Plugin):
+    """`benchhook`: a message hook for `command_bench --hook` (the hook's cost on `danmaku.send`).
+    Loaded by `LIVEROOM_PLUGINS_BENCHHOOK_LOAD=liveroom.loadtest.bench_plugin:BenchHookPlugin`."""
+
+    name = "benchhook"
+    config_type = BenchHookConfig
+    config: BenchHookConfig
+    BOT = Bot("bot:bench", "Bench")
+
+    async def on_message(self, ctx: RoomContext, message: Message) -> Verdict:
+        if self.config.mode == "rewrite":
+            return Rewrite(message.text.upper())
+        if self.config.mode == "answer":
+            return Answer("noted", self.BOT)
+        return None

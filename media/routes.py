@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from liveroom.errors import CommandError
+from liveroom.events import stream_event
 from liveroom.node import Node
 from liveroom.protocol import is_name
 
@@ -79,9 +80,13 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     config = node.config.media
     workers = worker_count(config.workers)
 
+    events = next(iter(node.plugin_hosts.values())).events if node.plugin_hosts else None
+
     async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
         # Stats are a stream of samples: members get them live, history does not keep them.
         await node.publish(room, item_type, data, history=item_type != "media.stats")
+        if item_type == "media.publisher" and events is not None:  # stream.started / stopped
+            await stream_event(events, node.store, room, data, node.clock.now_ms())
 
     backend: MediaBackend = (
         LocalMedia(config, publish_event) if workers == 1 else WorkerPool(config, workers, publish_event)

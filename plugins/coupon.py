@@ -43,6 +43,8 @@ __all__ = ["CouponConfig", "CouponPlugin"]
 
 RULE_KIND, GRANT_KIND, CLAIM_KIND = "coupon.rule", "coupon.grant", "coupon.claim"
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+ActivityName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{0,31}$")]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
 
@@ -58,16 +60,17 @@ class CouponConfig:
     # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
     publish_rate_per_s: float = 2.0
     publish_burst: int = 20
+    max_fired: int = 10_000  # per room: coupon.activity request ids remembered (a retry counts once)
 
 
 @dataclass(frozen=True, slots=True)
 class RulePayload:
     room: RoomId
     title: Title
-    trigger: Literal["watch_time", "activity"]
+    trigger: Literal["watch_time", "activity", "grant"]
     budget: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
     minutes: Annotated[float, msgspec.Meta(ge=0.1, le=1440)] = 30.0
-    activity: Literal["danmaku", "vote", "like", ""] = ""
+    activity: ActivityName | Literal[""] = ""  # danmaku, vote, like, or a name fired by coupon.activity
     count: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 1
     # A streak: `count` within this many seconds (0: over the whole show).
     within_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
@@ -81,6 +84,23 @@ class DropPayload:
     title: Title
     count: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
     request_id: RequestId | None = None  # the same one makes one drop
+
+
+@dataclass(frozen=True, slots=True)
+class GrantPayload:
+    room: RoomId
+    user: UserId
+    rule: RuleId
+    request_id: RequestId  # a retry: the same grant (a grant is one per user and rule anyway)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityPayload:
+    room: RoomId
+    user: UserId
+    kind: ActivityName  # "follow", "share", "game_won"...: what activity rules count
+    amount: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+    request_id: RequestId | None = None  # the same one counts once (the room's last max_fired)
 
 
 @dataclass(slots=True)
@@ -99,6 +119,8 @@ class RoomCoupons:
     def watched(self) -> list[CouponRule]:
         """The watch-time rules still granting: a join sets a timer for each, and no other."""
         return [r for r in self.rules.values() if r.trigger == "watch_time" and r.id not in self.spent]
+
+    fired: dict[str, None] = field(default_factory=dict)  # coupon.activity request ids, oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +160,22 @@ class CouponPlugin(Plugin):
             ),
             CommandSpec("coupon.grab", RuleRef, self.grab, summary="Grab a coupon from a drop"),
             CommandSpec("coupon.claim", RuleRef, self.claim, summary="Claim (redeem) a granted coupon"),
+            CommandSpec(
+                "coupon.grant",
+                GrantPayload,
+                self.grant,
+                True,
+                "Grant a rule's coupon to a user",
+                "coupons/grants",
+            ),
+            CommandSpec(
+                "coupon.activity",
+                ActivityPayload,
+                self.fire,
+                True,
+                "Count an activity of a user",
+                "activities",
+            ),
         )
 
     def queries(self) -> Sequence[QuerySpec]:
@@ -226,6 +264,31 @@ class CouponPlugin(Plugin):
             raise CommandError("this coupon was already claimed", "already_claimed")
         (await self._pending(ctx.room, ctx.caller.user_id)).pop(payload.rule, None)
         return {"grant": dict(grant.data), "claimed_at": int(ctx.now_ms)}
+
+    async def grant(self, ctx: CommandContext, payload: GrantPayload) -> Mapping[str, Any]:
+        """A backend's (or staff's) grant: the user hears `coupon.granted` at once if connected
+        here, and finds it in `join`'s `pending` otherwise."""
+        rule = self._rooms[ctx.room].rules.get(payload.rule)
+        if rule is None:
+            raise NotFound(f"no coupon rule {payload.rule!r} in this room")
+        grant = await self._grant(ctx.room, _someone(payload.user), rule)
+        if grant is None:
+            raise CommandError("this rule's budget is spent", "exhausted")
+        return {"grant": grant}
+
+    async def fire(self, ctx: CommandContext, payload: ActivityPayload) -> Mapping[str, Any]:
+        """An activity by name, as a plugin fires one (`host.signals.emit`): rules count it."""
+        fired = self._rooms[ctx.room].fired
+        request = payload.request_id
+        if request is not None and request in fired:
+            return {"user": payload.user, "kind": payload.kind, "repeated": True}
+        activity = Activity(ctx.room, _someone(payload.user), payload.kind, payload.amount, ctx.now_ms)
+        await self.host.signals.emit(activity)
+        if request is not None:
+            fired[request] = None
+            while len(fired) > self.config.max_fired:
+                fired.pop(next(iter(fired)))
+        return {"user": payload.user, "kind": payload.kind, "repeated": False}
 
     # -- reads --------------------------------------------------------------------------
 
@@ -331,6 +394,11 @@ class CouponPlugin(Plugin):
         )
         rule = self._rooms[ctx.room].rules[rule.id] = CouponRule.from_wire(stored.data)
         return rule, created
+
+
+def _someone(user: str) -> Identity:
+    """A user named by a backend (who may not be connected)."""
+    return Identity(user, user, "viewer")
 
 
 def _watch_key(room: str, user: str, rule: str) -> str:

@@ -3,6 +3,7 @@ the grants issued and claimed per rule, folded from the durable records."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
@@ -10,9 +11,11 @@ from typing import Any, Literal
 
 __all__ = ["CouponRule", "CouponTally", "Presence", "parse_rule"]
 
-Trigger = Literal["watch_time", "activity", "drop"]
-TRIGGERS = ("watch_time", "activity", "drop")
-ACTIVITIES = ("danmaku", "vote", "like")
+Trigger = Literal["watch_time", "activity", "drop", "grant"]
+# grant: no trigger of its own; a backend (`coupon.grant`, POST coupons/grants) or a plugin grants it.
+TRIGGERS = ("watch_time", "activity", "drop", "grant")
+ACTIVITIES = ("danmaku", "vote", "like")  # the built-ins' kinds; any other name may be fired
+ACTIVITY_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +25,7 @@ class CouponRule:
     trigger: Trigger
     budget: int  # grants at most, per room
     minutes: float = 0.0  # watch_time: continuous presence needed
-    activity: str = ""  # activity: "danmaku", "vote" or "like"...
+    activity: str = ""  # activity: "danmaku", "vote", "like" or any name fired by a plugin or backend...
     count: int = 1  # ...this many times (likes: this many likes)...
     within_s: float = 0.0  # ...within this many seconds (a streak); 0: over the whole show
 
@@ -40,8 +43,10 @@ class CouponRule:
             raise ValueError(f"rule {self.id}: budget must be at least 1")
         if self.trigger == "watch_time" and self.minutes <= 0:
             raise ValueError(f"rule {self.id}: watch_time needs minutes > 0")
-        if self.trigger == "activity" and (self.activity not in ACTIVITIES or self.count < 1):
-            raise ValueError(f"rule {self.id}: activity must be one of {', '.join(ACTIVITIES)}, count >= 1")
+        if self.trigger == "activity" and (not ACTIVITY_NAME.match(self.activity) or self.count < 1):
+            raise ValueError(
+                f"rule {self.id}: activity must be a name (danmaku, vote, like, ...), count >= 1"
+            )
         if not 0 <= self.within_s <= MAX_STREAK_S:
             raise ValueError(f"rule {self.id}: within_s must be between 0 and {MAX_STREAK_S:g}")
         return self

@@ -7,6 +7,10 @@ a durable record (`danmaku.moderation`, a typed `Action`); a room's moderation i
 from them when the room is loaded. Hot words over a sliding window and the message rate are
 served to the dashboard (since the room was loaded here). Everything is per room and
 bounded: released with the room.
+
+Then the message hook (`liveroom.message_hook`): every plugin's `on_message`, in order,
+may rewrite the message, answer it as a bot, reject it or hold it for review
+(`danmaku_review`: staff `danmaku.review.approve` / `.drop`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from liveroom.auth import Identity
 from liveroom.errors import BadRequest, CommandError, NotFound, RateLimited
+from liveroom.message_hook import FailurePolicy, Message, MessageHooks, Outcome
 from liveroom.plugin import (
     MAX_POSITION,
     Activity,
@@ -30,6 +36,7 @@ from liveroom.plugin import (
     QueryContext,
     QuerySpec,
     RoomContext,
+    message_hook_plugins,
     rate_limited,
 )
 from liveroom.protocol import RequestId, RoomId
@@ -38,6 +45,7 @@ from liveroom.record import Record, derived_id
 from liveroom.store import records_of
 
 from .danmaku_filter import BannedWords
+from .danmaku_review import HELD_KIND, REVIEW_KIND, ReviewQueue, answer_data, held_record, load_queue
 from .danmaku_rules import Action, HotWords, Moderation, PerSecond, RecentMessages
 
 __all__ = ["DanmakuConfig", "DanmakuPlugin", "SendPayload"]
@@ -65,6 +73,12 @@ class DanmakuConfig:
     # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
     publish_rate_per_s: float = 2.0
     publish_burst: int = 20
+    # The message hook: each plugin's budget, and what a failed (raising, slow) hook means:
+    # "pass" (skipped, the message goes on) or "hold" (the message waits for review).
+    hook_timeout_ms: float = 200.0
+    hook_failure: str = "pass"
+    review_max: int = 500  # held messages per room; one more is refused `review_full`
+    answer_max_length: int = 500  # a bot's answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,10 @@ class TooLong(CommandError):
     code = "too_long"
 
 
+class AlreadyReviewed(CommandError):
+    code = "already_reviewed"
+
+
 @dataclass(slots=True)
 class RoomDanmaku:
     """A room's danmaku state as this node holds it."""
@@ -124,6 +142,7 @@ class RoomDanmaku:
     recent: RecentMessages
     hot: HotWords
     senders: KeyedBuckets
+    review: ReviewQueue
     rates: PerSecond = field(default_factory=PerSecond)
 
 
@@ -138,6 +157,8 @@ class DanmakuPlugin(Plugin):
         "danmaku.slow_mode",
         "danmaku.muted",
         "danmaku.banned",
+        "danmaku.held",
+        "danmaku.reviewed",
     )
     config: DanmakuConfig
 
@@ -149,6 +170,9 @@ class DanmakuPlugin(Plugin):
             terms += Path(config.banned_words_file).read_text(encoding="utf-8").splitlines()
         self._filter = BannedWords(terms)
         self._rooms: dict[str, RoomDanmaku] = {}
+        if config.hook_failure not in ("pass", "hold"):
+            raise ValueError(f"hook_failure is 'pass' or 'hold', not {config.hook_failure!r}")
+        self._hooks: MessageHooks | None = None  # built on first use: every plugin is loaded then
 
     def _limited(self, handler: Any) -> Any:
         """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""
@@ -164,6 +188,9 @@ class DanmakuPlugin(Plugin):
             ("pin", MessagePayload, self.pin, "Pin a recent message"),
             ("unpin", RoomOnly, self.unpin, "Unpin"),
             ("delete", MessagePayload, self.delete, "Delete a message"),
+            ("review.approve", MessagePayload, self.approve, "Publish a held message"),
+            ("review.drop", MessagePayload, self.drop, "Drop a held message"),
+            ("review.list", RoomOnly, self.review_list, "The held messages, oldest first"),
         ]
         return (
             CommandSpec("danmaku.send", SendPayload, self.send, summary="Send a message"),
@@ -174,6 +201,7 @@ class DanmakuPlugin(Plugin):
         return (
             QuerySpec("danmaku/hot", self.hot_words, "Hot words over the sliding window"),
             QuerySpec("danmaku/moderation", self.actions, "The moderation log of the room"),
+            QuerySpec("danmaku/review", self.review_query, "The held messages, oldest first"),
         )
 
     # -- the room's life --------------------------------------------------------------
@@ -189,6 +217,7 @@ class DanmakuPlugin(Plugin):
             RecentMessages(config.recent_messages),
             HotWords(config.hot_window_s),
             KeyedBuckets(config.rate_per_s, config.burst, config.max_senders),
+            await load_queue(ctx, config.review_max),
         )
 
     def release_room(self, room: str) -> None:
@@ -208,7 +237,8 @@ class DanmakuPlugin(Plugin):
             return None
         # A moderator who opens the console late sees what was said before.
         latest = state.recent.latest(self.config.staff_recent_messages)
-        return {"recent": [message for message in latest if message["id"] not in state.moderation.deleted]}
+        recent = [message for message in latest if message["id"] not in state.moderation.deleted]
+        return {"recent": recent, "review": state.review.listed()}
 
     # -- commands -----------------------------------------------------------------------
 
@@ -228,21 +258,123 @@ class DanmakuPlugin(Plugin):
         message_id = (
             secrets.token_hex(8) if request is None else derived_id("", ctx.room, ctx.caller.user_id, request)
         )
+        outcome = await self._chain().run(Message(ctx.room, message_id, ctx.caller, text, ctx.now_ms))
+        if outcome.status == "reject":
+            raise CommandError(outcome.reason, outcome.code)
         message = {
             "id": message_id,
             "user": {"id": ctx.caller.user_id, "name": ctx.caller.name},
-            "text": text,
+            "text": outcome.text,
         }
-        publication = await ctx.publish(
-            "danmaku.message", message, once=None if request is None else message_id
+        if outcome.status == "hold":
+            return await self._hold(ctx, room, message, outcome)
+        await self._publish(
+            ctx, room, message, [answer_data(a) for a in outcome.answers], request is not None
         )
-        if publication.repeated:  # a retry of a send already published: the same answer
-            return {"id": message_id}
-        room.recent.add(message)
-        room.hot.add(text, ctx.now_ms)
-        room.rates.add(ctx.now_ms)
-        await self.host.signals.emit(Activity(ctx.room, ctx.caller, "danmaku", 1, ctx.now_ms))
         return {"id": message_id}
+
+    async def _publish(
+        self,
+        ctx: CommandContext,
+        room: RoomDanmaku,
+        message: Mapping[str, Any],
+        answers: Sequence[Mapping[str, Any]],
+        once: bool,
+    ) -> None:
+        """Publish a message that passed (or was approved), then its bots' answers."""
+        message_id = message["id"]
+        publication = await ctx.publish("danmaku.message", message, once=message_id if once else None)
+        if publication.repeated:  # a retry of a send already published: the same answer
+            return
+        room.recent.add(dict(message))
+        room.hot.add(message["text"], ctx.now_ms)
+        room.rates.add(ctx.now_ms)
+        user = message["user"]
+        for n, answer in enumerate(answers):
+            reply_id = f"{message_id}-a{n}"
+            reply = {"id": reply_id, "user": {**answer["bot"], "bot": True}, "text": answer["text"]}
+            await ctx.publish("danmaku.message", {**reply, "reply_to": message_id}, once=reply_id)
+            room.recent.add(reply)
+        author = ctx.caller if ctx.caller.user_id == user["id"] else _identity(user)
+        await self.host.signals.emit(Activity(ctx.room, author, "danmaku", 1, ctx.now_ms))
+
+    # -- the message hook and the review queue ------------------------------------------
+
+    def _chain(self) -> MessageHooks:
+        if self._hooks is None:
+            plugins = message_hook_plugins(self.host.plugins)
+            config = self.config
+            policy: FailurePolicy = "hold" if config.hook_failure == "hold" else "pass"
+            self._hooks = MessageHooks(
+                [(plugin.name, _hook(plugin)) for plugin in plugins],
+                config.hook_timeout_ms / 1000,
+                policy,
+                config.max_length,
+                config.answer_max_length,
+            )
+        return self._hooks
+
+    async def _hold(
+        self, ctx: CommandContext, room: RoomDanmaku, message: Mapping[str, Any], outcome: Outcome
+    ) -> Mapping[str, Any]:
+        """Write the held message, queue it, tell the staff present. A retry: the same answer."""
+        message_id = message["id"]
+        if message_id not in room.review.held and room.review.full:
+            raise CommandError(f"the review queue is full ({self.config.review_max})", "review_full")
+        data = held_record(message, outcome, ctx.now_ms)
+        stored, _ = await ctx.store.put_record(Record(HELD_KIND, message_id, ctx.room, data, int(ctx.now_ms)))
+        decided = await ctx.store.get_record(REVIEW_KIND, message_id)
+        if decided is None and message_id not in room.review.held:
+            room.review.add(stored.data)
+            self._tell_staff(ctx, "danmaku.held", room.review.listed()[-1])
+        return {"id": message_id, "held": True, "reason": stored.data["reason"]}
+
+    async def approve(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
+        room = self._rooms[ctx.room]
+        item = await self._decide(ctx, room, payload.id, "approve")
+        if item is not None:
+            message = {key: item[key] for key in ("id", "user", "text")}
+            await self._publish(ctx, room, message, item.get("answers", ()), True)
+        return {"id": payload.id, "decision": "approve"}
+
+    async def drop(self, ctx: CommandContext, payload: MessagePayload) -> Mapping[str, Any]:
+        await self._decide(ctx, self._rooms[ctx.room], payload.id, "drop")
+        return {"id": payload.id, "decision": "drop"}
+
+    async def review_list(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+        return {"held": self._rooms[ctx.room].review.listed()}
+
+    async def review_query(self, query: QueryContext) -> Any:
+        return {"held": self._rooms[query.room].review.listed()}
+
+    async def _decide(
+        self, ctx: CommandContext, room: RoomDanmaku, message_id: str, decision: str
+    ) -> dict[str, Any] | None:
+        """Write the decision (once per message), then take the message off the queue. The
+        held message, or None for a retry of a decision already taken (nothing more to do
+        than an approve's `once` publish)."""
+        item = room.review.held.get(message_id)
+        held = item if item is not None else await self._held(ctx.room, message_id)
+        data = {"id": message_id, "decision": decision, "by": ctx.caller.user_id}
+        stored, _ = await ctx.store.put_record(
+            Record(REVIEW_KIND, message_id, ctx.room, data, int(ctx.now_ms))
+        )
+        if stored.data["decision"] != decision:
+            raise AlreadyReviewed(f"message {message_id!r} was already decided: {stored.data['decision']}")
+        if room.review.pop(message_id) is not None:
+            self._tell_staff(ctx, "danmaku.reviewed", {"id": message_id, "decision": decision})
+        return held
+
+    async def _held(self, room: str, message_id: str) -> dict[str, Any]:
+        record = await self.host.store.get_record(HELD_KIND, message_id)
+        if record is None or record.room != room:
+            raise NotFound(f"no held message {message_id!r}")
+        return dict(record.data)
+
+    def _tell_staff(self, ctx: RoomContext, item_type: str, data: Mapping[str, Any]) -> None:
+        for member in ctx.members():
+            if member.is_staff:
+                ctx.send_to(member.user_id, item_type, data)
 
     async def mute(self, ctx: CommandContext, payload: PunishPayload) -> Mapping[str, Any]:
         ctx.check_may_act_on(payload.user)
@@ -333,3 +465,14 @@ class DanmakuPlugin(Plugin):
         if message is None or message_id in state.moderation.deleted:
             raise NotFound(f"no recent message {message_id!r}")
         return message
+
+
+def _hook(plugin: Plugin) -> Any:
+    async def ask(message: Message) -> Any:
+        return await plugin.on_message(plugin.host.room(message.room), message)
+
+    return ask
+
+
+def _identity(user: Mapping[str, Any]) -> Identity:
+    return Identity(user["id"], user["name"], "viewer", None, None, None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from liveroom.conformance import PluginConformance, Run
 from liveroom.testing import NodeHarness
 
@@ -95,3 +98,45 @@ class TestLike(PluginConformance):
             seen = await run.state("room-a")
             await h.restart()
             assert await Run(h, frozenset({"dashboard"})).state("room-a") == seen
+
+
+class TestDanmakuReview(PluginConformance):
+    """Held messages and decisions (a message hook's `Hold`) keep the contract too."""
+
+    plugins: ClassVar[Mapping[str, Mapping[str, Any]]] = {"gate": {"load": "hook_plugins:GatePlugin"}}
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        mod, ann = await h.connect(f"mod-{room}", role="moderator"), await h.connect(f"ann-{room}")
+        await run.join(mod, room)
+        await run.join(ann, room)
+        kept = await run(ann, "danmaku.send", {"room": room, "text": "see http://a", "request_id": "m1"})
+        await run(ann, "danmaku.send", {"room": room, "text": "see http://b", "request_id": "m2"})
+        await run(mod, "danmaku.review.approve", {"room": room, "id": kept["id"]})
+
+
+class TestFaq(PluginConformance):
+    plugins: ClassVar[Mapping[str, Mapping[str, Any]]] = {"faq": {}}
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host, fan = await h.connect(f"host-{room}", role="host"), await h.connect(f"fan-{room}")
+        await run.join(host, room)
+        await run.join(fan, room)
+        pair = {"questions": ["when does it ship?"], "answer": "In two days", "request_id": "f1"}
+        made = await run(host, "faq.set", {"room": room, **pair})
+        await run(
+            host, "faq.set", {"room": room, "questions": ["colour?"], "answer": "Red", "request_id": "f2"}
+        )
+        await run(host, "faq.remove", {"room": room, "id": made["id"], "request_id": "f3"})
+        await run(fan, "danmaku.send", {"room": room, "text": "which colour?"})
+
+
+class TestShow(PluginConformance):
+    settle_s = 10.0  # the show's two stages (a running show keeps its room awake)
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host = await h.connect(f"host-{room}", role="host")
+        await run.join(host, room)
+        drop = {"command": "coupon.drop", "payload": {"title": "Hi", "count": 3}}
+        stages = [{"name": "One", "duration_s": 2, "actions": [drop]}, {"name": "Two", "duration_s": 3}]
+        await run(host, "show.plan", {"room": room, "stages": stages, "request_id": "p1"})
+        await run(host, "show.start", {"room": room, "request_id": "s1"})

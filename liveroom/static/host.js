@@ -4,14 +4,12 @@ import { $, el, formatMs, humanError, room, RoomConnection, signIn, signOut } fr
 import { Dashboard } from "/static/dashboard.js";
 import { publish } from "/static/media.js";
 
-// The five-stage script; each step may start the interaction configured in its form.
-const SCRIPT = [
-  { name: "Opening", minutes: 3, action: "drop", does: "drops the coupon" },
-  { name: "Product explanation", minutes: 30 },
-  { name: "Interaction", minutes: 10, action: "poll", does: "starts the poll" },
-  { name: "Sales sprint", minutes: 15, action: "sale", does: "schedules the flash sale" },
-  { name: "Wrap-up", minutes: 2 },
-];
+// The run of show is the server's (plugins/show.py): it runs on the server's clock, so it goes
+// on when this tab closes. The console shows the room's plan (the five-stage template until
+// the host sets another) and, on start, sends it with the drop, poll and sale of its forms.
+let plan = [], stage = null, showOver = false;
+const DOES = { "coupon.drop": "drops the coupon", "poll.create": "starts the poll", "sale.schedule": "schedules the flash sale",
+  "danmaku.pin": "pins a message" };
 
 let conn, token, dashboard, live = [];
 const messages = [];
@@ -36,11 +34,16 @@ function start(t) {
   window.liveroom = { conn, dashboard, get live() { return live; } };
   bind();
   renderSteps();
-  setInterval(runShow, 500);
+  setInterval(showClock, 500);
 }
 
 function onState(state) {
   showMessages(state.danmaku?.recent || []);
+  showHeld(state.danmaku?.review || []);
+  showFaq(state.faq);
+  plan = state.show?.plan || plan;
+  stage = state.show?.stage || null;
+  renderSteps();
   showQueue(state.costream?.queue || []);
   showStage(state.costream?.guests || []);
   $("#slow").value = state.danmaku?.slow_mode_s ?? 0;
@@ -48,6 +51,13 @@ function onState(state) {
 
 const ITEMS = {
   "danmaku.message": addMessage,
+  "show.stage": d => { stage = d; showOver = false; renderSteps(); },
+  "show.ended": () => { stage = null; showOver = true; renderSteps(); },
+  "show.action": d => { $("#show-error").textContent = d.ok ? "" : `${d.command}: ${humanError(d.error)}`; },
+  "danmaku.held": addHeld,
+  "faq.entries": d => showFaq({ entries: d.entries }),
+  "faq.unanswered": d => addUnanswered(d),
+  "danmaku.reviewed": d => { document.querySelector(`#held [data-id="${CSS.escape(d.id)}"]`)?.remove(); },
   "danmaku.deleted": d => { document.querySelector(`#messages [data-id="${CSS.escape(d.id)}"]`)?.remove(); },
   "costream.queue": d => showQueue(d.queue),
   "costream.stage": d => showStage(d.guests),
@@ -84,9 +94,10 @@ function bind() {
   $('#rule-form [name="trigger"]').addEventListener("change", showTriggerFields);
   showTriggerFields();
   $("#slow-set").addEventListener("click", () => call("danmaku.slow", { interval_s: Number($("#slow").value) }, "#mod-error"));
+  $("#faq-form").addEventListener("submit", e => { e.preventDefault(); saveFaq(); });
   $("#unpin").addEventListener("click", () => call("danmaku.unpin", {}, "#mod-error"));
-  $("#show-start").addEventListener("click", () => { localStorage.setItem(showKey(), conn.clock.now()); resetRan(); });
-  $("#show-next").addEventListener("click", nextStep);
+  $("#show-start").addEventListener("click", startShow);
+  $("#show-next").addEventListener("click", () => call("show.next", {}, "#show-error"));
   $("#restream-form").addEventListener("submit", e => { e.preventDefault(); restreams("POST", "", form("#restream-form")); });
   restreams("GET").then(d => d?.restreams?.forEach(showRestream));
 }
@@ -113,22 +124,34 @@ function showRestream(d) {
 
 // --- interactions -------------------------------------------------------------------------
 
-function startPoll() {
+function pollPayload() {
   const f = form("#poll-form");
   const options = f.options.split("\n").map(s => s.trim()).filter(Boolean);
-  return call("poll.create", { question: f.question, options, duration_s: Number(f.duration_s) }, "#poll-error");
+  return { question: f.question, options, duration_s: Number(f.duration_s) };
+}
+
+function salePayload() {
+  const f = form("#sale-form");
+  return { sku: f.sku, title: f.title, price: f.price, stock: Number(f.stock),
+    per_user_limit: Number(f.per_user_limit), duration_s: Number(f.duration_s), starts_in_s: Number(f.starts_in_s) };
+}
+
+function dropPayload() {
+  const f = form("#drop-form");
+  return { title: f.title, count: Number(f.count) };
+}
+
+function startPoll() {
+  return call("poll.create", pollPayload(), "#poll-error");
 }
 
 function scheduleSale() {
-  const f = form("#sale-form");
-  return call("sale.schedule", { sku: f.sku, title: f.title, price: f.price, stock: Number(f.stock),
-    per_user_limit: Number(f.per_user_limit), duration_s: Number(f.duration_s),
-    starts_at: Math.round(conn.clock.now() + Number(f.starts_in_s) * 1000) }, "#sale-error");
+  const { starts_in_s, ...sale } = salePayload();
+  return call("sale.schedule", { ...sale, starts_at: Math.round(conn.clock.now() + starts_in_s * 1000) }, "#sale-error");
 }
 
 function dropCoupon() {
-  const f = form("#drop-form");
-  return call("coupon.drop", { title: f.title, count: Number(f.count) }, "#coupon-error");
+  return call("coupon.drop", dropPayload(), "#coupon-error");
 }
 
 // A watch-time rule asks for minutes; an activity rule for which activity and how many times.
@@ -231,47 +254,81 @@ function addMessage(d) {
   if (messages.length > 100) messages.shift().remove();
 }
 
-// --- run of show, on the server clock ------------------------------------------------------------
+// --- review queue (message hooks that held a message; docs/plugins.md) -------------------------
 
-const showKey = () => `liveroom.show.${room}`;
-const ranKey = () => `liveroom.show.${room}.ran`;
-const ran = () => new Set(JSON.parse(localStorage.getItem(ranKey()) || "[]"));
-const resetRan = () => localStorage.setItem(ranKey(), "[]");
+function showHeld(held) {
+  $("#held").replaceChildren();
+  held.forEach(addHeld);
+}
 
-function stepStarts(start) {
-  let at = start;
-  return SCRIPT.map(step => { const begins = at; at += step.minutes * 60_000; return begins; });
+function addHeld(d) {
+  const act = event => () => call(event, { id: d.id }, "#review-error");
+  $("#held").append(el("li", { "data-id": d.id },
+    el("span", { class: "text" }, el("b", {}, d.user.name), " ", d.text, el("span", { class: "muted" }, ` (${d.by}: ${d.reason})`)),
+    el("button", { class: "approve", onclick: act("danmaku.review.approve") }, "Approve"),
+    el("button", { class: "drop", onclick: act("danmaku.review.drop") }, "Drop")));
+}
+
+// --- FAQ bot (plugins/faq.py; the card shows when the plugin is on) ---------------------------
+
+function showFaq(faq) {
+  if (!faq) return;
+  $("#faq").hidden = false;
+  $("#faq-entries").replaceChildren(...faq.entries.map(e => el("li", { "data-id": e.id },
+    el("span", { class: "text" }, el("b", {}, e.questions.join(" / ")), " → ", e.answer),
+    el("button", { onclick: () => call("faq.remove", { id: e.id }, "#faq-error") }, "Remove"))));
+  if (faq.unanswered) {
+    $("#faq-unanswered").replaceChildren();
+    faq.unanswered.forEach(addUnanswered);
+  }
+}
+
+function addUnanswered(d) {
+  const list = $("#faq-unanswered");
+  [...list.children].filter(li => li.dataset.question === d.question).forEach(li => li.remove());
+  list.prepend(el("li", { "data-question": d.question },
+    el("span", { class: "text" }, d.question, el("span", { class: "muted" }, ` (${d.summary})`)),
+    el("button", { onclick: () => { $('#faq-form [name="questions"]').value = d.question; $('#faq-form [name="answer"]').focus(); } }, "Answer")));
+}
+
+function saveFaq() {
+  const f = form("#faq-form");
+  const questions = f.questions.split("\n").map(q => q.trim()).filter(Boolean);
+  call("faq.set", { questions, answer: f.answer.trim() }, "#faq-error").then(ack => {
+    if (!ack.ok) return;
+    $("#faq-form").reset();
+    [...$("#faq-unanswered").children].filter(li => questions.includes(li.dataset.question)).forEach(li => li.remove());
+  });
+}
+
+// --- run of show, run by the server (plugins/show.py) ---------------------------------------------
+
+// The forms are the editor of the plan's drop, poll and sale: their values go with the plan on start.
+const FROM_FORMS = { "coupon.drop": dropPayload, "poll.create": pollPayload, "sale.schedule": salePayload };
+
+function planFromForms() {
+  return plan.map(s => ({ ...s, actions: (s.actions || []).map(a => FROM_FORMS[a.command] ? { command: a.command, payload: FROM_FORMS[a.command]() } : a) }));
+}
+
+async function startShow() {
+  const planned = await call("show.plan", { stages: planFromForms() }, "#show-error");
+  if (planned.ok) await call("show.start", {}, "#show-error");
 }
 
 function renderSteps() {
-  $("#steps").replaceChildren(...SCRIPT.map((step, i) => el("li", { "data-step": i },
-    el("span", { class: "text" }, `${step.name} · ${step.minutes} min`, step.does ? ` · ${step.does}` : ""),
-    el("span", { class: "left muted" }))));
+  const index = stage ? stage.index : showOver ? plan.length : -1;
+  $("#steps").replaceChildren(...plan.map((s, i) => {
+    const does = (s.actions || []).map(a => DOES[a.command] || a.command).join(", ");
+    return el("li", { "data-step": i, class: i < index ? "done" : i === index ? "current" : "" },
+      el("span", { class: "text" }, `${s.name} · ${Math.round(s.duration_s / 60 * 10) / 10} min`, does ? ` · ${does}` : ""),
+      el("span", { class: "left muted" }));
+  }));
+  showClock();
 }
 
-function runShow() {
-  const start = Number(localStorage.getItem(showKey()));
-  if (!start || !conn) return;
-  const now = conn.clock.now(), starts = stepStarts(start), done = ran();
-  SCRIPT.forEach((step, i) => {
-    const end = starts[i] + step.minutes * 60_000;
-    const row = document.querySelector(`[data-step="${i}"]`);
-    row.className = now >= end ? "done" : now >= starts[i] ? "current" : "";
-    row.querySelector(".left").textContent = now >= starts[i] && now < end ? `${formatMs(end - now)} left` : "";
-    if (now >= starts[i] && now < end && step.action && !done.has(i)) {
-      done.add(i);
-      localStorage.setItem(ranKey(), JSON.stringify([...done]));
-      ({ drop: dropCoupon, poll: startPoll, sale: scheduleSale })[step.action]();
-    }
-  });
-  const total = SCRIPT.reduce((n, s) => n + s.minutes, 0) * 60_000;
-  $("#show-clock").textContent = now < start + total ? `show time ${formatMs(now - start)}` : "show over";
-}
-
-function nextStep() {
-  const start = Number(localStorage.getItem(showKey()));
-  if (!start) return;
-  const now = conn.clock.now(), starts = stepStarts(start);
-  const next = starts.findIndex(at => at > now);
-  if (next > 0) localStorage.setItem(showKey(), start - (starts[next] - now));
+function showClock() {
+  if (!conn) return;
+  const row = stage && document.querySelector(`[data-step="${stage.index}"] .left`);
+  if (row) row.textContent = `${formatMs(Math.max(0, stage.ends_at - conn.clock.now()))} left`;
+  $("#show-clock").textContent = stage ? `stage ${stage.index + 1} of ${stage.count}` : showOver ? "show over" : "";
 }

@@ -295,7 +295,7 @@ await run(async () => {
   });
 
   await step("show", async () => {
-    // The run of show: its first step (Opening) drops the coupon of the coupon form.
+    // The run of show (the server runs it): its first stage drops the coupon of the coupon form.
     await host.fill('#drop-form [name="title"]', "Opening gift");
     await host.click("#show-start");
     await bob.locator(".popup.coupon", { hasText: "Opening gift" }).waitFor({ timeout: 20000 });
