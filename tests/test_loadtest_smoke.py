@@ -66,9 +66,7 @@ def test_fanout_smoke(bench_server: ServerProcess, tmp_path: Path) -> None:
 
 
 @pytest.mark.bench
-def test_fanout_delivers_viewers_times_rate_in_time(
-    bench_server: ServerProcess, tmp_path: Path
-) -> None:
+def test_fanout_delivers_viewers_times_rate_in_time(bench_server: ServerProcess, tmp_path: Path) -> None:
     result = fanout(bench_server, tmp_path, VIEWERS, duration_s=4, warmup_s=1)
     # Every viewer gets every item: the steady window sees (close to) viewers x rate.
     expected = VIEWERS * (RATE + PRIORITY_RATE)

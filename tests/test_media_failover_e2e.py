@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,7 @@ def cut_link(peer: Peer) -> Any:
     async def dropped(data: bytes, addr: Any) -> None:
         return None
 
-    pair.protocol.send_data = dropped
+    pair.protocol.send_data = dropped  # type: ignore[method-assign]  # aioice's, for the test
     return lambda: setattr(pair.protocol, "send_data", send_data)
 
 
@@ -193,16 +194,16 @@ async def test_a_viewer_of_the_primarys_own_rendition_fails_over_too(server: Ser
         restore = cut_link(primary)
         cut_at = loop.time()
         await watcher.wait_for(lambda i: i["type"] == "media.failover", timeout=5)
-        program = lambda: [c for at, c in viewer.video if at > cut_at and c < LOW]  # noqa: E731
+        program: Callable[[], list[int]] = lambda: [c for at, c in viewer.video if at > cut_at and c < LOW]  # noqa: E731
         await wait_until(lambda: len(program()) >= 15, 10, "the program from the backup")
         assert viewer.largest_gap(cut_at - 0.2, cut_at + 1.0) <= GAP_LIMIT_S + 0.2  # one keyframe more
         restore()  # the primary is back: the viewer returns to the rendition it pinned
         back_at = loop.time()
-        pinned = lambda: [c for at, c in viewer.video if at > back_at and c >= LOW]  # noqa: E731
+        pinned: Callable[[], list[int]] = lambda: [c for at, c in viewer.video if at > back_at and c >= LOW]  # noqa: E731
         await wait_until(lambda: len(pinned()) >= 15, 15, "the pinned rendition again")
         await primary.close()  # now the primary goes for good, its rendition with it
         ended_at = loop.time()
-        after = lambda: [c for at, c in viewer.video if at > ended_at and c < LOW]  # noqa: E731
+        after: Callable[[], list[int]] = lambda: [c for at, c in viewer.video if at > ended_at and c < LOW]  # noqa: E731
         await wait_until(lambda: len(after()) >= 15, 10, "the program from the backup, for good")
         assert viewer.pc.connectionState == "connected" and viewer.ended == []
     finally:

@@ -108,7 +108,7 @@ async def test_an_rtmp_publisher_plays_over_whep_and_hls(
         assert codecs == ["aac", "h264"], done.stderr
         playlist = get(f"{hls}/720p.m3u8").decode()
         segment = [line for line in playlist.splitlines() if line.endswith(".ts")][-1]
-        with av.open(io.BytesIO(get(f"{hls}/{segment}")), format="mpegts") as container:
+        with av.open(io.BytesIO(get(f"{hls}/{segment}")), mode="r", format="mpegts") as container:
             pictures = [read_counter(frame) for frame in container.decode(video=0)]
         assert len(pictures) >= 15 and in_order(pictures), pictures
 

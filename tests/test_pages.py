@@ -458,7 +458,7 @@ TONE_HZ = 440.0
 def master_text(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return response.read().decode()
+            return str(response.read().decode())
     except OSError:
         return ""
 

@@ -46,7 +46,7 @@ def test_vip_lane_is_served_first_and_has_its_own_room() -> None:
     def ask(user: str, tier: str | None) -> int:
         position = stage.request(user, user.title(), "viewer", tier, clock.now_ms())
         clock.advance(1)
-        return position
+        return int(position)
 
     assert ask("ann", None) == 1 and ask("bob", "fan") == 1 and ask("cat", None) == 3
     with pytest.raises(CommandError, match="general stage queue is full") as full:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ async def test_orders_survive_sigkill_and_stock_is_rebuilt(tmp_path: Path) -> No
         server.stop()
 
 
-async def webhook_receiver(calls: list[dict[str, Any]]) -> AsyncIterator[str]:
+async def webhook_receiver(calls: list[dict[str, Any]]) -> AsyncGenerator[str, None]:
     async def receive(request: web.Request) -> web.Response:
         calls.append({"key": request.headers["Idempotency-Key"], "body": json.loads(await request.read())})
         return web.Response(status=500 if len(calls) == 1 else 200)
