@@ -35,6 +35,14 @@ def test_filter_sees_through_width_case_spacing_and_zero_width() -> None:
         assert banned.contains(text) == (text == "bad words are bad"), text
 
 
+def test_filter_holds_tens_of_thousands_of_terms() -> None:
+    banned = BannedWords(f"term{n:05d}x" for n in range(50_000))
+    assert banned.size == 50_000
+    assert not banned.contains("a normal message with words in it " * 5)
+    assert banned.contains("oops TERM 49999 X")
+
+
+@pytest.mark.bench
 def test_filter_scales_to_tens_of_thousands_of_terms() -> None:
     started = time.perf_counter()
     banned = BannedWords(f"term{n:05d}x" for n in range(50_000))
@@ -45,7 +53,6 @@ def test_filter_scales_to_tens_of_thousands_of_terms() -> None:
     for _ in range(1000):
         assert not banned.contains(text)
     assert (time.perf_counter() - started) / 1000 < 0.002  # well under 2 ms a message
-    assert banned.contains("oops TERM 49999 X")
 
 
 def test_moderation_rules_and_hot_words() -> None:
