@@ -141,6 +141,9 @@ await run(async () => {
       return alice.evaluate(() => [...window.liveroom.sales.keys()].at(-1));
     };
     const card = id => `.sale[data-sale="${id}"]`;
+    // One that opens in 2 s (scheduled first: it comes while the other is checked): both
+    // buttons open at the start, never before, and both buy.
+    const soon = await schedule(2);
     // A sale ten minutes away (however slow the machine, it has not started when checked):
     // the button is disabled, the server refuses a buy, and both countdowns follow the
     // server's clock.
@@ -160,8 +163,6 @@ await run(async () => {
       await alice.waitForTimeout(200);
     }
     await shot(bob, "viewer-sale-countdown");
-    // One that opens in 2 s: both buttons open at the start, never before, and both buy.
-    const soon = await schedule(2);
     const startsAt = await alice.evaluate(id => window.liveroom.sales.get(id).sale.starts_at, soon);
     const buy = `${card(soon)} .buy`;
     await Promise.all(viewers.map(page => page.locator(`${buy}:not([disabled])`).waitFor()));
