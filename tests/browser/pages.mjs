@@ -281,6 +281,37 @@ await run(async () => {
     return { mse, player, t1, t2, levels, pickerHidden };
   });
 
+  // The primary ingest path fails over beside the steps below too (they read no video).
+  const ingest = step("ingest", async () => {
+    // Both ingest paths report their own figures; the primary's camera track stops, the
+    // server fails over to the backup, and the viewers' video goes on.
+    const paths = () => host.$$eval("#paths li[data-path]", nodes => nodes.map(n =>
+      ({ path: n.dataset.path, active: n.dataset.active, fps: Number(n.dataset.fps), kbps: Number(n.dataset.kbps) })));
+    await host.waitForFunction(() => Number(document.querySelector('#paths [data-path="backup"]')?.dataset.fps) > 0);
+    const before = await paths();
+    const framesBefore = await framesOf(alice, "host", 1);
+    await host.evaluate(() => {
+      const sender = window.liveroom.live[0].pc.getSenders().find(s => s.track?.kind === "video");
+      window.__paused = [sender, sender.track];
+      return sender.replaceTrack(null);
+    });
+    // The primary is silent, the backup on air, and the last switch was primary → backup
+    // (on a loaded machine the paths may have flapped before: the end state is what counts).
+    await host.waitForFunction(() => {
+      const primary = document.querySelector('#paths [data-path="primary"]');
+      const backup = document.querySelector('#paths [data-path="backup"]');
+      const last = document.querySelector('#ingest li[data-state="failover"]');
+      return primary?.dataset.problem === "silence" && backup?.dataset.active === "true"
+        && last?.textContent.includes("failover primary → backup");
+    });
+    const after = await paths();
+    const framesAfter = await framesOf(alice, "host", framesBefore + 15);
+    await shot(host, "host-console-ingest");
+    await host.evaluate(() => window.__paused[0].replaceTrack(window.__paused[1]));
+    return { before, after, framesBefore, framesAfter,
+      events: await host.$$eval("#ingest li", nodes => nodes.map(n => n.textContent)) };
+  });
+
   await step("rule", async () => {
     // A coupon rule "after 1 like" from the host's form; Alice taps like and is granted one.
     await host.selectOption('#rule-form [name="trigger"]', "activity");
@@ -387,37 +418,7 @@ await run(async () => {
 
   await signin;
 
-  await step("ingest", async () => {
-    // Both ingest paths report their own figures; the primary's camera track stops, the
-    // server fails over to the backup, and the viewers' video goes on.
-    const paths = () => host.$$eval("#paths li[data-path]", nodes => nodes.map(n =>
-      ({ path: n.dataset.path, active: n.dataset.active, fps: Number(n.dataset.fps), kbps: Number(n.dataset.kbps) })));
-    await host.waitForFunction(() => Number(document.querySelector('#paths [data-path="backup"]')?.dataset.fps) > 0);
-    const before = await paths();
-    const framesBefore = await framesOf(alice, "host", 1);
-    await host.evaluate(() => {
-      const sender = window.liveroom.live[0].pc.getSenders().find(s => s.track?.kind === "video");
-      window.__paused = [sender, sender.track];
-      return sender.replaceTrack(null);
-    });
-    // The primary is silent, the backup on air, and the last switch was primary → backup
-    // (on a loaded machine the paths may have flapped before: the end state is what counts).
-    await host.waitForFunction(() => {
-      const primary = document.querySelector('#paths [data-path="primary"]');
-      const backup = document.querySelector('#paths [data-path="backup"]');
-      const last = document.querySelector('#ingest li[data-state="failover"]');
-      return primary?.dataset.problem === "silence" && backup?.dataset.active === "true"
-        && last?.textContent.includes("failover primary → backup");
-    });
-    const after = await paths();
-    const framesAfter = await framesOf(alice, "host", framesBefore + 15);
-    await shot(host, "host-console-ingest");
-    await host.evaluate(() => window.__paused[0].replaceTrack(window.__paused[1]));
-    return { before, after, framesBefore, framesAfter,
-      events: await host.$$eval("#ingest li", nodes => nodes.map(n => n.textContent)) };
-  });
-
-  await hls;
+  await Promise.all([hls, ingest]);
 
   await step("integrity", async () => {
     // Over the whole show: no page was sent an item (a seq) twice, and only the gap the
