@@ -43,3 +43,13 @@ async def viewers(server: ServerProcess) -> AsyncIterator[list[Viewer]]:
     yield made
     for viewer in made:
         await viewer.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks (marker `bench`) run only when asked for: `pytest -m bench`."""
+    if "bench" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a benchmark: run with -m bench")
+    for item in items:
+        if item.get_closest_marker("bench"):
+            item.add_marker(skip)

@@ -78,6 +78,7 @@ class ToneTrack(AudioStreamTrack):
 
     async def recv(self) -> av.AudioFrame:
         frame = await super().recv()  # silence, timed and stamped
+        assert isinstance(frame, av.AudioFrame) and frame.pts is not None
         step = 2 * math.pi * self.hz / frame.sample_rate
         tone = array("h", (int(8000 * math.sin(step * (frame.pts + i))) for i in range(frame.samples)))
         frame.planes[0].update(tone.tobytes())
@@ -155,7 +156,7 @@ async def _exchange(pc: RTCPeerConnection, url: str, token: str, trickle: bool =
         fragment = "a=mid:0\r\n" + candidates + "a=end-of-candidates\r\n"
         got = await patch_fragment(base + location, token, fragment)
         assert got == 204, got
-    return location
+    return str(location)
 
 
 async def patch_fragment(
@@ -236,7 +237,7 @@ async def _consume(peer: Peer, track: MediaStreamTrack) -> None:
         while True:
             frame = await track.recv()
             peer.frames[track.kind].append(frame.pts)
-            if track.kind == "video":
+            if isinstance(frame, av.VideoFrame):
                 peer.counters.append(read_counter(frame))
                 peer.sizes.append((frame.width, frame.height))
     peer.ended[track.kind] = True

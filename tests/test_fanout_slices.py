@@ -4,6 +4,8 @@ members: every viewer still gets every item once, in seq order, priority items i
 from __future__ import annotations
 
 import asyncio
+from functools import partial
+from typing import Any
 
 from support import ServerProcess, Viewer, module_server
 
@@ -19,6 +21,10 @@ sliced_server = module_server(
         "LIVEROOM_COMMANDS_BURST": "10000",
     },
 )
+
+
+def is_type(item_type: str, item: dict[str, Any]) -> bool:
+    return bool(item["type"] == item_type)
 
 
 async def test_every_member_gets_every_item_in_order(sliced_server: ServerProcess) -> None:
@@ -37,7 +43,7 @@ async def test_every_member_gets_every_item_in_order(sliced_server: ServerProces
         wanted = {"danmaku.message": 60, "bench.priority": 6}
         for viewer in viewers:
             for item_type, count in wanted.items():
-                await viewer.wait_for(lambda item, t=item_type: item["type"] == t, count)
+                await viewer.wait_for(partial(is_type, item_type), count)
             seqs = [item["seq"] for item in viewer.items if item["seq"] is not None]
             assert seqs == sorted(set(seqs)), "out of order or twice"
             assert [i["data"]["text"] for i in viewer.of_type("danmaku.message")] == [

@@ -38,9 +38,11 @@ async def test_commands_during_a_hung_redis_tell_the_truth(tmp_path: Path) -> No
     node = ServerProcess(tmp_path / "node", env=env).start()
     room = "hung-" + uuid.uuid4().hex[:6]
     buyers = [Viewer(node.url, f"buyer{i}") for i in range(6)]
-    talker = Viewer(node.url, "talker")
+    # Three talkers: one connection's commands run one after another, each waiting out its deadline.
+    talkers = [Viewer(node.url, f"talker{n}") for n in range(3)]
+    talker = talkers[0]
     try:
-        for viewer in (*buyers, talker):
+        for viewer in (*buyers, *talkers):
             await viewer.connect()
             await viewer.join(room)
         now = await server_ms(talker)
@@ -67,12 +69,12 @@ async def test_commands_during_a_hung_redis_tell_the_truth(tmp_path: Path) -> No
                     for b in buyers[1:]
                 )
             )
-            sends = [
-                await talker.call(
-                    "danmaku.send", {"room": room, "text": f"t{n}", "request_id": f"d{n}"}, timeout=30
+            sends = await asyncio.gather(
+                *(
+                    t.call("danmaku.send", {"room": room, "text": f"t{n}", "request_id": f"d{n}"}, timeout=30)
+                    for n, t in enumerate(talkers)
                 )
-                for n in range(3)
-            ]
+            )
             bought = await buys
             await asyncio.sleep(2.5)  # longer than [limits] command_timeout_s
         finally:
@@ -86,7 +88,7 @@ async def test_commands_during_a_hung_redis_tell_the_truth(tmp_path: Path) -> No
         texts_expected = set()
         for n, ack in enumerate(sends):
             if code(ack) != "unavailable":
-                retry = await talker.call(
+                retry = await talkers[n].call(
                     "danmaku.send", {"room": room, "text": f"t{n}", "request_id": f"d{n}"}
                 )
                 assert retry["ok"], retry
@@ -136,7 +138,7 @@ async def test_commands_during_a_hung_redis_tell_the_truth(tmp_path: Path) -> No
         # Sent while Redis was down: delivered to this node's members only, never in history.
         assert "lost" not in [m["data"]["text"] for m in missed if m["type"] == "danmaku.message"]
     finally:
-        for viewer in (*buyers, talker):
+        for viewer in (*buyers, *talkers):
             await viewer.close()
         node.stop()
         redis.stop()

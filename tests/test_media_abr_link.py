@@ -104,6 +104,7 @@ async def test_the_viewer_settles_on_what_its_link_sustains(server: ServerProces
     assert [s["to"] for s in switches if not s["trial"]][:1] == ["180p"], switches  # stepped down...
     assert status["quality"]["rung"] == "360p" and sizes[-1][1] == (640, 360), status  # ...and back up
     assert (320, 180) in [size for _, size in sizes]
-    assert times and max(times) < 1.5, times  # CI slack; `media_bench abr` reports the spread
+    # Each switch shows (no stall); how fast is a timing, `media_bench abr`'s to report.
+    assert times and max(times) < 5, times
     frames = [line["frames"] for line in lines if "frames" in line]
     assert frames[-1] - frames[-4] >= 60, f"not decoding at the end: {frames}"

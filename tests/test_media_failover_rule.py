@@ -168,7 +168,7 @@ def program() -> dict[str, TrackRelay]:
 
 def dual_program() -> tuple[FakeClock, list[Any], dict[str, Any], Any, DualPath, FakePath, FakePath]:
     """The program's relays fed by both paths, a viewer on its video, and the switches seen."""
-    clock, switches = FakeClock(), []
+    clock, switches = FakeClock(), list[Any]()
     relays = program()
     viewer = relays["video"].subscribe()
     dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic)

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection
@@ -40,7 +41,7 @@ def segments(playlist: bytes) -> list[tuple[str, float]]:
     return list(zip(names, durations, strict=True))
 
 
-def ffprobe(url: str, *args: str) -> tuple[dict[str, object], str]:
+def ffprobe(url: str, *args: str) -> tuple[dict[str, Any], str]:
     command = ["ffprobe", "-v", "error", "-of", "json", *args, url]
     done = subprocess.run(command, capture_output=True, timeout=30, check=False)
     return json.loads(done.stdout or b"{}"), done.stderr.decode()
@@ -88,14 +89,14 @@ async def test_the_host_program_is_served_as_live_hls(server: ServerProcess) -> 
         )
         assert (
             heard["streams"][0]["codec_name"] == "aac" and int(heard["streams"][0]["nb_read_frames"]) >= 20
-        ), heard  # type: ignore[index]
+        ), heard
         assert errors == "", errors
         first = listed[-1][0]
         status, headers, _ = get(f"{base}/{first}")
         assert status == 200 and headers["Cache-Control"] == "public, max-age=86400, immutable"
         count = ("-count_frames", "-show_entries", "stream=nb_read_frames")
         decoded, errors = ffprobe(f"{base}/{first}", *count)
-        frames = decoded["streams"][0]["nb_read_frames"]  # type: ignore[index]
+        frames = decoded["streams"][0]["nb_read_frames"]
         assert int(frames) >= 10 and errors == "", (decoded, errors)
 
         await asyncio.sleep(2.5)  # the live stream goes on: newer segments, older ones gone

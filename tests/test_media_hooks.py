@@ -29,7 +29,7 @@ async def test_the_tap_takes_frames_and_ends_aiortcs_decoder_thread() -> None:
     receiver = pc.addTransceiver("video", "recvonly").receiver
     got: list[tuple[bytes, int]] = []
     tap = tap_receiver(receiver, lambda codec, data, ts: got.append((data, ts)))
-    assert receiver._RTCRtpReceiver__decoder_queue is tap
+    assert receiver._RTCRtpReceiver__decoder_queue is tap  # type: ignore[attr-defined]  # aiortc's own
     # aiortc's own decoder thread body, reading from the tap as it would in receive().
     loop, output = asyncio.get_running_loop(), asyncio.Queue[object]()
     thread = threading.Thread(
@@ -50,7 +50,7 @@ async def test_the_sender_forwards_without_an_encoder_and_routes_pli_and_fir() -
     sender = pc.addTransceiver("video", "sendonly").sender
     requests: list[str] = []
     attach_sender(sender, lambda: requests.append("keyframe"))
-    assert isinstance(sender._RTCRtpSender__encoder, ForwardingPacker)
+    assert isinstance(sender._RTCRtpSender__encoder, ForwardingPacker)  # type: ignore[attr-defined]
     for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
         await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=sender._ssrc))
     assert requests == ["keyframe", "keyframe"]
@@ -58,9 +58,10 @@ async def test_the_sender_forwards_without_an_encoder_and_routes_pli_and_fir() -
     frame = ForwardedFrame([b"a", b"b"], 3000, True, 2)
     sender.replaceTrack(OneFrame(frame))
     codec = RTCRtpSender.getCapabilities("video").codecs[0]
-    encoded = await sender._next_encoded_frame(codec)
+    encoded = await sender._next_encoded_frame(codec)  # type: ignore[arg-type]  # aiortc reads mimeType only
+    assert encoded is not None
     assert (encoded.payloads, encoded.timestamp) == ([b"a", b"b"], 3000)
-    assert isinstance(sender._RTCRtpSender__encoder, ForwardingPacker)
+    assert isinstance(sender._RTCRtpSender__encoder, ForwardingPacker)  # type: ignore[attr-defined]
     await pc.close()
 
 
@@ -71,7 +72,7 @@ class OneFrame(MediaStreamTrack):
         super().__init__()
         self.frame = frame
 
-    async def recv(self) -> ForwardedFrame:  # type: ignore[override]
+    async def recv(self) -> ForwardedFrame:  # type: ignore[override,unused-ignore]
         return self.frame
 
 
@@ -80,7 +81,7 @@ class Silent(MediaStreamTrack):
 
     kind = "video"
 
-    async def recv(self) -> ForwardedFrame:  # type: ignore[override]
+    async def recv(self) -> ForwardedFrame:  # type: ignore[override,unused-ignore]
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -116,7 +117,8 @@ async def test_the_fast_path_sends_what_aiortcs_receiver_reassembles() -> None:
         assert got[1][1] - got[0][1] == 3000
         assert fast.packets == sum(len(packetize("video/VP8", f, 0)) for f in frames)
         await fast.retransmit(fast.sequence - 1)  # a NACK for the last packet is answered
-        assert transceiver.sender._RTCRtpSender__packet_count == fast.packets  # sender reports
+        sent = transceiver.sender._RTCRtpSender__packet_count  # type: ignore[attr-defined]
+        assert sent == fast.packets  # sender reports
     finally:
         await sender_pc.close()
         await receiver_pc.close()

@@ -41,7 +41,7 @@ def probe(path: Path) -> tuple[float, int, str]:
     streams = info.get("streams") or [{}]
     duration = float(info.get("format", {}).get("duration") or 0)
     codecs = "+".join(sorted(str(s.get("codec_name")) for s in streams))
-    video = next((s for s in streams if s.get("codec_name") == "h264"), {})
+    video: dict[str, Any] = next((s for s in streams if s.get("codec_name") == "h264"), {})
     return duration, int(video.get("nb_read_frames") or 0), codecs
 
 

@@ -108,7 +108,7 @@ async def test_an_rtmp_publisher_plays_over_whep_and_hls(
         assert codecs == ["aac", "h264"], done.stderr
         playlist = get(f"{hls}/720p.m3u8").decode()
         segment = [line for line in playlist.splitlines() if line.endswith(".ts")][-1]
-        with av.open(io.BytesIO(get(f"{hls}/{segment}")), format="mpegts") as container:
+        with av.open(io.BytesIO(get(f"{hls}/{segment}")), mode="r", format="mpegts") as container:
             pictures = [read_counter(frame) for frame in container.decode(video=0)]
         assert len(pictures) >= 15 and in_order(pictures), pictures
 
@@ -239,6 +239,12 @@ async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(serv
         stop(backup)
 
 
+def in_turn(wanted: list[str], seen: list[str]) -> bool:
+    """`wanted` appears in `seen` in this order (other items between them)."""
+    rest = iter(seen)
+    return all(any(state == want for state in rest) for want in wanted)
+
+
 def receiver(port: int, out: Path) -> subprocess.Popen[bytes]:
     """ffmpeg as the other platform: takes one RTMP publish and writes it to `out`."""
     assert FFMPEG is not None
@@ -312,9 +318,10 @@ async def test_the_program_is_restreamed_and_the_push_resumes_after_the_receiver
             assert codecs == ["aac", "h264"], (name, codecs)
             assert at_least - 1 <= duration <= at_most + 1, (name, duration, at_most)
         states = [item["data"]["state"] for item in watcher.of_type("media.restream")]
-        assert states[:2] == ["connecting", "live"] and "retrying" in states and states[-1] == "removed", (
-            states
-        )
+        # Live, retrying once its receiver is gone, live again, removed; a loaded machine may
+        # start ffmpeg's listener after the first attempt (one retry more before "live").
+        assert in_turn(["connecting", "live", "retrying", "live", "removed"], states), states
+        assert states[0] == "connecting" and states[-1] == "removed", states
         assert all("platform-key" not in json.dumps(item) for item in watcher.of_type("media.restream"))
     finally:
         stop(first)

@@ -5,6 +5,7 @@ replayed group of pictures, and a restream destination's backoff."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from liveroom.media.dualpath import DualPath
@@ -103,7 +104,8 @@ class Client:
         self.reader = ChunkReader(1 << 20)
 
     def command(self, *values: object, stream: int = 0) -> bytes:
-        return encode_message(Message(COMMAND_AMF0, stream, 0, encode(*values)), 3, 128)
+        chunks: bytes = encode_message(Message(COMMAND_AMF0, stream, 0, encode(*values)), 3, 128)
+        return chunks
 
     def replies(self, data: bytes) -> list[list[object]]:
         return [decode_all(m.payload) for m in self.reader.feed(data) if m.type_id == COMMAND_AMF0]
@@ -257,7 +259,7 @@ def test_an_rtmp_backup_that_was_on_air_is_ready_again_as_soon_as_it_is_off_air(
         "video", "video/H264", gop_cache_frames=300, queue_frames=600, keyframe_interval_s=1.0,
         request_keyframe=lambda: None,
     )  # fmt: skip
-    now, switches = [0.0], []
+    now, switches = [0.0], list[Any]()
     dual = DualPath({"video": relay}, FailoverPolicy(), switches.append, lambda: now[0])
     h264 = {"video": "video/H264"}
     dual.attach(

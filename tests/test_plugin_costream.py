@@ -1,19 +1,19 @@
-"""Co-streaming: the stage rules, then real clients, and the publish token the media module checks."""
+"""Co-streaming: the stage rules; a guest's disconnect and the VIP lane on a node without sockets
+(NodeHarness); the stage end to end with real clients, and the publish token media checks."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import jwt
 import pytest
 from liveroom.plugins.costream_rules import Stage, StagePolicy
-from plugin_support import api, code, joined, room_name
+from plugin_support import code, joined, room_name
 from support import SECRET, ServerProcess, Viewer, module_server
 
 from liveroom.auth import TokenAuthority
+from liveroom.config import Config, LimitsConfig
 from liveroom.errors import CommandError, Unauthorized
 from liveroom.publish_token import PublishTokens
-from liveroom.testing import FakeClock
+from liveroom.testing import FakeClock, NodeHarness
 
 
 def test_stage_rules() -> None:
@@ -46,7 +46,7 @@ def test_vip_lane_is_served_first_and_has_its_own_room() -> None:
     def ask(user: str, tier: str | None) -> int:
         position = stage.request(user, user.title(), "viewer", tier, clock.now_ms())
         clock.advance(1)
-        return position
+        return int(position)
 
     assert ask("ann", None) == 1 and ask("bob", "fan") == 1 and ask("cat", None) == 3
     with pytest.raises(CommandError, match="general stage queue is full") as full:
@@ -86,6 +86,7 @@ def test_tier_claim_round_trips_and_is_checked() -> None:
 
 
 stage_server = module_server("stage_server", {"LIVEROOM_PLUGINS_COSTREAM_MAX_GUESTS": "1"})
+FAST = Config(limits=LimitsConfig(commands_per_s=1e6, commands_burst=1_000_000))
 
 
 async def test_stage_end_to_end(stage_server: ServerProcess, viewers: list[Viewer]) -> None:
@@ -126,53 +127,57 @@ async def test_stage_end_to_end(stage_server: ServerProcess, viewers: list[Viewe
     await bob.wait_for(lambda i: i["type"] == "costream.stage" and i["data"]["guests"] == [])
 
 
-async def test_a_guest_who_disconnects_leaves_the_stage(server: ServerProcess, viewers: list[Viewer]) -> None:
-    room = room_name()
-    host = await joined(server, viewers, "host-" + room, room, "host")
-    ann = await joined(server, viewers, "ann-" + room, room)
-    await ann.call("costream.request", {"room": room})
-    status, ack = api(server, "POST", f"/api/rooms/{room}/commands/costream.accept", {"user": ann.user})
-    assert status == 200 and ack["slot"] == 1
-    await ann.close()
-    await host.wait_for(lambda i: i["type"] == "costream.stage" and i["data"]["guests"] == [])
+async def test_a_guest_who_disconnects_leaves_the_stage() -> None:
+    async with NodeHarness(FAST) as h:
+        host, ann = await h.connect("host", role="host"), await h.connect("ann")
+        await host.join("r")
+        await ann.join("r")
+        await ann.command("costream.request", {"room": "r"})
+        ack = await host.command("costream.accept", {"room": "r", "user": "ann"})
+        assert ack["ok"] and ack["slot"] == 1
+        await ann.vanish()
+        await h.advance(1)
+        assert host.of_type("costream.stage")[-1]["data"]["guests"] == []
 
 
-@pytest.fixture(scope="module")
-def vip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
-        "LIVEROOM_PLUGINS_COSTREAM_ALLOWED_ROLES": "moderator",
-        "LIVEROOM_PLUGINS_COSTREAM_ALLOWED_TIERS": "vip,fan",
-        "LIVEROOM_PLUGINS_COSTREAM_PRIORITY_TIERS": "vip",
-        "LIVEROOM_PLUGINS_COSTREAM_MAX_QUEUE": "1",
+VIP = {
+    "costream": {
+        "allowed_roles": ("moderator",),
+        "allowed_tiers": ("vip", "fan"),
+        "priority_tiers": ("vip",),
+        "max_queue": 1,
     }
-    process = ServerProcess(tmp_path_factory.mktemp("costream-vip"), env=env).start()
-    yield process
-    process.stop()
+}
 
 
-async def test_vip_lane_end_to_end(vip_server: ServerProcess, viewers: list[Viewer]) -> None:
-    room = room_name()
-    host = await joined(vip_server, viewers, "host", room, "host")
-    plain = await joined(vip_server, viewers, "plain", room)
-    fan = await joined(vip_server, viewers, "fan", room, tier="fan")
-    fan2 = await joined(vip_server, viewers, "fan2", room, tier="fan")
-    vip = await joined(vip_server, viewers, "vip", room, tier="vip")
-    refused = await plain.call("costream.request", {"room": room})
-    assert code(refused) == "not_allowed" and "tiers" in refused["error"]["message"]
-    assert await fan.call("costream.request", {"room": room}) == {
-        "ok": True,
-        "position": 1,
-        "lane": "general",
-    }
-    assert code(await fan2.call("costream.request", {"room": room})) == "queue_full"
-    assert await vip.call("costream.request", {"room": room}) == {"ok": True, "position": 1, "lane": "vip"}
-    [queue] = await host.wait_for(lambda i: i["type"] == "costream.queue" and len(i["data"]["queue"]) == 2)
-    assert [(q["id"], q["tier"], q["lane"]) for q in queue["data"]["queue"]] == [
-        ("vip", "vip", "vip"),
-        ("fan", "fan", "general"),
-    ]
-    assert (await host.call("costream.accept", {"room": room}))["user"] == "vip"  # the next in line
-    await vip.wait_for(lambda i: i["type"] == "costream.accepted")
-    status, ack = api(vip_server, "POST", f"/api/rooms/{room}/commands/costream.accept", {})
-    assert status == 200 and ack["user"] == "fan" and ack["slot"] == 2
-    assert code(await host.call("costream.accept", {"room": room})) == "queue_empty"
+async def test_vip_lane() -> None:
+    async with NodeHarness(FAST, plugins=VIP) as h:
+        host, plain = await h.connect("host", role="host"), await h.connect("plain")
+        fan, fan2 = await h.connect("fan", tier="fan"), await h.connect("fan2", tier="fan")
+        vip = await h.connect("vip", tier="vip")
+        for client in (host, plain, fan, fan2, vip):
+            await client.join("r")
+        refused = await plain.command("costream.request", {"room": "r"})
+        assert code(refused) == "not_allowed" and "tiers" in refused["error"]["message"]
+        assert await fan.command("costream.request", {"room": "r"}) == {
+            "ok": True,
+            "position": 1,
+            "lane": "general",
+        }
+        assert code(await fan2.command("costream.request", {"room": "r"})) == "queue_full"
+        assert await vip.command("costream.request", {"room": "r"}) == {
+            "ok": True,
+            "position": 1,
+            "lane": "vip",
+        }
+        await h.advance(1)
+        queue = host.of_type("costream.queue")[-1]
+        assert [(q["id"], q["tier"], q["lane"]) for q in queue["data"]["queue"]] == [
+            ("vip", "vip", "vip"),
+            ("fan", "fan", "general"),
+        ]
+        assert (await host.command("costream.accept", {"room": "r"}))["user"] == "vip"  # the next in line
+        assert vip.of_type("costream.accepted")
+        ack = await host.command("costream.accept", {"room": "r"})
+        assert ack["user"] == "fan" and ack["slot"] == 2
+        assert code(await host.command("costream.accept", {"room": "r"})) == "queue_empty"

@@ -1,15 +1,20 @@
-"""Coupons: presence rules over fake time, then watch time, activity and drops with real clients."""
+"""Coupons: presence rules over fake time; watch time and activity on a node without sockets
+(NodeHarness); drops end to end with real clients and a SIGKILL."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from liveroom.plugins.coupon_rules import ActivityLog, Presence, parse_rule
 from plugin_support import code, joined, room_name
-from support import ServerProcess, Viewer, module_server
+from support import ServerProcess, Viewer
+
+from liveroom.config import Config, LimitsConfig
+from liveroom.testing import HarnessConnection, NodeHarness
 
 RULES = (
     "id=w trigger=watch_time minutes=0.05 budget=2 title=Watcher,"
@@ -52,51 +57,52 @@ def test_a_like_streak_counts_only_recent_likes() -> None:
         parse_rule("id=x trigger=activity activity=like count=1 within_s=-1 budget=1")
 
 
-coupon_server = module_server(
-    "coupon_server", {"LIVEROOM_PLUGINS_COUPON_RULES": RULES, "LIVEROOM_PLUGINS_COUPON_GRACE_S": "1"}
-)
+COUPON = {"coupon": {"rules": tuple(RULES.split(",")), "grace_s": 1.0}}
+FAST = Config(limits=LimitsConfig(commands_per_s=1e6, commands_burst=1_000_000))
 
 
-def grants(viewer: Viewer, rule: str) -> list[dict[str, object]]:
+def grants(viewer: HarnessConnection, rule: str) -> list[dict[str, Any]]:
     return [i for i in viewer.of_type("coupon.granted") if i["data"]["rule"] == rule]
 
 
-async def test_watch_time_with_grace_budget_and_pending_grants(
-    coupon_server: ServerProcess, viewers: list[Viewer]
-) -> None:
-    room = room_name()
-    ann = await joined(coupon_server, viewers, "ann", room)
-    bob = await joined(coupon_server, viewers, "bob", room)
-    await asyncio.sleep(0.5)
-    carol = await joined(coupon_server, viewers, "carol", room)
-    await asyncio.sleep(0.5)
-    await bob.close()  # a short disconnect, within the 1 s grace period
-    await asyncio.sleep(0.3)
-    bob = await joined(coupon_server, viewers, "bob", room)
-    for viewer in (ann, bob):
-        [item] = await viewer.wait_for(lambda i: i["type"] == "coupon.granted", timeout=6)
-        assert item["seq"] is None and item["data"]["rule"] == "w" and item["data"]["user"] == viewer.user
-    await asyncio.sleep(1.2)
-    assert grants(carol, "w") == []  # the budget of 2 was spent
-    await ann.close()
-    ann = await joined(coupon_server, viewers, "ann", room)
-    state = (await ann.call("join", {"room": room}))["state"]["coupon"]
-    assert [g["rule"] for g in state["pending"]] == ["w"]
-    claimed = await ann.call("coupon.claim", {"room": room, "rule": "w"})
-    assert claimed["ok"] and claimed["grant"]["rule"] == "w"
-    assert code(await ann.call("coupon.claim", {"room": room, "rule": "w"})) == "already_claimed"
-    assert code(await ann.call("coupon.claim", {"room": room, "rule": "chatty"})) == "not_found"
-    assert (await ann.call("join", {"room": room}))["state"]["coupon"]["pending"] == []
+async def test_watch_time_with_grace_budget_and_pending_grants() -> None:
+    async with NodeHarness(FAST, plugins=COUPON) as h:
+        ann, bob = await h.connect("ann"), await h.connect("bob")
+        await ann.join("r")
+        await bob.join("r")
+        await h.advance(0.5)
+        carol = await h.connect("carol")
+        await carol.join("r")
+        await h.advance(0.5)
+        await bob.vanish()  # a short disconnect, within the 1 s grace period
+        await h.advance(0.3)
+        bob = await h.connect("bob")
+        await bob.join("r")
+        await h.advance(2.0)  # 3 s (0.05 minutes) after ann and bob came
+        for viewer in (ann, bob):
+            [item] = viewer.of_type("coupon.granted")
+            assert item["seq"] is None and item["data"]["rule"] == "w" and item["data"]["user"] == viewer.user
+        await h.advance(1.2)
+        assert grants(carol, "w") == []  # the budget of 2 was spent
+        await ann.vanish()
+        ann = await h.connect("ann")
+        state = (await ann.join("r"))["state"]["coupon"]
+        assert [g["rule"] for g in state["pending"]] == ["w"]
+        claimed = await ann.command("coupon.claim", {"room": "r", "rule": "w"})
+        assert claimed["ok"] and claimed["grant"]["rule"] == "w"
+        assert code(await ann.command("coupon.claim", {"room": "r", "rule": "w"})) == "already_claimed"
+        assert code(await ann.command("coupon.claim", {"room": "r", "rule": "chatty"})) == "not_found"
+        assert (await ann.join("r"))["state"]["coupon"]["pending"] == []
 
 
-async def test_activity_grants_once(coupon_server: ServerProcess, viewers: list[Viewer]) -> None:
-    room = room_name()
-    ann = await joined(coupon_server, viewers, "ann", room)
-    for n in range(4):
-        assert code(await ann.call("danmaku.send", {"room": room, "text": f"hi {n}"})) == "ok"
-    await ann.wait_for(lambda i: i["type"] == "coupon.granted" and i["data"]["rule"] == "chatty")
-    await asyncio.sleep(0.2)
-    assert len(grants(ann, "chatty")) == 1
+async def test_activity_grants_once() -> None:
+    async with NodeHarness(FAST, plugins={**COUPON, "danmaku": {"rate_per_s": 100, "burst": 100}}) as h:
+        ann = await h.connect("ann")
+        await ann.join("r")
+        for n in range(4):
+            assert code(await ann.command("danmaku.send", {"room": "r", "text": f"hi {n}"})) == "ok"
+        await h.advance(1.0)
+        assert len(grants(ann, "chatty")) == 1
 
 
 async def test_drops_are_first_come_and_durable(tmp_path: Path) -> None:

@@ -1,17 +1,19 @@
-"""The live dashboard: its pure rules, then a real server pushing `dashboard.stats` to staff only."""
+"""The live dashboard: its pure rules, then a node without sockets (NodeHarness, fake clock)
+pushing `dashboard.stats` to staff only. (Through real sockets: the pages show, and the
+scale-out test's dashboard over three nodes.)"""
 
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any
 
 from liveroom.plugins.coupon_rules import CouponTally
 from liveroom.plugins.danmaku_rules import PerSecond
 from liveroom.plugins.dashboard_rules import RoomWatch, conversion
 from liveroom.plugins.sale_rules import SalesTally
-from plugin_support import api, joined, room_name, server_ms
-from support import ServerProcess, Viewer
+
+from liveroom.config import Config, LimitsConfig
+from liveroom.testing import HarnessConnection, NodeHarness
 
 
 def test_room_watch_keeps_the_peak_the_watchers_and_new_viewers() -> None:
@@ -54,83 +56,81 @@ def test_tallies_fold_records_once() -> None:
     )
 
 
-def stats_of(viewer: Viewer) -> list[dict[str, Any]]:
+FAST = Config(limits=LimitsConfig(commands_per_s=1e6, commands_burst=1_000_000))
+
+
+def stats_of(viewer: HarnessConnection) -> list[dict[str, Any]]:
     return [item["data"] for item in viewer.of_type("dashboard.stats")]
 
 
-async def test_staff_get_live_figures_and_viewers_never_do(
-    server: ServerProcess, viewers: list[Viewer]
-) -> None:
-    room = room_name()
-    ann = await joined(server, viewers, "ann-" + room, room)
-    bob = await joined(server, viewers, "bob-" + room, room)
-    host = await joined(server, viewers, "host-" + room, room, "host")
-    started = time.monotonic()
-    first = await host.wait_for(lambda item: item["type"] == "dashboard.stats", timeout=3)
-    assert time.monotonic() - started < 0.9, "a host who joins gets the figures at once, not a second later"
-    moderator = await joined(server, viewers, "mod-" + room, room, "moderator")
-    assert first[0]["seq"] is None and first[0]["data"]["room"] == room
+async def test_staff_get_live_figures_and_viewers_never_do() -> None:
+    async with NodeHarness(FAST) as h:
+        ann, bob, host = await h.connect("ann"), await h.connect("bob"), await h.connect("host", role="host")
+        for client in (ann, bob, host):
+            await client.join("r")
+        joined_at = h.clock.monotonic()
+        while not stats_of(host):
+            await h.advance(0.05)
+        # A host who joins gets the figures at once (first_after_ms), not an interval later.
+        assert h.clock.monotonic() - joined_at < 0.5
+        first = host.of_type("dashboard.stats")
+        moderator = await h.connect("mod", role="moderator")
+        await moderator.join("r")
+        assert first[0]["seq"] is None and first[0]["data"]["room"] == "r"
 
-    await ann.call("danmaku.send", {"room": room, "text": "好看 好看 tea"})
-    await bob.call("danmaku.send", {"room": room, "text": "我要好看的 tea"})
-    await ann.call("like.send", {"room": room, "count": 7})
-    await host.call(
-        "poll.create", {"room": room, "question": "Red?", "options": ["y", "n"], "duration_s": 60}
-    )
-    starts_at = int(await server_ms(host)) + 300
-    sale = await host.call(
-        "sale.schedule",
-        {
-            "room": room,
-            "sku": "t",
-            "title": "Tea",
-            "price": 9.9,
-            "stock": 5,
-            "starts_at": starts_at,
-            "duration_s": 60,
-        },
-    )
-    drop = await host.call("coupon.drop", {"room": room, "title": "5 off", "count": 9})
-    assert (await ann.call("coupon.grab", {"room": room, "rule": drop["rule"]}))["ok"]
-    assert (await ann.call("coupon.claim", {"room": room, "rule": drop["rule"]}))["ok"]
-    await bob.wait_for(lambda item: item["type"] == "sale.started", timeout=5)
-    for fan in (ann, bob):
-        assert (
-            await fan.call("sale.buy", {"room": room, "sale": sale["sale"], "qty": 1, "request_id": "r1"})
-        )["ok"]
-    await ann.call("danmaku.send", {"room": room, "text": "bye"})
-    await host.wait_for(lambda item: item["type"] == "dashboard.stats" and item["data"]["online"] == 4)
-    # Ann leaves: online drops to 3, the peak stays 4.
-    await ann.close()
+        await ann.command("danmaku.send", {"room": "r", "text": "好看 好看 tea"})
+        await bob.command("danmaku.send", {"room": "r", "text": "我要好看的 tea"})
+        await ann.command("like.send", {"room": "r", "count": 7})
+        poll = {"room": "r", "question": "Red?", "options": ["y", "n"], "duration_s": 60}
+        await host.command("poll.create", poll)
+        starts_at = int(h.clock.now_ms()) + 300
+        sale = await host.command(
+            "sale.schedule",
+            {
+                "room": "r",
+                "sku": "t",
+                "title": "Tea",
+                "price": 9.9,
+                "stock": 5,
+                "starts_at": starts_at,
+                "duration_s": 60,
+            },
+        )
+        drop = await host.command("coupon.drop", {"room": "r", "title": "5 off", "count": 9})
+        assert (await ann.command("coupon.grab", {"room": "r", "rule": drop["rule"]}))["ok"]
+        assert (await ann.command("coupon.claim", {"room": "r", "rule": drop["rule"]}))["ok"]
+        await h.advance(0.5)
+        assert bob.of_type("sale.started")
+        for fan in (ann, bob):
+            buy = {"room": "r", "sale": sale["sale"], "qty": 1, "request_id": "r1"}
+            assert (await fan.command("sale.buy", buy))["ok"]
+        await ann.command("danmaku.send", {"room": "r", "text": "bye"})
+        await h.advance(1.5)
+        assert stats_of(host)[-1]["online"] == 4
+        await ann.vanish()  # Ann leaves: online drops to 3, the peak stays 4.
+        await h.advance(1.5)
+        data = stats_of(host)[-1]
+        figures = data["figures"]
+        assert (data["online"], data["peak_online"], data["viewers"]) == (3, 4, 2)
+        assert data["conversion"] == 1.0  # two buyers among two viewers
+        assert figures["danmaku"]["total"] == 3 and sum(figures["danmaku"]["per_second"]) >= 2
+        hot = {entry["word"]: entry["count"] for entry in figures["danmaku"]["hot"]}
+        assert hot["好看"] == 2 and hot["tea"] == 2
+        assert figures["like"]["total"] == 7 and figures["like"]["peak"]["count"] == 7
+        assert figures["poll"]["question"] == "Red?" and figures["poll"]["open"] is True
+        assert {k: figures["sale"][k] for k in ("orders", "units", "gmv", "buyers")} == {
+            "orders": 2,
+            "units": 2,
+            "gmv": "19.80",
+            "buyers": 2,
+        }
+        assert figures["sale"]["sales"][0]["remaining"] == 3
+        assert (figures["coupon"]["issued"], figures["coupon"]["claimed"]) == (1, 1)
+        assert stats_of(moderator), "moderators watch too"
+        # At most one a second: the host's items are spaced by the interval.
+        stamps = [stats["at"] for stats in stats_of(host)]
+        assert all(later - earlier >= 1000 for earlier, later in itertools.pairwise(stamps[1:]))
+        assert stats_of(bob) == [] and bob.of_type("dashboard.stats") == []
 
-    def settled(item: dict[str, Any]) -> bool:
-        data = item["data"] if item["type"] == "dashboard.stats" else {}
-        sales = data.get("figures", {}).get("sale", {})
-        return sales.get("orders") == 2 and data.get("online") == 3
-
-    [latest, *_] = reversed(await host.wait_for(settled, timeout=8))
-    data = latest["data"]
-    figures = data["figures"]
-    assert (data["online"], data["peak_online"], data["viewers"]) == (3, 4, 2)
-    assert data["conversion"] == 1.0  # two buyers among two viewers
-    assert figures["danmaku"]["total"] == 3 and sum(figures["danmaku"]["per_second"]) >= 2
-    hot = {entry["word"]: entry["count"] for entry in figures["danmaku"]["hot"]}
-    assert hot["好看"] == 2 and hot["tea"] == 2
-    assert figures["like"]["total"] == 7 and figures["like"]["peak"]["count"] == 7
-    assert figures["poll"]["question"] == "Red?" and figures["poll"]["open"] is True
-    assert {k: figures["sale"][k] for k in ("orders", "units", "gmv", "buyers")} == {
-        "orders": 2,
-        "units": 2,
-        "gmv": "19.80",
-        "buyers": 2,
-    }
-    assert figures["sale"]["sales"][0]["remaining"] == 3
-    assert (figures["coupon"]["issued"], figures["coupon"]["claimed"]) == (1, 1)
-    assert stats_of(moderator), "moderators watch too"
-    # At most one a second: the host's items are spaced by the interval.
-    stamps = [stats["at"] for stats in stats_of(host)]
-    assert all(later - earlier >= 900 for earlier, later in itertools.pairwise(stamps[1:]))
-    assert stats_of(bob) == [] and bob.of_type("dashboard.stats") == []
-
-    status, body = api(server, "GET", f"/api/rooms/{room}/dashboard")
-    assert status == 200 and body["figures"]["sale"]["orders"] == 2 and body["peak_online"] == 4
+        body = await h.node.interactions.query("r", host.identity, "dashboard", {})
+        assert body["figures"]["sale"]["orders"] == 2 and body["peak_online"] == 4

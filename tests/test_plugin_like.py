@@ -1,4 +1,5 @@
-"""Likes: the allowance rule over fake time, then real clients."""
+"""Likes: the allowance rule over fake time; aggregation and throttling on a node without sockets
+(NodeHarness); totals through restarts with real clients and servers."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from liveroom.plugins.like_rules import (
     UnflushedLikes,
     minutes_back,
 )
-from plugin_support import api, code, joined, room_name
+from plugin_support import api, code, room_name
 from redis_support import RedisServer
 from support import ServerProcess, Viewer
 
 from liveroom.ratelimit import KeyedBuckets
+from liveroom.testing import NodeHarness
 
 
 def test_allowance_cuts_a_tap_storm_and_refills() -> None:
@@ -38,24 +40,27 @@ def test_minute_counts_keep_the_peak() -> None:
     assert counts.peak() == {"minute": 60_000, "count": 10}
 
 
-async def test_likes_aggregate_and_are_throttled(server: ServerProcess, viewers: list[Viewer]) -> None:
-    room = room_name()
-    ann = await joined(server, viewers, "ann-" + room, room)
-    bob = await joined(server, viewers, "bob-" + room, room)
-    first = await ann.call("like.send", {"room": room, "count": 30})
-    assert first == {"ok": True, "accepted": 30, "total": 30}
-    storm = await bob.call("like.send", {"room": room, "count": 5000})
-    assert storm["accepted"] == 100 and storm["total"] == 130
-    assert code(await bob.call("like.send", {"room": room, "count": 1000})) == "rate_limited"
-    assert code(await bob.call("like.send", {"room": room, "count": 0})) == "bad_request"
-    for _ in range(5):
-        await ann.call("like.send", {"room": room, "count": 1})
-    await bob.wait_for(lambda i: i["type"] == "like.total" and i["data"]["total"] == 135)
-    stamps = [i["ts"] for i in bob.of_type("like.total")]
-    assert all(b - a >= 450 for a, b in itertools.pairwise(stamps))
-    assert (await ann.call("join", {"room": room}))["state"]["like"] == {"total": 135}
-    status, stats = api(server, "GET", f"/api/rooms/{room}/likes")
-    assert status == 200 and stats["total"] == 135 and stats["peak"]["count"] == 135
+async def test_likes_aggregate_and_are_throttled() -> None:
+    async with NodeHarness() as h:
+        ann, bob = await h.connect("ann"), await h.connect("bob")
+        await ann.join("r")
+        await bob.join("r")
+        first = await ann.command("like.send", {"room": "r", "count": 30})
+        assert first == {"ok": True, "accepted": 30, "total": 30}
+        storm = await bob.command("like.send", {"room": "r", "count": 5000})
+        assert storm["accepted"] == 100 and storm["total"] == 130
+        assert code(await bob.command("like.send", {"room": "r", "count": 1000})) == "rate_limited"
+        assert code(await bob.command("like.send", {"room": "r", "count": 0})) == "bad_request"
+        for _ in range(5):
+            await ann.command("like.send", {"room": "r", "count": 1})
+            await h.advance(0.2)
+        await h.advance(0.6)
+        assert bob.of_type("like.total")[-1]["data"]["total"] == 135
+        stamps = [i["ts"] for i in bob.of_type("like.total")]  # at most one per total_interval_ms
+        assert len(stamps) >= 2 and all(b - a >= 500 for a, b in itertools.pairwise(stamps))
+        assert (await ann.join("r"))["state"]["like"] == {"total": 135}
+        stats = await h.node.interactions.query("r", ann.identity, "likes", {})
+        assert stats["total"] == 135 and stats["peak"]["count"] == 135
 
 
 def test_unflushed_likes_stay_pending_until_stored() -> None:

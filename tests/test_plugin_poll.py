@@ -1,4 +1,5 @@
-"""Polls: pure rules, then real clients against a real server (and a restart)."""
+"""Polls: pure rules; a poll's life on a node without sockets (NodeHarness, fake clock); real
+clients against a real server over HTTP and through a SIGKILL."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 from liveroom.plugins.poll_rules import Poll
 from plugin_support import api, code, joined, room_name
-from support import ServerProcess, Viewer, module_server
+from support import ServerProcess, Viewer
 
+from liveroom.config import Config, LimitsConfig
 from liveroom.errors import CommandError
+from liveroom.testing import NodeHarness
 
 
 def test_poll_rules() -> None:
@@ -31,64 +34,59 @@ def test_poll_rules() -> None:
     assert poll.result()["winners"] == [1] and poll.result()["closed_by"] == "host"
 
 
-poll_server = module_server("poll_server", {"LIVEROOM_PLUGINS_POLL_MIN_DURATION_S": "1"})
+FAST = Config(limits=LimitsConfig(commands_per_s=1e6, commands_burst=1_000_000))
 
 
-async def test_a_poll_end_to_end(poll_server: ServerProcess, viewers: list[Viewer]) -> None:
-    room = room_name()
-    host = await joined(poll_server, viewers, "host", room, "host")
-    ann = await joined(poll_server, viewers, "ann", room)
-    bob = await joined(poll_server, viewers, "bob", room)
-    create = {"room": room, "question": "Which colour?", "options": ["red", "blue"], "duration_s": 2}
-    assert code(await ann.call("poll.create", create)) == "forbidden"
-    assert code(await host.call("poll.create", {**create, "options": ["one"]})) == "bad_request"
-    assert code(await host.call("poll.create", {**create, "options": ["x"] * 11})) == "bad_request"
-    assert code(await host.call("poll.create", {**create, "duration_s": 3600})) == "bad_request"
-    poll = (await host.call("poll.create", create))["poll"]
-    assert code(await host.call("poll.create", create)) == "poll_active"
-    [started] = await ann.wait_for(lambda i: i["type"] == "poll.started")
-    assert started["data"]["options"] == ["red", "blue"] and started["data"]["counts"] == [0, 0]
+async def test_a_poll_from_start_to_deadline() -> None:
+    async with NodeHarness(FAST, plugins={"poll": {"min_duration_s": 1}}) as h:
+        host, ann, bob = await h.connect("host", role="host"), await h.connect("ann"), await h.connect("bob")
+        for client in (host, ann, bob):
+            await client.join("r")
+        create = {"room": "r", "question": "Which colour?", "options": ["red", "blue"], "duration_s": 2}
+        assert code(await ann.command("poll.create", create)) == "forbidden"
+        assert code(await host.command("poll.create", {**create, "options": ["one"]})) == "bad_request"
+        assert code(await host.command("poll.create", {**create, "options": ["x"] * 11})) == "bad_request"
+        assert code(await host.command("poll.create", {**create, "duration_s": 3600})) == "bad_request"
+        poll = (await host.command("poll.create", create))["poll"]
+        assert code(await host.command("poll.create", create)) == "poll_active"
+        [started] = ann.of_type("poll.started")
+        assert started["data"]["options"] == ["red", "blue"] and started["data"]["counts"] == [0, 0]
 
-    vote = {"room": room, "poll": poll, "option": 1}
-    assert code(await ann.call("poll.vote", vote)) == "ok"
-    assert code(await ann.call("poll.vote", {**vote, "option": 0})) == "already_voted"
-    assert code(await bob.call("poll.vote", {**vote, "option": 5})) == "invalid_option"
-    assert code(await bob.call("poll.vote", {**vote, "poll": "p-nope"})) == "not_found"
-    assert code(await bob.call("poll.vote", vote)) == "ok"
-    await host.wait_for(lambda i: i["type"] == "poll.tally" and i["data"]["counts"] == [0, 2])
-    rejoin = await ann.call("join", {"room": room})
-    assert rejoin["state"]["poll"]["my_vote"] == 1 and rejoin["state"]["poll"]["counts"] == [0, 2]
+        vote = {"room": "r", "poll": poll, "option": 1}
+        assert code(await ann.command("poll.vote", vote)) == "ok"
+        assert code(await ann.command("poll.vote", {**vote, "option": 0})) == "already_voted"
+        assert code(await bob.command("poll.vote", {**vote, "option": 5})) == "invalid_option"
+        assert code(await bob.command("poll.vote", {**vote, "poll": "p-nope"})) == "not_found"
+        assert code(await bob.command("poll.vote", vote)) == "ok"
+        await h.advance(0.6)
+        assert [i["data"]["counts"] for i in host.of_type("poll.tally")][-1] == [0, 2]
+        rejoin = await ann.join("r")
+        assert rejoin["state"]["poll"]["my_vote"] == 1 and rejoin["state"]["poll"]["counts"] == [0, 2]
 
-    [ended] = await bob.wait_for(lambda i: i["type"] == "poll.ended", timeout=5)
-    assert ended["seq"] is not None and ended["data"]["closed_by"] == "deadline"
-    assert ended["data"]["counts"] == [0, 2] and ended["data"]["winners"] == [1]
-    assert code(await bob.call("poll.vote", vote)) == "not_found"
-    tallies = [i["ts"] for i in host.of_type("poll.tally")]
-    assert all(b - a >= 450 for a, b in itertools.pairwise(tallies))
+        await h.advance(2)
+        [ended] = bob.of_type("poll.ended")
+        assert ended["seq"] is not None and ended["data"]["closed_by"] == "deadline"
+        assert ended["data"]["counts"] == [0, 2] and ended["data"]["winners"] == [1]
+        assert code(await bob.command("poll.vote", vote)) == "not_found"
+        tallies = [i["ts"] for i in host.of_type("poll.tally")]  # at most one per tally_interval_ms
+        assert all(b - a >= 500 for a, b in itertools.pairwise(tallies))
 
 
-async def test_the_host_closes_a_poll_and_the_result_is_durable(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path).start()
-    viewers: list[Viewer] = []
-    room = room_name()
-    try:
-        host = await joined(server, viewers, "host", room, "host")
-        ann = await joined(server, viewers, "ann", room)
-        create = {"room": room, "question": "Q", "options": ["a", "b", "c"], "duration_s": 60}
-        poll = (await host.call("poll.create", create))["poll"]
-        await ann.call("poll.vote", {"room": room, "poll": poll, "option": 2})
-        closed = await host.call("poll.close", {"room": room, "poll": poll})
+async def test_the_host_closes_a_poll_and_the_result_is_durable() -> None:
+    async with NodeHarness(FAST) as h:
+        host, ann = await h.connect("host", role="host"), await h.connect("ann")
+        await host.join("r")
+        await ann.join("r")
+        create = {"room": "r", "question": "Q", "options": ["a", "b", "c"], "duration_s": 60}
+        poll = (await host.command("poll.create", create))["poll"]
+        await ann.command("poll.vote", {"room": "r", "poll": poll, "option": 2})
+        closed = await host.command("poll.close", {"room": "r", "poll": poll})
         assert closed["result"]["closed_by"] == "host" and closed["result"]["counts"] == [0, 0, 1]
-        await ann.wait_for(lambda i: i["type"] == "poll.ended")
-        assert code(await host.call("poll.close", {"room": room, "poll": poll})) == "not_found"
-        server.stop(signal.SIGKILL)
-        server.start()
-        status, result = api(server, "GET", f"/api/rooms/{room}/polls/{poll}")
-        assert status == 200 and result["counts"] == [0, 0, 1] and result["winners"] == [2]
-    finally:
-        for viewer in viewers:
-            await viewer.close()
-        server.stop()
+        assert ann.of_type("poll.ended")
+        assert code(await host.command("poll.close", {"room": "r", "poll": poll})) == "not_found"
+        await h.restart()
+        result = await h.node.interactions.query("r", host.identity, "polls/{poll}", {"poll": poll})
+        assert result["counts"] == [0, 0, 1] and result["winners"] == [2]
 
 
 def test_polls_over_http(server: ServerProcess) -> None:

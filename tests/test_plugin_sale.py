@@ -1,17 +1,21 @@
-"""Flash sales through real clients: the clock opens and closes, stock is exact, orders durable."""
+"""Flash sales: the clock opens and closes, stock is exact (on a node without sockets, NodeHarness);
+through real clients, start times, the HTTP API, orders through a SIGKILL and the webhook."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from plugin_support import api, code, joined, room_name, server_ms
 from support import ServerProcess, Viewer, free_port
+
+from liveroom.config import Config, LimitsConfig
+from liveroom.testing import NodeHarness
 
 
 def sale_body(
@@ -29,50 +33,55 @@ def sale_body(
     }
 
 
-async def test_a_flash_sale_end_to_end(server: ServerProcess, viewers: list[Viewer]) -> None:
-    room = room_name()
-    host = await joined(server, viewers, "host-" + room, room, "host")
-    ann = await joined(server, viewers, "ann-" + room, room)
-    bob = await joined(server, viewers, "bob-" + room, room)
-    now = await server_ms(host)
-    assert code(await ann.call("sale.schedule", sale_body(room, now + 700))) == "forbidden"
-    assert code(await host.call("sale.schedule", {**sale_body(room, now), "stock": 0})) == "bad_request"
-    ack = await host.call("sale.schedule", sale_body(room, now + 700))
-    sale = ack["sale"]
-    [scheduled] = await ann.wait_for(lambda i: i["type"] == "sale.scheduled")
-    assert scheduled["data"]["id"] == sale and scheduled["data"]["starts_at"] == int(now + 700)
-    assert isinstance(scheduled["data"]["server_time"], float)
+FAST = Config(limits=LimitsConfig(commands_per_s=1e6, commands_burst=1_000_000))
 
-    buy = {"room": room, "sale": sale, "qty": 1, "request_id": "a1"}
-    assert code(await ann.call("sale.buy", buy)) == "not_started"
-    state = (await bob.call("join", {"room": room}))["state"]["sale"]["sales"]
-    assert state[0]["phase"] == "scheduled" and state[0]["remaining"] == 3
-    await ann.wait_for(lambda i: i["type"] == "sale.started")
 
-    first = await ann.call("sale.buy", buy)
-    assert first["ok"] and first["order"]["sale"] == sale and first["order"]["qty"] == 1
-    assert first["order"]["user"] == ann.user
-    assert (await ann.call("sale.buy", buy))["order"] == first["order"]  # same request_id
-    assert code(await ann.call("sale.buy", {**buy, "request_id": "a2", "qty": 2})) == "limit_reached"
-    assert code(await ann.call("sale.buy", {**buy, "request_id": "a3"})) == "ok"
-    assert code(await ann.call("sale.buy", {**buy, "request_id": "a4"})) == "limit_reached"
-    assert code(await bob.call("sale.buy", {**buy, "request_id": "b1", "qty": 2})) == "sold_out"
-    assert code(await bob.call("sale.buy", {**buy, "request_id": "b2"})) == "ok"
-    assert code(await bob.call("sale.buy", {**buy, "request_id": "b3"})) == "sold_out"
-    assert code(await bob.call("sale.buy", {**buy, "sale": "s-nope"})) == "not_found"
-    await bob.wait_for(lambda i: i["type"] == "sale.sold_out")
-    stock = await bob.wait_for(lambda i: i["type"] == "sale.stock" and i["data"]["remaining"] == 0)
-    assert all(i["seq"] is not None for i in stock)
-    [ended] = await bob.wait_for(lambda i: i["type"] == "sale.ended", timeout=5)
-    assert ended["data"] == {"sale": sale, "sold": 3, "remaining": 0}
-    assert code(await bob.call("sale.buy", {**buy, "request_id": "b9"})) == "ended"
-    assert (await ann.call("sale.buy", buy))["order"] == first["order"]  # retries still answer
+async def test_a_flash_sale_from_schedule_to_end() -> None:
+    async with NodeHarness(FAST) as h:
+        host, ann, bob = await h.connect("host", role="host"), await h.connect("ann"), await h.connect("bob")
+        for client in (host, ann, bob):
+            await client.join("r")
+        now = h.clock.now_ms()
+        assert code(await ann.command("sale.schedule", sale_body("r", now + 700))) == "forbidden"
+        assert code(await host.command("sale.schedule", {**sale_body("r", now), "stock": 0})) == "bad_request"
+        sale = (await host.command("sale.schedule", sale_body("r", now + 700)))["sale"]
+        [scheduled] = ann.of_type("sale.scheduled")
+        assert scheduled["data"]["id"] == sale and scheduled["data"]["starts_at"] == int(now + 700)
+        assert isinstance(scheduled["data"]["server_time"], float)
 
-    status, body = api(server, "GET", f"/api/rooms/{room}/sales/{sale}/orders")
-    assert status == 200 and body["orders"][0]["id"] == first["order"]["id"]
-    assert sorted(o["user"] for o in body["orders"]) == sorted([ann.user, ann.user, bob.user])
-    stamps = [i["ts"] for i in ann.items if i["type"].startswith("sale.")]
-    assert stamps == sorted(stamps)
+        buy = {"room": "r", "sale": sale, "qty": 1, "request_id": "a1"}
+        assert code(await ann.command("sale.buy", buy)) == "not_started"
+        state = (await bob.join("r"))["state"]["sale"]["sales"]
+        assert state[0]["phase"] == "scheduled" and state[0]["remaining"] == 3
+        await h.advance(0.7)
+        assert ann.of_type("sale.started")
+
+        first = await ann.command("sale.buy", buy)
+        assert first["ok"] and first["order"]["sale"] == sale and first["order"]["qty"] == 1
+        assert first["order"]["user"] == ann.user
+        assert (await ann.command("sale.buy", buy))["order"] == first["order"]  # same request_id
+        assert code(await ann.command("sale.buy", {**buy, "request_id": "a2", "qty": 2})) == "limit_reached"
+        assert code(await ann.command("sale.buy", {**buy, "request_id": "a3"})) == "ok"
+        assert code(await ann.command("sale.buy", {**buy, "request_id": "a4"})) == "limit_reached"
+        assert code(await bob.command("sale.buy", {**buy, "request_id": "b1", "qty": 2})) == "sold_out"
+        assert code(await bob.command("sale.buy", {**buy, "request_id": "b2"})) == "ok"
+        assert code(await bob.command("sale.buy", {**buy, "request_id": "b3"})) == "sold_out"
+        assert code(await bob.command("sale.buy", {**buy, "sale": "s-nope"})) == "not_found"
+        await h.advance(0.6)
+        assert bob.of_type("sale.sold_out")
+        stock = [i for i in bob.of_type("sale.stock") if i["data"]["remaining"] == 0]
+        assert stock and all(i["seq"] is not None for i in stock)
+        await h.advance(1.5)
+        [ended] = bob.of_type("sale.ended")
+        assert ended["data"] == {"sale": sale, "sold": 3, "remaining": 0}
+        assert code(await bob.command("sale.buy", {**buy, "request_id": "b9"})) == "ended"
+        assert (await ann.command("sale.buy", buy))["order"] == first["order"]  # retries still answer
+
+        body = await h.node.interactions.query("r", host.identity, "sales/{sale}/orders", {"sale": sale})
+        assert body["orders"][0]["id"] == first["order"]["id"]
+        assert sorted(o["user"] for o in body["orders"]) == sorted([ann.user, ann.user, bob.user])
+        stamps = [i["ts"] for i in ann.items if i["type"].startswith("sale.")]
+        assert stamps == sorted(stamps)
 
 
 async def test_a_start_computed_from_server_time_is_accepted(
@@ -146,7 +155,7 @@ async def test_orders_survive_sigkill_and_stock_is_rebuilt(tmp_path: Path) -> No
         server.stop()
 
 
-async def webhook_receiver(calls: list[dict[str, Any]]) -> AsyncIterator[str]:
+async def webhook_receiver(calls: list[dict[str, Any]]) -> AsyncGenerator[str, None]:
     async def receive(request: web.Request) -> web.Response:
         calls.append({"key": request.headers["Idempotency-Key"], "body": json.loads(await request.read())})
         return web.Response(status=500 if len(calls) == 1 else 200)

@@ -261,7 +261,7 @@ def run_oracle(chunks: list[bytes], limit: int | None) -> tuple[Outcome, int]:
             if frame.opcode is not Opcode.CONT:
                 text = frame.opcode is Opcode.TEXT
                 parts, decoder = [], codecs.getincrementaldecoder("utf-8")() if text else None
-            parts.append(frame.data)
+            parts.append(bytes(frame.data))
             if decoder is not None:
                 try:
                     decoder.decode(frame.data, frame.fin)
@@ -272,7 +272,7 @@ def run_oracle(chunks: list[bytes], limit: int | None) -> tuple[Outcome, int]:
                 joined = b"".join(parts)
                 outcome.messages.append(joined.decode() if text else joined)
         elif frame.opcode is Opcode.PING:
-            outcome.pongs.append(frame.data)
+            outcome.pongs.append(bytes(frame.data))
         elif frame.opcode is Opcode.CLOSE:
             assert oracle.close_rcvd is not None
             outcome.echoed = oracle.close_rcvd.code

@@ -41,4 +41,6 @@ console.log(JSON.stringify({
 }));
 upgrader.close();
 poller.close();
-process.exit(0);
+// A poller's goodbye is a POST of its own: let it go out before exiting (else the server
+// holds the session, and a shutdown waits out its grace for it).
+setTimeout(() => process.exit(0), 300);
