@@ -7,7 +7,10 @@ from typing import Any
 
 from liveroom.plugins.danmaku_rules import Action, Moderation
 
+from liveroom.auth import Role
 from liveroom.testing import NodeHarness
+
+_CAST: tuple[tuple[str, Role], ...] = (("h", "host"), ("a", "admin"), ("m", "moderator"), ("f", "viewer"))
 
 
 def error(ack: dict[str, Any]) -> str:
@@ -17,10 +20,7 @@ def error(ack: dict[str, Any]) -> str:
 
 async def test_a_moderator_cannot_ban_or_mute_the_host_or_an_admin() -> None:
     async with NodeHarness() as h:
-        host, admin, mod, fan = [
-            await h.connect(user, role)
-            for user, role in (("h", "host"), ("a", "admin"), ("m", "moderator"), ("f", "viewer"))
-        ]
+        host, admin, mod, fan = [await h.connect(user, role) for user, role in _CAST]
         for client in (host, admin, mod, fan):
             assert (await client.join("r"))["ok"]
         for verb in ("ban", "mute"):
