@@ -311,8 +311,24 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     config = Config(**sections, plugins=_plugin_tables(raw, environ))
+    _check_cluster_switch(config)
     _check_deadlines(config)
     return config
+
+
+def _check_cluster_switch(config: Config) -> None:
+    """Cluster mode is one switch: the broker and the store on Redis together, or neither.
+
+    A shared broker over node-local stores makes every node answer from its own records (a
+    sale scheduled through one node is `not_found` on another); a shared store under a
+    node-local broker splits each room's `seq` and history per node. Both look like they work."""
+    broker, store = config.broker.kind, config.store.kind
+    if (broker == "redis") != (store == "redis"):
+        raise ConfigError(
+            f"[broker] kind = {broker!r} and [store] kind = {store!r}: cluster mode puts both on Redis "
+            "(LIVEROOM_BROKER_KIND=redis and LIVEROOM_STORE_KIND=redis), one node neither; "
+            "see docs/scaleout.md"
+        )
 
 
 def _check_deadlines(config: Config) -> None:

@@ -100,11 +100,12 @@ class MemoryBroker:
 
     async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
         ring = self._rings.get(room)
+        if epoch is not None and epoch != self.epoch and since is not None:
+            # The epoch is part of `since`: another epoch's seq says nothing about this one's.
+            return HistorySlice(self.epoch, self._seq_floor if ring is None else ring.latest, [], True)
         if ring is None:  # never used, or dropped: nothing to serve, numbers go on from the floor
             reset = since is not None and since > 0 and since != self._seq_floor
             return HistorySlice(self.epoch, self._seq_floor, [], reset)
-        if epoch is not None and epoch != self.epoch and since is not None:
-            return HistorySlice(self.epoch, ring.latest, [], True)
         items, reset = ring.since(since, self._clock.now_ms())
         return HistorySlice(self.epoch, ring.latest, items, reset)
 

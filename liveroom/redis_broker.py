@@ -212,10 +212,14 @@ class RedisBroker:
             raise Unavailable(f"the room history is unreachable: {exc}") from None
         current_epoch = current.decode() if isinstance(current, bytes) else str(current)
         latest = int(latest)
-        if since is None or since == latest:
+        if since is None:
             return HistorySlice(current_epoch, latest, [], False)
+        # The epoch is part of `since`: a seq of another epoch says nothing about this one's,
+        # even when the numbers happen to match (Redis restarted empty and counted up again).
         if since > latest or (epoch is not None and epoch != current_epoch):
             return HistorySlice(current_epoch, latest, [], True)
+        if since == latest:
+            return HistorySlice(current_epoch, latest, [], False)
         horizon = self._clock.now_ms() - self._history_age_ms
         items = [p for p in (self._decode_entry(room, entry) for entry in entries) if p.ts >= horizon]
         if not items or items[0].seq != since + 1:

@@ -95,7 +95,12 @@ def run(viewers: int, rate: float, duration: float, light_viewers: int, light_ra
         )
     with redis_server() as redis_url:
         results["redis_hop"] = asyncio.run(broker_hop(redis_url))
-        env = {**NO_CAP, "LIVEROOM_BROKER_KIND": "redis", "LIVEROOM_REDIS_URL": redis_url}
+        env = {
+            **NO_CAP,
+            "LIVEROOM_BROKER_KIND": "redis",
+            "LIVEROOM_STORE_KIND": "redis",
+            "LIVEROOM_REDIS_URL": redis_url,
+        }
         with nodes(2, secret, env) as [a, b]:
             both = f"{a.url},{b.url}"
             results["two_nodes"] = measure(

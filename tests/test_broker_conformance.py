@@ -114,6 +114,10 @@ async def test_since_from_another_epoch_resets(broker: Broker) -> None:
     assert not current.reset
     assert (await broker.history("a", 0, epoch=current.epoch)).items
     assert (await broker.history("a", 0, epoch="another-epoch")).reset
+    # The same seq as the latest, from another epoch (Redis restarted empty and counted up
+    # to the same number): still a reset, never "nothing new".
+    assert (await broker.history("a", current.latest, epoch="another-epoch")).reset
+    assert not (await broker.history("a", current.latest, epoch=current.epoch)).reset
     assert (await broker.history("never-used", 3)).reset
 
 

@@ -44,6 +44,17 @@ def test_a_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None:
     assert run.stdout == ""  # "serving on" only once it listens
 
 
+def test_a_mixed_broker_and_store_refuses_to_start(tmp_path: Path) -> None:
+    """The README's old "Several nodes" command (broker on Redis, store left embedded): one line
+    naming both keys, before anything listens."""
+    run = cli(tmp_path, "serve", "--port", "0", LIVEROOM_BROKER_KIND="redis")
+    assert run.returncode != 0
+    (line,) = run.stderr.strip().splitlines()
+    assert "[broker] kind = 'redis' and [store] kind = 'embedded'" in line, line
+    assert "LIVEROOM_STORE_KIND=redis" in line
+    assert run.stdout == ""
+
+
 def test_each_start_up_failure_is_named_in_one_line() -> None:
     def named(exc: BaseException) -> str:
         return startup_failure(exc, "10.0.0.9", 80)

@@ -62,6 +62,9 @@ def test_env_beats_file(tmp_path: Path) -> None:
         ("[delivery]\ntick_ms = 2.5\n", "whole number"),
         ("[server\n", "cannot read config"),
         ("[server]\nallowed_origins = 5\n", "expected a list"),
+        # Cluster mode is one switch: broker and store on Redis together (issue 15).
+        ("[broker]\nkind = 'redis'\n", r"\[broker\] kind = 'redis' and \[store\] kind = 'embedded'"),
+        ("[store]\nkind = 'redis'\n", r"\[broker\] kind = 'memory' and \[store\] kind = 'redis'"),
     ],
 )
 def test_bad_config_fails_with_a_clear_message(tmp_path: Path, text: str, message: str) -> None:

@@ -86,6 +86,7 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     redis: RedisServer = request.getfixturevalue("redis_server")
     return {
         "LIVEROOM_STORE_KIND": "redis",
+        "LIVEROOM_BROKER_KIND": "redis",
         "LIVEROOM_REDIS_URL": redis.url,
         "LIVEROOM_REDIS_KEY_PREFIX": tmp_path.name,
     }
