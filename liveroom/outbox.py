@@ -15,7 +15,10 @@ outbox reads them back in write order and POSTs each to the configured URL:
 
 After a restart the outbox resumes at its durable cursor, and a record whose receipt
 exists (delivered just before the crash, the cursor not yet moved) is not sent again. One
-deliverer runs per kind: on a cluster, the node holding the kind's lease.
+deliverer runs per outbox: on a cluster, the node holding the outbox's lease in the store
+(`outbox:<name>`, renewed every third of `lease_ms` while it delivers, given up on a clean
+stop); the others look every third of `lease_ms` and take over once it runs out. Records
+written through other nodes wake no one here, so the holder also looks that often.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -66,6 +70,7 @@ class WebhookOutbox:
         name: str = "",
         key: Callable[[Record], str] | None = None,
         wanted: Callable[[Record], bool] | None = None,
+        lease_ms: int = 3000,
     ) -> None:
         """`name`: this outbox's own (its cursor, receipts and dead letters), when several read
         one kind (default: the kind); `key`: a record's Idempotency-Key (default: its key);
@@ -78,6 +83,8 @@ class WebhookOutbox:
         self._first_backoff_s, self._max_backoff_s = first_backoff_s, max_backoff_s
         self._secret, self._max_attempts = secret, max(1, max_attempts)
         self._cursor_key = f"outbox:{self._name}:cursor"
+        self._lease, self._holder = f"outbox:{self._name}", secrets.token_hex(8)
+        self._lease_ms, self._look_s = lease_ms, lease_ms / 3000.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -95,6 +102,8 @@ class WebhookOutbox:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            with contextlib.suppress(Exception):  # unreachable: the lease runs out by itself
+                await self._store.release_lease(self._lease, self._holder)
         if self._session is not None:
             await self._session.close()
 
@@ -127,7 +136,8 @@ class WebhookOutbox:
     async def _run(self) -> None:
         while True:
             try:
-                await self._drain()
+                if await self._store.hold_lease(self._lease, self._holder, self._lease_ms):
+                    await self._drain_holding()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store unreachable: try again shortly
@@ -135,7 +145,29 @@ class WebhookOutbox:
                 await asyncio.sleep(self._first_backoff_s)
                 continue
             self._wake.clear()
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._look_s):
+                    await self._wake.wait()
+
+    async def _drain_holding(self) -> None:
+        """Drain while renewing the lease; a lease lost meanwhile stops the drain (the record
+        under way may reach the receiver twice: its Idempotency-Key tells it so)."""
+        drain = asyncio.ensure_future(self._drain())
+        try:
+            while not drain.done():
+                await asyncio.wait({drain}, timeout=self._look_s)
+                if not drain.done() and not await self._store.hold_lease(
+                    self._lease, self._holder, self._lease_ms
+                ):
+                    log.warning("outbox %s: lost its lease to another node; it delivers now", self._name)
+                    break
+        finally:
+            if not drain.done():
+                drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
+        if not drain.cancelled():
+            drain.result()
 
     async def _drain(self) -> None:
         """Deliver everything after the cursor, in order."""

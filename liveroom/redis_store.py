@@ -11,6 +11,7 @@ so one Lua script can check idempotency, decide stock and write the order togeth
 * `<p>:{pools}`            hash  pool id -> order kind (read once per pool, then cached)
 * `<p>:{c:<key>}`          a counter
 * `<p>:{rooms}:awake`       set of rooms with pending work (the awake index)
+* `<p>:{lease:<name>}`     a lease: its holder, expiring (PX) unless renewed
 
 Durability is Redis's: run it with `appendonly yes` and `appendfsync always` for commerce
 data (`everysec` may lose the last second if Redis itself dies). Redis unreachable: a read,
@@ -100,6 +101,27 @@ return 1
 """
 
 
+# KEYS: the lease. ARGV: holder, ttl (ms). Taken when free, renewed by its holder; 1 if held.
+_HOLD_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: the lease. ARGV: holder. Deleted only by its holder.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisStore:
     """Implements `Store` over Redis (a single server or a cluster)."""
 
@@ -113,6 +135,8 @@ class RedisStore:
         self._put = redis.register_script(_PUT_RECORD)
         self._take = redis.register_script(_TAKE_STOCK)
         self._define = redis.register_script(_DEFINE_STOCK)
+        self._hold = redis.register_script(_HOLD_LEASE)
+        self._release = redis.register_script(_RELEASE_LEASE)
 
     async def start(self) -> None:
         await self._call(self._redis.ping, write=False)
@@ -135,6 +159,15 @@ class RedisStore:
         await self._call(
             lambda: self._redis.sadd(key, room) if awake else self._redis.srem(key, room), write=True
         )
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        key = f"{self._prefix}:{{lease:{name}}}"
+        held = await self._call(lambda: self._hold(keys=(key,), args=(holder, int(ttl_ms))), write=True)
+        return bool(held)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        key = f"{self._prefix}:{{lease:{name}}}"
+        await self._call(lambda: self._release(keys=(key,), args=(holder,)), write=True)
 
     async def awake_rooms(self) -> list[str]:
         members = await self._call(

@@ -33,6 +33,7 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -65,6 +66,16 @@ class Store(Protocol):
 
     async def awake_rooms(self) -> list[str]:
         """Every room marked awake."""
+        ...
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        """Take the lease `name` for `holder`, or renew it if `holder` has it, for `ttl_ms`;
+        False while another holder's lease runs. One job (an outbox) runs on one node of a
+        cluster: the one whose renewals keep succeeding."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up at once if `holder` has it (a clean stop: no one waits it out)."""
         ...
 
     async def put_record(self, record: Record) -> tuple[Record, bool]:
@@ -104,6 +115,26 @@ async def records_of(
         after = records[-1].position
 
 
+class LocalLeases:
+    """Leases of one process: a node-local store serves one node, so its leases are in memory."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, float]] = {}  # name -> (holder, expires, monotonic s)
+
+    def hold(self, name: str, holder: str, ttl_ms: int) -> bool:
+        now = time.monotonic()
+        current = self._held.get(name)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self._held[name] = (holder, now + ttl_ms / 1000.0)
+        return True
+
+    def release(self, name: str, holder: str) -> None:
+        current = self._held.get(name)
+        if current is not None and current[0] == holder:
+            del self._held[name]
+
+
 class MemoryStore:
     """Everything in process memory: for tests and nodes whose records may be lost."""
 
@@ -111,6 +142,7 @@ class MemoryStore:
         self._counters: dict[str, int] = {}
         self._records: dict[tuple[str, str], Record] = {}
         self._awake: set[str] = set()
+        self.leases = LocalLeases()
         self._stock = StockLedger(self.put_record, self.get_record, self.list_records)
 
     async def start(self) -> None:
@@ -138,6 +170,12 @@ class MemoryStore:
 
     async def awake_rooms(self) -> list[str]:
         return sorted(self._awake)
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        return self.leases.hold(name, holder, ttl_ms)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        self.leases.release(name, holder)
 
     async def put_record(self, record: Record) -> tuple[Record, bool]:
         existing = self._records.get((record.kind, record.key))

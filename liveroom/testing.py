@@ -124,6 +124,12 @@ class FaultyStore:
     async def awake_rooms(self) -> list[str]:
         return await self.inner.awake_rooms()
 
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        return await self.inner.hold_lease(name, holder, ttl_ms)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self.inner.release_lease(name, holder)
+
     async def put_record(self, record: Record) -> tuple[Record, bool]:
         result: tuple[Record, bool] = await self._write(self.inner.put_record(record))
         return result

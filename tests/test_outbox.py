@@ -16,7 +16,9 @@ from aiohttp import web
 from support import free_port
 
 from liveroom.config import Config, LimitsConfig
-from liveroom.outbox import signature
+from liveroom.outbox import WebhookOutbox, signature
+from liveroom.record import Record
+from liveroom.store import MemoryStore
 from liveroom.testing import NodeHarness
 
 SECRET = "webhook-secret"
@@ -120,3 +122,35 @@ async def test_a_refused_order_becomes_a_dead_letter_and_later_ones_go_on(receiv
             and (await h.node.interactions.query("r", host.identity, "outbox/dead", {}))["dead"] == []
         )
     assert first["ok"]
+
+
+async def test_two_nodes_outboxes_deliver_each_record_once_and_take_over(receiver: Receiver) -> None:
+    """Two nodes' outboxes over one shared store (the lease: one deliverer at a time); the
+    holder stops cleanly and the other delivers what comes after, each record once. The
+    lease's behaviour on Redis is the store conformance suite's."""
+    store = MemoryStore()
+    await store.start()
+
+    def body(record: Record) -> dict[str, object]:
+        return dict(record.data)
+
+    nodes = [
+        WebhookOutbox(store, "t.order", receiver.url, body, secret=SECRET, lease_ms=300) for _ in range(2)
+    ]
+    for outbox in nodes:
+        await outbox.start()
+
+    async def write(keys: range) -> None:
+        for n in keys:
+            await store.put_record(Record("t.order", f"k{n}", "r", {"n": n}, n))
+        for outbox in nodes:
+            outbox.notify()
+
+    await write(range(60))
+    await until(lambda: len(receiver.keys) == 60)
+    await nodes[0].stop()  # whichever held the lease, the other carries on (at once or after it)
+    await write(range(60, 90))
+    await until(lambda: len(receiver.keys) == 90)
+    await asyncio.sleep(0.5)  # room for a repeat, were there one
+    await nodes[1].stop()
+    assert max(receiver.keys.values()) == 1 and receiver.bad_signatures == 0

@@ -178,3 +178,20 @@ async def test_the_awake_index(store: Store) -> None:
     assert await store.awake_rooms() == ["r1", "r2"]
     await store.set_awake("r2", False)
     assert await store.awake_rooms() == ["r1"]
+
+
+async def test_a_lease_has_one_holder_until_it_runs_out_or_is_given_up(store: Store) -> None:
+    assert await store.hold_lease("job", "a", 200)
+    assert await store.hold_lease("job", "a", 200)  # renewed by its holder
+    assert not await store.hold_lease("job", "b", 200)
+    await store.release_lease("job", "b")  # not b's to give up
+    assert not await store.hold_lease("job", "b", 200)
+    await store.release_lease("job", "a")
+    assert await store.hold_lease("job", "b", 60)
+    for _ in range(100):  # b stops renewing: a takes it once it runs out
+        if await store.hold_lease("job", "a", 200):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the lease never ran out")
+    assert await store.hold_lease("other", "b", 200)  # leases are by name
