@@ -10,6 +10,9 @@ through a switch, and what must continue for their players to carry on does:
 * RTP timestamps are spliced here, once per program track rather than per viewer (every
   viewer shares the program's timeline): the new path's timestamps are offset so that its
   first frame follows the last forwarded one by the wall time that passed;
+* a path that ends hands the program to the other only while that one sends; otherwise
+  the program is off air, taken up again by the first path that sends, or ended
+  (`on_ended`) once `end_after_s` has passed without one (a timer: no frame comes to say so);
 * video resumes on a keyframe of the new path: the latest one kept while it was off air
   if it is at most a few frames old (the rule asks the backup for one halfway to the
   silence threshold), else one asked for at the switch; audio resumes at once; VP8
@@ -27,6 +30,8 @@ from .failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, S
 from .relay import TrackRelay
 
 __all__ = ["DualPath", "IngestPath", "TimestampSplicer"]
+
+Schedule = Callable[[float, Callable[[], None]], Any]  # loop.call_later
 
 MASK = 0xFFFFFFFF
 # "aac": an RTMP publisher's own AAC, kept beside the Opus for outputs that take AAC
@@ -77,6 +82,8 @@ class DualPath:
         policy: FailoverPolicy,
         on_switch: Callable[[Switch], None],
         clock: Callable[[], float] = time.monotonic,
+        schedule: Schedule | None = None,
+        on_ended: Callable[[], None] = lambda: None,
     ) -> None:
         self.program = program
         self.rule = FailoverRule(policy)
@@ -84,6 +91,8 @@ class DualPath:
         self.switches = 0
         self._on_switch = on_switch
         self._clock = clock
+        self._schedule = schedule
+        self._on_ended = on_ended
         self._splicers = {kind: TimestampSplicer(kind) for kind in program}
         self._video_waits_for_keyframe = False
         self._standby: dict[str, list[tuple[bytes, int]]] = {}  # path -> video since its keyframe
@@ -98,13 +107,20 @@ class DualPath:
         """A path ended; if it was on air the other one takes over at once."""
         self.paths.pop(name, None)
         self._standby.pop(name, None)
-        switch = self.rule.remove(name)
+        now = self._clock()
+        switch = self.rule.remove(name, now)
+        if self.rule.active is None and self.paths and self._schedule is not None:
+            self._schedule(self.rule.policy.end_after_s, self._check_ended)
         if switch is not None:
             if self._start_from_standby(switch.to_path, self._clock()):
                 self._switched(switch, at_keyframe=True)
                 return
             self._switched(switch)
             self.request_keyframe()
+
+    def _check_ended(self) -> None:
+        if self.rule.ended(self._clock()):
+            self._on_ended()
 
     def promote(self) -> None:
         """The primary ended for good: the backup is now the primary (no switch)."""
@@ -117,7 +133,7 @@ class DualPath:
         return self.rule.primary_replaceable(self._clock())
 
     @property
-    def active(self) -> str:
+    def active(self) -> str | None:
         return self.rule.active
 
     def figures(self) -> dict[str, Any]:
@@ -149,7 +165,7 @@ class DualPath:
         relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
 
     def request_keyframe(self) -> None:
-        path = self.paths.get(self.rule.active)
+        path = self.paths.get(self.rule.active or "")
         if path is not None:
             path.request_keyframe()
 

@@ -12,7 +12,10 @@ The rule is told of every frame (`frame`) and answers what to do:
 * on the backup: go back to the primary once it has been healthy for `return_after_s`,
   exactly at one of its keyframes (a keyframe is asked of it when that time is reached),
   so the return shows no gap; go back at once if the backup itself fails;
-* a path that ends (`remove`) hands over to the other one;
+* a path that ends (`remove`) hands over to the other one, but only while that one is
+  sending: a path is eligible only while it sends. With none sending the program is off
+  air (`active` is None): the first path that sends again is taken up (at a keyframe, by
+  the glue), and a program off air for `end_after_s` has ended (`ended`);
 * a failed primary off air may be replaced (`primary_replaceable`): a host that restarts
   its encoder publishes a new primary, which is judged afresh and returned to as above.
 
@@ -37,6 +40,7 @@ class FailoverPolicy:
     return_after_s: float = 2.0
     min_fps: float = 0.0  # 0: frame rate is not checked
     min_bitrate_bps: float = 0.0  # 0: bitrate is not checked
+    end_after_s: float = 1.0  # off air (no path sending) this long: the program has ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,11 @@ class PathHealth:
             "problem": self.problem(now),
         }
 
+    def sending(self, now: float) -> bool:
+        """Eligible to go on air: no kind silent past the threshold (a rate too low still
+        counts as sending: better a poor picture than none)."""
+        return self.problem(now) != "silence"
+
     def healthy_for(self, now: float) -> float:
         if self.problem(now) is not None or self.healthy_since is None:
             return 0.0
@@ -131,7 +140,9 @@ class FailoverRule:
     def __init__(self, policy: FailoverPolicy) -> None:
         self.policy = policy
         self.paths: dict[str, PathHealth] = {}
-        self.active = PRIMARY
+        self.active: str | None = PRIMARY  # None: off air, no path sending
+        self.off_air_since: float | None = None
+        self._last_active = PRIMARY
         self._return_asked_at: float | None = None
         self._warmed_for: float | None = None  # the primary silence a keyframe was asked for
 
@@ -140,25 +151,37 @@ class FailoverRule:
         if path == PRIMARY and BACKUP not in self.paths:
             self.active = PRIMARY
 
-    def remove(self, path: str) -> Switch | None:
-        """`path` ended: if it was on air, the other path takes over."""
+    def remove(self, path: str, now: float) -> Switch | None:
+        """`path` ended: if it was on air, the other path takes over if it is sending;
+        if it is not (a crashed encoder whose session lingers), the program goes off air."""
         self.paths.pop(path, None)
+        if self.active != path:
+            return None
         other = BACKUP if path == PRIMARY else PRIMARY
-        if self.active == path and other in self.paths:
+        health = self.paths.get(other)
+        if health is not None and health.sending(now):
             return self._switch(other, f"{path}_ended")
+        self._last_active, self.active, self.off_air_since = path, None, now
         return None
+
+    def ended(self, now: float) -> bool:
+        """The program has been off air for `end_after_s`: nobody sends, it is over."""
+        since = self.off_air_since
+        return self.active is None and since is not None and now - since >= self.policy.end_after_s
 
     def primary_replaceable(self, now: float) -> bool:
         """Whether a new primary may take the current one's place: the backup is on air and
         the primary still has a problem (its session may outlive a crashed encoder)."""
         primary = self.paths.get(PRIMARY)
-        return self.active == BACKUP and (primary is None or primary.problem(now) is not None)
+        return self.active != PRIMARY and (primary is None or primary.problem(now) is not None)
 
     def promote(self) -> None:
         """The primary is gone for good: the backup becomes the primary (no switch)."""
         if BACKUP in self.paths:
             self.paths[PRIMARY] = self.paths.pop(BACKUP)
-        self.active = PRIMARY
+        self._last_active = PRIMARY
+        if self.active is not None:
+            self.active = PRIMARY
 
     def frame(self, path: str, kind: str, now: float, size: int, keyframe: bool) -> Decision:
         """A frame arrived on `path` (`keyframe`: a video keyframe)."""
@@ -166,9 +189,20 @@ class FailoverRule:
         if health is None:
             return NOTHING
         health.frame(kind, now, size)
+        if self.active is None:
+            return self._off_air(path, health, now)
         if self.active == PRIMARY:
             return self._on_primary(now)
         return self._on_backup(path, kind, now, keyframe)
+
+    def _off_air(self, path: str, health: PathHealth, now: float) -> Decision:
+        """Nobody was sending: the first path healthy again is taken up (the glue starts it
+        on a keyframe it kept, or asks for one)."""
+        if health.problem(now) is not None:
+            return NOTHING
+        self.off_air_since = None
+        self.active = self._last_active
+        return Decision(self._switch(path, f"{path}_recovered"), path)
 
     def _on_primary(self, now: float) -> Decision:
         primary, backup = self.paths.get(PRIMARY), self.paths.get(BACKUP)
@@ -215,7 +249,7 @@ class FailoverRule:
         return alive.kept_sending_since(failing.silent_since(), now, self.policy.silence_s / 2)
 
     def _switch(self, to_path: str, reason: str) -> Switch:
-        switch = Switch(self.active, to_path, reason)
+        switch = Switch(self.active or self._last_active, to_path, reason)
         self.active = to_path
         self._return_asked_at = None
         return switch

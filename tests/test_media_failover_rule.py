@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from liveroom.media.dualpath import DualPath, TimestampSplicer
-from liveroom.media.failover import BACKUP, PRIMARY, FailoverPolicy, FailoverRule, Switch
+from liveroom.media.failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, Switch
 from liveroom.media.relay import TrackRelay
 
 from liveroom.testing import FakeClock
@@ -125,10 +125,59 @@ def test_audio_silence_on_the_primary_fails_over_too() -> None:
 
 
 def test_an_ended_path_hands_over_and_the_backup_is_promoted() -> None:
-    rule = both_paths()
-    assert rule.remove(PRIMARY) == Switch(PRIMARY, BACKUP, "primary_ended")
+    rule, clock = both_paths(), FakeClock()
+    rule.frame(PRIMARY, "video", clock.monotonic(), 100, True)
+    rule.frame(BACKUP, "video", clock.monotonic(), 100, True)
+    assert rule.remove(PRIMARY, clock.monotonic()) == Switch(PRIMARY, BACKUP, "primary_ended")
     rule.promote()
     assert rule.active == PRIMARY and list(rule.paths) == [PRIMARY]
+
+
+def fail_over_to_the_backup(rule: FailoverRule, clock: FakeClock) -> None:
+    """Both send, then the primary dies (its session lingers) and the backup goes on air."""
+    for _ in range(10):
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        clock.advance(FRAME_S)
+    for _ in range(10):
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        clock.advance(FRAME_S)
+    assert rule.active == BACKUP
+
+
+def test_a_backup_that_ends_while_the_primary_is_dead_takes_the_program_off_air_then_ends_it() -> None:
+    rule, clock = both_paths(), FakeClock()
+    fail_over_to_the_backup(rule, clock)
+    assert rule.remove(BACKUP, clock.monotonic()) is None  # never back to a dead primary
+    assert rule.active is None and not rule.ended(clock.monotonic())
+    assert rule.primary_replaceable(clock.monotonic())  # a restarted encoder may take its place
+    clock.advance(0.99)
+    assert not rule.ended(clock.monotonic())
+    clock.advance(0.01)
+    assert rule.ended(clock.monotonic())  # end_after_s (1 s) off air: the program is over
+
+
+def test_a_primary_that_sends_again_while_off_air_is_taken_up() -> None:
+    rule, clock = both_paths(), FakeClock()
+    fail_over_to_the_backup(rule, clock)
+    rule.remove(BACKUP, clock.monotonic())
+    clock.advance(0.5)
+    decision = rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+    assert decision == Decision(Switch(BACKUP, PRIMARY, "primary_recovered"), PRIMARY)
+    assert rule.active == PRIMARY
+    clock.advance(1.0)
+    assert not rule.ended(clock.monotonic())
+
+
+def test_a_primary_that_ends_while_the_backup_is_dead_does_not_hand_over() -> None:
+    rule, clock = both_paths(), FakeClock()
+    rule.frame(BACKUP, "video", clock.monotonic(), 100, True)
+    for _ in range(10):  # the backup's encoder died; the primary goes on, then is deleted
+        clock.advance(FRAME_S)
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+    assert rule.remove(PRIMARY, clock.monotonic()) is None and rule.active is None
+    rule.promote()  # the plane hands the program to the (dead) backup's session ...
+    assert rule.active is None  # ... which is still off air until it sends
 
 
 def test_timestamps_continue_across_a_splice() -> None:
@@ -279,3 +328,29 @@ def test_a_restarted_primary_replaces_the_failed_one_and_gets_the_program_back()
     assert 2.0 <= (n - 20) * FRAME_S <= 2.2  # healthy for return_after_s, then at its keyframe
     frames = [f for f in viewer._frames if f is not None]
     assert frames[-1].keyframe and frames[-1].timestamp - frames[-2].timestamp == 3000
+
+
+def test_the_glue_ends_an_off_air_program_and_forwards_nothing_of_the_dead_path() -> None:
+    clock, switches, ended, timers = FakeClock(), [], [], []
+    relays = program()
+    viewer = relays["video"].subscribe()
+    on_ended = lambda: ended.append(clock.monotonic())  # noqa: E731
+    schedule = lambda delay, callback: timers.append((clock.monotonic() + delay, callback))  # noqa: E731
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic, schedule, on_ended)
+    dual.attach(PRIMARY, FakePath("p"))
+    dual.attach(BACKUP, FakePath("b"))
+    for n in range(10):
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    for n in range(10, 20):  # the primary crashed
+        dual.feed(BACKUP, "video", KEY if n == 15 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    assert [s.reason for s in switches] == ["primary_silence"]
+    dual.detach(BACKUP)  # the backup is deleted: no switch back to the dead primary
+    assert len(switches) == 1 and dual.active is None
+    forwarded = len(viewer._frames)
+    [(at, check)] = timers
+    clock.advance(at - clock.monotonic())
+    check()
+    assert ended == [clock.monotonic()] and len(viewer._frames) == forwarded
