@@ -13,9 +13,15 @@ through a switch, and what must continue for their players to carry on does:
 * a path that ends hands the program to the other only while that one sends; otherwise
   the program is off air, taken up again by the first path that sends, or ended
   (`on_ended`) once `end_after_s` has passed without one (a timer: no frame comes to say so);
-* video resumes on a keyframe of the new path: the latest one kept while it was off air
-  if it is at most a few frames old (the rule asks the backup for one halfway to the
-  silence threshold), else one asked for at the switch; audio resumes at once; VP8
+* the path on air is watched by a timer at the moment it would count as silent
+  (`FailoverRule.deadline`: its own frame cadence, see cadence.py), so a stop is noticed
+  then, not at the other path's next frame; a timer that fires late says this loop was
+  stalled, and the check waits a moment for the frames that were queued meanwhile;
+* video resumes on a keyframe of the new path: a path off air keeps its frames since its
+  latest keyframe (at most `STANDBY_FRAMES`; it is asked for a keyframe whenever
+  `WARM_FRAMES` have passed without one, so one is always at hand), replayed at the switch
+  a tick apart and ending where its live frames go on; without one, a keyframe is asked
+  for at the switch; audio resumes at once; VP8
   picture ids and H.264 parameter sets are the program relay's own.
 """
 
@@ -26,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .bitstream import is_keyframe
+from .cadence import CLOCK_RATES
 from .failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, Switch
 from .relay import TrackRelay
 
@@ -35,13 +42,19 @@ Schedule = Callable[[float, Callable[[], None]], Any]  # loop.call_later
 
 MASK = 0xFFFFFFFF
 # "aac": an RTMP publisher's own AAC, kept beside the Opus for outputs that take AAC
-# (restreams, recordings: program_aac.py), at 48 kHz like the Opus; one AAC frame is 1024.
-CLOCK_RATES = {"audio": 48000, "video": 90000, "aac": 48000}
+# (restreams, recordings: program_aac.py); one AAC frame is 1024.
 MIN_STEP = {"audio": 960, "video": 3000, "aac": 1024}  # one Opus frame (20 ms), one video frame at 30 fps
 # A path off air keeps its video frames since its last keyframe, up to this many: at a
-# switch they start the viewers at once (a longer backlog would add latency; then the
-# glue waits for a fresh keyframe instead).
-STANDBY_FRAMES = 4
+# switch they are replayed to start the viewers at once. A longer backlog would be a
+# burst to every viewer; a path that can make keyframes on request (WHIP) is asked for
+# one every WARM_FRAMES frames while off air (its uplink carries a keyframe about twice a
+# second at 30 fps: the price of a switch that does not wait for one).
+STANDBY_FRAMES = 20
+WARM_FRAMES = 15
+WARM_INTERVAL_S = 0.4  # at most this often
+LOOP_LATE_S = 0.005  # a timer this late: the loop was busy; look again after RECHECK_S
+RECHECK_S = 0.01
+TIMER_SLACK_S = 0.0005
 
 
 class IngestPath(Protocol):
@@ -96,6 +109,8 @@ class DualPath:
         self._splicers = {kind: TimestampSplicer(kind) for kind in program}
         self._video_waits_for_keyframe = False
         self._standby: dict[str, list[tuple[bytes, int]]] = {}  # path -> video since its keyframe
+        self._timer_due: float | None = None  # when the armed watch timer should fire
+        self._warm_asked: dict[str, float] = {}  # path -> when it was last asked for a keyframe
         for relay in program.values():
             relay.request_keyframe = self.request_keyframe  # viewers' PLIs go to the path on air
 
@@ -142,6 +157,10 @@ class DualPath:
         paths = {name: health.figures(now) for name, health in self.rule.paths.items()}
         return {"active": self.rule.active, "switches": self.switches, "paths": paths}
 
+    def packet(self, name: str) -> None:
+        """An RTP packet from one path (before its frame is complete): it is alive."""
+        self.rule.packet(name, self._clock())
+
     def feed(self, name: str, kind: str, data: bytes, timestamp: int) -> None:
         """A frame from one path's receiver."""
         path = self.paths.get(name)
@@ -150,12 +169,14 @@ class DualPath:
             return
         keyframe = kind == "video" and is_keyframe(path.mime_types[kind], data)
         now = self._clock()
-        self._act(self.rule.frame(name, kind, now, len(data), keyframe), name if keyframe else None, now)
+        decision = self.rule.frame(name, kind, now, len(data), keyframe, timestamp)
+        self._act(decision, name if keyframe else None, now)
+        self._watch(now)
         # A path that keeps its whole group of pictures (RTMP) keeps it on air too: when it
         # goes off air (a return to the primary) it is ready at once, not at its next keyframe.
         long_standby = getattr(path, "standby_frames", STANDBY_FRAMES) > STANDBY_FRAMES
         if kind == "video" and (name != self.rule.active or long_standby):
-            self._keep_standby(name, data, timestamp, keyframe)
+            self._keep_standby(name, data, timestamp, keyframe, now)
         if name != self.rule.active:
             return
         if kind == "video" and self._video_waits_for_keyframe:
@@ -164,36 +185,63 @@ class DualPath:
             self._video_waits_for_keyframe = False
         relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
 
+    def _watch(self, now: float) -> None:
+        """Arm the timer for the moment the path on air would count as silent."""
+        if self._schedule is None or self._timer_due is not None:
+            return
+        deadline = self.rule.deadline()
+        # A little after: "silent" is strictly past the deadline. One already past was
+        # judged by the frame that just came (rule.frame): no timer for it.
+        if deadline is not None and deadline + TIMER_SLACK_S > now:
+            self._timer_due = deadline + TIMER_SLACK_S
+            self._schedule(self._timer_due - now, self._on_timer)
+
+    def _on_timer(self) -> None:
+        now, due = self._clock(), self._timer_due
+        self._timer_due = None
+        deadline = self.rule.deadline()
+        if deadline is None or due is None:
+            return
+        if now < deadline:  # it sent meanwhile: watch its new deadline
+            self._watch(now)
+            return
+        if now - due > LOOP_LATE_S and self._schedule is not None:  # stalled: read what was queued
+            self._timer_due = now + RECHECK_S
+            self._schedule(RECHECK_S, self._on_timer)
+            return
+        self._act(self.rule.check(now), None, now)  # the next frame arms the timer again
+
     def request_keyframe(self) -> None:
         path = self.paths.get(self.rule.active or "")
         if path is not None:
             path.request_keyframe()
 
-    def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
-        kept = self._standby.setdefault(name, [])
-        limit = getattr(self.paths.get(name), "standby_frames", STANDBY_FRAMES)
+    def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool, now: float) -> None:
+        kept, path = self._standby.setdefault(name, []), self.paths.get(name)
+        limit = getattr(path, "standby_frames", STANDBY_FRAMES)
         if keyframe:
             kept[:] = [(data, timestamp)]
         elif kept and len(kept) < limit:
             kept.append((data, timestamp))
         else:
             kept.clear()
+        if path is None or limit > STANDBY_FRAMES or name == self.rule.active or keyframe:
+            return
+        stale = not kept or len(kept) >= WARM_FRAMES
+        if stale and now - self._warm_asked.get(name, float("-inf")) >= WARM_INTERVAL_S:
+            self._warm_asked[name] = now
+            path.request_keyframe()  # keep a keyframe at hand for a switch
 
     def _start_from_standby(self, name: str, now: float) -> bool:
         """Start the viewers on the new path's kept keyframe and the frames after it."""
         kept, path = self._standby.pop(name, []), self.paths.get(name)
         if not kept or path is None or "video" not in self.program:
             return False
-        if len(kept) > STANDBY_FRAMES:
-            # A path that cannot make a keyframe on request (RTMP) keeps its whole group of
-            # pictures: replayed a tick apart, ending where its live frames go on, so the
-            # viewers' decoders catch up at once and no latency is added.
-            last = self._splicers["video"].rewrite(path.id, kept[-1][1], now)
-            for back, (data, _) in enumerate(kept):
-                self.program["video"].push(data, (last - (len(kept) - 1 - back)) & MASK)
-            return True
-        for data, timestamp in kept:
-            self.program["video"].push(data, self._splicers["video"].rewrite(path.id, timestamp, now))
+        # Replayed a tick apart, ending where its live frames go on, so the viewers'
+        # decoders catch up at once and no latency is added.
+        last = self._splicers["video"].rewrite(path.id, kept[-1][1], now)
+        for back, (data, _) in enumerate(kept):
+            self.program["video"].push(data, (last - (len(kept) - 1 - back)) & MASK)
         return True
 
     def _act(self, decision: Decision, keyframe_from: str | None, now: float) -> None:

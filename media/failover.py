@@ -19,6 +19,12 @@ The rule is told of every frame (`frame`) and answers what to do:
 * a failed primary off air may be replaced (`primary_replaceable`): a host that restarts
   its encoder publishes a new primary, which is judged afresh and returned to as above.
 
+A path is silent when a kind of its frames stops for `silence_s`, or sooner, when
+nothing at all (no frame, no RTP packet: `packet`) has come from it for its own cadence
+(cadence.py: one frame interval plus its jitter, about 45 ms at 30 fps on a LAN). The
+glue checks the path on air at that moment (`deadline`, `check`): no frame of the other
+path need arrive to notice that this one stopped.
+
 Nothing here reads a clock or touches the network: tests drive it with a fake clock.
 """
 
@@ -27,6 +33,8 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 from typing import Any
+
+from .cadence import CLOCK_RATES, Cadence
 
 __all__ = ["BACKUP", "PRIMARY", "Decision", "FailoverPolicy", "FailoverRule", "PathHealth", "Switch"]
 
@@ -41,6 +49,7 @@ class FailoverPolicy:
     min_fps: float = 0.0  # 0: frame rate is not checked
     min_bitrate_bps: float = 0.0  # 0: bitrate is not checked
     end_after_s: float = 1.0  # off air (no path sending) this long: the program has ended
+    cadence: bool = True  # a path silent for its own frame cadence (not only silence_s) fails
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +78,35 @@ class PathHealth:
         self.healthy_since: float | None = None  # start of the current run without a problem
         self._video: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes)
         self._arrivals: collections.deque[float] = collections.deque()  # any kind, last second
+        self._cadence: dict[str, Cadence] = {}
+        self.last_packet = float("-inf")
 
-    def frame(self, kind: str, now: float, size: int) -> None:
+    def packet(self, now: float) -> None:
+        """An RTP packet arrived (a frame may still be incomplete: the path is alive)."""
+        self.last_packet = now
+
+    def overdue_at(self) -> float | None:
+        """When this path has been quiet (no frame, no packet) for its own cadence: its
+        slowest kind's interval plus jitter; None while the cadence is unknown."""
+        waits = [wait for c in self._cadence.values() if (wait := c.wait_s()) is not None]
+        if not self._policy.cadence or not waits or not self.last_frame:
+            return None
+        heard = max(self.last_packet, *self.last_frame.values())
+        return heard + min(max(waits), self._policy.silence_s)
+
+    def deadline(self) -> float | None:
+        """When this path will be silent if nothing more comes from it."""
+        if not self.last_frame:
+            return None
+        silent = self.silent_since() + self._policy.silence_s
+        overdue = self.overdue_at()
+        return silent if overdue is None else min(silent, overdue)
+
+    def frame(self, kind: str, now: float, size: int, timestamp: int | None = None) -> None:
+        cadence = self._cadence.get(kind)
+        if cadence is None:
+            cadence = self._cadence[kind] = Cadence(CLOCK_RATES.get(kind))
+        cadence.frame(now, timestamp)
         if self.first_frame_at is None:
             self.first_frame_at = now
         if self.healthy_since is None or self.problem(now) is not None:
@@ -89,6 +125,9 @@ class PathHealth:
         if not self.last_frame:
             return "silence"
         if now - min(self.last_frame.values()) > self._policy.silence_s:
+            return "silence"
+        overdue = self.overdue_at()
+        if overdue is not None and now > overdue:
             return "silence"
         if "video" not in self.last_frame or self.first_frame_at is None:
             return None
@@ -183,12 +222,37 @@ class FailoverRule:
         if self.active is not None:
             self.active = PRIMARY
 
-    def frame(self, path: str, kind: str, now: float, size: int, keyframe: bool) -> Decision:
-        """A frame arrived on `path` (`keyframe`: a video keyframe)."""
+    def packet(self, path: str, now: float) -> None:
+        health = self.paths.get(path)
+        if health is not None:
+            health.packet(now)
+
+    def deadline(self) -> float | None:
+        """When the path on air will count as silent unless more comes from it, if the
+        other path is there to take over (the glue sets a timer for it)."""
+        other = BACKUP if self.active == PRIMARY else PRIMARY
+        on_air = self.paths.get(self.active or "")
+        if on_air is None or other not in self.paths:
+            return None
+        return on_air.deadline()
+
+    def check(self, now: float) -> Decision:
+        """The glue's timer at `deadline` (the glue makes sure its own loop was not stalled:
+        then the other path's frames would be late too and prove nothing)."""
+        if self.active == PRIMARY:
+            return self._on_primary(now, guarded=False)
+        if self.active == BACKUP:
+            return self._on_backup(BACKUP, "", now, False, guarded=False)
+        return NOTHING
+
+    def frame(
+        self, path: str, kind: str, now: float, size: int, keyframe: bool, timestamp: int | None = None
+    ) -> Decision:
+        """A frame arrived on `path` (`keyframe`: a video keyframe; `timestamp`: its RTP one)."""
         health = self.paths.get(path)
         if health is None:
             return NOTHING
-        health.frame(kind, now, size)
+        health.frame(kind, now, size, timestamp)
         if self.active is None:
             return self._off_air(path, health, now)
         if self.active == PRIMARY:
@@ -204,23 +268,23 @@ class FailoverRule:
         self.active = self._last_active
         return Decision(self._switch(path, f"{path}_recovered"), path)
 
-    def _on_primary(self, now: float) -> Decision:
+    def _on_primary(self, now: float, guarded: bool = True) -> Decision:
         primary, backup = self.paths.get(PRIMARY), self.paths.get(BACKUP)
         if backup is None or backup.problem(now) is not None:
             return NOTHING
         problem = primary.problem(now) if primary is not None else "ended"
         if problem is None and primary is not None:
             return self._warm_up(primary, now)
-        if problem == "silence" and not self._outlived(backup, primary, now):
+        if problem == "silence" and guarded and not self._outlived(backup, primary, now):
             return NOTHING
         return Decision(self._switch(BACKUP, f"primary_{problem}"), BACKUP)
 
-    def _on_backup(self, path: str, kind: str, now: float, keyframe: bool) -> Decision:
+    def _on_backup(self, path: str, kind: str, now: float, keyframe: bool, guarded: bool = True) -> Decision:
         primary, backup = self.paths.get(PRIMARY), self.paths.get(BACKUP)
         if primary is None or primary.problem(now) is not None:
             return NOTHING
         problem = backup.problem(now) if backup is not None else "ended"
-        if problem == "silence" and not self._outlived(primary, backup, now):
+        if problem == "silence" and guarded and not self._outlived(primary, backup, now):
             return NOTHING
         if problem is not None:
             return Decision(self._switch(PRIMARY, f"backup_{problem}"), PRIMARY)

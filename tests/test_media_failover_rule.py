@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from liveroom.media.dualpath import DualPath, TimestampSplicer
@@ -23,7 +24,7 @@ def both_paths(policy: FailoverPolicy | None = None) -> FailoverRule:
 
 
 def test_a_silent_primary_switches_to_the_backup_after_the_threshold() -> None:
-    rule, clock = both_paths(), FakeClock()
+    rule, clock = both_paths(FailoverPolicy(silence_s=0.1, cadence=False)), FakeClock()
     for _ in range(30):
         assert rule.frame(PRIMARY, "video", clock.monotonic(), 100, False).switch is None
         rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
@@ -229,17 +230,18 @@ def dual_program() -> tuple[FakeClock, list[Any], dict[str, Any], Any, DualPath,
 
 def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> None:
     clock, switches, relays, viewer, dual, primary, backup = dual_program()
-    for n in range(10):
+    for n in range(10):  # the backup has sent no keyframe yet: it is asked for one (once)
         dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
-        dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, 777 + n * 3000)
+        dual.feed(BACKUP, "video", DELTA, 777 + n * 3000)
         clock.advance(FRAME_S)
     forwarded = len(viewer._frames)
     assert forwarded == 10 and relays["video"].stats.frames == 10  # only the primary's
-    for n in range(10, 16):  # the primary is silent
+    assert backup.keyframes_asked == 1
+    for n in range(10, 16):  # the primary is silent; the backup's keyframe has not come
         dual.feed(BACKUP, "video", DELTA, 777 + n * 3000)
         clock.advance(FRAME_S)
     assert [s.reason for s in switches] == ["primary_silence"]
-    assert backup.keyframes_asked == 2  # halfway to the threshold, then at the switch
+    assert backup.keyframes_asked == 2  # asked again at the switch: none at hand
     assert len(viewer._frames) == forwarded  # deltas from the backup wait for its keyframe
     relays["video"].request_keyframe()  # a viewer's PLI goes to the path on air
     assert backup.keyframes_asked == 3 and primary.keyframes_asked == 0
@@ -248,6 +250,61 @@ def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> 
     assert len(frames) == forwarded + 1 and frames[-1] is not None and frames[-1].keyframe
     previous = frames[-2]
     assert previous is not None and 0 < frames[-1].timestamp - previous.timestamp < 90000 * 0.3
+
+
+def test_a_primary_that_stops_is_noticed_at_its_own_cadence_by_the_timer() -> None:
+    clock, switches, timers = FakeClock(), [], []
+    relays = program()
+    viewer = relays["video"].subscribe()
+    schedule = lambda delay, callback: timers.append((clock.monotonic() + delay, callback))  # noqa: E731
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic, schedule)
+    dual.attach(PRIMARY, FakePath("p"))
+    dual.attach(BACKUP, FakePath("b"))
+    for n in range(60):  # both send at 30 fps; the backup's keyframe comes every 15 frames
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", KEY if n % 15 == 5 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    last_primary, n = clock.monotonic() - FRAME_S, 60
+    while not switches:  # the primary stops; 1 ms steps, the backup goes on at 30 fps
+        if clock.monotonic() >= last_primary + (n - 59) * FRAME_S:
+            dual.feed(BACKUP, "video", KEY if n % 15 == 5 else DELTA, n * 3000)
+            n += 1
+        for at, callback in [t for t in timers if t[0] <= clock.monotonic()]:
+            timers.remove((at, callback))
+            callback()
+        clock.advance(0.001)
+    assert switches == [Switch(PRIMARY, BACKUP, "primary_silence")]
+    assert 0.045 <= clock.monotonic() - last_primary <= 0.048  # one interval + 12 ms, not 100 ms
+    frames = [f for f in viewer._frames if f is not None][60:]
+    assert frames[0].keyframe and len(frames) == n - 50  # the backup's frames since its keyframe
+    steps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(frames)]
+    assert steps == [1] * (n - 51)  # replayed at once, a tick apart, ending at its live frame
+
+
+def test_packets_of_an_incomplete_frame_keep_a_path_alive() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for _ in range(30):
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
+        clock.advance(FRAME_S)
+    deadline = rule.deadline()
+    assert deadline is not None and 0.044 <= deadline - (clock.monotonic() - FRAME_S) <= 0.046
+    for _ in range(2):  # a frame lost a packet: it waits for the retransmission, packets go on
+        rule.packet(PRIMARY, clock.monotonic())
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
+        clock.advance(FRAME_S)
+        assert rule.check(clock.monotonic()).switch is None
+    assert rule.active == PRIMARY
+
+
+def test_a_jittery_path_gets_a_longer_cadence_deadline() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for n in range(60):  # frames meant 33 ms apart arrive up to 30 ms late
+        rule.frame(PRIMARY, "video", clock.monotonic() + (0.03 if n % 2 else 0.0), 100, False, n * 3000)
+        clock.advance(FRAME_S)
+    deadline, primary = rule.deadline(), rule.paths[PRIMARY]
+    assert deadline is not None and primary.overdue_at() is not None
+    assert deadline - max(primary.last_frame.values()) >= 0.09  # interval + 4 jitter, near the 100 ms cap
 
 
 def test_a_stall_of_the_servers_own_loop_is_not_a_silence() -> None:
@@ -350,7 +407,7 @@ def test_the_glue_ends_an_off_air_program_and_forwards_nothing_of_the_dead_path(
     dual.detach(BACKUP)  # the backup is deleted: no switch back to the dead primary
     assert len(switches) == 1 and dual.active is None
     forwarded = len(viewer._frames)
-    [(at, check)] = timers
+    at, check = timers[-1]  # the last one set: the end's (the others watched the path on air)
     clock.advance(at - clock.monotonic())
     check()
     assert ended == [clock.monotonic()] and len(viewer._frames) == forwarded
