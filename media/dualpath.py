@@ -27,6 +27,7 @@ through a switch, and what must continue for their players to carry on does:
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -55,6 +56,7 @@ WARM_INTERVAL_S = 0.4  # at most this often
 LOOP_LATE_S = 0.005  # a timer this late: the loop was busy; look again after RECHECK_S
 RECHECK_S = 0.01
 TIMER_SLACK_S = 0.0005
+SOUND_KEPT = 10  # a path off air keeps its last 200 ms of sound: a switch fills its gap with it
 
 
 class IngestPath(Protocol):
@@ -76,6 +78,13 @@ class TimestampSplicer:
         self._offset = 0  # 0 until the first splice: a single path's timestamps pass unchanged
         self._last_out: int | None = None
         self._last_at = 0.0
+
+    def continue_with(self, source: str, timestamp: int) -> None:
+        """From now on `source`, whose `timestamp` comes one frame after the last one out:
+        no gap and no overlap in the timeline (the sound that fills a switch's gap)."""
+        if self._last_out is not None:
+            self._offset = (self._last_out + self._min_step - timestamp) & MASK
+        self._source = source
 
     def rewrite(self, source: str, timestamp: int, now: float) -> int:
         if source != self._source:
@@ -111,6 +120,8 @@ class DualPath:
         self._standby: dict[str, list[tuple[bytes, int]]] = {}  # path -> video since its keyframe
         self._timer_due: float | None = None  # when the armed watch timer should fire
         self._warm_asked: dict[str, float] = {}  # path -> when it was last asked for a keyframe
+        self._sound: dict[tuple[str, str], collections.deque[tuple[bytes, int, float]]] = {}
+        self._pushed_at: dict[str, float] = {}  # kind -> when the program last got a frame of it
         for relay in program.values():
             relay.request_keyframe = self.request_keyframe  # viewers' PLIs go to the path on air
 
@@ -122,6 +133,8 @@ class DualPath:
         """A path ended; if it was on air the other one takes over at once."""
         self.paths.pop(name, None)
         self._standby.pop(name, None)
+        for key in [key for key in self._sound if key[0] == name]:
+            del self._sound[key]
         now = self._clock()
         switch = self.rule.remove(name, now)
         if self.rule.active is None and self.paths and self._schedule is not None:
@@ -178,11 +191,15 @@ class DualPath:
         if kind == "video" and (name != self.rule.active or long_standby):
             self._keep_standby(name, data, timestamp, keyframe, now)
         if name != self.rule.active:
+            if kind != "video":
+                kept = self._sound.setdefault((name, kind), collections.deque(maxlen=SOUND_KEPT))
+                kept.append((data, timestamp, now))
             return
         if kind == "video" and self._video_waits_for_keyframe:
             if not keyframe:
                 return
             self._video_waits_for_keyframe = False
+        self._pushed_at[kind] = now
         relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
 
     def _watch(self, now: float) -> None:
@@ -256,7 +273,26 @@ class DualPath:
             if path is not None:
                 path.request_keyframe()
 
+    def _fill_sound(self, name: str) -> None:
+        """Sound goes on without a hole: the new path's sound that arrived since the program's
+        last (the switch's gap: the old path was silent that long) is sent at once, its
+        timestamps following the last ones out exactly, and its live frames go on from there."""
+        path = self.paths.get(name)
+        for kind, relay in self.program.items():
+            kept = self._sound.pop((name, kind), None)
+            since = self._pushed_at.get(kind)
+            if kind == "video" or path is None or not kept or since is None:
+                continue
+            fill = [(data, timestamp) for data, timestamp, at in kept if at > since]
+            if fill:
+                now = self._clock()
+                self._splicers[kind].continue_with(path.id, fill[0][1])
+                for data, timestamp in fill:
+                    relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
+                self._pushed_at[kind] = now
+
     def _switched(self, switch: Switch, at_keyframe: bool = False) -> None:
+        self._fill_sound(switch.to_path)
         self.switches += 1
         self._video_waits_for_keyframe = "video" in self.program and not at_keyframe
         self._on_switch(switch)

@@ -411,3 +411,31 @@ def test_the_glue_ends_an_off_air_program_and_forwards_nothing_of_the_dead_path(
     clock.advance(at - clock.monotonic())
     check()
     assert ended == [clock.monotonic()] and len(viewer._frames) == forwarded
+
+
+def test_the_sound_goes_on_without_a_hole_across_a_switch() -> None:
+    clock, switches, timers = FakeClock(), [], []
+    relays = program()
+    listener = relays["audio"].subscribe()
+    schedule = lambda delay, callback: timers.append((clock.monotonic() + delay, callback))  # noqa: E731
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic, schedule)
+    dual.attach(PRIMARY, FakePath("p"))
+    dual.attach(BACKUP, FakePath("b"))
+    opus_s, n = 0.02, 0
+    while not switches:  # Opus every 20 ms on both paths (other origins); the primary stops at 50
+        if n < 50:
+            dual.feed(PRIMARY, "audio", b"p%d" % n, 1000 + n * 960)
+        dual.feed(BACKUP, "audio", b"b%d" % n, 7777 + n * 960)
+        for _ in range(20):
+            for at, callback in [t for t in timers if t[0] <= clock.monotonic()]:
+                timers.remove((at, callback))
+                callback()
+            clock.advance(opus_s / 20)
+        n += 1
+    assert switches == [Switch(PRIMARY, BACKUP, "primary_silence")]
+    dual.feed(BACKUP, "audio", b"b%d" % n, 7777 + n * 960)
+    sent = [f for f in listener._frames if f is not None]
+    steps = {b.timestamp - a.timestamp for a, b in itertools.pairwise(sent)}
+    assert steps == {960}  # every 20 ms of the timeline has its frame: nothing to conceal
+    names = [f.payloads[0][-4:] for f in sent]
+    assert len(sent) == n + 1 and names[49].endswith(b"p49") and names[50].endswith(b"b50")
