@@ -170,9 +170,9 @@ class DualPath:
         paths = {name: health.figures(now) for name, health in self.rule.paths.items()}
         return {"active": self.rule.active, "switches": self.switches, "paths": paths}
 
-    def packet(self, name: str) -> None:
+    def packet(self, name: str, kind: str) -> None:
         """An RTP packet from one path (before its frame is complete): it is alive."""
-        self.rule.packet(name, self._clock())
+        self.rule.packet(name, kind, self._clock())
 
     def feed(self, name: str, kind: str, data: bytes, timestamp: int) -> None:
         """A frame from one path's receiver."""
@@ -206,7 +206,7 @@ class DualPath:
         """Arm the timer for the moment the path on air would count as silent."""
         if self._schedule is None or self._timer_due is not None:
             return
-        deadline = self.rule.deadline()
+        deadline = self.rule.deadline(now)
         # A little after: "silent" is strictly past the deadline. One already past was
         # judged by the frame that just came (rule.frame): no timer for it.
         if deadline is not None and deadline + TIMER_SLACK_S > now:
@@ -216,7 +216,7 @@ class DualPath:
     def _on_timer(self) -> None:
         now, due = self._clock(), self._timer_due
         self._timer_due = None
-        deadline = self.rule.deadline()
+        deadline = self.rule.deadline(now)
         if deadline is None or due is None:
             return
         if now < deadline:  # it sent meanwhile: watch its new deadline

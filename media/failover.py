@@ -79,27 +79,34 @@ class PathHealth:
         self._video: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes)
         self._arrivals: collections.deque[float] = collections.deque()  # any kind, last second
         self._cadence: dict[str, Cadence] = {}
-        self.last_packet = float("-inf")
+        self.last_packet: dict[str, float] = {}  # kind -> when its last RTP packet came
 
-    def packet(self, now: float) -> None:
+    def packet(self, kind: str, now: float) -> None:
         """An RTP packet arrived (a frame may still be incomplete: the path is alive)."""
-        self.last_packet = now
+        if self.healthy_since is not None and self.problem(now) is not None:
+            self.healthy_since = now  # it stalled past its cadence: healthy from now only
+        self.last_packet[kind] = now
 
     def overdue_at(self) -> float | None:
-        """When this path has been quiet (no frame, no packet) for its own cadence: its
-        slowest kind's interval plus jitter; None while the cadence is unknown."""
-        waits = [wait for c in self._cadence.values() if (wait := c.wait_s()) is not None]
-        if not self._policy.cadence or not waits or not self.last_frame:
+        """When every kind of this path is overdue by its own cadence (nothing, no frame and
+        no packet, for its interval plus jitter); None while a kind's cadence is unknown."""
+        if not self._policy.cadence or not self.last_frame:
             return None
-        heard = max(self.last_packet, *self.last_frame.values())
-        return heard + min(max(waits), self._policy.silence_s)
+        overdue = []
+        for kind, last in self.last_frame.items():
+            wait = self._cadence[kind].wait_s()
+            if wait is None:
+                return None
+            heard = max(last, self.last_packet.get(kind, last))
+            overdue.append(heard + min(wait, self._policy.silence_s))
+        return max(overdue)
 
-    def deadline(self) -> float | None:
+    def deadline(self, cadence: bool = True) -> float | None:
         """When this path will be silent if nothing more comes from it."""
         if not self.last_frame:
             return None
         silent = self.silent_since() + self._policy.silence_s
-        overdue = self.overdue_at()
+        overdue = self.overdue_at() if cadence else None
         return silent if overdue is None else min(silent, overdue)
 
     def frame(self, kind: str, now: float, size: int, timestamp: int | None = None) -> None:
@@ -120,13 +127,14 @@ class PathHealth:
             while self._video and self._video[0][0] <= now - WINDOW_S:
                 self._video.popleft()
 
-    def problem(self, now: float) -> str | None:
-        """What is wrong with this path now ("silence", "low_fps", "low_bitrate"), or None."""
+    def problem(self, now: float, cadence: bool = True) -> str | None:
+        """What is wrong with this path now ("silence", "low_fps", "low_bitrate"), or None;
+        with `cadence`, silent already when overdue by its own cadence (`overdue_at`)."""
         if not self.last_frame:
             return "silence"
         if now - min(self.last_frame.values()) > self._policy.silence_s:
             return "silence"
-        overdue = self.overdue_at()
+        overdue = self.overdue_at() if cadence else None
         if overdue is not None and now > overdue:
             return "silence"
         if "video" not in self.last_frame or self.first_frame_at is None:
@@ -167,7 +175,7 @@ class PathHealth:
     def sending(self, now: float) -> bool:
         """Eligible to go on air: no kind silent past the threshold (a rate too low still
         counts as sending: better a poor picture than none)."""
-        return self.problem(now) != "silence"
+        return self.problem(now, cadence=False) != "silence"
 
     def healthy_for(self, now: float) -> float:
         if self.problem(now) is not None or self.healthy_since is None:
@@ -182,6 +190,7 @@ class FailoverRule:
         self.active: str | None = PRIMARY  # None: off air, no path sending
         self.off_air_since: float | None = None
         self._last_active = PRIMARY
+        self._on_air_since = float("-inf")  # when the path on air went on air (by a switch)
         self._return_asked_at: float | None = None
         self._warmed_for: float | None = None  # the primary silence a keyframe was asked for
 
@@ -199,7 +208,7 @@ class FailoverRule:
         other = BACKUP if path == PRIMARY else PRIMARY
         health = self.paths.get(other)
         if health is not None and health.sending(now):
-            return self._switch(other, f"{path}_ended")
+            return self._switch(other, f"{path}_ended", now)
         self._last_active, self.active, self.off_air_since = path, None, now
         return None
 
@@ -222,27 +231,27 @@ class FailoverRule:
         if self.active is not None:
             self.active = PRIMARY
 
-    def packet(self, path: str, now: float) -> None:
+    def packet(self, path: str, kind: str, now: float) -> None:
         health = self.paths.get(path)
         if health is not None:
-            health.packet(now)
+            health.packet(kind, now)
 
-    def deadline(self) -> float | None:
-        """When the path on air will count as silent unless more comes from it, if the
-        other path is there to take over (the glue sets a timer for it)."""
-        other = BACKUP if self.active == PRIMARY else PRIMARY
-        on_air = self.paths.get(self.active or "")
-        if on_air is None or other not in self.paths:
+    def deadline(self, now: float) -> float | None:
+        """When the primary on air will count as silent unless more comes from it, if the
+        backup is there to take over (the glue sets a timer for it). The cadence judges the
+        primary only: the backup on air is judged by `silence_s` and its frames, so that a
+        stall of a few frames does not make the program flap between two struggling paths;
+        and only once it has been on air for `return_after_s` (the same reason)."""
+        primary = self.paths.get(PRIMARY)
+        if self.active != PRIMARY or primary is None or BACKUP not in self.paths:
             return None
-        return on_air.deadline()
+        return primary.deadline(self._cadence_judges(now))
 
     def check(self, now: float) -> Decision:
         """The glue's timer at `deadline` (the glue makes sure its own loop was not stalled:
         then the other path's frames would be late too and prove nothing)."""
         if self.active == PRIMARY:
             return self._on_primary(now, guarded=False)
-        if self.active == BACKUP:
-            return self._on_backup(BACKUP, "", now, False, guarded=False)
         return NOTHING
 
     def frame(
@@ -262,41 +271,44 @@ class FailoverRule:
     def _off_air(self, path: str, health: PathHealth, now: float) -> Decision:
         """Nobody was sending: the first path healthy again is taken up (the glue starts it
         on a keyframe it kept, or asks for one)."""
-        if health.problem(now) is not None:
+        if health.problem(now, cadence=False) is not None:
             return NOTHING
         self.off_air_since = None
         self.active = self._last_active
-        return Decision(self._switch(path, f"{path}_recovered"), path)
+        return Decision(self._switch(path, f"{path}_recovered", now), path)
 
     def _on_primary(self, now: float, guarded: bool = True) -> Decision:
         primary, backup = self.paths.get(PRIMARY), self.paths.get(BACKUP)
-        if backup is None or backup.problem(now) is not None:
+        if backup is None or backup.problem(now, cadence=False) is not None:
             return NOTHING
-        problem = primary.problem(now) if primary is not None else "ended"
+        problem = primary.problem(now, self._cadence_judges(now)) if primary is not None else "ended"
         if problem is None and primary is not None:
             return self._warm_up(primary, now)
         if problem == "silence" and guarded and not self._outlived(backup, primary, now):
             return NOTHING
-        return Decision(self._switch(BACKUP, f"primary_{problem}"), BACKUP)
+        return Decision(self._switch(BACKUP, f"primary_{problem}", now), BACKUP)
 
-    def _on_backup(self, path: str, kind: str, now: float, keyframe: bool, guarded: bool = True) -> Decision:
+    def _on_backup(self, path: str, kind: str, now: float, keyframe: bool) -> Decision:
         primary, backup = self.paths.get(PRIMARY), self.paths.get(BACKUP)
         if primary is None or primary.problem(now) is not None:
             return NOTHING
-        problem = backup.problem(now) if backup is not None else "ended"
-        if problem == "silence" and guarded and not self._outlived(primary, backup, now):
+        problem = backup.problem(now, cadence=False) if backup is not None else "ended"
+        if problem == "silence" and not self._outlived(primary, backup, now):
             return NOTHING
         if problem is not None:
-            return Decision(self._switch(PRIMARY, f"backup_{problem}"), PRIMARY)
+            return Decision(self._switch(PRIMARY, f"backup_{problem}", now), PRIMARY)
         if primary.healthy_for(now) < self.policy.return_after_s:
             return NOTHING
         at_keyframe = keyframe or "video" not in primary.last_frame
         if path == PRIMARY and at_keyframe:
-            return Decision(self._switch(PRIMARY, "primary_recovered"))
+            return Decision(self._switch(PRIMARY, "primary_recovered", now))
         if self._return_asked_at is None or now - self._return_asked_at >= self.policy.return_after_s:
             self._return_asked_at = now
             return Decision(request_keyframe_from=PRIMARY)
         return NOTHING
+
+    def _cadence_judges(self, now: float) -> bool:
+        return now - self._on_air_since >= self.policy.return_after_s
 
     def _warm_up(self, primary: PathHealth, now: float) -> Decision:
         """Half the silence threshold gone: ask the backup for a keyframe already, so that
@@ -312,8 +324,9 @@ class FailoverRule:
             return True
         return alive.kept_sending_since(failing.silent_since(), now, self.policy.silence_s / 2)
 
-    def _switch(self, to_path: str, reason: str) -> Switch:
+    def _switch(self, to_path: str, reason: str, now: float) -> Switch:
         switch = Switch(self.active or self._last_active, to_path, reason)
         self.active = to_path
+        self._on_air_since = now
         self._return_asked_at = None
         return switch

@@ -170,7 +170,7 @@ class MediaPlane:
         dual = self.dual[room]
         stale.before_close = lambda s: None  # the program stays with the dual path
         stale.feed = lambda kind, data, timestamp: None
-        stale.on_packet = lambda: None
+        stale.on_packet = lambda kind: None
         session.adopt_program(stale)
         self.publishers[(room, HOST_SLOT)] = session
         dual.detach(PRIMARY)
@@ -180,7 +180,7 @@ class MediaPlane:
     def _attach(self, dual: DualPath, name: str, session: PublishSession) -> None:
         dual.attach(name, session)
         session.feed = lambda kind, data, timestamp: dual.feed(name, kind, data, timestamp)
-        session.on_packet = lambda: dual.packet(name)
+        session.on_packet = lambda kind: dual.packet(name, kind)
         session.before_close = self._path_closing
 
     def _path_closing(self, session: PublishSession) -> None:

@@ -133,7 +133,7 @@ class PublishSession(Session):
         # Where received frames go: this session's relays, or a DualPath (host + backup).
         self.feed: Callable[[str, bytes, int], None] = self._push
         # Every RTP packet of the fed tracks, as it arrives (a host path's liveness: failover.py).
-        self.on_packet: Callable[[], None] = lambda: None
+        self.on_packet: Callable[[str], None] = lambda kind: None
         # Called first thing in close(): the plane hands the program over to the backup.
         self.before_close: Callable[[PublishSession], None] = lambda session: None
         self._receivers: dict[str, RTCRtpReceiver] = {}
@@ -167,7 +167,7 @@ class PublishSession(Session):
             tap_receiver(receiver, lambda _codec, data, timestamp: relay.push(data, timestamp))
             return
         tap_receiver(receiver, lambda _codec, data, timestamp: self.feed(kind, data, timestamp))
-        _tap_packets(receiver, lambda: self.on_packet())
+        _tap_packets(receiver, lambda: self.on_packet(kind))
         self.relays[kind] = relay
         self.mime_types[kind] = codec.mimeType
         self._receivers[kind] = receiver

@@ -287,10 +287,10 @@ def test_packets_of_an_incomplete_frame_keep_a_path_alive() -> None:
         rule.frame(PRIMARY, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
         rule.frame(BACKUP, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
         clock.advance(FRAME_S)
-    deadline = rule.deadline()
+    deadline = rule.deadline(clock.monotonic())
     assert deadline is not None and 0.044 <= deadline - (clock.monotonic() - FRAME_S) <= 0.046
     for _ in range(2):  # a frame lost a packet: it waits for the retransmission, packets go on
-        rule.packet(PRIMARY, clock.monotonic())
+        rule.packet(PRIMARY, "video", clock.monotonic())
         rule.frame(BACKUP, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
         clock.advance(FRAME_S)
         assert rule.check(clock.monotonic()).switch is None
@@ -302,7 +302,7 @@ def test_a_jittery_path_gets_a_longer_cadence_deadline() -> None:
     for n in range(60):  # frames meant 33 ms apart arrive up to 30 ms late
         rule.frame(PRIMARY, "video", clock.monotonic() + (0.03 if n % 2 else 0.0), 100, False, n * 3000)
         clock.advance(FRAME_S)
-    deadline, primary = rule.deadline(), rule.paths[PRIMARY]
+    deadline, primary = rule.deadline(clock.monotonic()), rule.paths[PRIMARY]
     assert deadline is not None and primary.overdue_at() is not None
     assert deadline - max(primary.last_frame.values()) >= 0.09  # interval + 4 jitter, near the 100 ms cap
 
