@@ -727,7 +727,14 @@ async def start_primary(base: str, room: str, raw: list[tuple[bytes, bool]], aud
     ready = context.Queue()
     primary = context.Process(target=primary_process, args=(base, room, raw, ready, audio))
     primary.start()
+    # Its start-up (imports, ICE, DTLS) shares the load core with the backup publisher and
+    # the viewers: niced meanwhile, so a restarting encoder does not stall the backup (on
+    # separate machines in life; before, this made the backup miss 100 ms and switch).
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, primary.pid or 0, 15)
     state = await asyncio.get_running_loop().run_in_executor(None, ready.get, True, 60)
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, primary.pid or 0, 0)
     if state != "sending":
         raise RuntimeError(f"the primary publisher of {room} failed: {state}")
     return primary
