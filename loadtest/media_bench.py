@@ -12,6 +12,7 @@
     python -m liveroom.loadtest.media_bench rtmp-ttff --samples 10     # RTMP vs WHIP (rtmp_bench.py)
     python -m liveroom.loadtest.media_bench rtmp-cost --seconds 20
     python -m liveroom.loadtest.media_bench rtmp-failover --runs 10
+    python -m liveroom.loadtest.media_bench failover-soak --minutes 10   # 2% loss, 30 ms jitter
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -1360,6 +1361,7 @@ def main() -> None:
             "rtmp-ttff",
             "rtmp-cost",
             "rtmp-failover",
+            "failover-soak",
         ),
     )
     parser.add_argument("--segment-s", type=float, default=2.0, help="hls-*: media.hls_segment_s")
@@ -1379,6 +1381,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="failover: primary publishers killed")
     parser.add_argument("--failover-viewers", type=int, default=3, help="failover: viewers per run")
     parser.add_argument("--audio", action="store_true", help="failover: Opus from both paths, measured")
+    parser.add_argument("--minutes", type=float, default=10.0, help="failover-soak: how long")
+    parser.add_argument("--loss-pct", type=float, default=2.0, help="failover-soak: netem loss")
+    parser.add_argument("--delay-ms", type=int, default=30, help="failover-soak: netem delay")
+    parser.add_argument("--jitter-ms", type=int, default=30, help="failover-soak: netem jitter")
     parser.add_argument("--return-timeout-s", type=float, default=10.0, help="failover: wait for the return")
     parser.add_argument("--processes", type=int, default=2, help="viewer processes")
     parser.add_argument("--decoders", type=int, default=1, help="steady, failover: viewers that decode")
@@ -1393,9 +1399,11 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
         print(json.dumps(ladder(args), indent=2))
         return
+    from .failover_soak import failover_soak
     from .rtmp_bench import rtmp_cost, rtmp_failover, rtmp_ttff
 
     phases = {
+        "failover-soak": failover_soak,
         "rtmp-failover": rtmp_failover,
         "rtmp-ttff": rtmp_ttff,
         "rtmp-cost": rtmp_cost,

@@ -19,8 +19,8 @@ The rule is told of every frame (`frame`) and answers what to do:
 * a failed primary off air may be replaced (`primary_replaceable`): a host that restarts
   its encoder publishes a new primary, which is judged afresh and returned to as above.
 
-A path is silent when a kind of its frames stops for `silence_s`, or sooner, when
-nothing at all (no frame, no RTP packet: `packet`) has come from it for its own cadence
+A path is silent when a kind of its frames stops for `silence_s`; it has stopped, sooner,
+when nothing at all (no frame, no RTP packet: `packet`) has come from it for its own cadence
 (cadence.py: one frame interval plus its jitter, about 45 ms at 30 fps on a LAN). The
 glue checks the path on air at that moment (`deadline`, `check`): no frame of the other
 path need arrive to notice that this one stopped.
@@ -129,14 +129,15 @@ class PathHealth:
 
     def problem(self, now: float, cadence: bool = True) -> str | None:
         """What is wrong with this path now ("silence", "low_fps", "low_bitrate"), or None;
-        with `cadence`, silent already when overdue by its own cadence (`overdue_at`)."""
+        with `cadence`, "stopped" when nothing at all (no frame, no packet) came for its own
+        cadence (`overdue_at`), before `silence_s`."""
         if not self.last_frame:
             return "silence"
         if now - min(self.last_frame.values()) > self._policy.silence_s:
             return "silence"
         overdue = self.overdue_at() if cadence else None
         if overdue is not None and now > overdue:
-            return "silence"
+            return "stopped"
         if "video" not in self.last_frame or self.first_frame_at is None:
             return None
         if now - self.first_frame_at < WINDOW_S:  # too young to judge a rate
@@ -284,7 +285,7 @@ class FailoverRule:
         problem = primary.problem(now, self._cadence_judges(now)) if primary is not None else "ended"
         if problem is None and primary is not None:
             return self._warm_up(primary, now)
-        if problem == "silence" and guarded and not self._outlived(backup, primary, now):
+        if problem in ("silence", "stopped") and guarded and not self._outlived(backup, primary, now):
             return NOTHING
         return Decision(self._switch(BACKUP, f"primary_{problem}", now), BACKUP)
 

@@ -240,7 +240,7 @@ def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> 
     for n in range(10, 16):  # the primary is silent; the backup's keyframe has not come
         dual.feed(BACKUP, "video", DELTA, 777 + n * 3000)
         clock.advance(FRAME_S)
-    assert [s.reason for s in switches] == ["primary_silence"]
+    assert [s.reason for s in switches] == ["primary_stopped"]
     assert backup.keyframes_asked == 2  # asked again at the switch: none at hand
     assert len(viewer._frames) == forwarded  # deltas from the backup wait for its keyframe
     relays["video"].request_keyframe()  # a viewer's PLI goes to the path on air
@@ -273,7 +273,7 @@ def test_a_primary_that_stops_is_noticed_at_its_own_cadence_by_the_timer() -> No
             timers.remove((at, callback))
             callback()
         clock.advance(0.001)
-    assert switches == [Switch(PRIMARY, BACKUP, "primary_silence")]
+    assert switches == [Switch(PRIMARY, BACKUP, "primary_stopped")]
     assert 0.045 <= clock.monotonic() - last_primary <= 0.048  # one interval + 12 ms, not 100 ms
     frames = [f for f in viewer._frames if f is not None][60:]
     assert frames[0].keyframe and len(frames) == n - 50  # the backup's frames since its keyframe
@@ -370,7 +370,7 @@ def test_a_restarted_primary_replaces_the_failed_one_and_gets_the_program_back()
     for n in range(10, 20):  # the primary's encoder crashed
         dual.feed(BACKUP, "video", KEY if n == 15 else DELTA, n * 3000)
         clock.advance(FRAME_S)
-    assert [s.reason for s in switches] == ["primary_silence"] and dual.primary_replaceable()
+    assert [s.reason for s in switches] == ["primary_stopped"] and dual.primary_replaceable()
     restarted = FakePath("p2")
     dual.detach(PRIMARY)  # the backup stays on air: no switch
     dual.attach(PRIMARY, restarted)
@@ -403,7 +403,7 @@ def test_the_glue_ends_an_off_air_program_and_forwards_nothing_of_the_dead_path(
     for n in range(10, 20):  # the primary crashed
         dual.feed(BACKUP, "video", KEY if n == 15 else DELTA, n * 3000)
         clock.advance(FRAME_S)
-    assert [s.reason for s in switches] == ["primary_silence"]
+    assert [s.reason for s in switches] == ["primary_stopped"]
     dual.detach(BACKUP)  # the backup is deleted: no switch back to the dead primary
     assert len(switches) == 1 and dual.active is None
     forwarded = len(viewer._frames)
@@ -432,7 +432,7 @@ def test_the_sound_goes_on_without_a_hole_across_a_switch() -> None:
                 callback()
             clock.advance(opus_s / 20)
         n += 1
-    assert switches == [Switch(PRIMARY, BACKUP, "primary_silence")]
+    assert switches == [Switch(PRIMARY, BACKUP, "primary_stopped")]
     dual.feed(BACKUP, "audio", b"b%d" % n, 7777 + n * 960)
     sent = [f for f in listener._frames if f is not None]
     steps = {b.timestamp - a.timestamp for a, b in itertools.pairwise(sent)}
