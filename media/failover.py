@@ -174,9 +174,9 @@ class PathHealth:
         }
 
     def sending(self, now: float) -> bool:
-        """Eligible to go on air: no kind silent past the threshold (a rate too low still
-        counts as sending: better a poor picture than none)."""
-        return self.problem(now, cadence=False) != "silence"
+        """Eligible to go on air: no kind silent past the threshold, and not stopped by its
+        cadence (a rate too low still counts as sending: better a poor picture than none)."""
+        return self.problem(now) not in ("silence", "stopped")
 
     def healthy_for(self, now: float) -> float:
         if self.problem(now) is not None or self.healthy_since is None:

@@ -439,3 +439,15 @@ def test_the_sound_goes_on_without_a_hole_across_a_switch() -> None:
     assert steps == {960}  # every 20 ms of the timeline has its frame: nothing to conceal
     names = [f.payloads[0][-4:] for f in sent]
     assert len(sent) == n + 1 and names[49].endswith(b"p49") and names[50].endswith(b"b50")
+
+
+def test_a_path_stopped_by_its_cadence_is_not_handed_the_program() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for n in range(30):  # both at 30 fps, then the primary stops; 60 ms later the backup ends
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        clock.advance(FRAME_S)
+    rule.frame(BACKUP, "video", clock.monotonic(), 100, False, 30 * 3000)
+    clock.advance(0.03)
+    assert rule.check(clock.monotonic()).switch == Switch(PRIMARY, BACKUP, "primary_stopped")
+    assert rule.remove(BACKUP, clock.monotonic()) is None and rule.active is None  # not silent 100 ms yet
