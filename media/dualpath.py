@@ -147,8 +147,12 @@ class DualPath:
             self.request_keyframe()
 
     def _check_ended(self) -> None:
-        if self.rule.ended(self._clock()):
+        now, since = self._clock(), self.rule.off_air_since
+        if self.rule.ended(now):
             self._on_ended()
+        elif self.rule.active is None and since is not None and self._schedule is not None:
+            # asyncio may run a timer up to its clock's resolution early: look again
+            self._schedule(since + self.rule.policy.end_after_s - now + TIMER_SLACK_S, self._check_ended)
 
     def promote(self) -> None:
         """The primary ended for good: the backup is now the primary (no switch)."""

@@ -36,6 +36,7 @@ from .callers import Caller
 from .fastpath import FastSender
 from .hooks import attach_sender, tap_receiver
 from .ladder import LadderTranscoder, RungEncoder
+from .nacks import ReaskingNacks
 from .relay import ForwardedFrame, TrackRelay, ViewerTrack
 
 __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
@@ -168,6 +169,8 @@ class PublishSession(Session):
             return
         tap_receiver(receiver, lambda _codec, data, timestamp: self.feed(kind, data, timestamp))
         _tap_packets(receiver, lambda: self.on_packet(kind))
+        if getattr(receiver, _NACK_GENERATOR, None) is not None:  # video: ask again for losses
+            setattr(receiver, _NACK_GENERATOR, ReaskingNacks())
         self.relays[kind] = relay
         self.mime_types[kind] = codec.mimeType
         self._receivers[kind] = receiver
@@ -416,6 +419,9 @@ class PlaySession(Session):
     @property
     def senders(self) -> list[RTCRtpSender]:
         return [t.sender for t in self.pc.getTransceivers() if t.sender.track is not None]
+
+
+_NACK_GENERATOR = "_RTCRtpReceiver__nack_generator"
 
 
 def _tap_packets(receiver: RTCRtpReceiver, on_packet: Callable[[], None]) -> None:
