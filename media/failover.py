@@ -40,6 +40,9 @@ __all__ = ["BACKUP", "PRIMARY", "Decision", "FailoverPolicy", "FailoverRule", "P
 
 PRIMARY, BACKUP = "primary", "backup"
 WINDOW_S = 1.0  # frame rate and bitrate are measured over the last second
+# A kind whose packets come but whose frames do not (the receiver holds them behind a hole)
+# is silent after this many silence_s: a lossy, jittery link's short holds are not failures.
+FRAME_STALL = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,10 @@ class PathHealth:
         """When this path will be silent if nothing more comes from it."""
         if not self.last_frame:
             return None
-        silent = self.silent_since() + self._policy.silence_s
+        silent = min(
+            self.silent_since() + self._policy.silence_s,
+            min(self.last_frame.values()) + FRAME_STALL * self._policy.silence_s,
+        )
         overdue = self.overdue_at() if cadence else None
         return silent if overdue is None else min(silent, overdue)
 
@@ -133,8 +139,10 @@ class PathHealth:
         cadence (`overdue_at`), before `silence_s`."""
         if not self.last_frame:
             return "silence"
-        if now - min(self.last_frame.values()) > self._policy.silence_s:
+        if now - self.silent_since() > self._policy.silence_s:
             return "silence"
+        if now - min(self.last_frame.values()) > FRAME_STALL * self._policy.silence_s:
+            return "silence"  # packets come, but no frame is made of them: the picture stopped
         overdue = self.overdue_at() if cadence else None
         if overdue is not None and now > overdue:
             return "stopped"
@@ -150,8 +158,10 @@ class PathHealth:
         return None
 
     def silent_since(self) -> float:
-        """When the kind heard from least recently last arrived."""
-        return min(self.last_frame.values(), default=float("-inf"))
+        """When the kind heard from least recently was last heard: its last frame, or its
+        last RTP packet if later (a frame waiting for a retransmission is not a silence)."""
+        heard = (max(at, self.last_packet.get(kind, at)) for kind, at in self.last_frame.items())
+        return min(heard, default=float("-inf"))
 
     def kept_sending_since(self, since: float, now: float, for_s: float) -> bool:
         """Frames arrived from after `since` for at least `for_s` until now.
@@ -323,7 +333,9 @@ class FailoverRule:
     def _outlived(self, alive: PathHealth, failing: PathHealth | None, now: float) -> bool:
         if failing is None:
             return True
-        return alive.kept_sending_since(failing.silent_since(), now, self.policy.silence_s / 2)
+        # From its oldest last frame (a frame stall's start; a silence's is no earlier)
+        since = min(failing.last_frame.values(), default=float("-inf"))
+        return alive.kept_sending_since(since, now, self.policy.silence_s / 2)
 
     def _switch(self, to_path: str, reason: str, now: float) -> Switch:
         switch = Switch(self.active or self._last_active, to_path, reason)

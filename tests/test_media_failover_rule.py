@@ -451,3 +451,21 @@ def test_a_path_stopped_by_its_cadence_is_not_handed_the_program() -> None:
     clock.advance(0.03)
     assert rule.check(clock.monotonic()).switch == Switch(PRIMARY, BACKUP, "primary_stopped")
     assert rule.remove(BACKUP, clock.monotonic()) is None and rule.active is None  # not silent 100 ms yet
+
+
+def test_frames_held_behind_a_hole_fail_over_only_after_half_a_second() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for n in range(30):
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        clock.advance(FRAME_S)
+    switched_at, n = None, 30
+    while switched_at is None:  # the primary's packets come, its frames are held
+        rule.packet(PRIMARY, "video", clock.monotonic())
+        decision = rule.frame(BACKUP, "video", clock.monotonic(), 100, False, n * 3000)
+        if decision.switch is not None:
+            assert decision.switch.reason == "primary_silence"
+            switched_at = clock.monotonic()
+        clock.advance(FRAME_S)
+        n += 1
+    assert 0.5 < switched_at - (1000 + 29 * FRAME_S) <= 0.5 + FRAME_S
