@@ -10,33 +10,53 @@ through a switch, and what must continue for their players to carry on does:
 * RTP timestamps are spliced here, once per program track rather than per viewer (every
   viewer shares the program's timeline): the new path's timestamps are offset so that its
   first frame follows the last forwarded one by the wall time that passed;
-* video resumes on a keyframe of the new path: the latest one kept while it was off air
-  if it is at most a few frames old (the rule asks the backup for one halfway to the
-  silence threshold), else one asked for at the switch; audio resumes at once; VP8
+* a path that ends hands the program to the other only while that one sends; otherwise
+  the program is off air, taken up again by the first path that sends, or ended
+  (`on_ended`) once `end_after_s` has passed without one (a timer: no frame comes to say so);
+* the path on air is watched by a timer at the moment it would count as silent
+  (`FailoverRule.deadline`: its own frame cadence, see cadence.py), so a stop is noticed
+  then, not at the other path's next frame; a timer that fires late says this loop was
+  stalled, and the check waits a moment for the frames that were queued meanwhile;
+* video resumes on a keyframe of the new path: a path off air keeps its frames since its
+  latest keyframe (at most `STANDBY_FRAMES`; it is asked for a keyframe whenever
+  `WARM_FRAMES` have passed without one, so one is always at hand), replayed at the switch
+  a tick apart and ending where its live frames go on; without one, a keyframe is asked
+  for at the switch; audio resumes at once; VP8
   picture ids and H.264 parameter sets are the program relay's own.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from .bitstream import is_keyframe
+from .cadence import CLOCK_RATES
 from .failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, Switch
 from .relay import TrackRelay
 
 __all__ = ["DualPath", "IngestPath", "TimestampSplicer"]
 
+Schedule = Callable[[float, Callable[[], None]], Any]  # loop.call_later
+
 MASK = 0xFFFFFFFF
 # "aac": an RTMP publisher's own AAC, kept beside the Opus for outputs that take AAC
-# (restreams, recordings: program_aac.py), at 48 kHz like the Opus; one AAC frame is 1024.
-CLOCK_RATES = {"audio": 48000, "video": 90000, "aac": 48000}
+# (restreams, recordings: program_aac.py); one AAC frame is 1024.
 MIN_STEP = {"audio": 960, "video": 3000, "aac": 1024}  # one Opus frame (20 ms), one video frame at 30 fps
 # A path off air keeps its video frames since its last keyframe, up to this many: at a
-# switch they start the viewers at once (a longer backlog would add latency; then the
-# glue waits for a fresh keyframe instead).
-STANDBY_FRAMES = 4
+# switch they are replayed to start the viewers at once. A longer backlog would be a
+# burst to every viewer; a path that can make keyframes on request (WHIP) is asked for
+# one every WARM_FRAMES frames while off air (its uplink carries a keyframe about twice a
+# second at 30 fps: the price of a switch that does not wait for one).
+STANDBY_FRAMES = 20
+WARM_FRAMES = 15
+WARM_INTERVAL_S = 0.4  # at most this often
+LOOP_LATE_S = 0.005  # a timer this late: the loop was busy; look again after RECHECK_S
+RECHECK_S = 0.01
+TIMER_SLACK_S = 0.0005
+SOUND_KEPT = 10  # a path off air keeps its last 200 ms of sound: a switch fills its gap with it
 
 
 class IngestPath(Protocol):
@@ -59,6 +79,13 @@ class TimestampSplicer:
         self._last_out: int | None = None
         self._last_at = 0.0
 
+    def continue_with(self, source: str, timestamp: int) -> None:
+        """From now on `source`, whose `timestamp` comes one frame after the last one out:
+        no gap and no overlap in the timeline (the sound that fills a switch's gap)."""
+        if self._last_out is not None:
+            self._offset = (self._last_out + self._min_step - timestamp) & MASK
+        self._source = source
+
     def rewrite(self, source: str, timestamp: int, now: float) -> int:
         if source != self._source:
             if self._last_out is not None:
@@ -77,6 +104,8 @@ class DualPath:
         policy: FailoverPolicy,
         on_switch: Callable[[Switch], None],
         clock: Callable[[], float] = time.monotonic,
+        schedule: Schedule | None = None,
+        on_ended: Callable[[], None] = lambda: None,
     ) -> None:
         self.program = program
         self.rule = FailoverRule(policy)
@@ -84,9 +113,15 @@ class DualPath:
         self.switches = 0
         self._on_switch = on_switch
         self._clock = clock
+        self._schedule = schedule
+        self._on_ended = on_ended
         self._splicers = {kind: TimestampSplicer(kind) for kind in program}
         self._video_waits_for_keyframe = False
         self._standby: dict[str, list[tuple[bytes, int]]] = {}  # path -> video since its keyframe
+        self._timer_due: float | None = None  # when the armed watch timer should fire
+        self._warm_asked: dict[str, float] = {}  # path -> when it was last asked for a keyframe
+        self._sound: dict[tuple[str, str], collections.deque[tuple[bytes, int, float]]] = {}
+        self._pushed_at: dict[str, float] = {}  # kind -> when the program last got a frame of it
         for relay in program.values():
             relay.request_keyframe = self.request_keyframe  # viewers' PLIs go to the path on air
 
@@ -98,13 +133,26 @@ class DualPath:
         """A path ended; if it was on air the other one takes over at once."""
         self.paths.pop(name, None)
         self._standby.pop(name, None)
-        switch = self.rule.remove(name)
+        for key in [key for key in self._sound if key[0] == name]:
+            del self._sound[key]
+        now = self._clock()
+        switch = self.rule.remove(name, now)
+        if self.rule.active is None and self.paths and self._schedule is not None:
+            self._schedule(self.rule.policy.end_after_s, self._check_ended)
         if switch is not None:
             if self._start_from_standby(switch.to_path, self._clock()):
                 self._switched(switch, at_keyframe=True)
                 return
             self._switched(switch)
             self.request_keyframe()
+
+    def _check_ended(self) -> None:
+        now, since = self._clock(), self.rule.off_air_since
+        if self.rule.ended(now):
+            self._on_ended()
+        elif self.rule.active is None and since is not None and self._schedule is not None:
+            # asyncio may run a timer up to its clock's resolution early: look again
+            self._schedule(since + self.rule.policy.end_after_s - now + TIMER_SLACK_S, self._check_ended)
 
     def promote(self) -> None:
         """The primary ended for good: the backup is now the primary (no switch)."""
@@ -117,7 +165,7 @@ class DualPath:
         return self.rule.primary_replaceable(self._clock())
 
     @property
-    def active(self) -> str:
+    def active(self) -> str | None:
         return self.rule.active
 
     def figures(self) -> dict[str, Any]:
@@ -125,6 +173,10 @@ class DualPath:
         now = self._clock()
         paths = {name: health.figures(now) for name, health in self.rule.paths.items()}
         return {"active": self.rule.active, "switches": self.switches, "paths": paths}
+
+    def packet(self, name: str, kind: str) -> None:
+        """An RTP packet from one path (before its frame is complete): it is alive."""
+        self.rule.packet(name, kind, self._clock())
 
     def feed(self, name: str, kind: str, data: bytes, timestamp: int) -> None:
         """A frame from one path's receiver."""
@@ -134,50 +186,83 @@ class DualPath:
             return
         keyframe = kind == "video" and is_keyframe(path.mime_types[kind], data)
         now = self._clock()
-        self._act(self.rule.frame(name, kind, now, len(data), keyframe), name if keyframe else None, now)
+        decision = self.rule.frame(name, kind, now, len(data), keyframe, timestamp)
+        self._act(decision, name if keyframe else None, now)
+        self._watch(now)
         # A path that keeps its whole group of pictures (RTMP) keeps it on air too: when it
         # goes off air (a return to the primary) it is ready at once, not at its next keyframe.
         long_standby = getattr(path, "standby_frames", STANDBY_FRAMES) > STANDBY_FRAMES
         if kind == "video" and (name != self.rule.active or long_standby):
-            self._keep_standby(name, data, timestamp, keyframe)
+            self._keep_standby(name, data, timestamp, keyframe, now)
         if name != self.rule.active:
+            if kind != "video":
+                kept = self._sound.setdefault((name, kind), collections.deque(maxlen=SOUND_KEPT))
+                kept.append((data, timestamp, now))
             return
         if kind == "video" and self._video_waits_for_keyframe:
             if not keyframe:
                 return
             self._video_waits_for_keyframe = False
+        self._pushed_at[kind] = now
         relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
 
+    def _watch(self, now: float) -> None:
+        """Arm the timer for the moment the path on air would count as silent."""
+        if self._schedule is None or self._timer_due is not None:
+            return
+        deadline = self.rule.deadline(now)
+        # A little after: "silent" is strictly past the deadline. One already past was
+        # judged by the frame that just came (rule.frame): no timer for it.
+        if deadline is not None and deadline + TIMER_SLACK_S > now:
+            self._timer_due = deadline + TIMER_SLACK_S
+            self._schedule(self._timer_due - now, self._on_timer)
+
+    def _on_timer(self) -> None:
+        now, due = self._clock(), self._timer_due
+        self._timer_due = None
+        deadline = self.rule.deadline(now)
+        if deadline is None or due is None:
+            return
+        if now < deadline:  # it sent meanwhile: watch its new deadline
+            self._watch(now)
+            return
+        if now - due > LOOP_LATE_S and self._schedule is not None:  # stalled: read what was queued
+            self._timer_due = now + RECHECK_S
+            self._schedule(RECHECK_S, self._on_timer)
+            return
+        self._act(self.rule.check(now), None, now)  # the next frame arms the timer again
+
     def request_keyframe(self) -> None:
-        path = self.paths.get(self.rule.active)
+        path = self.paths.get(self.rule.active or "")
         if path is not None:
             path.request_keyframe()
 
-    def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
-        kept = self._standby.setdefault(name, [])
-        limit = getattr(self.paths.get(name), "standby_frames", STANDBY_FRAMES)
+    def _keep_standby(self, name: str, data: bytes, timestamp: int, keyframe: bool, now: float) -> None:
+        kept, path = self._standby.setdefault(name, []), self.paths.get(name)
+        limit = getattr(path, "standby_frames", STANDBY_FRAMES)
         if keyframe:
             kept[:] = [(data, timestamp)]
         elif kept and len(kept) < limit:
             kept.append((data, timestamp))
         else:
             kept.clear()
+        if path is None or limit > STANDBY_FRAMES or name == self.rule.active or keyframe:
+            return
+        stale = not kept or len(kept) >= WARM_FRAMES
+        if stale and now - self._warm_asked.get(name, float("-inf")) >= WARM_INTERVAL_S:
+            self._warm_asked[name] = now
+            path.request_keyframe()  # keep a keyframe at hand for a switch
 
     def _start_from_standby(self, name: str, now: float) -> bool:
         """Start the viewers on the new path's kept keyframe and the frames after it."""
         kept, path = self._standby.pop(name, []), self.paths.get(name)
         if not kept or path is None or "video" not in self.program:
             return False
-        if len(kept) > STANDBY_FRAMES:
-            # A path that cannot make a keyframe on request (RTMP) keeps its whole group of
-            # pictures: replayed a tick apart, ending where its live frames go on, so the
-            # viewers' decoders catch up at once and no latency is added.
-            last = self._splicers["video"].rewrite(path.id, kept[-1][1], now)
-            for back, (data, _) in enumerate(kept):
-                self.program["video"].push(data, (last - (len(kept) - 1 - back)) & MASK)
-            return True
-        for data, timestamp in kept:
-            self.program["video"].push(data, self._splicers["video"].rewrite(path.id, timestamp, now))
+        # Replayed a tick apart, ending where its live frames go on, so the viewers'
+        # decoders catch up at once and no latency is added.
+        last = self._splicers["video"].rewrite(path.id, kept[-1][1], now)
+        for back, (data, _) in enumerate(kept):
+            self.program["video"].push(data, (last - (len(kept) - 1 - back)) & MASK)
         return True
 
     def _act(self, decision: Decision, keyframe_from: str | None, now: float) -> None:
@@ -192,7 +277,26 @@ class DualPath:
             if path is not None:
                 path.request_keyframe()
 
+    def _fill_sound(self, name: str) -> None:
+        """Sound goes on without a hole: the new path's sound that arrived since the program's
+        last (the switch's gap: the old path was silent that long) is sent at once, its
+        timestamps following the last ones out exactly, and its live frames go on from there."""
+        path = self.paths.get(name)
+        for kind, relay in self.program.items():
+            kept = self._sound.pop((name, kind), None)
+            since = self._pushed_at.get(kind)
+            if kind == "video" or path is None or not kept or since is None:
+                continue
+            fill = [(data, timestamp) for data, timestamp, at in kept if at > since]
+            if fill:
+                now = self._clock()
+                self._splicers[kind].continue_with(path.id, fill[0][1])
+                for data, timestamp in fill:
+                    relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
+                self._pushed_at[kind] = now
+
     def _switched(self, switch: Switch, at_keyframe: bool = False) -> None:
+        self._fill_sound(switch.to_path)
         self.switches += 1
         self._video_waits_for_keyframe = "video" in self.program and not at_keyframe
         self._on_switch(switch)

@@ -29,7 +29,7 @@ import av
 from .bitstream import h264_nal_units
 from .remux import TIME_BASE, H264Remux
 
-__all__ = ["HlsOutput", "HlsRoom", "room_directory"]
+__all__ = ["HlsOutput", "HlsRoom", "remove_directory", "room_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,19 @@ class HlsRoom:
         os.replace(temporary, self.directory / "master.m3u8")
 
     def close(self) -> None:
-        """The program ended: finish the files, then remove them (the stream is over)."""
+        """The program ended: finish the files (the muxers end each playlist with
+        `#EXT-X-ENDLIST`); the plane removes them a little later (`remove_directory`)."""
         for output in self.outputs:
             output.close()
         for output in self.extra:
             output.close()
         if self.audio is not None:
             self.audio.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def remove_directory(directory: Path) -> None:
+    """An ended program's HLS files go (the stream is over)."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class HlsOutput(H264Remux):

@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from liveroom.config import MediaConfig
@@ -32,7 +33,7 @@ from .callers import HOST_SLOT, Action, Caller
 from .composite import LAYOUTS, Compositor
 from .dualpath import DualPath
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
-from .hls import HlsOutput, HlsRoom, room_directory
+from .hls import HlsOutput, HlsRoom, remove_directory, room_directory
 from .hls_audio import HlsAudio
 from .program_aac import ProgramAac
 from .recording import Recorder, new_recording_id
@@ -64,6 +65,9 @@ class MediaPlane:
         self.composites: dict[str, Compositor] = {}  # by room: host + guests in one picture (HLS)
         self.program_aac: dict[str, ProgramAac] = {}  # by room: its sound as AAC, for outputs
         self.restreams: dict[str, dict[str, Restream]] = {}  # by room, by id: pushes elsewhere
+        self._end_reasons: dict[str, str] = {}  # by room: why its program is being ended
+        # by room: an ended program's HLS files, kept a while (players read the end), then removed
+        self._hls_removals: dict[str, tuple[asyncio.TimerHandle, Path]] = {}
         if config.composite_layout not in LAYOUTS:
             raise ValueError(
                 f"media.composite_layout must be one of {LAYOUTS}, not {config.composite_layout!r}"
@@ -137,10 +141,18 @@ class MediaPlane:
             raise BadRequest("the backup must send the primary's codecs", "codec_mismatch")
         dual = self.dual.get(room)
         if dual is None or dual.program is not primary.relays:
-            dual = DualPath(primary.relays, self._policy, lambda switch: self._failover(room, switch))
-            self.dual[room] = dual
-            self._attach(dual, PRIMARY, primary)
+            dual = self.dual[room] = self._new_dual(room, primary)
         self._attach(dual, BACKUP, backup)
+
+    def _new_dual(self, room: str, primary: PublishSession) -> DualPath:
+        def ended() -> None:
+            self._off_air_ended(room, dual)
+
+        loop = asyncio.get_running_loop()
+        switched = lambda switch: self._failover(room, switch)  # noqa: E731
+        dual = DualPath(primary.relays, self._policy, switched, schedule=loop.call_later, on_ended=ended)
+        self._attach(dual, PRIMARY, primary)
+        return dual
 
     def _failed_primary(self, room: str, slot: str) -> PublishSession | None:
         """The host's primary path if a new primary may replace it: it failed over to the
@@ -164,6 +176,7 @@ class MediaPlane:
         dual = self.dual[room]
         stale.before_close = lambda s: None  # the program stays with the dual path
         stale.feed = lambda kind, data, timestamp: None
+        stale.on_packet = lambda kind: None
         session.adopt_program(stale)
         self.publishers[(room, HOST_SLOT)] = session
         dual.detach(PRIMARY)
@@ -173,6 +186,7 @@ class MediaPlane:
     def _attach(self, dual: DualPath, name: str, session: PublishSession) -> None:
         dual.attach(name, session)
         session.feed = lambda kind, data, timestamp: dual.feed(name, kind, data, timestamp)
+        session.on_packet = lambda kind: dual.packet(name, kind)
         session.before_close = self._path_closing
 
     def _path_closing(self, session: PublishSession) -> None:
@@ -194,6 +208,18 @@ class MediaPlane:
         dual.promote()
         self._attach(dual, PRIMARY, backup)
 
+    def _off_air_ended(self, room: str, dual: DualPath) -> None:
+        """No host path has sent for `end_after_s` since the one on air ended (say the backup
+        was deleted while the crashed primary's session lingers): the program ends, as if
+        its last path had ended, instead of staying with a dead path (a frozen picture)."""
+        if self.dual.get(room) is not dual:
+            return
+        log.info("media program of %s ended: no host path is sending", room)
+        self._end_reasons[room] = "no_path_sending"
+        for session in list(dual.paths.values()):
+            if isinstance(session, PublishSession) and not session.closed:
+                self._spawn(session.close())
+
     def _start_ladder(self, session: PublishSession) -> None:
         """A host sending one H.264 video gets the lower rungs made here (ladder.py), if on."""
         ladder = parse_ladder(self.config.abr_ladder)
@@ -210,6 +236,10 @@ class MediaPlane:
         directory = room_directory(self.config.hls_dir, session.room)
         if not self.config.hls_enabled or directory is None or session.room in self.hls:
             return
+        removal = self._hls_removals.pop(session.room, None)
+        if removal is not None:  # the room's previous program ended moments ago: its files go now
+            removal[0].cancel()
+            remove_directory(removal[1])
         h264 = [relay for relay in session.rungs if relay.mime_type.lower() == "video/h264"]
         if not h264:
             return
@@ -295,7 +325,7 @@ class MediaPlane:
         if session.slot == HOST_SLOT and (session.room, HOST_SLOT) not in self.publishers:
             output = self.hls.pop(session.room, None)
             if output is not None:
-                output.close()
+                self._end_hls(session.room, output)
             recorder = self.recordings.get(session.room)
             if recorder is not None:
                 recorder.close()  # the file is complete; stopping it returns its summary
@@ -311,7 +341,26 @@ class MediaPlane:
                 compositor.relay.end()
         elif session.slot != HOST_SLOT and session.room in self.composites:
             self.composites[session.room].remove(session.slot)
-        self._event(session, "ended" if session.ended_by_request else "lost")
+        state = "ended" if session.ended_by_request else "lost"
+        if session.slot == HOST_SLOT and (session.room, HOST_SLOT) not in self.publishers:
+            reason = self._end_reasons.pop(session.room, state)
+            data = {"room": session.room, "slot": HOST_SLOT, "reason": reason}
+            self._spawn(self._publish_event(session.room, "media.ended", data))
+        self._event(session, state)
+
+    def _end_hls(self, room: str, hls: HlsRoom) -> None:
+        """The program ended: its playlists end (`#EXT-X-ENDLIST`, written as the muxers
+        finish) and stay readable for three segments' time, so that players polling them
+        see the end rather than a 404; then the files go."""
+        hls.close()
+        linger = 3 * self.config.hls_segment_s
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(linger, self._remove_hls, room, hls.directory)
+        self._hls_removals[room] = (handle, hls.directory)
+
+    def _remove_hls(self, room: str, directory: Path) -> None:
+        self._hls_removals.pop(room, None)
+        remove_directory(directory)
 
     # -- playing (WHEP) -------------------------------------------------------------------
 
@@ -549,6 +598,10 @@ class MediaPlane:
         publishers = [s for s in self.sessions.values() if isinstance(s, PublishSession)]
         await asyncio.gather(*(s.close() for s in publishers), return_exceptions=True)
         await asyncio.gather(*(s.close() for s in list(self.sessions.values())), return_exceptions=True)
+        for handle, directory in self._hls_removals.values():  # ended programs' files go now
+            handle.cancel()
+            remove_directory(directory)
+        self._hls_removals.clear()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
 

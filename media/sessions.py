@@ -36,6 +36,7 @@ from .callers import Caller
 from .fastpath import FastSender
 from .hooks import attach_sender, tap_receiver
 from .ladder import LadderTranscoder, RungEncoder
+from .nacks import ReaskingNacks
 from .relay import ForwardedFrame, TrackRelay, ViewerTrack
 
 __all__ = ["PlaySession", "PublishSession", "Session", "negotiate"]
@@ -135,6 +136,8 @@ class PublishSession(Session):
         self.mime_types: dict[str, str] = {}
         # Where received frames go: this session's relays, or a DualPath (host + backup).
         self.feed: Callable[[str, bytes, int], None] = self._push
+        # Every RTP packet of the fed tracks, as it arrives (a host path's liveness: failover.py).
+        self.on_packet: Callable[[str], None] = lambda kind: None
         # Called first thing in close(): the plane hands the program over to the backup.
         self.before_close: Callable[[PublishSession], None] = lambda session: None
         self._receivers: dict[str, RTCRtpReceiver] = {}
@@ -168,6 +171,9 @@ class PublishSession(Session):
             tap_receiver(receiver, lambda _codec, data, timestamp: relay.push(data, timestamp))
             return
         tap_receiver(receiver, lambda _codec, data, timestamp: self.feed(kind, data, timestamp))
+        _tap_packets(receiver, lambda: self.on_packet(kind))
+        if getattr(receiver, _NACK_GENERATOR, None) is not None:  # video: ask again for losses
+            setattr(receiver, _NACK_GENERATOR, ReaskingNacks())
         self.relays[kind] = relay
         self.mime_types[kind] = codec.mimeType
         self._receivers[kind] = receiver
@@ -417,6 +423,21 @@ class PlaySession(Session):
     @property
     def senders(self) -> list[RTCRtpSender]:
         return [t.sender for t in self.pc.getTransceivers() if t.sender.track is not None]
+
+
+_NACK_GENERATOR = "_RTCRtpReceiver__nack_generator"
+
+
+def _tap_packets(receiver: RTCRtpReceiver, on_packet: Callable[[], None]) -> None:
+    """Tell `on_packet` of each RTP packet before aiortc handles it: a frame that lost a
+    packet waits for its retransmission, but the packets after it say the sender lives."""
+    handle = receiver._handle_rtp_packet
+
+    async def handled(packet: Any, arrival_time_ms: int) -> None:
+        on_packet()
+        await handle(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handled  # type: ignore[method-assign]
 
 
 def _keyframe_wanted_by(track: ViewerTrack) -> Callable[[], None]:

@@ -271,3 +271,41 @@ def scrape(base: str) -> dict[str, float]:
 
 def video_time_base() -> Fraction:
     return Fraction(1, 90000)
+
+
+PUBLISHER_SCRIPT = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+import media_support
+
+async def main():
+    base, room, bearer, query, codec = sys.argv[2:7]
+    await media_support.publish(base, room, bearer, video_codec=codec, query=query)
+    await asyncio.sleep(1.0)  # connected and sending
+    print("sending", flush=True)
+    await asyncio.sleep(3600)  # until killed
+
+asyncio.run(main())
+"""
+
+
+async def publish_in_process(
+    base: str, room: str, token: str, video_codec: str = "video/VP8", query: str = ""
+) -> asyncio.subprocess.Process:
+    """A publisher (`publish`) in a process of its own, returned once it sends: a test can
+    SIGKILL it (no BYE, no DTLS close), as an encoder that crashes."""
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).parent)
+    args = (here, base, room, token, query, video_codec)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER_SCRIPT, *args, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    if line.strip() != b"sending":
+        process.kill()
+        await process.wait()
+        raise WhipError(0, f"the publisher process of {room} failed")
+    return process

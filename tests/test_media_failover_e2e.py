@@ -126,13 +126,11 @@ async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(se
             lambda: all(v.video[-1][0] > cut_at + 0.5 for v in viewers), WAIT_S, "video after cut"
         )
         items = await watcher.wait_for(lambda i: i["type"] == "media.failover", timeout=WAIT_S)
-        assert items[0]["data"] == {
-            "room": room,
-            "slot": "host",
-            "from": "primary",
-            "to": "backup",
-            "reason": "primary_silence",
-        }
+        # Nothing came for its cadence (~45 ms: "stopped"); on a loaded machine the cadence
+        # may have learnt a jitter that puts it at the 100 ms threshold ("silence")
+        reason = items[0]["data"].pop("reason")
+        assert reason in ("primary_stopped", "primary_silence")
+        assert items[0]["data"] == {"room": room, "slot": "host", "from": "primary", "to": "backup"}
         for viewer in viewers:
             gap = viewer.largest_gap(cut_at - 0.2, loop.time())  # up to frames well past the cut
             assert gap <= GAP_LIMIT_S, f"video gap {gap * 1000:.0f} ms"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from liveroom.media.dualpath import DualPath, TimestampSplicer
-from liveroom.media.failover import BACKUP, PRIMARY, FailoverPolicy, FailoverRule, Switch
+from liveroom.media.failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, Switch
 from liveroom.media.relay import TrackRelay
 
 from liveroom.testing import FakeClock
@@ -23,7 +24,7 @@ def both_paths(policy: FailoverPolicy | None = None) -> FailoverRule:
 
 
 def test_a_silent_primary_switches_to_the_backup_after_the_threshold() -> None:
-    rule, clock = both_paths(), FakeClock()
+    rule, clock = both_paths(FailoverPolicy(silence_s=0.1, cadence=False)), FakeClock()
     for _ in range(30):
         assert rule.frame(PRIMARY, "video", clock.monotonic(), 100, False).switch is None
         rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
@@ -125,10 +126,59 @@ def test_audio_silence_on_the_primary_fails_over_too() -> None:
 
 
 def test_an_ended_path_hands_over_and_the_backup_is_promoted() -> None:
-    rule = both_paths()
-    assert rule.remove(PRIMARY) == Switch(PRIMARY, BACKUP, "primary_ended")
+    rule, clock = both_paths(), FakeClock()
+    rule.frame(PRIMARY, "video", clock.monotonic(), 100, True)
+    rule.frame(BACKUP, "video", clock.monotonic(), 100, True)
+    assert rule.remove(PRIMARY, clock.monotonic()) == Switch(PRIMARY, BACKUP, "primary_ended")
     rule.promote()
     assert rule.active == PRIMARY and list(rule.paths) == [PRIMARY]
+
+
+def fail_over_to_the_backup(rule: FailoverRule, clock: FakeClock) -> None:
+    """Both send, then the primary dies (its session lingers) and the backup goes on air."""
+    for _ in range(10):
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        clock.advance(FRAME_S)
+    for _ in range(10):
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False)
+        clock.advance(FRAME_S)
+    assert rule.active == BACKUP
+
+
+def test_a_backup_that_ends_while_the_primary_is_dead_takes_the_program_off_air_then_ends_it() -> None:
+    rule, clock = both_paths(), FakeClock()
+    fail_over_to_the_backup(rule, clock)
+    assert rule.remove(BACKUP, clock.monotonic()) is None  # never back to a dead primary
+    assert rule.active is None and not rule.ended(clock.monotonic())
+    assert rule.primary_replaceable(clock.monotonic())  # a restarted encoder may take its place
+    clock.advance(0.99)
+    assert not rule.ended(clock.monotonic())
+    clock.advance(0.01)
+    assert rule.ended(clock.monotonic())  # end_after_s (1 s) off air: the program is over
+
+
+def test_a_primary_that_sends_again_while_off_air_is_taken_up() -> None:
+    rule, clock = both_paths(), FakeClock()
+    fail_over_to_the_backup(rule, clock)
+    rule.remove(BACKUP, clock.monotonic())
+    clock.advance(0.5)
+    decision = rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+    assert decision == Decision(Switch(BACKUP, PRIMARY, "primary_recovered"), PRIMARY)
+    assert rule.active == PRIMARY
+    clock.advance(1.0)
+    assert not rule.ended(clock.monotonic())
+
+
+def test_a_primary_that_ends_while_the_backup_is_dead_does_not_hand_over() -> None:
+    rule, clock = both_paths(), FakeClock()
+    rule.frame(BACKUP, "video", clock.monotonic(), 100, True)
+    for _ in range(10):  # the backup's encoder died; the primary goes on, then is deleted
+        clock.advance(FRAME_S)
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False)
+    assert rule.remove(PRIMARY, clock.monotonic()) is None and rule.active is None
+    rule.promote()  # the plane hands the program to the (dead) backup's session ...
+    assert rule.active is None  # ... which is still off air until it sends
 
 
 def test_timestamps_continue_across_a_splice() -> None:
@@ -180,17 +230,18 @@ def dual_program() -> tuple[FakeClock, list[Any], dict[str, Any], Any, DualPath,
 
 def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> None:
     clock, switches, relays, viewer, dual, primary, backup = dual_program()
-    for n in range(10):
+    for n in range(10):  # the backup has sent no keyframe yet: it is asked for one (once)
         dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
-        dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, 777 + n * 3000)
+        dual.feed(BACKUP, "video", DELTA, 777 + n * 3000)
         clock.advance(FRAME_S)
     forwarded = len(viewer._frames)
     assert forwarded == 10 and relays["video"].stats.frames == 10  # only the primary's
-    for n in range(10, 16):  # the primary is silent
+    assert backup.keyframes_asked == 1
+    for n in range(10, 16):  # the primary is silent; the backup's keyframe has not come
         dual.feed(BACKUP, "video", DELTA, 777 + n * 3000)
         clock.advance(FRAME_S)
-    assert [s.reason for s in switches] == ["primary_silence"]
-    assert backup.keyframes_asked == 2  # halfway to the threshold, then at the switch
+    assert [s.reason for s in switches] == ["primary_stopped"]
+    assert backup.keyframes_asked == 2  # asked again at the switch: none at hand
     assert len(viewer._frames) == forwarded  # deltas from the backup wait for its keyframe
     relays["video"].request_keyframe()  # a viewer's PLI goes to the path on air
     assert backup.keyframes_asked == 3 and primary.keyframes_asked == 0
@@ -199,6 +250,62 @@ def test_the_glue_forwards_the_path_on_air_and_resumes_video_at_a_keyframe() -> 
     assert len(frames) == forwarded + 1 and frames[-1] is not None and frames[-1].keyframe
     previous = frames[-2]
     assert previous is not None and 0 < frames[-1].timestamp - previous.timestamp < 90000 * 0.3
+
+
+def test_a_primary_that_stops_is_noticed_at_its_own_cadence_by_the_timer() -> None:
+    clock, timers = FakeClock(), []
+    switches: list[Any] = []
+    relays = program()
+    viewer = relays["video"].subscribe()
+    schedule = lambda delay, callback: timers.append((clock.monotonic() + delay, callback))  # noqa: E731
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic, schedule)
+    dual.attach(PRIMARY, FakePath("p"))
+    dual.attach(BACKUP, FakePath("b"))
+    for n in range(60):  # both send at 30 fps; the backup's keyframe comes every 15 frames
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", KEY if n % 15 == 5 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    last_primary, n = clock.monotonic() - FRAME_S, 60
+    while not switches:  # the primary stops; 1 ms steps, the backup goes on at 30 fps
+        if clock.monotonic() >= last_primary + (n - 59) * FRAME_S:
+            dual.feed(BACKUP, "video", KEY if n % 15 == 5 else DELTA, n * 3000)
+            n += 1
+        for at, callback in [t for t in timers if t[0] <= clock.monotonic()]:
+            timers.remove((at, callback))
+            callback()
+        clock.advance(0.001)
+    assert switches == [Switch(PRIMARY, BACKUP, "primary_stopped")]
+    assert 0.045 <= clock.monotonic() - last_primary <= 0.048  # one interval + 12 ms, not 100 ms
+    frames = [f for f in viewer._frames if f is not None][60:]
+    assert frames[0].keyframe and len(frames) == n - 50  # the backup's frames since its keyframe
+    steps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(frames)]
+    assert steps == [1] * (n - 51)  # replayed at once, a tick apart, ending at its live frame
+
+
+def test_packets_of_an_incomplete_frame_keep_a_path_alive() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for _ in range(30):
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
+        clock.advance(FRAME_S)
+    deadline = rule.deadline(clock.monotonic())
+    assert deadline is not None and 0.044 <= deadline - (clock.monotonic() - FRAME_S) <= 0.046
+    for _ in range(2):  # a frame lost a packet: it waits for the retransmission, packets go on
+        rule.packet(PRIMARY, "video", clock.monotonic())
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, False, round(clock.monotonic() * 90000))
+        clock.advance(FRAME_S)
+        assert rule.check(clock.monotonic()).switch is None
+    assert rule.active == PRIMARY
+
+
+def test_a_jittery_path_gets_a_longer_cadence_deadline() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for n in range(60):  # frames meant 33 ms apart arrive up to 30 ms late
+        rule.frame(PRIMARY, "video", clock.monotonic() + (0.03 if n % 2 else 0.0), 100, False, n * 3000)
+        clock.advance(FRAME_S)
+    deadline, primary = rule.deadline(clock.monotonic()), rule.paths[PRIMARY]
+    assert deadline is not None and primary.overdue_at() is not None
+    assert deadline - max(primary.last_frame.values()) >= 0.09  # interval + 4 jitter, near the 100 ms cap
 
 
 def test_a_stall_of_the_servers_own_loop_is_not_a_silence() -> None:
@@ -264,7 +371,7 @@ def test_a_restarted_primary_replaces_the_failed_one_and_gets_the_program_back()
     for n in range(10, 20):  # the primary's encoder crashed
         dual.feed(BACKUP, "video", KEY if n == 15 else DELTA, n * 3000)
         clock.advance(FRAME_S)
-    assert [s.reason for s in switches] == ["primary_silence"] and dual.primary_replaceable()
+    assert [s.reason for s in switches] == ["primary_stopped"] and dual.primary_replaceable()
     restarted = FakePath("p2")
     dual.detach(PRIMARY)  # the backup stays on air: no switch
     dual.attach(PRIMARY, restarted)
@@ -279,3 +386,89 @@ def test_a_restarted_primary_replaces_the_failed_one_and_gets_the_program_back()
     assert 2.0 <= (n - 20) * FRAME_S <= 2.2  # healthy for return_after_s, then at its keyframe
     frames = [f for f in viewer._frames if f is not None]
     assert frames[-1].keyframe and frames[-1].timestamp - frames[-2].timestamp == 3000
+
+
+def test_the_glue_ends_an_off_air_program_and_forwards_nothing_of_the_dead_path() -> None:
+    clock, ended, timers = FakeClock(), [], []
+    switches: list[Any] = []
+    relays = program()
+    viewer = relays["video"].subscribe()
+    on_ended = lambda: ended.append(clock.monotonic())  # noqa: E731
+    schedule = lambda delay, callback: timers.append((clock.monotonic() + delay, callback))  # noqa: E731
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic, schedule, on_ended)
+    dual.attach(PRIMARY, FakePath("p"))
+    dual.attach(BACKUP, FakePath("b"))
+    for n in range(10):
+        dual.feed(PRIMARY, "video", KEY if n == 0 else DELTA, n * 3000)
+        dual.feed(BACKUP, "video", KEY if n == 0 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    for n in range(10, 20):  # the primary crashed
+        dual.feed(BACKUP, "video", KEY if n == 15 else DELTA, n * 3000)
+        clock.advance(FRAME_S)
+    assert [s.reason for s in switches] == ["primary_stopped"]
+    dual.detach(BACKUP)  # the backup is deleted: no switch back to the dead primary
+    assert len(switches) == 1 and dual.active is None
+    forwarded = len(viewer._frames)
+    at, check = timers[-1]  # the last one set: the end's (the others watched the path on air)
+    clock.advance(at - clock.monotonic())
+    check()
+    assert ended == [clock.monotonic()] and len(viewer._frames) == forwarded
+
+
+def test_the_sound_goes_on_without_a_hole_across_a_switch() -> None:
+    clock, timers = FakeClock(), []
+    switches: list[Any] = []
+    relays = program()
+    listener = relays["audio"].subscribe()
+    schedule = lambda delay, callback: timers.append((clock.monotonic() + delay, callback))  # noqa: E731
+    dual = DualPath(relays, FailoverPolicy(), switches.append, clock.monotonic, schedule)
+    dual.attach(PRIMARY, FakePath("p"))
+    dual.attach(BACKUP, FakePath("b"))
+    opus_s, n = 0.02, 0
+    while not switches:  # Opus every 20 ms on both paths (other origins); the primary stops at 50
+        if n < 50:
+            dual.feed(PRIMARY, "audio", b"p%d" % n, 1000 + n * 960)
+        dual.feed(BACKUP, "audio", b"b%d" % n, 7777 + n * 960)
+        for _ in range(20):
+            for at, callback in [t for t in timers if t[0] <= clock.monotonic()]:
+                timers.remove((at, callback))
+                callback()
+            clock.advance(opus_s / 20)
+        n += 1
+    assert switches == [Switch(PRIMARY, BACKUP, "primary_stopped")]
+    dual.feed(BACKUP, "audio", b"b%d" % n, 7777 + n * 960)
+    sent = [f for f in listener._frames if f is not None]
+    steps = {b.timestamp - a.timestamp for a, b in itertools.pairwise(sent)}
+    assert steps == {960}  # every 20 ms of the timeline has its frame: nothing to conceal
+    names = [f.payloads[0][-4:] for f in sent]
+    assert len(sent) == n + 1 and names[49].endswith(b"p49") and names[50].endswith(b"b50")
+
+
+def test_a_path_stopped_by_its_cadence_is_not_handed_the_program() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for n in range(30):  # both at 30 fps, then the primary stops; 60 ms later the backup ends
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        clock.advance(FRAME_S)
+    rule.frame(BACKUP, "video", clock.monotonic(), 100, False, 30 * 3000)
+    clock.advance(0.03)
+    assert rule.check(clock.monotonic()).switch == Switch(PRIMARY, BACKUP, "primary_stopped")
+    assert rule.remove(BACKUP, clock.monotonic()) is None and rule.active is None  # not silent 100 ms yet
+
+
+def test_frames_held_behind_a_hole_fail_over_only_after_half_a_second() -> None:
+    rule, clock = both_paths(), FakeClock()
+    for n in range(30):
+        rule.frame(PRIMARY, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        rule.frame(BACKUP, "video", clock.monotonic(), 100, n == 0, n * 3000)
+        clock.advance(FRAME_S)
+    switched_at, n = None, 30
+    while switched_at is None:  # the primary's packets come, its frames are held
+        rule.packet(PRIMARY, "video", clock.monotonic())
+        decision = rule.frame(BACKUP, "video", clock.monotonic(), 100, False, n * 3000)
+        if decision.switch is not None:
+            assert decision.switch.reason == "primary_silence"
+            switched_at = clock.monotonic()
+        clock.advance(FRAME_S)
+        n += 1
+    assert 0.5 < switched_at - (1000 + 29 * FRAME_S) <= 0.5 + FRAME_S

@@ -276,7 +276,7 @@ def test_an_rtmp_backup_that_was_on_air_is_ready_again_as_soon_as_it_is_off_air(
             dual.feed(PRIMARY, "video", key if n % 60 == 0 else delta, n * 3000)
         dual.feed(BACKUP, "video", key if n % 100 == 0 else delta, 7_000 + n * 3000)
         now[0] += 1 / 30
-    assert [s.reason for s in switches] == ["primary_silence", "primary_recovered"]  # back at frame 120
+    assert [s.reason for s in switches] == ["primary_stopped", "primary_recovered"]  # back at frame 120
     before = len(viewer._frames)
     dual.detach(PRIMARY)
     replayed = [f for f in list(viewer._frames)[before:] if f is not None]
