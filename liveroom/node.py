@@ -161,6 +161,8 @@ class Node:
             await asyncio.gather(*self._controls, return_exceptions=True)
         await self.sio.shutdown()
         await self.msgpack_sio.shutdown()
+        with contextlib.suppress(Exception):  # unreachable: the node's lease runs out instead
+            await asyncio.wait_for(self.broker.withdraw_presence(), 2.0)
         await self.broker.close()
         await self.store.close()  # flushes pending durable writes
 

@@ -149,24 +149,28 @@ async def latest_online(viewer: Viewer, expected: int, timeout: float = 10) -> N
         await asyncio.sleep(0.05)
 
 
-async def test_online_adds_up_across_nodes_and_falls_when_a_node_dies(cluster: Cluster) -> None:
+async def test_online_counts_distinct_users_across_nodes_and_falls_when_a_node_goes(cluster: Cluster) -> None:
     a, b, c = cluster.nodes
     viewers = [Viewer(node.url, f"p{i}-{n}") for i, node in enumerate((a, b, c)) for n in range(2)]
+    twice = [Viewer(a.url, "twice"), Viewer(b.url, "twice")]  # one user through two nodes: one
     try:
-        for viewer in viewers:
+        for viewer in (*viewers, *twice):
             await viewer.connect()
             await viewer.join("presence")
         for viewer in viewers:
-            await latest_online(viewer, 6)
+            await latest_online(viewer, 7)
         assert c.process is not None
-        c.process.send_signal(signal.SIGKILL)
+        c.process.send_signal(signal.SIGKILL)  # its lease runs out
         c.process.wait(10)
         for viewer in viewers[:4]:
-            await latest_online(viewer, 4)
+            await latest_online(viewer, 5)
+        b.stop()  # SIGTERM: it withdraws its users as it stops ("twice" stays, through a)
+        for viewer in viewers[:2]:
+            await latest_online(viewer, 3)
         ack = await viewers[0].join("presence")
-        assert ack["online"] == 4
+        assert ack["online"] == 3
     finally:
-        for viewer in viewers:
+        for viewer in (*viewers, *twice):
             await viewer.close()
 
 
