@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liveroom.auth import Identity
+from liveroom.auth import RANK, Identity, Outranked
 from liveroom.errors import BadRequest, CommandError, NotFound, RateLimited
 from liveroom.message_hook import FailurePolicy, Message, MessageHooks, Outcome
 from liveroom.plugin import (
@@ -384,6 +384,7 @@ class DanmakuPlugin(Plugin):
         return {"until": action.until}
 
     async def unmute(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
+        self._check_may_lift(ctx, "mute", payload.user)
         await self._act(ctx, Action("unmute", "", user=payload.user), payload.request_id)
         return {"action": "unmute"}
 
@@ -396,8 +397,16 @@ class DanmakuPlugin(Plugin):
         return {"until": action.until, "removed": removed}
 
     async def unban(self, ctx: CommandContext, payload: UserPayload) -> Mapping[str, Any]:
+        self._check_may_lift(ctx, "ban", payload.user)
         await self._act(ctx, Action("unban", "", user=payload.user), payload.request_id)
         return {"action": "unban"}
+
+    def _check_may_lift(self, ctx: CommandContext, kind: str, user: str) -> None:
+        """The hierarchy holds for lifting too: a moderator may not lift a host's or an admin's
+        mute or ban (it would undo what outranks it)."""
+        maker = self._rooms[ctx.room].moderation.rank_of.get((kind, user))
+        if maker is not None and maker > RANK.get(ctx.caller.role, 0):
+            raise Outranked(f"a {ctx.caller.role} may not lift a {kind} set by a higher role")
 
     async def slow(self, ctx: CommandContext, payload: SlowPayload) -> Mapping[str, Any]:
         await self._act(ctx, Action("slow", "", interval_s=payload.interval_s), payload.request_id)

@@ -36,6 +36,21 @@ async def test_a_moderator_cannot_ban_or_mute_the_host_or_an_admin() -> None:
         assert (await admin.command("danmaku.ban", {"room": "r", "user": "h", "duration_s": 60}))["ok"]
 
 
+async def test_a_moderator_cannot_lift_what_a_host_set() -> None:
+    async with NodeHarness() as h:
+        host, admin, mod, fan = [await h.connect(user, role) for user, role in _CAST]
+        for client in (host, admin, mod, fan):
+            assert (await client.join("r"))["ok"]
+        for verb in ("mute", "ban"):
+            ack = await host.command(f"danmaku.{verb}", {"room": "r", "user": "f", "duration_s": 60})
+            assert ack["ok"], ack
+            assert error(await mod.command(f"danmaku.un{verb}", {"room": "r", "user": "f"})) == "outranked"
+            assert (await admin.command(f"danmaku.un{verb}", {"room": "r", "user": "f"}))["ok"]
+        # what a moderator set, a moderator lifts
+        assert (await mod.command("danmaku.mute", {"room": "r", "user": "f", "duration_s": 60}))["ok"]
+        assert (await mod.command("danmaku.unmute", {"room": "r", "user": "f"}))["ok"]
+
+
 async def test_a_ban_made_while_the_host_was_away_does_not_keep_them_out() -> None:
     async with NodeHarness() as h:
         mod = await h.connect("m", "moderator")
