@@ -25,11 +25,11 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["RESET_TYPE", "Broker", "HistorySlice", "Publication", "PublicationHandler"]
+__all__ = ["RESET_TYPE", "Broker", "HistorySlice", "PresenceReport", "Publication", "PublicationHandler"]
 
 RESET_TYPE = "room.reset"
 
@@ -57,6 +57,16 @@ class HistorySlice:
 
 
 PublicationHandler = Callable[[Publication], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceReport:
+    """One room's presence through this node since its last report: users who came (or, on a
+    refresh, every user here: repeats count once), users who left, and this node's distinct count."""
+
+    joined: Sequence[str]
+    left: Sequence[str]
+    local: int
 
 
 class Broker(Protocol):
@@ -96,7 +106,12 @@ class Broker(Protocol):
         """Items with `seq > since` (none when `since` is None), and the room's latest seq."""
         ...
 
-    async def report_presence(self, counts: dict[str, int]) -> dict[str, int]:
-        """Report this node's distinct users per room; get back each room's total across live
-        nodes. A node that stops reporting drops out of the totals within `presence_ttl_s`."""
+    async def report_presence(self, reports: dict[str, PresenceReport]) -> dict[str, int]:
+        """Report who came to and left each room through this node; get back each room's
+        distinct users across live nodes (a user connected through two nodes counts once).
+        A node that stops reporting drops out of the totals within `presence_ttl_s`."""
+        ...
+
+    async def withdraw_presence(self) -> None:
+        """This node is stopping: its users leave every room's count at once."""
         ...

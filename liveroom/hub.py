@@ -42,7 +42,11 @@ from liveroom.presence import PresenceReporter
 from liveroom.protocol import encode_item
 from liveroom.room import Lanes, LocalRoom
 
-__all__ = ["Hub", "JoinResult"]
+__all__ = ["CONTROL_PREFIX", "Hub", "JoinResult"]
+
+# Item types of this prefix are the nodes' own (a personal item or a removal for a user
+# connected through another node): handled by the node, never delivered to a client.
+CONTROL_PREFIX = "lr."
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,8 @@ class Hub:
         )
         self._urgent: asyncio.Handle | None = None
         self._joining: dict[str, int] = {}
+        # Control publications (type `lr.*`: between nodes, never to clients) go here.
+        self.on_control: Callable[[Publication], None] = lambda publication: None
         broker.set_handler(self._on_publication)
 
     # -- membership ---------------------------------------------------------------------
@@ -208,6 +214,9 @@ class Hub:
     def _on_publication(self, publication: Publication) -> None:
         room = self.rooms.get(publication.room)
         if room is None:
+            return
+        if publication.type.startswith(CONTROL_PREFIX):
+            self.on_control(publication)
             return
         if publication.type == RESET_TYPE:
             # The broker's seq starts over (a new epoch): nothing delivered so far counts.

@@ -6,7 +6,7 @@ import secrets
 from collections import OrderedDict
 from typing import Any
 
-from liveroom.broker import HistorySlice, Publication, PublicationHandler
+from liveroom.broker import HistorySlice, PresenceReport, Publication, PublicationHandler
 from liveroom.clock import Clock
 from liveroom.history import HistoryRing
 from liveroom.protocol import encode_item
@@ -109,8 +109,11 @@ class MemoryBroker:
         items, reset = ring.since(since, self._clock.now_ms())
         return HistorySlice(self.epoch, ring.latest, items, reset)
 
-    async def report_presence(self, counts: dict[str, int]) -> dict[str, int]:
-        return dict(counts)  # one node: its counts are the totals
+    async def report_presence(self, reports: dict[str, PresenceReport]) -> dict[str, int]:
+        return {room: report.local for room, report in reports.items()}  # one node: its counts are the totals
+
+    async def withdraw_presence(self) -> None:
+        return None
 
     def _seen(self, room: str, once: str, now_ms: int) -> tuple[int | None, int] | None:
         """(seq, ts) of an earlier publish with this key, if it is remembered."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import Any
+
+import orjson
 
 from liveroom.auth import Identity, TokenAuthority, resolve_secret
 from liveroom.broker import Broker, Publication
@@ -15,7 +18,7 @@ from liveroom.connections import Connections
 from liveroom.discovery import load_plugins
 from liveroom.dispatch import Dispatcher
 from liveroom.errors import ConfigError, Unavailable
-from liveroom.hub import Hub
+from liveroom.hub import CONTROL_PREFIX, Hub
 from liveroom.interactions import Interactions
 from liveroom.memory_broker import MemoryBroker
 from liveroom.metrics import Metrics
@@ -32,6 +35,9 @@ from liveroom.timers import Timers
 __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
+# Control publications between nodes (see `Hub.on_control`).
+TO_USER = CONTROL_PREFIX + "to"
+REMOVE_USER = CONTROL_PREFIX + "remove"
 
 
 class Node:
@@ -52,6 +58,10 @@ class Node:
         self.authority = TokenAuthority.from_config(config.auth)
         self.store = store or _build_store(config)
         self.broker = broker or _build_broker(config, self.clock)
+        # On a cluster (the broker on Redis) a user may be connected through other nodes too.
+        self.clustered = config.broker.kind == "redis"
+        self.node_id: str = getattr(self.broker, "node_id", None) or secrets.token_hex(4)
+        self._controls: set[asyncio.Task[Any]] = set()
         self.hub = Hub(
             self.broker,
             self.clock,
@@ -61,6 +71,7 @@ class Node:
             lambda connection: self.connections.drop(connection),
             config.delivery.check_members,
         )
+        self.hub.on_control = self._on_control
         self.timers = Timers(self.clock)
         self.publish_tokens = tokens = PublishTokens(resolve_secret(config.auth))
         host = PluginHost(self.clock, self.store, self, self.timers, Signals(), tokens)
@@ -146,8 +157,12 @@ class Node:
                 log.exception("plugin %s failed to stop", plugin.name)
         self.rooms.release_all()
         await self.rooms.settle()
+        if self._controls:  # removals and personal items on their way to other nodes
+            await asyncio.gather(*self._controls, return_exceptions=True)
         await self.sio.shutdown()
         await self.msgpack_sio.shutdown()
+        with contextlib.suppress(Exception):  # unreachable: the node's lease runs out instead
+            await asyncio.wait_for(self.broker.withdraw_presence(), 2.0)
         await self.broker.close()
         await self.store.close()  # flushes pending durable writes
 
@@ -181,6 +196,12 @@ class Node:
         return publication
 
     def send_to_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        """The item to the user's connections in the room: this node's at once, and on a
+        cluster every other node's through a control publication. Returns this node's count."""
+        self._tell_other_nodes(room, TO_USER, user_id, item_type, data)
+        return self._send_here(room, user_id, item_type, data)
+
+    def _send_here(self, room: str, user_id: str, item_type: str, data: Any) -> int:
         local = self.hub.rooms.get(room)
         if local is None:
             return 0
@@ -189,14 +210,57 @@ class Node:
             self.hub.send_personal(connection, local, item_type, data)
         return len(targets)
 
+    def _tell_other_nodes(self, room: str, control: str, user_id: str, item_type: str, data: Any) -> None:
+        if not self.clustered:
+            return
+        body = {"node": self.node_id, "user": user_id, "type": item_type, "data": data}
+        task = asyncio.get_running_loop().create_task(self._publish_control(room, control, body))
+        self._controls.add(task)
+        task.add_done_callback(self._controls.discard)
+
+    async def _publish_control(self, room: str, control: str, body: dict[str, Any]) -> None:
+        try:
+            await self.broker.publish(room, control, body, history=False)
+        except Exception:  # the broker is down: this node's connections had theirs
+            log.warning(
+                "room %s: %s for user %s could not reach the other nodes", room, control, body["user"]
+            )
+
+    def _on_control(self, publication: Publication) -> None:
+        """A personal item or a removal published by another node for a user connected here."""
+        try:
+            body = orjson.loads(publication.encoded)["data"]
+            if body["node"] == self.node_id:
+                return  # ours: done here already
+            user, item_type, data = str(body["user"]), str(body["type"]), body["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning(
+                "room %s: a malformed control item %s was ignored", publication.room, publication.type
+            )
+            return
+        if publication.type == TO_USER:
+            self._send_here(publication.room, user, item_type, data)
+        elif publication.type == REMOVE_USER:
+            task = asyncio.get_running_loop().create_task(
+                self._remove_here(publication.room, user, item_type, data)
+            )
+            self._controls.add(task)
+            task.add_done_callback(self._controls.discard)
+
     def online(self, room: str) -> int:
         local = self.hub.rooms.get(room)
         return 0 if local is None else local.online_everywhere
 
     async def remove_user(self, room: str, user_id: str, item_type: str, data: Any) -> int:
+        """Tell the user's connections in the room why, and take them out of it: this node's
+        now, every other node's through a control publication. Returns this node's count."""
+        self._tell_other_nodes(room, REMOVE_USER, user_id, item_type, data)
+        return await self._remove_here(room, user_id, item_type, data)
+
+    async def _remove_here(self, room: str, user_id: str, item_type: str, data: Any) -> int:
         local = self.hub.rooms.get(room)
         targets = [] if local is None else self.connections.of_user(local, user_id)
-        self.send_to_user(room, user_id, item_type, data)
+        self._send_here(room, user_id, item_type, data)
         for connection in targets:
             await self.dispatcher.leave(connection, room)
         return len(targets)

@@ -1,11 +1,14 @@
 """Presence: how many distinct users each room has, on this node and everywhere.
 
-Every `online_interval_ms` the node reports its rooms' local counts to the broker, which
-answers with each room's total across live nodes (a one-node broker answers with the
-local counts). A changed total goes to the room's local members as `room.online` (an
-ephemeral item, `seq: null`). Rooms whose count did not change are still reported every
-few seconds, so that the node's lease on its counts stays alive in a shared broker; a
-killed node stops reporting and drops out of the totals when its lease runs out.
+Every `online_interval_ms` the node reports, for each room whose members changed, which
+users came and which left through it (the difference from its last report), and the broker
+answers with each room's distinct users across live nodes: a user connected through two
+nodes counts once (a one-node broker answers with the local counts). A changed total goes
+to the room's local members as `room.online` (an ephemeral item, `seq: null`). Every few
+seconds every room is reported again with all its users (repeats count once), which keeps
+the node's lease alive in a shared broker and puts the users back after Redis lost them; a
+killed node stops reporting and drops out of the totals when its lease runs out; a node that
+stops cleanly withdraws at once (`Broker.withdraw_presence`).
 If the broker cannot be reached, the local counts stand in for the totals.
 """
 
@@ -15,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from liveroom.broker import Broker, Publication
+from liveroom.broker import Broker, PresenceReport, Publication
 from liveroom.clock import Clock
 from liveroom.errors import Unavailable
 from liveroom.protocol import encode_item
@@ -53,6 +56,7 @@ class PresenceReporter:
         self._changed: set[str] = set()
         self._refresh_s = refresh_s
         self._next_refresh = 0.0
+        self._reported: dict[str, set[str]] = {}  # room -> the users the broker has from here
 
     def changed(self, room_id: str) -> None:
         """A member came or went: report the room in the next round (0 if it emptied)."""
@@ -69,25 +73,41 @@ class PresenceReporter:
     async def report(self) -> None:
         now = self._clock.monotonic()
         wanted = set(self._changed)
-        if now >= self._next_refresh:
+        refresh = now >= self._next_refresh
+        if refresh:
             wanted.update(self._rooms)
+            wanted.update(self._reported)
             self._next_refresh = now + self._refresh_s
         if not wanted:
             return
         self._changed.clear()
-        counts = {room_id: self._local(room_id) for room_id in wanted}
+        current = {room_id: self._users(room_id) for room_id in wanted}
+        reports = {}
+        for room_id, users in current.items():
+            before = self._reported.get(room_id, set())
+            joined = users if refresh else users - before
+            reports[room_id] = PresenceReport(sorted(joined), sorted(before - users), len(users))
         try:
-            totals = await asyncio.wait_for(self._broker.report_presence(counts), self._interval_s * 4)
+            totals = await asyncio.wait_for(self._broker.report_presence(reports), self._interval_s * 4)
         except (Unavailable, TimeoutError):
-            totals = counts  # the local view is better than none
+            # The local view is better than none; the same changes go again next round (a
+            # report the broker did take meanwhile is taken again as a no-op).
+            self._changed.update(wanted)
+            totals = {room_id: len(users) for room_id, users in current.items()}
+        else:
+            for room_id, users in current.items():
+                if users:
+                    self._reported[room_id] = users
+                else:
+                    self._reported.pop(room_id, None)
         for room_id, total in totals.items():
             room = self._rooms.get(room_id)
             if room is not None:
-                self._announce(room, total, counts[room_id])
+                self._announce(room, total, len(current[room_id]))
 
-    def _local(self, room_id: str) -> int:
+    def _users(self, room_id: str) -> set[str]:
         room = self._rooms.get(room_id)
-        return 0 if room is None else room.online
+        return set() if room is None else set(room.users)
 
     def _announce(self, room: LocalRoom, total: int, local: int) -> None:
         room.online_total, room.online_reported = total, local

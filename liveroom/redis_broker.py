@@ -28,7 +28,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from liveroom.broker import RESET_TYPE, HistorySlice, Publication, PublicationHandler
+from liveroom.broker import RESET_TYPE, HistorySlice, PresenceReport, Publication, PublicationHandler
 from liveroom.clock import Clock
 from liveroom.errors import Unavailable
 from liveroom.protocol import assemble_item
@@ -85,29 +85,44 @@ return {epoch, latest, entries}
 """
 
 
-# KEYS: the room's presence hash. ARGV: node id, count, now (ms), ttl (ms).
-# Each field is a node's "count:expires_at"; expired fields are dropped as they are summed.
+# KEYS: the room's node leases (hash node -> expires ms), its users (hash user -> how many
+# nodes it is connected through), this node's users (set). ARGV: node id, now (ms), lease (ms),
+# the prefix of a node's users set, keep (ms), gone (0/1), how many joined, the joined users,
+# then the left ones. Returns the room's distinct users. A node's lease that ran out is
+# cleaned up here by whichever node reports next: its users leave the count.
+# (Every key carries the room's hash tag, so the dead node's set, named from the prefix, is on
+# the same Redis Cluster slot as the declared keys.)
 _PRESENCE = """
-local now = tonumber(ARGV[3])
-if tonumber(ARGV[2]) > 0 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[4])))
-else
-  redis.call('HDEL', KEYS[1], ARGV[1])
+local node, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local keep, joined = tonumber(ARGV[5]), tonumber(ARGV[7])
+for i = 8, 7 + joined do
+  if redis.call('SADD', KEYS[3], ARGV[i]) == 1 then redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
 end
-local total = 0
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  local count, expires = string.match(fields[i + 1], '(%d+):(%d+)')
-  if tonumber(expires) < now then
-    redis.call('HDEL', KEYS[1], fields[i])
-  else
-    total = total + tonumber(count)
+for i = 8 + joined, #ARGV do
+  if redis.call('SREM', KEYS[3], ARGV[i]) == 1 then
+    if redis.call('HINCRBY', KEYS[2], ARGV[i], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end
   end
 end
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])  -- never shorten another node's lease
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], node, 0)  -- gone: cleaned up below, like a dead node
+elseif redis.call('SCARD', KEYS[3]) > 0 then
+  redis.call('HSET', KEYS[1], node, now + lease)
+else
+  redis.call('HDEL', KEYS[1], node)
 end
-return total
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if tonumber(fields[i + 1]) < now then
+    local users = ARGV[4] .. fields[i]
+    for _, user in ipairs(redis.call('SMEMBERS', users)) do
+      if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then redis.call('HDEL', KEYS[2], user) end
+    end
+    redis.call('DEL', users)
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], keep) end
+return redis.call('HLEN', KEYS[2])
 """
 
 
@@ -144,6 +159,7 @@ class RedisBroker:
         self._history = redis.register_script(_HISTORY)
         self._presence = redis.register_script(_PRESENCE)
         self.presence_ttl_ms = int(presence_ttl_s * 1000)
+        self._present: set[str] = set()  # rooms this node reported users in
 
     def set_handler(self, handler: PublicationHandler) -> None:
         self._handler = handler
@@ -226,24 +242,42 @@ class RedisBroker:
             return HistorySlice(current_epoch, latest, [], True)
         return HistorySlice(current_epoch, latest, items, False)
 
-    async def report_presence(self, counts: dict[str, int]) -> dict[str, int]:
-        """One script call per room (rooms live on different cluster slots), pipelined."""
-        now = int(self._clock.now_ms())
-        rooms = list(counts)
+    async def report_presence(self, reports: dict[str, PresenceReport]) -> dict[str, int]:
+        """One script call per room (rooms live on different cluster slots), together."""
+        rooms = list(reports)
         try:
             async with self._gate:
-                totals = await asyncio.gather(
-                    *(
-                        self._presence(
-                            keys=(f"{self._prefix}:{{{room}}}:online",),
-                            args=(self.node_id, counts[room], now, self.presence_ttl_ms),
-                        )
-                        for room in rooms
-                    )
-                )
+                totals = await asyncio.gather(*(self._report(room, reports[room], False) for room in rooms))
         except REDIS_ERRORS as exc:
             raise Unavailable(f"presence is unreachable: {exc}") from None
+        self._present.update(room for room in rooms if reports[room].local)
+        self._present.difference_update(room for room in rooms if not reports[room].local)
         return {room: int(total) for room, total in zip(rooms, totals, strict=True)}
+
+    async def withdraw_presence(self) -> None:
+        rooms, self._present = list(self._present), set()
+        with contextlib.suppress(*REDIS_ERRORS):
+            async with self._gate:
+                await asyncio.gather(*(self._report(room, PresenceReport((), (), 0), True) for room in rooms))
+
+    def _report(self, room: str, report: PresenceReport, gone: bool) -> Any:
+        tag = f"{self._prefix}:{{{room}}}"
+        return self._presence(
+            keys=(f"{tag}:online", f"{tag}:users", f"{tag}:on:{self.node_id}"),
+            args=(
+                self.node_id,
+                int(self._clock.now_ms()),
+                self.presence_ttl_ms,
+                f"{tag}:on:",
+                # Far longer than a lease: a dead node's set outlives it until a live node
+                # cleans it up; a room every node left is forgotten after this.
+                self.presence_ttl_ms * 20,
+                int(gone),
+                len(report.joined),
+                *report.joined,
+                *report.left,
+            ),
+        )
 
     def _decode_entry(self, room: str, entry: Sequence[Any]) -> Publication:
         entry_id, fields = entry

@@ -13,7 +13,7 @@ It stands in for a browser where aiortc's receiver differs in ways that matter o
 congested link: aiortc asks for a missing packet once (when it notices the gap), and its
 jitter buffer holds every later frame until that packet comes, so a retransmission lost
 too stalls the picture for seconds. libwebrtc asks again every round trip and decodes a
-complete keyframe without waiting for older holes; so does this viewer (`ReaskingNacks`,
+complete keyframe without waiting for older holes; so does this viewer (`ViewerNacks`,
 `KeyframeSkippingBuffer`).
 """
 
@@ -30,6 +30,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpreceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from liveroom.media.nacks import ReaskingNacks  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["main"]
 
@@ -38,40 +39,14 @@ REASK_S = 0.4  # a missing packet is asked for again after this long (about a co
 KEPT_BY_SERVER = 512  # liveroom.media.fastpath.HISTORY: older packets cannot come back
 
 
-class ReaskingNacks:
+class ViewerNacks(ReaskingNacks):  # type: ignore[misc,unused-ignore]
     """Stands in for aiortc's NackGenerator (same duck type): asks for each missing packet
     when the gap shows and again every REASK_S until it comes, for as far back as the
     server keeps packets (aiortc asks once and forgets after 128)."""
 
     def __init__(self) -> None:
+        super().__init__(time.monotonic, REASK_S, KEPT_BY_SERVER)
         KeyframeSkippingBuffer.nacks = self  # one video receiver per viewer process
-        self.max_seq: int | None = None
-        self.missing: set[int] = set()  # what the next NACK asks for (read by aiortc)
-        self._asked: dict[int, float] = {}  # every missing packet -> when it was last asked for
-
-    def add(self, packet: Any) -> bool:
-        sequence, now = packet.sequence_number, time.monotonic()
-        if self.max_seq is None:
-            self.max_seq = sequence
-            return False
-        ahead = (sequence - self.max_seq) & 0xFFFF
-        if 0 < ahead < 0x8000:
-            for gap in range(1, ahead):
-                self._asked[(self.max_seq + gap) & 0xFFFF] = 0.0
-            self.max_seq = sequence
-        else:
-            self._asked.pop(sequence, None)
-        oldest = (self.max_seq - KEPT_BY_SERVER) & 0xFFFF
-        for seq in [s for s in self._asked if (s - oldest) & 0xFFFF >= 0x8000]:
-            del self._asked[seq]
-        self.missing = {seq for seq, at in self._asked.items() if now - at >= REASK_S}
-        for seq in self.missing:
-            self._asked[seq] = now
-        return bool(self.missing)
-
-    def forget_before(self, origin: int) -> None:
-        """The jitter buffer skipped to a keyframe at `origin`: older holes no longer matter."""
-        self._asked = {seq: at for seq, at in self._asked.items() if (seq - origin) & 0xFFFF < 0x8000}
 
 
 class KeyframeSkippingBuffer(JitterBuffer):
@@ -80,7 +55,7 @@ class KeyframeSkippingBuffer(JitterBuffer):
     incomplete frames before it. This one does too (H.264), so a switch onto a new rung's
     keyframe is not held up by the holes the congestion left in the old rung."""
 
-    nacks: ReaskingNacks | None = None
+    nacks: ViewerNacks | None = None
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         pli, frame = super().add(packet)
@@ -150,7 +125,7 @@ async def consume(track: MediaStreamTrack, counts: list[int], gaps: list[float])
 
 
 async def run(base: str, room: str, token: str, seconds: float) -> None:
-    rtcrtpreceiver.NackGenerator = ReaskingNacks  # type: ignore[misc,assignment]
+    rtcrtpreceiver.NackGenerator = ViewerNacks  # type: ignore[misc,assignment,unused-ignore]
     setattr(rtcrtpreceiver, "JitterBuffer", KeyframeSkippingBuffer)  # noqa: B010 (not exported)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", "recvonly")

@@ -22,8 +22,17 @@ KEPT_BY_SENDER = 128
 
 
 class ReaskingNacks:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    """`reask_s`: how long before asking again; `kept`: how far back the sender keeps packets
+    (the ABR viewer of the load tests asks the server, which keeps more than aiortc)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        reask_s: float = REASK_S,
+        kept: int = KEPT_BY_SENDER,
+    ) -> None:
         self._clock = clock
+        self._reask_s, self._kept = reask_s, kept
         self.max_seq: int | None = None
         self.missing: set[int] = set()  # what the next NACK asks for (aiortc reads it)
         self._asked: dict[int, float] = {}  # every missing packet -> when it was last asked for
@@ -41,10 +50,14 @@ class ReaskingNacks:
             self.max_seq = sequence
         else:
             self._asked.pop(sequence, None)
-        oldest = (self.max_seq - KEPT_BY_SENDER) & 0xFFFF
+        oldest = (self.max_seq - self._kept) & 0xFFFF
         for seq in [s for s in self._asked if (s - oldest) & 0xFFFF >= 0x8000]:
             del self._asked[seq]
-        self.missing = {seq for seq, at in self._asked.items() if now - at >= REASK_S}
+        self.missing = {seq for seq, at in self._asked.items() if now - at >= self._reask_s}
         for seq in self.missing:
             self._asked[seq] = now
         return bool(self.missing)
+
+    def forget_before(self, origin: int) -> None:
+        """A jitter buffer skipped to a keyframe at `origin`: older holes no longer matter."""
+        self._asked = {seq: at for seq, at in self._asked.items() if (seq - origin) & 0xFFFF < 0x8000}

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from redis_support import redis_for
 
-from liveroom.broker import Broker, Publication
+from liveroom.broker import Broker, PresenceReport, Publication
 from liveroom.memory_broker import MemoryBroker
 from liveroom.redis_broker import RedisBroker
 from liveroom.testing import FakeClock
@@ -146,9 +146,13 @@ async def test_priority_flag_travels(broker: Broker) -> None:
 
 
 async def test_presence_totals(broker: Broker) -> None:
-    assert await broker.report_presence({"a": 3, "b": 1}) == {"a": 3, "b": 1}
-    assert await broker.report_presence({"a": 2}) == {"a": 2}  # a node's report replaces its last
-    assert await broker.report_presence({"a": 0}) == {"a": 0}
+    came = {"a": PresenceReport(["u1", "u2", "u3"], [], 3), "b": PresenceReport(["u1"], [], 1)}
+    assert await broker.report_presence(came) == {"a": 3, "b": 1}
+    assert await broker.report_presence({"a": PresenceReport([], ["u3"], 2)}) == {"a": 2}
+    again = {"a": PresenceReport(["u1", "u2"], [], 2)}  # a refresh: every user again, counted once
+    assert await broker.report_presence(again) == {"a": 2}
+    assert await broker.report_presence({"a": PresenceReport([], ["u1", "u2"], 0)}) == {"a": 0}
+    await broker.withdraw_presence()
 
 
 async def test_a_publish_repeated_with_its_once_key_publishes_nothing(broker: Broker) -> None:

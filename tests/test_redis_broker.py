@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis_support import RedisServer
 
-from liveroom.broker import Publication
+from liveroom.broker import PresenceReport, Publication
 from liveroom.clock import SystemClock
 from liveroom.errors import Unavailable
 from liveroom.redis_broker import RedisBroker
@@ -105,10 +105,20 @@ async def test_presence_adds_up_across_nodes_and_forgets_dead_ones(
     nodes: list[tuple[RedisBroker, list[Publication]]],
 ) -> None:
     (a, _), (b, _), (c, _) = nodes
+
+    def came(*users: str) -> PresenceReport:
+        return PresenceReport(users, (), len(users))
+
     c.presence_ttl_ms = 300  # c will "die": stop reporting
-    assert (await a.report_presence({"room": 5}))["room"] == 5
-    assert (await b.report_presence({"room": 7}))["room"] == 12
-    assert (await c.report_presence({"room": 1, "other": 2})) == {"room": 13, "other": 2}
-    await asyncio.sleep(0.4)
-    assert (await a.report_presence({"room": 5}))["room"] == 12
-    assert (await b.report_presence({"room": 0}))["room"] == 5
+    assert (await a.report_presence({"room": came("u1", "u2")}))["room"] == 2
+    # u2 is connected through b too: distinct users, not connections per node
+    assert (await b.report_presence({"room": came("u2", "u3", "u4")}))["room"] == 4
+    assert (await c.report_presence({"room": came("u5"), "other": came("u1", "u2")})) == {
+        "room": 5,
+        "other": 2,
+    }
+    await asyncio.sleep(0.4)  # c's lease ran out: whoever reports next takes its users out
+    assert (await a.report_presence({"room": PresenceReport((), (), 2)}))["room"] == 4
+    assert (await b.report_presence({"room": PresenceReport((), ("u3",), 2)}))["room"] == 3
+    await a.withdraw_presence()  # a stops cleanly: its users leave at once (u2 stays, through b)
+    assert (await b.report_presence({"room": came()}))["room"] == 2

@@ -78,6 +78,36 @@ async def test_danmaku_crosses_nodes_once_in_one_order(cluster: Cluster) -> None
             await viewer.close()
 
 
+async def test_a_ban_through_one_node_removes_the_user_from_every_node(cluster: Cluster) -> None:
+    """Personal items and removals reach the user's connections on other nodes (before, only
+    the node that ran the command: the banned user stayed in the room through the others)."""
+    moderator = Viewer(cluster.nodes[0].url, "mod", role="moderator")
+    banned = [Viewer(node.url, "troll") for node in cluster.nodes[1:]]  # one user, two nodes
+    bystander = Viewer(cluster.nodes[2].url, "fan")
+    try:
+        for client in (moderator, *banned, bystander):
+            await client.connect()
+            assert (await client.join("bans"))["ok"]
+        ack = await moderator.call("danmaku.ban", {"room": "bans", "user": "troll", "duration_s": 60})
+        assert ack["ok"], ack
+        for connection in banned:
+            (item,) = await connection.wait_for(lambda i: i["type"] == "danmaku.banned")
+            assert item["seq"] is None  # personal: in no history
+            for _ in range(100):  # out of the room: its command is refused as not joined
+                refused = await connection.call("danmaku.send", {"room": "bans", "text": "still here?"})
+                if not refused["ok"] and refused["error"]["code"] == "not_joined":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the banned user is still in the room: {refused}")
+        await asyncio.sleep(0.3)
+        assert not bystander.of_type("danmaku.banned")  # nobody else hears of it
+        assert not any(i["type"].startswith("lr.") for i in bystander.items)  # nor of the nodes' own
+    finally:
+        for client in (moderator, *banned, bystander):
+            await client.close()
+
+
 async def test_a_killed_nodes_viewer_resumes_on_another_without_a_gap(cluster: Cluster) -> None:
     a, b, _ = cluster.nodes
     sender = Viewer(b.url, "sender")
@@ -119,24 +149,28 @@ async def latest_online(viewer: Viewer, expected: int, timeout: float = 10) -> N
         await asyncio.sleep(0.05)
 
 
-async def test_online_adds_up_across_nodes_and_falls_when_a_node_dies(cluster: Cluster) -> None:
+async def test_online_counts_distinct_users_across_nodes_and_falls_when_a_node_goes(cluster: Cluster) -> None:
     a, b, c = cluster.nodes
     viewers = [Viewer(node.url, f"p{i}-{n}") for i, node in enumerate((a, b, c)) for n in range(2)]
+    twice = [Viewer(a.url, "twice"), Viewer(b.url, "twice")]  # one user through two nodes: one
     try:
-        for viewer in viewers:
+        for viewer in (*viewers, *twice):
             await viewer.connect()
             await viewer.join("presence")
         for viewer in viewers:
-            await latest_online(viewer, 6)
+            await latest_online(viewer, 7)
         assert c.process is not None
-        c.process.send_signal(signal.SIGKILL)
+        c.process.send_signal(signal.SIGKILL)  # its lease runs out
         c.process.wait(10)
         for viewer in viewers[:4]:
-            await latest_online(viewer, 4)
+            await latest_online(viewer, 5)
+        b.stop()  # SIGTERM: it withdraws its users as it stops ("twice" stays, through a)
+        for viewer in viewers[:2]:
+            await latest_online(viewer, 3)
         ack = await viewers[0].join("presence")
-        assert ack["online"] == 4
+        assert ack["online"] == 3
     finally:
-        for viewer in viewers:
+        for viewer in (*viewers, *twice):
             await viewer.close()
 
 
