@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import gc
 import logging
@@ -74,6 +75,7 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     )
     host = host or config.server.host
     port = port if port is not None else config.server.port
+    config = config.replace(server=dataclasses.replace(config.server, host=host, port=port))
     started = False
 
     def listening() -> None:

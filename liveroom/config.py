@@ -61,6 +61,9 @@ class ServerConfig:
     # Connections waiting to be accepted: a crowd arriving at once (a stream going live)
     # overflows a short queue, and each dropped SYN costs the client a 1-3 s retransmit.
     listen_backlog: int = 4096
+    # How other nodes reach this one ("http://10.0.0.11:8081"): on a cluster, a media request
+    # for a room whose media is held here is redirected to it. Empty: http://host:port.
+    public_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,10 @@ import re
 
 from aiohttp import web
 
+from liveroom.protocol import is_name
+
 from .hls import room_directory
+from .locator import redirect
 
 __all__ = ["add_hls_routes"]
 
@@ -31,6 +34,10 @@ def add_hls_routes(app: web.Application, hls_dir: str) -> None:
 
 async def _file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["file"]
+    room = request.match_info["room"]
+    elsewhere = await redirect(request, room, public=True) if is_name(room) else None
+    if elsewhere is not None:
+        return elsewhere
     match = FILE.match(name)
     directory = room_directory(request.app[HLS_DIR_KEY], request.match_info["room"])
     path = directory / name if match and directory is not None else None

@@ -33,6 +33,7 @@ from .backend import LocalMedia, MediaBackend
 from .callers import HOST_SLOT, Caller, CallerVerifier, bearer_token
 from .hls_routes import add_hls_routes
 from .hooks import count_codec_instances
+from .locator import LOCATOR_KEY, MediaLocator, redirect
 from .metrics import MediaCollector
 from .page import demo_page
 from .pool import WorkerPool
@@ -87,6 +88,12 @@ def add_media_routes(app: web.Application, node: Node) -> None:
         await node.publish(room, item_type, data, history=item_type != "media.stats")
         if item_type == "media.publisher" and events is not None:  # stream.started / stopped
             await stream_event(events, node.store, room, data, node.clock.now_ms())
+        if item_type == "media.publisher" and locator is not None:
+            await locator.publisher_event(room, data)
+
+    locator = _locator(node)
+    if locator is not None:
+        app[LOCATOR_KEY] = locator
 
     backend: MediaBackend = (
         LocalMedia(config, publish_event) if workers == 1 else WorkerPool(config, workers, publish_event)
@@ -112,6 +119,17 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     app.cleanup_ctx.append(_lifespan)
 
 
+def _locator(node: Node) -> MediaLocator | None:
+    """On a cluster (broker on Redis), where each room's media is held (locator.py)."""
+    if node.config.broker.kind != "redis":
+        return None
+    from liveroom.redis_client import connect_redis
+
+    server, redis = node.config.server, node.config.redis
+    url = server.public_url or f"http://{server.host}:{server.port}"
+    return MediaLocator(connect_redis(redis, max_connections=8), redis.key_prefix, url)
+
+
 def worker_count(configured: int) -> int:
     """`media.workers`, where 0 means one per core."""
     return configured if configured > 0 else max(1, os.cpu_count() or 1)
@@ -120,13 +138,17 @@ def worker_count(configured: int) -> int:
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     backend = app[BACKEND_KEY]
     await backend.start()
-    rtmp = app.get(RTMP_KEY)
+    rtmp, locator = app.get(RTMP_KEY), app.get(LOCATOR_KEY)
     if rtmp is not None:
         await rtmp.start()
+    if locator is not None:
+        await locator.start()
     yield
     if rtmp is not None:
         await rtmp.stop()
     await backend.stop()
+    if locator is not None:
+        await locator.stop()  # after the programs ended: their keys are gone
 
 
 async def _whip(request: web.Request) -> web.StreamResponse:
@@ -140,6 +162,9 @@ async def _whep(request: web.Request) -> web.StreamResponse:
 async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         room = _name(request.match_info["room"], "room")
+        elsewhere = await redirect(request, room)
+        if elsewhere is not None:
+            return elsewhere
         caller = _caller(request)
         slot = _name(request.query.get("slot", HOST_SLOT), "slot")
         offer = await _offer(request)
@@ -163,6 +188,9 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
 
 
 async def _delete(request: web.Request) -> web.StreamResponse:
+    elsewhere = await _elsewhere(request)
+    if elsewhere is not None:
+        return elsewhere
     try:
         caller = _caller(request)
         await request.app[BACKEND_KEY].end(_name(request.match_info["session"], "session"), caller)
@@ -173,6 +201,9 @@ async def _delete(request: web.Request) -> web.StreamResponse:
 
 async def _status(request: web.Request) -> web.StreamResponse:
     """The session's state for its owner: for a viewer, its ABR rung and latest switches."""
+    elsewhere = await _elsewhere(request)
+    if elsewhere is not None:
+        return elsewhere
     try:
         caller = _caller(request)
         status = await request.app[BACKEND_KEY].status(
@@ -184,6 +215,9 @@ async def _status(request: web.Request) -> web.StreamResponse:
 
 
 async def _delete_slot(request: web.Request) -> web.StreamResponse:
+    elsewhere = await _elsewhere(request)
+    if elsewhere is not None:
+        return elsewhere
     try:
         caller = _caller(request)
         room, slot = _name(request.match_info["room"], "room"), _name(request.match_info["slot"], "slot")
@@ -196,6 +230,9 @@ async def _delete_slot(request: web.Request) -> web.StreamResponse:
 
 async def _patch(request: web.Request) -> web.StreamResponse:
     """Trickle ICE: `application/trickle-ice-sdpfrag` with the client's late candidates."""
+    elsewhere = await _elsewhere(request)
+    if elsewhere is not None:
+        return elsewhere
     try:
         caller = _caller(request)
         if request.content_type != "application/trickle-ice-sdpfrag":
@@ -211,6 +248,12 @@ async def _patch(request: web.Request) -> web.StreamResponse:
     except CommandError as error:
         return _error(error)
     return web.Response(status=204)
+
+
+async def _elsewhere(request: web.Request) -> web.Response | None:
+    """A session's URL on a node that does not hold its room's media: 307 to the one that does."""
+    room = request.match_info["room"]
+    return await redirect(request, room) if is_name(room) else None
 
 
 def _caller(request: web.Request) -> Caller:

@@ -1,0 +1,99 @@
+"""Media behind a load balancer: two real nodes on one real redis-server; the host publishes on
+node A, and WHEP, HLS and session requests that reach node B are redirected (307) to A."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from media_support import play, publish
+from redis_support import RedisServer
+from support import ServerProcess, free_port, token
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[ServerProcess]]:
+    env = {
+        "LIVEROOM_BROKER_KIND": "redis",
+        "LIVEROOM_STORE_KIND": "redis",
+        "LIVEROOM_REDIS_URL": redis_server.url,
+        "LIVEROOM_REDIS_KEY_PREFIX": "m" + uuid.uuid4().hex[:8],
+        "LIVEROOM_MEDIA_WORKERS": "1",
+    }
+    ports = [free_port(), free_port()]
+    # Node A names itself; node B's public_url comes from --port (the derived default).
+    own = [{"LIVEROOM_SERVER_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}"}, {}]
+    made = [
+        ServerProcess(tmp_path / f"node{i}", env={**env, **own[i]}, port=port).launch()
+        for i, port in enumerate(ports)
+    ]
+    try:
+        yield [node.wait_ready() for node in made]
+    finally:
+        for node in made:
+            node.stop()
+
+
+async def fetch(method: str, url: str, **options: Any) -> tuple[int, str | None]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, allow_redirects=False, **options) as response,
+    ):
+        return response.status, response.headers.get("Location")
+
+
+async def whep_status(url: str, viewer: str) -> tuple[int, str | None]:
+    """A WHEP POST with a throwaway offer body (a redirect is decided before the offer is read)."""
+    headers = {"Authorization": f"Bearer {viewer}", "Content-Type": "application/sdp"}
+    return await fetch("POST", url, data="v=0\r\n", headers=headers)
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_media_requests_on_b_are_redirected_to_the_holder_a(nodes: list[ServerProcess]) -> None:
+    a, b = nodes
+    room = f"lb-{uuid.uuid4().hex[:8]}"
+    viewer = token("lb-viewer", "viewer", room)
+    query = f"/whep/{room}?slot=host&quality=480p"
+    assert (await whep_status(b.url + query, viewer))[0] != 307  # nobody holds the room: served here
+    host = await publish(a.url, room, token("lb-host", "host", room))
+    try:
+
+        async def redirected() -> bool:
+            return (await whep_status(b.url + query, viewer))[0] == 307
+
+        await until(redirected)
+        assert await whep_status(b.url + query, viewer) == (307, a.url + query)
+        hls = f"/hls/{room}/master.m3u8"
+        assert await fetch("GET", b.url + hls) == (307, a.url + hls)
+        assert (await whep_status(a.url + query, viewer))[0] != 307  # the holder serves it
+
+        # A client that follows the redirect with its token (aiohttp, curl and browsers drop
+        # Authorization on a redirect to another origin: docs/scaleout.md) plays from A, and
+        # its session URL asked of B leads to A too.
+        peer = await play(a.url, room, viewer)
+
+        async def playing() -> bool:
+            return len(peer.counters) >= 5
+
+        await until(playing)
+        auth = {"Authorization": f"Bearer {viewer}"}
+        assert await fetch("DELETE", b.url + peer.location, headers=auth) == (307, a.url + peer.location)
+        assert await peer.end() == 200
+    finally:
+        await host.end()
+
+    async def released() -> bool:
+        return (await whep_status(b.url + query, viewer))[0] != 307
+
+    await until(released)  # the program ended: its key is gone, B serves the room again
