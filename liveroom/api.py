@@ -105,7 +105,7 @@ def _query_handler(node: Node, spec: QuerySpec) -> Callable[[web.Request], Await
             _path_params(request)
             caller = _caller(node, request, room)
             params = {**request.query, **request.match_info}
-            return _json(await node.interactions.query(room, caller, spec.path, params))
+            return _json(await node.room_authority.query(room, caller, spec.path, params))
         except CommandError as error:
             return error_response(error)
 

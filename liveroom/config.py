@@ -156,6 +156,17 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Cluster mode (broker and store on Redis): each room's owner node (docs/scaleout.md)."""
+
+    # A room's owner holds its lease this long, renewed every third of it; a dead owner's
+    # rooms are served again (by the next node to need them) within it.
+    lease_s: float = 3.0
+    # A command forwarded to the owner with no answer by then is `outcome_unknown`.
+    forward_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class RedisConfig:
     # redis://host:port/db, or rediss:// for TLS.
     url: str = "redis://127.0.0.1:6379/0"
@@ -276,6 +287,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     # Raw `[plugins.NAME]` tables (with env overrides applied); each plugin types its own.
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from typing import Any
 
 from liveroom.auth import Identity
 from liveroom.clock import Clock
+from liveroom.cluster import ClusterAuthority
 from liveroom.config import LimitsConfig
 from liveroom.connection import Connection
 from liveroom.errors import BadRequest, CommandError, Forbidden, NotJoined, OutcomeUnknown, RateLimited
@@ -46,7 +47,12 @@ log = logging.getLogger(__name__)
 
 class Dispatcher:
     def __init__(
-        self, hub: Hub, interactions: Interactions, clock: Clock, limits: LimitsConfig, metrics: Metrics
+        self,
+        hub: Hub,
+        interactions: Interactions | ClusterAuthority,
+        clock: Clock,
+        limits: LimitsConfig,
+        metrics: Metrics,
     ) -> None:
         self._hub = hub
         self.interactions = interactions

@@ -13,6 +13,7 @@ import orjson
 from liveroom.auth import Identity, TokenAuthority, resolve_secret
 from liveroom.broker import Broker, Publication
 from liveroom.clock import Clock, SystemClock
+from liveroom.cluster import ClusterAuthority
 from liveroom.config import Config
 from liveroom.connections import Connections
 from liveroom.discovery import load_plugins
@@ -80,7 +81,22 @@ class Node:
             self.plugins, self.plugin_hosts, self.store, self.clock, self.timers, config.room.idle_release_s
         )
         self.interactions = Interactions(self.plugins, self.plugin_hosts, self.rooms, self.clock)
-        self.dispatcher = Dispatcher(self.hub, self.interactions, self.clock, config.limits, self.metrics)
+        # Where a room's interactions run: here, or on a cluster at the room's owner node.
+        self.room_authority: Interactions | ClusterAuthority = self.interactions
+        if self.clustered:
+            from liveroom.redis_client import connect_redis
+
+            self.room_authority = ClusterAuthority(
+                connect_redis(config.redis),
+                self.store,
+                self.interactions,
+                self.rooms,
+                self.node_id,
+                prefix=config.redis.key_prefix,
+                lease_s=config.cluster.lease_s,
+                forward_timeout_s=config.cluster.forward_timeout_s,
+            )
+        self.dispatcher = Dispatcher(self.hub, self.room_authority, self.clock, config.limits, self.metrics)
         self.connections = Connections(
             config, self.clock, self.metrics, self.authority, self.hub, self.dispatcher, lambda: self.ready
         )
@@ -113,7 +129,10 @@ class Node:
         await self.broker.start()
         for plugin in self.plugins:
             await plugin.start()
-        await self.rooms.wake_marked()
+        if isinstance(self.room_authority, ClusterAuthority):
+            await self.room_authority.start()  # it takes the awake rooms no node owns
+        else:
+            await self.rooms.wake_marked()
 
     async def start(self) -> None:
         await self.open()
@@ -155,6 +174,8 @@ class Node:
                 await plugin.stop()
             except Exception:
                 log.exception("plugin %s failed to stop", plugin.name)
+        if isinstance(self.room_authority, ClusterAuthority):
+            await self.room_authority.stop()  # its rooms are given up: another node takes them at once
         self.rooms.release_all()
         await self.rooms.settle()
         if self._controls:  # removals and personal items on their way to other nodes

@@ -17,7 +17,9 @@ class Cluster:
     """Liveroom nodes on one Redis: a redis-server of the test's own (the outage test stops
     it), or the session's Redis Cluster with a key prefix of the test's own."""
 
-    def __init__(self, root: Path, nodes: int, shared: RedisCluster | None = None) -> None:
+    def __init__(
+        self, root: Path, nodes: int, shared: RedisCluster | None = None, extra: dict[str, str] | None = None
+    ) -> None:
         self.redis: RedisServer | RedisCluster = shared or RedisServer(root / "redis").start()
         self.owns_redis = shared is None
         env = {
@@ -31,6 +33,7 @@ class Cluster:
             "LIVEROOM_PRESENCE_TTL_S": "1.5",
             "LIVEROOM_PLUGINS_DANMAKU_BURST": "50",
             "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
+            **(extra or {}),
         }
         self.nodes = [ServerProcess(root / f"node{i}", env=env).launch() for i in range(nodes)]
         for node in self.nodes:

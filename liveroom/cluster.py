@@ -1,0 +1,349 @@
+"""One authority per room across a cluster: the room's owner node runs its interactions.
+
+Each room with interaction state has an owner: the node holding the room's lease in Redis
+(`<p>:{<room>}:owner`, `SET NX PX [cluster] lease_s`, renewed every third of it). The owner
+loads the room's plugin state (`RoomHost.ensure`: every plugin's `load_room`, the same
+rebuild a restart runs) and runs every command, join, leave and query of the room. A node
+that gets one for a room it does not own forwards it to the owner's inbox (a Redis pub/sub
+channel per node) and relays the answer, so a plugin's single-node code sees every node's
+users and commands.
+
+Answers stay honest across the hop: a forward that reached no owner (it died, its inbox has
+no subscriber) did nothing and is `unavailable` (retry later: the lease runs out within
+`lease_s` and the next node to need the room takes it); a forward with no answer within
+`[cluster] forward_timeout_s` may have run and is `outcome_unknown` (retry with the same
+`request_id`). An owner that cannot renew its lease stops serving the room before another
+node can take it, and forgets the room's memory.
+
+Rooms with a pending deadline are in the store's awake index: every `lease_s` each node
+takes the awake rooms that have no owner, so a dead owner's timers fire again elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from liveroom.auth import Identity
+from liveroom.errors import CommandError, OutcomeUnknown, Unavailable
+from liveroom.interactions import Interactions
+from liveroom.redis_client import REDIS_ERRORS
+from liveroom.redis_subscriber import ChannelSubscriber
+from liveroom.rooms import RoomHost
+from liveroom.store import Store
+
+__all__ = ["ClusterAuthority"]
+
+log = logging.getLogger(__name__)
+
+# KEYS: the owner key. ARGV: node id, lease (ms). 1 if this node holds it now (taken or renewed).
+_HOLD = """
+local owner = redis.call('GET', KEYS[1])
+if owner == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: the owner key. ARGV: node id. Given up only by its holder.
+_GIVE_UP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: a node's inbox. ARGV: the message, sharded (0/1). Returns how many nodes heard it.
+_SEND = """
+if ARGV[2] == '1' then return redis.call('SPUBLISH', KEYS[1], ARGV[1]) end
+return redis.call('PUBLISH', KEYS[1], ARGV[1])
+"""
+
+_encode = msgspec.msgpack.Encoder()
+_decode = msgspec.msgpack.Decoder()
+
+
+def _identity(values: Any) -> Identity:
+    user_id, name, role, room, expires_at, tier = values
+    return Identity(user_id, name, role, room, expires_at, tier)
+
+
+def _identity_values(identity: Identity) -> list[Any]:
+    return [identity.user_id, identity.name, identity.role, identity.room, identity.expires_at, identity.tier]
+
+
+def _error(code: str, message: str) -> CommandError:
+    if code == "unavailable":
+        return Unavailable(message)
+    if code == "outcome_unknown":
+        return OutcomeUnknown(message)
+    return CommandError(message, code)
+
+
+class ClusterAuthority:
+    """Stands where `Interactions` stands for the dispatcher and the HTTP API (the same four
+    calls, the same specs), and sends each call to the room's owner."""
+
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        store: Store,
+        interactions: Interactions,
+        rooms: RoomHost,
+        node_id: str,
+        *,
+        prefix: str = "lr",
+        lease_s: float = 3.0,
+        forward_timeout_s: float = 2.0,
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._local = interactions
+        self._rooms = rooms
+        self.node_id = node_id
+        self._prefix = prefix
+        self._lease_ms = max(300, int(lease_s * 1000))
+        self._forward_timeout_s = forward_timeout_s
+        self._sharded = isinstance(redis, RedisCluster)
+        self._hold = redis.register_script(_HOLD)
+        self._give_up = redis.register_script(_GIVE_UP)
+        self._send = redis.register_script(_SEND)
+        self._subscriber = ChannelSubscriber(redis, self._on_message, self._on_reconnect)
+        self._owned: dict[str, float] = {}  # room -> until when (loop time) this node may serve it
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._calls = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        # What the dispatcher reads of `Interactions`: the specs stay this node's own.
+        self.commands = interactions.commands
+        self.queries = interactions.queries
+        self.spec = interactions.spec
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.initialize()  # the slot map, before subscribing by slot
+        await self._subscriber.subscribe(self._inbox(self.node_id))
+        self._renewer = asyncio.create_task(self._renew_forever(), name="liveroom-cluster-leases")
+
+    async def stop(self) -> None:
+        """Give up every room at once (another node takes them on their next use)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        rooms, self._owned = list(self._owned), {}
+        with contextlib.suppress(*REDIS_ERRORS):
+            await asyncio.gather(
+                *(self._give_up(keys=(self._key(room),), args=(self.node_id,)) for room in rooms)
+            )
+        await self._subscriber.close()
+
+    # -- the four calls -----------------------------------------------------------------
+
+    async def command(self, room: str, caller: Identity, name: str, raw: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._route(
+            room, "command", [room, _identity_values(caller), name, raw]
+        )
+        return result
+
+    async def admit(self, room: str, caller: Identity, again: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = await self._route(room, "admit", [room, _identity_values(caller), again])
+        return result
+
+    async def left(self, room: str, user: Identity) -> None:
+        try:
+            owner = await self._redis.get(self._key(room))
+        except REDIS_ERRORS:
+            return  # the owner's lease runs out; a new owner starts from no one present
+        if owner is not None:  # no owner: nobody holds the room's presence, nothing to tell
+            await self._route(room, "left", [room, _identity_values(user)])
+
+    async def query(self, room: str, caller: Identity, path: str, params: Mapping[str, str]) -> Any:
+        return await self._route(room, "query", [room, _identity_values(caller), path, dict(params)])
+
+    async def _run_here(self, op: str, args: list[Any]) -> Any:
+        room, caller = args[0], _identity(args[1])
+        if op == "command":
+            return await self._local.command(room, caller, args[2], args[3])
+        if op == "admit":
+            return await self._local.admit(room, caller, args[2])
+        if op == "left":
+            return await self._local.left(room, caller)
+        if op == "query":
+            return await self._local.query(room, caller, args[2], args[3])
+        raise CommandError(f"unknown cluster call {op!r}", "internal_error")
+
+    # -- routing ------------------------------------------------------------------------
+
+    async def _route(self, room: str, op: str, args: list[Any]) -> Any:
+        for _ in range(3):  # an owner that just gave the room up answers not_owner: look again
+            owner = await self._owner(room)
+            if owner == self.node_id:
+                return await self._run_here(op, args)
+            try:
+                return await self._forward(owner, op, args)
+            except CommandError as error:
+                if error.code != "not_owner":
+                    raise
+        raise Unavailable(f"room {room!r} is moving between nodes; retry")
+
+    async def _owner(self, room: str) -> str:
+        if self._serving(room):
+            return self.node_id
+        try:
+            owner = await self._redis.get(self._key(room))
+            if owner is None and await self._hold(
+                keys=(self._key(room),), args=(self.node_id, self._lease_ms)
+            ):
+                self._took(room)
+                return self.node_id
+            if owner is None:
+                owner = await self._redis.get(self._key(room))
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"the room's owner cannot be found: {exc}") from None
+        if owner is None:
+            raise Unavailable(f"room {room!r} has no owner yet; retry")
+        found = owner.decode() if isinstance(owner, bytes) else str(owner)
+        if found == self.node_id and not await self._take(room):  # ours, but lapsed here: renew
+            raise Unavailable(f"room {room!r} is moving between nodes; retry")
+        return found
+
+    def _serving(self, room: str) -> bool:
+        until = self._owned.get(room)
+        return until is not None and asyncio.get_running_loop().time() < until
+
+    def _took(self, room: str) -> None:
+        # Serve a little less than the lease: another node takes it only once it has run out.
+        self._owned[room] = asyncio.get_running_loop().time() + self._lease_ms / 1000.0 * 0.8
+
+    async def _forward(self, owner: str, op: str, args: list[Any]) -> Any:
+        call = next(self._calls)
+        waiting = asyncio.get_running_loop().create_future()
+        self._waiting[call] = waiting
+        message = _encode.encode(["q", call, self.node_id, op, args])
+        try:
+            try:
+                heard = await self._send(keys=(self._inbox(owner),), args=(message, int(self._sharded)))
+            except REDIS_ERRORS as exc:
+                raise Unavailable(f"the room's owner cannot be reached: {exc}") from None
+            if not heard:  # no one listens there: the owner is gone, nothing was done
+                raise Unavailable("the room's owner is gone; its lease runs out in a moment: retry")
+            try:
+                async with asyncio.timeout(self._forward_timeout_s):
+                    return await waiting
+            except TimeoutError:
+                if op == "command":
+                    raise OutcomeUnknown(
+                        "the room's owner did not answer in time: the outcome is unknown; "
+                        "retry with the same request_id"
+                    ) from None
+                raise Unavailable("the room's owner did not answer in time; retry") from None
+        finally:
+            self._waiting.pop(call, None)
+
+    # -- the inbox ----------------------------------------------------------------------
+
+    async def _on_message(self, _channel: bytes, data: bytes) -> None:
+        try:
+            message = _decode.decode(data)
+        except msgspec.DecodeError:
+            log.warning("cluster: an undecodable message was dropped")
+            return
+        if message[0] == "r":
+            _, call, ok, value = message
+            waiting = self._waiting.get(call)
+            if waiting is not None and not waiting.done():
+                if ok:
+                    waiting.set_result(value)
+                else:
+                    waiting.set_exception(_error(*value))
+            return
+        task = asyncio.get_running_loop().create_task(self._answer(*message[1:]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, call: int, reply_to: str, op: str, args: list[Any]) -> None:
+        room = args[0]
+        try:
+            if not self._serving(room):
+                raise CommandError("not the room's owner", "not_owner")
+            reply = [True, await self._run_here(op, args)]
+        except CommandError as error:
+            reply = [False, [error.code, error.message]]
+        except Exception:
+            log.exception("cluster call %s on room %s failed", op, room)
+            reply = [False, ["internal_error", "the server failed to run this command"]]
+        try:
+            encoded = _encode.encode(["r", call, *reply])
+        except TypeError:
+            log.exception("cluster call %s on room %s: its answer cannot be sent", op, room)
+            encoded = _encode.encode(["r", call, False, ["internal_error", "the answer could not be sent"]])
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._send(keys=(self._inbox(reply_to),), args=(encoded, int(self._sharded)))
+
+    async def _on_reconnect(self) -> None:
+        return None  # calls lost meanwhile time out: their callers are told
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def _renew_forever(self) -> None:
+        every = self._lease_ms / 3000.0
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._renew()
+                await self._take_awake_rooms()
+            except Exception:  # Redis down: the leases run out and the rooms are served nowhere
+                log.warning("cluster: room leases could not be renewed", exc_info=True)
+
+    async def _renew(self) -> None:
+        for room in list(self._owned):
+            if room not in self._rooms:  # released here (idle): give it up
+                self._owned.pop(room, None)
+                await self._give_up(keys=(self._key(room),), args=(self.node_id,))
+                continue
+            if not await self._take(room):
+                log.warning("cluster: lost the lease of room %s; another node serves it", room)
+                self._owned.pop(room, None)
+                self._rooms.release(room)
+
+    async def _take_awake_rooms(self) -> None:
+        """Rooms with a pending deadline and no owner (it died): take them and load them here,
+        so their plugins set their timers again from their records."""
+        for room in await self._store.awake_rooms():
+            if room in self._owned:
+                continue
+            if await self._redis.exists(self._key(room)):
+                continue
+            if await self._take(room):
+                try:
+                    await self._rooms.ensure(room)
+                except CommandError:
+                    continue  # logged; tried again on its next use
+                log.info("cluster: took room %s (a deadline pending, no owner)", room)
+
+    async def _take(self, room: str) -> bool:
+        """Take (or renew) the room's lease; True when this node holds it now."""
+        if await self._hold(keys=(self._key(room),), args=(self.node_id, self._lease_ms)):
+            self._took(room)
+            return True
+        return False
+
+    def _key(self, room: str) -> str:
+        return f"{self._prefix}:{{{room}}}:owner"
+
+    def _inbox(self, node: str) -> str:
+        return f"{self._prefix}:{{node:{node}}}:rpc"

@@ -1,0 +1,109 @@
+"""One room, any node (issue 15): interaction state has one authority, the room's owner node,
+whichever node a client is connected to. Real node processes on a real redis-server and on a
+3-master Redis Cluster; SIGKILL of the owner in the middle of a poll."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_support import RedisCluster
+from support import Viewer
+from test_scaleout_e2e import Cluster
+
+
+def code(ack: dict[str, Any]) -> str:
+    return "ok" if ack["ok"] else str(ack["error"]["code"])
+
+
+async def until_ok(call: Any, timeout: float = 30) -> dict[str, Any]:
+    """Retry a command answered `unavailable` (the owner's lease running out) until it works."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        ack: dict[str, Any] = await call()
+        if ack["ok"] or ack["error"]["code"] != "unavailable":
+            return ack
+        assert ack["error"].get("retry") == "later", ack
+        assert asyncio.get_running_loop().time() < deadline, ack
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def nodes(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    shared: RedisCluster | None = (
+        request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else None
+    )
+    made = Cluster(tmp_path, 3, shared, {"LIVEROOM_CLUSTER_LEASE_S": "1.5"})
+    yield made
+    made.stop()
+
+
+async def test_a_poll_mutes_and_the_stage_are_the_same_on_every_node(nodes: Cluster) -> None:
+    a, b, c = nodes.nodes
+    host = Viewer(a.url, "host", role="host")
+    ann, bob = Viewer(b.url, "ann"), Viewer(c.url, "bob")
+    clients = (host, ann, bob)
+    try:
+        for client in clients:
+            await client.connect()
+            assert (await client.join("show"))["ok"]
+        create = {"room": "show", "question": "Which colour?", "options": ["red", "blue"], "duration_s": 60}
+        poll = (await host.call("poll.create", create))["poll"]
+        # Voted through B and C: the poll opened through A is there (before: not_found).
+        assert code(await ann.call("poll.vote", {"room": "show", "poll": poll, "option": 1})) == "ok"
+        assert code(await bob.call("poll.vote", {"room": "show", "poll": poll, "option": 1})) == "ok"
+        assert (
+            code(await bob.call("poll.vote", {"room": "show", "poll": poll, "option": 0})) == "already_voted"
+        )
+        tally = await host.wait_for(lambda i: i["type"] == "poll.tally" and i["data"]["total"] == 2)
+        assert tally[-1]["data"]["counts"] == [0, 2]
+        # A mute made through A holds for the user through C.
+        assert (await host.call("danmaku.mute", {"room": "show", "user": "bob", "duration_s": 60}))["ok"]
+        assert code(await bob.call("danmaku.send", {"room": "show", "text": "hi"})) == "muted"
+        # A co-stream request through B reaches the host's queue through A.
+        assert (await ann.call("costream.request", {"room": "show"}))["ok"]
+        assert (await host.call("costream.accept", {"room": "show", "user": "ann"}))["ok"]
+        # A join through any node gets the same state.
+        late = Viewer(c.url, "late")
+        await late.connect()
+        joined = await late.join("show")
+        assert joined["state"]["poll"]["counts"] == [0, 2]
+        await late.close()
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_the_owner_killed_mid_poll_loses_no_vote(nodes: Cluster) -> None:
+    a, b, c = nodes.nodes
+    host = Viewer(a.url, "host", role="host")
+    await host.connect()
+    await host.join("kill")  # through A: A owns the room (the first node to need it)
+    voters = [Viewer((b, c)[n % 2].url, f"v{n}") for n in range(6)]
+    try:
+        for voter in voters:
+            await voter.connect()
+            await voter.join("kill")
+        create = {"room": "kill", "question": "Go?", "options": ["yes", "no"], "duration_s": 120}
+        poll = (await host.call("poll.create", create))["poll"]
+        for voter in voters[:3]:
+            assert code(await voter.call("poll.vote", {"room": "kill", "poll": poll, "option": 0})) == "ok"
+        assert a.process is not None
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(10)
+        # Inside the lease: `unavailable`, retry later (never a wrong answer); then a survivor
+        # takes the room and rebuilds it from its durable records.
+        for voter in voters[3:]:
+            vote = {"room": "kill", "poll": poll, "option": 1, "request_id": voter.user}
+            ack = await until_ok(lambda v=voter, p=vote: v.call("poll.vote", p))
+            assert ack["ok"], ack
+        for voter in voters[:2]:  # the same answers on both survivors
+            joined = await voter.join("kill")
+            assert joined["state"]["poll"]["counts"] == [3, 3], joined["state"]["poll"]
+    finally:
+        await host.close()
+        for voter in voters:
+            await voter.close()
