@@ -1,0 +1,113 @@
+"""What forwarding to a room's owner node costs (issue 15's target: at most 2 ms added at p99).
+
+    python -m liveroom.loadtest.forward_bench [--commands 2000]
+
+Starts its own redis-server and two liveroom nodes in cluster mode (broker and store on
+Redis), all on core 0; this process, the clients, runs on core 1. A host joins the room
+through node A, so A owns it; one client on A (the owner) and one on B (whose commands are
+forwarded to A) send the same command in turn, one at a time, and each ack's round trip is
+timed. The difference of the two distributions, measured in the same run, is what the
+forward adds (B's extra: one Redis GET for the owner, one pub/sub message each way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import socketio  # type: ignore[import-untyped,unused-ignore]
+
+from .scaleout_bench import NO_CAP, nodes, redis_server
+
+__all__ = ["main"]
+
+
+def _token(secret: str, user: str, role: str) -> str:
+    claims = {"sub": user, "name": user, "role": role, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def _client(url: str, secret: str, user: str, role: str, room: str) -> Any:
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(url, auth={"token": _token(secret, user, role)}, transports=["websocket"])
+    ack = await client.call("join", {"room": room}, timeout=10)
+    if not ack.get("ok"):
+        raise SystemExit(f"join failed: {ack}")
+    return client
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * q))], 3)
+
+    return {
+        "count": len(ordered),
+        "p50_ms": at(0.50),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "max_ms": at(1.0),
+    }
+
+
+async def measure(urls: list[str], secret: str, commands: int) -> dict[str, Any]:
+    room = "forward-bench"
+    host = await _client(urls[0], secret, "host", "host", room)  # through A: A owns the room
+    on_owner = await _client(urls[0], secret, "fan-a", "viewer", room)
+    forwarded = await _client(urls[1], secret, "fan-b", "viewer", room)
+    times: dict[str, list[float]] = {"owner": [], "forwarded": []}
+    try:
+        for n in range(commands + 100):  # the first 100 of each warm up, not counted
+            for name, client in (("owner", on_owner), ("forwarded", forwarded)):
+                started = time.perf_counter()
+                ack = await client.call("like.send", {"room": room, "count": 1}, timeout=10)
+                spent = time.perf_counter() - started
+                if not ack.get("ok"):
+                    raise SystemExit(f"{name}: {ack}")
+                if n >= 100:
+                    times[name].append(spent)
+    finally:
+        for client in (host, on_owner, forwarded):
+            await client.disconnect()
+    owner, forward = _percentiles(times["owner"]), _percentiles(times["forwarded"])
+    added = {key: round(forward[key] - owner[key], 3) for key in ("p50_ms", "p95_ms", "p99_ms")}
+    return {"command": "like.send", "owner": owner, "forwarded": forward, "added": added}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--commands", type=int, default=2000, help="timed commands per client")
+    parser.add_argument("--out", type=Path, default=Path("loadtest-results/forward_bench.json"))
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {1})
+    secret = secrets.token_hex(24)
+    with redis_server() as redis_url:
+        env = {
+            **NO_CAP,
+            "LIVEROOM_BROKER_KIND": "redis",
+            "LIVEROOM_STORE_KIND": "redis",
+            "LIVEROOM_REDIS_URL": redis_url,
+            "LIVEROOM_PLUGINS_LIKE_RATE_PER_S": "1000000",
+            "LIVEROOM_PLUGINS_LIKE_BURST": "1000000",
+        }
+        with nodes(2, secret, env) as started:
+            result = asyncio.run(measure([node.url for node in started], secret, args.commands))
+    result["load_average"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
