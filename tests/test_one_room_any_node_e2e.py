@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_support import api
 from redis_support import RedisCluster
-from support import Viewer
+from support import Viewer, token
 from test_scaleout_e2e import Cluster
 
 
@@ -107,3 +108,35 @@ async def test_the_owner_killed_mid_poll_loses_no_vote(nodes: Cluster) -> None:
         await host.close()
         for voter in voters:
             await voter.close()
+
+
+async def test_a_backend_grant_and_the_faq_bot_work_through_any_node(tmp_path: Path) -> None:
+    """Issue 19's pieces on a cluster: a grant made over HTTP on node A reaches the user
+    connected through B at once; an FAQ entry set through A answers a question asked through B."""
+    cluster = Cluster(tmp_path, 2, None, {"LIVEROOM_PLUGINS_FAQ_ENABLED": "true"})
+    a, b = cluster.nodes
+    host, fan = Viewer(a.url, "host", role="host"), Viewer(b.url, "fan")
+    try:
+        for client in (host, fan):
+            await client.connect()
+            assert (await client.join("shop"))["ok"]
+        backend = token("shop-backend", "admin")
+        rule = {"title": "Prize", "trigger": "grant", "budget": 10}
+        status, made = api(a, "POST", "/api/rooms/shop/commands/coupon.rule", rule, bearer=backend)
+        assert status == 200, made
+        grant = {"user": "fan", "rule": made["rule"], "request_id": "prize-1"}
+        status, granted = api(a, "POST", "/api/rooms/shop/coupons/grants", grant, bearer=backend)
+        assert status == 200, granted
+        (item,) = await fan.wait_for(lambda i: i["type"] == "coupon.granted")
+        assert item["data"]["rule"] == made["rule"]
+        pair = {"room": "shop", "questions": ["什么时候发货"], "answer": "48小时内发货", "request_id": "q1"}
+        assert (await host.call("faq.set", pair))["ok"]
+        assert (await fan.call("danmaku.send", {"room": "shop", "text": "请问什么时候发货呀"}))["ok"]
+        answered = await host.wait_for(
+            lambda i: i["type"] == "danmaku.message" and i["data"]["user"]["id"] == "bot:faq"
+        )
+        assert answered[0]["data"]["text"] == "48小时内发货"
+    finally:
+        for client in (host, fan):
+            await client.close()
+        cluster.stop()
