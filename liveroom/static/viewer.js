@@ -257,13 +257,15 @@ async function watch(slot, attempt = 0) {
     if (slot === "host") { $("#offline").hidden = true; fallBackIfStuck(entry); }
   } catch (error) {
     const current = players.get(slot) === entry;
-    // The publisher is there but its tracks are not yet (it is just coming up): ask again.
-    const retry = current && error.code === "no_media" && attempt < 5;
+    // The publisher is there but its tracks are not yet (it is just coming up), or a guest
+    // is on stage and about to publish: ask again (not only on its `media.publisher` item).
+    const coming = error.code === "no_media" || (slot !== "host" && error.code === "not_publishing");
+    const retry = current && coming && attempt < 10;
     // Not live yet: the next `media.publisher connected` starts it (HLS has nothing either).
     if (slot === "host" && current && !retry && error.code !== "not_publishing") return fallBack(entry);
     if (slot !== "host") video.remove();
     if (current) players.delete(slot);
-    if (retry) setTimeout(() => players.has(slot) || watch(slot, attempt + 1), 1000);
+    if (retry) setTimeout(() => players.has(slot) || !onStage(slot) || watch(slot, attempt + 1), 1000);
   }
 }
 
@@ -326,8 +328,11 @@ function unwatch(slot) {
   $("#quality-picker").hidden = true;
 }
 
+let stageSlots = new Set();
+const onStage = slot => slot === "host" || stageSlots.has(String(slot));
+
 function showStage(guests) {
-  const slots = new Set(guests.map(g => String(g.slot)));
+  const slots = stageSlots = new Set(guests.map(g => String(g.slot)));
   for (const slot of players.keys()) if (slot !== "host" && !slots.has(slot)) unwatch(slot);
   for (const g of guests) if (!players.has(String(g.slot)) && g.id !== me.sub) watch(g.slot);
 }

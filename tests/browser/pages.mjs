@@ -239,7 +239,7 @@ await run(async () => {
     const frames = await framesOf(alice, "1");
     await shot(alice, "viewer-phone-costream");
     await shot(bob, "viewer-guest-on-stage");
-    return { frames, stage: await host.textContent("#stage") };
+    return { frames, stage: await host.textContent("#stage"), guest: await bob.textContent("#costream-status") };
   });
 
   await step("dashboard", async () => {
