@@ -36,6 +36,7 @@ from liveroom.auth import Identity
 from liveroom.errors import CommandError, OutcomeUnknown, Unavailable
 from liveroom.interactions import Interactions
 from liveroom.redis_client import REDIS_ERRORS
+from liveroom.redis_lease import HOLD_LEASE, RELEASE_LEASE
 from liveroom.redis_subscriber import ChannelSubscriber
 from liveroom.rooms import RoomHost
 from liveroom.store import Store
@@ -43,26 +44,6 @@ from liveroom.store import Store
 __all__ = ["ClusterAuthority"]
 
 log = logging.getLogger(__name__)
-
-# KEYS: the owner key. ARGV: node id, lease (ms). 1 if this node holds it now (taken or renewed).
-_HOLD = """
-local owner = redis.call('GET', KEYS[1])
-if owner == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if owner == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# KEYS: the owner key. ARGV: node id. Given up only by its holder.
-_GIVE_UP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 # KEYS: a node's inbox. ARGV: the message, sharded (0/1). Returns how many nodes heard it.
 _SEND = """
@@ -116,8 +97,8 @@ class ClusterAuthority:
         self._lease_ms = max(300, int(lease_s * 1000))
         self._forward_timeout_s = forward_timeout_s
         self._sharded = isinstance(redis, RedisCluster)
-        self._hold = redis.register_script(_HOLD)
-        self._give_up = redis.register_script(_GIVE_UP)
+        self._hold = redis.register_script(HOLD_LEASE)
+        self._give_up = redis.register_script(RELEASE_LEASE)
         self._send = redis.register_script(_SEND)
         self._subscriber = ChannelSubscriber(redis, self._on_message, self._on_reconnect)
         self._owned: dict[str, float] = {}  # room -> until when (loop time) this node may serve it

@@ -33,6 +33,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from liveroom.record import Record
 from liveroom.redis_client import MAX_IN_FLIGHT, REDIS_ERRORS, backend_failure
+from liveroom.redis_lease import HOLD_LEASE, RELEASE_LEASE
 from liveroom.stock import POOL_KIND, StockOutcome, StockRequest, order_key
 
 __all__ = ["RedisStore"]
@@ -101,27 +102,6 @@ return 1
 """
 
 
-# KEYS: the lease. ARGV: holder, ttl (ms). Taken when free, renewed by its holder; 1 if held.
-_HOLD_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# KEYS: the lease. ARGV: holder. Deleted only by its holder.
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
 class RedisStore:
     """Implements `Store` over Redis (a single server or a cluster)."""
 
@@ -135,8 +115,8 @@ class RedisStore:
         self._put = redis.register_script(_PUT_RECORD)
         self._take = redis.register_script(_TAKE_STOCK)
         self._define = redis.register_script(_DEFINE_STOCK)
-        self._hold = redis.register_script(_HOLD_LEASE)
-        self._release = redis.register_script(_RELEASE_LEASE)
+        self._hold = redis.register_script(HOLD_LEASE)
+        self._release = redis.register_script(RELEASE_LEASE)
 
     async def start(self) -> None:
         await self._call(self._redis.ping, write=False)
