@@ -4,6 +4,14 @@ node on a cluster, with sharded SSUBSCRIBE), each read by its own task.
 redis-py reconnects and resubscribes a dropped subscription by itself; the subscriber
 notices (an error surfaced, or the connection's connect callback ran again) and calls
 `on_reconnect` so the broker can fetch from the Streams what was published meanwhile.
+
+On a Redis Cluster a shard channel lives on the master that holds its slot, and redis-py
+would reconnect to that one address for ever. So when a shard node's connection fails, or
+the server drops a shard channel itself (`sunsubscribe` when its slot moves to another
+node), the subscriber asks the cluster where each of the connection's channels lives now
+(a keyed probe through the pooled client, which refreshes its slot map on a dead or moved
+node) and moves the channels whose slot has a new master: subscribed there, then
+`on_reconnect` fills the gap from the Streams.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ OnReconnect = Callable[[], Awaitable[None]]
 
 @dataclass(eq=False)
 class _Connection:
+    name: str  # the cluster node's host:port; "" off a cluster
     pubsub: PubSub
     client: Redis | None  # a cluster node's own client, closed with the subscription
     channels: set[str] = field(default_factory=set)
@@ -78,12 +87,16 @@ class ChannelSubscriber:
                 connection.reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await connection.reader
-            with contextlib.suppress(redis_errors.RedisError, OSError):
-                await connection.pubsub.aclose()  # type: ignore[no-untyped-call]
-                if connection.client is not None:
-                    await connection.client.aclose()
+            await self._close_connection(connection)
         self._connections.clear()
         self._where.clear()
+
+    @staticmethod
+    async def _close_connection(connection: _Connection) -> None:
+        with contextlib.suppress(redis_errors.RedisError, OSError):
+            await connection.pubsub.aclose()  # type: ignore[no-untyped-call]
+            if connection.client is not None:
+                await connection.client.aclose()
 
     def _connection_for(self, channel: str) -> _Connection:
         name, client = "", None
@@ -97,7 +110,7 @@ class ChannelSubscriber:
         connection = self._connections.get(name)
         if connection is None:
             pubsub = (client or self._redis).pubsub()
-            connection = self._connections[name] = _Connection(pubsub, client)
+            connection = self._connections[name] = _Connection(name, pubsub, client)
             self._watch_reconnects(connection)
         return connection
 
@@ -116,17 +129,68 @@ class ChannelSubscriber:
         lost = False
         while True:
             try:
-                message = await connection.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await connection.pubsub.get_message(timeout=1.0)
             except (redis_errors.RedisError, OSError) as exc:
                 if not lost:
                     log.warning("room bus connection lost (%s); reconnecting", exc)
                 lost = True
                 await asyncio.sleep(0.5)
+                everything = set(connection.channels)
+                if self._sharded and await self._follow_slots(connection, everything, dropped=False):
+                    return
                 continue
             if lost or connection.reconnected:  # back and resubscribed: catch up from the Streams
                 if lost:
                     log.warning("room bus connection restored")
                 lost = connection.reconnected = False
                 await self._on_reconnect()
-            if message is not None and message["type"] in ("message", "smessage"):
+            if message is None:
+                continue
+            if message["type"] in ("message", "smessage"):
                 await self._on_message(message["channel"], message["data"])
+            elif message["type"] == "sunsubscribe":
+                channel = _text(message["channel"])
+                # Dropped by the server, not by us (`unsubscribe` forgets a channel first):
+                # its slot moved to another node.
+                ours = channel in connection.channels
+                if ours and await self._follow_slots(connection, {channel}, dropped=True):
+                    return
+
+    async def _follow_slots(self, connection: _Connection, channels: set[str], *, dropped: bool) -> bool:
+        """Move `channels` whose slot now has another master there; True when `connection`
+        is left with none (it is closed, and its reader should end). `dropped`: the server
+        unsubscribed them on a live connection (a lost one resubscribes by itself)."""
+        moved = set()
+        for channel in channels:
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await self._redis.exists(channel)  # refreshes the slot map if it is stale
+            node = self._redis.get_node_from_key(channel) if isinstance(self._redis, RedisCluster) else None
+            if node is not None and node.name != connection.name:
+                moved.add(channel)
+            elif dropped:  # same node, dropped by the server all the same: subscribe again
+                with contextlib.suppress(redis_errors.RedisError, OSError):
+                    await connection.pubsub.ssubscribe(channel)
+        if not moved:
+            return False
+        for channel in moved:
+            connection.channels.discard(channel)
+            self._where.pop(channel, None)
+        for channel in moved:
+            try:
+                await self.subscribe(channel)
+            except (redis_errors.RedisError, OSError) as exc:  # the new master is not ready yet
+                log.warning("room bus: could not subscribe %s on its new node (%s)", channel, exc)
+                connection.channels.add(channel)
+                self._where[channel] = connection
+        log.warning("room bus: %d channel(s) followed their slot to a new node", len(moved))
+        await self._on_reconnect()
+        if connection.channels:
+            return False
+        if self._connections.get(connection.name) is connection:
+            del self._connections[connection.name]
+        await self._close_connection(connection)
+        return True
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

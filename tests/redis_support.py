@@ -14,11 +14,16 @@ __all__ = ["RedisCluster", "RedisServer", "redis_for"]
 
 
 class RedisCluster:
-    """Three masters made with `redis-cli --cluster create`, each on a free port."""
+    """Masters (and `replicas` replicas of each) made with `redis-cli --cluster create`, each
+    on a free port. `node_timeout_ms` is how long a silent master takes to be failed over."""
 
-    def __init__(self, directory: Path, masters: int = 3) -> None:
+    def __init__(
+        self, directory: Path, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 15000
+    ) -> None:
         self.directory = directory
-        self.ports = [_cluster_port() for _ in range(masters)]
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.ports = [_cluster_port() for _ in range(masters * (1 + replicas))]
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -46,6 +51,8 @@ class RedisCluster:
                         "yes",
                         "--cluster-config-file",
                         "nodes.conf",
+                        "--cluster-node-timeout",
+                        str(self.node_timeout_ms),
                         "--dir",
                         str(node_dir),
                     ],
@@ -62,7 +69,7 @@ class RedisCluster:
                 "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -89,6 +96,9 @@ class RedisCluster:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"redis cluster node {port} not ready")
+
+    def process_on(self, port: int) -> subprocess.Popen[bytes]:
+        return self.processes[self.ports.index(port)]
 
     def stop(self) -> None:
         for process in self.processes:
