@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -106,6 +106,13 @@ class ClusterAuthority:
         self._calls = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        # Called with a room this node has just become the owner of (it did not serve it a
+        # moment ago): the node asks every node's members of the room to be told again.
+        self.on_took: Callable[[str], None] = lambda room: None
+        # The rooms this node has members in: a room with members always has an owner, so
+        # one whose owner died is taken by one of its nodes within a lease (and told who is
+        # here), even when no command comes to need it.
+        self.local_rooms: Callable[[], Iterable[str]] = lambda: ()
         # What the dispatcher reads of `Interactions`: the specs stay this node's own.
         self.commands = interactions.commands
         self.queries = interactions.queries
@@ -155,7 +162,14 @@ class ClusterAuthority:
     async def query(self, room: str, caller: Identity, path: str, params: Mapping[str, str]) -> Any:
         return await self._route(room, "query", [room, _identity_values(caller), path, dict(params)])
 
+    async def readmit(self, room: str, users: list[Identity]) -> int:
+        """This node's members of the room, told to its (new) owner: see `Interactions.readmit`."""
+        result: int = await self._route(room, "readmit", [room, [_identity_values(u) for u in users]])
+        return result
+
     async def _run_here(self, op: str, args: list[Any]) -> Any:
+        if op == "readmit":
+            return await self._local.readmit(args[0], [_identity(values) for values in args[1]])
         room, caller = args[0], _identity(args[1])
         if op == "command":
             return await self._local.command(room, caller, args[2], args[3])
@@ -208,7 +222,10 @@ class ClusterAuthority:
 
     def _took(self, room: str) -> None:
         # Serve a little less than the lease: another node takes it only once it has run out.
+        new = room not in self._owned
         self._owned[room] = asyncio.get_running_loop().time() + self._lease_ms / 1000.0 * 0.8
+        if new:
+            self.on_took(room)
 
     async def _forward(self, owner: str, op: str, args: list[Any]) -> Any:
         call = next(self._calls)
@@ -287,6 +304,7 @@ class ClusterAuthority:
             try:
                 await self._renew()
                 await self._take_awake_rooms()
+                await self._take_rooms_left_without_owner()
             except Exception:  # Redis down: the leases run out and the rooms are served nowhere
                 log.warning("cluster: room leases could not be renewed", exc_info=True)
 
@@ -315,6 +333,13 @@ class ClusterAuthority:
                 except CommandError:
                     continue  # logged; tried again on its next use
                 log.info("cluster: took room %s (a deadline pending, no owner)", room)
+
+    async def _take_rooms_left_without_owner(self) -> None:
+        rooms = [room for room in self.local_rooms() if room not in self._owned]
+        owned = await asyncio.gather(*(self._redis.exists(self._key(room)) for room in rooms))
+        for room, exists in zip(rooms, owned, strict=True):
+            if not exists and await self._take(room):
+                log.info("cluster: took room %s (members here, no owner)", room)
 
     async def _take(self, room: str) -> bool:
         """Take (or renew) the room's lease; True when this node holds it now."""

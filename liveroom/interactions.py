@@ -92,6 +92,30 @@ class Interactions:
             state[name] = {**state.get(name, {}), **extra}
         return state
 
+    async def readmit(self, room: str, users: list[Identity]) -> int:
+        """Users already connected to the room through some node, told to a new owner of the
+        room (its previous owner died with the room's presence in its memory): each one not
+        present here is admitted again as one join (every plugin's `on_join`, so watch timers
+        start again; a plugin that refuses it leaves the user out). Returns how many."""
+        admitted = 0
+        async with await self.rooms.run_in(room):
+            for user in users:
+                if self.rooms.is_present(room, user.user_id):
+                    continue
+                try:
+                    for plugin in self._plugins:
+                        try:
+                            await plugin.on_join(self._command_context(plugin.name, room, user))
+                        except CommandError:
+                            raise
+                        except Exception:
+                            log.exception("plugin %s failed on join of room %s", plugin.name, room)
+                except CommandError:
+                    continue
+                self.rooms.joined(room, user)
+                admitted += 1
+        return admitted
+
     async def left(self, room: str, user: Identity) -> None:
         """One of the user's joins ended; plugins hear `on_leave` once the last one has."""
         if room not in self.rooms or not self.rooms.left(room, user.user_id):

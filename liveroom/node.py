@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from liveroom.config import Config
 from liveroom.connections import Connections
 from liveroom.discovery import load_plugins
 from liveroom.dispatch import Dispatcher
-from liveroom.errors import ConfigError, Unavailable
+from liveroom.errors import CommandError, ConfigError, Unavailable
 from liveroom.hub import CONTROL_PREFIX, Hub
 from liveroom.interactions import Interactions
 from liveroom.memory_broker import MemoryBroker
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 # Control publications between nodes (see `Hub.on_control`).
 TO_USER = CONTROL_PREFIX + "to"
 REMOVE_USER = CONTROL_PREFIX + "remove"
+NEW_OWNER = CONTROL_PREFIX + "owner"
 
 
 class Node:
@@ -96,6 +98,8 @@ class Node:
                 lease_s=config.cluster.lease_s,
                 forward_timeout_s=config.cluster.forward_timeout_s,
             )
+            self.room_authority.on_took = self._announce_new_owner
+            self.room_authority.local_rooms = lambda: list(self.hub.rooms)
         self.dispatcher = Dispatcher(self.hub, self.room_authority, self.clock, config.limits, self.metrics)
         self.connections = Connections(
             config, self.clock, self.metrics, self.authority, self.hub, self.dispatcher, lambda: self.ready
@@ -235,9 +239,7 @@ class Node:
         if not self.clustered:
             return
         body = {"node": self.node_id, "user": user_id, "type": item_type, "data": data}
-        task = asyncio.get_running_loop().create_task(self._publish_control(room, control, body))
-        self._controls.add(task)
-        task.add_done_callback(self._controls.discard)
+        self._run_control(self._publish_control(room, control, body))
 
     async def _publish_control(self, room: str, control: str, body: dict[str, Any]) -> None:
         try:
@@ -247,8 +249,35 @@ class Node:
                 "room %s: %s for user %s could not reach the other nodes", room, control, body["user"]
             )
 
+    def _announce_new_owner(self, room: str) -> None:
+        """This node has just taken the room: every node (this one too) tells it who of the
+        room is connected there, since a dead owner took the room's presence with it."""
+        body = {"node": self.node_id, "user": "", "type": NEW_OWNER, "data": None}
+        self._run_control(self._publish_control(room, NEW_OWNER, body))
+
+    async def _tell_owner_who_is_here(self, room: str) -> None:
+        local = self.hub.rooms.get(room)
+        if local is None or not isinstance(self.room_authority, ClusterAuthority):
+            return
+        users = {c.identity.user_id: c.identity for c in local.members}
+        if not users:
+            return
+        try:
+            await self.room_authority.readmit(room, list(users.values()))
+        except CommandError as error:  # the owner moved again: the next one asks again
+            log.warning("room %s: its members could not be told to its owner (%s)", room, error.code)
+
+    def _run_control(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._controls.add(task)
+        task.add_done_callback(self._controls.discard)
+
     def _on_control(self, publication: Publication) -> None:
-        """A personal item or a removal published by another node for a user connected here."""
+        """A personal item or a removal published by another node for a user connected here,
+        or a room's new owner asking who is here."""
+        if publication.type == NEW_OWNER:
+            self._run_control(self._tell_owner_who_is_here(publication.room))
+            return
         try:
             body = orjson.loads(publication.encoded)["data"]
             if body["node"] == self.node_id:
@@ -262,11 +291,7 @@ class Node:
         if publication.type == TO_USER:
             self._send_here(publication.room, user, item_type, data)
         elif publication.type == REMOVE_USER:
-            task = asyncio.get_running_loop().create_task(
-                self._remove_here(publication.room, user, item_type, data)
-            )
-            self._controls.add(task)
-            task.add_done_callback(self._controls.discard)
+            self._run_control(self._remove_here(publication.room, user, item_type, data))
 
     def online(self, room: str) -> int:
         local = self.hub.rooms.get(room)

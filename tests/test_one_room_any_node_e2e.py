@@ -140,3 +140,32 @@ async def test_a_backend_grant_and_the_faq_bot_work_through_any_node(tmp_path: P
         for client in (host, fan):
             await client.close()
         cluster.stop()
+
+
+async def test_a_watch_coupon_goes_on_after_its_owner_is_killed(tmp_path: Path) -> None:
+    """The owner SIGKILLed while a watch-time rule runs: a node with members of the room takes
+    it within a lease (no command needs to come), every node tells the new owner who is
+    connected through it, and the watch timers start again there: the viewers get their
+    coupon. (Before: the new owner started with nobody present and nobody got one.)"""
+    cluster = Cluster(tmp_path, 3, None, {"LIVEROOM_CLUSTER_LEASE_S": "1.5"})
+    a, b, c = cluster.nodes
+    host = Viewer(a.url, "host", role="host")
+    viewers = [Viewer(b.url, "ann"), Viewer(c.url, "bob")]
+    try:
+        await host.connect()
+        await host.join("watch")  # through A: A owns the room
+        for viewer in viewers:
+            await viewer.connect()
+            await viewer.join("watch")
+        rule = {"room": "watch", "title": "Thanks", "trigger": "watch_time", "minutes": 0.1, "budget": 10}
+        assert (await host.call("coupon.rule", rule))["ok"]
+        assert a.process is not None
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(10)
+        for viewer in viewers:
+            (granted,) = await viewer.wait_for(lambda i: i["type"] == "coupon.granted", timeout=60)
+            assert granted["data"]["user"] == viewer.user
+    finally:
+        for client in (host, *viewers):
+            await client.close()
+        cluster.stop()
