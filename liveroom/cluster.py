@@ -72,6 +72,10 @@ def _error(code: str, message: str) -> CommandError:
     return CommandError(message, code)
 
 
+class _Unheard(Exception):
+    """A forward no node heard: its owner is gone (or was remembered wrongly)."""
+
+
 class ClusterAuthority:
     """Stands where `Interactions` stands for the dispatcher and the HTTP API (the same four
     calls, the same specs), and sends each call to the room's owner."""
@@ -102,6 +106,7 @@ class ClusterAuthority:
         self._send = redis.register_script(_SEND)
         self._subscriber = ChannelSubscriber(redis, self._on_message, self._on_reconnect)
         self._owned: dict[str, float] = {}  # room -> until when (loop time) this node may serve it
+        self._known_owners: dict[str, tuple[str, float]] = {}  # room -> (owner, until when)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._calls = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -190,7 +195,13 @@ class ClusterAuthority:
                 return await self._run_here(op, args)
             try:
                 return await self._forward(owner, op, args)
+            except _Unheard:
+                if self._known_owners.pop(room, None) is None:  # it came from Redis just now
+                    raise Unavailable(
+                        "the room's owner is gone; its lease runs out in a moment: retry"
+                    ) from None
             except CommandError as error:
+                self._known_owners.pop(room, None)
                 if error.code != "not_owner":
                     raise
         raise Unavailable(f"room {room!r} is moving between nodes; retry")
@@ -198,6 +209,9 @@ class ClusterAuthority:
     async def _owner(self, room: str) -> str:
         if self._serving(room):
             return self.node_id
+        known = self._known_owners.get(room)
+        if known is not None and asyncio.get_running_loop().time() < known[1]:
+            return known[0]
         try:
             owner = await self._redis.get(self._key(room))
             if owner is None and await self._hold(
@@ -214,6 +228,10 @@ class ClusterAuthority:
         found = owner.decode() if isinstance(owner, bytes) else str(owner)
         if found == self.node_id and not await self._take(room):  # ours, but lapsed here: renew
             raise Unavailable(f"room {room!r} is moving between nodes; retry")
+        if found != self.node_id:
+            # Remembered for a third of a lease: a forward to an owner that has moved on is
+            # answered not_owner (or heard by no one) and looked up again at once.
+            self._known_owners[room] = (found, asyncio.get_running_loop().time() + self._lease_ms / 3000.0)
         return found
 
     def _serving(self, room: str) -> bool:
@@ -238,7 +256,7 @@ class ClusterAuthority:
             except REDIS_ERRORS as exc:
                 raise Unavailable(f"the room's owner cannot be reached: {exc}") from None
             if not heard:  # no one listens there: the owner is gone, nothing was done
-                raise Unavailable("the room's owner is gone; its lease runs out in a moment: retry")
+                raise _Unheard
             try:
                 async with asyncio.timeout(self._forward_timeout_s):
                     return await waiting
@@ -309,6 +327,10 @@ class ClusterAuthority:
                 log.warning("cluster: room leases could not be renewed", exc_info=True)
 
     async def _renew(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for room, (_, until) in list(self._known_owners.items()):
+            if until <= now:
+                del self._known_owners[room]
         for room in list(self._owned):
             if room not in self._rooms:  # released here (idle): give it up
                 self._owned.pop(room, None)

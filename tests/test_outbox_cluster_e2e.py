@@ -1,0 +1,129 @@
+"""The order outbox on a cluster (issue 15), end to end: two real nodes on a real Redis, a
+receiver that counts deliveries and refuses one buyer's order. Each order arrives once,
+across a restart of both nodes; the refused one becomes a dead letter and holds up nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from plugin_support import api
+from redis_support import RedisServer
+from support import ServerProcess, Viewer, free_port
+
+from liveroom.outbox import signature
+
+SECRET = "cluster-secret"
+ROOM = "orders"
+
+
+@dataclass
+class Receiver:
+    url: str
+    users: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    bad_signatures: int = 0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    port = free_port()
+    made = Receiver(f"http://127.0.0.1:{port}/orders")
+
+    async def orders(request: web.Request) -> web.Response:
+        body = await request.read()
+        stamp = int(request.headers["X-Liveroom-Signature"].split(",")[0].removeprefix("t="))
+        if request.headers["X-Liveroom-Signature"] != signature(SECRET, body, stamp):
+            made.bad_signatures += 1
+        user = json.loads(body)["order"]["user"]
+        if user == "refused":
+            made.refused[user] += 1
+            return web.json_response({"error": "no such customer"}, status=422)
+        made.users[user] += 1
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/orders", orders)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield made
+    await runner.cleanup()
+
+
+async def until(condition: object, what: str, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def buy(node: ServerProcess, user: str, sale: str) -> None:
+    buyer = Viewer(node.url, user)
+    try:
+        await buyer.connect()
+        await buyer.join(ROOM)
+        ack = await buyer.call("sale.buy", {"room": ROOM, "sale": sale, "qty": 1, "request_id": user})
+        assert ack["ok"], ack
+    finally:
+        await buyer.close()
+
+
+@pytest.mark.timeout(180)
+async def test_orders_arrive_once_across_a_restart_of_both_nodes(tmp_path: Path, receiver: Receiver) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    env = {
+        "LIVEROOM_BROKER_KIND": "redis",
+        "LIVEROOM_STORE_KIND": "redis",
+        "LIVEROOM_REDIS_URL": redis.url,
+        "LIVEROOM_PLUGINS_SALE_WEBHOOK_URL": receiver.url,
+        "LIVEROOM_PLUGINS_SALE_WEBHOOK_SECRET": SECRET,
+        "LIVEROOM_PLUGINS_SALE_WEBHOOK_MAX_ATTEMPTS": "2",
+        "LIVEROOM_PLUGINS_SALE_WEBHOOK_MAX_BACKOFF_S": "0.1",
+    }
+
+    def launch() -> list[ServerProcess]:
+        nodes = [ServerProcess(tmp_path / f"node{n}", env=env).launch() for n in range(2)]
+        for node in nodes:
+            node.wait_ready()
+        return nodes
+
+    nodes = launch()
+    try:
+        schedule = {"sku": "k", "title": "T", "price": 100, "stock": 20, "starts_at": 0, "duration_s": 3600}
+        status, made = api(nodes[0], "POST", f"/api/rooms/{ROOM}/commands/sale.schedule", schedule)
+        assert status == 200, made
+        sale = made["sale"]
+        first = ["ann", "bob", "refused", "cat", "dan"]
+        for n, user in enumerate(first):  # through both nodes
+            await buy(nodes[n % 2], user, sale)
+        await until(lambda: len(receiver.users) == 4, "the first orders did not all arrive")
+        await until(lambda: receiver.refused["refused"] == 2, "the refused order was not tried twice")
+
+        def dead(node: ServerProcess) -> list[str]:
+            status, body = api(node, "GET", f"/api/rooms/{ROOM}/outbox/dead")
+            assert status == 200, body
+            return [letter["order"]["user"] for letter in body["dead"]]
+
+        await until(lambda: dead(nodes[1]) == ["refused"], "the refused order is not a dead letter")
+
+        for node in nodes:  # both nodes restart; their receipts are in Redis
+            node.stop()
+        nodes = launch()
+        for n, user in enumerate(["eve", "fay", "gus"]):
+            await buy(nodes[n % 2], user, sale)
+        await until(lambda: len(receiver.users) == 7, "the later orders did not all arrive")
+        await asyncio.sleep(1.0)  # room for a repeat, were there one
+        assert set(receiver.users.values()) == {1}, receiver.users
+        assert receiver.refused["refused"] == 2 and receiver.bad_signatures == 0
+        assert dead(nodes[0]) == ["refused"]
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.stop()
