@@ -78,7 +78,7 @@ async def test_a_poll_mutes_and_the_stage_are_the_same_on_every_node(nodes: Clus
             await client.close()
 
 
-async def test_the_owner_killed_mid_poll_loses_no_vote(nodes: Cluster) -> None:
+async def test_the_owner_killed_mid_poll_loses_no_vote_mute_or_stage(nodes: Cluster) -> None:
     a, b, c = nodes.nodes
     host = Viewer(a.url, "host", role="host")
     await host.connect()
@@ -92,6 +92,11 @@ async def test_the_owner_killed_mid_poll_loses_no_vote(nodes: Cluster) -> None:
         poll = (await host.call("poll.create", create))["poll"]
         for voter in voters[:3]:
             assert code(await voter.call("poll.vote", {"room": "kill", "poll": poll, "option": 0})) == "ok"
+        # A mute with time left, a guest on stage and one in the queue, all through A.
+        assert (await host.call("danmaku.mute", {"room": "kill", "user": "v5", "duration_s": 600}))["ok"]
+        for voter in voters[3:5]:
+            assert (await voter.call("costream.request", {"room": "kill"}))["ok"]
+        assert (await host.call("costream.accept", {"room": "kill", "user": "v3"}))["ok"]
         assert a.process is not None
         a.process.send_signal(signal.SIGKILL)
         a.process.wait(10)
@@ -104,6 +109,11 @@ async def test_the_owner_killed_mid_poll_loses_no_vote(nodes: Cluster) -> None:
         for voter in voters[:2]:  # the same answers on both survivors
             joined = await voter.join("kill")
             assert joined["state"]["poll"]["counts"] == [3, 3], joined["state"]["poll"]
+            stage = joined["state"]["costream"]
+            assert [g["id"] for g in stage["guests"]] == ["v3"], stage
+            assert [r["id"] for r in stage["queue"]] == ["v4"], stage
+        muted = await until_ok(lambda: voters[5].call("danmaku.send", {"room": "kill", "text": "still?"}))
+        assert code(muted) == "muted"
     finally:
         await host.close()
         for voter in voters:
