@@ -138,10 +138,12 @@ class ClusterAuthority:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         rooms, self._owned = list(self._owned), {}
-        with contextlib.suppress(*REDIS_ERRORS):
-            await asyncio.gather(
-                *(self._give_up(keys=(self._key(room),), args=(self.node_id,)) for room in rooms)
-            )
+        # Bounded: with Redis (or a cluster master) unreachable, the leases run out instead.
+        with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+            async with asyncio.timeout(2.0):
+                await asyncio.gather(
+                    *(self._give_up(keys=(self._key(room),), args=(self.node_id,)) for room in rooms)
+                )
         await self._subscriber.close()
 
     # -- the four calls -----------------------------------------------------------------

@@ -183,7 +183,9 @@ class Node:
         self.rooms.release_all()
         await self.rooms.settle()
         if self._controls:  # removals and personal items on their way to other nodes
-            await asyncio.gather(*self._controls, return_exceptions=True)
+            _, late = await asyncio.wait(self._controls, timeout=2.0)
+            for task in late:  # the broker is unreachable: give up on them
+                task.cancel()
         await self.sio.shutdown()
         await self.msgpack_sio.shutdown()
         with contextlib.suppress(Exception):  # unreachable: the node's lease runs out instead
