@@ -1,19 +1,27 @@
 """What forwarding to a room's owner node costs (issue 15's target: at most 2 ms added at p99).
 
-    python -m liveroom.loadtest.forward_bench [--commands 2000]
+    python -m liveroom.loadtest.forward_bench [--commands 2000] [--failovers 5]
 
 Starts its own redis-server and two liveroom nodes in cluster mode (broker and store on
 Redis), all on core 0; this process, the clients, runs on core 1. A host joins the room
 through node A, so A owns it; one client on A (the owner) and one on B (whose commands are
 forwarded to A) send the same command in turn, one at a time, and each ack's round trip is
 timed. The difference of the two distributions, measured in the same run, is what the
-forward adds (B's extra: one Redis GET for the owner, one pub/sub message each way).
+forward adds (B's extra: one pub/sub message each way; the owner's name is remembered for a
+third of a lease, so most forwards read no Redis key first).
+
+`--failovers N` then measures owner failover N times, each on two fresh nodes: a poll is
+opened through A (the owner) and voted on through both, A is SIGKILLed, and a voter on B
+retries its vote every 20 ms; reported: the time from the kill to the first vote accepted
+again (the `[cluster] lease_s` target: 3 s) and the votes acknowledged before the kill that
+are still counted after it (all of them, or the run fails).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -82,11 +90,64 @@ async def measure(urls: list[str], secret: str, commands: int) -> dict[str, Any]
     return {"command": "like.send", "owner": owner, "forwarded": forward, "added": added}
 
 
+async def failover_once(urls: list[str], secret: str, kill: Any) -> dict[str, Any]:
+    room = "failover-" + secrets.token_hex(3)
+    host = await _client(urls[0], secret, "host", "host", room)  # through A: A owns the room
+    voters = [await _client(urls[n % 2], secret, f"v{n}", "viewer", room) for n in range(10)]
+    late = await _client(urls[1], secret, "late", "viewer", room)
+    try:
+        create = {"room": room, "question": "?", "options": ["a", "b"], "duration_s": 600}
+        poll = (await host.call("poll.create", create, timeout=10))["poll"]
+        for voter in voters:
+            ack = await voter.call("poll.vote", {"room": room, "poll": poll, "option": 0}, timeout=10)
+            if not ack.get("ok"):
+                raise SystemExit(f"vote before the kill: {ack}")
+        kill()
+        killed = time.perf_counter()
+        codes: dict[str, int] = {}
+        while True:
+            vote = {"room": room, "poll": poll, "option": 1, "request_id": "late"}
+            ack = await late.call("poll.vote", vote, timeout=10)
+            if ack.get("ok"):
+                break
+            code = ack["error"]["code"]
+            codes[code] = codes.get(code, 0) + 1
+            if code not in ("unavailable", "outcome_unknown") or time.perf_counter() - killed > 30:
+                raise SystemExit(f"vote after the kill: {ack}")
+            await asyncio.sleep(0.02)
+        back_s = time.perf_counter() - killed
+        joined = await late.call("join", {"room": room}, timeout=10)
+        counts = joined["state"]["poll"]["counts"]
+        if counts != [10, 1]:
+            raise SystemExit(f"votes lost over the failover: {counts}")
+        return {"commands_back_after_s": round(back_s, 3), "answers_meanwhile": codes, "counts": counts}
+    finally:
+        for client in (host, *voters, late):
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+
+def measure_failovers(secret: str, env: dict[str, str], runs: int) -> dict[str, Any]:
+    results = []
+    for _ in range(runs):
+        with nodes(2, secret, env) as started:
+            owner = started[0].process
+            results.append(
+                asyncio.run(failover_once([node.url for node in started], secret, lambda p=owner: p.kill()))
+            )
+    back = sorted(r["commands_back_after_s"] for r in results)
+    return {
+        "runs": results,
+        "commands_back_after_s": {"min": back[0], "median": back[len(back) // 2], "max": back[-1]},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--commands", type=int, default=2000, help="timed commands per client")
+    parser.add_argument("--failovers", type=int, default=0, help="owner failovers to time (0: none)")
     parser.add_argument("--out", type=Path, default=Path("loadtest-results/forward_bench.json"))
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
@@ -102,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         with nodes(2, secret, env) as started:
             result = asyncio.run(measure([node.url for node in started], secret, args.commands))
+        if args.failovers:
+            result["owner_failover"] = measure_failovers(secret, env, args.failovers)
     result["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
