@@ -179,3 +179,37 @@ async def test_a_watch_coupon_goes_on_after_its_owner_is_killed(tmp_path: Path) 
         for client in (host, *viewers):
             await client.close()
         cluster.stop()
+
+
+async def test_the_run_of_show_goes_on_after_its_owner_is_killed(tmp_path: Path) -> None:
+    """Issue 19's run of show on a cluster: started through A, A SIGKILLed during the first
+    stage; a survivor takes the room and moves to the next stage on time, running its action
+    (a poll) once."""
+    cluster = Cluster(tmp_path, 3, None, {"LIVEROOM_CLUSTER_LEASE_S": "1.5"})
+    a, b, c = cluster.nodes
+    host = Viewer(a.url, "host", role="host")
+    fans = [Viewer(b.url, "ann"), Viewer(c.url, "bob")]
+    poll = {"question": "Next?", "options": ["tea", "cake"], "duration_s": 60}
+    plan = [
+        {"name": "One", "duration_s": 4},
+        {"name": "Two", "duration_s": 60, "actions": [{"command": "poll.create", "payload": poll}]},
+    ]
+    try:
+        for client in (host, *fans):
+            await client.connect()
+            assert (await client.join("showtime"))["ok"]
+        assert (await host.call("show.plan", {"room": "showtime", "stages": plan}))["ok"]
+        assert (await host.call("show.start", {"room": "showtime", "request_id": "go"}))["name"] == "One"
+        assert a.process is not None
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(10)
+        for fan in fans:
+            await fan.wait_for(lambda i: i["type"] == "show.stage" and i["data"]["name"] == "Two", timeout=60)
+            await fan.wait_for(lambda i: i["type"] == "poll.started", timeout=60)
+        await asyncio.sleep(1.0)  # room for a second poll, were the action run twice
+        for fan in fans:
+            assert len(fan.of_type("poll.started")) == 1
+    finally:
+        for client in (host, *fans):
+            await client.close()
+        cluster.stop()
