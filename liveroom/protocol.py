@@ -26,6 +26,7 @@ __all__ = [
     "RequestId",
     "RoomId",
     "RoomPayload",
+    "RoomRequest",
     "TimePayload",
     "assemble_item",
     "decode_payload",
@@ -56,6 +57,14 @@ class RoomPayload:
     """Any command addressed to a room carries at least this."""
 
     room: RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRequest:
+    """A command that names only its room, with an optional `request_id` (idempotency)."""
+
+    room: RoomId
+    request_id: RequestId | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import msgspec
 from liveroom.auth import Identity
 from liveroom.errors import CommandError, RateLimited
 from liveroom.plugin import CommandContext, CommandSpec, Plugin, PluginHost, RoomContext, rate_limited
-from liveroom.protocol import RoomId
+from liveroom.protocol import RoomId, RoomPayload
 from liveroom.ratelimit import KeyedBuckets, UserRate
 from liveroom.record import Record
 from liveroom.store import records_of
@@ -63,11 +63,6 @@ class CostreamConfig:
     # After the room is loaded (a restart, a takeover), whoever is queued or on stage and
     # not back in the room within this long is taken out.
     absent_grace_s: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class RoomOnly:
-    room: RoomId
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +107,11 @@ class CostreamPlugin(Plugin):
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
-            CommandSpec("costream.request", RoomOnly, self.request, summary="Ask to join the stage"),
-            CommandSpec("costream.cancel", RoomOnly, self.cancel, summary="Withdraw one's request"),
-            CommandSpec("costream.leave", RoomOnly, self._limited(self.leave), summary="Leave the stage"),
+            CommandSpec("costream.request", RoomPayload, self.request, summary="Ask to join the stage"),
+            CommandSpec("costream.cancel", RoomPayload, self.cancel, summary="Withdraw one's request"),
+            CommandSpec("costream.leave", RoomPayload, self._limited(self.leave), summary="Leave the stage"),
             CommandSpec(
-                "costream.token", RoomOnly, self._limited(self.token), summary="Renew one's publish token"
+                "costream.token", RoomPayload, self._limited(self.token), summary="Renew one's publish token"
             ),
             CommandSpec(
                 "costream.accept", AcceptPayload, self._limited(self.accept), True, "Accept a queued viewer"
@@ -164,7 +159,7 @@ class CostreamPlugin(Plugin):
 
     # -- commands -----------------------------------------------------------------------
 
-    async def request(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def request(self, ctx: CommandContext, payload: RoomPayload) -> Mapping[str, Any]:
         caller = ctx.caller
         self._ask(ctx)
         event = {"op": "request", "user": caller.user_id, "name": caller.name, "role": caller.role}
@@ -173,19 +168,19 @@ class CostreamPlugin(Plugin):
         lane = self._policy.lane_name(self._policy.lane_of(caller.tier))
         return {"position": stage.position(caller.user_id), "lane": lane}
 
-    async def cancel(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def cancel(self, ctx: CommandContext, payload: RoomPayload) -> Mapping[str, Any]:
         self._ask(ctx)
         await self._change(ctx, {"op": "withdraw", "user": ctx.caller.user_id})
         self._queue_updates.touch(ctx.room, room=ctx.room)
         return {}
 
-    async def leave(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def leave(self, ctx: CommandContext, payload: RoomPayload) -> Mapping[str, Any]:
         slot = self._stages[ctx.room].slot_of(ctx.caller.user_id)
         await self._change(ctx, {"op": "remove", "user": ctx.caller.user_id})
         await self._publish_stage(ctx.room)
         return {"slot": slot}
 
-    async def token(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def token(self, ctx: CommandContext, payload: RoomPayload) -> Mapping[str, Any]:
         slot = self._stages[ctx.room].slot_of(ctx.caller.user_id)
         if slot is None:
             raise CommandError("you are not on stage", "not_on_stage")

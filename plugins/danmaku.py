@@ -39,7 +39,7 @@ from liveroom.plugin import (
     message_hook_plugins,
     rate_limited,
 )
-from liveroom.protocol import RequestId, RoomId
+from liveroom.protocol import RequestId, RoomId, RoomRequest
 from liveroom.ratelimit import KeyedBuckets, UserRate
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
@@ -120,12 +120,6 @@ class MessagePayload:
     request_id: RequestId | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RoomOnly:
-    room: RoomId
-    request_id: RequestId | None = None
-
-
 class TooLong(CommandError):
     code = "too_long"
 
@@ -186,11 +180,11 @@ class DanmakuPlugin(Plugin):
             ("unban", UserPayload, self.unban, "Lift a ban"),
             ("slow", SlowPayload, self.slow, "Set slow mode (0: off)"),
             ("pin", MessagePayload, self.pin, "Pin a recent message"),
-            ("unpin", RoomOnly, self.unpin, "Unpin"),
+            ("unpin", RoomRequest, self.unpin, "Unpin"),
             ("delete", MessagePayload, self.delete, "Delete a message"),
             ("review.approve", MessagePayload, self.approve, "Publish a held message"),
             ("review.drop", MessagePayload, self.drop, "Drop a held message"),
-            ("review.list", RoomOnly, self.review_list, "The held messages, oldest first"),
+            ("review.list", RoomRequest, self.review_list, "The held messages, oldest first"),
         ]
         return (
             CommandSpec("danmaku.send", SendPayload, self.send, summary="Send a message"),
@@ -341,7 +335,7 @@ class DanmakuPlugin(Plugin):
         await self._decide(ctx, self._rooms[ctx.room], payload.id, "drop")
         return {"id": payload.id, "decision": "drop"}
 
-    async def review_list(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def review_list(self, ctx: CommandContext, payload: RoomRequest) -> Mapping[str, Any]:
         return {"held": self._rooms[ctx.room].review.listed()}
 
     async def review_query(self, query: QueryContext) -> Any:
@@ -419,7 +413,7 @@ class DanmakuPlugin(Plugin):
         await ctx.publish("danmaku.pinned", message, priority=True)
         return {"id": payload.id}
 
-    async def unpin(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def unpin(self, ctx: CommandContext, payload: RoomRequest) -> Mapping[str, Any]:
         if self._rooms[ctx.room].moderation.pinned is None:
             raise NotFound("nothing is pinned")
         await self._act(ctx, Action("unpin", ""), payload.request_id)

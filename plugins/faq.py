@@ -34,7 +34,7 @@ from liveroom.plugin import (
     RoomContext,
     Verdict,
 )
-from liveroom.protocol import RequestId, RoomId
+from liveroom.protocol import RequestId, RoomId, RoomPayload
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
 
@@ -78,11 +78,6 @@ class RemovePayload:
     request_id: RequestId | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RoomOnly:
-    room: RoomId
-
-
 @dataclass(slots=True)
 class RoomFaq:
     index: FaqIndex
@@ -107,7 +102,9 @@ class FaqPlugin(Plugin):
         return (
             CommandSpec("faq.set", SetPayload, self.set, True, "Add or replace a question -> answer pair"),
             CommandSpec("faq.remove", RemovePayload, self.remove, True, "Remove a pair"),
-            CommandSpec("faq.list", RoomOnly, self.listing, True, "The pairs and the unanswered questions"),
+            CommandSpec(
+                "faq.list", RoomPayload, self.listing, True, "The pairs and the unanswered questions"
+            ),
         )
 
     def queries(self) -> Sequence[QuerySpec]:
@@ -182,7 +179,7 @@ class FaqPlugin(Plugin):
         self._changed(ctx)
         return {"id": payload.id}
 
-    async def listing(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def listing(self, ctx: CommandContext, payload: RoomPayload) -> Mapping[str, Any]:
         return self._listing(ctx.room, ctx.now_ms)
 
     async def entries_query(self, query: QueryContext) -> Any:

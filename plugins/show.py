@@ -32,7 +32,7 @@ from liveroom.plugin import (
     QuerySpec,
     RoomContext,
 )
-from liveroom.protocol import RequestId, RoomId, decode_payload
+from liveroom.protocol import RequestId, RoomId, RoomRequest, decode_payload
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
 
@@ -54,12 +54,6 @@ class ShowConfig:  # [plugins.show]
 class PlanPayload:
     room: RoomId
     stages: Annotated[list[Stage], msgspec.Meta(min_length=1, max_length=100)]
-    request_id: RequestId | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoomOnly:
-    room: RoomId
     request_id: RequestId | None = None
 
 
@@ -87,9 +81,11 @@ class ShowPlugin(Plugin):
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (
             CommandSpec("show.plan", PlanPayload, self.plan, True, "Set the room's run of show", "show/plan"),
-            CommandSpec("show.start", RoomOnly, self.start_show, True, "Start the show at its first stage"),
-            CommandSpec("show.next", RoomOnly, self.next_stage, True, "Move to the next stage now"),
-            CommandSpec("show.stop", RoomOnly, self.stop_show, True, "End the show"),
+            CommandSpec(
+                "show.start", RoomRequest, self.start_show, True, "Start the show at its first stage"
+            ),
+            CommandSpec("show.next", RoomRequest, self.next_stage, True, "Move to the next stage now"),
+            CommandSpec("show.stop", RoomRequest, self.stop_show, True, "End the show"),
         )
 
     def queries(self) -> Sequence[QuerySpec]:
@@ -132,7 +128,7 @@ class ShowPlugin(Plugin):
         await self._write(ctx, self._key(ctx, payload.request_id, "plan"), {"op": "plan", "stages": stages})
         return {"stages": len(stages)}
 
-    async def start_show(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def start_show(self, ctx: CommandContext, payload: RoomRequest) -> Mapping[str, Any]:
         state = self._rooms[ctx.room]
         run_id = self._key(ctx, payload.request_id, "run")
         if state.running and state.run is not None and state.run.id != run_id:
@@ -149,7 +145,7 @@ class ShowPlugin(Plugin):
         await self._begin(ctx, 0)
         return self._view(ctx.room)
 
-    async def next_stage(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def next_stage(self, ctx: CommandContext, payload: RoomRequest) -> Mapping[str, Any]:
         run = self._running(ctx.room)
         if run.index + 1 >= len(run.stages):
             await self._end(ctx, run)
@@ -157,7 +153,7 @@ class ShowPlugin(Plugin):
         await self._move(ctx, run, run.index + 1)
         return self._view(ctx.room)
 
-    async def stop_show(self, ctx: CommandContext, payload: RoomOnly) -> Mapping[str, Any]:
+    async def stop_show(self, ctx: CommandContext, payload: RoomRequest) -> Mapping[str, Any]:
         await self._end(ctx, self._running(ctx.room))
         return {"ended": True}
 
