@@ -1,6 +1,6 @@
 """What forwarding to a room's owner node costs (issue 15's target: at most 2 ms added at p99).
 
-    python -m liveroom.loadtest.forward_bench [--commands 2000] [--failovers 5]
+    python -m liveroom.loadtest.forward_bench [--commands 2000] [--failovers 5] [--presence-drops 3]
 
 Starts its own redis-server and two liveroom nodes in cluster mode (broker and store on
 Redis), all on core 0; this process, the clients, runs on core 1. A host joins the room
@@ -15,6 +15,11 @@ opened through A (the owner) and voted on through both, A is SIGKILLed, and a vo
 retries its vote every 20 ms; reported: the time from the kill to the first vote accepted
 again (the `[cluster] lease_s` target: 3 s) and the votes acknowledged before the kill that
 are still counted after it (all of them, or the run fails).
+
+`--presence-drops N` measures, N times on two fresh nodes with the default presence
+settings, how long after a node is SIGKILLed its viewer leaves `online` as the survivor's
+viewer sees it (`room.online` items; the documented bound is `[redis] presence_ttl_s` plus
+up to one `[room] presence_refresh_s`).
 """
 
 from __future__ import annotations
@@ -127,6 +132,47 @@ async def failover_once(urls: list[str], secret: str, kill: Any) -> dict[str, An
                 await client.disconnect()
 
 
+async def presence_drop_once(urls: list[str], secret: str, kill: Any) -> float:
+    room = "presence-" + secrets.token_hex(3)
+    seen: list[int] = []
+    changed = asyncio.Event()
+    survivor = await _client(urls[1], secret, "stays", "viewer", room)
+
+    def on_batch(batch: dict[str, Any]) -> None:
+        for item in batch.get("items", []):
+            if item["type"] == "room.online":
+                seen.append(int(item["data"]["count"]))
+                changed.set()
+
+    survivor.on("batch", on_batch)
+    doomed = await _client(urls[0], secret, "goes", "viewer", room)
+    try:
+        while not seen or seen[-1] != 2:
+            changed.clear()
+            await asyncio.wait_for(changed.wait(), 30)
+        kill()
+        killed = time.perf_counter()
+        while seen[-1] != 1:
+            changed.clear()
+            await asyncio.wait_for(changed.wait(), 60)
+        return round(time.perf_counter() - killed, 2)
+    finally:
+        for client in (survivor, doomed):
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+
+def measure_presence_drops(secret: str, env: dict[str, str], runs: int) -> dict[str, Any]:
+    drops = []
+    for _ in range(runs):
+        with nodes(2, secret, env) as started:
+            doomed = started[0].process
+            drops.append(
+                asyncio.run(presence_drop_once([n.url for n in started], secret, lambda p=doomed: p.kill()))
+            )
+    return {"left_online_after_s": drops}
+
+
 def measure_failovers(secret: str, env: dict[str, str], runs: int) -> dict[str, Any]:
     results = []
     for _ in range(runs):
@@ -148,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--commands", type=int, default=2000, help="timed commands per client")
     parser.add_argument("--failovers", type=int, default=0, help="owner failovers to time (0: none)")
+    parser.add_argument("--presence-drops", type=int, default=0, help="killed nodes' presence to time")
     parser.add_argument("--out", type=Path, default=Path("loadtest-results/forward_bench.json"))
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
@@ -165,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(measure([node.url for node in started], secret, args.commands))
         if args.failovers:
             result["owner_failover"] = measure_failovers(secret, env, args.failovers)
+        if args.presence_drops:
+            result["presence_drop"] = measure_presence_drops(secret, env, args.presence_drops)
     result["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
