@@ -107,6 +107,9 @@ class ClusterAuthority:
         self._subscriber = ChannelSubscriber(redis, self._on_message, self._on_reconnect)
         self._owned: dict[str, float] = {}  # room -> until when (loop time) this node may serve it
         self._known_owners: dict[str, tuple[str, float]] = {}  # room -> (owner, until when)
+        # In the rooms owned here: each present user's joins, by the node they came through.
+        self._joined_via: dict[str, dict[str, tuple[Identity, dict[str, int]]]] = {}
+        self._suspects: dict[str, float] = {}  # node -> since when its inbox has had no listener
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._calls = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -174,19 +177,78 @@ class ClusterAuthority:
         result: int = await self._route(room, "readmit", [room, [_identity_values(u) for u in users]])
         return result
 
-    async def _run_here(self, op: str, args: list[Any]) -> Any:
+    async def _run_here(self, op: str, args: list[Any], origin: str) -> Any:
+        """Run a call on this node, the room's owner; `origin`: the node its caller is on."""
+        room = args[0]
         if op == "readmit":
-            return await self._local.readmit(args[0], [_identity(values) for values in args[1]])
-        room, caller = args[0], _identity(args[1])
+            users = [_identity(values) for values in args[1]]
+            admitted = await self._local.readmit(room, users)
+            for user in users:
+                self._joined_via.setdefault(room, {}).setdefault(user.user_id, (user, {}))[1].setdefault(
+                    origin, 1
+                )
+            return admitted
+        caller = _identity(args[1])
         if op == "command":
             return await self._local.command(room, caller, args[2], args[3])
         if op == "admit":
-            return await self._local.admit(room, caller, args[2])
+            result = await self._local.admit(room, caller, args[2])
+            if not args[2]:
+                user, via = self._joined_via.setdefault(room, {}).setdefault(caller.user_id, (caller, {}))
+                via[origin] = via.get(origin, 0) + 1
+            return result
         if op == "left":
+            self._forget_join(room, caller.user_id, origin)
             return await self._local.left(room, caller)
         if op == "query":
             return await self._local.query(room, caller, args[2], args[3])
         raise CommandError(f"unknown cluster call {op!r}", "internal_error")
+
+    def _forget_join(self, room: str, user_id: str, origin: str) -> None:
+        users = self._joined_via.get(room, {})
+        if user_id not in users:
+            return
+        via = users[user_id][1]
+        if via.get(origin, 0) > 1:
+            via[origin] -= 1
+            return
+        via.pop(origin, None)
+        if not via:
+            del users[user_id]
+            if not users:
+                self._joined_via.pop(room, None)
+
+    async def _forget_dead_nodes(self) -> None:
+        """Users whose joins came through a node that died (its inbox has had no subscriber
+        for a whole lease: a moment without one, e.g. while it follows a Redis Cluster
+        failover, is not death) leave the rooms owned here, as if each of their joins ended."""
+        origins = {node for users in self._joined_via.values() for _, via in users.values() for node in via}
+        origins.discard(self.node_id)
+        now, dead = asyncio.get_running_loop().time(), set()
+        for node in origins:
+            if await self._listeners(self._inbox(node)) > 0:
+                self._suspects.pop(node, None)
+            elif now - self._suspects.setdefault(node, now) >= self._lease_ms / 1000.0:
+                dead.add(node)
+        for node in set(self._suspects) - origins:
+            del self._suspects[node]
+        for node in dead:
+            del self._suspects[node]
+            for room, users in list(self._joined_via.items()):
+                for user_id, (user, via) in list(users.items()):
+                    for _ in range(via.get(node, 0)):
+                        self._forget_join(room, user_id, node)
+                        if room in self._rooms:
+                            await self._local.left(room, user)
+            log.info("cluster: node %s is gone; its users left the rooms owned here", node)
+
+    async def _listeners(self, channel: str) -> int:
+        if isinstance(self._redis, RedisCluster):
+            node = self._redis.get_node_from_key(channel)
+            counts = await self._redis.pubsub_shardnumsub(channel, target_nodes=node)
+        else:
+            counts = await self._redis.pubsub_numsub(channel)
+        return sum(int(count) for _, count in counts)
 
     # -- routing ------------------------------------------------------------------------
 
@@ -194,7 +256,7 @@ class ClusterAuthority:
         for _ in range(3):  # an owner that just gave the room up answers not_owner: look again
             owner = await self._owner(room)
             if owner == self.node_id:
-                return await self._run_here(op, args)
+                return await self._run_here(op, args, self.node_id)
             try:
                 return await self._forward(owner, op, args)
             except _Unheard:
@@ -298,7 +360,7 @@ class ClusterAuthority:
         try:
             if not self._serving(room):
                 raise CommandError("not the room's owner", "not_owner")
-            reply = [True, await self._run_here(op, args)]
+            reply = [True, await self._run_here(op, args, reply_to)]
         except CommandError as error:
             reply = [False, [error.code, error.message]]
         except Exception:
@@ -325,6 +387,7 @@ class ClusterAuthority:
                 await self._renew()
                 await self._take_awake_rooms()
                 await self._take_rooms_left_without_owner()
+                await self._forget_dead_nodes()
             except Exception:  # Redis down: the leases run out and the rooms are served nowhere
                 log.warning("cluster: room leases could not be renewed", exc_info=True)
 
@@ -336,11 +399,13 @@ class ClusterAuthority:
         for room in list(self._owned):
             if room not in self._rooms:  # released here (idle): give it up
                 self._owned.pop(room, None)
+                self._joined_via.pop(room, None)
                 await self._give_up(keys=(self._key(room),), args=(self.node_id,))
                 continue
             if not await self._take(room):
                 log.warning("cluster: lost the lease of room %s; another node serves it", room)
                 self._owned.pop(room, None)
+                self._joined_via.pop(room, None)
                 self._rooms.release(room)
 
     async def _take_awake_rooms(self) -> None:

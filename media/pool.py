@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from liveroom.config import MediaConfig
-from liveroom.errors import CommandError
+from liveroom.errors import CommandError, OutcomeUnknown
 
 from .callers import Caller
 from .plane import PublishEvent
@@ -33,6 +33,7 @@ from .rtmp_ingest import IngestSink, WorkerIngest
 __all__ = ["WorkerPool", "ingest_path"]
 
 log = logging.getLogger(__name__)
+CALL_TIMEOUT_S = 15.0  # far above a loaded worker's answer to an SDP offer
 START_TIMEOUT_S = 20.0
 
 
@@ -65,8 +66,14 @@ class Worker:
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         assert self.http is not None
         try:
-            async with self.http.post(f"http://worker{path}", json=body) as response:
+            # Bounded: a worker that hangs must not hold up a command (or the node's stop).
+            timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)
+            async with self.http.post(f"http://worker{path}", json=body, timeout=timeout) as response:
                 reply: dict[str, Any] = await response.json()
+        except TimeoutError:
+            raise OutcomeUnknown(
+                f"media worker {self.index} did not answer in {CALL_TIMEOUT_S:.0f} s: the outcome is unknown"
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise CommandError(
                 f"media worker {self.index} is unavailable: {exc}", "media_unavailable"

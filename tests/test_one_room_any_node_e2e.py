@@ -213,3 +213,32 @@ async def test_the_run_of_show_goes_on_after_its_owner_is_killed(tmp_path: Path)
         for client in (host, *fans):
             await client.close()
         cluster.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_a_guest_on_a_killed_node_leaves_the_stage(tmp_path: Path) -> None:
+    """The users of an edge node that dies leave the rooms at their owner (once the node's
+    inbox has had no listener for a lease): a guest on stage through C, C SIGKILLed, the stage
+    is free again. (Before: the guest stayed on stage until the room was released.)"""
+    cluster = Cluster(tmp_path, 3, None, {"LIVEROOM_CLUSTER_LEASE_S": "1.5"})
+    a, b, c = cluster.nodes
+    host, fan, guest = Viewer(a.url, "host", role="host"), Viewer(b.url, "fan"), Viewer(c.url, "guest")
+    try:
+        for client in (host, fan, guest):
+            await client.connect()
+            assert (await client.join("edge"))["ok"]
+        assert (await guest.call("costream.request", {"room": "edge"}))["ok"]
+        assert (await host.call("costream.accept", {"room": "edge", "user": "guest"}))["ok"]
+        await fan.wait_for(lambda i: i["type"] == "costream.stage" and i["data"]["guests"])
+        assert c.process is not None
+        c.process.send_signal(signal.SIGKILL)
+        c.process.wait(10)
+        await fan.wait_for(lambda i: i["type"] == "costream.stage" and not i["data"]["guests"], timeout=60)
+        # The fan, through B (alive), is still present at the owner: a watch rule reaches it.
+        rule = {"room": "edge", "title": "Stay", "trigger": "watch_time", "minutes": 0.1, "budget": 10}
+        assert (await host.call("coupon.rule", rule))["ok"]
+        await fan.wait_for(lambda i: i["type"] == "coupon.granted", timeout=60)
+    finally:
+        for client in (host, fan, guest):
+            await client.close()
+        cluster.stop()
