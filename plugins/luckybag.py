@@ -8,11 +8,12 @@ in danmaku (the message hook; the message is published as usual and the sender i
 `watch_minutes` without a break (counted on the node that holds the room, since it loaded
 the room), a token `tier` among `tiers`. Each entry is a durable record (`luckybag.entry`,
 key `<bag>/<user>`: one per user whichever node or connection it came through), acknowledged
-once written. At the deadline new entries are refused, the ones being written are waited
-for, and the entry list is read back from the store: that list is what is drawn and what
-`luckybag.entries` serves. The result (`luckybag.result`, with the seed) is written before
-it is announced (`luckybag.drawn`, priority), each winner told personally
-(`luckybag.won`), and the webhooks plugin hands it to the backend as `luckybag.won`.
+once written. At the deadline new entries are refused and the ones being written are waited
+for; the entries written are drawn (read back from the store if a write's outcome was
+unknown), and that list is what `luckybag.entries` serves from then on. The result
+(`luckybag.result`, with the seed) is written before it is announced (`luckybag.drawn`,
+priority), each winner told personally (`luckybag.won`), and the webhooks plugin hands it
+to the backend as `luckybag.won`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Annotated, Any
 import msgspec
 
 from liveroom.auth import Identity
-from liveroom.errors import BadRequest, CommandError, NotFound
+from liveroom.errors import BadRequest, CommandError, NotFound, Unavailable
 from liveroom.plugin import (
     MAX_POSITION,
     CommandContext,
@@ -108,6 +109,9 @@ class OpenBag:
     entrants: dict[str, str] = field(default_factory=dict)  # user -> name, written entries
     writing: int = 0  # entries being written now
     closing: bool = False  # the deadline came: no more entries
+    # An entry's write may have happened unseen (outcome_unknown, a cancelled hook): then
+    # the draw reads the entry list back from the store instead of trusting `entrants`.
+    uncertain: bool = False
 
 
 @dataclass(slots=True)
@@ -304,6 +308,11 @@ class LuckyBagPlugin(Plugin):
         opened.writing += 1
         try:  # durable first: a failed write leaves no entry behind
             stored, _ = await ctx.store.put_record(record)
+        except Unavailable:  # not written
+            raise
+        except BaseException:  # perhaps written
+            opened.uncertain = True
+            raise
         finally:
             opened.writing -= 1
         opened.entrants[user.user_id] = stored.data["name"]
@@ -339,13 +348,11 @@ class LuckyBagPlugin(Plugin):
             if not opened.writing:
                 break
             await asyncio.sleep(DRAIN_STEP_S)
-        bag = opened.bag
-        names: dict[str, str] = {}
-        upto = bag.entries_after
-        async for entry in records_of(ctx.store, ENTRY_KIND, ctx.room, bag.entries_after, page=1000):
-            upto = entry.position
-            if entry.data["bag"] == bag.id:
-                names[entry.data["user"]] = entry.data["name"]
+        bag, bags = opened.bag, self._rooms.get(ctx.room)
+        if opened.uncertain or bags is None:
+            names, upto = await self._read_entries(ctx, bag)
+        else:  # every entry written is in memory, up to the room's last entry position
+            names, upto = dict(opened.entrants), bags.entry_position
         winners = [{"id": user, "name": names[user]} for user in draw(names, opened.seed, bag.winners)]
         result = {
             **bag.wire(),
@@ -353,12 +360,11 @@ class LuckyBagPlugin(Plugin):
             "entrants": len(names),
             "seed": opened.seed,
             "algorithm": ALGORITHM,
-            "drawn_at": int(ctx.now_ms),
+            "drawn_at": int(self.host.clock.now_ms()),  # the winners known (the entries read)
             "entries_upto": upto,
         }
         stored, _ = await ctx.store.put_record(Record(RESULT_KIND, bag.id, ctx.room, result, int(ctx.now_ms)))
         public = _public(stored.data)
-        bags = self._rooms.get(ctx.room)
         if bags is not None and bags.open is opened:
             bags.open, bags.last = None, public
             bags.entry_position = max(bags.entry_position, upto)
@@ -367,6 +373,16 @@ class LuckyBagPlugin(Plugin):
             ctx.send_to(winner["id"], "luckybag.won", {"bag": bag.id, "prize": bag.prize})
 
     # -- helpers ------------------------------------------------------------------------
+
+    async def _read_entries(self, ctx: RoomContext, bag: Bag) -> tuple[dict[str, str], int]:
+        """The bag's entries as the store has them (user -> name), and the last position read."""
+        names: dict[str, str] = {}
+        upto = bag.entries_after
+        async for entry in records_of(ctx.store, ENTRY_KIND, ctx.room, bag.entries_after, page=1000):
+            upto = entry.position
+            if entry.data["bag"] == bag.id:
+                names[entry.data["user"]] = entry.data["name"]
+        return names, upto
 
     async def _bag(self, room: str, bag_id: str) -> tuple[Bag, str]:
         record = await self.host.store.get_record(BAG_KIND, bag_id)
