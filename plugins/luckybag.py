@@ -72,6 +72,8 @@ class LuckyBagConfig:  # [plugins.luckybag]
     grace_s: float = 60.0  # a disconnect shorter than this does not reset watch time
     publish_rate_per_s: float = 2.0  # luckybag.start, per user and room
     publish_burst: int = 20
+    entries_rate_per_s: float = 5.0  # luckybag.entries (pages of the list), per user and room
+    entries_burst: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +142,16 @@ class LuckyBagPlugin(Plugin):
         super().__init__(config, host)
         self._rooms: dict[str, RoomBags] = {}
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "luckybag commands")
+        self._entries_rate = UserRate(config.entries_rate_per_s, config.entries_burst, "entry list pages")
         self._count = Throttle(host.timers, config.entrants_interval_ms, self._publish_count)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         start = rate_limited(self.start_bag, self._publish_rate, self.host.clock)
+        entries = rate_limited(self.entries, self._entries_rate, self.host.clock)
         return (
             CommandSpec("luckybag.start", StartPayload, start, True, "Start a lucky bag draw"),
             CommandSpec("luckybag.enter", EnterPayload, self.enter, summary="Enter the open lucky bag"),
-            CommandSpec(
-                "luckybag.entries", EntriesPayload, self.entries, summary="A bag's entry list, paged"
-            ),
+            CommandSpec("luckybag.entries", EntriesPayload, entries, summary="A bag's entry list, paged"),
         )
 
     def queries(self) -> Sequence[QuerySpec]:
@@ -186,6 +188,7 @@ class LuckyBagPlugin(Plugin):
 
     def release_room(self, room: str) -> None:
         self._publish_rate.forget(room)
+        self._entries_rate.forget(room)
         self._rooms.pop(room, None)
         self._count.forget(room)
 
