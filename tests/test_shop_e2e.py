@@ -77,8 +77,14 @@ async def test_a_lucky_draw_re_run_from_the_published_seed_gives_the_same_winner
             else:  # the button is refused: this bag wants its keyword
                 ack = await fan.call("luckybag.enter", {"room": "bag", "bag": started["bag"]})
                 assert ack["error"]["code"] == "keyword_required"
-        # Twice through the other node: still one entry.
-        assert (await fans[1].call("danmaku.send", {"room": "bag", "text": "福袋"}))["ok"]
+        # fan1 again, on a second connection through the other node: still one entry.
+        again = Viewer(a.url, "fan1")
+        clients.append(again)
+        await again.connect()
+        assert (await again.join("bag"))["ok"]
+        assert (await again.call("danmaku.send", {"room": "bag", "text": "福袋"}))["ok"]
+        (entered,) = await again.wait_for(lambda i: i["type"] == "luckybag.entered")
+        assert entered["data"]["entrants"] == 5
         drawn: dict[str, Any] = {}
         for client in clients:  # one draw, the same on every node
             (item,) = await client.wait_for(lambda i: i["type"] == "luckybag.drawn", timeout=30)
