@@ -35,6 +35,8 @@ BUILTIN = {
     "coupon": "liveroom.plugins.coupon:CouponPlugin",
     "costream": "liveroom.plugins.costream:CostreamPlugin",
     "show": "liveroom.plugins.show:ShowPlugin",
+    "showcase": "liveroom.plugins.showcase:ShowcasePlugin",
+    "luckybag": "liveroom.plugins.luckybag:LuckyBagPlugin",
     "dashboard": "liveroom.plugins.dashboard:DashboardPlugin",
 }
 

@@ -11,6 +11,7 @@ by `EventLog.emit` as `webhook.event` records, and only when some subscription w
 | `coupon.granted` / `coupon.claimed` | `coupon.grant` / `coupon.claim` |
 | `poll.closed` | `poll.result`: the counts, the winners, who closed it |
 | `moderation.action` | `danmaku.moderation` (mute, ban, pin...), `danmaku.review` (approve, drop) |
+| `luckybag.won` | `luckybag.result`: a lucky bag's winners, with its seed |
 | `stream.started` / `stream.stopped` | emitted by the media module (the host slot) |
 | any other `plugin.event` | emitted by a plugin: `await self.host.events.emit(...)` |
 
@@ -71,6 +72,11 @@ def _claim(record: Record) -> Mapping[str, Any]:
     return {"grant": record.data.get("grant"), "key": record.key}
 
 
+def _lucky(record: Record) -> Mapping[str, Any]:
+    keys = ("bag", "prize", "winners", "entrants", "seed", "seed_hash", "algorithm", "drawn_at")
+    return {key: record.data.get(key) for key in keys}
+
+
 def _review(record: Record) -> Mapping[str, Any]:
     data = record.data
     return {"action": f"review.{data.get('decision')}", "by": data.get("by"), "id": data.get("id")}
@@ -83,6 +89,7 @@ SOURCES: tuple[EventSource, ...] = (
     EventSource("poll.result", ("poll.closed",), lambda r: "poll.closed", _same),
     EventSource("danmaku.moderation", ("moderation.action",), lambda r: "moderation.action", _same),
     EventSource("danmaku.review", ("moderation.action",), lambda r: "moderation.action", _review),
+    EventSource("luckybag.result", ("luckybag.won",), lambda r: "luckybag.won", _lucky),
     EventSource(
         EMITTED_KIND,
         ("stream.started", "stream.stopped"),

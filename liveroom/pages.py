@@ -41,9 +41,10 @@ def _page(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     return handler
 
 
-# Everything the pages load comes from this server: no inline script, no CDN.
+# Everything the pages load comes from this server: no inline script, no CDN. Images alone
+# may come from any https origin: the showcase's product pictures are the merchant's.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
     "media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'"
 )
 

@@ -48,6 +48,7 @@ __all__ = ["BuyPayload", "SaleConfig", "SalePlugin", "SchedulePayload"]
 SALE_KIND, ORDER_KIND = "sale", "sale.order"
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+Tier = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]  # liveroom.auth's tier word
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ class SchedulePayload:
     per_user_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
     # Idempotency: the same request_id schedules one sale, however often it is sent.
     request_id: RequestId | None = None
+    # A VIP sale: only a token whose `tier` claim is one of these may buy (empty: anyone).
+    tiers: Annotated[list[Tier], msgspec.Meta(max_length=10)] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,7 @@ class SalePlugin(Plugin):
             payload.per_user_limit,
             starts_at,
             starts_at + payload.duration_s * 1000,
+            tuple(payload.tiers),
         )
         store, sales = ctx.store, self._rooms[ctx.room]
         await store.define_stock(sale.id, ctx.room, sale.stock, sale.per_user_limit, ORDER_KIND, starts_at)
@@ -258,6 +262,8 @@ class SalePlugin(Plugin):
                 return {"order": _order(done)}
             code = "not_started" if current == "scheduled" else "ended"
             raise CommandError(f"the sale has {'not started' if code == 'not_started' else 'ended'}", code)
+        if sale.tiers and ctx.caller.tier not in sale.tiers:
+            raise CommandError(f"for {', '.join(sale.tiers)} members only", "tier_required")
         data = {"id": "o-" + secrets.token_hex(8), "sale": sale.id}
         request = StockRequest(sale.id, user, payload.qty, payload.request_id, data, int(ctx.now_ms))
         outcome = await ctx.store.take_stock(request)

@@ -25,10 +25,11 @@ class Sale:
     per_user_limit: int
     starts_at: int  # server ms
     ends_at: int  # server ms
+    tiers: tuple[str, ...] = ()  # a VIP sale: only tokens whose `tier` is one of these may buy
 
     def record(self) -> dict[str, Any]:
         """What the durable record keeps (money in minor units only)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {name: _plain(getattr(self, name)) for name in self.__dataclass_fields__}
 
     def wire(self) -> dict[str, Any]:
         """What clients see: the price also as a decimal string."""
@@ -37,9 +38,14 @@ class Sale:
     @classmethod
     def from_wire(cls, data: Any) -> Sale:
         fields = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        fields["tiers"] = tuple(fields.get("tiers", ()))
         if "price_minor" not in fields:  # a record written before prices were minor units
             fields["price_minor"] = to_minor(round(float(data["price"]), 2))
         return cls(**fields)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def phase(sale: Sale, now_ms: float) -> Phase:

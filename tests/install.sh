@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
+.venv/bin/pip uninstall -q -y liveroom-luckybag 2>/dev/null || true  # the example's old name: its entry point would shadow the built-in luckybag
 .venv/bin/pip install -q -e '.[test]' -e tests/example_plugin
 npm ci --prefix tests/js --no-audit --no-fund
 missing=()

@@ -498,3 +498,49 @@ async def test_the_hls_fallback_plays_the_rooms_audio_with_the_video(
     assert after["muted"] is False
     heard = audio["heard"][-3:]
     assert all(level["rms"] > 0.05 and abs(level["peakHz"] - TONE_HZ) < 25 for level in heard), audio
+
+
+# Issue 20 on the pages: a server of its own (lucky bags of 10 s allowed), its own driver.
+shop_server = module_server(
+    "shop_server", {"LIVEROOM_MEDIA_WORKERS": "1", "LIVEROOM_PLUGINS_LUCKYBAG_MIN_DURATION_S": "5"}
+)
+
+
+async def test_the_viewer_sees_the_pinned_card_and_the_lucky_bag_the_console_drives(
+    shop_server: ServerProcess, driver: Path
+) -> None:
+    """`tests/browser/shop.mjs` (about 15 s: the bag's 10 s countdown): products listed and one
+    pinned on the console, the viewer's click counted on the console's dashboard, a lucky bag
+    counted down, entered and drawn on both pages."""
+    assert CHROMIUM is not None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    room = f"shop-{uuid.uuid4().hex[:8]}"
+    tokens = [token("host-shop", "host", name="Host"), token("alice", name="Alice")]
+    args = [str(driver.with_name("shop.mjs")), shop_server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)]
+    child = await asyncio.create_subprocess_exec(
+        "node", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER_DIR
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(child.communicate(), 200)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    lines = stdout.decode().strip().splitlines()
+    assert child.returncode == 0 and lines, (stdout[-2000:], stderr[-2000:], shop_server.log()[-2000:])
+    seen: dict[str, Any] = json.loads(lines[-1])
+    assert seen["errors"] == [], (seen["errors"], stderr.decode()[-2000:], shop_server.log()[-3000:])
+    pinned = seen["pinned"]
+    assert pinned == {
+        "title": "Tea set",
+        "price": "¥19.90",
+        "listed": 2,
+        "opened": "https://shop.example/checkout/tea-1",
+    }
+    assert seen["dashboard_clicks"] == 1
+    countdown = seen["countdown"]
+    assert 0 < countdown["remaining_ms"] <= 10_000 and countdown["text"].startswith("Draw in 0:")
+    assert "draw in" in countdown["host_countdown"] or "drawing" in countdown["host_countdown"]
+    drawn = seen["drawn"]
+    assert drawn["winners"] == ["Alice"] and "You won" in drawn["viewer"] and len(drawn["seed"]) == 64
+    assert "won by Alice" in drawn["host"]

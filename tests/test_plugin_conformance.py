@@ -140,3 +140,30 @@ class TestShow(PluginConformance):
         stages = [{"name": "One", "duration_s": 2, "actions": [drop]}, {"name": "Two", "duration_s": 3}]
         await run(host, "show.plan", {"room": room, "stages": stages, "request_id": "p1"})
         await run(host, "show.start", {"room": room, "request_id": "s1"})
+
+
+class TestShowcase(PluginConformance):
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host, fan = await h.connect(f"host-{room}", role="host"), await h.connect(f"fan-{room}")
+        await run.join(host, room)
+        await run.join(fan, room)
+        tea = {"sku": "tea", "title": "Tea", "price_minor": 990}
+        tea |= {"image": "https://cdn.example/tea.jpg", "url": "https://shop.example/tea"}
+        await run(host, "showcase.set", {"room": room, "products": [tea], "request_id": "l1"})
+        await run(host, "showcase.pin", {"room": room, "sku": "tea", "request_id": "p1"})
+        await run(fan, "showcase.click", {"room": room, "sku": "tea"})
+
+
+class TestLuckyBag(PluginConformance):
+    settle_s = 31.0  # the deadline: the draw
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host = await h.connect(f"host-{room}", role="host")
+        await run.join(host, room)
+        bag = await run(
+            host, "luckybag.start", {"room": room, "prize": "Tea", "duration_s": 30, "request_id": "b1"}
+        )
+        for n in range(3):
+            fan = await h.connect(f"fan{n}-{room}")
+            await run.join(fan, room)
+            await run(fan, "luckybag.enter", {"room": room, "bag": bag["bag"]})

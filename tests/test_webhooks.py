@@ -129,16 +129,12 @@ async def test_events_of_the_built_ins_arrive_signed_once_each_and_by_subscripti
 async def test_a_plugin_emits_its_own_events_and_bad_settings_stop_start_up(receiver: Receiver) -> None:
     async with NodeHarness(plugins={"webhooks": webhooks(receiver)}) as h:
         events = h.node.plugins[0].host.events
-        assert await events.emit(
-            h.store, "r1", "luckybag.won", {"winners": ["u1"]}, "draw-1", h.clock.now_ms()
-        )
-        await events.emit(h.store, "r1", "luckybag.won", {"winners": ["u1"]}, "draw-1", h.clock.now_ms())
+        assert await events.emit(h.store, "r1", "raffle.won", {"winners": ["u1"]}, "draw-1", h.clock.now_ms())
+        await events.emit(h.store, "r1", "raffle.won", {"winners": ["u1"]}, "draw-1", h.clock.now_ms())
         with pytest.raises(ValueError, match="event type"):
             await events.emit(h.store, "r1", "no dots", {}, "k", h.clock.now_ms())
         await receiver.wait(1)
-        assert (
-            receiver.events[0]["type"] == "luckybag.won" and receiver.events[0]["id"] == "luckybag.won:draw-1"
-        )
+        assert receiver.events[0]["type"] == "raffle.won" and receiver.events[0]["id"] == "raffle.won:draw-1"
     for bad in ({"url": ""}, {"url": receiver.url, "events": ["Nope"]}):
         with pytest.raises(Exception, match=r"url|events"):
             async with NodeHarness(plugins={"webhooks": bad}):

@@ -2,6 +2,7 @@
 // second over the page's own Socket.IO connection (docs/plugins.md, dashboard); media
 // health comes from the room's media items. Nothing is polled.
 import { el } from "/static/common.js";
+import { showProducts } from "/static/shop.js";
 
 const stat = (key, label, title) => el("div", { class: "stat", title }, el("b", { "data-stat": key }, "–"), el("span", {}, label));
 // Money comes as decimal strings ("9.90"): shown as they are, never through a float.
@@ -32,6 +33,7 @@ export class Dashboard {
       el("p", { class: "muted" }, "Hot words"), el("div", { class: "words", id: "hot" }),
       el("p", { class: "muted" }, "Poll"), el("div", { id: "dash-poll" }, "no poll yet"),
       el("p", { class: "muted" }, "Sales"), el("ul", { class: "list", id: "dash-sales" }),
+      el("p", { class: "muted" }, "Products: clicks, click → order"), el("ul", { class: "list", id: "dash-products" }),
       el("p", { class: "muted" }, "Media"), el("ul", { class: "list", id: "dash-media" }));
   }
   set(key, value) {
@@ -77,6 +79,7 @@ export class Dashboard {
     this.set("issued", coupon.issued);
     this.set("claimed", coupon.claimed);
     if (f.poll) this.showPoll(f.poll);
+    showProducts(this.root.querySelector("#dash-products"), f.showcase);
   }
   showPoll(poll) {
     this.poll = poll.open ? poll : null;

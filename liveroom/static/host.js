@@ -3,6 +3,7 @@
 import { $, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { Dashboard } from "/static/dashboard.js";
 import { publish } from "/static/media.js";
+import { ShopHost } from "/static/shop.js";
 
 // The run of show is the server's (plugins/show.py): it runs on the server's clock, so it goes
 // on when this tab closes. The console shows the room's plan (the five-stage template until
@@ -11,7 +12,7 @@ let plan = [], stage = null, showOver = false;
 const DOES = { "coupon.drop": "drops the coupon", "poll.create": "starts the poll", "sale.schedule": "schedules the flash sale",
   "danmaku.pin": "pins a message" };
 
-let conn, token, dashboard, live = [];
+let conn, token, dashboard, shop, live = [];
 const messages = [];
 
 $("#title").textContent = room;
@@ -23,15 +24,16 @@ function start(t) {
   $("#viewer-link").href = `/room/${encodeURIComponent(room)}`;
   dashboard = new Dashboard($("#dashboard"));
   conn = new RoomConnection(t, {
-    onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); },
-    onState: state => { onState(state); dashboard.onState(state); },
+    onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); shop.item(item); },
+    onState: state => { onState(state); dashboard.onState(state); shop.state(state); },
     onStatus: (status, detail) => {
       $("#status").textContent = status === "error" ? humanError(detail) : status;
       $("#status").className = status === "connected" ? "ok" : "muted";
     },
     onSignedOut: signOut,
   });
-  window.liveroom = { conn, dashboard, get live() { return live; } };
+  shop = new ShopHost($("#shop"), conn);
+  window.liveroom = { conn, dashboard, shop, get live() { return live; } };
   bind();
   renderSteps();
   setInterval(showClock, 500);

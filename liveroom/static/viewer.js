@@ -2,11 +2,12 @@
 import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { DanmakuLayer } from "/static/danmaku.js";
 import { play, playHls, publish } from "/static/media.js";
+import { ShopViewer } from "/static/shop.js";
 
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
 const sales = new Map();     // sale id -> {sale, node}
-let conn, token, me, myStage = null, punishedUntil = null, videoStarted = false;
+let conn, token, shop, me, myStage = null, punishedUntil = null, videoStarted = false;
 // Likes: the room's total as the server last said, the taps not sent yet, and those sent
 // and not acknowledged. The total only grows: a stale like.total never takes it back.
 let likesTotal = 0, pendingLikes = 0, sendingLikes = 0;
@@ -19,7 +20,8 @@ function start(t) {
   token = t;
   me = claims(t);
   conn = new RoomConnection(t, { onItem, onState, onStatus, onSignedOut: signOut });
-  window.liveroom = { conn, layer, sales, players };
+  shop = new ShopViewer($("#shop"), conn, me);
+  window.liveroom = { conn, layer, sales, players, shop };
   $("#comment").addEventListener("submit", sendComment);
   $("#like").addEventListener("click", () => { pendingLikes++; showLikes(); });
   setInterval(flushLikes, 400);
@@ -52,6 +54,7 @@ function onState(state) {
   for (const sale of state.sale?.sales || []) showSale(sale);
   for (const grant of state.coupon?.pending || []) showGrant(grant);
   if (state.costream) showStage(state.costream.guests || []);
+  shop.state(state);
 }
 
 const ITEMS = {
@@ -85,6 +88,7 @@ const ITEMS = {
 
 function onItem(item) {
   ITEMS[item.type]?.(item.data, item);
+  shop.item(item);
 }
 
 // --- comments and likes ---------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Lucky bag: the host draws winners among viewers who commented in the last N minutes."""
+"""Raffle: the host draws winners among viewers who commented in the last N minutes.
+
+(An example third-party plugin; the built-in lucky bag, `liveroom.plugins.luckybag`, is the
+full one: entry conditions, a durable entry list, a published seed.)"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from liveroom.protocol import RoomId
 
 
 @dataclass(frozen=True, slots=True)
-class LuckyBagConfig:
+class RaffleConfig:
     window_minutes: float = 5.0  # who commented this recently may win
     max_winners: int = 50
 
@@ -27,21 +30,19 @@ class DrawPayload:
     winners: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
-class LuckyBagPlugin(Plugin):
-    name = "luckybag"
-    config_type = LuckyBagConfig
-    item_types = ("luckybag.won",)
-    config: LuckyBagConfig
+class RafflePlugin(Plugin):
+    name = "raffle"
+    config_type = RaffleConfig
+    item_types = ("raffle.won",)
+    config: RaffleConfig
 
-    def __init__(self, config: LuckyBagConfig, host: PluginHost) -> None:
+    def __init__(self, config: RaffleConfig, host: PluginHost) -> None:
         super().__init__(config, host)
         self._last_comment: dict[str, dict[str, tuple[float, str]]] = {}  # room -> user -> (ms, name)
         host.signals.listen(self._on_activity)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
-        return (
-            CommandSpec("luckybag.draw", DrawPayload, self.draw, staff_only=True, summary="Draw winners"),
-        )
+        return (CommandSpec("raffle.draw", DrawPayload, self.draw, staff_only=True, summary="Draw winners"),)
 
     def release_room(self, room: str) -> None:
         self._last_comment.pop(room, None)  # the room is idle: nobody has commented lately
@@ -65,5 +66,5 @@ class LuckyBagPlugin(Plugin):
             raise CommandError("nobody has commented recently", "no_entrants")
         picked = random.SystemRandom().sample(entrants, min(payload.winners, len(entrants)))
         winners = [{"id": user, "name": name} for user, name in picked]
-        await ctx.publish("luckybag.won", {"prize": payload.prize, "winners": winners}, priority=True)
+        await ctx.publish("raffle.won", {"prize": payload.prize, "winners": winners}, priority=True)
         return {"winners": winners, "entrants": len(entrants)}
