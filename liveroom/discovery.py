@@ -36,6 +36,7 @@ BUILTIN = {
     "costream": "liveroom.plugins.costream:CostreamPlugin",
     "show": "liveroom.plugins.show:ShowPlugin",
     "dashboard": "liveroom.plugins.dashboard:DashboardPlugin",
+    "auction": "liveroom.plugins.auction:AuctionPlugin",
 }
 
 

@@ -140,3 +140,22 @@ class TestShow(PluginConformance):
         stages = [{"name": "One", "duration_s": 2, "actions": [drop]}, {"name": "Two", "duration_s": 3}]
         await run(host, "show.plan", {"room": room, "stages": stages, "request_id": "p1"})
         await run(host, "show.start", {"room": room, "request_id": "s1"})
+
+
+class TestAuction(PluginConformance):
+    settle_s = 61.0  # the auction's end (an open auction keeps its room awake)
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host = await h.connect(f"host-{room}", role="host")
+        await run.join(host, room)
+        terms = {"title": "Vase", "start_price": "10", "increment": "1", "duration_s": 60, "request_id": "o1"}
+        opened = await run(host, "auction.open", {"room": room, **terms})
+        for n in range(3):
+            bidder = await h.connect(f"b{n}-{room}")
+            await run.join(bidder, room)
+            amount = str(10 + n)
+            await run(
+                bidder,
+                "auction.bid",
+                {"room": room, "auction": opened["auction"], "amount": amount, "request_id": "x"},
+            )
