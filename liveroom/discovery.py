@@ -37,6 +37,7 @@ BUILTIN = {
     "show": "liveroom.plugins.show:ShowPlugin",
     "dashboard": "liveroom.plugins.dashboard:DashboardPlugin",
     "auction": "liveroom.plugins.auction:AuctionPlugin",
+    "gift": "liveroom.plugins.gift:GiftPlugin",
 }
 
 
