@@ -3,6 +3,8 @@
 import { $, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { Dashboard } from "/static/dashboard.js";
 import { publish } from "/static/media.js";
+import { AuctionPanel, bindAuctionForm } from "/static/auction.js";
+import { bindPkForm, GiftPanel } from "/static/gift.js";
 
 // The run of show is the server's (plugins/show.py): it runs on the server's clock, so it goes
 // on when this tab closes. The console shows the room's plan (the five-stage template until
@@ -13,6 +15,7 @@ const DOES = { "coupon.drop": "drops the coupon", "poll.create": "starts the pol
 
 let conn, token, dashboard, live = [];
 const messages = [];
+const panels = [];  // the auction card and the gifts (auction.js, gift.js)
 
 $("#title").textContent = room;
 document.title = `${room} · host · liveroom`;
@@ -23,15 +26,18 @@ function start(t) {
   $("#viewer-link").href = `/room/${encodeURIComponent(room)}`;
   dashboard = new Dashboard($("#dashboard"));
   conn = new RoomConnection(t, {
-    onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); },
-    onState: state => { onState(state); dashboard.onState(state); },
+    onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); panels.forEach(p => p.onItem(item)); },
+    onState: state => { onState(state); dashboard.onState(state); panels.forEach(p => p.onState(state)); },
     onStatus: (status, detail) => {
       $("#status").textContent = status === "error" ? humanError(detail) : status;
       $("#status").className = status === "connected" ? "ok" : "muted";
     },
     onSignedOut: signOut,
   });
-  window.liveroom = { conn, dashboard, get live() { return live; } };
+  panels.push(new AuctionPanel(conn, $("#auction-card"), { host: true }), new GiftPanel(conn, $("#gift-panel"), { host: true }));
+  bindAuctionForm(conn, $("#auction-form"), $("#auction-error"));
+  bindPkForm(conn, $("#pk-form"), $("#pk-error"));
+  window.liveroom = { conn, dashboard, panels, get live() { return live; } };
   bind();
   renderSteps();
   setInterval(showClock, 500);

@@ -2,6 +2,8 @@
 import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn, signOut } from "/static/common.js";
 import { DanmakuLayer } from "/static/danmaku.js";
 import { play, playHls, publish } from "/static/media.js";
+import { AuctionPanel } from "/static/auction.js";
+import { GiftPanel } from "/static/gift.js";
 
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
@@ -10,6 +12,7 @@ let conn, token, me, myStage = null, punishedUntil = null, videoStarted = false;
 // Likes: the room's total as the server last said, the taps not sent yet, and those sent
 // and not acknowledged. The total only grows: a stale like.total never takes it back.
 let likesTotal = 0, pendingLikes = 0, sendingLikes = 0;
+const panels = [];  // the auction card and the gifts: each takes the state and the items it knows
 
 $("#title").textContent = room;
 document.title = `${room} · liveroom`;
@@ -19,7 +22,8 @@ function start(t) {
   token = t;
   me = claims(t);
   conn = new RoomConnection(t, { onItem, onState, onStatus, onSignedOut: signOut });
-  window.liveroom = { conn, layer, sales, players };
+  panels.push(new AuctionPanel(conn, $("#cards"), { me }), new GiftPanel(conn, $("#gifts")));
+  window.liveroom = { conn, layer, sales, players, panels };
   $("#comment").addEventListener("submit", sendComment);
   $("#like").addEventListener("click", () => { pendingLikes++; showLikes(); });
   setInterval(flushLikes, 400);
@@ -52,6 +56,7 @@ function onState(state) {
   for (const sale of state.sale?.sales || []) showSale(sale);
   for (const grant of state.coupon?.pending || []) showGrant(grant);
   if (state.costream) showStage(state.costream.guests || []);
+  panels.forEach(panel => panel.onState(state));
 }
 
 const ITEMS = {
@@ -85,6 +90,7 @@ const ITEMS = {
 
 function onItem(item) {
   ITEMS[item.type]?.(item.data, item);
+  panels.forEach(panel => panel.onItem(item));
 }
 
 // --- comments and likes ---------------------------------------------------------------
