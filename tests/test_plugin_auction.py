@@ -169,3 +169,20 @@ async def test_a_bid_whose_write_fails_leaves_no_trace_and_an_unknown_one_conver
         assert code(await bob.command("auction.bid", bid("r", auction, "10", "b1"))) == "bid_too_low"
         assert (await ann.command("auction.bid", bid("r", auction, "10", "a1")))["bid"] == 1  # same answer
         assert (await bob.command("auction.bid", bid("r", auction, "11", "b2")))["bid"] == 2
+
+
+def test_the_benchmark_checks_the_books_it_is_given() -> None:
+    from liveroom.loadtest.auction_bench import check_books
+
+    auction = {"ends_at": 10_000}
+    bids = [
+        {"n": 1, "user": "a", "amount_minor": 100, "at": 1_000, "ends_at": 11_000},
+        {"n": 2, "user": "b", "amount_minor": 200, "at": 5_000, "ends_at": 15_000},
+    ]
+    result = {"ends_at": 15_000, "winner": {"id": "b"}, "price_minor": 200}
+    acked = [{"bid": 1, "amount_minor": 100}, {"bid": 2, "amount_minor": 200}]
+    good = check_books({"auction": auction, "bids": bids, "result": result}, acked, 10_000)
+    assert all(good[key] for key in good if isinstance(good[key], bool)), good
+    assert good["final_end_extension_ms"] == 5_000
+    bad = check_books({"auction": auction, "bids": [bids[1], bids[0]], "result": result}, acked, 10_000)
+    assert not bad["strictly_higher"] and not bad["numbered_in_order"]
