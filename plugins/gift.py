@@ -52,6 +52,7 @@ __all__ = ["GiftConfig", "GiftPlugin", "PkStartPayload", "SendPayload"]
 
 GIFT_KIND, PK_KIND, SIDE_KIND, RESULT_KIND = "gift.sent", "gift.pk", "gift.pk.side", "gift.pk.result"
 RETRY_DECIDE_MS = 1000
+MAX_UNCONFIRMED = 8  # side records of PK starts that failed half way, looked at again (newest)
 GiftName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,32}$")]
 
 
@@ -106,6 +107,7 @@ class RoomGifts:
     pk_scores: dict[str, int] = field(default_factory=dict)  # room -> score, as folded so far
     pk_after: dict[str, int] = field(default_factory=dict)  # room -> last gift position folded
     sides_after: int = 0  # last gift.pk.side record read
+    unconfirmed: list[Pk] = field(default_factory=list)  # sides whose PK record is not written (yet)
 
 
 class GiftPlugin(Plugin):
@@ -260,18 +262,23 @@ class GiftPlugin(Plugin):
         state, now = self._rooms[ctx.room], int(ctx.now_ms)
         request = payload.request_id
         pk_id = "pk-" + derived_id("", ctx.room, ctx.caller.user_id, request or str(now))
+        await self._refresh_pk(ctx, state)
         if state.pk is not None and state.pk.id == pk_id:  # a retry of the start that made it
             return {"pk": state.pk.record()}
-        await self._refresh_pk(ctx, state)
         if self._running(state, now):
             raise CommandError("this room is in a PK already", "pk_active")
         if await self._busy(payload.opponent, now):
             raise CommandError(f"room {payload.opponent!r} is in a PK already", "opponent_busy")
         pk = Pk(pk_id, (ctx.room, payload.opponent), now, now + payload.duration_s * 1000)
-        stored, _ = await ctx.store.put_record(Record(PK_KIND, pk.id, ctx.room, pk.record(), now))
-        pk = Pk.from_record(stored.data)
-        for room in pk.rooms:  # each side finds it among its own records
-            await ctx.store.put_record(Record(SIDE_KIND, f"{pk.id}/{room}", room, pk.record(), now))
+        # The sides first, the PK record last: a side counts only once its PK is written, so
+        # a start that fails half way leaves nothing anyone sees (and a retry, the same id,
+        # completes it with the times its first attempt wrote).
+        for room in (payload.opponent, ctx.room):
+            stored, _ = await ctx.store.put_record(
+                Record(SIDE_KIND, f"{pk.id}/{room}", room, pk.record(), now)
+            )
+            pk = Pk.from_record(stored.data)
+        await ctx.store.put_record(Record(PK_KIND, pk.id, ctx.room, pk.record(), now))
         await self._refresh_pk(ctx, state)
         started = {**pk.record(), "server_time": ctx.now_ms}
         for room in pk.rooms:
@@ -286,20 +293,27 @@ class GiftPlugin(Plugin):
         )
 
     async def _busy(self, room: str, now: float) -> bool:
-        """Whether the opponent has a PK not decided yet (from its side records)."""
+        """Whether the opponent has a PK (written whole) not decided yet."""
         latest = None
         async for record in records_of(self.host.store, SIDE_KIND, room):
-            latest = Pk.from_record(record.data)
+            found = Pk.from_record(record.data)
+            if await self.host.store.get_record(PK_KIND, found.id) is not None:
+                latest = found
         if latest is None or now >= latest.decide_at(self.config.pk_settle_ms):
             return False
         return await self.host.store.get_record(RESULT_KIND, latest.id) is None
 
     async def _refresh_pk(self, ctx: RoomContext, state: RoomGifts) -> None:
-        """Take up a PK this room was put in (its side records, read on from the last one),
-        and fold the PK's gifts of both rooms written since the last look."""
+        """Take up a PK this room was put in (its side records, read on from the last one,
+        each once its PK record is written), and fold the PK's gifts of both rooms written
+        since the last look."""
         async for record in records_of(ctx.store, SIDE_KIND, ctx.room, state.sides_after):
             state.sides_after = record.position
-            found = Pk.from_record(record.data)
+            state.unconfirmed = [*state.unconfirmed, Pk.from_record(record.data)][-MAX_UNCONFIRMED:]
+        for found in list(state.unconfirmed):
+            if await ctx.store.get_record(PK_KIND, found.id) is None:
+                continue  # its start failed half way (or is under way): not a PK yet
+            state.unconfirmed.remove(found)
             if state.pk is None or found.started_at >= state.pk.started_at:
                 state.pk, state.pk_scores, state.pk_after = found, {}, {}
                 result = await ctx.store.get_record(RESULT_KIND, found.id)

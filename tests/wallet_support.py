@@ -63,3 +63,19 @@ class WalletServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+_THREADED: WalletServer | None = None
+
+
+def wallet_in_thread() -> WalletServer:
+    """One wallet for the whole test process, served by a thread's own event loop (for tests
+    that build their harness outside an event loop, as the conformance suite does)."""
+    global _THREADED
+    if _THREADED is None:
+        import threading
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="wallet", daemon=True).start()
+        _THREADED = asyncio.run_coroutine_threadsafe(WalletServer().start(), loop).result(30)
+    return _THREADED
