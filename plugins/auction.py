@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liveroom.errors import BadRequest, CommandError, NotFound
+from liveroom.errors import BadRequest, CommandError, NotFound, OutcomeUnknown
 from liveroom.money import Money, format_minor, to_minor
 from liveroom.outbox import WebhookOutbox
 from liveroom.plugin import (
@@ -218,10 +218,15 @@ class AuctionPlugin(Plugin):
             extend_s * 1000,
         )
         record = Record(AUCTION_KIND, auction_id, ctx.room, {**terms.record(), "sku": payload.sku}, now)
-        stored, _ = await ctx.store.put_record(record)  # durable first: a failed open leaves nothing
+        stored, created = await ctx.store.put_record(record)  # durable first: a failed open leaves nothing
         auction = Auction(Terms.from_record(stored.data))
-        self._rooms[ctx.room] = RoomAuction(auction, str(stored.data.get("sku", "")))
-        await self._catch_up(ctx, self._rooms[ctx.room], auction)  # a retry after bids were placed
+        state = RoomAuction(auction, str(stored.data.get("sku", "")))
+        if not created:  # a retry whose first answer was lost: bids may have been placed since
+            try:
+                await self._catch_up(ctx, state, auction)
+            except CommandError:
+                raise OutcomeUnknown("the auction is open but could not be read back: retry") from None
+        self._rooms[ctx.room] = state
         self._set_end(ctx, auction_id, auction.ends_at)
         await ctx.publish(
             "auction.opened", {**auction.wire(ctx.now_ms), "server_time": ctx.now_ms}, priority=True

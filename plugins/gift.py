@@ -21,6 +21,7 @@ in both.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ from .gift_wallet import Wallet
 
 __all__ = ["GiftConfig", "GiftPlugin", "PkStartPayload", "SendPayload"]
 
+log = logging.getLogger(__name__)
 GIFT_KIND, PK_KIND, SIDE_KIND, RESULT_KIND = "gift.sent", "gift.pk", "gift.pk.side", "gift.pk.result"
 RETRY_DECIDE_MS = 1000
 MAX_UNCONFIRMED = 8  # side records of PK starts that failed half way, looked at again (newest)
@@ -226,8 +228,11 @@ class GiftPlugin(Plugin):
         gift = _wire(done)
         await ctx.publish("gift.sent", gift, once=key)
         state = self._rooms[ctx.room]
-        await self._fold(ctx.room, state)
-        await self._refresh_pk(ctx, state)
+        try:  # the gift is durable: a store that fails now delays the figures, never the answer
+            await self._fold(ctx.room, state)
+            await self._refresh_pk(ctx, state)
+        except CommandError:
+            log.warning("gift: room %s: leaderboard and PK not updated now (the store failed)", ctx.room)
         return {"gift": gift}
 
     @staticmethod
