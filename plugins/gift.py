@@ -53,6 +53,7 @@ __all__ = ["GiftConfig", "GiftPlugin", "PkStartPayload", "SendPayload"]
 
 log = logging.getLogger(__name__)
 GIFT_KIND, PK_KIND, SIDE_KIND, RESULT_KIND = "gift.sent", "gift.pk", "gift.pk.side", "gift.pk.result"
+SHOW_EVENT_KIND = "show.event"  # the show plugin's records: {"op": "start", "run"} begins a show
 RETRY_DECIDE_MS = 1000
 MAX_UNCONFIRMED = 8  # side records of PK starts that failed half way, looked at again (newest)
 GiftName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,32}$")]
@@ -103,7 +104,11 @@ class PkStartPayload:
 class RoomGifts:
     """A room's gifts as this node holds them."""
 
-    tally: Tally = field(default_factory=Tally)
+    tally: Tally = field(default_factory=Tally)  # every gift of the room: the leaderboard
+    show: Tally = field(default_factory=Tally)  # the gifts since the run of show began: totals
+    show_run: str | None = None
+    show_since: int = 0  # when that run began (server ms)
+    shows_after: int = 0  # last show.event record read
     pk: Pk | None = None
     pk_result: dict[str, Any] | None = None
     pk_scores: dict[str, int] = field(default_factory=dict)  # room -> score, as folded so far
@@ -191,13 +196,13 @@ class GiftPlugin(Plugin):
                 for name, price in self._catalogue.items()
             ],
             "leaderboard": state.tally.leaderboard(self.config.leaderboard_size),
-            "totals": state.tally.totals(),
+            "totals": self._totals(state),
             "pk": self._pk_wire(state),
         }
 
     async def figures(self, room: str, now_ms: float) -> Mapping[str, Any] | None:
         state = self._rooms[room]
-        return None if not state.tally.gifts else {**state.tally.totals(), "pk": self._pk_wire(state)}
+        return None if not state.tally.gifts else {**self._totals(state), "pk": self._pk_wire(state)}
 
     # -- gift.send ----------------------------------------------------------------------
 
@@ -250,12 +255,37 @@ class GiftPlugin(Plugin):
             )
 
     async def _fold(self, room: str, state: RoomGifts) -> None:
-        """Add the room's gift records not counted yet (whoever wrote them)."""
-        before = state.tally.after
-        async for record in records_of(self.host.store, GIFT_KIND, room, state.tally.after, page=1000):
+        """Add the room's gift records not counted yet (whoever wrote them), to the room's
+        tally and to the current show's; a new run of show (the show plugin's start record)
+        starts the show's totals again from its start."""
+        store, before, fresh = self.host.store, state.tally.after, []
+        async for record in records_of(store, GIFT_KIND, room, state.tally.after, page=1000):
             state.tally.add(record.data, record.position)
-        if state.tally.after != before:
+            fresh.append(record)
+        started = None
+        async for event in records_of(store, SHOW_EVENT_KIND, room, state.shows_after):
+            state.shows_after = event.position
+            if event.data.get("op") == "start":
+                started = event
+        if started is not None:
+            state.show_run, state.show_since = str(started.data.get("run")), started.created_ms
+            state.show, fresh = Tally(max_users=0), []
+            async for record in records_of(store, GIFT_KIND, room, 0, page=1000):
+                fresh.append(record)
+        for record in fresh:
+            if record.created_ms >= state.show_since:
+                state.show.add(record.data, record.position)
+        if state.tally.after != before or started is not None:
             self._board.touch(room, room=room)
+
+    def _totals(self, state: RoomGifts) -> dict[str, Any]:
+        """The show's totals (since its run began; no run: the room's), and the room's."""
+        return {
+            **state.show.totals(),
+            "show": state.show_run,
+            "room_total": format_minor(state.tally.total_minor),
+            "room_total_minor": state.tally.total_minor,
+        }
 
     # -- PK -----------------------------------------------------------------------------
 
@@ -388,7 +418,7 @@ class GiftPlugin(Plugin):
     async def query_gifts(self, query: QueryContext) -> Any:
         state = self._rooms[query.room]
         await self._fold(query.room, state)
-        return {"leaderboard": state.tally.leaderboard(self.config.leaderboard_size), **state.tally.totals()}
+        return {"leaderboard": state.tally.leaderboard(self.config.leaderboard_size), **self._totals(state)}
 
     async def query_pk(self, query: QueryContext) -> Any:
         record = await self.host.store.get_record(PK_KIND, query.params["pk"])
@@ -402,7 +432,7 @@ class GiftPlugin(Plugin):
         if state is not None:
             data = {
                 "leaderboard": state.tally.leaderboard(self.config.leaderboard_size),
-                **state.tally.totals(),
+                **self._totals(state),
             }
             await self.host.services.publish(room, "gift.leaderboard", data, history=False)
 

@@ -154,3 +154,23 @@ async def test_a_pk_scores_both_rooms_and_announces_one_winner_in_both(wallet: W
         assert ended_a["data"]["winner"] == "b" and ended_a["data"]["scores"] == {"a": 2000, "b": 3000}
         body = await h.node.interactions.query("b", host_b.identity, "gifts/pk/{pk}", {"pk": pk["id"]})
         assert body["result"]["winner"] == "b"
+
+
+async def test_totals_are_the_current_shows_and_the_leaderboard_the_rooms(wallet: WalletServer) -> None:
+    async with harness(wallet) as h:
+        host, ann = await h.connect("host", role="host"), await h.connect("ann")
+        await host.join("r")
+        await ann.join("r")
+        assert code(await ann.command("gift.send", send("r", "heart", "before"))) == "ok"
+        await h.advance(1)
+        assert code(await host.command("show.start", {"room": "r", "request_id": "run1"})) == "ok"
+        await h.advance(1)
+        assert code(await ann.command("gift.send", send("r", "rose", "during"))) == "ok"
+        await h.advance(1)
+        board = ann.of_type("gift.leaderboard")[-1]["data"]
+        assert board["total_minor"] == 100 and board["by_gift"] == {"rose": 1} and board["show"]
+        assert board["room_total_minor"] == 1100 and board["leaderboard"][0]["value_minor"] == 1100
+        await h.restart()
+        bob = await h.connect("bob")
+        totals = (await bob.join("r"))["state"]["gift"]["totals"]
+        assert totals["total_minor"] == 100 and totals["room_total_minor"] == 1100
