@@ -165,3 +165,50 @@ async def test_gifts_and_a_pk_across_two_nodes(tmp_path: Path) -> None:
             await client.close()
         cluster.stop()
         await wallet.stop()
+
+
+async def until_ok(call: Any, timeout: float = 60) -> dict[str, Any]:
+    """Retry a command answered `unavailable` (the dead owner's lease running out)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        ack: dict[str, Any] = await call()
+        if ack["ok"] or ack["error"]["code"] != "unavailable":
+            return ack
+        assert asyncio.get_running_loop().time() < deadline, ack
+        await asyncio.sleep(0.2)
+
+
+async def test_the_auction_owner_killed_mid_auction_loses_no_bid_and_ships_once(tmp_path: Path) -> None:
+    receiver = await Receiver().start()
+    env = {"LIVEROOM_PLUGINS_AUCTION_WEBHOOK_URL": receiver.url, "LIVEROOM_CLUSTER_LEASE_S": "1.5"}
+    cluster = Cluster(tmp_path, 2, None, env)
+    a, b = cluster.nodes
+    clients: list[Viewer] = []
+    try:
+        host = await connected(a.url, "host", "kill", "host")  # A owns the room
+        ann, bob = await connected(b.url, "ann", "kill"), await connected(b.url, "bob", "kill")
+        clients += [host, ann, bob]
+        terms = {"room": "kill", "title": "Vase", "start_price": "10", "increment": "1", "duration_s": 20}
+        auction = (await host.call("auction.open", {**terms, "extend_s": 5, "request_id": "o1"}))["auction"]
+        bid = {"room": "kill", "auction": auction}
+        assert code(await ann.call("auction.bid", {**bid, "amount": "10", "request_id": "a1"})) == "ok"
+        assert a.process is not None
+        a.process.kill()
+        a.process.wait(10)
+        # B takes the room over and rebuilds it from the records: Ann's bid stands.
+        low = await until_ok(lambda: bob.call("auction.bid", {**bid, "amount": "10", "request_id": "b1"}))
+        assert code(low) == "bid_too_low" and low["error"]["price"] == "10.00"
+        assert code(await bob.call("auction.bid", {**bid, "amount": "11", "request_id": "b2"})) == "ok"
+        [ended] = await ann.wait_for(lambda i: i["type"] == "auction.ended", timeout=90)
+        assert ended["data"]["winner"]["id"] == "bob" and ended["data"]["bids"] == 2
+        for _ in range(300):
+            if receiver.calls:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(3)
+        assert [call["key"] for call in receiver.calls] == [auction]
+    finally:
+        for client in clients:
+            await client.close()
+        cluster.stop()
+        await receiver.stop()
