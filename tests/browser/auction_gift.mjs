@@ -23,8 +23,10 @@ await run(async () => {
   await step("auction", async () => {
     await host.fill('#auction-form [name="start_price"]', "100");
     await host.fill('#auction-form [name="increment"]', "10");
-    await host.fill('#auction-form [name="duration_s"]', "3");
-    await host.fill('#auction-form [name="extend_s"]', "6");  // every bid is in the window
+    // Every bid is in the anti-snipe window (longer than the auction), so each moves the end;
+    // 15 s leaves a loaded machine time to get both bids in before the first end.
+    await host.fill('#auction-form [name="duration_s"]', "15");
+    await host.fill('#auction-form [name="extend_s"]', "16");
     await host.click("#auction-form button");
     for (const page of [alice, bob]) await page.waitForSelector(".auction .bid:not([disabled])");
     const opened = await card(alice);
@@ -58,7 +60,7 @@ await run(async () => {
 
   await step("pk", async () => {
     await host.fill('#pk-form [name="opponent"]', opponent);
-    await host.fill('#pk-form [name="duration_s"]', "10");
+    await host.fill('#pk-form [name="duration_s"]', "20");
     await host.click("#pk-form button");
     await alice.waitForSelector(".pk:not([hidden])");
     await alice.click('.gift-buttons [data-gift="rocket"]');
