@@ -65,9 +65,10 @@ async def test_an_auction_on_two_nodes_extends_keeps_one_leader_and_ships_once(t
         host = await connected(a.url, "host", "lot", "host")  # through A: A owns the room
         bidders = [await connected((a, b)[n % 2].url, f"bidder{n}", "lot") for n in range(8)]
         clients += [host, *bidders]
-        # Every bid is in the last extend_s (5 s) of a 3 s auction: each one pushes the end.
-        terms = {"room": "lot", "title": "Jade", "start_price": "10", "increment": "1", "duration_s": 3}
-        opened = await host.call("auction.open", {**terms, "extend_s": 5, "request_id": "o1"})
+        # Every bid is in the last extend_s (12 s) of a 10 s auction: each one pushes the end
+        # (10 s: the bids land before the first end on a loaded machine too).
+        terms = {"room": "lot", "title": "Jade", "start_price": "10", "increment": "1", "duration_s": 10}
+        opened = await host.call("auction.open", {**terms, "extend_s": 12, "request_id": "o1"})
         assert opened["ok"], opened
         auction, first_end = opened["auction"], opened["ends_at"]
         bid = {"room": "lot", "auction": auction, "amount": "15"}
