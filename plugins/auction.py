@@ -202,8 +202,8 @@ class AuctionPlugin(Plugin):
         current = state.auction
         if current is not None and current.terms.id == auction_id:  # a retry of the open that made it
             return {"auction": auction_id, "ends_at": current.ends_at}
-        if current is not None and current.phase(ctx.now_ms) == "open":
-            raise CommandError(f"auction {current.terms.id} is still open", "auction_active")
+        if current is not None and not current.closed:  # open, or its end not written yet
+            raise CommandError(f"auction {current.terms.id} has not ended yet", "auction_active")
         extend_s = self.config.extend_s if payload.extend_s is None else payload.extend_s
         now = int(ctx.now_ms)
         terms = Terms(

@@ -186,3 +186,19 @@ def test_the_benchmark_checks_the_books_it_is_given() -> None:
     assert good["final_end_extension_ms"] == 5_000
     bad = check_books({"auction": auction, "bids": [bids[1], bids[0]], "result": result}, acked, 10_000)
     assert not bad["strictly_higher"] and not bad["numbered_in_order"]
+
+
+async def test_a_new_auction_waits_for_the_last_ones_end_to_be_written() -> None:
+    async with NodeHarness(FAST, plugins={"dashboard": {"enabled": False}}) as h:  # no other writes
+        host, ann = await h.connect("host", role="host"), await h.connect("ann")
+        await host.join("r")
+        await ann.join("r")
+        auction = (await host.command("auction.open", open_body("r", duration_s=5, extend_s=0)))["auction"]
+        assert code(await ann.command("auction.bid", bid("r", auction, "10", "a1"))) == "ok"
+        h.store.fail_next_write("unavailable")  # the end's order cannot be written: it is retried
+        await h.advance(5.1)
+        assert not ann.of_type("auction.ended")
+        assert code(await host.command("auction.open", open_body("r"))) == "auction_active"
+        await h.advance(1.1)
+        assert ann.of_type("auction.ended") and await h.store.get_record("auction.order", auction)
+        assert code(await host.command("auction.open", open_body("r"))) == "ok"
