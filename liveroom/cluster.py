@@ -64,12 +64,12 @@ def _identity_values(identity: Identity) -> list[Any]:
     return [identity.user_id, identity.name, identity.role, identity.room, identity.expires_at, identity.tier]
 
 
-def _error(code: str, message: str) -> CommandError:
+def _error(code: str, message: str, details: Mapping[str, Any] | None = None) -> CommandError:
     if code == "unavailable":
         return Unavailable(message)
     if code == "outcome_unknown":
         return OutcomeUnknown(message)
-    return CommandError(message, code)
+    return CommandError(message, code, details)
 
 
 class _Unheard(Exception):
@@ -362,7 +362,7 @@ class ClusterAuthority:
                 raise CommandError("not the room's owner", "not_owner")
             reply = [True, await self._run_here(op, args, reply_to)]
         except CommandError as error:
-            reply = [False, [error.code, error.message]]
+            reply = [False, [error.code, error.message, error.details]]
         except Exception:
             log.exception("cluster call %s on room %s failed", op, room)
             reply = [False, ["internal_error", "the server failed to run this command"]]

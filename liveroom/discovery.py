@@ -38,6 +38,8 @@ BUILTIN = {
     "showcase": "liveroom.plugins.showcase:ShowcasePlugin",
     "luckybag": "liveroom.plugins.luckybag:LuckyBagPlugin",
     "dashboard": "liveroom.plugins.dashboard:DashboardPlugin",
+    "auction": "liveroom.plugins.auction:AuctionPlugin",
+    "gift": "liveroom.plugins.gift:GiftPlugin",
 }
 
 

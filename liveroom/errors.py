@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "BadRequest",
     "CommandError",
@@ -32,14 +35,19 @@ class CommandError(LiveroomError):
 
     code: str = "bad_request"
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, code: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """`details`: more fields of the error object, JSON-able (an auction's `bid_too_low`
+        carries the current price); they never replace `code` or `message`."""
         super().__init__(message)
         self.message = message
+        self.details = dict(details or {})
         if code is not None:
             self.code = code
 
-    def as_error(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+    def as_error(self) -> dict[str, Any]:
+        return {**self.details, "code": self.code, "message": self.message}
 
 
 class BadRequest(CommandError):
@@ -77,7 +85,7 @@ class Unavailable(CommandError):
 
     code = "unavailable"
 
-    def as_error(self) -> dict[str, str]:
+    def as_error(self) -> dict[str, Any]:
         return {**super().as_error(), "retry": "later"}
 
 
@@ -91,5 +99,5 @@ class OutcomeUnknown(CommandError):
 
     code = "outcome_unknown"
 
-    def as_error(self) -> dict[str, str]:
+    def as_error(self) -> dict[str, Any]:
         return {**super().as_error(), "retry": "same_request_id"}

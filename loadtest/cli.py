@@ -38,6 +38,10 @@ def _main(words: list[str]) -> int:
         from .flash_sale import main as flash_sale
 
         return flash_sale(words[1:])
+    if words[:1] == ["auction"]:  # its own options: see liveroom.loadtest.auction_bench
+        from .auction_bench import main as auction
+
+        return auction(words[1:])
     args = _parser().parse_args(words)
     overrides = _overrides(args)
     if args.scenario == "compare":
@@ -58,15 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liveroom-loadtest",
         description="Drive a Socket.IO live-room server with many viewers and measure delivery.",
-        epilog="flash-sale has options of its own: liveroom-loadtest flash-sale --help. Every run writes"
+        epilog="flash-sale and auction have options of their own: liveroom-loadtest flash-sale --help."
+        " Every run writes"
         " JSON and an HTML report, with the machine's load and a flag when the run was saturated"
         " (docs/benchmarks.md).",
     )
     parser.add_argument(
         "scenario",
-        choices=[*SCENARIOS, "compare", "flash-sale"],
+        choices=[*SCENARIOS, "compare", "flash-sale", "auction"],
         help="fanout, join-storm, idle, slow-consumers, big-room, churn; compare (fanout on each server);"
-        " flash-sale (a storm of buyers at one sale, then a kill and the books)",
+        " flash-sale (a storm of buyers at one sale, then a kill and the books);"
+        " auction (bidders in an auction's last seconds, then the books)",
     )
     add = parser.add_argument
     add("--url", help="server to target, e.g. http://127.0.0.1:8080 (default: start one)")

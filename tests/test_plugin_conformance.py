@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from wallet_support import wallet_in_thread
+
 from liveroom.conformance import PluginConformance, Run
 from liveroom.testing import NodeHarness
 
@@ -167,3 +169,38 @@ class TestLuckyBag(PluginConformance):
             fan = await h.connect(f"fan{n}-{room}")
             await run.join(fan, room)
             await run(fan, "luckybag.enter", {"room": room, "bag": bag["bag"]})
+
+
+class TestAuction(PluginConformance):
+    settle_s = 61.0  # the auction's end (an open auction keeps its room awake)
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host = await h.connect(f"host-{room}", role="host")
+        await run.join(host, room)
+        terms = {"title": "Vase", "start_price": "10", "increment": "1", "duration_s": 60, "request_id": "o1"}
+        opened = await run(host, "auction.open", {"room": room, **terms})
+        for n in range(3):
+            bidder = await h.connect(f"b{n}-{room}")
+            await run.join(bidder, room)
+            amount = str(10 + n)
+            await run(
+                bidder,
+                "auction.bid",
+                {"room": room, "auction": opened["auction"], "amount": amount, "request_id": "x"},
+            )
+
+
+class TestGift(PluginConformance):
+    settle_s = 15.0  # the PK's end and its decision (a PK keeps its rooms awake)
+
+    def harness(self) -> NodeHarness:  # a real wallet, served by a thread of its own
+        return NodeHarness(plugins={"gift": {"wallet_url": wallet_in_thread().url, "pk_settle_ms": 500}})
+
+    async def scenario(self, h: NodeHarness, room: str, run: Run) -> None:
+        host, fan = await h.connect(f"host-{room}", role="host"), await h.connect(f"fan-{room}")
+        await run.join(host, room)
+        await run.join(fan, room)
+        await run(fan, "gift.send", {"room": room, "gift": "rose", "count": 2, "request_id": "g1"})
+        pk = {"room": room, "opponent": f"{room}-rival", "duration_s": 10, "request_id": "pk1"}
+        await run(host, "gift.pk.start", pk)
+        await run(fan, "gift.send", {"room": room, "gift": "heart", "request_id": "g2"})

@@ -42,6 +42,13 @@ const ERRORS = {
   stage_full: "The stage is full.",
   poll_active: "A poll is already running.",
   timeout: "The server did not answer in time.",
+  auction_active: "An auction is already running.",
+  auction_ended: "The auction has ended.",
+  insufficient_funds: "Not enough balance in your wallet.",
+  unknown_gift: "That gift is not in the catalogue.",
+  pk_active: "This room is already in a PK.",
+  opponent_busy: "That room is already in a PK.",
+  outcome_unknown: "Not sure it went through: try again (it counts once).",
 };
 
 export function humanError(error) {

@@ -4,6 +4,8 @@ import { $, el, formatMs, humanError, room, RoomConnection, signIn, signOut } fr
 import { Dashboard } from "/static/dashboard.js";
 import { publish } from "/static/media.js";
 import { ShopHost } from "/static/shop.js";
+import { AuctionPanel, bindAuctionForm } from "/static/auction.js";
+import { bindPkForm, GiftPanel } from "/static/gift.js";
 
 // The run of show is the server's (plugins/show.py): it runs on the server's clock, so it goes
 // on when this tab closes. The console shows the room's plan (the five-stage template until
@@ -14,6 +16,7 @@ const DOES = { "coupon.drop": "drops the coupon", "poll.create": "starts the pol
 
 let conn, token, dashboard, shop, live = [];
 const messages = [];
+const panels = [];  // the auction card and the gifts (auction.js, gift.js)
 
 $("#title").textContent = room;
 document.title = `${room} · host · liveroom`;
@@ -24,8 +27,8 @@ function start(t) {
   $("#viewer-link").href = `/room/${encodeURIComponent(room)}`;
   dashboard = new Dashboard($("#dashboard"));
   conn = new RoomConnection(t, {
-    onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); shop.item(item); },
-    onState: state => { onState(state); dashboard.onState(state); shop.state(state); },
+    onItem: item => { ITEMS[item.type]?.(item.data); dashboard.onItem(item); shop.item(item); panels.forEach(p => p.onItem(item)); },
+    onState: state => { onState(state); dashboard.onState(state); shop.state(state); panels.forEach(p => p.onState(state)); },
     onStatus: (status, detail) => {
       $("#status").textContent = status === "error" ? humanError(detail) : status;
       $("#status").className = status === "connected" ? "ok" : "muted";
@@ -33,7 +36,10 @@ function start(t) {
     onSignedOut: signOut,
   });
   shop = new ShopHost($("#shop"), conn);
-  window.liveroom = { conn, dashboard, shop, get live() { return live; } };
+  panels.push(new AuctionPanel(conn, $("#auction-card"), { host: true }), new GiftPanel(conn, $("#gift-panel"), { host: true }));
+  bindAuctionForm(conn, $("#auction-form"), $("#auction-error"));
+  bindPkForm(conn, $("#pk-form"), $("#pk-error"));
+  window.liveroom = { conn, dashboard, shop, panels, get live() { return live; } };
   bind();
   renderSteps();
   setInterval(showClock, 500);

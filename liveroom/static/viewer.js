@@ -3,6 +3,8 @@ import { $, claims, el, formatMs, humanError, room, RoomConnection, signIn, sign
 import { DanmakuLayer } from "/static/danmaku.js";
 import { play, playHls, publish } from "/static/media.js";
 import { ShopViewer } from "/static/shop.js";
+import { AuctionPanel } from "/static/auction.js";
+import { GiftPanel } from "/static/gift.js";
 
 const layer = new DanmakuLayer($("#danmaku"));
 const players = new Map();   // slot -> {video, session}
@@ -11,6 +13,7 @@ let conn, token, shop, me, myStage = null, punishedUntil = null, videoStarted = 
 // Likes: the room's total as the server last said, the taps not sent yet, and those sent
 // and not acknowledged. The total only grows: a stale like.total never takes it back.
 let likesTotal = 0, pendingLikes = 0, sendingLikes = 0;
+const panels = [];  // the auction card and the gifts: each takes the state and the items it knows
 
 $("#title").textContent = room;
 document.title = `${room} · liveroom`;
@@ -21,7 +24,8 @@ function start(t) {
   me = claims(t);
   conn = new RoomConnection(t, { onItem, onState, onStatus, onSignedOut: signOut });
   shop = new ShopViewer($("#shop"), conn, me);
-  window.liveroom = { conn, layer, sales, players, shop };
+  panels.push(new AuctionPanel(conn, $("#cards"), { me }), new GiftPanel(conn, $("#gifts")));
+  window.liveroom = { conn, layer, sales, players, shop, panels };
   $("#comment").addEventListener("submit", sendComment);
   $("#like").addEventListener("click", () => { pendingLikes++; showLikes(); });
   setInterval(flushLikes, 400);
@@ -55,6 +59,7 @@ function onState(state) {
   for (const grant of state.coupon?.pending || []) showGrant(grant);
   if (state.costream) showStage(state.costream.guests || []);
   shop.state(state);
+  panels.forEach(panel => panel.onState(state));
 }
 
 const ITEMS = {
@@ -89,6 +94,7 @@ const ITEMS = {
 function onItem(item) {
   ITEMS[item.type]?.(item.data, item);
   shop.item(item);
+  panels.forEach(panel => panel.onItem(item));
 }
 
 // --- comments and likes ---------------------------------------------------------------
