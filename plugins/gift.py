@@ -189,6 +189,7 @@ class GiftPlugin(Plugin):
 
     async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         state = self._rooms[room]
+        await self._fold(room, state)  # a run of show begun since: its totals start here
         await self._refresh_pk(self.host.room(room), state)
         return {
             "catalogue": [
