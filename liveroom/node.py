@@ -13,7 +13,7 @@ import orjson
 from liveroom.auth import Identity, TokenAuthority, resolve_secret
 from liveroom.broker import Broker, Publication
 from liveroom.clock import Clock, SystemClock
-from liveroom.cluster import ClusterAuthority
+from liveroom.cluster import ClusterAuthority, RoomDirectory
 from liveroom.config import Config
 from liveroom.connections import Connections
 from liveroom.discovery import load_plugins
@@ -52,6 +52,7 @@ class Node:
         *,
         store: Store | None = None,
         broker: Broker | None = None,
+        directory: RoomDirectory | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -59,8 +60,9 @@ class Node:
         self.authority = TokenAuthority.from_config(config.auth)
         self.store = store or _build_store(config)
         self.broker = broker or _build_broker(config, self.clock)
-        # On a cluster (the broker on Redis) a user may be connected through other nodes too.
-        self.clustered = config.broker.kind == "redis"
+        # On a cluster (the broker on Redis), or as one of a machine's workers (`directory`:
+        # the supervisor's), a user may be connected through other nodes too.
+        self.clustered = config.broker.kind == "redis" or directory is not None
         self.node_id: str = getattr(self.broker, "node_id", None) or secrets.token_hex(4)
         self._controls: set[asyncio.Task[Any]] = set()
         self.hub = Hub(
@@ -84,15 +86,17 @@ class Node:
         # Where a room's interactions run: here, or on a cluster at the room's owner node.
         self.room_authority: Interactions | ClusterAuthority = self.interactions
         if self.clustered:
-            from liveroom.redis_client import connect_redis
+            if directory is None:
+                from liveroom.redis_client import connect_redis
+                from liveroom.redis_directory import RedisDirectory
 
+                directory = RedisDirectory(connect_redis(config.redis), config.redis.key_prefix)
             self.room_authority = ClusterAuthority(
-                connect_redis(config.redis),
+                directory,
                 self.store,
                 self.interactions,
                 self.rooms,
                 self.node_id,
-                prefix=config.redis.key_prefix,
                 lease_s=config.cluster.lease_s,
                 forward_timeout_s=config.cluster.forward_timeout_s,
             )
