@@ -199,8 +199,9 @@ class FrontDoorSite(web.TCPSite):
         engines: Mapping[str, DirectEngine],
         head_timeout_s: float,
         backlog: int,
+        reuse_port: bool = False,
     ) -> None:
-        super().__init__(runner, host, port, backlog=backlog)
+        super().__init__(runner, host, port, backlog=backlog, reuse_port=reuse_port)
         self._engines = engines
         self._head_timeout_s = head_timeout_s
 
@@ -230,9 +231,11 @@ def run_app(
     backlog: int,
     started: Callable[[], None] | None = None,
     on_bad_request: Callable[[], None] = lambda: None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down as `aiohttp.web.run_app` does.
-    `started` is called once the node is up and the port is listening."""
+    `started` is called once the node is up and the port is listening. `reuse_port`: one of
+    several workers listening on the same port (SO_REUSEPORT: the kernel spreads connections)."""
     asyncio.set_event_loop(loop)
     runner = web.AppRunner(
         app,
@@ -245,7 +248,7 @@ def run_app(
     async def serve() -> None:
         await runner.setup()
         try:
-            site = FrontDoorSite(runner, host, port, engines, head_timeout_s, backlog)
+            site = FrontDoorSite(runner, host, port, engines, head_timeout_s, backlog, reuse_port)
             await site.start()
             if started is not None:
                 started()

@@ -124,6 +124,7 @@ class IpcServer:
         self._owners: dict[str, tuple[str, float]] = {}  # room -> (node, expires, monotonic s)
         self._server: asyncio.AbstractServer | None = None
         self.on_gone: Callable[[int], None] = lambda index: None
+        self.on_ready: Callable[[], None] = lambda: None  # a worker said it is ready
         if broker is not None:
             broker.set_handler(self._fan_out)
         self._ops: dict[str, Callable[[_Peer, list[Any]], Awaitable[Any]]] = {
@@ -200,6 +201,7 @@ class IpcServer:
 
     async def _op_ready(self, peer: _Peer, args: list[Any]) -> None:
         peer.ready = bool(args[0])
+        self.on_ready()
 
     async def _op_readiness(self, peer: _Peer, args: list[Any]) -> list[int]:
         return [self.ready, self.expected]

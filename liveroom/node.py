@@ -33,7 +33,7 @@ from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
 from liveroom.timers import Timers
 
-__all__ = ["Node"]
+__all__ = ["Node", "build_store"]
 
 log = logging.getLogger(__name__)
 # Control publications between nodes (see `Hub.on_control`).
@@ -58,7 +58,7 @@ class Node:
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
         self.authority = TokenAuthority.from_config(config.auth)
-        self.store = store or _build_store(config)
+        self.store = store or build_store(config)
         self.broker = broker or _build_broker(config, self.clock)
         # On a cluster (the broker on Redis), or as one of a machine's workers (`directory`:
         # the supervisor's), a user may be connected through other nodes too.
@@ -294,7 +294,7 @@ class Node:
         return self.rooms.members(room)
 
 
-def _build_store(config: Config) -> Store:
+def build_store(config: Config) -> Store:
     kind = config.store.kind
     if kind == "embedded":
         return EmbeddedStore(config.store.sqlite_path, config.store.sqlite_synchronous)
