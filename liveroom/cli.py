@@ -83,9 +83,9 @@ def _serve(
     )
     host = host or config.server.host
     port = port if port is not None else config.server.port
+    workers = workers if workers > 0 else os.cpu_count() or 1
     config = config.replace(server=dataclasses.replace(config.server, host=host, port=port))
     started = False
-    workers = workers if workers > 0 else os.cpu_count() or 1
     if workers > 1:
         _check_workers(config)
 
@@ -97,6 +97,9 @@ def _serve(
 
     try:
         if workers > 1:
+            if port == 0:  # the workers must share one port: pick it for them
+                port = _free_port(host)
+                config = config.replace(server=dataclasses.replace(config.server, port=port))
             return _supervise(config, workers, config_path, listening)
         _run(config, host, port, listening)
     except ConfigError:
@@ -136,6 +139,12 @@ def _run(config: Config, host: str, port: int, listening: Callable[[], None]) ->
         started=listening,
         on_bad_request=node.metrics.bad_input.labels("http").inc,
     )
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _check_workers(config: Config) -> None:
