@@ -17,11 +17,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from liveroom.cli import raise_open_files_limit, startup_failure, tune_gc
 from liveroom.config import Config, load_config
 from liveroom.errors import ConfigError
+from liveroom.handoff import Handoff, set_session_prefix
 from liveroom.ipc_client import IpcBroker, IpcChannel, IpcDirectory, IpcStore
 from liveroom.node import Node
 from liveroom.worker_metrics import merge_worker_metrics
@@ -90,6 +92,8 @@ def _serve(config: Config, path: str, index: int) -> None:
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
+    set_session_prefix(index)
+    handoff = Handoff(Path(path).parent, index)
     channel = IpcChannel(path, index)
     loop.run_until_complete(channel.connect())
     channel.on_lost = lambda: os.kill(os.getpid(), signal.SIGTERM)  # the supervisor is gone
@@ -120,6 +124,7 @@ def _serve(config: Config, path: str, index: int) -> None:
         started=started,
         on_bad_request=node.metrics.bad_input.labels("http").inc,
         reuse_port=True,
+        handoff=handoff,
     )
 
 

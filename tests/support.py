@@ -80,7 +80,7 @@ class ServerProcess:
 
     def wait_ready(self) -> ServerProcess:
         assert self.process is not None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # several worker processes boot side by side
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")

@@ -47,7 +47,9 @@ def connections_by_worker(server: ServerProcess) -> dict[int, int]:
     return {int(m.group(1)): int(float(m.group(2))) for m in found}
 
 
-async def placed(server: ServerProcess, per_worker: int, prefix: str) -> dict[int, list[Viewer]]:
+async def placed(
+    server: ServerProcess, per_worker: int, prefix: str, role: str = "viewer"
+) -> dict[int, list[Viewer]]:
     """Connect viewers one at a time until each worker holds `per_worker` of them; the
     worker whose connection count went up is the one a viewer landed on."""
     on: dict[int, list[Viewer]] = {0: [], 1: []}
@@ -56,7 +58,7 @@ async def placed(server: ServerProcess, per_worker: int, prefix: str) -> dict[in
         if all(len(viewers) >= per_worker for viewers in on.values()):
             break
         before = await asyncio.to_thread(connections_by_worker, server)
-        viewer = await Viewer(server.url, f"{prefix}{n}").connect()
+        viewer = await Viewer(server.url, f"{prefix}{n}", role).connect()  # type: ignore[arg-type]
         after = await asyncio.to_thread(connections_by_worker, server)
         [worker] = [w for w in after if after[w] > before.get(w, 0)]
         (on[worker] if len(on[worker]) < per_worker else extra).append(viewer)
@@ -119,6 +121,31 @@ async def test_viewers_on_both_workers_get_every_item_once_in_order(workers: Ser
         assert seen[0] == list(range(seen[0][0], seen[0][0] + 10))  # no gap
     finally:
         for viewer in everyone:
+            await viewer.close()
+
+
+async def test_long_polling_and_upgrading_clients_keep_their_session_across_workers(
+    workers: ServerProcess,
+) -> None:
+    """Each HTTP request of a long-polling client may come on a new connection, which the
+    kernel may give to either worker: the session's own worker gets it (handoff.py)."""
+    room = room_name()
+    polling = [Viewer(workers.url, f"poll{n}") for n in range(6)]
+    upgrading = [Viewer(workers.url, f"up{n}") for n in range(6)]
+    try:
+        for viewer in polling:
+            await viewer.connect(transports=["polling"])
+        for viewer in upgrading:
+            await viewer.connect(transports=["polling", "websocket"])
+        for viewer in polling + upgrading:
+            await viewer.join(room)
+        for n in range(3):
+            assert (await polling[n].call("danmaku.send", {"room": room, "text": f"p{n}"}))["ok"]
+        for viewer in polling + upgrading:
+            items = await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=3, timeout=60)
+            assert [item["data"]["text"] for item in items] == ["p0", "p1", "p2"]
+    finally:
+        for viewer in polling + upgrading:
             await viewer.close()
 
 
@@ -194,6 +221,37 @@ async def test_a_killed_worker_is_restarted_and_its_viewers_resume_without_a_gap
         assert set(await asyncio.to_thread(connections_by_worker, server)) == {0, 1}
     finally:
         for viewer in on[0] + on[1]:
+            await viewer.close()
+        server.stop()
+
+
+async def test_the_owner_worker_killed_mid_poll_loses_no_vote(tmp_path: Path) -> None:
+    server = started(tmp_path / "owner")
+    hosts = await placed(server, 1, "h", role="host")
+    voters = await placed(server, 4, "v")
+    room = room_name()
+    host = hosts[0][0]
+    try:
+        await host.join(room)  # first to need the room: worker 0 owns it
+        for voter in voters[0] + voters[1]:
+            await voter.join(room)
+        create = {"room": room, "question": "Go?", "options": ["yes", "no"], "duration_s": 120}
+        poll = (await host.call("poll.create", create))["poll"]
+        for voter in voters[0][:2] + voters[1][:2]:
+            assert (await voter.call("poll.vote", {"room": room, "poll": poll, "option": 0}))["ok"]
+        os.kill(worker_pid(server, 0), signal.SIGKILL)
+        # The owner's rooms are released as its socket closes: a survivor takes the room at its
+        # next command and rebuilds it from the votes on record.
+        for voter in voters[1][2:]:
+            vote = {"room": room, "poll": poll, "option": 1, "request_id": voter.user}
+            ack = await until_decided(lambda v=voter, p=vote: v.call("poll.vote", p))
+            assert ack["ok"], ack
+        joined = await voters[1][0].join(room)
+        assert joined["state"]["poll"]["counts"] == [4, 2], joined["state"]["poll"]
+        again = await voters[1][0].call("poll.vote", {"room": room, "poll": poll, "option": 1})
+        assert not again["ok"] and again["error"]["code"] == "already_voted", again
+    finally:
+        for viewer in hosts[0] + hosts[1] + voters[0] + voters[1]:
             await viewer.close()
         server.stop()
 
