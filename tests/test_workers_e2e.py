@@ -25,10 +25,14 @@ WORKERS_ENV = {"LIVEROOM_SERVER_WORKERS": "2", "LIVEROOM_MEDIA_ENABLED": "false"
 def started(data_dir: Path) -> ServerProcess:
     server = ServerProcess(data_dir, env=WORKERS_ENV).launch()
     deadline = time.monotonic() + 120  # two workers boot side by side on a loaded machine
-    while not ready(server):
-        assert server.process is not None and server.process.poll() is None, server.log()
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.1)
+    try:
+        while not ready(server):
+            assert server.process is not None and server.process.poll() is None, server.log()
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+    except BaseException:
+        server.stop(signal.SIGKILL)  # its workers stop when their supervisor's socket closes
+        raise
     return server
 
 
@@ -85,6 +89,14 @@ def worker_pid(server: ServerProcess, index: int) -> int:
 
 def danmaku_seqs(items: list[dict[str, Any]]) -> list[int]:
     return [item["seq"] for item in items if item["type"] == "danmaku.message"]
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[ServerProcess]:
+    """Two workers of a test's own (it kills one of them)."""
+    server = started(tmp_path / "fresh")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +196,10 @@ async def test_a_poll_and_a_sale_are_decided_once_across_workers(workers: Server
             await viewer.close()
 
 
-async def test_a_killed_worker_is_restarted_and_its_viewers_resume_without_a_gap(tmp_path: Path) -> None:
-    server = started(tmp_path / "kill")
+async def test_a_killed_worker_is_restarted_and_its_viewers_resume_without_a_gap(
+    fresh: ServerProcess,
+) -> None:
+    server = fresh
     on = await placed(server, 3, "k")
     victim, senders = on[0][0], on[1]
     room = room_name()
@@ -222,11 +236,10 @@ async def test_a_killed_worker_is_restarted_and_its_viewers_resume_without_a_gap
     finally:
         for viewer in on[0] + on[1]:
             await viewer.close()
-        server.stop()
 
 
-async def test_the_owner_worker_killed_mid_poll_loses_no_vote(tmp_path: Path) -> None:
-    server = started(tmp_path / "owner")
+async def test_the_owner_worker_killed_mid_poll_loses_no_vote(fresh: ServerProcess) -> None:
+    server = fresh
     hosts = await placed(server, 1, "h", role="host")
     voters = await placed(server, 4, "v")
     room = room_name()
@@ -253,7 +266,6 @@ async def test_the_owner_worker_killed_mid_poll_loses_no_vote(tmp_path: Path) ->
     finally:
         for viewer in hosts[0] + hosts[1] + voters[0] + voters[1]:
             await viewer.close()
-        server.stop()
 
 
 async def until_decided(call: Any, timeout: float = 60) -> dict[str, Any]:
