@@ -201,5 +201,10 @@ def liveroom_metrics(url: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith("liveroom_") and " " in line:
             name, _, value = line.rpartition(" ")
-            values[name] = float(value)
+            # `liveroom serve --workers N` labels each worker's figures: summed here, the node's.
+            name = _WORKER_LABEL.sub("", name).replace("{,", "{").replace("{}", "")
+            values[name] = values.get(name, 0.0) + float(value)
     return values
+
+
+_WORKER_LABEL = re.compile(r',?worker="\d+"')
