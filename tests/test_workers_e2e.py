@@ -22,8 +22,8 @@ from test_flash_sale_load import schedule
 WORKERS_ENV = {"LIVEROOM_SERVER_WORKERS": "2", "LIVEROOM_MEDIA_ENABLED": "false"}
 
 
-def started(data_dir: Path) -> ServerProcess:
-    server = ServerProcess(data_dir, env=WORKERS_ENV).launch()
+def started(data_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+    server = ServerProcess(data_dir, env={**WORKERS_ENV, **(env or {})}).launch()
     deadline = time.monotonic() + 120  # two workers boot side by side on a loaded machine
     try:
         while not ready(server):
@@ -266,6 +266,33 @@ async def test_the_owner_worker_killed_mid_poll_loses_no_vote(fresh: ServerProce
     finally:
         for viewer in hosts[0] + hosts[1] + voters[0] + voters[1]:
             await viewer.close()
+
+
+async def test_with_redis_configured_the_workers_are_cluster_nodes(tmp_path: Path, redis_server: Any) -> None:
+    """Redis configured: each worker is a node of the cluster (the supervisor holds only
+    readiness and metrics); a room still has one order on both workers."""
+    env = {
+        "LIVEROOM_BROKER_KIND": "redis",
+        "LIVEROOM_STORE_KIND": "redis",
+        "LIVEROOM_REDIS_URL": redis_server.url,
+        "LIVEROOM_REDIS_KEY_PREFIX": "w" + room_name(),
+    }
+    server = started(tmp_path / "redis", env)
+    try:
+        on = await placed(server, 2, "r")
+        room = room_name()
+        for viewer in on[0] + on[1]:
+            await viewer.join(room)
+        for n, sender in enumerate((on[0][0], on[1][0], on[0][1])):
+            assert (await sender.call("danmaku.send", {"room": room, "text": f"r{n}"}))["ok"]
+        for viewer in on[0] + on[1]:
+            items = await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=3, timeout=60)
+            assert [item["data"]["text"] for item in items] == ["r0", "r1", "r2"]
+            assert [item["seq"] for item in items] == [1, 2, 3]
+        for viewer in on[0] + on[1]:
+            await viewer.close()
+    finally:
+        server.stop()
 
 
 async def until_decided(call: Any, timeout: float = 60) -> dict[str, Any]:
