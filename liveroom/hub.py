@@ -70,8 +70,11 @@ class Hub:
         room_config: RoomConfig,
         on_slow: Callable[[Connection], None],
         check_members: bool = False,
+        report_joins: bool = False,
     ) -> None:
         self.rooms: dict[str, LocalRoom] = {}
+        # One of a machine's workers: a join's presence is reported before it is answered.
+        self._report_joins = report_joins
         self._broker = broker
         self._clock = clock
         self._metrics = metrics
@@ -145,6 +148,8 @@ class Hub:
                     room.fresh[connection] = history.latest
                 connection.rooms.add(room_id)
                 self.presence.changed(room_id)
+                if self._report_joins:
+                    await self.presence.flush()
                 if fresh and history.reset:
                     return JoinResult(room, history.latest, history.epoch, [], False)
                 return JoinResult(room, history.latest, history.epoch, history.items, history.reset)

@@ -73,6 +73,8 @@ class Node:
             config.room,
             lambda connection: self.connections.drop(connection),
             config.delivery.check_members,
+            # Workers of one machine (the supervisor's broker): joins report presence at once.
+            report_joins=directory is not None and config.broker.kind != "redis",
         )
         self.hub.on_control = self._on_control
         self.timers = Timers(self.clock)
