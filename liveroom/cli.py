@@ -19,7 +19,7 @@ from liveroom.config import Config, load_config
 from liveroom.errors import CommandError, ConfigError, Unavailable
 from liveroom.pages import page_links
 
-__all__ = ["main", "startup_failure"]
+__all__ = ["main", "raise_open_files_limit", "startup_failure", "tune_gc"]
 
 DEFAULT_CONFIG = "config.toml"
 log = logging.getLogger("liveroom")
@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args.config)
         if args.command == "serve":
-            return _serve(config, args.host, args.port)
+            workers = args.workers if args.workers is not None else config.server.workers
+            return _serve(config, args.host, args.port, workers, args.config)
         return _token(config, args)
     except ConfigError as exc:
         print(f"liveroom: {exc}", file=sys.stderr)
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help=f"TOML config file (default: ./{DEFAULT_CONFIG} if present)")
     serve.add_argument("--host", help="address to listen on (overrides [server] host)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides [server] port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (overrides [server] workers; 0: the core count)",
+    )
     token = commands.add_parser("token", help="print a signed token (HS256 with [auth] jwt_secret)")
     token.add_argument("--user", required=True, help="user id (claim 'sub')")
     token.add_argument("--name", help="display name (default: the user id)")
@@ -68,22 +74,33 @@ def _config(path: str | None) -> Config:
     return load_config(path)
 
 
-def _serve(config: Config, host: str | None, port: int | None) -> int:
+def _serve(
+    config: Config, host: str | None, port: int | None, workers: int = 1, config_path: str | None = None
+) -> int:
     logging.basicConfig(
         level=os.environ.get("LIVEROOM_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     host = host or config.server.host
     port = port if port is not None else config.server.port
+    workers = workers if workers > 0 else os.cpu_count() or 1
     config = config.replace(server=dataclasses.replace(config.server, host=host, port=port))
     started = False
+    if workers > 1:
+        _check_workers(config)
 
     def listening() -> None:
         nonlocal started
         started = True
-        print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/)", flush=True)
+        several = f", {workers} workers" if workers > 1 else ""
+        print(f"liveroom: serving on http://{host}:{port} (Socket.IO at /socket.io/{several})", flush=True)
 
     try:
+        if workers > 1:
+            if port == 0:  # the workers must share one port: pick it for them
+                port = _free_port(host)
+                config = config.replace(server=dataclasses.replace(config.server, port=port))
+            return _supervise(config, workers, config_path, listening)
         _run(config, host, port, listening)
     except ConfigError:
         raise
@@ -105,8 +122,8 @@ def _run(config: Config, host: str, port: int, listening: Callable[[], None]) ->
     from liveroom.web import NODE_KEY, build_app
 
     app = build_app(config)
-    _tune_gc()
-    _raise_open_files_limit()
+    tune_gc()
+    raise_open_files_limit()
     node = app[NODE_KEY]
     server = config.server
     engines = {"/socket.io/": node.sio.direct, "/socket.io-msgpack/": node.msgpack_sio.direct}
@@ -122,6 +139,38 @@ def _run(config: Config, host: str, port: int, listening: Callable[[], None]) ->
         started=listening,
         on_bad_request=node.metrics.bad_input.labels("http").inc,
     )
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _check_workers(config: Config) -> None:
+    if config.media.enabled:
+        raise ConfigError(
+            "[server] workers > 1 needs [media] enabled = false (LIVEROOM_MEDIA_ENABLED=false): a room's "
+            "WHIP, WHEP and HLS requests must reach the one process that holds its media, and the "
+            "workers share the port without routing by room yet (docs/workers.md)"
+        )
+
+
+def _supervise(config: Config, workers: int, config_path: str | None, listening: Callable[[], None]) -> int:
+    import uvloop
+
+    from liveroom.supervisor import Supervisor, check_port
+
+    if config_path is None and Path(DEFAULT_CONFIG).is_file():
+        config_path = str(Path(DEFAULT_CONFIG).resolve())
+    elif config_path is not None:
+        config_path = str(Path(config_path).resolve())
+    check_port(config.server.host, config.server.port)
+    supervisor = Supervisor(config, workers, config_path)
+    code = uvloop.run(supervisor.run(listening))
+    if supervisor.failed is not None:
+        print(f"liveroom: cannot start: {supervisor.failed} (its own message is above)", file=sys.stderr)
+    return code
 
 
 def startup_failure(exc: BaseException, host: str, port: int) -> str:
@@ -146,7 +195,7 @@ def startup_failure(exc: BaseException, host: str, port: int) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _raise_open_files_limit() -> None:
+def raise_open_files_limit() -> None:
     """Every viewer is a file descriptor: take the hard limit, not the (often 1024) soft one."""
     import resource
 
@@ -159,7 +208,7 @@ def _raise_open_files_limit() -> None:
     logging.getLogger("liveroom").info("open files limit: %s", hard)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Everything built at start-up lives as long as the process: move it out of the
     collector's sight, and collect the young generation less often. Under a command storm
     the default threshold (700 allocations) made the collector a large share of the CPU."""

@@ -25,31 +25,53 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Protocol
 
 import msgspec
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
 from liveroom.auth import Identity
 from liveroom.errors import CommandError, OutcomeUnknown, Unavailable
 from liveroom.interactions import Interactions
-from liveroom.redis_client import REDIS_ERRORS
-from liveroom.redis_lease import HOLD_LEASE, RELEASE_LEASE
-from liveroom.redis_subscriber import ChannelSubscriber
 from liveroom.rooms import RoomHost
 from liveroom.store import Store
 
-__all__ = ["ClusterAuthority"]
+__all__ = ["ClusterAuthority", "RoomDirectory"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: a node's inbox. ARGV: the message, sharded (0/1). Returns how many nodes heard it.
-_SEND = """
-if ARGV[2] == '1' then return redis.call('SPUBLISH', KEYS[1], ARGV[1]) end
-return redis.call('PUBLISH', KEYS[1], ARGV[1])
-"""
+
+class RoomDirectory(Protocol):
+    """Where the nodes meet: each room's owner lease and each node's inbox. On Redis
+    (`redis_directory.py`) for a cluster; in the supervisor (`ipc_client.IpcDirectory`) for
+    one machine's workers. Every method raises `Unavailable` when the directory is unreachable."""
+
+    async def owner(self, room: str) -> str | None:
+        """The node holding the room's lease, or None."""
+        ...
+
+    async def hold(self, room: str, node: str, ttl_ms: int) -> bool:
+        """Take the room's lease for `node`, or renew it if `node` has it; False if another has it."""
+        ...
+
+    async def release(self, room: str, node: str) -> None:
+        """Give the lease up if `node` has it."""
+        ...
+
+    async def send(self, node: str, message: bytes) -> int:
+        """Put a message in a node's inbox; how many heard it (0: no such node is listening)."""
+        ...
+
+    async def listen(self, node: str, handler: Callable[[bytes], Coroutine[Any, Any, None]]) -> None:
+        """Hand every message of this node's inbox to `handler`."""
+        ...
+
+    async def listeners(self, node: str) -> int:
+        """How many listen on the node's inbox (0: the node is gone)."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 _encode = msgspec.msgpack.Encoder()
 _decode = msgspec.msgpack.Decoder()
@@ -82,29 +104,22 @@ class ClusterAuthority:
 
     def __init__(
         self,
-        redis: Redis | RedisCluster,
+        directory: RoomDirectory,
         store: Store,
         interactions: Interactions,
         rooms: RoomHost,
         node_id: str,
         *,
-        prefix: str = "lr",
         lease_s: float = 3.0,
         forward_timeout_s: float = 2.0,
     ) -> None:
-        self._redis = redis
+        self._directory = directory
         self._store = store
         self._local = interactions
         self._rooms = rooms
         self.node_id = node_id
-        self._prefix = prefix
         self._lease_ms = max(300, int(lease_s * 1000))
         self._forward_timeout_s = forward_timeout_s
-        self._sharded = isinstance(redis, RedisCluster)
-        self._hold = redis.register_script(HOLD_LEASE)
-        self._give_up = redis.register_script(RELEASE_LEASE)
-        self._send = redis.register_script(_SEND)
-        self._subscriber = ChannelSubscriber(redis, self._on_message, self._on_reconnect)
         self._owned: dict[str, float] = {}  # room -> until when (loop time) this node may serve it
         self._known_owners: dict[str, tuple[str, float]] = {}  # room -> (owner, until when)
         # In the rooms owned here: each present user's joins, by the node they came through.
@@ -129,9 +144,7 @@ class ClusterAuthority:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if isinstance(self._redis, RedisCluster):
-            await self._redis.initialize()  # the slot map, before subscribing by slot
-        await self._subscriber.subscribe(self._inbox(self.node_id))
+        await self._directory.listen(self.node_id, self._on_message)
         self._renewer = asyncio.create_task(self._renew_forever(), name="liveroom-cluster-leases")
 
     async def stop(self) -> None:
@@ -141,13 +154,11 @@ class ClusterAuthority:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         rooms, self._owned = list(self._owned), {}
-        # Bounded: with Redis (or a cluster master) unreachable, the leases run out instead.
-        with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+        # Bounded: with the directory (or a Redis Cluster master) unreachable, the leases run out.
+        with contextlib.suppress(TimeoutError, Unavailable):
             async with asyncio.timeout(2.0):
-                await asyncio.gather(
-                    *(self._give_up(keys=(self._key(room),), args=(self.node_id,)) for room in rooms)
-                )
-        await self._subscriber.close()
+                await asyncio.gather(*(self._directory.release(room, self.node_id) for room in rooms))
+        await self._directory.close()
 
     # -- the four calls -----------------------------------------------------------------
 
@@ -163,8 +174,8 @@ class ClusterAuthority:
 
     async def left(self, room: str, user: Identity) -> None:
         try:
-            owner = await self._redis.get(self._key(room))
-        except REDIS_ERRORS:
+            owner = await self._directory.owner(room)
+        except Unavailable:
             return  # the owner's lease runs out; a new owner starts from no one present
         if owner is not None:  # no owner: nobody holds the room's presence, nothing to tell
             await self._route(room, "left", [room, _identity_values(user)])
@@ -226,7 +237,7 @@ class ClusterAuthority:
         origins.discard(self.node_id)
         now, dead = asyncio.get_running_loop().time(), set()
         for node in origins:
-            if await self._listeners(self._inbox(node)) > 0:
+            if await self._directory.listeners(node) > 0:
                 self._suspects.pop(node, None)
             elif now - self._suspects.setdefault(node, now) >= self._lease_ms / 1000.0:
                 dead.add(node)
@@ -241,14 +252,6 @@ class ClusterAuthority:
                         if room in self._rooms:
                             await self._local.left(room, user)
             log.info("cluster: node %s is gone; its users left the rooms owned here", node)
-
-    async def _listeners(self, channel: str) -> int:
-        if isinstance(self._redis, RedisCluster):
-            node = self._redis.get_node_from_key(channel)
-            counts = await self._redis.pubsub_shardnumsub(channel, target_nodes=node)
-        else:
-            counts = await self._redis.pubsub_numsub(channel)
-        return sum(int(count) for _, count in counts)
 
     # -- routing ------------------------------------------------------------------------
 
@@ -277,19 +280,16 @@ class ClusterAuthority:
         if known is not None and asyncio.get_running_loop().time() < known[1]:
             return known[0]
         try:
-            owner = await self._redis.get(self._key(room))
-            if owner is None and await self._hold(
-                keys=(self._key(room),), args=(self.node_id, self._lease_ms)
-            ):
+            found = await self._directory.owner(room)
+            if found is None and await self._directory.hold(room, self.node_id, self._lease_ms):
                 self._took(room)
                 return self.node_id
-            if owner is None:
-                owner = await self._redis.get(self._key(room))
-        except REDIS_ERRORS as exc:
-            raise Unavailable(f"the room's owner cannot be found: {exc}") from None
-        if owner is None:
+            if found is None:
+                found = await self._directory.owner(room)
+        except Unavailable as exc:
+            raise Unavailable(f"the room's owner cannot be found: {exc.message}") from None
+        if found is None:
             raise Unavailable(f"room {room!r} has no owner yet; retry")
-        found = owner.decode() if isinstance(owner, bytes) else str(owner)
         if found == self.node_id and not await self._take(room):  # ours, but lapsed here: renew
             raise Unavailable(f"room {room!r} is moving between nodes; retry")
         if found != self.node_id:
@@ -316,9 +316,9 @@ class ClusterAuthority:
         message = _encode.encode(["q", call, self.node_id, op, args])
         try:
             try:
-                heard = await self._send(keys=(self._inbox(owner),), args=(message, int(self._sharded)))
-            except REDIS_ERRORS as exc:
-                raise Unavailable(f"the room's owner cannot be reached: {exc}") from None
+                heard = await self._directory.send(owner, message)
+            except Unavailable as exc:
+                raise Unavailable(f"the room's owner cannot be reached: {exc.message}") from None
             if not heard:  # no one listens there: the owner is gone, nothing was done
                 raise _Unheard
             try:
@@ -336,7 +336,7 @@ class ClusterAuthority:
 
     # -- the inbox ----------------------------------------------------------------------
 
-    async def _on_message(self, _channel: bytes, data: bytes) -> None:
+    async def _on_message(self, data: bytes) -> None:
         try:
             message = _decode.decode(data)
         except msgspec.DecodeError:
@@ -371,11 +371,8 @@ class ClusterAuthority:
         except TypeError:
             log.exception("cluster call %s on room %s: its answer cannot be sent", op, room)
             encoded = _encode.encode(["r", call, False, ["internal_error", "the answer could not be sent"]])
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self._send(keys=(self._inbox(reply_to),), args=(encoded, int(self._sharded)))
-
-    async def _on_reconnect(self) -> None:
-        return None  # calls lost meanwhile time out: their callers are told
+        with contextlib.suppress(Unavailable):  # lost: the caller times out and is told
+            await self._directory.send(reply_to, encoded)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -388,7 +385,7 @@ class ClusterAuthority:
                 await self._take_awake_rooms()
                 await self._take_rooms_left_without_owner()
                 await self._forget_dead_nodes()
-            except Exception:  # Redis down: the leases run out and the rooms are served nowhere
+            except Exception:  # the directory is down: the leases run out and the rooms are served nowhere
                 log.warning("cluster: room leases could not be renewed", exc_info=True)
 
     async def _renew(self) -> None:
@@ -400,7 +397,7 @@ class ClusterAuthority:
             if room not in self._rooms:  # released here (idle): give it up
                 self._owned.pop(room, None)
                 self._joined_via.pop(room, None)
-                await self._give_up(keys=(self._key(room),), args=(self.node_id,))
+                await self._directory.release(room, self.node_id)
                 continue
             if not await self._take(room):
                 log.warning("cluster: lost the lease of room %s; another node serves it", room)
@@ -414,7 +411,7 @@ class ClusterAuthority:
         for room in await self._store.awake_rooms():
             if room in self._owned:
                 continue
-            if await self._redis.exists(self._key(room)):
+            if await self._directory.owner(room) is not None:
                 continue
             if await self._take(room):
                 try:
@@ -425,20 +422,14 @@ class ClusterAuthority:
 
     async def _take_rooms_left_without_owner(self) -> None:
         rooms = [room for room in self.local_rooms() if room not in self._owned]
-        owned = await asyncio.gather(*(self._redis.exists(self._key(room)) for room in rooms))
-        for room, exists in zip(rooms, owned, strict=True):
-            if not exists and await self._take(room):
+        owners = await asyncio.gather(*(self._directory.owner(room) for room in rooms))
+        for room, owner in zip(rooms, owners, strict=True):
+            if owner is None and await self._take(room):
                 log.info("cluster: took room %s (members here, no owner)", room)
 
     async def _take(self, room: str) -> bool:
         """Take (or renew) the room's lease; True when this node holds it now."""
-        if await self._hold(keys=(self._key(room),), args=(self.node_id, self._lease_ms)):
+        if await self._directory.hold(room, self.node_id, self._lease_ms):
             self._took(room)
             return True
         return False
-
-    def _key(self, room: str) -> str:
-        return f"{self._prefix}:{{{room}}}:owner"
-
-    def _inbox(self, node: str) -> str:
-        return f"{self._prefix}:{{node:{node}}}:rpc"

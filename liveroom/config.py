@@ -64,6 +64,10 @@ class ServerConfig:
     # How other nodes reach this one ("http://10.0.0.11:8081"): on a cluster, a media request
     # for a room whose media is held here is redirected to it. Empty: http://host:port.
     public_url: str = ""
+    # Worker processes sharing the port (`liveroom serve --workers N`, docs/workers.md): each
+    # holds its own connections, a supervisor holds the rooms' order and the store. 1 keeps
+    # one process; 0 means the core count.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -27,7 +28,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from liveroom.direct_engine import DirectEngine
+from liveroom.handoff import Handoff
 from liveroom.websocket import RequestHead, parse_request_head
+
+Route = Callable[[RequestHead, bytes, asyncio.BaseTransport], bool]
 
 __all__ = ["FrontDoor", "FrontDoorSite", "QuietHttpLog", "run_app"]
 
@@ -43,6 +47,7 @@ class FrontDoor(asyncio.Protocol):
         "_head_timeout_s",
         "_http",
         "_make_http",
+        "_route",
         "_state",
         "_timer",
         "_transport",
@@ -53,8 +58,10 @@ class FrontDoor(asyncio.Protocol):
         make_http: Callable[[], asyncio.Protocol],
         engines: Mapping[str, DirectEngine],
         head_timeout_s: float,
+        route: Route | None = None,
     ) -> None:
         self._make_http = make_http
+        self._route = route  # workers: a request for another worker's session goes there
         self._engines = engines
         self._head_timeout_s = head_timeout_s
         self._http: asyncio.Protocol | None = None  # aiohttp's handler, from the first HTTP request
@@ -100,6 +107,10 @@ class FrontDoor(asyncio.Protocol):
         rest, self._buffer = self._buffer, b""
         head = parse_request_head(raw)
         engine = None if head is None else self._engines.get(head.path)
+        if engine is not None and head is not None and self._route is not None:
+            assert self._transport is not None
+            if self._route(head, raw + rest, self._transport):
+                return b""  # the connection is another worker's now
         if engine is not None and head is not None and self._open_websocket(engine, head, rest):
             return b""
         self._state, self._body_left = _after(head)
@@ -173,6 +184,21 @@ def _after(head: RequestHead | None) -> tuple[int, int]:
     return (_BODY, size) if size else (_HEAD, 0)
 
 
+class PrefedDoor(FrontDoor):
+    """A connection another worker passed here, with the bytes it had read of it."""
+
+    __slots__ = ("_prefed",)
+
+    def __init__(self, prefed: bytes, *args: Any) -> None:
+        super().__init__(*args)
+        self._prefed = prefed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        data, self._prefed = self._prefed, b""
+        self.data_received(data)
+
+
 class QuietHttpLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """aiohttp's server logger, with a malformed request as one line and a count."""
 
@@ -199,24 +225,38 @@ class FrontDoorSite(web.TCPSite):
         engines: Mapping[str, DirectEngine],
         head_timeout_s: float,
         backlog: int,
+        reuse_port: bool = False,
+        handoff: Handoff | None = None,
     ) -> None:
-        super().__init__(runner, host, port, backlog=backlog)
+        super().__init__(runner, host, port, backlog=backlog, reuse_port=reuse_port)
         self._engines = engines
         self._head_timeout_s = head_timeout_s
+        self._handoff = handoff
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         http = self._runner.server
         assert http is not None
         loop = asyncio.get_running_loop()
+        route = None if self._handoff is None else self._handoff.route
         self._server = await loop.create_server(
-            lambda: FrontDoor(http, self._engines, self._head_timeout_s),
+            lambda: FrontDoor(http, self._engines, self._head_timeout_s, route),
             self._host,
             self._port,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
         )
+        if self._handoff is not None:
+            adopting: set[asyncio.Task[Any]] = set()
+
+            def adopt(sock: socket.socket, data: bytes) -> None:
+                door = lambda: PrefedDoor(data, http, self._engines, self._head_timeout_s, route)  # noqa: E731
+                task = loop.create_task(loop.connect_accepted_socket(door, sock))
+                adopting.add(task)
+                task.add_done_callback(adopting.discard)
+
+            self._handoff.listen(adopt)
 
 
 def run_app(
@@ -230,9 +270,12 @@ def run_app(
     backlog: int,
     started: Callable[[], None] | None = None,
     on_bad_request: Callable[[], None] = lambda: None,
+    reuse_port: bool = False,
+    handoff: Handoff | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down as `aiohttp.web.run_app` does.
-    `started` is called once the node is up and the port is listening."""
+    `started` is called once the node is up and the port is listening. `reuse_port`: one of
+    several workers listening on the same port (SO_REUSEPORT: the kernel spreads connections)."""
     asyncio.set_event_loop(loop)
     runner = web.AppRunner(
         app,
@@ -245,7 +288,7 @@ def run_app(
     async def serve() -> None:
         await runner.setup()
         try:
-            site = FrontDoorSite(runner, host, port, engines, head_timeout_s, backlog)
+            site = FrontDoorSite(runner, host, port, engines, head_timeout_s, backlog, reuse_port, handoff)
             await site.start()
             if started is not None:
                 started()

@@ -30,11 +30,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
-from liveroom.broker import RESET_TYPE, Broker, Publication
+from liveroom.broker import RESET_TYPE, Broker, PresenceReport, Publication
 from liveroom.clock import Clock
 from liveroom.config import DeliveryConfig, RoomConfig
 from liveroom.connection import Connection
-from liveroom.errors import ConnectionGone
+from liveroom.errors import ConnectionGone, Unavailable
 from liveroom.fanout import FanoutWriter
 from liveroom.frames import batch_message, msgpack_batch_message, ws_binary_frame, ws_text_frame
 from liveroom.metrics import Metrics
@@ -70,8 +70,11 @@ class Hub:
         room_config: RoomConfig,
         on_slow: Callable[[Connection], None],
         check_members: bool = False,
+        report_joins: bool = False,
     ) -> None:
         self.rooms: dict[str, LocalRoom] = {}
+        # One of a machine's workers: a join's presence is reported before it is answered.
+        self._report_joins = report_joins
         self._broker = broker
         self._clock = clock
         self._metrics = metrics
@@ -145,6 +148,8 @@ class Hub:
                     room.fresh[connection] = history.latest
                 connection.rooms.add(room_id)
                 self.presence.changed(room_id)
+                if self._report_joins:
+                    await self.presence.flush()
                 if fresh and history.reset:
                     return JoinResult(room, history.latest, history.epoch, [], False)
                 return JoinResult(room, history.latest, history.epoch, history.items, history.reset)
@@ -200,10 +205,20 @@ class Hub:
                 room.ready.exception()  # retrieved here; joiners waiting on it re-raise it
                 raise
             room.delivered_seq = max(room.delivered_seq, latest)
+            await self._count_others(room)
             room.ready.set_result(None)
         else:
             await asyncio.shield(room.ready)
         return room
+
+    async def _count_others(self, room: LocalRoom) -> None:
+        """A room new here starts from the users other nodes (workers) have in it, so the
+        first joiner's `online` counts them (a report of nothing from here: the broker's
+        total). Unreachable: the local count stands in, as in a presence round."""
+        with contextlib.suppress(Unavailable, TimeoutError):
+            empty = {room.id: PresenceReport((), (), 0)}
+            totals = await asyncio.wait_for(self._broker.report_presence(empty), 2.0)
+            room.online_total, room.online_reported = totals.get(room.id, 0), 0
 
     # -- delivery -----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import orjson
 from liveroom.auth import Identity, TokenAuthority, resolve_secret
 from liveroom.broker import Broker, Publication
 from liveroom.clock import Clock, SystemClock
-from liveroom.cluster import ClusterAuthority
+from liveroom.cluster import ClusterAuthority, RoomDirectory
 from liveroom.config import Config
 from liveroom.connections import Connections
 from liveroom.discovery import load_plugins
@@ -34,7 +34,7 @@ from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
 from liveroom.timers import Timers
 
-__all__ = ["Node"]
+__all__ = ["Node", "build_store"]
 
 log = logging.getLogger(__name__)
 # Control publications between nodes (see `Hub.on_control`).
@@ -54,15 +54,17 @@ class Node:
         *,
         store: Store | None = None,
         broker: Broker | None = None,
+        directory: RoomDirectory | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
         self.authority = TokenAuthority.from_config(config.auth)
-        self.store = store or _build_store(config)
+        self.store = store or build_store(config)
         self.broker = broker or _build_broker(config, self.clock)
-        # On a cluster (the broker on Redis) a user may be connected through other nodes too.
-        self.clustered = config.broker.kind == "redis"
+        # On a cluster (the broker on Redis), or as one of a machine's workers (`directory`:
+        # the supervisor's), a user may be connected through other nodes too.
+        self.clustered = config.broker.kind == "redis" or directory is not None
         self.node_id: str = getattr(self.broker, "node_id", None) or secrets.token_hex(4)
         self._controls: set[asyncio.Task[Any]] = set()
         self.hub = Hub(
@@ -73,6 +75,8 @@ class Node:
             config.room,
             lambda connection: self.connections.drop(connection),
             config.delivery.check_members,
+            # Workers of one machine (the supervisor's broker): joins report presence at once.
+            report_joins=directory is not None and config.broker.kind != "redis",
         )
         self.hub.on_control = self._on_control
         self.timers = Timers(self.clock)
@@ -86,15 +90,17 @@ class Node:
         # Where a room's interactions run: here, or on a cluster at the room's owner node.
         self.room_authority: Interactions | ClusterAuthority = self.interactions
         if self.clustered:
-            from liveroom.redis_client import connect_redis
+            if directory is None:
+                from liveroom.redis_client import connect_redis
+                from liveroom.redis_directory import RedisDirectory
 
+                directory = RedisDirectory(connect_redis(config.redis), config.redis.key_prefix)
             self.room_authority = ClusterAuthority(
-                connect_redis(config.redis),
+                directory,
                 self.store,
                 self.interactions,
                 self.rooms,
                 self.node_id,
-                prefix=config.redis.key_prefix,
                 lease_s=config.cluster.lease_s,
                 forward_timeout_s=config.cluster.forward_timeout_s,
             )
@@ -317,7 +323,7 @@ class Node:
         return self.rooms.members(room)
 
 
-def _build_store(config: Config) -> Store:
+def build_store(config: Config) -> Store:
     kind = config.store.kind
     if kind == "embedded":
         return EmbeddedStore(config.store.sqlite_path, config.store.sqlite_synchronous)

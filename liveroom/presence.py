@@ -57,6 +57,9 @@ class PresenceReporter:
         self._refresh_s = refresh_s
         self._next_refresh = 0.0
         self._reported: dict[str, set[str]] = {}  # room -> the users the broker has from here
+        self._lock = asyncio.Lock()  # one report at a time: each is a difference from the last
+        self._round: asyncio.Future[None] | None = None  # the next `flush`, joiners waiting on it
+        self._flushing: set[asyncio.Task[None]] = set()
 
     def changed(self, room_id: str) -> None:
         """A member came or went: report the room in the next round (0 if it emptied)."""
@@ -66,9 +69,36 @@ class PresenceReporter:
         while True:
             await asyncio.sleep(self._interval_s)
             try:
-                await self.report()
+                async with self._lock:
+                    await self.report()
             except Exception:  # presence must never stop; the next round tries again
                 log.exception("presence round failed")
+
+    async def flush(self) -> None:
+        """Report what changed now rather than at the next round (a join through one of a
+        machine's workers waits for it, so its `online` and every later joiner's, through any
+        worker, count it). Joins that come while a report is on its way share the next one."""
+        if self._round is None:
+            loop = asyncio.get_running_loop()
+            self._round = loop.create_future()
+            task = loop.create_task(self._flush_round(self._round))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+        await asyncio.shield(self._round)
+
+    async def _flush_round(self, done: asyncio.Future[None]) -> None:
+        try:
+            async with self._lock:
+                if self._round is done:
+                    self._round = None  # joiners from now on wait for the round after this one
+                await self.report()
+        except Exception:
+            log.exception("presence round failed")
+        finally:
+            if self._round is done:
+                self._round = None
+            if not done.done():
+                done.set_result(None)
 
     async def report(self) -> None:
         now = self._clock.monotonic()

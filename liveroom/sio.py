@@ -25,6 +25,7 @@ from liveroom.direct_engine import DirectEngine
 from liveroom.engine_session import EngineSession, Reason
 from liveroom.errors import CommandError
 from liveroom.frames import event_ack_id, plain_event, ws_text_frame
+from liveroom.handoff import new_session_id
 from liveroom.ping_wheel import PingWheel
 from liveroom.protocol import EncodedJson
 from liveroom.renewal import REFRESH_COMMAND
@@ -148,7 +149,7 @@ class SocketServer:
         if not self.peers.take(remote):
             self.count_error("too_many_connections")
             return None
-        session = EngineSession(self, secrets.token_urlsafe(15), remote)
+        session = EngineSession(self, new_session_id(), remote)
         self.sessions[session.eio_sid] = session
         return session
 

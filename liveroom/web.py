@@ -8,7 +8,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -19,9 +19,23 @@ from liveroom.origins import OriginPolicy
 from liveroom.pages import add_page_routes
 from liveroom.polling import add_polling_route
 
-__all__ = ["NODE_KEY", "OriginPolicy", "build_app"]
+__all__ = ["NODE_KEY", "OriginPolicy", "Siblings", "build_app"]
+
+
+class Siblings(Protocol):
+    """A worker's view of the other workers of its node (`liveroom serve --workers N`)."""
+
+    async def all_ready(self) -> bool:
+        """True when every worker is up (the supervisor's count)."""
+        ...
+
+    async def metrics(self) -> bytes:
+        """Every worker's metrics, labelled by worker."""
+        ...
+
 
 NODE_KEY = web.AppKey("liveroom_node", Node)
+SIBLINGS_KEY = web.AppKey("liveroom_siblings", Siblings)
 # Pages that set none get this: scripts only from this server or, inline, by their hash.
 DEFAULT_CSP = (
     "default-src 'self'; script-src 'self'{scripts}; style-src 'self' 'unsafe-inline'; "
@@ -30,13 +44,17 @@ DEFAULT_CSP = (
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
-def build_app(config: Config, node: Node | None = None) -> web.Application:
+def build_app(config: Config, node: Node | None = None, siblings: Siblings | None = None) -> web.Application:
+    """The node's application; `siblings` when it is one worker of several (its /readyz and
+    /metrics then answer for every worker)."""
     node = node or Node(config)
     policy = OriginPolicy(config.server.allowed_origins)
     app = web.Application(
         middlewares=[_cors_middleware(policy)], client_max_size=config.limits.max_message_bytes
     )
     app[NODE_KEY] = node
+    if siblings is not None:
+        app[SIBLINGS_KEY] = siblings
     for path, server in (("/socket.io/", node.sio), ("/socket.io-msgpack/", node.msgpack_sio)):
         server.allow_origin = policy.allows
         add_polling_route(app.router, path, server)
@@ -72,7 +90,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app[NODE_KEY].ready:
+    siblings = request.app.get(SIBLINGS_KEY)
+    if request.app[NODE_KEY].ready and (siblings is None or await siblings.all_ready()):
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "unavailable"}, status=503)
 
@@ -84,7 +103,8 @@ async def _metrics(request: web.Request) -> web.Response:
     refused = _metrics_refusal(node.config.server.metrics_token, node.config.server.metrics_public, request)
     if refused is not None:
         return refused
-    body = node.metrics.render()
+    siblings = request.app.get(SIBLINGS_KEY)
+    body = node.metrics.render() if siblings is None else await siblings.metrics()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 

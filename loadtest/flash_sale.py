@@ -138,15 +138,22 @@ def command_latency(before: dict[str, float], after: dict[str, float]) -> dict[s
     return {"commands": total, "p50_ms_at_most": percentile(0.5), "p99_ms_at_most": percentile(0.99)}
 
 
-def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str, Any]:
+def run(buyers: int, stock: int, store: str, spread_s: float = 0.0, workers: int = 1) -> dict[str, Any]:
+    """`workers` > 1: `liveroom serve --workers N` on CPUs 0..N-1 (the supervisor and its
+    workers counted together), media off."""
     load_before = load_average()  # the machine, before this run adds to it
     secret = secrets.token_urlsafe(32)
     authority = TokenAuthority(secret)
     host = authority.mint("host", "Host", "host", ttl_s=3600)
     room, port = "flash", _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="loadtest-flash-"))
-    with store_env(store) as env:
-        node = spawn_server("liveroom", port, secret, (0,), env, workdir=workdir)
+    cpus = tuple(range(max(1, workers)))
+    several = (
+        {"LIVEROOM_SERVER_WORKERS": str(workers), "LIVEROOM_MEDIA_ENABLED": "false"} if workers > 1 else {}
+    )
+    with store_env(store) as base:
+        env = {**base, **several}
+        node = spawn_server("liveroom", port, secret, cpus, env, workdir=workdir)
         try:
             sale = api(
                 node.url,
@@ -169,7 +176,7 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str,
             cpu = result["cpu_s"]
             node.process.send_signal(signal.SIGKILL)  # right after the storm: no clean shutdown
             node.process.wait(10)
-            node = spawn_server("liveroom", port, secret, (0,), env, workdir=workdir)
+            node = spawn_server("liveroom", port, secret, cpus, env, workdir=workdir)
             orders = api(node.url, host, "GET", f"/api/rooms/{room}/sales/{sale}/orders?limit=1000")["orders"]
         finally:
             node.stop()
@@ -183,6 +190,7 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0) -> dict[str,
         },
         "buyers": buyers,
         "stock": stock,
+        "workers": workers,
         "spread_s": spread_s,
         "span_s": round(result["span_s"], 3),
         # Wall-clock rate; with a spread it is the offered rate, not the server's limit.
@@ -219,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spread-s", type=float, default=0.0, help="fire the buys evenly over this many seconds (0: at once)"
     )
+    parser.add_argument("--workers", type=int, default=1, help="liveroom serve --workers N (on CPUs 0..N-1)")
     parser.add_argument("--output", default="loadtest-results")
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
-    result = run(args.buyers, args.stock, args.store, args.spread_s)
+    result = run(args.buyers, args.stock, args.store, args.spread_s, args.workers)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"flash-sale-{args.store}-{int(time.time())}.json").write_text(json.dumps(result, indent=2))

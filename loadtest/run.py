@@ -44,6 +44,7 @@ class Recording:
     gauges: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
     server: list[tuple[float, float, int]] = field(default_factory=list)  # (time, cpu_s, rss)
     server_system: list[float] = field(default_factory=list)  # kernel CPU seconds, same samples
+    server_by_process: list[dict[str, float]] = field(default_factory=list)  # CPU s by process, same samples
     server_rss_before: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     # The machine, sampled with the server (docs/benchmarks.md, "Is the run trustworthy?").
@@ -180,6 +181,7 @@ def _gather(rec: Recording, pipes: list[Any], controls: list[Any], watch: Proces
             if watch is not None:
                 rec.server.append((time.time(), watch.cpu_s(), watch.rss_bytes()))
                 rec.server_system.append(watch.system_s())
+                rec.server_by_process.append(watch.by_process())
             _progress(rec)
             next_sample += 1.0
         time.sleep(0.05)

@@ -124,14 +124,24 @@ def _wait_ready(server: SpawnedServer) -> None:
 
 class ProcessWatch:
     """CPU seconds and RSS of a server, read from /proc (Linux); of several processes summed
-    (the nodes of a scale-out run), the first one named by `pid`."""
+    (the nodes of a scale-out run), the first one named by `pid`, with their child processes
+    (`liveroom serve --workers N`: the supervisor and its workers, looked up at each sample,
+    so a restarted worker is counted from its start)."""
 
     def __init__(self, pid: int, *more: int) -> None:
         self.pid = pid
-        self.pids = (pid, *more)
+        self.roots = (pid, *more)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return (*self.roots, *_children(self.roots))
 
     def cpu_s(self) -> float:
         return sum((user + system) for user, system in map(_times, self.pids)) / CLOCK_TICKS
+
+    def by_process(self) -> dict[str, float]:
+        """CPU seconds of each process, by a label: `pid` or `worker <index>`."""
+        return {_label(pid): sum(_times(pid)) / CLOCK_TICKS for pid in self.pids}
 
     def system_s(self) -> float:
         """The kernel's share of `cpu_s`: for a fan-out server, mostly the writes."""
@@ -139,6 +149,28 @@ class ProcessWatch:
 
     def rss_bytes(self) -> int:
         return sum(map(_rss, self.pids))
+
+
+def _children(parents: Sequence[int]) -> list[int]:
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid in parents:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _label(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    if b"liveroom.worker_process" in argv:
+        return f"worker {argv[argv.index(b'liveroom.worker_process') + 2].decode()}"
+    return str(pid)
 
 
 def _times(pid: int) -> tuple[int, int]:
@@ -169,5 +201,10 @@ def liveroom_metrics(url: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith("liveroom_") and " " in line:
             name, _, value = line.rpartition(" ")
-            values[name] = float(value)
+            # `liveroom serve --workers N` labels each worker's figures: summed here, the node's.
+            name = _WORKER_LABEL.sub("", name).replace("{,", "{").replace("{}", "")
+            values[name] = values.get(name, 0.0) + float(value)
     return values
+
+
+_WORKER_LABEL = re.compile(r',?worker="\d+"')

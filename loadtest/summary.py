@@ -89,6 +89,11 @@ def _server_figures(
         "server_rss_peak_mb": round(peak_rss / 2**20, 1),
         "server_us_per_delivery": round(1e6 * cpu / deliveries_per_s, 3) if deliveries_per_s else None,
     }
+    if len(rec.server_by_process) == len(rec.server) and len(rec.server_by_process[indexes[0]]) > 1:
+        first, last = rec.server_by_process[indexes[0]], rec.server_by_process[indexes[-1]]
+        figures["server_cpu_cores_by_process"] = {  # the supervisor and each worker
+            label: round((last[label] - first[label]) / (t2 - t1), 3) for label in last if label in first
+        }
     connected = max((snap.connected for snap in rec.seconds.values()), default=0)
     if connected:
         rss_at_end = inside[-1][2]

@@ -12,17 +12,26 @@ from pathlib import Path
 
 import orjson
 import pytest
+from ipc_support import ipc_pair
 from redis_support import redis_for
 
 from liveroom.broker import Broker, PresenceReport, Publication
+from liveroom.ipc_client import IpcBroker
 from liveroom.memory_broker import MemoryBroker
 from liveroom.redis_broker import RedisBroker
 from liveroom.testing import FakeClock
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "ipc", "redis", "redis-cluster"])
 async def broker(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Broker]:
     made: Broker
+    if request.param == "ipc":  # workers: the bus in the supervisor, reached over a Unix socket
+        async with ipc_pair(MemoryBroker(clock, history_count=5, history_age_s=60), None) as (_, channels):
+            made = IpcBroker(channels[0])
+            await made.start()
+            yield made
+            await made.close()
+        return
     if request.param == "memory":
         made = MemoryBroker(clock, history_count=5, history_age_s=60)
     else:

@@ -128,3 +128,41 @@ def test_start_up_logs_each_plugin_with_its_config(caplog: pytest.LogCaptureFixt
     assert "webhook_url='https://***@merchant.example/orders'" in sale and "hunter2" not in sale
     assert not any(line.startswith("plugin poll loaded") for line in lines)
     assert any(line.startswith("plugins not loaded") and "poll" in line for line in lines)
+
+
+def test_workers_with_media_on_refuse_to_start(tmp_path: Path) -> None:
+    run = cli(tmp_path, "serve", "--port", "0", "--workers", "2")
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert "[server] workers > 1 needs [media] enabled = false" in line, line
+    assert run.stdout == ""
+
+
+def test_workers_on_a_port_in_use_stop_start_up_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = cli(tmp_path, "serve", "--port", str(port), "--workers", "2", LIVEROOM_MEDIA_ENABLED="false")
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"liveroom: cannot start: 127.0.0.1:{port} is already in use (another server?);"
+        " pick another: --port or [server] port"
+    ]
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    """A bad plugin fails in each worker as it builds its node: the supervisor stops, exit 1."""
+    run = cli(
+        tmp_path,
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        LIVEROOM_MEDIA_ENABLED="false",
+        LIVEROOM_PLUGINS_POLL_MIN_DURATION_S="not-a-number",
+    )
+    assert run.returncode == 1, run.stderr
+    assert "liveroom: cannot start: worker" in run.stderr, run.stderr
+    assert run.stdout == ""

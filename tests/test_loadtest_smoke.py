@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,29 @@ def test_fanout_delivers_viewers_times_rate_in_time(bench_server: ServerProcess,
     assert 0.5 * expected <= result["deliveries_per_s"] <= 1.5 * expected, result["deliveries_per_s"]
     assert result["latency"]["p99_ms"] < 1000, result["latency"]
     assert result["priority_latency"]["p99_ms"] < 1000, result["priority_latency"]
+
+
+def test_fanout_smoke_over_two_workers(tmp_path: Path) -> None:
+    """`liveroom serve --workers 2`: nothing lost, and the CPU reported per worker process."""
+    env = {**BENCH_ENV, "LIVEROOM_SERVER_WORKERS": "2", "LIVEROOM_MEDIA_ENABLED": "false"}
+    server = ServerProcess(tmp_path / "server", env=env).launch()
+    try:
+        wait_ready(server)
+        result = fanout(server, tmp_path, 100, duration_s=3, warmup_s=0.5)
+    finally:
+        server.stop()
+    assert result["joined"] == 100 + PUBLISHERS and result["connect_failures"] == 0
+    assert result["dropped"] == 0 and result["publish_errors"] == 0 and result["priority_loss"] == 0
+    assert {"worker 0", "worker 1"} <= set(result["server_cpu_cores_by_process"]), result
+
+
+def wait_ready(server: ServerProcess) -> None:
+    """Two workers boot side by side: a longer wait than one server's."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            server.wait_ready()
+            return
+        except RuntimeError:
+            assert server.process is not None and server.process.poll() is None, server.log()
+            assert time.monotonic() < deadline, server.log()

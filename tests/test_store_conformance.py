@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from ipc_support import ipc_pair
 from redis_support import redis_for
 
+from liveroom.ipc_client import IpcStore
 from liveroom.record import Record
 from liveroom.redis_store import RedisStore
 from liveroom.sqlite_store import EmbeddedStore
@@ -16,9 +18,19 @@ from liveroom.stock import StockRequest
 from liveroom.store import MemoryStore, Store
 
 
-@pytest.fixture(params=["memory", "embedded", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "embedded", "ipc", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     made: Store
+    if request.param == "ipc":  # workers: SQLite in the supervisor (its one writer), over a Unix socket
+        embedded = EmbeddedStore(tmp_path / "s.db")
+        await embedded.start()
+        async with ipc_pair(None, embedded) as (_, channels):
+            made = IpcStore(channels[0])
+            await made.start()
+            yield made
+            await made.close()
+        await embedded.close()
+        return
     if request.param == "memory":
         made = MemoryStore()
     elif request.param == "embedded":
