@@ -35,9 +35,9 @@ MAX_DATAGRAM = 200_000  # what rides with the descriptor: a request head and wha
 _prefix = [""]
 
 
-def set_session_prefix(index: int) -> None:
-    """This process is worker `index`: its Engine.IO sessions carry its index."""
-    _prefix[0] = f"w{index}."
+def set_session_prefix(index: int | None) -> None:
+    """This process is worker `index`: its Engine.IO sessions carry its index (None: plain ids)."""
+    _prefix[0] = "" if index is None else f"w{index}."
 
 
 def new_session_id() -> str:
