@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TO_USER = CONTROL_PREFIX + "to"
 REMOVE_USER = CONTROL_PREFIX + "remove"
 NEW_OWNER = CONTROL_PREFIX + "owner"
+STOP_BUDGET_S = 10.0  # below the tests' and process managers' wait after SIGTERM
 
 
 class Node:
@@ -173,7 +174,17 @@ class Node:
                 await asyncio.wait_for(self.connections.all_gone.wait(), self.config.server.shutdown_grace_s)
 
     async def stop(self) -> None:
+        """Wind down within `STOP_BUDGET_S` (whatever hangs, e.g. an unreachable Redis, is
+        left to leases that run out), then close the store, which flushes durable writes."""
         self.ready = False
+        try:
+            async with asyncio.timeout(STOP_BUDGET_S):
+                await self._wind_down()
+        except TimeoutError:
+            log.warning("node: stopping took over %.0f s; the rest is left to leases", STOP_BUDGET_S)
+        await self.store.close()
+
+    async def _wind_down(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,7 +208,6 @@ class Node:
         with contextlib.suppress(Exception):  # unreachable: the node's lease runs out instead
             await asyncio.wait_for(self.broker.withdraw_presence(), 2.0)
         await self.broker.close()
-        await self.store.close()  # flushes pending durable writes
 
     # -- RoomServices -------------------------------------------------------------------
 
