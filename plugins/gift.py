@@ -189,7 +189,11 @@ class GiftPlugin(Plugin):
 
     async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         state = self._rooms[room]
-        await self._refresh_pk(self.host.room(room), state)
+        try:  # a new run of show, a PK, another node's gifts: read on (else as last read)
+            await self._fold(room, state)
+            await self._refresh_pk(self.host.room(room), state)
+        except CommandError:
+            log.warning("gift: room %s: state as last read (the store failed)", room)
         return {
             "catalogue": [
                 {"gift": name, "price": format_minor(price), "price_minor": price}
