@@ -190,7 +190,7 @@ class GiftPlugin(Plugin):
     async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         state = self._rooms[room]
         try:  # a new run of show, a PK, another node's gifts: read on (else as last read)
-            await self._fold(room, state)
+            await self._fold(room, state, gifts=False)
             await self._refresh_pk(self.host.room(room), state)
         except CommandError:
             log.warning("gift: room %s: state as last read (the store failed)", room)
@@ -258,14 +258,15 @@ class GiftPlugin(Plugin):
                 "retry with the same request_id (the wallet debits it once)"
             )
 
-    async def _fold(self, room: str, state: RoomGifts) -> None:
-        """Add the room's gift records not counted yet (whoever wrote them), to the room's
-        tally and to the current show's; a new run of show (the show plugin's start record)
-        starts the show's totals again from its start."""
+    async def _fold(self, room: str, state: RoomGifts, gifts: bool = True) -> None:
+        """Add the room's gift records not counted yet (whoever wrote them; `gifts=False`: not
+        now, on a join: this node wrote them), to the room's tally and to the current show's;
+        a new run of show (the show plugin's start record) starts the show's totals again."""
         store, before, fresh = self.host.store, state.tally.after, []
-        async for record in records_of(store, GIFT_KIND, room, state.tally.after, page=1000):
-            state.tally.add(record.data, record.position)
-            fresh.append(record)
+        if gifts:
+            async for record in records_of(store, GIFT_KIND, room, state.tally.after, page=1000):
+                state.tally.add(record.data, record.position)
+                fresh.append(record)
         started = None
         async for event in records_of(store, SHOW_EVENT_KIND, room, state.shows_after):
             state.shows_after = event.position
@@ -275,7 +276,8 @@ class GiftPlugin(Plugin):
             state.show_run, state.show_since = str(started.data.get("run")), started.created_ms
             state.show, fresh = Tally(max_users=0), []
             async for record in records_of(store, GIFT_KIND, room, 0, page=1000):
-                fresh.append(record)
+                if record.position <= state.tally.after:  # the rest: counted when folded
+                    fresh.append(record)
         for record in fresh:
             if record.created_ms >= state.show_since:
                 state.show.add(record.data, record.position)
