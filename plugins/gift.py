@@ -21,6 +21,7 @@ in both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class RoomGifts:
     pk_after: dict[str, int] = field(default_factory=dict)  # room -> last gift position folded
     sides_after: int = 0  # last gift.pk.side record read
     unconfirmed: list[Pk] = field(default_factory=list)  # sides whose PK record is not written (yet)
+    reading: asyncio.Future[None] | None = None  # the join-time read under way
 
 
 class GiftPlugin(Plugin):
@@ -189,9 +191,13 @@ class GiftPlugin(Plugin):
 
     async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         state = self._rooms[room]
-        try:  # a new run of show, a PK, another node's gifts: read on (else as last read)
-            await self._fold(room, state, gifts=False)
-            await self._refresh_pk(self.host.room(room), state)
+        # A run of show begun, a PK's side: read on (two store reads), once for all the joins
+        # that come while a read is under way (a join storm shares a few reads).
+        if state.reading is None or state.reading.done():
+            state.reading = asyncio.ensure_future(self._read_on(room, state))
+            state.reading.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.shield(state.reading)
         except CommandError:
             log.warning("gift: room %s: state as last read (the store failed)", room)
         return {
@@ -283,6 +289,10 @@ class GiftPlugin(Plugin):
                 state.show.add(record.data, record.position)
         if state.tally.after != before or started is not None:
             self._board.touch(room, room=room)
+
+    async def _read_on(self, room: str, state: RoomGifts) -> None:
+        await self._fold(room, state, gifts=False)
+        await self._refresh_pk(self.host.room(room), state)
 
     def _totals(self, state: RoomGifts) -> dict[str, Any]:
         """The show's totals (since its run began; no run: the room's), and the room's."""
