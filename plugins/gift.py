@@ -21,6 +21,7 @@ in both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class RoomGifts:
     pk_after: dict[str, int] = field(default_factory=dict)  # room -> last gift position folded
     sides_after: int = 0  # last gift.pk.side record read
     unconfirmed: list[Pk] = field(default_factory=list)  # sides whose PK record is not written (yet)
+    reading: asyncio.Future[None] | None = None  # the join-time read under way
 
 
 class GiftPlugin(Plugin):
@@ -189,8 +191,15 @@ class GiftPlugin(Plugin):
 
     async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         state = self._rooms[room]
-        await self._fold(room, state)  # a run of show begun since: its totals start here
-        await self._refresh_pk(self.host.room(room), state)
+        # A run of show begun, a PK's side: read on (two store reads), once for all the joins
+        # that come while a read is under way (a join storm shares a few reads).
+        if state.reading is None or state.reading.done():
+            state.reading = asyncio.ensure_future(self._read_on(room, state))
+            state.reading.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.shield(state.reading)
+        except CommandError:
+            log.warning("gift: room %s: state as last read (the store failed)", room)
         return {
             "catalogue": [
                 {"gift": name, "price": format_minor(price), "price_minor": price}
@@ -255,14 +264,15 @@ class GiftPlugin(Plugin):
                 "retry with the same request_id (the wallet debits it once)"
             )
 
-    async def _fold(self, room: str, state: RoomGifts) -> None:
-        """Add the room's gift records not counted yet (whoever wrote them), to the room's
-        tally and to the current show's; a new run of show (the show plugin's start record)
-        starts the show's totals again from its start."""
+    async def _fold(self, room: str, state: RoomGifts, gifts: bool = True) -> None:
+        """Add the room's gift records not counted yet (whoever wrote them; `gifts=False`: not
+        now, on a join: this node wrote them), to the room's tally and to the current show's;
+        a new run of show (the show plugin's start record) starts the show's totals again."""
         store, before, fresh = self.host.store, state.tally.after, []
-        async for record in records_of(store, GIFT_KIND, room, state.tally.after, page=1000):
-            state.tally.add(record.data, record.position)
-            fresh.append(record)
+        if gifts:
+            async for record in records_of(store, GIFT_KIND, room, state.tally.after, page=1000):
+                state.tally.add(record.data, record.position)
+                fresh.append(record)
         started = None
         async for event in records_of(store, SHOW_EVENT_KIND, room, state.shows_after):
             state.shows_after = event.position
@@ -272,12 +282,17 @@ class GiftPlugin(Plugin):
             state.show_run, state.show_since = str(started.data.get("run")), started.created_ms
             state.show, fresh = Tally(max_users=0), []
             async for record in records_of(store, GIFT_KIND, room, 0, page=1000):
-                fresh.append(record)
+                if record.position <= state.tally.after:  # the rest: counted when folded
+                    fresh.append(record)
         for record in fresh:
             if record.created_ms >= state.show_since:
                 state.show.add(record.data, record.position)
         if state.tally.after != before or started is not None:
             self._board.touch(room, room=room)
+
+    async def _read_on(self, room: str, state: RoomGifts) -> None:
+        await self._fold(room, state, gifts=False)
+        await self._refresh_pk(self.host.room(room), state)
 
     def _totals(self, state: RoomGifts) -> dict[str, Any]:
         """The show's totals (since its run began; no run: the room's), and the room's."""
