@@ -6,7 +6,10 @@ one with no audio/video m-line going the right way has nothing to carry, so both
 400 at once rather than a session that fails later in the worker.
 
 `Admission` counts a user's WHEP sessions in the plane that holds the room: at most
-`per_room` in one room, at most `pending` not yet connected (in this media process). A
+`per_room` of one stage slot of a room (a viewer of a co-stream plays the host and each
+guest: a cap over the whole room refused the third member of every stage to everyone; one
+user's sessions in a room are still bounded, by `per_room` times its publishers), at most
+`pending` not yet connected (in this media process, whatever the room). A
 session not connected within `media.session_connect_timeout_s` is removed (plane.py), and only
 connected viewers count against `max_viewers_per_room`: half-open offers cannot fill a room.
 """
@@ -61,18 +64,19 @@ class Counted:
 
     user_id: str
     room: str
+    slot: str
     connected: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    per_room: int  # a user's WHEP sessions in one room
+    per_room: int  # a user's WHEP sessions of one slot of a room
     pending: int  # a user's WHEP sessions not yet connected
 
-    def check(self, user_id: str, room: str, sessions: Iterable[Counted]) -> None:
-        """Raise TooManySessions if `user_id` may not open one more WHEP session in `room`."""
+    def check(self, user_id: str, room: str, slot: str, sessions: Iterable[Counted]) -> None:
+        """Raise TooManySessions if `user_id` may not open one more WHEP session of `room`'s `slot`."""
         mine = [s for s in sessions if s.user_id == user_id]
-        if sum(s.room == room for s in mine) >= self.per_room:
-            raise TooManySessions(f"at most {self.per_room} playback sessions per user in a room")
+        if sum(s.room == room and s.slot == slot for s in mine) >= self.per_room:
+            raise TooManySessions(f"at most {self.per_room} playback sessions per user of a slot in a room")
         if sum(not s.connected for s in mine) >= self.pending:
             raise TooManySessions(f"at most {self.pending} playback sessions per user still connecting")

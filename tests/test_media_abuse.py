@@ -15,6 +15,7 @@ import jwt
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from media_support import (
+    Peer,
     WhipError,
     delete,
     get_json,
@@ -26,6 +27,8 @@ from media_support import (
     wait_until,
 )
 from support import SECRET, ServerProcess, token
+
+from liveroom.publish_token import PublishTokens
 
 MAX_VIEWERS = 3
 MAX_PENDING = 5
@@ -121,6 +124,27 @@ async def test_one_viewer_cannot_take_every_slot(server: ServerProcess) -> None:
             await viewer.end()
         await host.end()
         await other_host.end()
+
+
+async def test_a_viewer_watches_the_host_and_every_guest(server: ServerProcess) -> None:
+    """The cap is per stage slot: a viewer plays each member of a co-stream (the viewer page
+    does), more than `max_viewer_sessions_per_user` sessions in the room. Before, the cap
+    counted the whole room: every viewer was refused the third member of a stage (429)."""
+    room = room_name()
+    mint = PublishTokens(SECRET).mint
+    host = await publish(server.url, room, token("stage-host", "host", room=room))
+    guests = [await publish(server.url, room, mint(f"guest-{n}", room, n)[0]) for n in (1, 2)]
+    viewers: list[Peer] = []
+    try:
+        for slot in ("host", "1", "2"):
+            viewers.append(await play(server.url, room, token("stage-fan"), slot=slot))
+            await wait_until(lambda: len(viewers[-1].counters) >= 3, 15, f"slot {slot}'s video")
+        with pytest.raises(WhipError) as full:  # the room's 3 connected viewers: full, not a cap
+            await play(server.url, room, token("stage-fan"), slot="1")
+        assert (full.value.status, error_code(full.value.body)) == (503, "too_many_viewers")
+    finally:
+        for peer in (*viewers, *guests, host):
+            await peer.end()
 
 
 async def test_many_users_offers_that_never_connect_are_bounded_per_room(server: ServerProcess) -> None:

@@ -239,7 +239,15 @@ await run(async () => {
     const frames = await framesOf(alice, "1");
     await shot(alice, "viewer-phone-costream");
     await shot(bob, "viewer-guest-on-stage");
-    return { frames, stage: await host.textContent("#stage"), guest: await bob.textContent("#costream-status") };
+    // The room's WHEP viewers, as the server counts them: Alice and Bob on the host, Alice
+    // on Bob (a session the page asked for twice while negotiating must not stay open).
+    let viewers = null;
+    for (const deadline = Date.now() + 15000; viewers !== 3 && Date.now() < deadline; await alice.waitForTimeout(200)) {
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      const line = metrics.split("\n").find(l => l.startsWith(`liveroom_media_viewers{room="${room}"}`));
+      viewers = line ? Number(line.split(" ").pop()) : null;
+    }
+    return { frames, viewers, stage: await host.textContent("#stage"), guest: await bob.textContent("#costream-status") };
   });
 
   await step("dashboard", async () => {
