@@ -68,6 +68,7 @@ STATUS = {
     "too_many_sessions": 429,
     "too_many_viewers": 503,
     "media_unavailable": 503,
+    "unavailable": 503,
 }
 
 
@@ -165,7 +166,7 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
         elsewhere = await redirect(request, room)
         if elsewhere is not None:
             return elsewhere
-        caller = _caller(request)
+        caller = await _caller(request)
         slot = _name(request.query.get("slot", HOST_SLOT), "slot")
         offer = await _offer(request)
         check_offer(offer, "send" if kind == "whip" else "receive")  # before any worker
@@ -192,7 +193,7 @@ async def _delete(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         await request.app[BACKEND_KEY].end(_name(request.match_info["session"], "session"), caller)
     except CommandError as error:
         return _error(error)
@@ -205,7 +206,7 @@ async def _status(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         status = await request.app[BACKEND_KEY].status(
             _name(request.match_info["session"], "session"), caller
         )
@@ -219,12 +220,12 @@ async def _delete_slot(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         room, slot = _name(request.match_info["room"], "room"), _name(request.match_info["slot"], "slot")
         await request.app[BACKEND_KEY].end_slot(room, slot, caller)
     except CommandError as error:
         return _error(error)
-    request.app[STAGE_KEY].slot_ended(room, slot)  # the guest's token may not publish again
+    await request.app[STAGE_KEY].slot_ended(room, slot)  # the guest's token may not publish again
     return web.Response(status=200)
 
 
@@ -234,7 +235,7 @@ async def _patch(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         if request.content_type != "application/trickle-ice-sdpfrag":
             message = "send candidates as Content-Type: application/trickle-ice-sdpfrag"
             raise CommandError(message, "unsupported_media_type")
@@ -256,8 +257,9 @@ async def _elsewhere(request: web.Request) -> web.Response | None:
     return await redirect(request, room) if is_name(room) else None
 
 
-def _caller(request: web.Request) -> Caller:
-    return request.app[VERIFIER_KEY].verify(bearer_token(request.headers.get("Authorization")))
+async def _caller(request: web.Request) -> Caller:
+    token = bearer_token(request.headers.get("Authorization"))
+    return await request.app[VERIFIER_KEY].verify_everywhere(token)
 
 
 async def _offer(request: web.Request) -> str:

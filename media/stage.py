@@ -35,10 +35,11 @@ class StageSync:
         self._tasks: set[asyncio.Task[Any]] = set()
         tokens.on_revoke(self._revoked)
 
-    def slot_ended(self, room: str, slot: str) -> None:
-        """A host or an admin ended a guest's slot: its tokens minted so far are void."""
+    async def slot_ended(self, room: str, slot: str) -> None:
+        """A host or an admin ended a guest's slot: its tokens minted so far are void, on
+        every process and node (the store's record)."""
         if slot.isdigit():
-            self._tokens.revoke(room, int(slot), "", self._clock.now_ms())
+            await self._tokens.revoke_everywhere(room, int(slot), "", self._clock.now_ms())
 
     def _revoked(self, room: str, slot: int, user: str) -> None:
         if not user:  # revoked because the slot was ended: nothing left to end
