@@ -79,6 +79,8 @@ class MediaPlane:
             config.failover_min_bitrate_bps,
         )
         self._admission = Admission(config.max_viewer_sessions_per_user, config.max_pending_sessions_per_user)
+        # A viewer "connected" or "closed": a worker process tells the node (its pending count).
+        self.on_viewer: Callable[[Session, str], None] = lambda session, state: None
         self._publish_event = publish_event
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_task: asyncio.Task[None] | None = None
@@ -400,12 +402,14 @@ class MediaPlane:
 
     def _viewer_connected(self, session: Session) -> None:
         """Admitted while connecting, the room filled meanwhile: the last to connect goes."""
+        self.on_viewer(session, "connected")
         if self.viewer_count(session.room) > self.config.max_viewers_per_room:
             log.info("media: room %s is full; viewer %s connected too late", session.room, session.id)
             self._spawn(session.close())
 
     def _viewer_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self.on_viewer(session, "closed")
 
     def viewer_count(self, room: str) -> int:
         """Connected viewers of the room (sessions still connecting take no place)."""
