@@ -3,7 +3,8 @@
 POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
 POST /whep/{room}[?slot=host|N][&quality=480p]  offer in, 201 + Location + answer out (any room token)
 DELETE <Location>                  ends the session (its owner, an admin, or the room's host for a guest)
-DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (the same check as DELETE <Location>)
+DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (the same check as DELETE <Location>);
+                                   `?user=<id>`: only if that user does (a node asking for the plugin)
 PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
 GET /media/demo                    a page that publishes / plays from a browser (page.py)
 GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.py)
@@ -101,7 +102,7 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     )
     app[BACKEND_KEY] = backend
     app[VERIFIER_KEY] = CallerVerifier(node.authority, resolve_secret(node.config.auth), node.publish_tokens)
-    app[STAGE_KEY] = StageSync(backend, node.publish_tokens, node.clock)
+    app[STAGE_KEY] = StageSync(backend, node.publish_tokens, node.clock, locator, node.authority)
     node.metrics.registry.register(MediaCollector(backend.snapshots))
     app.router.add_post("/whip/{room}", _whip)
     app.router.add_post("/whep/{room}", _whep)
@@ -222,10 +223,11 @@ async def _delete_slot(request: web.Request) -> web.StreamResponse:
     try:
         caller = await _caller(request)
         room, slot = _name(request.match_info["room"], "room"), _name(request.match_info["slot"], "slot")
-        await request.app[BACKEND_KEY].end_slot(room, slot, caller)
+        user = request.query.get("user")  # only if this user publishes there (a node, for the plugin)
+        await request.app[BACKEND_KEY].end_slot(room, slot, caller, only_user=user)
     except CommandError as error:
         return _error(error)
-    await request.app[STAGE_KEY].slot_ended(room, slot)  # the guest's token may not publish again
+    await request.app[STAGE_KEY].slot_ended(room, slot, user)  # the guest's token may not publish again
     return web.Response(status=200)
 
 

@@ -124,3 +124,43 @@ async def test_a_guest_removed_through_a_cannot_publish_again_through_b(nodes: l
     finally:
         for viewer in viewers:
             await viewer.close()
+
+
+async def test_a_guest_removed_through_b_goes_off_the_air_on_the_holder_a(nodes: list[ServerProcess]) -> None:
+    """The stage changes on B (every Socket.IO client there); the guest publishes on A, which
+    holds the room's media (its host publishes there): B asks A to end the guest's session."""
+    a, b = nodes
+    room = f"lb-{uuid.uuid4().hex[:8]}"
+    host_media = await publish(a.url, room, token("stage-host", "host", room))
+    viewers: list[Viewer] = []
+    peers = [host_media]
+    try:
+
+        async def held_by_a() -> bool:
+            return (await whep_status(b.url + f"/whep/{room}", token("probe", "viewer", room)))[0] == 307
+
+        await until(held_by_a)
+        host = await joined(b, viewers, "stage-host", room, "host")
+        fan = await joined(b, viewers, "stage-guest", room)
+        assert code(await fan.call("costream.request", {"room": room})) == "ok"
+        assert (await host.call("costream.accept", {"room": room, "user": fan.user}))["slot"] == 1
+        [grant] = await fan.wait_for(lambda i: i["type"] == "costream.accepted")
+        peers.append(await publish(a.url, room, str(grant["data"]["token"])))  # where B's 307 leads
+        watcher = await play(a.url, room, token("stage-watcher", "viewer", room), slot="1")
+        peers.append(watcher)
+
+        async def playing() -> bool:
+            return len(watcher.counters) >= 3
+
+        await until(playing)
+        assert code(await host.call("costream.remove", {"room": room, "user": fan.user})) == "ok"
+
+        async def off_the_air() -> bool:
+            return watcher.ended.get("video") is True
+
+        await until(off_the_air)
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        for peer in peers:
+            await peer.close()
