@@ -127,9 +127,8 @@ class CallerVerifier:
         if self._tokens is not None:
             self._tokens.check_revoked(room, slot, claims.get("mnt"))  # Unauthorized if revoked
         name = claims.get("name")
-        return Caller(sub, name if isinstance(name, str) else sub, "guest", room, str(slot)), claims.get(
-            "mnt"
-        )
+        caller = Caller(sub, name if isinstance(name, str) else sub, "guest", room, str(slot))
+        return caller, claims.get("mnt")
 
 
 def bearer_token(header: str | None) -> str | None:
