@@ -211,7 +211,7 @@ class MediaConfig:
     move_keyframe_interval_s: float = 0.5
     max_publishers_per_room: int = 6
     max_viewers_per_room: int = 2000  # connected WHEP viewers (sessions still connecting take none)
-    # One user: at most this many WHEP sessions in one room, and this many not yet connected
+    # One user: at most this many WHEP sessions of one stage slot of a room, and this many not yet connected
     # (per media process); a WebRTC session not connected within session_connect_timeout_s is removed.
     max_viewer_sessions_per_user: int = 2
     max_pending_sessions_per_user: int = 2

@@ -81,7 +81,8 @@ class Node:
         )
         self.hub.on_control = self._on_control
         self.timers = Timers(self.clock)
-        self.publish_tokens = tokens = PublishTokens(resolve_secret(config.auth))
+        # Revocations go to the store too: every process and node refuses a revoked token.
+        self.publish_tokens = tokens = PublishTokens(resolve_secret(config.auth), store=self.store)
         host = PluginHost(self.clock, self.store, self, self.timers, Signals(), tokens)
         self.plugins, self.plugin_hosts = load_plugins(config.plugins, host)
         self.rooms = RoomHost(

@@ -9,12 +9,19 @@ their slot ended by the host) must not publish again with the token they still h
 `revoke(room, slot, user, now_ms)` refuses every token of that slot minted until then (a
 `mnt` claim, ms) for as long as such a token may live, and tells the listeners (the media
 module ends the slot's session). Tokens minted afterwards (the next guest in that slot)
-are good. The list is this process's: on a cluster, the node that verifies the token must
-be the one that revoked it (the room's owner serves both; see docs/media.md).
+are good.
+
+The list is this process's; `revoke_everywhere` also writes the revocation to the node's
+store (a counter `publish.revoked:<room>:<slot>` = when, in ms), and
+`check_revoked_everywhere` reads it there when the list here does not refuse the token. The
+store is what every process and node of a deployment share (Redis on a cluster; the
+embedded SQLite file on one node, which also outlives a restart): a guest taken off the
+stage through node A cannot publish again through node B, nor after A restarts.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,9 +30,12 @@ from typing import Any
 
 import jwt
 
-from liveroom.errors import Unauthorized
+from liveroom.errors import CommandError, Unauthorized
+from liveroom.store import Store
 
-__all__ = ["AUDIENCE", "PublishGrant", "PublishTokens"]
+__all__ = ["AUDIENCE", "PublishGrant", "PublishTokens", "revoked_key"]
+
+log = logging.getLogger(__name__)
 
 AUDIENCE = "liveroom-media-publish"
 MAX_REVOKED = 100_000  # revoked slots remembered at once (the oldest forgotten first)
@@ -40,9 +50,15 @@ class PublishGrant:
     expires_at: float
 
 
+def revoked_key(room: str, slot: int) -> str:
+    """The store counter holding when `room`'s `slot` was last revoked (ms)."""
+    return f"publish.revoked:{room}:{slot}"
+
+
 class PublishTokens:
-    def __init__(self, secret: str, ttl_s: float = 60.0) -> None:
+    def __init__(self, secret: str, ttl_s: float = 60.0, store: Store | None = None) -> None:
         self._secret = secret
+        self._store = store  # shared with every process and node: revocations everywhere
         self.ttl_s = ttl_s
         self._longest_ttl_s = ttl_s
         # (room, slot) -> (revoked at, forgotten after), both ms; oldest first.
@@ -91,15 +107,42 @@ class PublishTokens:
         if revoked is not None and (not isinstance(minted, int) or minted <= revoked[0]):
             raise Unauthorized("this publish token was revoked: the guest left the stage")
 
+    async def check_revoked_everywhere(self, room: str, slot: object, minted: object) -> None:
+        """`check_revoked`, then the store's record of the slot's last revocation (made by
+        any process or node): Unauthorized if the token was minted until then."""
+        self.check_revoked(room, slot, minted)
+        if self._store is None or not isinstance(slot, int | str) or not str(slot).isdigit():
+            return
+        revoked_ms = await self._store.get_counter(revoked_key(room, int(slot)))
+        now_ms = time.time() * 1000
+        if revoked_ms > 0 and now_ms - revoked_ms < self._longest_ttl_s * 1000:  # as the list here
+            self._remember(room, int(slot), revoked_ms, now_ms)
+            self.check_revoked(room, slot, minted)
+
     def revoke(self, room: str, slot: int, user: str, now_ms: float) -> None:
         """Refuse the slot's tokens minted until now, and tell the listeners (end its media)."""
-        self._forget_expired(now_ms)
-        self._revoked.pop((room, slot), None)
-        self._revoked[(room, slot)] = (int(now_ms), now_ms + self._longest_ttl_s * 1000)
-        while len(self._revoked) > MAX_REVOKED:
-            self._revoked.popitem(last=False)
+        self._remember(room, slot, int(now_ms), now_ms)
         for listener in self._listeners:
             listener(room, slot, user)
+
+    async def revoke_everywhere(self, room: str, slot: int, user: str, now_ms: float) -> None:
+        """`revoke` here, and in the store for every other process and node. A store that
+        fails leaves the revocation this process's only (logged)."""
+        self.revoke(room, slot, user, now_ms)
+        if self._store is None:
+            return
+        try:
+            await self._store.set_counter(revoked_key(room, slot), int(now_ms))
+        except CommandError as error:
+            log.warning("publish tokens of %s slot %d revoked on this node only: %s", room, slot, error)
+
+    def _remember(self, room: str, slot: int, revoked_ms: int, now_ms: float) -> None:
+        self._forget_expired(now_ms)
+        known = self._revoked.pop((room, slot), None)
+        revoked_ms = max(revoked_ms, known[0]) if known else revoked_ms
+        self._revoked[(room, slot)] = (revoked_ms, now_ms + self._longest_ttl_s * 1000)
+        while len(self._revoked) > MAX_REVOKED:
+            self._revoked.popitem(last=False)
 
     def on_revoke(self, listener: OnRevoke) -> None:
         self._listeners.append(listener)

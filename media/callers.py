@@ -77,6 +77,19 @@ class CallerVerifier:
         self._tokens = tokens  # the node's publish tokens: their revocation list
 
     def verify(self, token: str | None) -> Caller:
+        """The caller, with a guest's token checked against this process's revocations."""
+        return self._verify(token)[0]
+
+    async def verify_everywhere(self, token: str | None) -> Caller:
+        """`verify`, and a guest's token checked against the revocations of every process
+        and node too (the store's: liveroom.publish_token)."""
+        caller, minted = self._verify(token)
+        if caller.role == "guest" and self._tokens is not None and caller.room is not None:
+            await self._tokens.check_revoked_everywhere(caller.room, caller.slot, minted)
+        return caller
+
+    def _verify(self, token: str | None) -> tuple[Caller, object]:
+        """The caller and, for a guest, its token's `mnt` claim (when it was minted, ms)."""
         if not token:
             raise Unauthorized("an Authorization: Bearer <token> header is required")
         try:
@@ -86,9 +99,9 @@ class CallerVerifier:
             if guest is None:
                 raise error from None
             return guest
-        return Caller(identity.user_id, identity.name, identity.role, identity.room)
+        return Caller(identity.user_id, identity.name, identity.role, identity.room), None
 
-    def _guest(self, token: str) -> Caller | None:
+    def _guest(self, token: str) -> tuple[Caller, object] | None:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -114,7 +127,8 @@ class CallerVerifier:
         if self._tokens is not None:
             self._tokens.check_revoked(room, slot, claims.get("mnt"))  # Unauthorized if revoked
         name = claims.get("name")
-        return Caller(sub, name if isinstance(name, str) else sub, "guest", room, str(slot))
+        caller = Caller(sub, name if isinstance(name, str) else sub, "guest", room, str(slot))
+        return caller, claims.get("mnt")
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -8,7 +8,7 @@ Rules enforced here (HTTP status in brackets, see routes.py):
   publish while the primary has failed over and still fails replaces that primary;
 * every media resource (a session's DELETE, PATCH and GET, a slot's DELETE) is authorised
   by one check, `Caller.authorise` (callers.py): user, role and room binding together [403];
-* a user holds at most `max_viewer_sessions_per_user` WHEP sessions in a room and at most
+* a user holds at most `max_viewer_sessions_per_user` WHEP sessions of a slot in a room, at most
   `max_pending_sessions_per_user` not yet connected [429]; a WebRTC session not connected
   within `session_connect_timeout_s` is removed; `max_viewers_per_room` counts connected viewers [503].
 """
@@ -79,6 +79,8 @@ class MediaPlane:
             config.failover_min_bitrate_bps,
         )
         self._admission = Admission(config.max_viewer_sessions_per_user, config.max_pending_sessions_per_user)
+        # A viewer "connected" or "closed": a worker process tells the node (its pending count).
+        self.on_viewer: Callable[[Session, str], None] = lambda session, state: None
         self._publish_event = publish_event
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_task: asyncio.Task[None] | None = None
@@ -372,7 +374,7 @@ class MediaPlane:
         publisher = self.publishers.get((room, slot))
         if publisher is None or publisher.closed or publisher.ending:
             raise CommandError(f"nobody is publishing in slot {slot!r} of room {room!r}", "not_publishing")
-        self._admission.check(caller.user_id, room, self._viewers_of(caller.user_id))
+        self._admission.check(caller.user_id, room, slot, self._viewers_of(caller.user_id))
         self._check_room_has_space(room)
         session = PlaySession(publisher, caller, self.config, quality)
         session.on_closed = self._viewer_closed
@@ -380,11 +382,12 @@ class MediaPlane:
         return session.id, await self._answer(session, offer)
 
     def _viewers_of(self, user_id: str) -> list[Counted]:
-        """The user's WHEP sessions in this media process (one pass, nothing made for others)."""
+        """The user's WHEP sessions in this media process (one pass, nothing made for others);
+        one being closed (ended, its peer connection still closing) holds nothing any more."""
         return [
-            Counted(s.caller.user_id, s.room, s.connected)
+            Counted(s.caller.user_id, s.room, s.slot, s.connected)
             for s in self.sessions.values()
-            if s.caller.user_id == user_id and isinstance(s, PlaySession)
+            if s.caller.user_id == user_id and isinstance(s, PlaySession) and not s.closed
         ]
 
     def _check_room_has_space(self, room: str) -> None:
@@ -399,12 +402,14 @@ class MediaPlane:
 
     def _viewer_connected(self, session: Session) -> None:
         """Admitted while connecting, the room filled meanwhile: the last to connect goes."""
+        self.on_viewer(session, "connected")
         if self.viewer_count(session.room) > self.config.max_viewers_per_room:
             log.info("media: room %s is full; viewer %s connected too late", session.room, session.id)
             self._spawn(session.close())
 
     def _viewer_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self.on_viewer(session, "closed")
 
     def viewer_count(self, room: str) -> int:
         """Connected viewers of the room (sessions still connecting take no place)."""

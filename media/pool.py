@@ -5,6 +5,10 @@ worker runs the peer connections of the rooms hashed to it, so a room's publishe
 all its viewers share one process (forwarding never crosses a process boundary), and
 two workers serve about twice the viewers of one. Workers start on first use, so a
 node that never sees WHIP/WHEP never pays for them.
+
+A user's WHEP sessions still connecting are counted here, over every worker
+(`admission.Connecting`, fed by the workers' viewer reports): with rooms spread over
+processes, `max_pending_sessions_per_user` holds per node, not once per worker.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import sys
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import aiohttp
 from liveroom.config import MediaConfig
 from liveroom.errors import CommandError, OutcomeUnknown
 
+from .admission import Connecting
 from .callers import Caller
 from .plane import PublishEvent
 from .rtmp_ingest import IngestSink, WorkerIngest
@@ -42,10 +47,14 @@ def ingest_path(socket_path: Path) -> Path:
     return socket_path.with_suffix(".rtmp")
 
 
+OnViewer = Callable[[str], None]  # a WHEP session ("<worker>.<session>") connected or closed
+
+
 class Worker:
-    def __init__(self, index: int, socket_path: Path) -> None:
+    def __init__(self, index: int, socket_path: Path, on_viewer: OnViewer = lambda session: None) -> None:
         self.index = index
         self.socket_path = socket_path
+        self.on_viewer = on_viewer
         self.process: asyncio.subprocess.Process | None = None
         self.http: aiohttp.ClientSession | None = None
         self.reader: asyncio.Task[None] | None = None
@@ -93,12 +102,16 @@ class Worker:
                 log.warning("media worker %d event stream: %r", self.index, exc)
             if self.process is None or self.process.returncode is not None:
                 log.error("media worker %d exited", self.index)
+                self.on_viewer(f"{self.index}.")  # its sessions are gone with it
                 return
             await asyncio.sleep(0.5)
 
     async def _on_line(self, item: dict[str, Any], publish_event: PublishEvent) -> None:
         if "snapshot" in item:
             self.snapshot = item["snapshot"]
+            return
+        if "viewer" in item:
+            self.on_viewer(f"{self.index}.{item['viewer']}")
             return
         try:
             await publish_event(item["room"], item["type"], item["data"])
@@ -126,7 +139,9 @@ class WorkerPool:
         self._config = config
         self._publish_event = publish_event
         self._directory = tempfile.TemporaryDirectory(prefix="liveroom-media-")
-        self.workers = [Worker(i, Path(self._directory.name) / f"w{i}.sock") for i in range(count)]
+        self._connecting = Connecting(config.max_pending_sessions_per_user, config.session_connect_timeout_s)
+        directory = Path(self._directory.name)
+        self.workers = [Worker(i, directory / f"w{i}.sock", self._viewer_report) for i in range(count)]
         self._started: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -152,7 +167,22 @@ class WorkerPool:
     ) -> tuple[str, str]:
         caller_data = dataclasses.asdict(caller)
         body = {"room": room, "slot": slot, "caller": caller_data, "offer": offer, "quality": quality}
-        return await self._open(self.worker_for(room), "/play", body)
+        loop = asyncio.get_running_loop()
+        place = self._connecting.admit(caller.user_id, loop.time())  # over every worker
+        try:
+            session, answer = await self._open(self.worker_for(room), "/play", body)
+        except BaseException:
+            self._connecting.failed(place)
+            raise
+        self._connecting.opened(place, session, loop.time())
+        return session, answer
+
+    def _viewer_report(self, session: str) -> None:
+        """A worker's WHEP session connected or closed ("<worker>." alone: the worker exited)."""
+        if session.endswith("."):
+            self._connecting.settled_all(session)
+        else:
+            self._connecting.reported(session, asyncio.get_running_loop().time())
 
     async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
         await self._ready()

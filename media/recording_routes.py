@@ -119,10 +119,10 @@ async def _list(request: web.Request) -> web.StreamResponse:
 
 
 def _staff(request: web.Request) -> tuple[str, Caller]:
-    from .routes import _caller, _name
+    from .routes import VERIFIER_KEY, _name
 
     room = _name(request.match_info["room"], "room")
-    caller = _caller(request)
+    caller = request.app[VERIFIER_KEY].verify(bearer_token(request.headers.get("Authorization")))
     caller.check_room(room)
     if caller.role not in ("host", "admin"):
         raise Forbidden("this is for the room's host or an admin")

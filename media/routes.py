@@ -3,7 +3,8 @@
 POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
 POST /whep/{room}[?slot=host|N][&quality=480p]  offer in, 201 + Location + answer out (any room token)
 DELETE <Location>                  ends the session (its owner, an admin, or the room's host for a guest)
-DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (the same check as DELETE <Location>)
+DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (the same check as DELETE <Location>);
+                                   `?user=<id>`: only if that user does (a node asking for the plugin)
 PATCH <Location>                   trickle ICE: the client's late candidates (trickle.py); 204
 GET /media/demo                    a page that publishes / plays from a browser (page.py)
 GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.py)
@@ -68,6 +69,7 @@ STATUS = {
     "too_many_sessions": 429,
     "too_many_viewers": 503,
     "media_unavailable": 503,
+    "unavailable": 503,
 }
 
 
@@ -100,7 +102,7 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     )
     app[BACKEND_KEY] = backend
     app[VERIFIER_KEY] = CallerVerifier(node.authority, resolve_secret(node.config.auth), node.publish_tokens)
-    app[STAGE_KEY] = StageSync(backend, node.publish_tokens, node.clock)
+    app[STAGE_KEY] = StageSync(backend, node.publish_tokens, node.clock, locator, node.authority)
     node.metrics.registry.register(MediaCollector(backend.snapshots))
     app.router.add_post("/whip/{room}", _whip)
     app.router.add_post("/whep/{room}", _whep)
@@ -165,7 +167,7 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
         elsewhere = await redirect(request, room)
         if elsewhere is not None:
             return elsewhere
-        caller = _caller(request)
+        caller = await _caller(request)
         slot = _name(request.query.get("slot", HOST_SLOT), "slot")
         offer = await _offer(request)
         check_offer(offer, "send" if kind == "whip" else "receive")  # before any worker
@@ -192,7 +194,7 @@ async def _delete(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         await request.app[BACKEND_KEY].end(_name(request.match_info["session"], "session"), caller)
     except CommandError as error:
         return _error(error)
@@ -205,7 +207,7 @@ async def _status(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         status = await request.app[BACKEND_KEY].status(
             _name(request.match_info["session"], "session"), caller
         )
@@ -219,12 +221,13 @@ async def _delete_slot(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         room, slot = _name(request.match_info["room"], "room"), _name(request.match_info["slot"], "slot")
-        await request.app[BACKEND_KEY].end_slot(room, slot, caller)
+        user = request.query.get("user")  # only if this user publishes there (a node, for the plugin)
+        await request.app[BACKEND_KEY].end_slot(room, slot, caller, only_user=user)
     except CommandError as error:
         return _error(error)
-    request.app[STAGE_KEY].slot_ended(room, slot)  # the guest's token may not publish again
+    await request.app[STAGE_KEY].slot_ended(room, slot, user)  # the guest's token may not publish again
     return web.Response(status=200)
 
 
@@ -234,7 +237,7 @@ async def _patch(request: web.Request) -> web.StreamResponse:
     if elsewhere is not None:
         return elsewhere
     try:
-        caller = _caller(request)
+        caller = await _caller(request)
         if request.content_type != "application/trickle-ice-sdpfrag":
             message = "send candidates as Content-Type: application/trickle-ice-sdpfrag"
             raise CommandError(message, "unsupported_media_type")
@@ -256,8 +259,9 @@ async def _elsewhere(request: web.Request) -> web.Response | None:
     return await redirect(request, room) if is_name(room) else None
 
 
-def _caller(request: web.Request) -> Caller:
-    return request.app[VERIFIER_KEY].verify(bearer_token(request.headers.get("Authorization")))
+async def _caller(request: web.Request) -> Caller:
+    token = bearer_token(request.headers.get("Authorization"))
+    return await request.app[VERIFIER_KEY].verify_everywhere(token)
 
 
 async def _offer(request: web.Request) -> str:

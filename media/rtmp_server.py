@@ -138,7 +138,7 @@ class RtmpConnection(asyncio.Protocol):
         try:
             target = ingest_target(request.app, request.name)
             room = self.server.check_name(target.room, "room")
-            caller = self.server.verifier.verify(target.token)
+            caller = await self.server.verifier.verify_everywhere(target.token)
             sink = await self.server.backend.ingest(room, caller, target.backup)
         except Exception as exc:  # refused (CommandError, ProtocolError), or the worker is gone
             code = getattr(

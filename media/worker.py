@@ -16,7 +16,8 @@ POST /record/stop  {"room", "recording", "caller"}  -> {"recording": {...}}
 POST /restream/add {"room", "caller", "url"}        -> {"restream": {...}}
 POST /restream/list {"room", "caller"}              -> {"restreams": [...]}
 POST /restream/remove {"room", "restream", "caller"} -> {"restream": {...}}
-GET  /events  NDJSON: {"room", "type", "data"} room items and {"snapshot": {...}} figures
+GET  /events  NDJSON: {"room", "type", "data"} room items, {"snapshot": {...}} figures and
+              {"viewer", "state"}: a WHEP session connected or closed (the node's pending count)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .hooks import count_codec_instances
 from .plane import MediaPlane
 from .pool import ingest_path
 from .rtmp_ingest import serve_ingest
+from .sessions import Session
 
 __all__ = ["main"]
 
@@ -60,8 +62,14 @@ def build_worker_app(config: MediaConfig, ingest: Path) -> web.Application:
         with contextlib.suppress(asyncio.QueueFull):  # the parent is gone or stuck: drop
             events.put_nowait({"room": room, "type": item_type, "data": data})
 
-    app[PLANE] = MediaPlane(config, publish_event)
+    app[PLANE] = plane = MediaPlane(config, publish_event)
     app[EVENTS] = events
+
+    def viewer_state(session: Session, state: str) -> None:  # the node's pending count (pool.py)
+        with contextlib.suppress(asyncio.QueueFull):
+            events.put_nowait({"viewer": session.id, "state": state})
+
+    plane.on_viewer = viewer_state
     app.router.add_post("/publish", _publish)
     app.router.add_post("/play", _play)
     app.router.add_post("/end", _end)

@@ -256,7 +256,7 @@ class CostreamPlugin(Plugin):
         self._stages[ctx.room] = changed
         slot = stage.slot_of(event["user"])
         if event["op"] == "remove" and slot is not None:
-            self._tokens.revoke(ctx.room, slot, event["user"], ctx.now_ms)
+            await self._tokens.revoke_everywhere(ctx.room, slot, event["user"], ctx.now_ms)
         return changed
 
     async def _gone(self, ctx: RoomContext, user: str) -> None:

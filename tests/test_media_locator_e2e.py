@@ -4,6 +4,7 @@ node A, and WHEP, HLS and session requests that reach node B are redirected (307
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from media_support import play, publish
+from media_support import WhipError, play, publish
+from plugin_support import code, joined
 from redis_support import RedisServer
-from support import ServerProcess, free_port, token
+from support import ServerProcess, Viewer, free_port, token
 
 
 @pytest.fixture
@@ -97,3 +99,68 @@ async def test_media_requests_on_b_are_redirected_to_the_holder_a(nodes: list[Se
         return (await whep_status(b.url + query, viewer))[0] != 307
 
     await until(released)  # the program ended: its key is gone, B serves the room again
+
+
+async def test_a_guest_removed_through_a_cannot_publish_again_through_b(nodes: list[ServerProcess]) -> None:
+    """The revocation is in the store both nodes share: node B, which never saw the stage,
+    refuses the removed guest's token (before, only the node that revoked it did)."""
+    a, b = nodes
+    room = f"lb-{uuid.uuid4().hex[:8]}"
+    viewers: list[Viewer] = []
+    try:  # every Socket.IO client through A: the room's owner, where the stage changes, is A
+        host = await joined(a, viewers, "stage-host", room, "host")
+        fan = await joined(a, viewers, "stage-guest", room)
+        assert code(await fan.call("costream.request", {"room": room})) == "ok"
+        assert (await host.call("costream.accept", {"room": room, "user": fan.user}))["slot"] == 1
+        [grant] = await fan.wait_for(lambda i: i["type"] == "costream.accepted")
+        stale = str(grant["data"]["token"])
+        guest = await publish(a.url, room, stale)
+        await guest.close()
+        assert code(await host.call("costream.remove", {"room": room, "user": fan.user})) == "ok"
+        with pytest.raises(WhipError) as again:  # nobody holds the room's media: B serves it
+            await publish(b.url, room, stale)
+        assert again.value.status == 401, again.value.body
+        assert "revoked" in json.loads(again.value.body)["error"]["message"]
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+
+
+async def test_a_guest_removed_through_b_goes_off_the_air_on_the_holder_a(nodes: list[ServerProcess]) -> None:
+    """The stage changes on B (every Socket.IO client there); the guest publishes on A, which
+    holds the room's media (its host publishes there): B asks A to end the guest's session."""
+    a, b = nodes
+    room = f"lb-{uuid.uuid4().hex[:8]}"
+    host_media = await publish(a.url, room, token("stage-host", "host", room))
+    viewers: list[Viewer] = []
+    peers = [host_media]
+    try:
+
+        async def held_by_a() -> bool:
+            return (await whep_status(b.url + f"/whep/{room}", token("probe", "viewer", room)))[0] == 307
+
+        await until(held_by_a)
+        host = await joined(b, viewers, "stage-host", room, "host")
+        fan = await joined(b, viewers, "stage-guest", room)
+        assert code(await fan.call("costream.request", {"room": room})) == "ok"
+        assert (await host.call("costream.accept", {"room": room, "user": fan.user}))["slot"] == 1
+        [grant] = await fan.wait_for(lambda i: i["type"] == "costream.accepted")
+        peers.append(await publish(a.url, room, str(grant["data"]["token"])))  # where B's 307 leads
+        watcher = await play(a.url, room, token("stage-watcher", "viewer", room), slot="1")
+        peers.append(watcher)
+
+        async def playing() -> bool:
+            return len(watcher.counters) >= 3
+
+        await until(playing)
+        assert code(await host.call("costream.remove", {"room": room, "user": fan.user})) == "ok"
+
+        async def off_the_air() -> bool:
+            return watcher.ended.get("video") is True
+
+        await until(off_the_air)
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        for peer in peers:
+            await peer.close()

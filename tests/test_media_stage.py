@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import jwt
 import pytest
 from media_support import WhipError, delete, play, publish, wait_until
 from plugin_support import code, joined, room_name
@@ -18,6 +19,7 @@ from support import ServerProcess, Viewer, token
 
 from liveroom.errors import Unauthorized
 from liveroom.publish_token import PublishTokens
+from liveroom.store import MemoryStore
 
 
 @pytest.fixture(scope="module", params=["1", "2"], ids=["in-node", "workers"])
@@ -95,6 +97,23 @@ def test_a_revoked_slot_refuses_the_tokens_minted_before_and_only_those() -> Non
     assert tokens.verify(new, "r").user_id == "cat"
     tokens.revoke("r", 9, "", now * 1000 + 120_000)  # later: slot 1's entry outlived its tokens
     assert ("r", 1) not in tokens._revoked
+
+
+async def test_a_revocation_holds_in_every_process_that_shares_the_store() -> None:
+    """Two processes (or nodes, or one before and after a restart) over one store: a slot
+    revoked in one is refused in the other, which never heard of it."""
+    store, secret = MemoryStore(), "a-secret-that-is-long-enough-for-hs256-000000000"
+    here, there = PublishTokens(secret, store=store), PublishTokens(secret, store=store)
+    now = time.time()
+    old, _ = here.mint("ann", "r", 1, now)
+    await here.revoke_everywhere("r", 1, "ann", now * 1000)
+    minted = jwt.decode(old, options={"verify_signature": False})["mnt"]
+    there.check_revoked("r", 1, minted)  # its own list knows nothing...
+    with pytest.raises(Unauthorized, match="revoked"):
+        await there.check_revoked_everywhere("r", 1, minted)  # ...the store does
+    new, _ = here.mint("cat", "r", 1, now)  # the next guest of the slot publishes anywhere
+    await there.check_revoked_everywhere("r", 1, jwt.decode(new, options={"verify_signature": False})["mnt"])
+    await there.check_revoked_everywhere("r", 2, minted)  # another slot: untouched
 
 
 async def test_a_slot_the_host_ended_takes_the_token_with_it(

@@ -228,7 +228,8 @@ def test_without_a_token_a_page_shows_the_sign_in_form_alone(show: dict[str, Any
     assert signin["signedIn"]["visible"] == {"form.signin": False, **shown}, signin
     # His first WHEP was answered no_media (a publisher coming up): the page asked again.
     # (A later media.publisher item, the failover's, may make it ask once more.)
-    assert signin["signedIn"]["whepPosts"] >= 2 and signin["signedIn"]["frames"] >= 10, signin
+    signed_in = signin["signedIn"]
+    assert signed_in["whepPosts"] >= 2 and signed_in["frames"] >= 10, json.dumps(signed_in)
 
 
 def test_the_console_header_speaks_of_the_socket_and_the_go_live_card_of_the_stream(
@@ -305,16 +306,11 @@ def test_likes_are_batched(show: dict[str, Any]) -> None:
     assert 1 <= likes["commands"] < 10
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent since this session's merges (0 frames in about 5 of 7 full runs of this "
-    "file on 2026-12-03, at several commits): the guest's page says it is on stage, no WHIP error "
-    "shows, and viewers get not_publishing for its slot; cause not found yet (issue 17/22 note)",
-)
 def test_an_accepted_guest_appears_on_the_viewers_pages(show: dict[str, Any]) -> None:
     costream = part(show, "costream")
     assert "Bob" in costream["stage"]
-    assert costream["frames"] >= 10, costream
+    assert costream["frames"] >= 10, (costream, show["http"])
+    assert costream["viewers"] <= 3, costream  # no WHEP session left open behind the page's back
 
 
 def test_the_dashboards_count_what_was_done(show: dict[str, Any]) -> None:

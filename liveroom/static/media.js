@@ -27,12 +27,14 @@ export async function publish(room, token, stream, backup = false) {
   return { pc, location, stop: () => stop(pc, location, token) };
 }
 
-export async function play(room, token, slot, video) {
+// `wanted()` false: the page no longer wants this session (it asked again meanwhile); its
+// tracks leave `video` to the session that replaced it.
+export async function play(room, token, slot, video, wanted = () => true) {
   const pc = new RTCPeerConnection();
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
   const stream = new MediaStream();
-  pc.ontrack = event => { stream.addTrack(event.track); video.srcObject = stream; };
+  pc.ontrack = event => { stream.addTrack(event.track); if (wanted()) video.srcObject = stream; };
   const url = `/whep/${encodeURIComponent(room)}?slot=${encodeURIComponent(slot)}`;
   const location = await exchange(pc, url, token);
   return { pc, location, stop: () => stop(pc, location, token) };

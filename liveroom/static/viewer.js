@@ -262,14 +262,21 @@ async function watch(slot, attempt = 0) {
   if (slot !== "host") $("#videos").append(video);
   const entry = { video, kind: "whep" };
   players.set(slot, entry);
+  const wanted = () => players.get(slot) === entry;
   try {
-    entry.session = await play(room, token, slot, video);
+    const session = await play(room, token, slot, video, wanted);
+    // Watched again while this one was negotiating (a guest's `costream.stage` and its
+    // `media.publisher` item come together): this session ends now, or it would stay open
+    // on the server, counted against the viewer's sessions and refusing the one wanted.
+    if (!wanted()) return session.stop();
+    entry.session = session;
     if (slot === "host") { $("#offline").hidden = true; fallBackIfStuck(entry); }
   } catch (error) {
-    const current = players.get(slot) === entry;
-    // The publisher is there but its tracks are not yet (it is just coming up), or a guest
-    // is on stage and about to publish: ask again (not only on its `media.publisher` item).
-    const coming = error.code === "no_media" || (slot !== "host" && error.code === "not_publishing");
+    const current = wanted();
+    // The publisher is there but its tracks are not yet (it is just coming up), a guest
+    // is on stage and about to publish, or this viewer's other sessions are still
+    // connecting (too_many_sessions: a stage's members are asked for at once): ask again.
+    const coming = ["no_media", "too_many_sessions"].includes(error.code) || (slot !== "host" && error.code === "not_publishing");
     const retry = current && coming && attempt < 10;
     // Not live yet: the next `media.publisher connected` starts it (HLS has nothing either).
     if (slot === "host" && current && !retry && error.code !== "not_publishing") return fallBack(entry);

@@ -239,7 +239,16 @@ await run(async () => {
     const frames = await framesOf(alice, "1");
     await shot(alice, "viewer-phone-costream");
     await shot(bob, "viewer-guest-on-stage");
-    return { frames, stage: await host.textContent("#stage"), guest: await bob.textContent("#costream-status") };
+    // The room's WHEP viewers, as the server counts them: at most Alice and Bob on the
+    // host and Alice on Bob (a session the page asked for twice while negotiating, left
+    // open, made a fourth). Fewer when a loaded machine's host path was lost meanwhile.
+    let viewers = Infinity;
+    for (const deadline = Date.now() + 15000; viewers > 3 && Date.now() < deadline; await alice.waitForTimeout(200)) {
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      const line = metrics.split("\n").find(l => l.startsWith(`liveroom_media_viewers{room="${room}"}`));
+      viewers = line ? Number(line.split(" ").pop()) : 0;
+    }
+    return { frames, viewers, stage: await host.textContent("#stage"), guest: await bob.textContent("#costream-status") };
   });
 
   await step("dashboard", async () => {
@@ -380,6 +389,11 @@ await run(async () => {
       body: JSON.stringify({ error: { code: "no_media", message: "the offer receives none of the published tracks" } }) };
     const page = await open("/room", null, { context: { viewport: { width: 800, height: 600 } },
       route: ["**/whep/**", route => (route.request().method() === "POST" && !whepPosts++ ? route.fulfill(noMedia) : route.continue())] });
+    const whep = [];  // what his page asked of WHEP and was answered, in order
+    page.on("response", response => {
+      const url = new URL(response.url());
+      if (url.pathname.startsWith("/whep/")) whep.push(`${response.request().method()} ${url.search} ${response.status()}`);
+    });
     const visible = () => page.evaluate(() => Object.fromEntries(["form.signin", "main", "#status", "#online"]
       .map(selector => [selector, document.querySelector(selector)?.checkVisibility() ?? false])));
     const alone = { visible: await visible(), started: await page.evaluate(() => Boolean(window.liveroom)) };
@@ -390,7 +404,8 @@ await run(async () => {
     await page.fill("form.signin input", danToken);
     await page.click("form.signin button");
     await page.waitForFunction(() => document.querySelector("#status")?.textContent === "connected");
-    const signedIn = { visible: await visible(), frames: await framesOf(page, "host"), whepPosts };
+    const signedIn = { visible: await visible(), frames: await framesOf(page, "host"), whepPosts, whep,
+      player: await page.evaluate(() => { const e = window.liveroom.players.get("host"); return e ? [e.kind, e.session?.pc?.connectionState ?? null] : null; }) };
     await page.context().close();
     return { alone, refused, signedIn };
   });
