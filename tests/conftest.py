@@ -45,6 +45,13 @@ async def viewers(server: ServerProcess) -> AsyncIterator[list[Viewer]]:
         await viewer.close()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many xdist workers `-n auto` (in addopts) starts: two, each running one test file
+    at a time (`--dist loadfile`); none for benchmarks, which pin their own cores and print
+    their figures (`-s`). `-n 0` runs any selection in this process."""
+    return 0 if "bench" in (config.getoption("markexpr") or "") else 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Benchmarks (marker `bench`) run only when asked for: `pytest -m bench`."""
     if "bench" in (config.getoption("markexpr") or ""):
