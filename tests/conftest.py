@@ -5,11 +5,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from redis_support import RedisCluster, RedisServer
 from support import ServerProcess, Viewer
+
+# No timing bounds in tests, hypothesis' own included: its 200 ms deadline per example and
+# its "too slow" health check failed pure tests (test_wire_pure) at load 40 on two cores.
+settings.register_profile("liveroom", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("liveroom")
 
 
 @pytest.fixture(scope="session")
