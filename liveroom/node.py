@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from liveroom.auth import Identity, TokenAuthority, resolve_secret
 from liveroom.broker import Broker, Publication
 from liveroom.clock import Clock, SystemClock
-from liveroom.cluster import ClusterAuthority
 from liveroom.config import Config
 from liveroom.connections import Connections
 from liveroom.discovery import load_plugins
@@ -32,6 +31,9 @@ from liveroom.sio import PeerLimit, SocketServer
 from liveroom.sqlite_store import EmbeddedStore
 from liveroom.store import MemoryStore, Store
 from liveroom.timers import Timers
+
+if TYPE_CHECKING:  # imported when clustered: redis is an eighth of a start-up
+    from liveroom.cluster import ClusterAuthority
 
 __all__ = ["Node"]
 
@@ -83,10 +85,12 @@ class Node:
         self.interactions = Interactions(self.plugins, self.plugin_hosts, self.rooms, self.clock)
         # Where a room's interactions run: here, or on a cluster at the room's owner node.
         self.room_authority: Interactions | ClusterAuthority = self.interactions
+        self.cluster: ClusterAuthority | None = None
         if self.clustered:
+            from liveroom.cluster import ClusterAuthority
             from liveroom.redis_client import connect_redis
 
-            self.room_authority = ClusterAuthority(
+            self.room_authority = self.cluster = ClusterAuthority(
                 connect_redis(config.redis),
                 self.store,
                 self.interactions,
@@ -129,8 +133,8 @@ class Node:
         await self.broker.start()
         for plugin in self.plugins:
             await plugin.start()
-        if isinstance(self.room_authority, ClusterAuthority):
-            await self.room_authority.start()  # it takes the awake rooms no node owns
+        if self.cluster is not None:
+            await self.cluster.start()  # it takes the awake rooms no node owns
         else:
             await self.rooms.wake_marked()
 
@@ -174,8 +178,8 @@ class Node:
                 await plugin.stop()
             except Exception:
                 log.exception("plugin %s failed to stop", plugin.name)
-        if isinstance(self.room_authority, ClusterAuthority):
-            await self.room_authority.stop()  # its rooms are given up: another node takes them at once
+        if self.cluster is not None:
+            await self.cluster.stop()  # its rooms are given up: another node takes them at once
         self.rooms.release_all()
         await self.rooms.settle()
         if self._controls:  # removals and personal items on their way to other nodes
