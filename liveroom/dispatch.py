@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liveroom.auth import Identity
 from liveroom.clock import Clock
-from liveroom.cluster import ClusterAuthority
 from liveroom.config import LimitsConfig
 from liveroom.connection import Connection
 from liveroom.errors import BadRequest, CommandError, Forbidden, NotJoined, OutcomeUnknown, RateLimited
@@ -39,6 +38,9 @@ from liveroom.protocol import (
     error_ack,
     ok_ack,
 )
+
+if TYPE_CHECKING:
+    from liveroom.cluster import ClusterAuthority
 
 __all__ = ["Dispatcher"]
 

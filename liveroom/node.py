@@ -91,13 +91,14 @@ class Node:
         self.interactions = Interactions(self.plugins, self.plugin_hosts, self.rooms, self.clock)
         # Where a room's interactions run: here, or on a cluster at the room's owner node.
         self.room_authority: Interactions | ClusterAuthority = self.interactions
+        self.cluster: ClusterAuthority | None = None
         if self.clustered:
-            if directory is None:
+            if directory is None:  # redis is imported only here: an eighth of a start-up
                 from liveroom.redis_client import connect_redis
                 from liveroom.redis_directory import RedisDirectory
 
                 directory = RedisDirectory(connect_redis(config.redis), config.redis.key_prefix)
-            self.room_authority = ClusterAuthority(
+            self.room_authority = self.cluster = ClusterAuthority(
                 directory,
                 self.store,
                 self.interactions,
@@ -106,8 +107,8 @@ class Node:
                 lease_s=config.cluster.lease_s,
                 forward_timeout_s=config.cluster.forward_timeout_s,
             )
-            self.room_authority.on_took = self._announce_new_owner
-            self.room_authority.local_rooms = lambda: list(self.hub.rooms)
+            self.cluster.on_took = self._announce_new_owner
+            self.cluster.local_rooms = lambda: list(self.hub.rooms)
         self.dispatcher = Dispatcher(self.hub, self.room_authority, self.clock, config.limits, self.metrics)
         self.connections = Connections(
             config, self.clock, self.metrics, self.authority, self.hub, self.dispatcher, lambda: self.ready
@@ -141,8 +142,8 @@ class Node:
         await self.broker.start()
         for plugin in self.plugins:
             await plugin.start()
-        if isinstance(self.room_authority, ClusterAuthority):
-            await self.room_authority.start()  # it takes the awake rooms no node owns
+        if self.cluster is not None:
+            await self.cluster.start()  # it takes the awake rooms no node owns
         else:
             await self.rooms.wake_marked()
 
@@ -196,8 +197,8 @@ class Node:
                 await plugin.stop()
             except Exception:
                 log.exception("plugin %s failed to stop", plugin.name)
-        if isinstance(self.room_authority, ClusterAuthority):
-            await self.room_authority.stop()  # its rooms are given up: another node takes them at once
+        if self.cluster is not None:
+            await self.cluster.stop()  # its rooms are given up: another node takes them at once
         self.rooms.release_all()
         await self.rooms.settle()
         if self._controls:  # removals and personal items on their way to other nodes
@@ -276,13 +277,13 @@ class Node:
 
     async def _tell_owner_who_is_here(self, room: str) -> None:
         local = self.hub.rooms.get(room)
-        if local is None or not isinstance(self.room_authority, ClusterAuthority):
+        if local is None or self.cluster is None:
             return
         users = {c.identity.user_id: c.identity for c in local.members}
         if not users:
             return
         try:
-            await self.room_authority.readmit(room, list(users.values()))
+            await self.cluster.readmit(room, list(users.values()))
         except CommandError as error:  # the owner moved again: the next one asks again
             log.warning("room %s: its members could not be told to its owner (%s)", room, error.code)
 

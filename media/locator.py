@@ -20,8 +20,6 @@ from typing import Any
 
 from aiohttp import web
 
-from liveroom.redis_client import REDIS_ERRORS
-
 __all__ = ["LEASE_S", "LOCATOR_KEY", "MediaLocator", "redirect"]
 
 log = logging.getLogger(__name__)
@@ -38,6 +36,11 @@ class MediaLocator:
     """The rooms whose media this node holds, published in Redis for the other nodes."""
 
     def __init__(self, redis: Any, prefix: str, own_url: str) -> None:
+        # Imported here: only clustered nodes make a locator, and redis is an eighth of the
+        # start-up of every other node.
+        from liveroom.redis_client import REDIS_ERRORS
+
+        self._errors = REDIS_ERRORS
         self._redis = redis
         self._prefix = prefix
         self.own_url = own_url.rstrip("/")
@@ -72,7 +75,7 @@ class MediaLocator:
             return None
         try:
             value = await self._redis.get(self.key(room))
-        except REDIS_ERRORS as exc:
+        except self._errors as exc:
             log.warning("media locator: cannot look up %s (%r); serving it here", room, exc)
             return None
         url = value.decode() if isinstance(value, bytes) else value
@@ -100,13 +103,13 @@ class MediaLocator:
     async def _claim(self, room: str) -> None:
         try:
             await self._redis.set(self.key(room), self.own_url, px=int(LEASE_S * 1000))
-        except REDIS_ERRORS as exc:
+        except self._errors as exc:
             log.warning("media locator: cannot claim %s (%r)", room, exc)
 
     async def _release(self, room: str) -> None:
         try:
             await self._redis.eval(_RELEASE, 1, self.key(room), self.own_url)
-        except REDIS_ERRORS as exc:
+        except self._errors as exc:
             log.warning("media locator: cannot release %s (%r)", room, exc)
 
 

@@ -5,11 +5,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from redis_support import RedisCluster, RedisServer
 from support import ServerProcess, Viewer
+
+# No timing bounds in tests, hypothesis' own included: its 200 ms deadline per example and
+# its "too slow" health check failed pure tests (test_wire_pure) at load 40 on two cores.
+settings.register_profile("liveroom", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("liveroom")
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +49,13 @@ async def viewers(server: ServerProcess) -> AsyncIterator[list[Viewer]]:
     yield made
     for viewer in made:
         await viewer.close()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many xdist workers `-n auto` (in addopts) starts: two, each running one test file
+    at a time (`--dist loadfile`); none for benchmarks, which pin their own cores and print
+    their figures (`-s`). `-n 0` runs any selection in this process."""
+    return 0 if "bench" in (config.getoption("markexpr") or "") else 2
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

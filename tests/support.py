@@ -80,7 +80,9 @@ class ServerProcess:
 
     def wait_ready(self) -> ServerProcess:
         assert self.process is not None
-        deadline = time.monotonic() + 60  # a loaded machine boots slowly; a broken one exits
+        # About 1 s on a quiet machine; a loaded one (two xdist workers, a CPU hog, other jobs)
+        # can take many times that. A bound only for a server that never comes up.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")
@@ -92,7 +94,7 @@ class ServerProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"server did not become ready: {self.log()}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 45) -> int:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import SECRET
+from support import SECRET, free_port
 
 from liveroom.auth import TokenAuthority
 from liveroom.cli import startup_failure
@@ -20,7 +20,13 @@ from liveroom.config import load_config
 from liveroom.errors import Unavailable
 from liveroom.node import Node
 
-ENV = {"LIVEROOM_JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin", "LIVEROOM_LOG_LEVEL": "WARNING"}
+ENV = {
+    "LIVEROOM_JWT_SECRET": SECRET,
+    "PATH": "/usr/bin:/bin",
+    "LIVEROOM_LOG_LEVEL": "WARNING",
+    # RTMP ingest on a free port, not 1935: another run (or xdist worker) may hold that one.
+    "LIVEROOM_MEDIA_RTMP_PORT": str(free_port()),
+}
 
 
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

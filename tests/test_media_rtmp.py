@@ -226,8 +226,13 @@ async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(serv
         # The target is 200 ms (docs/media.md, measured on a quiet machine); the bound here only
         # tells a replayed group of pictures (tens of ms) from waiting for a keyframe (0-5 s).
         assert gap <= 1.5, f"video gap {gap * 1000:.0f} ms"
-        after = [counter for at, counter in arrivals if at > killed_at + 0.3]
-        assert len(after) >= 30 and in_order(after), after  # the backup's own counter, in order
+        # The backup's own counter, in order, from where it took over. The primary's last
+        # pictures may still arrive after the kill on a loaded machine (one came 0.3 s late
+        # at load 11): they are the ones before the counter steps back.
+        after = [counter for at, counter in arrivals if at > killed_at]
+        steps_back = [i + 1 for i, (a, b) in enumerate(itertools.pairwise(after)) if b <= a]
+        assert len(steps_back) <= 1, after  # one switch, from the primary to the backup
+        assert len(after[steps_back[0] if steps_back else 0 :]) >= 30, after
         metrics = scrape(server.url)
         assert metrics.get(f'liveroom_media_failovers_total{{room="{room}",to="backup"}}', 0) >= 1
     finally:

@@ -48,13 +48,24 @@ class Cluster:
 
 @pytest.fixture(params=["redis", "redis-cluster"])
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Three nodes of the test's own: for the tests that kill or stop one."""
     shared = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else None
     made = Cluster(tmp_path, 3, shared)
     yield made
     made.stop()
 
 
-async def test_danmaku_crosses_nodes_once_in_one_order(cluster: Cluster) -> None:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def nodes(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Three nodes for the module's tests that leave them running (each in a room of its own)."""
+    shared = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else None
+    made = Cluster(tmp_path_factory.mktemp("scaleout"), 3, shared)
+    yield made
+    made.stop()
+
+
+async def test_danmaku_crosses_nodes_once_in_one_order(nodes: Cluster) -> None:
+    cluster = nodes
     viewers = [Viewer(node.url, f"user{i}") for i, node in enumerate(cluster.nodes)]
     try:
         for viewer in viewers:
@@ -81,9 +92,10 @@ async def test_danmaku_crosses_nodes_once_in_one_order(cluster: Cluster) -> None
             await viewer.close()
 
 
-async def test_a_ban_through_one_node_removes_the_user_from_every_node(cluster: Cluster) -> None:
+async def test_a_ban_through_one_node_removes_the_user_from_every_node(nodes: Cluster) -> None:
     """Personal items and removals reach the user's connections on other nodes (before, only
     the node that ran the command: the banned user stayed in the room through the others)."""
+    cluster = nodes
     moderator = Viewer(cluster.nodes[0].url, "mod", role="moderator")
     banned = [Viewer(node.url, "troll") for node in cluster.nodes[1:]]  # one user, two nodes
     bystander = Viewer(cluster.nodes[2].url, "fan")

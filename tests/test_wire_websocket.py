@@ -96,6 +96,24 @@ def test_fragments_are_joined_with_control_frames_between_them() -> None:
         (client_frame(CLOSE, b"\x03\xe8\xff"), 1007),  # a reason that is not UTF-8
         (b"\x81\xff" + b"\x80" + b"\x00" * 7, 1002),  # a 64-bit length with the top bit set
     ],
+    # Named, not made from the bytes: the masks are random, and xdist's workers must collect
+    # the same test ids.
+    ids=[
+        "unmasked",
+        "oversize",
+        "long-ping",
+        "fragmented-close",
+        "lone-continuation",
+        "reserved-opcode",
+        "rsv1",
+        "new-message-mid-message",
+        "bad-utf8",
+        "utf8-may-continue",
+        "bad-utf8-continuation",
+        "one-byte-close",
+        "close-reason-not-utf8",
+        "top-bit-length",
+    ],
 )
 def test_protocol_errors_fail_with_their_close_code(wire: bytes, code: int | None) -> None:
     machine = ServerProtocol(1024)
