@@ -122,6 +122,7 @@ class ClusterAuthority:
         self._forward_timeout_s = forward_timeout_s
         self._owned: dict[str, float] = {}  # room -> until when (loop time) this node may serve it
         self._known_owners: dict[str, tuple[str, float]] = {}  # room -> (owner, until when)
+        self._looking: dict[str, asyncio.Future[str]] = {}  # room -> its owner lookup under way
         # In the rooms owned here: each present user's joins, by the node they came through.
         self._joined_via: dict[str, dict[str, tuple[Identity, dict[str, int]]]] = {}
         self._suspects: dict[str, float] = {}  # node -> since when its inbox has had no listener
@@ -279,6 +280,14 @@ class ClusterAuthority:
         known = self._known_owners.get(room)
         if known is not None and asyncio.get_running_loop().time() < known[1]:
             return known[0]
+        # One lookup per room at a time: the calls that come meanwhile (a join storm) share it.
+        looking = self._looking.get(room)
+        if looking is None:
+            looking = self._looking[room] = asyncio.ensure_future(self._look_up(room))
+            looking.add_done_callback(lambda _: self._looking.pop(room, None))
+        return await asyncio.shield(looking)
+
+    async def _look_up(self, room: str) -> str:
         try:
             found = await self._directory.owner(room)
             if found is None and await self._directory.hold(room, self.node_id, self._lease_ms):

@@ -192,14 +192,17 @@ class GiftPlugin(Plugin):
     async def snapshot(self, room: str) -> Mapping[str, Any] | None:
         state = self._rooms[room]
         # A run of show begun, a PK's side: read on (two store reads), once for all the joins
-        # that come while a read is under way (a join storm shares a few reads).
-        if state.reading is None or state.reading.done():
-            state.reading = asyncio.ensure_future(self._read_on(room, state))
-            state.reading.add_done_callback(lambda done: done.cancelled() or done.exception())
-        try:
-            await asyncio.shield(state.reading)
-        except CommandError:
-            log.warning("gift: room %s: state as last read (the store failed)", room)
+        # that come while a read is under way; and only when there is something to read: a PK
+        # on, or a run of show (held in memory on this node, the room's owner, too) that the
+        # totals do not know yet. A join storm must not queue store reads behind the room.
+        if await self._worth_reading_on(room, state):
+            if state.reading is None or state.reading.done():
+                state.reading = asyncio.ensure_future(self._read_on(room, state))
+                state.reading.add_done_callback(lambda done: done.cancelled() or done.exception())
+            try:
+                await asyncio.shield(state.reading)
+            except CommandError:
+                log.warning("gift: room %s: state as last read (the store failed)", room)
         return {
             "catalogue": [
                 {"gift": name, "price": format_minor(price), "price_minor": price}
@@ -289,6 +292,17 @@ class GiftPlugin(Plugin):
                 state.show.add(record.data, record.position)
         if state.tally.after != before or started is not None:
             self._board.touch(room, room=room)
+
+    async def _worth_reading_on(self, room: str, state: RoomGifts) -> bool:
+        if state.pk is not None:
+            return True
+        show = next((p for p in self.host.plugins if p.name == "show"), None)
+        if show is None:
+            return False
+        found = await show.snapshot(room)
+        stage = None if found is None else found.get("stage")
+        run = None if not stage else stage.get("run")
+        return run is not None and run != state.show_run
 
     async def _read_on(self, room: str, state: RoomGifts) -> None:
         await self._fold(room, state, gifts=False)
