@@ -30,8 +30,9 @@ from typing import Any
 
 from liveroom.auth import TokenAuthority
 
-from .flash_sale import api, command_latency, store_env
+from .flash_sale import command_latency, store_env
 from .machine import load_average
+from .rest import api
 from .run import _free_port
 from .servers import ProcessWatch, liveroom_metrics, spawn_server
 from .sioclient import SocketIOClient, connect_client

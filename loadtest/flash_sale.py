@@ -21,7 +21,6 @@ import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from liveroom.auth import TokenAuthority
 
 from .machine import load_average
+from .rest import api
 from .run import _free_port
 from .scaleout_bench import redis_server
 from .servers import ProcessWatch, liveroom_metrics, spawn_server
@@ -37,14 +37,6 @@ from .sioclient import SocketIOClient, connect_client
 from .stats import Snapshot
 
 __all__ = ["main"]
-
-
-def api(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
 
 
 @contextmanager

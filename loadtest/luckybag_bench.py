@@ -26,7 +26,6 @@ import os
 import secrets
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from picows import WSFrame, WSTransport, ws_connect
 from liveroom.auth import TokenAuthority
 
 from .machine import load_average
+from .rest import api
 from .run import _free_port
 from .scaleout_bench import redis_server
 from .servers import spawn_server
@@ -64,14 +64,6 @@ async def connect(url: str, stats: Snapshot, token: str) -> Entrant:
     assert isinstance(client, Entrant)
     await client.ready
     return client
-
-
-def api(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)
 
 
 def rerun(entrants: list[str], seed: str, winners: int) -> list[str]:
