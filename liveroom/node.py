@@ -83,7 +83,15 @@ class Node:
         self.timers = Timers(self.clock)
         # Revocations go to the store too: every process and node refuses a revoked token.
         self.publish_tokens = tokens = PublishTokens(resolve_secret(config.auth), store=self.store)
-        host = PluginHost(self.clock, self.store, self, self.timers, Signals(), tokens)
+        host = PluginHost(
+            self.clock,
+            self.store,
+            self,
+            self.timers,
+            Signals(),
+            tokens,
+            throttled_writes_per_s=config.delivery.throttled_writes_per_s,
+        )
         self.plugins, self.plugin_hosts = load_plugins(config.plugins, host)
         self.rooms = RoomHost(
             self.plugins, self.plugin_hosts, self.store, self.clock, self.timers, config.room.idle_release_s

@@ -52,7 +52,7 @@ from liveroom.protocol import decode_payload
 from liveroom.publish_token import PublishTokens
 from liveroom.ratelimit import UserRate
 from liveroom.store import Store
-from liveroom.timers import TimerCallback, Timers
+from liveroom.timers import Throttle, TimerCallback, Timers
 
 __all__ = [
     "MAX_POSITION",
@@ -213,6 +213,15 @@ class PluginHost:
     plugins: list[Plugin] = field(default_factory=list)
     # Business events for the merchant's backend (liveroom.events; sent by the webhooks plugin).
     events: EventLog = field(default_factory=EventLog)
+    # `[delivery] throttled_writes_per_s`: what `throttle` spaces a big room's updates by.
+    throttled_writes_per_s: float = 0.0
+
+    def throttle(self, interval_ms: float, emit: Callable[[str], Awaitable[None]]) -> Throttle:
+        """A `Throttle` for a room's state updates (a price, a tally, a total): `emit(key)` at
+        most every `interval_ms`, and in a big room at most `throttled_writes_per_s` writes a
+        second (a room of N online: at most every N / throttled_writes_per_s seconds). Touch
+        it with `room=` so that it knows whose audience it writes to."""
+        return Throttle(self.timers, interval_ms, emit, self.services.online, self.throttled_writes_per_s)
 
     def room(self, room: str) -> RoomContext:
         """A context for work on a room outside a command (a timer, a hook)."""

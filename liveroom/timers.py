@@ -139,13 +139,32 @@ class Throttle:
     """Call `emit(key)` at most once per `interval_ms` per key, trailing: the last change wins.
 
     Its timers belong to the room given to `touch` (they go with the room, and never keep it
-    awake); `forget` drops a key's pending call."""
+    awake); `forget` drops a key's pending call. Given the room's `audience` (how many are
+    online) and `writes_per_s`, the interval also grows with the room: each emit is one
+    write to every member, so a 5,000-viewer room's auction price at 10 a second would be
+    50,000 writes a second, most of a core, and every ack in the room would wait behind
+    them. The interval is then at least `audience / writes_per_s` seconds."""
 
-    def __init__(self, timers: Timers, interval_ms: float, emit: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        interval_ms: float,
+        emit: Callable[[str], Awaitable[None]],
+        audience: Callable[[str], int] | None = None,
+        writes_per_s: float = 0.0,
+    ) -> None:
         self._timers = timers
         self._interval_ms = interval_ms
         self._emit = emit
+        self._audience = audience if writes_per_s > 0 else None
+        self._writes_per_s = writes_per_s
         self._last: dict[str, float] = {}
+
+    def interval_ms(self, room: str | None) -> float:
+        """The spacing of emits for a key of `room` now."""
+        if self._audience is None or room is None:
+            return self._interval_ms
+        return max(self._interval_ms, 1000.0 * self._audience(room) / self._writes_per_s)
 
     def touch(self, key: str, room: str | None = None) -> None:
         timer = f"throttle:{id(self)}:{key}"
@@ -154,7 +173,7 @@ class Throttle:
         now = self._timers.clock.now_ms()
         if len(self._last) > 1024:  # bounded: a key last emitted an interval ago no longer matters
             self._last = {k: t for k, t in self._last.items() if t + self._interval_ms > now}
-        at = max(now, self._last.get(key, -1e18) + self._interval_ms)
+        at = max(now, self._last.get(key, -1e18) + self.interval_ms(room))
 
         async def fire(now_ms: float) -> None:
             self._last[key] = now_ms

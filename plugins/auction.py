@@ -41,7 +41,6 @@ from liveroom.protocol import RequestId, RoomId
 from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
-from liveroom.timers import Throttle
 
 from .auction_rules import Auction, Bid, Terms
 
@@ -113,7 +112,7 @@ class AuctionPlugin(Plugin):
         self._rooms: dict[str, RoomAuction] = {}
         self._bid_rate = UserRate(config.bid_rate_per_s, config.bid_burst, "bids")
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "auction commands")
-        self._price = Throttle(host.timers, config.update_interval_ms, self._publish_price)
+        self._price = host.throttle(config.update_interval_ms, self._publish_price)
         self._outbox: WebhookOutbox | None = None
         if config.webhook_url:
             self._outbox = WebhookOutbox(

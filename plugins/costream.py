@@ -30,7 +30,6 @@ from liveroom.protocol import RoomId, RoomPayload
 from liveroom.ratelimit import KeyedBuckets, UserRate
 from liveroom.record import Record
 from liveroom.store import records_of
-from liveroom.timers import Throttle
 
 from .costream_rules import Stage, StagePolicy
 
@@ -98,7 +97,7 @@ class CostreamPlugin(Plugin):
         self._stages: dict[str, Stage] = {}
         self._askers: dict[str, KeyedBuckets] = {}
         self._policy = StagePolicy(config.allowed_roles, config.allowed_tiers, config.priority_tiers)
-        self._queue_updates = Throttle(host.timers, config.queue_interval_ms, self._publish_queue)
+        self._queue_updates = host.throttle(config.queue_interval_ms, self._publish_queue)
         self._tokens.on_revoke(self._revoked)
 
     def _limited(self, handler: Any) -> Any:

@@ -45,7 +45,6 @@ from liveroom.protocol import RequestId, RoomId
 from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
-from liveroom.timers import Throttle
 
 from .gift_rules import Pk, Tally, parse_catalogue
 from .gift_wallet import Wallet
@@ -131,8 +130,8 @@ class GiftPlugin(Plugin):
         self._rooms: dict[str, RoomGifts] = {}
         self._send_rate = UserRate(config.send_rate_per_s, config.send_burst, "gifts")
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "gift commands")
-        self._board = Throttle(host.timers, config.update_interval_ms, self._publish_board)
-        self._score = Throttle(host.timers, config.update_interval_ms, self._publish_score)
+        self._board = host.throttle(config.update_interval_ms, self._publish_board)
+        self._score = host.throttle(config.update_interval_ms, self._publish_score)
         self._wallet: Wallet | None = None
         if config.wallet_url:
             self._wallet = Wallet(

@@ -31,7 +31,6 @@ from liveroom.plugin import (
 )
 from liveroom.protocol import RoomId
 from liveroom.ratelimit import KeyedBuckets
-from liveroom.timers import Throttle
 
 from .like_rules import MINUTE_MS, MinuteCounts, UnflushedLikes, minutes_back
 
@@ -79,7 +78,7 @@ class LikePlugin(Plugin):
         self._flushing: dict[str, asyncio.Task[bool]] = {}
         self._settled_minutes: dict[str, dict[int, int]] = {}  # room -> minute -> stored count
         self._locks: dict[str, asyncio.Lock] = {}
-        self._throttle = Throttle(host.timers, config.total_interval_ms, self._flush_and_publish)
+        self._throttle = host.throttle(config.total_interval_ms, self._flush_and_publish)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         return (CommandSpec("like.send", SendPayload, self.send, summary="Send likes"),)

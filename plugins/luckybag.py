@@ -45,7 +45,6 @@ from liveroom.protocol import RequestId, RoomId
 from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
-from liveroom.timers import Throttle
 
 from .coupon_rules import Presence
 from .luckybag_rules import ALGORITHM, Bag, Via, check_entry, draw, keyword_matches, new_seed, seed_hash
@@ -143,7 +142,7 @@ class LuckyBagPlugin(Plugin):
         self._rooms: dict[str, RoomBags] = {}
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "luckybag commands")
         self._entries_rate = UserRate(config.entries_rate_per_s, config.entries_burst, "entry list pages")
-        self._count = Throttle(host.timers, config.entrants_interval_ms, self._publish_count)
+        self._count = host.throttle(config.entrants_interval_ms, self._publish_count)
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         start = rate_limited(self.start_bag, self._publish_rate, self.host.clock)

@@ -33,7 +33,6 @@ from liveroom.protocol import RequestId, RoomId
 from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.store import records_of
-from liveroom.timers import Throttle
 
 from .poll_rules import Poll
 
@@ -99,7 +98,7 @@ class PollPlugin(Plugin):
         super().__init__(config, host)
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "poll commands")
         self._rooms: dict[str, RoomPolls] = {}
-        self._tally = Throttle(host.timers, config.tally_interval_ms, self._publish_tally)
+        self._tally = host.throttle(config.tally_interval_ms, self._publish_tally)
 
     def _limited(self, handler: Any) -> Any:
         """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""

@@ -39,7 +39,6 @@ from liveroom.ratelimit import UserRate
 from liveroom.record import Record, derived_id
 from liveroom.stock import StockRequest, order_key
 from liveroom.store import records_of
-from liveroom.timers import Throttle
 
 from .sale_rules import Sale, SalesTally, phase
 
@@ -123,7 +122,7 @@ class SalePlugin(Plugin):
         super().__init__(config, host)
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "sale commands")
         self._rooms: dict[str, RoomSales] = {}
-        self._stock = Throttle(host.timers, config.stock_interval_ms, self._publish_stock)
+        self._stock = host.throttle(config.stock_interval_ms, self._publish_stock)
         self._outbox: WebhookOutbox | None = None
         if config.webhook_url:
             self._outbox = WebhookOutbox(

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 from typing import Any
 
 import pytest
 from liveroom.plugins.auction_rules import Auction, Terms
 from plugin_support import code
 
-from liveroom.config import Config, LimitsConfig
+from liveroom.config import Config, DeliveryConfig, LimitsConfig
 from liveroom.errors import CommandError
 from liveroom.testing import NodeHarness
 
@@ -74,6 +76,24 @@ def open_body(room: str, **extra: Any) -> dict[str, Any]:
 
 def bid(room: str, auction: str, amount: str, request_id: str) -> dict[str, Any]:
     return {"room": room, "auction": auction, "amount": amount, "request_id": request_id}
+
+
+async def test_a_big_rooms_price_goes_out_less_often() -> None:
+    """`[delivery] throttled_writes_per_s`: the price is one write to every member, so a room
+    of N online gets it at most every N / throttled_writes_per_s seconds (here 4 / 10: 0.4 s)."""
+    config = dataclasses.replace(FAST, delivery=DeliveryConfig(throttled_writes_per_s=10))
+    async with NodeHarness(config) as h:
+        host, *bidders = [await h.connect("host", role="host")] + [await h.connect(f"u{n}") for n in range(3)]
+        for client in (host, *bidders):
+            await client.join("r")
+        auction = (await host.command("auction.open", open_body("r")))["auction"]
+        for n in range(20):  # a bid every 0.05 s for a second
+            await bidders[n % 3].command("auction.bid", bid("r", auction, str(10 + n), f"q{n}"))
+            await h.advance(0.05)
+        await h.advance(0.5)
+        sent = [item["data"]["server_time"] for item in host.of_type("auction.price")]
+        assert [item["data"]["price"] for item in host.of_type("auction.price")][-1] == "29.00"
+        assert len(sent) >= 2 and all(b - a >= 400 for a, b in itertools.pairwise(sent))
 
 
 async def test_an_auction_from_open_to_its_extended_end() -> None:

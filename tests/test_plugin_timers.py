@@ -68,3 +68,24 @@ async def test_throttle_emits_at_most_once_per_interval() -> None:
     await timers.fire_due()
     gaps = [b - a for a, b in itertools.pairwise(emitted)]
     assert len(emitted) >= 2 and all(gap >= 500 for gap in gaps)
+
+
+async def test_a_throttle_spaces_a_big_rooms_updates_by_its_audience() -> None:
+    clock = FakeClock()
+    timers = Timers(clock)
+    emitted: list[float] = []
+    audience = {"small": 10, "big": 5000}
+
+    async def emit(key: str) -> None:
+        emitted.append(clock.now_ms())
+
+    throttle = Throttle(timers, 100, emit, audience.__getitem__, writes_per_s=20_000)
+    assert throttle.interval_ms("small") == 100  # 10 / 20,000 s is less than its own interval
+    assert throttle.interval_ms("big") == 250  # 5,000 members: 20,000 writes a second at most
+    for _ in range(40):
+        throttle.touch("big", room="big")
+        clock.advance(0.05)
+        await timers.fire_due()
+    gaps = [b - a for a, b in itertools.pairwise(emitted)]
+    assert len(emitted) >= 7 and all(gap >= 250 for gap in gaps)
+    assert Throttle(timers, 100, emit, audience.__getitem__, writes_per_s=0).interval_ms("big") == 100
