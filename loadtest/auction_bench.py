@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import json
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -30,13 +29,12 @@ from typing import Any
 
 from liveroom.auth import TokenAuthority
 
-from .flash_sale import command_latency, store_env
+from .bench_node import bench_node, connect_viewers
+from .flash_sale import command_latency
 from .machine import load_average
 from .rest import api
-from .run import _free_port
-from .servers import ProcessWatch, liveroom_metrics, spawn_server
-from .sioclient import SocketIOClient, connect_client
-from .stats import Snapshot
+from .servers import ProcessWatch, liveroom_metrics
+from .sioclient import SocketIOClient
 
 __all__ = ["check_books", "main"]
 
@@ -52,14 +50,7 @@ async def bidding(
     window_s: int,
     watch: ProcessWatch,
 ) -> dict[str, Any]:
-    stats = Snapshot()
-    clients: list[SocketIOClient] = []
-    for start in range(0, bidders, 500):
-        tokens = [
-            authority.mint(f"b{n}", f"b{n}", "viewer", ttl_s=900)
-            for n in range(start, min(bidders, start + 500))
-        ]
-        clients += await asyncio.gather(*(connect_client(url, stats, token) for token in tokens))
+    clients = await connect_viewers(url, authority, bidders, ttl_s=900)
     await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
     terms = {
         "title": "Bench lot",
@@ -153,19 +144,11 @@ def wait_for_result(url: str, host: str, room: str, auction: str, timeout_s: flo
 
 def run(bidders: int, window_s: int, store: str) -> dict[str, Any]:
     load_before = load_average()
-    secret = secrets.token_urlsafe(32)
-    authority = TokenAuthority(secret)
-    host = authority.mint("host", "Host", "host", ttl_s=3600)
-    room, port = "auction", _free_port()
-    env_extra = {"LIVEROOM_PLUGINS_AUCTION_BID_RATE_PER_S": "100"}
-    with store_env(store) as env:
-        node = spawn_server("liveroom", port, secret, (0,), {**env, **env_extra})
-        try:
-            watch = ProcessWatch(node.process.pid)
-            result = asyncio.run(bidding(node.url, authority, host, room, bidders, window_s, watch))
-            books = wait_for_result(node.url, host, room, result["auction"], window_s + 30)
-        finally:
-            node.stop()
+    room = "auction"
+    with bench_node(store, {"LIVEROOM_PLUGINS_AUCTION_BID_RATE_PER_S": "100"}) as node:
+        watch = ProcessWatch(node.server.process.pid)
+        result = asyncio.run(bidding(node.url, node.authority, node.host, room, bidders, window_s, watch))
+        books = wait_for_result(node.url, node.host, room, result["auction"], window_s + 30)
     checks = check_books(books, result["accepted"], window_s * 1000)
     correct = all(value for key, value in checks.items() if isinstance(value, bool))
     return {

@@ -23,7 +23,6 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -33,11 +32,9 @@ from picows import WSFrame, WSTransport, ws_connect
 
 from liveroom.auth import TokenAuthority
 
+from .bench_node import BenchNode, bench_node
 from .machine import load_average
 from .rest import api
-from .run import _free_port
-from .scaleout_bench import redis_server
-from .servers import spawn_server
 from .sioclient import SocketIOClient, socketio_url
 from .stats import Snapshot
 
@@ -128,11 +125,9 @@ async def enter_all(
 
 
 async def scenario(
-    url: str, secret: str, entrants: int, keep: int, wave: int, duration_s: int, winners: int
+    node: BenchNode, entrants: int, keep: int, wave: int, duration_s: int, winners: int
 ) -> dict[str, Any]:
-    authority = TokenAuthority(secret)
-    host = authority.mint("host", "Host", "host", ttl_s=3600)
-    room = "bag"
+    url, authority, host, room = node.url, node.authority, node.host, "bag"
     start = {"prize": "Tea", "winners": winners, "duration_s": duration_s, "request_id": "bench"}
     started = await asyncio.to_thread(
         api, url, host, "POST", f"/api/rooms/{room}/commands/luckybag.start", start
@@ -179,20 +174,8 @@ async def scenario(
 
 def run(entrants: int, keep: int, wave: int, duration_s: int, winners: int) -> dict[str, Any]:
     load_before = load_average()
-    secret = secrets.token_urlsafe(32)
-    with redis_server(appendonly=True) as redis_url:
-        env = {
-            "LIVEROOM_STORE_KIND": "redis",
-            "LIVEROOM_BROKER_KIND": "redis",
-            "LIVEROOM_REDIS_URL": redis_url,
-            "LIVEROOM_LOG_LEVEL": "ERROR",
-            "LIVEROOM_PLUGINS_LUCKYBAG_MIN_DURATION_S": "1",
-        }
-        node = spawn_server("liveroom", _free_port(), secret, (0,), env)
-        try:
-            found = asyncio.run(scenario(node.url, secret, entrants, keep, wave, duration_s, winners))
-        finally:
-            node.stop()
+    with bench_node("redis", {"LIVEROOM_PLUGINS_LUCKYBAG_MIN_DURATION_S": "1"}) as node:
+        found = asyncio.run(scenario(node, entrants, keep, wave, duration_s, winners))
     return {
         "machine": {
             "cpus": os.cpu_count(),
