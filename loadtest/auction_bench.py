@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from liveroom.auth import TokenAuthority
 
 from .bench_node import bench_node, connect_viewers
+from .bench_result import machine_summary, save_result
 from .flash_sale import command_latency
 from .machine import load_average
 from .rest import api
@@ -153,11 +152,7 @@ def run(bidders: int, window_s: int, store: str) -> dict[str, Any]:
     correct = all(value for key, value in checks.items() if isinstance(value, bool))
     return {
         "store": store,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
-        },
+        "machine": machine_summary(load_before),
         "bidders": bidders,
         "window_s": window_s,
         "span_s": round(result["span_s"], 3),
@@ -185,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
     result = run(args.bidders, args.window_s, args.store)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"auction-{args.store}-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0 if result["correct"] else 1
+    return save_result(result, args.output, f"auction-{args.store}")
 
 
 if __name__ == "__main__":

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from liveroom.auth import TokenAuthority
 
 from .bench_node import bench_node, connect_viewers
+from .bench_result import machine_summary, save_result
 from .machine import load_average
 from .rest import api
 from .servers import ProcessWatch, liveroom_metrics
@@ -134,11 +133,7 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0, workers: int
     ids = [order["id"] for order in books["orders"]]
     return {
         "store": store,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
-        },
+        "machine": machine_summary(load_before),
         "buyers": buyers,
         "stock": stock,
         "workers": workers,
@@ -183,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
     result = run(args.buyers, args.stock, args.store, args.spread_s, args.workers)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"flash-sale-{args.store}-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0 if result["correct"] else 1
+    return save_result(result, args.output, f"flash-sale-{args.store}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from picows import WSFrame, WSTransport, ws_connect
@@ -33,6 +31,7 @@ from picows import WSFrame, WSTransport, ws_connect
 from liveroom.auth import TokenAuthority
 
 from .bench_node import BenchNode, bench_node
+from .bench_result import machine_summary, save_result
 from .machine import load_average
 from .rest import api
 from .sioclient import SocketIOClient, socketio_url
@@ -177,11 +176,7 @@ def run(entrants: int, keep: int, wave: int, duration_s: int, winners: int) -> d
     with bench_node("redis", {"LIVEROOM_PLUGINS_LUCKYBAG_MIN_DURATION_S": "1"}) as node:
         found = asyncio.run(scenario(node, entrants, keep, wave, duration_s, winners))
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
-        },
+        "machine": machine_summary(load_before),
         "entrants": entrants,
         "winners": winners,
         **found,
@@ -207,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
     result = run(args.entrants, min(args.connected, args.entrants), args.wave, args.duration_s, args.winners)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"luckybag-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0 if result["correct"] else 1
+    return save_result(result, args.output, "luckybag")
 
 
 if __name__ == "__main__":
