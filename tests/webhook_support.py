@@ -5,33 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from support import free_port
+from http_support import post_endpoint
 
 from liveroom.outbox import signature
 
-__all__ = ["OrderReceiver", "order_receiver", "post_endpoint"]
-
-
-@contextlib.asynccontextmanager
-async def post_endpoint(
-    path: str, handle: Callable[[web.Request], Awaitable[web.Response]]
-) -> AsyncIterator[str]:
-    """POST `path` answered by `handle` on a free port of 127.0.0.1, until the block ends;
-    yields its URL."""
-    port = free_port()
-    app = web.Application()
-    app.router.add_post(path, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}{path}"
-    finally:
-        await runner.cleanup()
+__all__ = ["OrderReceiver", "order_receiver"]
 
 
 @dataclass
