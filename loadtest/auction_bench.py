@@ -27,7 +27,7 @@ from typing import Any
 
 from liveroom.auth import TokenAuthority
 
-from .bench_node import bench_node, connect_viewers
+from .bench_node import bench_node, joined_viewers
 from .bench_result import machine_summary, save_result
 from .flash_sale import command_latency
 from .machine import load_average
@@ -49,8 +49,7 @@ async def bidding(
     window_s: int,
     watch: ProcessWatch,
 ) -> dict[str, Any]:
-    clients = await connect_viewers(url, authority, bidders, ttl_s=900)
-    await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
+    clients = await joined_viewers(url, authority, room, bidders, ttl_s=900)
     terms = {
         "title": "Bench lot",
         "start_price": START_MINOR / 100,

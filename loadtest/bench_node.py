@@ -24,7 +24,7 @@ from .servers import SpawnedServer, spawn_server
 from .sioclient import SocketIOClient, connect_client
 from .stats import Snapshot
 
-__all__ = ["BenchNode", "bench_node", "connect_viewers", "store_env"]
+__all__ = ["BenchNode", "bench_node", "joined_viewers", "store_env"]
 
 CONNECT_WAVE = 500  # viewers connecting at once
 
@@ -84,10 +84,10 @@ def bench_node(store: str, env: Mapping[str, str], cpus: Sequence[int] = (0,)) -
             node.stop()
 
 
-async def connect_viewers(
-    url: str, authority: TokenAuthority, count: int, ttl_s: int
+async def joined_viewers(
+    url: str, authority: TokenAuthority, room: str, count: int, ttl_s: int
 ) -> list[SocketIOClient]:
-    """`count` viewers `b0`, `b1`, ... connected, `CONNECT_WAVE` at a time."""
+    """`count` viewers `b0`, `b1`, ... connected, `CONNECT_WAVE` at a time, then in `room`."""
     stats, clients = Snapshot(), list[SocketIOClient]()
     for start in range(0, count, CONNECT_WAVE):
         tokens = [
@@ -95,4 +95,5 @@ async def connect_viewers(
             for n in range(start, min(count, start + CONNECT_WAVE))
         ]
         clients += await asyncio.gather(*(connect_client(url, stats, token) for token in tokens))
+    await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
     return clients

@@ -21,7 +21,7 @@ from typing import Any
 
 from liveroom.auth import TokenAuthority
 
-from .bench_node import bench_node, connect_viewers
+from .bench_node import bench_node, joined_viewers
 from .bench_result import machine_summary, save_result
 from .machine import load_average
 from .rest import api
@@ -40,8 +40,7 @@ async def storm(
     watch: ProcessWatch,
     spread_s: float,
 ) -> dict[str, Any]:
-    clients = await connect_viewers(url, authority, buyers, ttl_s=600)
-    await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
+    clients = await joined_viewers(url, authority, room, buyers, ttl_s=600)
     payload = {"room": room, "sale": sale, "qty": 1, "request_id": "once"}
 
     async def buy(client: SocketIOClient, at: float) -> tuple[Any, float]:
