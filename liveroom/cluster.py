@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
@@ -33,6 +32,7 @@ import msgspec
 from liveroom.auth import Identity
 from liveroom.errors import CommandError, OutcomeUnknown, Unavailable
 from liveroom.interactions import Interactions
+from liveroom.pending_calls import PendingCalls
 from liveroom.rooms import RoomHost
 from liveroom.store import Store
 
@@ -126,8 +126,7 @@ class ClusterAuthority:
         # In the rooms owned here: each present user's joins, by the node they came through.
         self._joined_via: dict[str, dict[str, tuple[Identity, dict[str, int]]]] = {}
         self._suspects: dict[str, float] = {}  # node -> since when its inbox has had no listener
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self._calls = itertools.count(1)
+        self._calls = PendingCalls()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
         # Called with a room this node has just become the owner of (it did not serve it a
@@ -319,11 +318,8 @@ class ClusterAuthority:
             self.on_took(room)
 
     async def _forward(self, owner: str, op: str, args: list[Any]) -> Any:
-        call = next(self._calls)
-        waiting = asyncio.get_running_loop().create_future()
-        self._waiting[call] = waiting
-        message = _encode.encode(["q", call, self.node_id, op, args])
-        try:
+        with self._calls.call() as (call, waiting):
+            message = _encode.encode(["q", call, self.node_id, op, args])
             try:
                 heard = await self._directory.send(owner, message)
             except Unavailable as exc:
@@ -340,8 +336,6 @@ class ClusterAuthority:
                         "retry with the same request_id"
                     ) from None
                 raise Unavailable("the room's owner did not answer in time; retry") from None
-        finally:
-            self._waiting.pop(call, None)
 
     # -- the inbox ----------------------------------------------------------------------
 
@@ -353,12 +347,7 @@ class ClusterAuthority:
             return
         if message[0] == "r":
             _, call, ok, value = message
-            waiting = self._waiting.get(call)
-            if waiting is not None and not waiting.done():
-                if ok:
-                    waiting.set_result(value)
-                else:
-                    waiting.set_exception(_error(*value))
+            self._calls.settle(call, ok, value, lambda described: _error(*described))
             return
         task = asyncio.get_running_loop().create_task(self._answer(*message[1:]))
         self._tasks.add(task)

@@ -11,7 +11,6 @@ never came may have run (`OutcomeUnknown`). A worker whose supervisor went away 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -34,6 +33,7 @@ from liveroom.ipc_wire import (
     record_values,
     request_values,
 )
+from liveroom.pending_calls import PendingCalls
 from liveroom.record import Record
 from liveroom.stock import StockOutcome, StockRequest
 
@@ -48,8 +48,7 @@ class IpcChannel:
         self.index = index
         self.node_id = node_id or f"w{index}-{secrets.token_hex(4)}"
         self.protocol = FrameProtocol(self._on_message, self._on_lost)
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self._calls = itertools.count(1)
+        self._calls = PendingCalls()
         self.on_publication: Callable[[list[Any]], None] = lambda message: None
         self.on_inbox: Callable[[bytes], None] = lambda message: None
         self.on_lost: Callable[[], None] = lambda: None
@@ -65,14 +64,10 @@ class IpcChannel:
             self.protocol.transport.close()
 
     async def call(self, op: str, *args: Any) -> Any:
-        call = next(self._calls)
-        waiting = self._waiting[call] = asyncio.get_running_loop().create_future()
-        try:
+        with self._calls.call() as (call, waiting):
             if not self.protocol.send([CALL, call, op, list(args)]):
                 raise Unavailable("the workers' supervisor is unreachable")
             return await waiting
-        finally:
-            self._waiting.pop(call, None)
 
     def _on_message(self, message: list[Any]) -> None:
         kind = message[0]
@@ -80,12 +75,7 @@ class IpcChannel:
             self.on_publication(message)
         elif kind == REPLY:
             _, call, ok, value = message
-            waiting = self._waiting.get(call)
-            if waiting is not None and not waiting.done():
-                if ok:
-                    waiting.set_result(value)
-                else:
-                    waiting.set_exception(error_from(value))
+            self._calls.settle(call, ok, value, error_from)
         elif kind == INBOX:
             self.on_inbox(message[1])
         elif kind == ASK:
@@ -102,9 +92,7 @@ class IpcChannel:
             self.protocol.send([REPLY, call, False, ["internal_error", str(exc)]])
 
     def _on_lost(self) -> None:
-        for waiting in self._waiting.values():
-            if not waiting.done():
-                waiting.set_exception(OutcomeUnknown("the workers' supervisor went away mid-call"))
+        self._calls.fail_all(OutcomeUnknown("the workers' supervisor went away mid-call"))
         self.on_lost()
 
 

@@ -31,6 +31,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -41,7 +42,7 @@ from liveroom.store import Store, records_of
 
 Body = Callable[[Record], Mapping[str, Any]]
 
-__all__ = ["DEAD_KIND", "DELIVERED_KIND", "WebhookOutbox", "signature"]
+__all__ = ["DEAD_KIND", "DELIVERED_KIND", "WebhookOutbox", "WebhookSettings", "outbox_from", "signature"]
 
 log = logging.getLogger(__name__)
 DELIVERED_KIND = "outbox.delivered"
@@ -52,6 +53,37 @@ def signature(secret: str, body: bytes, timestamp: int) -> str:
     """The `X-Liveroom-Signature` value of a body sent at `timestamp` (unix seconds)."""
     digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """The `webhook_*` keys of a plugin section whose records go out through an outbox (its
+    config dataclass derives from this one, so every such section has the same keys and defaults)."""
+
+    webhook_url: str = ""  # records POSTed here (with an Idempotency-Key); empty: no webhook
+    webhook_timeout_s: float = 5.0
+    webhook_max_backoff_s: float = 30.0
+    # HMAC-SHA256 key of the X-Liveroom-Signature header (empty: unsigned; docs/protocol.md).
+    webhook_secret: str = ""
+    # A record still refused after this many attempts becomes a dead letter, and the
+    # records after it go on.
+    webhook_max_attempts: int = 10
+
+
+def outbox_from(settings: WebhookSettings, store: Store, kind: str, body: Body) -> WebhookOutbox | None:
+    """The outbox of one record kind as a plugin's `webhook_*` keys set it; None without a URL."""
+    if not settings.webhook_url:
+        return None
+    return WebhookOutbox(
+        store,
+        kind,
+        settings.webhook_url,
+        body,
+        settings.webhook_timeout_s,
+        max_backoff_s=settings.webhook_max_backoff_s,
+        secret=settings.webhook_secret,
+        max_attempts=settings.webhook_max_attempts,
+    )
 
 
 class WebhookOutbox:

@@ -20,23 +20,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
-import secrets
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from liveroom.auth import TokenAuthority
 
-from .flash_sale import command_latency, store_env
+from .bench_node import bench_node, joined_viewers
+from .bench_result import machine_summary, save_result
+from .flash_sale import command_latency
 from .machine import load_average
 from .rest import api
-from .run import _free_port
-from .servers import ProcessWatch, liveroom_metrics, spawn_server
-from .sioclient import SocketIOClient, connect_client
-from .stats import Snapshot
+from .servers import ProcessWatch, liveroom_metrics
+from .sioclient import SocketIOClient
 
 __all__ = ["check_books", "main"]
 
@@ -52,15 +49,7 @@ async def bidding(
     window_s: int,
     watch: ProcessWatch,
 ) -> dict[str, Any]:
-    stats = Snapshot()
-    clients: list[SocketIOClient] = []
-    for start in range(0, bidders, 500):
-        tokens = [
-            authority.mint(f"b{n}", f"b{n}", "viewer", ttl_s=900)
-            for n in range(start, min(bidders, start + 500))
-        ]
-        clients += await asyncio.gather(*(connect_client(url, stats, token) for token in tokens))
-    await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
+    clients = await joined_viewers(url, authority, room, bidders, ttl_s=900)
     terms = {
         "title": "Bench lot",
         "start_price": START_MINOR / 100,
@@ -153,28 +142,16 @@ def wait_for_result(url: str, host: str, room: str, auction: str, timeout_s: flo
 
 def run(bidders: int, window_s: int, store: str) -> dict[str, Any]:
     load_before = load_average()
-    secret = secrets.token_urlsafe(32)
-    authority = TokenAuthority(secret)
-    host = authority.mint("host", "Host", "host", ttl_s=3600)
-    room, port = "auction", _free_port()
-    env_extra = {"LIVEROOM_PLUGINS_AUCTION_BID_RATE_PER_S": "100"}
-    with store_env(store) as env:
-        node = spawn_server("liveroom", port, secret, (0,), {**env, **env_extra})
-        try:
-            watch = ProcessWatch(node.process.pid)
-            result = asyncio.run(bidding(node.url, authority, host, room, bidders, window_s, watch))
-            books = wait_for_result(node.url, host, room, result["auction"], window_s + 30)
-        finally:
-            node.stop()
+    room = "auction"
+    with bench_node(store, {"LIVEROOM_PLUGINS_AUCTION_BID_RATE_PER_S": "100"}) as node:
+        watch = ProcessWatch(node.server.process.pid)
+        result = asyncio.run(bidding(node.url, node.authority, node.host, room, bidders, window_s, watch))
+        books = wait_for_result(node.url, node.host, room, result["auction"], window_s + 30)
     checks = check_books(books, result["accepted"], window_s * 1000)
     correct = all(value for key, value in checks.items() if isinstance(value, bool))
     return {
         "store": store,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
-        },
+        "machine": machine_summary(load_before),
         "bidders": bidders,
         "window_s": window_s,
         "span_s": round(result["span_s"], 3),
@@ -202,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
     result = run(args.bidders, args.window_s, args.store)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"auction-{args.store}-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0 if result["correct"] else 1
+    return save_result(result, args.output, f"auction-{args.store}")
 
 
 if __name__ == "__main__":

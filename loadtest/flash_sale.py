@@ -14,44 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import secrets
-import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from liveroom.auth import TokenAuthority
 
+from .bench_node import bench_node, joined_viewers
+from .bench_result import machine_summary, save_result
 from .machine import load_average
 from .rest import api
-from .run import _free_port
-from .scaleout_bench import redis_server
-from .servers import ProcessWatch, liveroom_metrics, spawn_server
-from .sioclient import SocketIOClient, connect_client
-from .stats import Snapshot
+from .servers import ProcessWatch, liveroom_metrics
+from .sioclient import SocketIOClient
 
 __all__ = ["main"]
-
-
-@contextmanager
-def store_env(kind: str) -> Iterator[dict[str, str]]:
-    base = {"LIVEROOM_STORE_KIND": "embedded", "LIVEROOM_LOG_LEVEL": "ERROR"}
-    if kind != "redis":
-        yield base
-        return
-    with redis_server(appendonly=True) as url:
-        yield {
-            **base,
-            "LIVEROOM_STORE_KIND": "redis",
-            "LIVEROOM_BROKER_KIND": "redis",
-            "LIVEROOM_REDIS_URL": url,
-        }
 
 
 async def storm(
@@ -63,15 +40,7 @@ async def storm(
     watch: ProcessWatch,
     spread_s: float,
 ) -> dict[str, Any]:
-    stats = Snapshot()
-    clients: list[SocketIOClient] = []
-    for start in range(0, buyers, 500):
-        tokens = [
-            authority.mint(f"b{n}", f"b{n}", "viewer", ttl_s=600)
-            for n in range(start, min(buyers, start + 500))
-        ]
-        clients += await asyncio.gather(*(connect_client(url, stats, token) for token in tokens))
-    await asyncio.gather(*(client.call("join", {"room": room}) for client in clients))
+    clients = await joined_viewers(url, authority, room, buyers, ttl_s=600)
     payload = {"room": room, "sale": sale, "qty": 1, "request_id": "once"}
 
     async def buy(client: SocketIOClient, at: float) -> tuple[Any, float]:
@@ -134,52 +103,36 @@ def run(buyers: int, stock: int, store: str, spread_s: float = 0.0, workers: int
     """`workers` > 1: `liveroom serve --workers N` on CPUs 0..N-1 (the supervisor and its
     workers counted together), media off."""
     load_before = load_average()  # the machine, before this run adds to it
-    secret = secrets.token_urlsafe(32)
-    authority = TokenAuthority(secret)
-    host = authority.mint("host", "Host", "host", ttl_s=3600)
-    room, port = "flash", _free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="loadtest-flash-"))
+    room = "flash"
     cpus = tuple(range(max(1, workers)))
     several = (
         {"LIVEROOM_SERVER_WORKERS": str(workers), "LIVEROOM_MEDIA_ENABLED": "false"} if workers > 1 else {}
     )
-    with store_env(store) as base:
-        env = {**base, **several}
-        node = spawn_server("liveroom", port, secret, cpus, env, workdir=workdir)
-        try:
-            sale = api(
-                node.url,
-                host,
-                "POST",
-                f"/api/rooms/{room}/commands/sale.schedule",
-                {
-                    "sku": "sku-1",
-                    "title": "Flash",
-                    "price": 1.0,
-                    "stock": stock,
-                    "per_user_limit": 1,
-                    "starts_at": 0,
-                    "duration_s": 600,
-                },
-            )["sale"]
-            result = asyncio.run(
-                storm(node.url, authority, room, sale, buyers, ProcessWatch(node.process.pid), spread_s)
-            )
-            cpu = result["cpu_s"]
-            node.process.send_signal(signal.SIGKILL)  # right after the storm: no clean shutdown
-            node.process.wait(10)
-            node = spawn_server("liveroom", port, secret, cpus, env, workdir=workdir)
-            orders = api(node.url, host, "GET", f"/api/rooms/{room}/sales/{sale}/orders?limit=1000")["orders"]
-        finally:
-            node.stop()
-    ids = [order["id"] for order in orders]
+    with bench_node(store, several, cpus) as node:
+        sale = api(
+            node.url,
+            node.host,
+            "POST",
+            f"/api/rooms/{room}/commands/sale.schedule",
+            {
+                "sku": "sku-1",
+                "title": "Flash",
+                "price": 1.0,
+                "stock": stock,
+                "per_user_limit": 1,
+                "starts_at": 0,
+                "duration_s": 600,
+            },
+        )["sale"]
+        watch = ProcessWatch(node.server.process.pid)
+        result = asyncio.run(storm(node.url, node.authority, room, sale, buyers, watch, spread_s))
+        cpu = result["cpu_s"]
+        node.kill_and_restart()  # right after the storm: no clean shutdown
+        books = api(node.url, node.host, "GET", f"/api/rooms/{room}/sales/{sale}/orders?limit=1000")
+    ids = [order["id"] for order in books["orders"]]
     return {
         "store": store,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
-        },
+        "machine": machine_summary(load_before),
         "buyers": buyers,
         "stock": stock,
         "workers": workers,
@@ -224,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
     result = run(args.buyers, args.stock, args.store, args.spread_s, args.workers)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"flash-sale-{args.store}-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0 if result["correct"] else 1
+    return save_result(result, args.output, f"flash-sale-{args.store}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import socketio  # type: ignore[import-untyped,unused-ignore]
@@ -40,6 +41,8 @@ import socketio  # type: ignore[import-untyped,unused-ignore]
 from .scaleout_bench import NO_CAP, nodes, redis_server
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def _token(secret: str, user: str, role: str) -> str:
@@ -162,25 +165,24 @@ async def presence_drop_once(urls: list[str], secret: str, kill: Any) -> float:
                 await client.disconnect()
 
 
-def measure_presence_drops(secret: str, env: dict[str, str], runs: int) -> dict[str, Any]:
-    drops = []
+def first_node_killed(
+    secret: str, env: dict[str, str], runs: int, once: Callable[[list[str], str, Any], Coroutine[Any, Any, T]]
+) -> list[T]:
+    """`runs` times, on two fresh nodes: `once` (their URLs, the secret, a kill of the first node)."""
+    results: list[T] = []
     for _ in range(runs):
         with nodes(2, secret, env) as started:
-            doomed = started[0].process
-            drops.append(
-                asyncio.run(presence_drop_once([n.url for n in started], secret, lambda p=doomed: p.kill()))
-            )
-    return {"left_online_after_s": drops}
+            first = started[0].process
+            results.append(asyncio.run(once([n.url for n in started], secret, lambda p=first: p.kill())))
+    return results
+
+
+def measure_presence_drops(secret: str, env: dict[str, str], runs: int) -> dict[str, Any]:
+    return {"left_online_after_s": first_node_killed(secret, env, runs, presence_drop_once)}
 
 
 def measure_failovers(secret: str, env: dict[str, str], runs: int) -> dict[str, Any]:
-    results = []
-    for _ in range(runs):
-        with nodes(2, secret, env) as started:
-            owner = started[0].process
-            results.append(
-                asyncio.run(failover_once([node.url for node in started], secret, lambda p=owner: p.kill()))
-            )
+    results = first_node_killed(secret, env, runs, failover_once)
     back = sorted(r["commands_back_after_s"] for r in results)
     return {
         "runs": results,

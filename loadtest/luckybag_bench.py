@@ -21,23 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
-import secrets
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from picows import WSFrame, WSTransport, ws_connect
 
 from liveroom.auth import TokenAuthority
 
+from .bench_node import BenchNode, bench_node
+from .bench_result import machine_summary, save_result
 from .machine import load_average
 from .rest import api
-from .run import _free_port
-from .scaleout_bench import redis_server
-from .servers import spawn_server
 from .sioclient import SocketIOClient, socketio_url
 from .stats import Snapshot
 
@@ -128,11 +124,9 @@ async def enter_all(
 
 
 async def scenario(
-    url: str, secret: str, entrants: int, keep: int, wave: int, duration_s: int, winners: int
+    node: BenchNode, entrants: int, keep: int, wave: int, duration_s: int, winners: int
 ) -> dict[str, Any]:
-    authority = TokenAuthority(secret)
-    host = authority.mint("host", "Host", "host", ttl_s=3600)
-    room = "bag"
+    url, authority, host, room = node.url, node.authority, node.host, "bag"
     start = {"prize": "Tea", "winners": winners, "duration_s": duration_s, "request_id": "bench"}
     started = await asyncio.to_thread(
         api, url, host, "POST", f"/api/rooms/{room}/commands/luckybag.start", start
@@ -179,26 +173,10 @@ async def scenario(
 
 def run(entrants: int, keep: int, wave: int, duration_s: int, winners: int) -> dict[str, Any]:
     load_before = load_average()
-    secret = secrets.token_urlsafe(32)
-    with redis_server(appendonly=True) as redis_url:
-        env = {
-            "LIVEROOM_STORE_KIND": "redis",
-            "LIVEROOM_BROKER_KIND": "redis",
-            "LIVEROOM_REDIS_URL": redis_url,
-            "LIVEROOM_LOG_LEVEL": "ERROR",
-            "LIVEROOM_PLUGINS_LUCKYBAG_MIN_DURATION_S": "1",
-        }
-        node = spawn_server("liveroom", _free_port(), secret, (0,), env)
-        try:
-            found = asyncio.run(scenario(node.url, secret, entrants, keep, wave, duration_s, winners))
-        finally:
-            node.stop()
+    with bench_node("redis", {"LIVEROOM_PLUGINS_LUCKYBAG_MIN_DURATION_S": "1"}) as node:
+        found = asyncio.run(scenario(node, entrants, keep, wave, duration_s, winners))
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
-        },
+        "machine": machine_summary(load_before),
         "entrants": entrants,
         "winners": winners,
         **found,
@@ -224,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
     result = run(args.entrants, min(args.connected, args.entrants), args.wave, args.duration_s, args.winners)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"luckybag-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0 if result["correct"] else 1
+    return save_result(result, args.output, "luckybag")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import msgspec
 
 from liveroom.errors import BadRequest, CommandError, NotFound, OutcomeUnknown
 from liveroom.money import Money, format_minor, to_minor
-from liveroom.outbox import WebhookOutbox
+from liveroom.outbox import WebhookSettings, outbox_from
 from liveroom.plugin import (
     CommandContext,
     CommandSpec,
@@ -52,7 +52,7 @@ AuctionId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 
 
 @dataclass(frozen=True, slots=True)
-class AuctionConfig:
+class AuctionConfig(WebhookSettings):
     update_interval_ms: int = 100  # auction.price at most this often (priority lane)
     extend_s: int = 10  # default anti-snipe window of auction.open
     max_duration_s: int = 86_400
@@ -61,12 +61,7 @@ class AuctionConfig:
     bid_burst: int = 10
     publish_rate_per_s: float = 2.0
     publish_burst: int = 20
-    # Won auctions POSTed here as orders (Idempotency-Key: the auction id); empty: no webhook.
-    webhook_url: str = ""
-    webhook_timeout_s: float = 5.0
-    webhook_max_backoff_s: float = 30.0
-    webhook_secret: str = ""
-    webhook_max_attempts: int = 10
+    # webhook_* (WebhookSettings): won auctions POSTed as orders (Idempotency-Key: the auction id).
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,18 +108,9 @@ class AuctionPlugin(Plugin):
         self._bid_rate = UserRate(config.bid_rate_per_s, config.bid_burst, "bids")
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "auction commands")
         self._price = host.throttle(config.update_interval_ms, self._publish_price)
-        self._outbox: WebhookOutbox | None = None
-        if config.webhook_url:
-            self._outbox = WebhookOutbox(
-                host.store,
-                ORDER_KIND,
-                config.webhook_url,
-                lambda record: {"type": ORDER_KIND, "order": dict(record.data)},
-                config.webhook_timeout_s,
-                max_backoff_s=config.webhook_max_backoff_s,
-                secret=config.webhook_secret,
-                max_attempts=config.webhook_max_attempts,
-            )
+        self._outbox = outbox_from(
+            config, host.store, ORDER_KIND, lambda record: {"type": ORDER_KIND, "order": dict(record.data)}
+        )
 
     def commands(self) -> Sequence[CommandSpec[Any]]:
         clock = self.host.clock

@@ -22,7 +22,7 @@ import msgspec
 
 from liveroom.errors import BadRequest, CommandError, NotFound
 from liveroom.money import Money, to_minor
-from liveroom.outbox import WebhookOutbox
+from liveroom.outbox import WebhookSettings, outbox_from
 from liveroom.plugin import (
     MAX_POSITION,
     CommandContext,
@@ -51,7 +51,7 @@ Tier = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]  # li
 
 
 @dataclass(frozen=True, slots=True)
-class SaleConfig:
+class SaleConfig(WebhookSettings):
     stock_interval_ms: int = 500  # sale.stock at most twice a second
     # Per user and room, for the commands that publish to the room (schedule, redeliver):
     # `publish_burst` in a row, then `publish_rate_per_s` a second (else rate_limited).
@@ -60,15 +60,8 @@ class SaleConfig:
     max_duration_s: int = 86_400
     # starts_at at most this far ahead of the server's clock (the past means now).
     max_lead_s: int = 30 * 86_400
-    # Orders POSTed here (with an Idempotency-Key) by the outbox; empty: no webhook.
-    webhook_url: str = ""
-    webhook_timeout_s: float = 5.0
-    webhook_max_backoff_s: float = 30.0
-    # HMAC-SHA256 key of the X-Liveroom-Signature header (empty: unsigned; docs/protocol.md).
-    webhook_secret: str = ""
-    # An order still refused after this many attempts becomes a dead letter, and the
-    # orders after it go on (list: GET .../outbox/dead; send again: sale.redeliver).
-    webhook_max_attempts: int = 10
+    # webhook_* (WebhookSettings): orders POSTed by the outbox; its dead letters are listed by
+    # GET .../outbox/dead and sent again by sale.redeliver.
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +116,9 @@ class SalePlugin(Plugin):
         self._publish_rate = UserRate(config.publish_rate_per_s, config.publish_burst, "sale commands")
         self._rooms: dict[str, RoomSales] = {}
         self._stock = host.throttle(config.stock_interval_ms, self._publish_stock)
-        self._outbox: WebhookOutbox | None = None
-        if config.webhook_url:
-            self._outbox = WebhookOutbox(
-                host.store,
-                ORDER_KIND,
-                config.webhook_url,
-                lambda record: {"type": ORDER_KIND, "order": _order(record)},
-                config.webhook_timeout_s,
-                max_backoff_s=config.webhook_max_backoff_s,
-                secret=config.webhook_secret,
-                max_attempts=config.webhook_max_attempts,
-            )
+        self._outbox = outbox_from(
+            config, host.store, ORDER_KIND, lambda record: {"type": ORDER_KIND, "order": _order(record)}
+        )
 
     def _limited(self, handler: Any) -> Any:
         """The handler under this plugin's per-user publish rate (`publish_rate_per_s`)."""

@@ -7,12 +7,14 @@ different nodes announcing the same winner in both."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from support import Viewer, free_port
+from http_support import post_endpoint
+from support import Viewer
 from test_scaleout_e2e import Cluster
 from wallet_support import WalletServer
 
@@ -27,7 +29,7 @@ class Receiver:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.url = ""
-        self._runner: web.AppRunner | None = None
+        self._served = contextlib.AsyncExitStack()
 
     async def _receive(self, request: web.Request) -> web.Response:
         body = json.loads(await request.read())
@@ -35,18 +37,11 @@ class Receiver:
         return web.Response(status=200)
 
     async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/orders", self._receive)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/orders"
+        self.url = await self._served.enter_async_context(post_endpoint("/orders", self._receive))
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._served.aclose()
 
 
 async def connected(url: str, user: str, room: str, role: str = "viewer") -> Viewer:

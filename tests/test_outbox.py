@@ -7,16 +7,13 @@ keeps refusing one order holds up nothing after it; bodies are signed."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
-from support import free_port
+from webhook_support import OrderReceiver, order_receiver
 
 from liveroom.config import Config, LimitsConfig
-from liveroom.outbox import WebhookOutbox, signature
+from liveroom.outbox import WebhookOutbox
 from liveroom.record import Record
 from liveroom.store import MemoryStore
 from liveroom.testing import NodeHarness
@@ -24,39 +21,13 @@ from liveroom.testing import NodeHarness
 SECRET = "webhook-secret"
 
 
-@dataclass
-class Receiver:
-    url: str
-    keys: Counter[str] = field(default_factory=Counter)
-    refuse: set[str] = field(default_factory=set)
-    bad_signatures: int = 0
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    port = free_port()
-    made = Receiver(f"http://127.0.0.1:{port}/orders")
-
-    async def orders(request: web.Request) -> web.Response:
-        body, key = await request.read(), request.headers["Idempotency-Key"]
-        stamp = request.headers["X-Liveroom-Signature"].split(",")[0].removeprefix("t=")
-        if request.headers["X-Liveroom-Signature"] != signature(SECRET, body, int(stamp)):
-            made.bad_signatures += 1
-        if key in made.refuse:
-            return web.Response(status=500)
-        made.keys[key] += 1
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/orders", orders)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield made
-    await runner.cleanup()
+async def receiver() -> AsyncIterator[OrderReceiver]:
+    async with order_receiver(SECRET) as made:
+        yield made
 
 
-def harness(receiver: Receiver, **sale: object) -> NodeHarness:
+def harness(receiver: OrderReceiver, **sale: object) -> NodeHarness:
     config = {"webhook_url": receiver.url, "webhook_secret": SECRET, "webhook_max_backoff_s": 0.05, **sale}
     unlimited = Config(limits=LimitsConfig(commands_per_s=1e6, commands_burst=1_000_000))
     return NodeHarness(unlimited, plugins={"sale": config})
@@ -79,7 +50,7 @@ async def until(condition: object, timeout: float = 30) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_each_order_lands_once_across_restarts(receiver: Receiver) -> None:
+async def test_each_order_lands_once_across_restarts(receiver: OrderReceiver) -> None:
     async with harness(receiver) as h:
         buyer, sale = await open_sale(h, 451)
         for n in range(450):
@@ -101,7 +72,7 @@ async def test_each_order_lands_once_across_restarts(receiver: Receiver) -> None
     assert max(receiver.keys.values()) == 1 and receiver.bad_signatures == 0
 
 
-async def test_a_refused_order_becomes_a_dead_letter_and_later_ones_go_on(receiver: Receiver) -> None:
+async def test_a_refused_order_becomes_a_dead_letter_and_later_ones_go_on(receiver: OrderReceiver) -> None:
     async with harness(receiver, webhook_max_attempts=3) as h:
         buyer, sale = await open_sale(h, 10)
         first = await buyer.command("sale.buy", {"room": "r", "sale": sale, "request_id": "a"})  # type: ignore[attr-defined]
@@ -124,7 +95,7 @@ async def test_a_refused_order_becomes_a_dead_letter_and_later_ones_go_on(receiv
     assert first["ok"]
 
 
-async def test_two_nodes_outboxes_deliver_each_record_once_and_take_over(receiver: Receiver) -> None:
+async def test_two_nodes_outboxes_deliver_each_record_once_and_take_over(receiver: OrderReceiver) -> None:
     """Two nodes' outboxes over one shared store (the lease: one deliverer at a time); the
     holder stops cleanly and the other delivers what comes after, each record once. The
     lease's behaviour on Redis is the store conformance suite's."""

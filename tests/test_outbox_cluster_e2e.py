@@ -5,56 +5,24 @@ across a restart of both nodes; the refused one becomes a dead letter and holds 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from plugin_support import api
 from redis_support import RedisServer
-from support import ServerProcess, Viewer, free_port
-
-from liveroom.outbox import signature
+from support import ServerProcess, Viewer
+from webhook_support import OrderReceiver, order_receiver
 
 SECRET = "cluster-secret"
 ROOM = "orders"
 
 
-@dataclass
-class Receiver:
-    url: str
-    users: Counter[str] = field(default_factory=Counter)
-    refused: Counter[str] = field(default_factory=Counter)
-    bad_signatures: int = 0
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    port = free_port()
-    made = Receiver(f"http://127.0.0.1:{port}/orders")
-
-    async def orders(request: web.Request) -> web.Response:
-        body = await request.read()
-        stamp = int(request.headers["X-Liveroom-Signature"].split(",")[0].removeprefix("t="))
-        if request.headers["X-Liveroom-Signature"] != signature(SECRET, body, stamp):
-            made.bad_signatures += 1
-        user = json.loads(body)["order"]["user"]
-        if user == "refused":
-            made.refused[user] += 1
-            return web.json_response({"error": "no such customer"}, status=422)
-        made.users[user] += 1
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/orders", orders)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield made
-    await runner.cleanup()
+async def receiver() -> AsyncIterator[OrderReceiver]:
+    async with order_receiver(SECRET) as made:
+        made.refuse.add("refused")
+        yield made
 
 
 async def until(condition: object, what: str, timeout: float = 60) -> None:
@@ -76,7 +44,9 @@ async def buy(node: ServerProcess, user: str, sale: str) -> None:
 
 
 @pytest.mark.timeout(180)
-async def test_orders_arrive_once_across_a_restart_of_both_nodes(tmp_path: Path, receiver: Receiver) -> None:
+async def test_orders_arrive_once_across_a_restart_of_both_nodes(
+    tmp_path: Path, receiver: OrderReceiver
+) -> None:
     redis = RedisServer(tmp_path / "redis").start()
     env = {
         "LIVEROOM_BROKER_KIND": "redis",

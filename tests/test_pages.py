@@ -23,10 +23,8 @@ Skipped when chromium, node or npm is missing; `npm ci --prefix tests/browser` o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 import uuid
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import ARTIFACTS, BROWSER_DIR, CHROMIUM, page_driver, run_page_driver
 from media_support import publish, wait_until
 from plugin_support import api, joined, room_name
 from support import SECRET, ServerProcess, Viewer, module_server, token
@@ -43,9 +42,6 @@ from liveroom.auth import TokenAuthority
 from liveroom.publish_token import PublishTokens
 
 ROOT = Path(__file__).resolve().parent.parent
-BROWSER_DIR = ROOT / "tests" / "browser"
-ARTIFACTS = ROOT / "test-artifacts" / "pages"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # The first test to read the show pays for it (~25-30 s, plus `npm ci` on a fresh clone).
 pytestmark = pytest.mark.timeout(240)
@@ -60,13 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def driver() -> Path:
-    if CHROMIUM is None or shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs Debian's chromium, node and npm")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        command = ["npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", str(BROWSER_DIR)]
-        if subprocess.run(command, timeout=300, check=False).returncode != 0:
-            pytest.skip("npm could not install playwright-core")
-    return BROWSER_DIR / "pages.mjs"
+    return page_driver("pages.mjs")
 
 
 @pytest.fixture(scope="module")
@@ -385,22 +375,8 @@ async def run_viewer_driver(
 ) -> dict[str, Any]:
     """A one-viewer driver (`hls_levels.mjs`, `hls_audio.mjs`) as a child process; the event
     loop (and the aiortc host on it) runs on."""
-    assert CHROMIUM is not None
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    script = str(driver.with_name(name))
-    args = [script, server.url, room, token(user.lower(), name=user), CHROMIUM, str(ARTIFACTS)]
-    child = await asyncio.create_subprocess_exec(
-        "node", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER_DIR
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(child.communicate(), 90)
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    lines = stdout.decode().strip().splitlines()
-    assert child.returncode == 0 and lines, (stdout[-2000:], stderr[-2000:], server.log()[-2000:])
-    result: dict[str, Any] = json.loads(lines[-1])
+    args = [room, token(user.lower(), name=user)]
+    result, _ = await run_page_driver(driver.with_name(name), server, args, 90)
     assert result["errors"] == [], (result["errors"], server.log()[-3000:])
     return result
 
@@ -508,23 +484,9 @@ async def test_the_viewer_sees_the_pinned_card_and_the_lucky_bag_the_console_dri
     """`tests/browser/shop.mjs` (about 15 s: the bag's 10 s countdown): products listed and one
     pinned on the console, the viewer's click counted on the console's dashboard, a lucky bag
     counted down, entered and drawn on both pages."""
-    assert CHROMIUM is not None
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     room = f"shop-{uuid.uuid4().hex[:8]}"
     tokens = [token("host-shop", "host", name="Host"), token("alice", name="Alice")]
-    args = [str(driver.with_name("shop.mjs")), shop_server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)]
-    child = await asyncio.create_subprocess_exec(
-        "node", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER_DIR
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(child.communicate(), 200)
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    lines = stdout.decode().strip().splitlines()
-    assert child.returncode == 0 and lines, (stdout[-2000:], stderr[-2000:], shop_server.log()[-2000:])
-    seen: dict[str, Any] = json.loads(lines[-1])
+    seen, stderr = await run_page_driver(driver.with_name("shop.mjs"), shop_server, [room, *tokens], 200)
     assert seen["errors"] == [], (seen["errors"], stderr.decode()[-2000:], shop_server.log()[-3000:])
     pinned = seen["pinned"]
     assert pinned == {

@@ -5,16 +5,12 @@ wallet in this test's event loop. Skipped as tests/test_pages.py is without chro
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
+from browser_support import page_driver, run_page_driver
 from support import ServerProcess, token
-from test_pages import ARTIFACTS, BROWSER_DIR, CHROMIUM
 from wallet_support import WalletServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -22,18 +18,10 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture
 def driver() -> Path:
-    """As tests/test_pages.py's: skipped without chromium, node and npm."""
-    if CHROMIUM is None or shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs Debian's chromium, node and npm")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        command = ["npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", str(BROWSER_DIR)]
-        if subprocess.run(command, timeout=300, check=False).returncode != 0:
-            pytest.skip("npm could not install playwright-core")
-    return BROWSER_DIR / "auction_gift.mjs"
+    return page_driver("auction_gift.mjs")
 
 
 async def test_the_pages_show_the_auction_and_the_gifts(tmp_path: Path, driver: Path) -> None:
-    assert CHROMIUM is not None
     wallet = await WalletServer().start()
     env = {
         "LIVEROOM_PLUGINS_GIFT_WALLET_URL": wallet.url,
@@ -44,21 +32,8 @@ async def test_the_pages_show_the_auction_and_the_gifts(tmp_path: Path, driver: 
     await asyncio.to_thread(server.start)  # the wallet answers meanwhile
     room, opponent = f"lot-{uuid.uuid4().hex[:6]}", f"rival-{uuid.uuid4().hex[:6]}"
     tokens = [token("host1", "host", name="Host"), token("alice", name="Alice"), token("bob", name="Bob")]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    args = [str(driver), server.url, room, *tokens, opponent, CHROMIUM, str(ARTIFACTS)]
     try:
-        child = await asyncio.create_subprocess_exec(
-            "node", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER_DIR
-        )
-        try:
-            stdout, stderr = await asyncio.wait_for(child.communicate(), 200)
-        finally:
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
-        lines = stdout.decode().strip().splitlines()
-        assert child.returncode == 0 and lines, (stdout[-2000:], stderr[-2000:], server.log()[-2000:])
-        result: dict[str, Any] = json.loads(lines[-1])
+        result, stderr = await run_page_driver(driver, server, [room, *tokens, opponent], 200)
     finally:
         server.stop()
         await wallet.stop()

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from http_support import post_endpoint
 from plugin_support import api, code, joined, room_name, server_ms
-from support import ServerProcess, Viewer, free_port
+from support import ServerProcess, Viewer
 
 from liveroom.config import Config, LimitsConfig
 from liveroom.testing import NodeHarness
@@ -160,16 +161,8 @@ async def webhook_receiver(calls: list[dict[str, Any]]) -> AsyncGenerator[str, N
         calls.append({"key": request.headers["Idempotency-Key"], "body": json.loads(await request.read())})
         return web.Response(status=500 if len(calls) == 1 else 200)
 
-    app = web.Application()
-    app.router.add_post("/orders", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/orders"
-    finally:
-        await runner.cleanup()
+    async with post_endpoint("/orders", receive) as url:
+        yield url
 
 
 async def test_orders_reach_the_merchant_webhook_with_retries(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from http_support import post_endpoint
 from media_support import publish
 from plugin_support import room_name
-from support import ServerProcess, Viewer, free_port, token
+from support import ServerProcess, Viewer, token
 
 from liveroom.events import stream_event
 from liveroom.testing import NodeHarness
@@ -54,8 +55,7 @@ class Receiver:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    port = free_port()
-    made = Receiver(f"http://127.0.0.1:{port}/events")
+    made = Receiver("")
 
     async def events(request: web.Request) -> web.Response:
         body = await request.read()
@@ -66,13 +66,9 @@ async def receiver() -> AsyncIterator[Receiver]:
         made.keys.append(request.headers["Idempotency-Key"])
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/events", events)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield made
-    await runner.cleanup()
+    async with post_endpoint("/events", events) as url:
+        made.url = url
+        yield made
 
 
 def webhooks(receiver: Receiver, events: tuple[str, ...] = ()) -> dict[str, Any]:

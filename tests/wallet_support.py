@@ -7,11 +7,12 @@ the debit is made at once, the answer is late, as a slow wallet's would be)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from support import free_port
+from http_support import post_endpoint
 
 
 @dataclass
@@ -23,7 +24,7 @@ class WalletServer:
     calls: list[tuple[str, int]] = field(default_factory=list)  # (key, attempt)
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # key -> answer
     url: str = ""
-    _runner: web.AppRunner | None = None
+    _served: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     def debits(self, key: str | None = None) -> int:
         """How many debits were made (for one key: 0 or 1)."""
@@ -51,18 +52,11 @@ class WalletServer:
         return web.json_response(answer, status=status)
 
     async def start(self) -> WalletServer:
-        app = web.Application()
-        app.router.add_post("/debit", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/debit"
+        self.url = await self._served.enter_async_context(post_endpoint("/debit", self._handle))
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._served.aclose()
 
 
 _THREADED: WalletServer | None = None
