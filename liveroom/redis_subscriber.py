@@ -142,12 +142,17 @@ class ChannelSubscriber:
             if lost or connection.reconnected:  # back and resubscribed: catch up from the Streams
                 if lost:
                     log.warning("room bus connection restored")
-                lost = connection.reconnected = False
-                await self._on_reconnect()
+                lost = False
+                # Not caught up (the Streams' node not ready yet): try again within a second.
+                connection.reconnected = not await _survived(self._on_reconnect(), "catching up")
             if message is None:
                 continue
             if message["type"] in ("message", "smessage"):
-                await self._on_message(message["channel"], message["data"])
+                # A message past a gap reads the gap from the Stream first; if that read fails
+                # the gap is filled at the next catch-up rather than the reader dying with it
+                # (a dead reader is a node whose viewers receive nothing more, silently).
+                if not await _survived(self._on_message(message["channel"], message["data"]), "a message"):
+                    connection.reconnected = True
             elif message["type"] == "sunsubscribe":
                 channel = _text(message["channel"])
                 # Dropped by the server, not by us (`unsubscribe` forgets a channel first):
@@ -183,13 +188,24 @@ class ChannelSubscriber:
                 connection.channels.add(channel)
                 self._where[channel] = connection
         log.warning("room bus: %d channel(s) followed their slot to a new node", len(moved))
-        await self._on_reconnect()
+        for channel in moved:  # the new connections' readers catch up (one read for them all)
+            self._where[channel].reconnected = True
         if connection.channels:
             return False
         if self._connections.get(connection.name) is connection:
             del self._connections[connection.name]
         await self._close_connection(connection)
         return True
+
+
+async def _survived(work: Awaitable[None], what: str) -> bool:
+    """Run the broker's handling of `what`; False (logged) when it failed."""
+    try:
+        await work
+    except Exception as exc:  # the reader must outlive any one failure
+        log.warning("room bus: %s failed (%s); caught up later", what, exc or type(exc).__name__)
+        return False
+    return True
 
 
 def _text(value: bytes | str) -> str:

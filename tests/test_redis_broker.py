@@ -122,3 +122,34 @@ async def test_presence_adds_up_across_nodes_and_forgets_dead_ones(
     assert (await b.report_presence({"room": PresenceReport((), ("u3",), 2)}))["room"] == 3
     await a.withdraw_presence()  # a stops cleanly: its users leave at once (u2 stays, through b)
     assert (await b.report_presence({"room": came()}))["room"] == 2
+
+
+async def test_a_failed_handling_does_not_end_the_subscription(redis_server: RedisServer) -> None:
+    """A message whose handling fails (its gap's Stream read failed: a new master not ready)
+    once stopped the channel's reader for good: the node's viewers received nothing more. Now
+    the failure is logged, the catch-up tried again, and the messages after it delivered."""
+    from liveroom.redis_subscriber import ChannelSubscriber
+
+    redis = connect_redis(redis_server.url, False)
+    received: list[bytes] = []
+    catch_ups: list[int] = []
+    failures = [RuntimeError("the Stream's node is not ready")]
+
+    async def on_message(channel: bytes, data: bytes) -> None:
+        if failures:
+            raise failures.pop()
+        received.append(data)
+
+    async def on_reconnect() -> None:
+        catch_ups.append(1)
+
+    subscriber = ChannelSubscriber(redis, on_message, on_reconnect)
+    try:
+        await subscriber.subscribe("ch")
+        await redis.publish("ch", b"first")  # its handling fails
+        await until(lambda: not failures)
+        await redis.publish("ch", b"second")
+        await until(lambda: received == [b"second"] and catch_ups, timeout=10)
+    finally:
+        await subscriber.close()
+        await redis.aclose()
