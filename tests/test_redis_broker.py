@@ -15,6 +15,7 @@ from liveroom.clock import SystemClock
 from liveroom.errors import Unavailable
 from liveroom.redis_broker import RedisBroker
 from liveroom.redis_client import connect_redis
+from liveroom.redis_subscriber import ChannelSubscriber
 
 
 @pytest.fixture
@@ -128,8 +129,6 @@ async def test_a_failed_handling_does_not_end_the_subscription(redis_server: Red
     """A message whose handling fails (its gap's Stream read failed: a new master not ready)
     once stopped the channel's reader for good: the node's viewers received nothing more. Now
     the failure is logged, the catch-up tried again, and the messages after it delivered."""
-    from liveroom.redis_subscriber import ChannelSubscriber
-
     redis = connect_redis(redis_server.url, False)
     received: list[bytes] = []
     catch_ups: list[int] = []
