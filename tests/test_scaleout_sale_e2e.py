@@ -30,10 +30,19 @@ async def buy_all(buyers: list[RawBuyer], room: str, sale: str) -> list[Any]:
     payload = {"room": room, "sale": sale, "qty": 1, "request_id": "once"}
 
     async def buy(buyer: RawBuyer) -> Any:
-        try:
-            return await asyncio.wait_for(buyer.call("sale.buy", payload), 20)
-        except (TimeoutError, ConnectionError, aiohttp.ClientError, KeyError):
-            return None  # its node died mid-call: no ack, so not an acknowledged order
+        # A buy forwarded to the owner may be answered `unavailable` (not heard) or
+        # `outcome_unknown` (not answered in [cluster] forward_timeout_s, on a loaded
+        # machine): a client retries both with the same request_id (docs/protocol.md), and
+        # the retry answers with the order if the first try made one.
+        for _ in range(20):
+            try:
+                ack = await asyncio.wait_for(buyer.call("sale.buy", payload), 20)
+            except (TimeoutError, ConnectionError, aiohttp.ClientError, KeyError):
+                return None  # its node died mid-call: no ack, so not an acknowledged order
+            if ack["ok"] or ack["error"]["code"] not in ("unavailable", "outcome_unknown"):
+                return ack
+            await asyncio.sleep(0.5)
+        return ack
 
     return await asyncio.gather(*(buy(b) for b in buyers))
 
