@@ -215,7 +215,7 @@ async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(serv
     try:
         await (await watch(server.url, room)).close()  # the primary is on
         pc, arrivals = await play_timed(server.url, room)
-        await wait_until(lambda: len(arrivals) >= 60, 30, "the viewer playing the primary")
+        await wait_until(lambda: len(arrivals) >= 60, 60, "the viewer playing the primary")
         await asyncio.sleep(0.5)  # the backup's encoder is past its first keyframe too
         killed_at = time.monotonic()
         primary.send_signal(signal.SIGKILL)
@@ -290,7 +290,6 @@ async def test_the_program_is_restreamed_and_the_push_resumes_after_the_receiver
     try:
         assert (await api("POST", api_url, token("viewer-2"), {"url": "rtmp://x/live/k"}))[0] == 403
         assert (await api("POST", api_url, host, {"url": "http://x/live/k"}))[0] == 400
-        began = time.monotonic()
         status, body = await api("POST", api_url, host, {"url": f"rtmp://127.0.0.1:{port}/live/platform-key"})
         assert status == 201 and body["restream"]["state"] == "connecting", body
         restream = body["restream"]["id"]
@@ -306,22 +305,22 @@ async def test_the_program_is_restreamed_and_the_push_resumes_after_the_receiver
         await asyncio.sleep(3)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        killed = time.monotonic()
         await wait_until(lambda: state() in ("retrying", "connecting"), 20, "the push retrying")
         second = receiver(port, tmp_path / "second.ts")
         await wait_until(lambda: state() == "live", 30, "the push live again")
         await asyncio.sleep(2)
         status, body = await api("DELETE", f"{api_url}/{restream}", host)
         assert status == 200 and body["restream"]["attempts"] >= 2, body
-        removed = time.monotonic()
         await asyncio.to_thread(second.wait, 20)  # our side closed: the receiver finishes its file
 
         # Each file holds what was pushed while its receiver ran: at least the seconds we
-        # waited with the push live, at most the whole time the receiver was up.
-        for name, at_least, at_most in (("first.ts", 3, killed - began), ("second.ts", 2, removed - killed)):
+        # waited with the push live. (No upper bound from the wall clock: on a loaded machine
+        # a push starts with what the program had buffered, and first.ts held 8.2 s of media
+        # for 3.4 s of wall time; how fast a push catches up is a benchmark's to say.)
+        for name, at_least in (("first.ts", 3), ("second.ts", 2)):
             codecs, duration = await asyncio.to_thread(streams, tmp_path / name)
             assert codecs == ["aac", "h264"], (name, codecs)
-            assert at_least - 1 <= duration <= at_most + 1, (name, duration, at_most)
+            assert at_least - 1 <= duration, (name, duration)
         states = [item["data"]["state"] for item in watcher.of_type("media.restream")]
         # Live, retrying once its receiver is gone, live again, removed; a loaded machine may
         # start ffmpeg's listener after the first attempt (one retry more before "live").
