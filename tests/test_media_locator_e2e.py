@@ -55,7 +55,7 @@ async def whep_status(url: str, viewer: str) -> tuple[int, str | None]:
     return await fetch("POST", url, data="v=0\r\n", headers=headers)
 
 
-async def until(check: Callable[[], Awaitable[bool]], within: float = 20) -> None:
+async def until(check: Callable[[], Awaitable[bool]], within: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
