@@ -117,3 +117,78 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
         for client in (sender, *viewers):
             await client.close()
         nodes.stop()
+
+
+@pytest.fixture
+def three_masters(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path / "redis3", masters=3).start()
+    yield cluster
+    cluster.stop()
+
+
+def migrate_slot(cluster: RedisCluster, slot: int, source: int, target: int) -> int:
+    """Move `slot` from the master on port `source` to the one on `target` as
+    `redis-cli --cluster reshard` does (IMPORTING / MIGRATING, MIGRATE each key, SETSLOT
+    NODE on every master). Returns how many keys moved."""
+    with Redis(port=source) as src, Redis(port=target) as dst:
+        source_id, target_id = src.cluster("myid"), dst.cluster("myid")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+        for port in cluster.ports:
+            with Redis(port=port) as node:
+                node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    return moved
+
+
+@pytest.mark.timeout(180)
+async def test_viewers_follow_the_rooms_slot_to_another_master(
+    three_masters: RedisCluster, tmp_path: Path
+) -> None:
+    """A slot migration (an operator's reshard): Redis drops the room's shard channel on the
+    old master (`sunsubscribe`); each node subscribes it again where the slot now lives and
+    fills any gap from the Stream, with no restart."""
+    nodes = Cluster(tmp_path, 2, three_masters)
+    sender = Viewer(nodes.nodes[0].url, "sender", role="host")
+    viewers = [Viewer(node.url, f"viewer{n}") for n, node in enumerate(nodes.nodes)]
+    try:
+        for client in (sender, *viewers):
+            await client.connect()
+            await client.join(ROOM)
+        for n in range(5):
+            assert (await sender.call("danmaku.send", {"room": ROOM, "text": f"before-{n}"}))["ok"]
+        for viewer in viewers:
+            await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=5, timeout=30)
+        source = slot_master(three_masters)
+        assert source is not None
+        target = next(port for port in three_masters.ports if port != source)
+        slot = key_slot(b"{" + ROOM.encode() + b"}")
+        moved = await asyncio.to_thread(migrate_slot, three_masters, slot, source, target)
+        assert moved > 0 and slot_master(three_masters) == target
+
+        marker, migrated = "after-migration", time.monotonic()
+        while not (await sender.call("danmaku.send", {"room": ROOM, "text": marker}, timeout=15))["ok"]:
+            assert time.monotonic() - migrated < 60, "danmaku.send never worked again"
+            await asyncio.sleep(0.2)  # the node's slot map catches up on the MOVED answer
+        for viewer in viewers:
+            await viewer.wait_for(
+                lambda i: i["type"] == "danmaku.message" and i["data"]["text"] == marker, timeout=60
+            )
+        late = Viewer(nodes.nodes[1].url, "late")
+        await late.connect()
+        missed = (await late.join(ROOM, since=0))["missed"]
+        await late.close()
+        held = {i["seq"]: i["data"]["text"] for i in missed if i["type"] == "danmaku.message"}
+        assert list(held.values()) == [f"before-{n}" for n in range(5)] + [marker], missed
+        for node in nodes.nodes:  # each followed the drop, rather than reconnecting by chance
+            assert "followed their slot to a new node" in node.log(), node.log()[-2000:]
+        for viewer in viewers:
+            got = {i["seq"]: i["data"]["text"] for i in viewer.of_type("danmaku.message")}
+            assert {seq: got.get(seq) for seq in held} == held
+    finally:
+        for client in (sender, *viewers):
+            await client.close()
+        nodes.stop()
