@@ -58,6 +58,36 @@ async def until(condition: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def danmaku_flowing(sender: Viewer, viewers: list[Viewer]) -> None:
+    """Everyone connected and in the room, five danmaku sent and received by every viewer."""
+    for client in (sender, *viewers):
+        await client.connect()
+        await client.join(ROOM)
+    for n in range(5):
+        assert (await sender.call("danmaku.send", {"room": ROOM, "text": f"before-{n}"}))["ok"]
+    for viewer in viewers:
+        await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=5, timeout=30)
+
+
+async def each_received(marker: str, viewers: list[Viewer], url: str) -> dict[int, str]:
+    """Waits for `marker` at every viewer, then checks that every item the room's history
+    holds (as a late joiner through `url` reads it) reached every viewer; returns it."""
+    for viewer in viewers:
+        await viewer.wait_for(
+            lambda i: i["type"] == "danmaku.message" and i["data"]["text"] == marker, timeout=60
+        )
+    late = Viewer(url, "late")
+    await late.connect()
+    missed = (await late.join(ROOM, since=0))["missed"]
+    await late.close()
+    held = {i["seq"]: i["data"]["text"] for i in missed if i["type"] == "danmaku.message"}
+    assert marker in held.values(), missed
+    for viewer in viewers:
+        got = {i["seq"]: i["data"]["text"] for i in viewer.of_type("danmaku.message")}
+        assert {seq: got.get(seq) for seq in held} == held
+    return held
+
+
 @pytest.mark.timeout(180)
 async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
     replicated: RedisCluster, tmp_path: Path
@@ -66,13 +96,7 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
     sender = Viewer(nodes.nodes[0].url, "sender", role="host")
     viewers = [Viewer(node.url, f"viewer{n}") for n, node in enumerate(nodes.nodes)]
     try:
-        for client in (sender, *viewers):
-            await client.connect()
-            await client.join(ROOM)
-        for n in range(5):
-            assert (await sender.call("danmaku.send", {"room": ROOM, "text": f"before-{n}"}))["ok"]
-        for viewer in viewers:
-            await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=5, timeout=30)
+        await danmaku_flowing(sender, viewers)
         master = slot_master(replicated)
         assert master is not None
         await until(lambda: replica_in_sync(replicated, master), 30, "the replica never synced")
@@ -92,23 +116,10 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
         while not (await sender.call("danmaku.send", {"room": ROOM, "text": marker}, timeout=15))["ok"]:
             assert time.monotonic() - promoted < 60, "danmaku.send never worked again"
             await asyncio.sleep(0.2)
-        for viewer in viewers:
-            await viewer.wait_for(
-                lambda i: i["type"] == "danmaku.message" and i["data"]["text"] == marker, timeout=60
-            )
+        await each_received(marker, viewers, nodes.nodes[1].url)
         resumed = time.monotonic() - promoted
         print(f"promoted {promoted - killed:.1f} s after the kill; all received again {resumed:.1f} s later")
-
-        # Every item the room's history holds reached every viewer, in the history's order.
-        late = Viewer(nodes.nodes[1].url, "late")
-        await late.connect()
-        missed = (await late.join(ROOM, since=0))["missed"]
-        await late.close()
-        held = {i["seq"]: i["data"]["text"] for i in missed if i["type"] == "danmaku.message"}
-        assert marker in held.values(), missed
         for viewer in viewers:
-            got = {i["seq"]: i["data"]["text"] for i in viewer.of_type("danmaku.message")}
-            assert {seq: got.get(seq) for seq in held} == held
             # (While the slot was down, the sender's node delivered to its own members only,
             # without a seq: docs/scaleout.md, "Redis unreachable".)
             seqs = [i["seq"] for i in viewer.of_type("danmaku.message") if i["seq"] is not None]
@@ -155,13 +166,7 @@ async def test_viewers_follow_the_rooms_slot_to_another_master(
     sender = Viewer(nodes.nodes[0].url, "sender", role="host")
     viewers = [Viewer(node.url, f"viewer{n}") for n, node in enumerate(nodes.nodes)]
     try:
-        for client in (sender, *viewers):
-            await client.connect()
-            await client.join(ROOM)
-        for n in range(5):
-            assert (await sender.call("danmaku.send", {"room": ROOM, "text": f"before-{n}"}))["ok"]
-        for viewer in viewers:
-            await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=5, timeout=30)
+        await danmaku_flowing(sender, viewers)
         source = slot_master(three_masters)
         assert source is not None
         target = next(port for port in three_masters.ports if port != source)
@@ -173,21 +178,10 @@ async def test_viewers_follow_the_rooms_slot_to_another_master(
         while not (await sender.call("danmaku.send", {"room": ROOM, "text": marker}, timeout=15))["ok"]:
             assert time.monotonic() - migrated < 60, "danmaku.send never worked again"
             await asyncio.sleep(0.2)  # the node's slot map catches up on the MOVED answer
-        for viewer in viewers:
-            await viewer.wait_for(
-                lambda i: i["type"] == "danmaku.message" and i["data"]["text"] == marker, timeout=60
-            )
-        late = Viewer(nodes.nodes[1].url, "late")
-        await late.connect()
-        missed = (await late.join(ROOM, since=0))["missed"]
-        await late.close()
-        held = {i["seq"]: i["data"]["text"] for i in missed if i["type"] == "danmaku.message"}
-        assert list(held.values()) == [f"before-{n}" for n in range(5)] + [marker], missed
+        held = await each_received(marker, viewers, nodes.nodes[1].url)
+        assert list(held.values()) == [f"before-{n}" for n in range(5)] + [marker], held
         for node in nodes.nodes:  # each followed the drop, rather than reconnecting by chance
             assert "followed their slot to a new node" in node.log(), node.log()[-2000:]
-        for viewer in viewers:
-            got = {i["seq"]: i["data"]["text"] for i in viewer.of_type("danmaku.message")}
-            assert {seq: got.get(seq) for seq in held} == held
     finally:
         for client in (sender, *viewers):
             await client.close()
