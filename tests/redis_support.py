@@ -108,12 +108,21 @@ class RedisCluster:
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    """A free port whose cluster bus port (port + 10000) is free and valid too.
+
+    Both below the kernel's ephemeral range (32768-60999 here): a port picked inside it was
+    once taken by some client socket between this check and redis-server's bind, and that
+    node never started. Each xdist worker picks from a range of its own."""
+    import os
     import random
     import socket
 
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    share = 2700 // workers  # ports 20000-22699, bus ports 30000-32699
+    low = 20000 + (worker % workers) * share
     while True:
-        port = random.randint(20000, 45000)
+        port = random.randint(low, low + share - 1)
         try:
             for candidate in (port, port + 10000):
                 with socket.socket() as sock:

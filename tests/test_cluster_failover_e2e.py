@@ -97,9 +97,18 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
     viewers = [Viewer(node.url, f"viewer{n}") for n, node in enumerate(nodes.nodes)]
     try:
         await danmaku_flowing(sender, viewers)
-        master = slot_master(replicated)
-        assert master is not None
-        await until(lambda: replica_in_sync(replicated, master), 30, "the replica never synced")
+        # The slot's master, read again each time: with a 1 s node timeout a stalled master
+        # on a loaded machine may have been failed over already (its replica promoted), and
+        # then no replica follows the master first read.
+        found: list[int] = []
+
+        def synced_master() -> bool:
+            master = slot_master(replicated)
+            found[:] = [master] if master is not None and replica_in_sync(replicated, master) else []
+            return bool(found)
+
+        await until(synced_master, 60, "no replica of the slot's master synced")
+        [master] = found
 
         replicated.process_on(master).send_signal(signal.SIGKILL)
         killed = time.monotonic()
