@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cluster_support import Cluster, until_ok
 from http_support import post_endpoint
+from plugin_support import code
 from support import Viewer
-from test_scaleout_e2e import Cluster
 from wallet_support import WalletServer
-
-
-def code(ack: dict[str, Any]) -> str:
-    return "ok" if ack["ok"] else str(ack["error"]["code"])
 
 
 class Receiver:
@@ -161,17 +158,6 @@ async def test_gifts_and_a_pk_across_two_nodes(tmp_path: Path) -> None:
             await client.close()
         cluster.stop()
         await wallet.stop()
-
-
-async def until_ok(call: Any, timeout: float = 60) -> dict[str, Any]:
-    """Retry a command answered `unavailable` (the dead owner's lease running out)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        ack: dict[str, Any] = await call()
-        if ack["ok"] or ack["error"]["code"] != "unavailable":
-            return ack
-        assert asyncio.get_running_loop().time() < deadline, ack
-        await asyncio.sleep(0.2)
 
 
 async def test_the_auction_owner_killed_mid_auction_loses_no_bid_and_ships_once(tmp_path: Path) -> None:

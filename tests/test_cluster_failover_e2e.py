@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_support import Cluster
 from redis import Redis
 from redis.crc import key_slot
 from redis_support import RedisCluster
 from support import Viewer
-from test_scaleout_e2e import Cluster
 
 ROOM = "failover"
 

@@ -5,31 +5,16 @@ whichever node a client is connected to. Real node processes on a real redis-ser
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from plugin_support import api
+from cluster_support import Cluster, until_ok
+from plugin_support import api, code
 from redis_support import RedisCluster
 from support import Viewer, token
-from test_scaleout_e2e import Cluster
-
-
-def code(ack: dict[str, Any]) -> str:
-    return "ok" if ack["ok"] else str(ack["error"]["code"])
-
-
-async def until_ok(call: Any, timeout: float = 30) -> dict[str, Any]:
-    """Retry a command answered `unavailable` (the owner's lease running out) until it works."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        ack: dict[str, Any] = await call()
-        if ack["ok"] or ack["error"]["code"] != "unavailable":
-            return ack
-        assert ack["error"].get("retry") == "later", ack
-        assert asyncio.get_running_loop().time() < deadline, ack
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
@@ -104,7 +89,7 @@ async def test_the_owner_killed_mid_poll_loses_no_vote_mute_or_stage(nodes: Clus
         # takes the room and rebuilds it from its durable records.
         for voter in voters[3:]:
             vote = {"room": "kill", "poll": poll, "option": 1, "request_id": voter.user}
-            ack = await until_ok(lambda v=voter, p=vote: v.call("poll.vote", p))
+            ack = await until_ok(functools.partial(voter.call, "poll.vote", vote))
             assert ack["ok"], ack
         for voter in voters[:2]:  # the same answers on both survivors
             joined = await voter.join("kill")

@@ -9,41 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_support import RedisCluster, RedisServer
-from support import ServerProcess, Viewer
-
-
-class Cluster:
-    """Liveroom nodes on one Redis: a redis-server of the test's own (the outage test stops
-    it), or the session's Redis Cluster with a key prefix of the test's own."""
-
-    def __init__(
-        self, root: Path, nodes: int, shared: RedisCluster | None = None, extra: dict[str, str] | None = None
-    ) -> None:
-        self.redis: RedisServer | RedisCluster = shared or RedisServer(root / "redis").start()
-        self.owns_redis = shared is None
-        env = {
-            "LIVEROOM_BROKER_KIND": "redis",
-            "LIVEROOM_STORE_KIND": "redis",
-            "LIVEROOM_REDIS_URL": self.redis.url,
-            "LIVEROOM_REDIS_CLUSTER": str(shared is not None).lower(),
-            "LIVEROOM_REDIS_KEY_PREFIX": "e" + root.name.replace("_", "")[-12:],
-            # Short leases so a dead node's viewers leave `online` within the test.
-            "LIVEROOM_PRESENCE_REFRESH_S": "0.3",
-            "LIVEROOM_PRESENCE_TTL_S": "1.5",
-            "LIVEROOM_PLUGINS_DANMAKU_BURST": "50",
-            "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "50",
-            **(extra or {}),
-        }
-        self.nodes = [ServerProcess(root / f"node{i}", env=env).launch() for i in range(nodes)]
-        for node in self.nodes:
-            node.wait_ready()
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        if self.owns_redis:
-            self.redis.stop()
+from cluster_support import Cluster
+from redis_support import RedisCluster
+from support import Viewer
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_support import Cluster
 from plugin_support import api
 from support import Viewer
-from test_scaleout_e2e import Cluster
 
 
 def rerun(entrants: list[str], seed: str, winners: int) -> list[str]:
