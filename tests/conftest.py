@@ -58,8 +58,34 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 0 if "bench" in (config.getoption("markexpr") or "") else 2
 
 
+# The longest files, longest first (per-file test time of a full run, 3 December 2026).
+# `--dist loadfile` hands out files in collection order (`--no-loadscope-reorder` in
+# addopts keeps it): started first, they end while the other worker runs the short files,
+# rather than one of them running alone at the end (before: the auction pages, 42 s, alone
+# for the last 40 s of a run, xdist's default order putting files with few tests last).
+LONGEST_FIRST = (
+    "test_pages.py",
+    "test_auction_gift_e2e.py",
+    "test_one_room_any_node_e2e.py",
+    "test_pages_auction_gift.py",
+    "test_scaleout_e2e.py",
+    "test_extreme_numbers.py",
+    "test_media_rtmp.py",
+    "test_loadtest_smoke.py",
+    "test_plugin_like.py",
+    "test_workers_e2e.py",
+    "test_scaleout_sale_e2e.py",
+    "test_media_failover_e2e.py",
+    "test_media_failover_dead_e2e.py",
+    "test_shop_e2e.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Benchmarks (marker `bench`) run only when asked for: `pytest -m bench`."""
+    """The longest files first (`LONGEST_FIRST`, the rest in their order); benchmarks
+    (marker `bench`) run only when asked for: `pytest -m bench`."""
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     if "bench" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="a benchmark: run with -m bench")
