@@ -182,8 +182,10 @@ class Viewer:
         return [item for item in self.items if item["type"] == item_type]
 
     async def close(self) -> None:
-        if self.client.connected:
-            await self.client.disconnect()
+        # shutdown(), not disconnect(): a client whose server died is reconnecting, and its
+        # attempts would go on after the test (each a new HTTP session, left to the garbage
+        # collector: an unclosed-session warning, an error in whichever test then runs).
+        await self.client.shutdown()
         # A client whose server went away is disconnected but keeps its HTTP session open.
         http = getattr(self.client.eio, "http", None)
         if http is not None and not http.closed:
