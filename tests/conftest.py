@@ -70,10 +70,14 @@ async def viewers(server: ServerProcess) -> AsyncIterator[list[Viewer]]:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """How many xdist workers `-n auto` (in addopts) starts: two, each running one test file
-    at a time (`--dist loadfile`); none for benchmarks, which pin their own cores and print
-    their figures (`-s`). `-n 0` runs any selection in this process."""
-    return 0 if "bench" in (config.getoption("markexpr") or "") else 2
+    """How many xdist workers `-n auto` (in addopts) starts: three, each running one test
+    file at a time (`--dist loadfile`); none for benchmarks, which pin their own cores and
+    print their figures (`-s`). `-n 0` runs any selection in this process.
+
+    Three on two cores: the suite waits more than it computes (258 s of CPU in a 201 s run
+    with three workers; 265 s in 306 s with two, docs/testing.md), so a third file's waits
+    fill the cores' idle time."""
+    return 0 if "bench" in (config.getoption("markexpr") or "") else 3
 
 
 # The longest files, longest first (per-file test time of a full run, 3 December 2026).
