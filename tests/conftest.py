@@ -74,32 +74,37 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     file at a time (`--dist loadfile`); none for benchmarks, which pin their own cores and
     print their figures (`-s`). `-n 0` runs any selection in this process.
 
-    Three on two cores: the suite waits more than it computes (258 s of CPU in a 201 s run
+    Three on two cores: the suite waits more than it computes (259 s of CPU in a 201 s run
     with three workers; 265 s in 306 s with two, docs/testing.md), so a third file's waits
     fill the cores' idle time."""
     return 0 if "bench" in (config.getoption("markexpr") or "") else 3
 
 
-# The longest files, longest first (per-file test time of a full run, 3 December 2026).
-# `--dist loadfile` hands out files in collection order (`--no-loadscope-reorder` in
-# addopts keeps it): started first, they end while the other worker runs the short files,
-# rather than one of them running alone at the end (before: the auction pages, 42 s, alone
-# for the last 40 s of a run, xdist's default order putting files with few tests last).
+# The longest files, longest first (per-file test time of a full run with three workers,
+# 3 December 2026: 62 s down to 10 s). `--dist loadfile` hands out files in collection
+# order (`--no-loadscope-reorder` in addopts keeps it): started first, they end while the
+# other workers run the short files, rather than one of them running alone at the end
+# (before: the auction pages, 42 s, last and mostly alone, xdist's default order putting
+# the files with few tests last).
 LONGEST_FIRST = (
     "test_pages.py",
-    "test_auction_gift_e2e.py",
     "test_one_room_any_node_e2e.py",
-    "test_pages_auction_gift.py",
+    "test_auction_gift_e2e.py",
     "test_scaleout_e2e.py",
-    "test_extreme_numbers.py",
-    "test_media_rtmp.py",
+    "test_pages_auction_gift.py",
     "test_loadtest_smoke.py",
-    "test_plugin_like.py",
-    "test_workers_e2e.py",
-    "test_scaleout_sale_e2e.py",
+    "test_media_rtmp.py",
     "test_media_failover_e2e.py",
     "test_media_failover_dead_e2e.py",
+    "test_media_abr_link.py",
+    "test_scaleout_sale_e2e.py",
+    "test_media_forwarding.py",
+    "test_workers_e2e.py",
     "test_shop_e2e.py",
+    "test_media_replay.py",
+    "test_media_hls.py",
+    "test_cluster_failover_e2e.py",
+    "test_media_abuse.py",
 )
 
 
