@@ -66,11 +66,13 @@ def build_app(config: Config, node: Node | None = None, siblings: Siblings | Non
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(_secure_headers)
-    # The media plane (WHIP/WHEP, docs/media.md). mypy checks media/ as package `media`,
-    # so it cannot follow the installed name liveroom.media.
-    from liveroom.media.routes import add_media_routes  # type: ignore[import-not-found,unused-ignore]
+    if config.media.enabled:
+        # The media plane (WHIP/WHEP, docs/media.md), imported only when on: aiortc and av
+        # are a quarter of a node's start-up CPU. mypy checks media/ as package `media`, so
+        # it cannot follow the installed name liveroom.media.
+        from liveroom.media.routes import add_media_routes  # type: ignore[import-not-found,unused-ignore]
 
-    add_media_routes(app, node)
+        add_media_routes(app, node)
     return app
 
 

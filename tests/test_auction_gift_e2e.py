@@ -57,10 +57,11 @@ async def test_an_auction_on_two_nodes_extends_keeps_one_leader_and_ships_once(t
         host = await connected(a.url, "host", "lot", "host")  # through A: A owns the room
         bidders = [await connected((a, b)[n % 2].url, f"bidder{n}", "lot") for n in range(8)]
         clients += [host, *bidders]
-        # Every bid is in the last extend_s (12 s) of a 10 s auction: each one pushes the end
-        # (10 s: the bids land before the first end on a loaded machine too).
-        terms = {"room": "lot", "title": "Jade", "start_price": "10", "increment": "1", "duration_s": 10}
-        opened = await host.call("auction.open", {**terms, "extend_s": 12, "request_id": "o1"})
+        # Every bid is in the last extend_s (6 s) of a 5 s auction: each one pushes the end
+        # (5 s: the bids land before the first end on a loaded machine too, in well under 1 s
+        # on a quiet one; the test waits for the end, extend_s after the last bid).
+        terms = {"room": "lot", "title": "Jade", "start_price": "10", "increment": "1", "duration_s": 5}
+        opened = await host.call("auction.open", {**terms, "extend_s": 6, "request_id": "o1"})
         assert opened["ok"], opened
         auction, first_end = opened["auction"], opened["ends_at"]
         bid = {"room": "lot", "auction": auction, "amount": "15"}
@@ -162,7 +163,9 @@ async def test_gifts_and_a_pk_across_two_nodes(tmp_path: Path) -> None:
 
 async def test_the_auction_owner_killed_mid_auction_loses_no_bid_and_ships_once(tmp_path: Path) -> None:
     receiver = await Receiver().start()
-    env = {"LIVEROOM_PLUGINS_AUCTION_WEBHOOK_URL": receiver.url, "LIVEROOM_CLUSTER_LEASE_S": "1.5"}
+    # A 4 s lease: with 1.5 s, A's renewal (every third of it) fell behind with a CPU hog on
+    # one core and three workers, and Ann's bid before the kill was answered unavailable.
+    env = {"LIVEROOM_PLUGINS_AUCTION_WEBHOOK_URL": receiver.url, "LIVEROOM_CLUSTER_LEASE_S": "4"}
     cluster = Cluster(tmp_path, 2, None, env)
     a, b = cluster.nodes
     clients: list[Viewer] = []
@@ -170,7 +173,9 @@ async def test_the_auction_owner_killed_mid_auction_loses_no_bid_and_ships_once(
         host = await connected(a.url, "host", "kill", "host")  # A owns the room
         ann, bob = await connected(b.url, "ann", "kill"), await connected(b.url, "bob", "kill")
         clients += [host, ann, bob]
-        terms = {"room": "kill", "title": "Vase", "start_price": "10", "increment": "1", "duration_s": 20}
+        # 15 s: time for the kill, the lease (4 s) to run out and B to take over (5-6 s on a
+        # quiet machine) before the end; the test waits for the end.
+        terms = {"room": "kill", "title": "Vase", "start_price": "10", "increment": "1", "duration_s": 15}
         auction = (await host.call("auction.open", {**terms, "extend_s": 5, "request_id": "o1"}))["auction"]
         bid = {"room": "kill", "auction": auction}
         assert code(await ann.call("auction.bid", {**bid, "amount": "10", "request_id": "a1"})) == "ok"

@@ -105,8 +105,14 @@ async def test_renditions_pinned_or_automatic(server: ServerProcess) -> None:
     pinned = await play(server.url, room + "", token("abr-pinned"), slot="host&quality=480p")
     auto = await play(server.url, room, token("abr-auto"))
     try:
-        await wait_until(lambda: len(pinned.counters) >= 20, 15, "the pinned viewer's video")
-        assert all(counter >= LOW for counter in pinned.counters)
+        await wait_until(lambda: sum(c >= LOW for c in pinned.counters) >= 20, 30, "the pinned video")
+        if not all(counter >= LOW for counter in pinned.counters):
+            # Pictures of the top rung: only while the server had left the pinned rendition
+            # for having no picture (yet), as it does on a loaded machine when the host's
+            # second track is late (media/sessions.py's leave_renditions, a switch from None).
+            status, body = await get_json(server.url + pinned.location, pinned.token)
+            fell_back = [s for s in body["quality"]["switches"] if s["from"] is None and s["to"] == "720p"]
+            assert status == 200 and fell_back, (pinned.counters, body)
         await wait_until(lambda: len(auto.counters) >= 45, 15, "the auto viewer's video")
         assert all(counter < LOW for counter in auto.counters)  # a clean link: the top rung
         status, body = await get_json(server.url + auto.location, auto.token)

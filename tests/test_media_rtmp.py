@@ -205,6 +205,22 @@ async def play_timed(base: str, room: str) -> tuple[RTCPeerConnection, list[tupl
 
 
 async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(server: ServerProcess) -> None:
+    await backup_takeover(server)
+
+
+@pytest.mark.bench
+async def test_an_rtmp_backups_takeover_leaves_no_gap(server: ServerProcess) -> None:
+    """How fast: a timing, so a benchmark's (docs/testing.md); the default test above checks
+    the takeover itself. 2.0 s at load 7 with two xdist workers, against 1.5 s here."""
+    gap = await backup_takeover(server)
+    # The target is 200 ms (docs/media.md, measured on a quiet machine); the bound here only
+    # tells a replayed group of pictures (tens of ms) from waiting for a keyframe (0-5 s).
+    assert gap <= 1.5, f"video gap {gap * 1000:.0f} ms"
+
+
+async def backup_takeover(server: ServerProcess) -> float:
+    """A viewer of an RTMP primary, the primary's encoder SIGKILLed: it plays the backup, in
+    order, from where it took over. Returns the largest gap between pictures around the kill."""
     room = f"rtmp-fo-{uuid.uuid4().hex[:8]}"
     key = token("host-rtmp-fo", "host", room)
     # A keyframe every 5 s: without the backup's kept group of pictures (gop_cache_frames,
@@ -223,9 +239,6 @@ async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(serv
         window = [at for at, _ in arrivals if killed_at - 0.5 <= at <= killed_at + 2.5]
         gap = max(b - a for a, b in itertools.pairwise(window))
         print(f"RTMP failover gap: {gap * 1000:.0f} ms")
-        # The target is 200 ms (docs/media.md, measured on a quiet machine); the bound here only
-        # tells a replayed group of pictures (tens of ms) from waiting for a keyframe (0-5 s).
-        assert gap <= 1.5, f"video gap {gap * 1000:.0f} ms"
         # The backup's own counter, in order, from where it took over. The primary's last
         # pictures may still arrive after the kill on a loaded machine (one came 0.3 s late
         # at load 11): they are the ones before the counter steps back.
@@ -235,6 +248,7 @@ async def test_an_rtmp_backup_takes_over_when_the_primary_encoder_is_killed(serv
         assert len(after[steps_back[0] if steps_back else 0 :]) >= 30, after
         metrics = scrape(server.url)
         assert metrics.get(f'liveroom_media_failovers_total{{room="{room}",to="backup"}}', 0) >= 1
+        return gap
     finally:
         if pc is not None:
             for task in pc.tasks:  # type: ignore[attr-defined]

@@ -23,6 +23,15 @@ def node_env(redis: RedisServer) -> dict[str, str]:
         "LIVEROOM_STORE_KIND": "redis",
         "LIVEROOM_REDIS_URL": redis.url,
         "LIVEROOM_LOG_LEVEL": "ERROR",
+        # What the test checks is the stock, not how long a node may take under a 3,000-buyer
+        # storm on a loaded machine: generous deadlines, so that a slow answer is neither
+        # `unavailable` (some buys were, at load 3-7 with two workers: no pooled Redis
+        # connection free within 0.5 s, or the owner's lease lapsed in a stalled renewal) nor
+        # `outcome_unknown` (a forward past 2 s). The buyers wait 20 s.
+        "LIVEROOM_REDIS_POOL_TIMEOUT_S": "5",
+        "LIVEROOM_LIMITS_COMMAND_TIMEOUT_S": "15",
+        "LIVEROOM_CLUSTER_FORWARD_TIMEOUT_S": "15",
+        "LIVEROOM_CLUSTER_LEASE_S": "10",
     }
 
 

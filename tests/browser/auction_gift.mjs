@@ -24,9 +24,10 @@ await run(async () => {
     await host.fill('#auction-form [name="start_price"]', "100");
     await host.fill('#auction-form [name="increment"]', "10");
     // Every bid is in the anti-snipe window (longer than the auction), so each moves the end;
-    // 15 s leaves a loaded machine time to get both bids in before the first end.
-    await host.fill('#auction-form [name="duration_s"]', "15");
-    await host.fill('#auction-form [name="extend_s"]', "16");
+    // 10 s leaves a loaded machine (a CPU hog on one of two cores) time to get each bid in
+    // before the end it follows; the step waits for the end, extend_s after Bob's bid.
+    await host.fill('#auction-form [name="duration_s"]', "10");
+    await host.fill('#auction-form [name="extend_s"]', "10");
     await host.click("#auction-form button");
     for (const page of [alice, bob]) await page.waitForSelector(".auction .bid:not([disabled])");
     const opened = await card(alice);
@@ -60,7 +61,8 @@ await run(async () => {
 
   await step("pk", async () => {
     await host.fill('#pk-form [name="opponent"]', opponent);
-    await host.fill('#pk-form [name="duration_s"]', "20");
+    // 12 s (10 at least): the rocket is given and scored within it; the step waits for the end.
+    await host.fill('#pk-form [name="duration_s"]', "12");
     await host.click("#pk-form button");
     await alice.waitForSelector(".pk:not([hidden])");
     await alice.click('.gift-buttons [data-gift="rocket"]');
