@@ -89,6 +89,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 LONGEST_FIRST = (
     "test_pages.py",
     "test_one_room_any_node_e2e.py",
+    "test_every_plugin_any_node_e2e.py",
     "test_auction_gift_e2e.py",
     "test_scaleout_e2e.py",
     "test_pages_auction_gift.py",
@@ -102,8 +103,8 @@ LONGEST_FIRST = (
     "test_workers_e2e.py",
     "test_shop_e2e.py",
     "test_media_replay.py",
-    "test_media_hls.py",
     "test_cluster_failover_e2e.py",
+    "test_media_hls.py",
     "test_media_abuse.py",
 )
 
