@@ -69,14 +69,18 @@ async def danmaku_flowing(sender: Viewer, viewers: list[Viewer]) -> None:
         await viewer.wait_for(lambda i: i["type"] == "danmaku.message", count=5, timeout=30)
 
 
-async def each_received(marker: str, viewers: list[Viewer], url: str) -> dict[int, str]:
+async def each_received(marker: str, viewers: list[Viewer], nodes: Cluster) -> dict[int, str]:
     """Waits for `marker` at every viewer, then checks that every item the room's history
-    holds (as a late joiner through `url` reads it) reached every viewer; returns it."""
+    holds (as a late joiner through the second node reads it) reached every viewer; returns it."""
     for viewer in viewers:
-        await viewer.wait_for(
-            lambda i: i["type"] == "danmaku.message" and i["data"]["text"] == marker, timeout=60
-        )
-    late = Viewer(url, "late")
+        try:
+            await viewer.wait_for(
+                lambda i: i["type"] == "danmaku.message" and i["data"]["text"] == marker, timeout=60
+            )
+        except AssertionError as failed:  # what the nodes' room buses did meanwhile
+            logs = "\n".join(f"node{n}: {node.log()[-3000:]}" for n, node in enumerate(nodes.nodes))
+            raise AssertionError(f"{str(failed)[:1500]}\n{logs}") from None
+    late = Viewer(nodes.nodes[1].url, "late")
     await late.connect()
     missed = (await late.join(ROOM, since=0))["missed"]
     await late.close()
@@ -125,7 +129,7 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
         while not (await sender.call("danmaku.send", {"room": ROOM, "text": marker}, timeout=15))["ok"]:
             assert time.monotonic() - promoted < 60, "danmaku.send never worked again"
             await asyncio.sleep(0.2)
-        await each_received(marker, viewers, nodes.nodes[1].url)
+        await each_received(marker, viewers, nodes)
         resumed = time.monotonic() - promoted
         print(f"promoted {promoted - killed:.1f} s after the kill; all received again {resumed:.1f} s later")
         for viewer in viewers:
@@ -187,7 +191,7 @@ async def test_viewers_follow_the_rooms_slot_to_another_master(
         while not (await sender.call("danmaku.send", {"room": ROOM, "text": marker}, timeout=15))["ok"]:
             assert time.monotonic() - migrated < 60, "danmaku.send never worked again"
             await asyncio.sleep(0.2)  # the node's slot map catches up on the MOVED answer
-        held = await each_received(marker, viewers, nodes.nodes[1].url)
+        held = await each_received(marker, viewers, nodes)
         assert list(held.values()) == [f"before-{n}" for n in range(5)] + [marker], held
         for node in nodes.nodes:  # each followed the drop, rather than reconnecting by chance
             assert "followed their slot to a new node" in node.log(), node.log()[-2000:]

@@ -47,8 +47,8 @@ async def test_viewers_get_the_publishers_frames_without_transcoding(
     publisher = await publish(server.url, room, token("host-1", "host"), codec)
     viewers = [await play(server.url, room, token(f"viewer-{i}")) for i in range(3)]
     try:
-        await wait_until(lambda: all(len(v.counters) >= 45 for v in viewers), 20, "45 frames per viewer")
-        await wait_until(lambda: all(len(v.frames["audio"]) >= 20 for v in viewers), 10, "audio")
+        await wait_until(lambda: all(len(v.counters) >= 45 for v in viewers), 60, "45 frames per viewer")
+        await wait_until(lambda: all(len(v.frames["audio"]) >= 20 for v in viewers), 60, "audio")
         assert publisher.counter_track is not None
         for viewer in viewers:
             assert_counter_stream(viewer, publisher.counter_track.count)
@@ -67,12 +67,12 @@ async def test_a_late_viewer_starts_on_a_keyframe_quickly(server: ServerProcess)
     publisher = await publish(server.url, room, token("host-2", "host"))
     first = await play(server.url, room, token("early"))
     try:
-        await wait_until(lambda: len(first.counters) >= 60, 20, "two seconds of video")
+        await wait_until(lambda: len(first.counters) >= 60, 60, "two seconds of video")
         started = time.monotonic()
         late = await play(server.url, room, token("late"))
-        await wait_until(lambda: len(late.counters) >= 1, 5, "the late viewer's first frame")
+        await wait_until(lambda: len(late.counters) >= 1, 30, "the late viewer's first frame")
         time_to_first_frame = time.monotonic() - started
-        await wait_until(lambda: len(late.counters) >= 30, 10, "a second of video")
+        await wait_until(lambda: len(late.counters) >= 30, 30, "a second of video")
         assert publisher.counter_track is not None
         assert_counter_stream(late, publisher.counter_track.count)
         assert time_to_first_frame < 2.0
