@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from media_support import (
@@ -35,6 +36,9 @@ from media_support import (
     wait_until,
 )
 from support import ServerProcess, Viewer, token
+
+# Each wait below is a condition given up to 60 s on a loaded machine: room for a few of them.
+pytestmark = pytest.mark.timeout(240)
 
 # No freeze: the largest gap between decoded frames across a switch. The targets (200 ms to
 # the backup, 100 ms back) are timings, the benchmark's (`python -m liveroom.loadtest.media_bench

@@ -17,6 +17,9 @@ import pytest
 from media_support import Peer, play, publish, scrape, wait_until
 from support import SECRET, ServerProcess, Viewer, token
 
+# Each wait below is a condition given up to 60 s on a loaded machine: room for a few of them.
+pytestmark = pytest.mark.timeout(240)
+
 
 def room_name() -> str:
     return f"m-{uuid.uuid4().hex[:8]}"
