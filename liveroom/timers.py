@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from liveroom.clock import Clock
+from liveroom.errors import CommandError
 
 __all__ = ["Throttle", "TimerCallback", "Timers"]
 
@@ -120,6 +121,8 @@ class Timers:
             fired += 1
             try:
                 await callback(now)
+            except CommandError as exc:  # the store unreachable (a Redis failover): one line
+                log.warning("timer %s failed: %s (%s)", key, exc.code, exc)
             except Exception:
                 log.exception("timer %s failed", key)
         return fired
