@@ -32,7 +32,9 @@ __all__ = ["MAX_IN_FLIGHT", "REDIS_ERRORS", "backend_failure", "connect_redis", 
 
 # Redis commands one store or broker keeps in flight at once (and its pool's size).
 MAX_IN_FLIGHT = 64
-REDIS_ERRORS = (redis_errors.RedisError, OSError)
+# RedisClusterException is not a RedisError: the cluster client raises it (SlotNotCoveredError)
+# while its slot map lacks a slot, e.g. in the moment a failed master's replica is promoted.
+REDIS_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 _NEVER_SENT = ("connecting to", "Timeout connecting", "No connection available")
 
 

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 
-from liveroom.redis_client import retry_options
+from liveroom.redis_client import REDIS_ERRORS, retry_options
 
 __all__ = ["ChannelSubscriber"]
 
@@ -45,7 +45,12 @@ class _Connection:
     client: Redis | None  # a cluster node's own client, closed with the subscription
     channels: set[str] = field(default_factory=set)
     reader: asyncio.Task[None] | None = None
-    reconnected: bool = False
+    reconnected: bool = False  # resubscribed by redis-py: catch up from the Streams
+    lost: bool = False  # its last read failed
+    # Channels the server dropped whose slot had no master yet (a promotion or a reshard
+    # under way): placed again at every read until their slot has one.
+    unplaced: set[str] = field(default_factory=set)
+    place_again_at: float = 0.0
 
 
 class ChannelSubscriber:
@@ -75,7 +80,7 @@ class ChannelSubscriber:
         if connection is None:
             return
         connection.channels.discard(channel)
-        with contextlib.suppress(redis_errors.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             if self._sharded:
                 await connection.pubsub.sunsubscribe(channel)
             else:
@@ -93,7 +98,7 @@ class ChannelSubscriber:
 
     @staticmethod
     async def _close_connection(connection: _Connection) -> None:
-        with contextlib.suppress(redis_errors.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await connection.pubsub.aclose()  # type: ignore[no-untyped-call]
             if connection.client is not None:
                 await connection.client.aclose()
@@ -126,40 +131,74 @@ class ChannelSubscriber:
         setattr(connection.pubsub, "on_connect", types.MethodType(on_connect, connection.pubsub))  # noqa: B010
 
     async def _read(self, connection: _Connection) -> None:
-        lost = False
+        """Read `connection` until it is left with no channel. Nothing ends it but that or
+        cancellation: a reader that died would leave its channels' viewers receiving nothing
+        more, silently, so a failure no handler expected is logged and the reading goes on."""
         while True:
             try:
-                message = await connection.pubsub.get_message(timeout=1.0)
-            except (redis_errors.RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("room bus connection lost (%s); reconnecting", exc)
-                lost = True
+                if await self._read_one(connection):
+                    return
+            except Exception:
+                log.exception("room bus: reading %s failed; reading on", connection.name or "Redis")
+                connection.lost = True
                 await asyncio.sleep(0.5)
-                everything = set(connection.channels)
-                if self._sharded and await self._follow_slots(connection, everything, dropped=False):
-                    return
-                continue
-            if lost or connection.reconnected:  # back and resubscribed: catch up from the Streams
-                if lost:
-                    log.warning("room bus connection restored")
-                lost = False
-                # Not caught up (the Streams' node not ready yet): try again within a second.
-                connection.reconnected = not await _survived(self._on_reconnect(), "catching up")
-            if message is None:
-                continue
-            if message["type"] in ("message", "smessage"):
-                # A message past a gap reads the gap from the Stream first; if that read fails
-                # the gap is filled at the next catch-up rather than the reader dying with it
-                # (a dead reader is a node whose viewers receive nothing more, silently).
-                if not await _survived(self._on_message(message["channel"], message["data"]), "a message"):
-                    connection.reconnected = True
-            elif message["type"] == "sunsubscribe":
-                channel = _text(message["channel"])
-                # Dropped by the server, not by us (`unsubscribe` forgets a channel first):
-                # its slot moved to another node.
-                ours = channel in connection.channels
-                if ours and await self._follow_slots(connection, {channel}, dropped=True):
-                    return
+
+    async def _read_one(self, connection: _Connection) -> bool:
+        """Handle one message (or one second without); True when the reader should end."""
+        try:
+            message = await connection.pubsub.get_message(timeout=1.0)
+        except REDIS_ERRORS as exc:
+            if not connection.lost:
+                log.warning("room bus connection lost (%s); reconnecting", exc)
+            connection.lost = True
+            await asyncio.sleep(0.5)
+            everything = set(connection.channels)
+            # An error answer on a live connection (CLUSTERDOWN while a slot has no master)
+            # dropped the channels with no reconnect to resubscribe them: subscribe again.
+            dropped = not isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError))
+            return self._sharded and await self._follow_slots(connection, everything, dropped=dropped)
+        if connection.lost or connection.reconnected:  # back and resubscribed: catch up from the Streams
+            if connection.lost:
+                log.warning("room bus connection restored")
+            connection.lost = False
+            # Not caught up (the Streams' node not ready yet): try again within a second.
+            connection.reconnected = not await _survived(self._on_reconnect(), "catching up")
+        if self._sharded and await self._check_placement(connection):
+            return True
+        if message is None:
+            return False
+        if message["type"] in ("message", "smessage"):
+            # A message past a gap reads the gap from the Stream first; if that read fails
+            # the gap is filled at the next catch-up rather than the reader dying with it.
+            if not await _survived(self._on_message(message["channel"], message["data"]), "a message"):
+                connection.reconnected = True
+        elif message["type"] == "sunsubscribe":
+            channel = _text(message["channel"])
+            # Dropped by the server, not by us (`unsubscribe` forgets a channel first):
+            # its slot moved to another node.
+            ours = channel in connection.channels
+            return ours and await self._follow_slots(connection, {channel}, dropped=True)
+        return False
+
+    async def _check_placement(self, connection: _Connection) -> bool:
+        """Twice a second, move the channels the cluster's slot map (as the pooled client
+        last learnt it, from any command's MOVED or failure) now places on another node,
+        and try the unplaced ones again: a channel dropped without a word (its node lost
+        the slot while the cluster was down) is otherwise never read again."""
+        now = asyncio.get_running_loop().time()
+        if now < connection.place_again_at:
+            return False
+        connection.place_again_at = now + 0.5
+        astray = set(connection.unplaced)
+        if isinstance(self._redis, RedisCluster):
+            for channel in connection.channels:
+                try:
+                    node = self._redis.get_node_from_key(channel)
+                except REDIS_ERRORS:
+                    node = None
+                if node is None or node.name != connection.name:
+                    astray.add(channel)
+        return bool(astray) and await self._follow_slots(connection, astray, dropped=True)
 
     async def _follow_slots(self, connection: _Connection, channels: set[str], *, dropped: bool) -> bool:
         """Move `channels` whose slot now has another master there; True when `connection`
@@ -167,14 +206,23 @@ class ChannelSubscriber:
         unsubscribed them on a live connection (a lost one resubscribes by itself)."""
         moved = set()
         for channel in channels:
-            with contextlib.suppress(redis_errors.RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._redis.exists(channel)  # refreshes the slot map if it is stale
-            node = self._redis.get_node_from_key(channel) if isinstance(self._redis, RedisCluster) else None
+            node = None
+            if isinstance(self._redis, RedisCluster):
+                try:
+                    node = self._redis.get_node_from_key(channel)
+                except REDIS_ERRORS:  # its slot has no master in the map yet: later
+                    connection.unplaced.add(channel)
+                    continue
+            connection.unplaced.discard(channel)
             if node is not None and node.name != connection.name:
                 moved.add(channel)
             elif dropped:  # same node, dropped by the server all the same: subscribe again
-                with contextlib.suppress(redis_errors.RedisError, OSError):
+                try:
                     await connection.pubsub.ssubscribe(channel)
+                except REDIS_ERRORS:
+                    connection.unplaced.add(channel)
         if not moved:
             return False
         for channel in moved:
@@ -183,7 +231,7 @@ class ChannelSubscriber:
         for channel in moved:
             try:
                 await self.subscribe(channel)
-            except (redis_errors.RedisError, OSError) as exc:  # the new master is not ready yet
+            except REDIS_ERRORS as exc:  # the new master is not ready yet
                 log.warning("room bus: could not subscribe %s on its new node (%s)", channel, exc)
                 connection.channels.add(channel)
                 self._where[channel] = connection

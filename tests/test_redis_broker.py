@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis_support import RedisServer
+from redis import Redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.crc import key_slot
+from redis_support import RedisCluster, RedisServer
 
 from liveroom.broker import PresenceReport, Publication
 from liveroom.clock import SystemClock
 from liveroom.errors import Unavailable
 from liveroom.redis_broker import RedisBroker
-from liveroom.redis_client import connect_redis
+from liveroom.redis_client import REDIS_ERRORS, connect_redis
 from liveroom.redis_subscriber import ChannelSubscriber
 
 
@@ -152,3 +156,64 @@ async def test_a_failed_handling_does_not_end_the_subscription(redis_server: Red
     finally:
         await subscriber.close()
         await redis.aclose()
+
+
+@pytest.fixture
+def three_masters(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path / "redis3", masters=3).start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_a_channel_whose_slot_lost_its_master_is_placed_again(three_masters: RedisCluster) -> None:
+    """A shard channel dropped by the server while no master serves its slot (a promotion
+    under way) once ended the reader: redis-py raises SlotNotCoveredError, which is not a
+    RedisError. Now the channel waits, unplaced, and is subscribed again once a master
+    takes the slot, here another one (the slot deleted everywhere, then added elsewhere)."""
+    cluster = three_masters
+    redis = connect_redis(cluster.url, True)
+    received: list[bytes] = []
+
+    async def on_message(channel: bytes, data: bytes) -> None:
+        received.append(data)
+
+    async def on_reconnect() -> None:
+        pass
+
+    subscriber = ChannelSubscriber(redis, on_message, on_reconnect)
+    channel = "lr:{unplaced}:ch"
+    slot = key_slot(b"unplaced")
+    try:
+        assert isinstance(redis, AsyncRedisCluster)
+        await redis.initialize()  # (the broker's first read does it)
+        await subscriber.subscribe(channel)
+        owner = next(port for port in cluster.ports if _serves(port, slot))
+        for port in cluster.ports:  # the slot has no master anywhere: the cluster is down
+            with Redis(port=port) as node:
+                node.execute_command("CLUSTER", "DELSLOTS", slot)
+        await asyncio.sleep(1.5)  # the server dropped the channel; the reader tried to place it
+        target = next(port for port in cluster.ports if port != owner)
+        with Redis(port=target) as node:
+            node.execute_command("CLUSTER", "ADDSLOTS", slot)
+
+        async def published() -> bool:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await redis.execute_command("SPUBLISH", channel, b"placed")
+            return bool(received)
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await published():
+            assert asyncio.get_running_loop().time() < deadline, "the channel was never placed again"
+            await asyncio.sleep(0.3)
+        assert received[0] == b"placed"
+    finally:
+        await subscriber.close()
+        await redis.aclose()
+
+
+def _serves(port: int, slot: int) -> bool:
+    with Redis(port=port) as node:
+        return any(
+            first <= slot <= last and int(master[1]) == port
+            for first, last, master, *_ in node.cluster("slots")
+        )
