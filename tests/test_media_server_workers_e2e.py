@@ -6,7 +6,8 @@ connection (one per client) whose Engine.IO handshake was answered by that worke
 session id starts with `w<index>.`), checked again at every request by the connection's
 local port. An aiortc host publishes H.264 through worker 1 (forwarded), aiortc viewers play
 through worker 0 (where the media is) and worker 1 (forwarded) and decode the host's frame
-counter; HLS is read through worker 1; while worker 0 is being restarted, a media request
+counter; Socket.IO members on both workers get the media plane's room items; HLS is read
+through worker 1; while worker 0 is being restarted, a media request
 answers 503 `unavailable` with Retry-After at once, and once it is back the host publishes
 again through worker 1."""
 
@@ -27,7 +28,7 @@ from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from media_support import CounterTrack, codec_preferences, read_counter, wait_until
 from support import ServerProcess, token
-from test_workers_e2e import ready, started, until, worker_alive, worker_pid
+from test_workers_e2e import placed, ready, started, until, worker_alive, worker_pid
 
 MEDIA_ENV = {"LIVEROOM_MEDIA_ENABLED": "true", "LIVEROOM_MEDIA_HLS_SEGMENT_S": "1.0"}
 
@@ -123,11 +124,18 @@ async def play(client: Pinned, room: str, user: str) -> tuple[RTCPeerConnection,
 async def test_whip_on_one_worker_whep_and_hls_on_either(server: ServerProcess) -> None:
     room = f"ws-{uuid.uuid4().hex[:8]}"
     media_side, other = await pinned(server.url, 0), await pinned(server.url, 1)
+    members = await placed(server, 1, "ws-m")  # a Socket.IO member of the room on each worker
     peers: list[RTCPeerConnection] = []
     try:
+        for member in members[0] + members[1]:
+            await member.join(room)
         host, location = await publish(other, room)  # forwarded to worker 0
         peers.append(host)
         assert location.startswith(f"/whip/{room}/")
+        for member in members[0] + members[1]:  # worker 0's room items, through the supervisor's bus
+            await member.wait_for(
+                lambda i: i["type"] == "media.publisher" and i["data"]["state"] == "connected", timeout=30
+            )
         direct, direct_counters = await play(media_side, room, "ws-v0")
         forwarded, forwarded_counters = await play(other, room, "ws-v1")
         peers += [direct, forwarded]
@@ -155,6 +163,8 @@ async def test_whip_on_one_worker_whep_and_hls_on_either(server: ServerProcess) 
     finally:
         for pc in peers:
             await pc.close()
+        for member in members[0] + members[1]:
+            await member.close()
         await media_side.close()
         await other.close()
 
