@@ -86,8 +86,6 @@ def _serve(
     workers = workers if workers > 0 else os.cpu_count() or 1
     config = config.replace(server=dataclasses.replace(config.server, host=host, port=port))
     started = False
-    if workers > 1:
-        _check_workers(config)
 
     def listening() -> None:
         nonlocal started
@@ -145,15 +143,6 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
-
-
-def _check_workers(config: Config) -> None:
-    if config.media.enabled:
-        raise ConfigError(
-            "[server] workers > 1 needs [media] enabled = false (LIVEROOM_MEDIA_ENABLED=false): a room's "
-            "WHIP, WHEP and HLS requests must reach the one process that holds its media, and the "
-            "workers share the port without routing by room yet (docs/workers.md)"
-        )
 
 
 def _supervise(config: Config, workers: int, config_path: str | None, listening: Callable[[], None]) -> int:

@@ -65,9 +65,10 @@ class ServerConfig:
     # for a room whose media is held here is redirected to it. Empty: http://host:port.
     public_url: str = ""
     # Worker processes sharing the port (`liveroom serve --workers N`, docs/workers.md): each
-    # holds its own connections, a supervisor holds the rooms' order and the store. 1 keeps
-    # one process; 0 means the core count.
-    workers: int = 1
+    # holds its own connections, a supervisor holds the rooms' order and the store; worker 0
+    # holds the media plane and the others forward its routes there. 0 means the core count
+    # (one process on one core); 1 keeps one process.
+    workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)

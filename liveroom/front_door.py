@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -272,10 +273,13 @@ def run_app(
     on_bad_request: Callable[[], None] = lambda: None,
     reuse_port: bool = False,
     handoff: Handoff | None = None,
+    unix_path: str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down as `aiohttp.web.run_app` does.
     `started` is called once the node is up and the port is listening. `reuse_port`: one of
-    several workers listening on the same port (SO_REUSEPORT: the kernel spreads connections)."""
+    several workers listening on the same port (SO_REUSEPORT: the kernel spreads connections).
+    `unix_path`: the app is served there too, plainly (the worker holding the media plane:
+    the other workers forward its routes there, media/forward.py)."""
     asyncio.set_event_loop(loop)
     runner = web.AppRunner(
         app,
@@ -290,6 +294,10 @@ def run_app(
         try:
             site = FrontDoorSite(runner, host, port, engines, head_timeout_s, backlog, reuse_port, handoff)
             await site.start()
+            if unix_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(unix_path)  # left by this worker's previous life
+                await web.UnixSite(runner, unix_path).start()
             if started is not None:
                 started()
             await asyncio.Event().wait()

@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -44,9 +45,12 @@ DEFAULT_CSP = (
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
-def build_app(config: Config, node: Node | None = None, siblings: Siblings | None = None) -> web.Application:
+def build_app(
+    config: Config, node: Node | None = None, siblings: Siblings | None = None, media_at: Path | None = None
+) -> web.Application:
     """The node's application; `siblings` when it is one worker of several (its /readyz and
-    /metrics then answer for every worker)."""
+    /metrics then answer for every worker); `media_at` when another worker holds the media
+    plane (its Unix socket: this worker forwards the media routes there)."""
     node = node or Node(config)
     policy = OriginPolicy(config.server.allowed_origins)
     app = web.Application(
@@ -70,9 +74,14 @@ def build_app(config: Config, node: Node | None = None, siblings: Siblings | Non
         # The media plane (WHIP/WHEP, docs/media.md), imported only when on: aiortc and av
         # are a quarter of a node's start-up CPU. mypy checks media/ as package `media`, so
         # it cannot follow the installed name liveroom.media.
-        from liveroom.media.routes import add_media_routes  # type: ignore[import-not-found,unused-ignore]
+        if media_at is None:
+            from liveroom.media.routes import add_media_routes  # type: ignore[import-not-found,unused-ignore]
 
-        add_media_routes(app, node)
+            add_media_routes(app, node)
+        else:
+            from liveroom.media.forward import add_media_forwarding  # type: ignore[import-not-found,unused-ignore]
+
+            add_media_forwarding(app, node, media_at)
     return app
 
 

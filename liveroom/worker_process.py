@@ -6,6 +6,11 @@ Started by the supervisor as `python -m liveroom.worker_process IPC_SOCKET INDEX
 backends the node's broker, store and room directory are the supervisor's, over IPC; with
 Redis configured the worker is a cluster node like any other, and IPC only carries
 readiness and metrics. A worker whose supervisor went away stops.
+
+With the media plane on, worker 0 holds it (WHIP, WHEP, HLS, recordings, RTMP, restreams)
+and also serves its app on a Unix socket beside the supervisor's; every other worker
+forwards the media routes there (media/forward.py), so a client never sees which worker
+its connection landed on.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from liveroom.ipc_client import IpcBroker, IpcChannel, IpcDirectory, IpcStore
 from liveroom.node import Node
 from liveroom.worker_metrics import merge_worker_metrics
 
-__all__ = ["WorkerSiblings", "main", "worker_node"]
+__all__ = ["MEDIA_SOCKET", "MEDIA_WORKER", "WorkerSiblings", "main", "worker_node"]
 
 log = logging.getLogger("liveroom")
+MEDIA_WORKER = 0  # the worker that holds the media plane
+MEDIA_SOCKET = "media.sock"  # its app, for the others' forwarded media requests (beside ipc.sock)
 
 
 class WorkerSiblings:
@@ -98,7 +105,10 @@ def _serve(config: Config, path: str, index: int) -> None:
     loop.run_until_complete(channel.connect())
     channel.on_lost = lambda: os.kill(os.getpid(), signal.SIGTERM)  # the supervisor is gone
     node = worker_node(config, channel)
-    app = build_app(config, node, WorkerSiblings(channel))
+    media_socket = Path(path).parent / MEDIA_SOCKET
+    holds_media = config.media.enabled and index == MEDIA_WORKER
+    forward_to = media_socket if config.media.enabled and not holds_media else None
+    app = build_app(config, node, WorkerSiblings(channel), media_at=forward_to)
 
     async def own_metrics(_args: list[Any]) -> bytes:
         return node.metrics.render()
@@ -125,6 +135,7 @@ def _serve(config: Config, path: str, index: int) -> None:
         on_bad_request=node.metrics.bad_input.labels("http").inc,
         reuse_port=True,
         handoff=handoff,
+        unix_path=str(media_socket) if holds_media else None,
     )
 
 

@@ -455,6 +455,7 @@ class Server:
             "LIVEROOM_JWT_SECRET": SECRET,
             "LIVEROOM_STORE_KIND": "memory",
             "LIVEROOM_MEDIA_WORKERS": str(workers),
+            "LIVEROOM_SERVER_WORKERS": "1",  # one liveroom process (the default: one per core)
             "LIVEROOM_MEDIA_MAX_VIEWERS_PER_ROOM": "100000",
             # INFO shows each failover's reason: MEDIA_BENCH_LOG_LEVEL=INFO
             "LIVEROOM_LOG_LEVEL": os.environ.get("MEDIA_BENCH_LOG_LEVEL", "WARNING"),

@@ -56,6 +56,8 @@ def spawn_server(
         full_env.update(
             {
                 "LIVEROOM_STORE_KIND": "memory",
+                # One process unless the bench asks for workers (the default: one per core).
+                "LIVEROOM_SERVER_WORKERS": "1",
                 "LIVEROOM_PLUGINS_BENCH_ENABLED": "true",
                 "LIVEROOM_PLUGINS_DANMAKU_RATE_PER_S": "1000000",
                 "LIVEROOM_PLUGINS_DANMAKU_BURST": "1000000",

@@ -100,6 +100,7 @@ LONGEST_FIRST = (
     "test_media_abr_link.py",
     "test_scaleout_sale_e2e.py",
     "test_media_forwarding.py",
+    "test_media_server_workers_e2e.py",
     "test_workers_e2e.py",
     "test_shop_e2e.py",
     "test_media_replay.py",

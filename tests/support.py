@@ -64,6 +64,9 @@ class ServerProcess:
             # RTMP ingest on a port of its own (not 1935): servers of a run side by side
             "LIVEROOM_MEDIA_RTMP_PORT": str(free_port()),
             "LIVEROOM_MEDIA_ENABLED": str(self.media).lower(),
+            # One process, whatever the machine's cores (`[server] workers` defaults to their
+            # count): a test that wants workers says so in `env`.
+            "LIVEROOM_SERVER_WORKERS": "1",
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ ENV = {
     "LIVEROOM_LOG_LEVEL": "WARNING",
     # RTMP ingest on a free port, not 1935: another run (or xdist worker) may hold that one.
     "LIVEROOM_MEDIA_RTMP_PORT": str(free_port()),
+    "LIVEROOM_SERVER_WORKERS": "1",  # one process unless a test asks (the default: the core count)
 }
 
 
@@ -136,12 +140,36 @@ def test_start_up_logs_each_plugin_with_its_config(caplog: pytest.LogCaptureFixt
     assert any(line.startswith("plugins not loaded") and "poll" in line for line in lines)
 
 
-def test_workers_with_media_on_refuse_to_start(tmp_path: Path) -> None:
-    run = cli(tmp_path, "serve", "--port", "0", "--workers", "2")
-    assert run.returncode == 2
-    (line,) = run.stderr.strip().splitlines()
-    assert "[server] workers > 1 needs [media] enabled = false" in line, line
-    assert run.stdout == ""
+def test_serve_runs_a_worker_per_core_with_media_by_default(tmp_path: Path) -> None:
+    """No `--workers`, no `[server] workers`: one worker per core, the media plane on (worker 0
+    holds it; docs/workers.md), ready on every worker; SIGTERM stops them all."""
+    env = {k: v for k, v in ENV.items() if k != "LIVEROOM_SERVER_WORKERS"}
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "liveroom", "serve", "--port", str(port)],
+        env={**env, "LIVEROOM_STORE_KIND": "memory"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()  # "serving on" once every worker is ready
+            cores = os.cpu_count() or 1
+            several = f", {cores} workers" if cores > 1 else ""
+            url = f"http://127.0.0.1:{port}"
+            assert line.strip() == f"liveroom: serving on {url} (Socket.IO at /socket.io/{several})"
+            with urllib.request.urlopen(f"{url}/readyz", timeout=10) as response:
+                assert response.status == 200
+            offer = urllib.request.Request(f"{url}/whip/r1", b"v=0", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:  # no token: the media plane answers
+                urllib.request.urlopen(offer, timeout=10)
+            assert refused.value.code == 401, refused.value.read()
+            refused.value.close()
+        finally:
+            process.terminate()
+            assert process.wait(60) == 0, process.communicate()[1]
 
 
 def test_workers_on_a_port_in_use_stop_start_up_with_one_line(tmp_path: Path) -> None:
