@@ -101,3 +101,20 @@ def wait_ready(server: ServerProcess) -> None:
         except RuntimeError:
             assert server.process is not None and server.process.poll() is None, server.log()
             assert time.monotonic() < deadline, server.log()
+
+
+def test_supervisor_bench_smoke(tmp_path: Path) -> None:
+    """`supervisor_bench` (issue 23's model): both phases run over the real IPC, and every
+    publication reaches both workers."""
+    import subprocess
+    import sys
+
+    args = ["--workers", "2", "--seconds", "0.5", "--output", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "liveroom.loadtest.supervisor_bench", *args], capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    [report] = tmp_path.glob("supervisor-*.json")
+    result = json.loads(report.read_text())
+    assert [p["phase"] for p in result["phases"]] == ["publish", "put_record"]
+    assert all(p["operations"] > 0 and p["server_us_per_operation"] > 0 for p in result["phases"])
