@@ -65,8 +65,9 @@ class ServerProcess:
             "LIVEROOM_MEDIA_RTMP_PORT": str(free_port()),
             "LIVEROOM_MEDIA_ENABLED": str(self.media).lower(),
             # One process, whatever the machine's cores (`[server] workers` defaults to their
-            # count): a test that wants workers says so in `env`.
-            "LIVEROOM_SERVER_WORKERS": "1",
+            # count): a test that wants workers says so in `env`. LIVEROOM_TEST_SERVER_WORKERS
+            # runs every test server with that many workers (docs/testing.md).
+            "LIVEROOM_SERVER_WORKERS": os.environ.get("LIVEROOM_TEST_SERVER_WORKERS", "1"),
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
