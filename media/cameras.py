@@ -20,7 +20,12 @@ air (`cut`) and the rule answers what the glue (dualpath.py) must do:
   program to the main camera if it sends, else to the first other camera that sends
   (`camera_stopped`, `camera_ended`). The main camera on air is judged
   as a whole: its failover to the backup path comes first, and only when neither of its
-  paths sends does the program fall back to another camera.
+  paths sends does the program fall back to another camera. A camera is judged by
+  `silence_s` only, not by its frame cadence: a cut is the host's choice, and a camera
+  that hiccups must not lose the air for a few late frames;
+* the camera the host chose, once it has been healthy again for `return_after_s`, is
+  returned to on its next keyframe (asked for; `camera_recovered`), as the failover rule
+  returns to a recovered primary.
 
 Nothing here reads a clock or touches the network: tests drive it with a fake clock.
 """
@@ -62,7 +67,9 @@ class CameraRule:
         self.policy = policy
         self.cameras: dict[str, PathHealth] = {}  # the cameras other than the main one
         self.on_air = main
+        self.chosen = main  # the camera the host cut to last (on air unless it stopped)
         self.pending: str | None = None  # a cut waiting for this camera's keyframe
+        self._pending_reason = "cut"
         self._pending_since = 0.0
         self._asked_at = 0.0
 
@@ -85,25 +92,29 @@ class CameraRule:
 
     def sending(self, camera: str, now: float, main_paths: Sequence[PathHealth]) -> bool:
         """Whether `camera` may go on air (the main one: while either of its paths sends)."""
-        return any(health.sending(now) for health in self._healths(camera, main_paths))
+        return any(_sends(health, now) for health in self._healths(camera, main_paths))
 
     def cut(self, camera: str, now: float, main_paths: Sequence[PathHealth], at_hand: bool) -> CameraDecision:
         """The host asks for `camera` (`at_hand`: the glue holds a keyframe of it)."""
         if camera not in self.names:
             return CameraDecision(error="no_such_camera")
         if camera == self.on_air:
-            self.pending = None
+            self.chosen, self.pending = camera, None
             return NOTHING
         if not self.sending(camera, now, main_paths):
             return CameraDecision(error="camera_not_sending")
+        self.chosen = camera
         if at_hand:
             return CameraDecision(self._cut(camera, "cut"))
-        self.pending, self._pending_since, self._asked_at = camera, now, now
+        return self._wait_for(camera, "cut", now)
+
+    def _wait_for(self, camera: str, reason: str, now: float) -> CameraDecision:
+        self.pending, self._pending_reason, self._pending_since, self._asked_at = camera, reason, now, now
         return CameraDecision(request_keyframe_from=camera)
 
     def keyframe(self, camera: str) -> Cut | None:
         """A keyframe came from `camera`: the pending cut to it is made on it."""
-        return self._cut(camera, "cut") if camera == self.pending else None
+        return self._cut(camera, self._pending_reason) if camera == self.pending else None
 
     def check(self, now: float, main_paths: Sequence[PathHealth]) -> CameraDecision:
         """On every frame of any camera: the camera on air still sends, or the program falls
@@ -116,7 +127,11 @@ class CameraRule:
             for camera in self.names:
                 if camera != self.on_air and self._kept_sending(camera, since, now, main_paths):
                     return CameraDecision(self._cut(camera, "camera_stopped"))
-        pending = self.pending
+        pending, chosen = self.pending, self.chosen
+        if pending is None and chosen != self.on_air:
+            healthy = max((h.healthy_for(now) for h in self._healths(chosen, main_paths)), default=0.0)
+            if healthy >= self.policy.return_after_s:  # back to the host's choice, on its keyframe
+                return self._wait_for(chosen, "camera_recovered", now)
         if pending is None:
             return NOTHING
         if now - self._pending_since > PENDING_S or not self.sending(pending, now, main_paths):
@@ -134,10 +149,14 @@ class CameraRule:
         self.cameras.pop(camera, None)
         if self.pending == camera:
             self.pending = None
+        if self.chosen == camera:
+            self.chosen = self.on_air if self.on_air != camera else self.main
         if camera != self.on_air:
             return None
         others = [name for name in self.names if self.sending(name, now, main_paths)]
-        return self._cut(others[0] if others else self.main, "camera_ended", from_camera=camera)
+        cut = self._cut(others[0] if others else self.main, "camera_ended", from_camera=camera)
+        self.chosen = cut.to_camera
+        return cut
 
     def promote(self, camera: str) -> PathHealth:
         """The main camera ended for good (no backup path): `camera` becomes the main one.
@@ -145,6 +164,8 @@ class CameraRule:
         health = self.cameras.pop(camera)
         if self.on_air == self.main:
             self.on_air = camera
+        if self.chosen == self.main:
+            self.chosen = camera
         if self.pending == camera:
             self.pending = None
         self.main = camera
@@ -152,7 +173,7 @@ class CameraRule:
 
     def _kept_sending(self, camera: str, since: float, now: float, main_paths: Sequence[PathHealth]) -> bool:
         return any(
-            health.sending(now) and health.kept_sending_since(since, now, self.policy.silence_s / 2)
+            _sends(health, now) and health.kept_sending_since(since, now, self.policy.silence_s / 2)
             for health in self._healths(camera, main_paths)
         )
 
@@ -171,3 +192,8 @@ class CameraRule:
         cut = Cut(from_camera or self.on_air, camera, reason)
         self.on_air, self.pending = camera, None
         return cut
+
+
+def _sends(health: PathHealth, now: float) -> bool:
+    """Sending, by `silence_s` (not by its cadence: see the module's docstring)."""
+    return health.problem(now, cadence=False) != "silence"

@@ -79,6 +79,25 @@ def test_the_camera_on_air_that_stops_hands_the_program_back_after_the_silence()
     assert 0.1 <= clock.monotonic() - stopped_at <= 0.15
 
 
+def test_the_chosen_camera_back_from_a_stop_is_returned_to_on_its_keyframe() -> None:
+    rule, main, clock = two_cameras()
+    rule.cut("close", clock.monotonic(), [main], at_hand=True)
+    decision = CameraDecision()
+    for _ in range(6):  # the close camera hiccups for 200 ms: the program falls back
+        main.frame("video", clock.monotonic(), 100)
+        decision = rule.check(clock.monotonic(), [main]) if decision.cut is None else decision
+        clock.advance(FRAME_S)
+    assert decision.cut == Cut("close", "wide", "camera_stopped")
+    back_at, decision = clock.monotonic(), CameraDecision()
+    while decision.request_keyframe_from is None:  # it sends again: after return_after_s of health
+        main.frame("video", clock.monotonic(), 100)
+        rule.frame("close", "video", clock.monotonic(), 100)
+        decision = rule.check(clock.monotonic(), [main])
+        clock.advance(FRAME_S)
+    assert decision.cut is None and 2.0 <= clock.monotonic() - back_at <= 2.1 and rule.on_air == "wide"
+    assert rule.keyframe("close") == Cut("wide", "close", "camera_recovered") and rule.chosen == "close"
+
+
 def test_a_main_camera_that_has_not_sent_yet_is_waited_for() -> None:
     policy = FailoverPolicy(silence_s=0.1, cadence=False)
     rule, main, clock = CameraRule("wide", policy), PathHealth(policy), FakeClock()
