@@ -98,6 +98,7 @@ LONGEST_FIRST = (
     "test_media_failover_e2e.py",
     "test_media_failover_dead_e2e.py",
     "test_media_cameras_e2e.py",
+    "test_media_cameras_console.py",
     "test_media_abr_link.py",
     "test_scaleout_sale_e2e.py",
     "test_media_forwarding.py",
