@@ -223,7 +223,7 @@ class MediaPlane:
 
     def cut_program(self, room: str, caller: Caller, camera: str) -> dict[str, Any]:
         """The host cuts the program to `camera` (on its keyframe): the program's state."""
-        _check_staff(caller, room, "cut the program of")
+        _check_staff(caller, room, "direct")
         dual = self._program_dual(room)
         if dual is None:
             main = self.publishers[(room, HOST_SLOT)].camera or DEFAULT_CAMERA
@@ -239,7 +239,7 @@ class MediaPlane:
 
     def program(self, room: str, caller: Caller) -> dict[str, Any]:
         """Which camera is on air, which one a cut waits for, and every camera."""
-        _check_staff(caller, room, "see the program of")
+        _check_staff(caller, room, "direct")
         dual = self._program_dual(room)
         if dual is None:
             main = self.publishers[(room, HOST_SLOT)].camera or DEFAULT_CAMERA
@@ -467,10 +467,10 @@ class MediaPlane:
             del self.dual[session.room]
         cameras = self.cameras.get(session.room, {})
         if session.camera is not None and cameras.get(session.camera) is session:
+            self._event(session, "ended" if session.ended_by_request else "lost")  # path "camera"
             del cameras[session.camera]  # a camera other than the main one: the program goes on
             if not cameras:
                 del self.cameras[session.room]
-            self._event(session, "ended" if session.ended_by_request else "lost")
             return
         if self.backups.get(session.room) is session:
             del self.backups[session.room]

@@ -92,7 +92,8 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
         # Stats are a stream of samples: members get them live, history does not keep them.
         await node.publish(room, item_type, data, history=item_type != "media.stats")
-        if item_type == "media.publisher" and events is not None:  # stream.started / stopped
+        camera = data.get("path") == "camera"  # another camera of the host: not the stream
+        if item_type == "media.publisher" and events is not None and not camera:  # stream.started / stopped
             await stream_event(events, node.store, room, data, node.clock.now_ms())
         if item_type == "media.publisher" and locator is not None:
             await locator.publisher_event(room, data)

@@ -85,6 +85,12 @@ async def test_the_host_cuts_between_two_cameras_and_viewers_follow_without_a_fr
             "room": room, "slot": "host", "camera": "close", "from": "wide", "reason": "cut",
             "cameras": ["wide", "close"],
         }  # fmt: skip
+        close_items = [
+            i["data"]
+            for i in watcher.items
+            if i["type"] == "media.publisher" and i["data"].get("camera") == "close"
+        ]
+        assert close_items and all(d["path"] == "camera" for d in close_items)  # players ignore them
         status, body = await cut(server.url, room, host, {"camera": "wide"})  # and back
         back_at = loop.time()
         assert status == 200, body
