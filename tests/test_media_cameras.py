@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from liveroom.media.cameras import ASK_AGAIN_S, PENDING_S, CameraDecision, CameraRule, Cut
+from liveroom.media.cameras import ASK_AGAIN_S, CAMERA_SILENCE_S, PENDING_S, CameraDecision, CameraRule, Cut
 from liveroom.media.dualpath import DualPath, camera_path
 from liveroom.media.failover import BACKUP, PRIMARY, FailoverPolicy, PathHealth
 from test_media_failover_rule import DELTA, FRAME_S, KEY, FakePath, program
@@ -76,14 +76,14 @@ def test_the_camera_on_air_that_stops_hands_the_program_back_after_the_silence()
         decision = rule.check(clock.monotonic(), [main])
         clock.advance(0.01)
     assert decision.cut == Cut("close", "wide", "camera_stopped")
-    assert 0.1 <= clock.monotonic() - stopped_at <= 0.15
+    assert CAMERA_SILENCE_S <= clock.monotonic() - stopped_at <= CAMERA_SILENCE_S + 0.05
 
 
 def test_the_chosen_camera_back_from_a_stop_is_returned_to_on_its_keyframe() -> None:
     rule, main, clock = two_cameras()
     rule.cut("close", clock.monotonic(), [main], at_hand=True)
     decision = CameraDecision()
-    for _ in range(6):  # the close camera hiccups for 200 ms: the program falls back
+    for _ in range(20):  # the close camera stops for 0.66 s: the program falls back
         main.frame("video", clock.monotonic(), 100)
         decision = rule.check(clock.monotonic(), [main]) if decision.cut is None else decision
         clock.advance(FRAME_S)
@@ -242,12 +242,12 @@ def test_a_camera_on_air_that_stops_falls_back_in_the_glue() -> None:
     clock, _, cuts, viewer, dual, _, _ = cameras_program()
     feed_both(dual, clock, range(10))
     dual.cut_to("close")
-    for n in range(10, 20):  # only the wide camera sends (its keyframe, asked for off air, first)
+    for n in range(10, 30):  # only the wide camera sends (its keyframe, asked for off air, first)
         dual.feed(PRIMARY, "video", KEY if n == 10 else DELTA, n * 3000)
         clock.advance(FRAME_S)
     assert [c.reason for c in cuts] == ["cut", "camera_stopped"] and dual.on_air == PRIMARY
     frames = sent(viewer)
-    assert frames[20].keyframe and len(frames) == 30  # from the kept keyframe, then every frame
+    assert frames[20].keyframe and len(frames) == 40  # from the kept keyframe, then every frame
 
 
 def test_the_program_on_another_camera_does_not_end_with_the_main_cameras_paths() -> None:
