@@ -238,8 +238,12 @@ class MediaPlane:
         return self.program(room, caller)
 
     def program(self, room: str, caller: Caller) -> dict[str, Any]:
-        """Which camera is on air, which one a cut waits for, and every camera."""
+        """Which camera is on air, which one a cut waits for, and every camera (none while
+        nobody publishes: the host console asks before going live)."""
         _check_staff(caller, room, "direct")
+        publisher = self.publishers.get((room, HOST_SLOT))
+        if publisher is None or publisher.closed:
+            return {"room": room, "camera": None, "pending": None, "cameras": []}
         dual = self._program_dual(room)
         if dual is None:
             main = self.publishers[(room, HOST_SLOT)].camera or DEFAULT_CAMERA

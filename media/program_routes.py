@@ -2,6 +2,7 @@
 
 POST /api/rooms/{room}/program {"camera"}   cut the program to that camera -> 200 {"program"}
 GET  /api/rooms/{room}/program              the camera on air and every camera -> 200 {"program"}
+                                            (camera null and no cameras while nobody publishes)
 
 Bearer token of role host (of that room) or admin. `program` is `{"room", "camera": the
 camera on air, "pending": the camera a cut waits for (its keyframe) or null, "cameras":

@@ -132,6 +132,7 @@ async function program(method, body = undefined) {
 // From a media.program item (names only), the program API or media.stats (with `sending`).
 function showCameras(onAir, list) {
   cameras = new Map(list.map(c => [c.name, { sending: c.sending ?? cameras.get(c.name)?.sending ?? true }]));
+  if (!cameras.size) { $("#cameras").replaceChildren(el("li", { class: "muted" }, "not live")); return; }
   $("#cameras").replaceChildren(...[...cameras].map(([name, c]) =>
     el("li", { "data-camera": name, "data-on-air": String(name === onAir), "data-sending": String(c.sending) },
       el("span", { class: "text" }, el("b", {}, name), name === onAir ? " · on air" : c.sending ? " · ready" : " · not sending"),
