@@ -13,6 +13,7 @@
     python -m liveroom.loadtest.media_bench rtmp-cost --seconds 20
     python -m liveroom.loadtest.media_bench rtmp-failover --runs 10
     python -m liveroom.loadtest.media_bench failover-soak --minutes 10   # 2% loss, 30 ms jitter
+    python -m liveroom.loadtest.media_bench camera-cut --runs 10       # camera_bench.py
 
 The server (`liveroom serve`, memory store) runs pinned to --server-cpus; this driver,
 its publisher and its viewer processes run pinned to --load-cpus. The publisher sends a
@@ -1363,6 +1364,7 @@ def main() -> None:
             "rtmp-cost",
             "rtmp-failover",
             "failover-soak",
+            "camera-cut",
         ),
     )
     parser.add_argument("--segment-s", type=float, default=2.0, help="hls-*: media.hls_segment_s")
@@ -1380,7 +1382,9 @@ def main() -> None:
     parser.add_argument("--connect-seconds", type=float, default=6.0, help="steady: time given to join")
     parser.add_argument("--samples", type=int, default=10, help="ttff: viewers, one after another")
     parser.add_argument("--runs", type=int, default=20, help="failover: primary publishers killed")
-    parser.add_argument("--failover-viewers", type=int, default=3, help="failover: viewers per run")
+    parser.add_argument(
+        "--failover-viewers", type=int, default=3, help="failover, camera-cut: viewers per run"
+    )
     parser.add_argument("--audio", action="store_true", help="failover: Opus from both paths, measured")
     parser.add_argument("--minutes", type=float, default=10.0, help="failover-soak: how long")
     parser.add_argument("--loss-pct", type=float, default=2.0, help="failover-soak: netem loss")
@@ -1400,11 +1404,13 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
         print(json.dumps(ladder(args), indent=2))
         return
+    from .camera_bench import camera_cut
     from .failover_soak import failover_soak
     from .rtmp_bench import rtmp_cost, rtmp_failover, rtmp_ttff
 
     phases = {
         "failover-soak": failover_soak,
+        "camera-cut": camera_cut,
         "rtmp-failover": rtmp_failover,
         "rtmp-ttff": rtmp_ttff,
         "rtmp-cost": rtmp_cost,

@@ -22,8 +22,10 @@ class MediaBackend(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
-        """WHIP: (session id, SDP answer), or a CommandError."""
+    async def publish(
+        self, room: str, caller: Caller, offer: str, backup: bool, camera: str | None = None
+    ) -> tuple[str, str]:
+        """WHIP: (session id, SDP answer), or a CommandError (`camera`: `?camera=NAME`)."""
         ...
 
     async def play(
@@ -32,7 +34,7 @@ class MediaBackend(Protocol):
         """WHEP: (session id, SDP answer), or a CommandError."""
         ...
 
-    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+    async def ingest(self, room: str, caller: Caller, backup: bool, camera: str | None = None) -> IngestSink:
         """An RTMP publish (rtmp_server.py): where its tags go, or a CommandError."""
         ...
 
@@ -60,6 +62,14 @@ class MediaBackend(Protocol):
 
     async def list_restreams(self, room: str, caller: Caller) -> list[dict[str, Any]]: ...
 
+    async def cut_program(self, room: str, caller: Caller, camera: str) -> dict[str, Any]:
+        """Cut the host's program to `camera`: the program's state, or a CommandError."""
+        ...
+
+    async def program(self, room: str, caller: Caller) -> dict[str, Any]:
+        """The camera on air and every camera of the host's program, or a CommandError."""
+        ...
+
     async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]: ...
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
@@ -79,16 +89,18 @@ class LocalMedia:
     async def stop(self) -> None:
         await self.plane.stop()
 
-    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
-        return await self.plane.publish(room, caller, offer, backup)
+    async def publish(
+        self, room: str, caller: Caller, offer: str, backup: bool, camera: str | None = None
+    ) -> tuple[str, str]:
+        return await self.plane.publish(room, caller, offer, backup, camera)
 
     async def play(
         self, room: str, slot: str, caller: Caller, offer: str, quality: str | None = None
     ) -> tuple[str, str]:
         return await self.plane.play(room, slot, caller, offer, quality)
 
-    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
-        return await self.plane.publish_rtmp(room, caller, backup)
+    async def ingest(self, room: str, caller: Caller, backup: bool, camera: str | None = None) -> IngestSink:
+        return await self.plane.publish_rtmp(room, caller, backup, camera)
 
     async def end(self, session_id: str, caller: Caller) -> None:
         await self.plane.end(session_id, caller)
@@ -116,6 +128,12 @@ class LocalMedia:
 
     async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
         return self.plane.remove_restream(room, restream_id, caller)
+
+    async def cut_program(self, room: str, caller: Caller, camera: str) -> dict[str, Any]:
+        return self.plane.cut_program(room, caller, camera)
+
+    async def program(self, room: str, caller: Caller) -> dict[str, Any]:
+        return self.plane.program(room, caller)
 
     def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
         return {"0": self.plane.snapshot()}

@@ -22,7 +22,12 @@ through a switch, and what must continue for their players to carry on does:
   `WARM_FRAMES` have passed without one, so one is always at hand), replayed at the switch
   a tick apart and ending where its live frames go on; without one, a keyframe is asked
   for at the switch; audio resumes at once; VP8
-  picture ids and H.264 parameter sets are the program relay's own.
+  picture ids and H.264 parameter sets are the program relay's own;
+* the host's other cameras (cameras.py) are more paths (`camera:<name>`), fed here the same
+  way: the program shows the camera the host cut to, and a camera cut is the same splice
+  as a failover, on the target's keyframe. The failover rule goes on judging the main
+  camera's two paths while another camera is on air; its switches then change which of
+  them is on air when the program cuts back to the main camera, nothing else.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from typing import Any, Protocol
 
 from .bitstream import is_keyframe
 from .cadence import CLOCK_RATES
-from .failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, Switch
+from .cameras import DEFAULT_CAMERA, CameraDecision, CameraRule, Cut
+from .failover import BACKUP, PRIMARY, Decision, FailoverPolicy, FailoverRule, PathHealth, Switch
 from .relay import TrackRelay
 
-__all__ = ["DualPath", "IngestPath", "TimestampSplicer"]
+__all__ = ["CAMERA_PREFIX", "DualPath", "IngestPath", "TimestampSplicer", "camera_path"]
 
 Schedule = Callable[[float, Callable[[], None]], Any]  # loop.call_later
 
@@ -57,6 +63,11 @@ LOOP_LATE_S = 0.005  # a timer this late: the loop was busy; look again after RE
 RECHECK_S = 0.01
 TIMER_SLACK_S = 0.0005
 SOUND_KEPT = 10  # a path off air keeps its last 200 ms of sound: a switch fills its gap with it
+CAMERA_PREFIX = "camera:"  # the path name of a camera other than the main one
+
+
+def camera_path(camera: str) -> str:
+    return CAMERA_PREFIX + camera
 
 
 class IngestPath(Protocol):
@@ -106,9 +117,13 @@ class DualPath:
         clock: Callable[[], float] = time.monotonic,
         schedule: Schedule | None = None,
         on_ended: Callable[[], None] = lambda: None,
+        main_camera: str = DEFAULT_CAMERA,
+        on_cut: Callable[[Cut], None] = lambda cut: None,
     ) -> None:
         self.program = program
         self.rule = FailoverRule(policy)
+        self.cameras = CameraRule(main_camera, policy)
+        self._on_cut = on_cut
         self.paths: dict[str, IngestPath] = {}
         self.switches = 0
         self._on_switch = on_switch
@@ -127,19 +142,37 @@ class DualPath:
 
     def attach(self, name: str, path: IngestPath) -> None:
         self.paths[name] = path
-        self.rule.add(name)
+        if name.startswith(CAMERA_PREFIX):
+            self.cameras.add(name.removeprefix(CAMERA_PREFIX))
+        else:
+            self.rule.add(name)
+
+    @property
+    def on_air(self) -> str | None:
+        """The path the program shows: the camera cut to, or the main camera's path on air."""
+        camera = self.cameras.on_air
+        return self.rule.active if camera == self.cameras.main else camera_path(camera)
+
+    def _main_on_air(self) -> bool:
+        return self.cameras.on_air == self.cameras.main
 
     def detach(self, name: str) -> None:
         """A path ended; if it was on air the other one takes over at once."""
-        self.paths.pop(name, None)
-        self._standby.pop(name, None)
-        for key in [key for key in self._sound if key[0] == name]:
-            del self._sound[key]
+        self._forget(name)
         now = self._clock()
+        if name.startswith(CAMERA_PREFIX):
+            cut = self.cameras.remove(name.removeprefix(CAMERA_PREFIX), now, self._main_paths())
+            if cut is not None:
+                self._cut(cut, now)
+            if cut is not None and self.rule.active is None and self._schedule is not None:
+                self._schedule(self.rule.policy.end_after_s, self._check_ended)  # back to nothing
+            return
         switch = self.rule.remove(name, now)
         if self.rule.active is None and self.paths and self._schedule is not None:
             self._schedule(self.rule.policy.end_after_s, self._check_ended)
-        if switch is not None:
+        if switch is not None and not self._main_on_air():
+            self._switched(switch, off_program=True)
+        elif switch is not None:
             if self._start_from_standby(switch.to_path, self._clock()):
                 self._switched(switch, at_keyframe=True)
                 return
@@ -148,11 +181,35 @@ class DualPath:
 
     def _check_ended(self) -> None:
         now, since = self._clock(), self.rule.off_air_since
+        if not self._main_on_air():  # another camera is on air: the program goes on
+            return
         if self.rule.ended(now):
             self._on_ended()
         elif self.rule.active is None and since is not None and self._schedule is not None:
             # asyncio may run a timer up to its clock's resolution early: look again
             self._schedule(since + self.rule.policy.end_after_s - now + TIMER_SLACK_S, self._check_ended)
+
+    def hand_main_to(self, camera: str) -> None:
+        """The main camera's last path ended (no backup): `camera` becomes the main camera,
+        its path the primary; the program goes on from it (a cut if it was not on air)."""
+        old_main, main_was_on_air = self.cameras.main, self._main_on_air()
+        self._forget(PRIMARY)
+        self.rule.paths.pop(PRIMARY, None)
+        self.rule.adopt(self.cameras.promote(camera))
+        name = camera_path(camera)
+        self.paths[PRIMARY] = self.paths.pop(name)
+        if name in self._standby:
+            self._standby[PRIMARY] = self._standby.pop(name)
+        for path, kind in [key for key in self._sound if key[0] == name]:
+            self._sound[(PRIMARY, kind)] = self._sound.pop((path, kind))
+        if main_was_on_air:
+            self._cut(Cut(old_main, camera, "camera_ended"), self._clock())
+
+    def _forget(self, name: str) -> None:
+        self.paths.pop(name, None)
+        self._standby.pop(name, None)
+        for key in [key for key in self._sound if key[0] == name]:
+            del self._sound[key]
 
     def promote(self) -> None:
         """The primary ended for good: the backup is now the primary (no switch)."""
@@ -172,11 +229,41 @@ class DualPath:
         """Both paths' health for the host console (in `media.stats` of the host slot)."""
         now = self._clock()
         paths = {name: health.figures(now) for name, health in self.rule.paths.items()}
-        return {"active": self.rule.active, "switches": self.switches, "paths": paths}
+        for camera, health in self.cameras.cameras.items():
+            paths[camera_path(camera)] = health.figures(now)
+        return {
+            "active": self.rule.active,
+            "switches": self.switches,
+            "paths": paths,
+            "camera": self.cameras.on_air,
+            "cameras": self.camera_list(),
+        }
+
+    def camera_list(self) -> list[dict[str, Any]]:
+        """Every camera, the main one first: its name, whether it is on air, whether it sends."""
+        now, main, on_air = self._clock(), self._main_paths(), self.cameras.on_air
+        sending = self.cameras.sending
+        return [
+            {"name": name, "on_air": name == on_air, "sending": sending(name, now, main)}
+            for name in self.cameras.names
+        ]
+
+    def cut_to(self, camera: str) -> CameraDecision:
+        """The host cuts the program to `camera`: at once on a keyframe at hand, or on its
+        next one (asked for here); the decision says which, or why not (`error`)."""
+        now = self._clock()
+        name = self._path_of(camera)
+        at_hand = "video" not in self.program or (name is not None and bool(self._standby.get(name)))
+        decision = self.cameras.cut(camera, now, self._main_paths(), at_hand)
+        self._act_camera(decision, now)
+        return decision
 
     def packet(self, name: str, kind: str) -> None:
         """An RTP packet from one path (before its frame is complete): it is alive."""
-        self.rule.packet(name, kind, self._clock())
+        if name.startswith(CAMERA_PREFIX):
+            self.cameras.packet(name.removeprefix(CAMERA_PREFIX), kind, self._clock())
+        else:
+            self.rule.packet(name, kind, self._clock())
 
     def feed(self, name: str, kind: str, data: bytes, timestamp: int) -> None:
         """A frame from one path's receiver."""
@@ -186,15 +273,24 @@ class DualPath:
             return
         keyframe = kind == "video" and is_keyframe(path.mime_types[kind], data)
         now = self._clock()
-        decision = self.rule.frame(name, kind, now, len(data), keyframe, timestamp)
-        self._act(decision, name if keyframe else None, now)
+        if name.startswith(CAMERA_PREFIX):
+            self.cameras.frame(name.removeprefix(CAMERA_PREFIX), kind, now, len(data), timestamp)
+        else:
+            decision = self.rule.frame(name, kind, now, len(data), keyframe, timestamp)
+            self._act(decision, name if keyframe else None, now)
+        pending = self.cameras.pending
+        if keyframe and pending is not None and name == self._path_of(pending):
+            cut = self.cameras.keyframe(pending)  # the pending cut, on this keyframe
+            if cut is not None:
+                self._cut(cut, now, at_keyframe=True)
+        self._act_camera(self.cameras.check(now, self._main_paths()), now)
         self._watch(now)
         # A path that keeps its whole group of pictures (RTMP) keeps it on air too: when it
         # goes off air (a return to the primary) it is ready at once, not at its next keyframe.
         long_standby = getattr(path, "standby_frames", STANDBY_FRAMES) > STANDBY_FRAMES
-        if kind == "video" and (name != self.rule.active or long_standby):
+        if kind == "video" and (name != self.on_air or long_standby):
             self._keep_standby(name, data, timestamp, keyframe, now)
-        if name != self.rule.active:
+        if name != self.on_air:
             if kind != "video":
                 kept = self._sound.setdefault((name, kind), collections.deque(maxlen=SOUND_KEPT))
                 kept.append((data, timestamp, now))
@@ -233,7 +329,7 @@ class DualPath:
         self._act(self.rule.check(now), None, now)  # the next frame arms the timer again
 
     def request_keyframe(self) -> None:
-        path = self.paths.get(self.rule.active or "")
+        path = self.paths.get(self.on_air or "")
         if path is not None:
             path.request_keyframe()
 
@@ -246,7 +342,7 @@ class DualPath:
             kept.append((data, timestamp))
         else:
             kept.clear()
-        if path is None or limit > STANDBY_FRAMES or name == self.rule.active or keyframe:
+        if path is None or limit > STANDBY_FRAMES or name == self.on_air or keyframe:
             return
         stale = not kept or len(kept) >= WARM_FRAMES
         if stale and now - self._warm_asked.get(name, float("-inf")) >= WARM_INTERVAL_S:
@@ -266,7 +362,9 @@ class DualPath:
         return True
 
     def _act(self, decision: Decision, keyframe_from: str | None, now: float) -> None:
-        if decision.switch is not None:
+        if decision.switch is not None and not self._main_on_air():
+            self._switched(decision.switch, off_program=True)  # another camera is on air
+        elif decision.switch is not None:
             at_keyframe = keyframe_from == decision.switch.to_path
             if not at_keyframe and self._start_from_standby(decision.switch.to_path, now):
                 self._switched(decision.switch, at_keyframe=True)
@@ -295,8 +393,41 @@ class DualPath:
                     relay.push(data, self._splicers[kind].rewrite(path.id, timestamp, now))
                 self._pushed_at[kind] = now
 
-    def _switched(self, switch: Switch, at_keyframe: bool = False) -> None:
-        self._fill_sound(switch.to_path)
+    def _switched(self, switch: Switch, at_keyframe: bool = False, off_program: bool = False) -> None:
+        """`off_program`: the main camera's path changed while another camera is on air."""
+        if not off_program:
+            self._fill_sound(switch.to_path)
+            self._video_waits_for_keyframe = "video" in self.program and not at_keyframe
         self.switches += 1
-        self._video_waits_for_keyframe = "video" in self.program and not at_keyframe
         self._on_switch(switch)
+
+    # -- the host's cameras (cameras.py) ----------------------------------------------------
+
+    def _main_paths(self) -> list[PathHealth]:
+        return list(self.rule.paths.values())
+
+    def _path_of(self, camera: str) -> str | None:
+        return self.rule.active if camera == self.cameras.main else camera_path(camera)
+
+    def _act_camera(self, decision: CameraDecision, now: float) -> None:
+        if decision.cut is not None:
+            self._cut(decision.cut, now)
+        if decision.request_keyframe_from is not None:
+            path = self.paths.get(self._path_of(decision.request_keyframe_from) or "")
+            if path is not None:
+                path.request_keyframe()
+
+    def _cut(self, cut: Cut, now: float, at_keyframe: bool = False) -> None:
+        """The program goes on from `cut.to_camera` (the rule made it the camera on air):
+        on the keyframe being fed (`at_keyframe`), or on the one it kept, or on the next."""
+        name = self.on_air
+        if name is not None and not at_keyframe:
+            at_keyframe = self._start_from_standby(name, now)
+        elif name is not None and getattr(self.paths.get(name), "standby_frames", 0) <= STANDBY_FRAMES:
+            self._standby.pop(name, None)  # its kept frames are older than this keyframe
+        if name is not None:
+            self._fill_sound(name)
+        self._video_waits_for_keyframe = "video" in self.program and not at_keyframe
+        if not at_keyframe:
+            self.request_keyframe()
+        self._on_cut(cut)

@@ -234,6 +234,13 @@ class FailoverRule:
         primary = self.paths.get(PRIMARY)
         return self.active != PRIMARY and (primary is None or primary.problem(now) is not None)
 
+    def adopt(self, health: PathHealth) -> None:
+        """Another camera's path becomes the primary (cameras.py: the main camera ended and
+        had no backup), on air at once."""
+        self.paths[PRIMARY] = health
+        self.active = self._last_active = PRIMARY
+        self.off_air_since = None
+
     def promote(self) -> None:
         """The primary is gone for good: the backup becomes the primary (no switch)."""
         if BACKUP in self.paths:

@@ -41,8 +41,8 @@ __all__ = ["FORWARDED", "FORWARD_KEY", "MediaForward", "add_media_forwarding", "
 log = logging.getLogger(__name__)
 
 # Every path the media plane serves (routes.py, hls_routes.py, recording_routes.py,
-# restream_routes.py, page.py); tests/test_media_forward.py checks that each route of a real
-# media app is one of these.
+# restream_routes.py, program_routes.py, page.py); tests/test_media_forward.py checks that
+# each route of a real media app is one of these.
 FORWARDED = (
     "/whip/{tail:.*}",
     "/whep/{tail:.*}",
@@ -52,6 +52,7 @@ FORWARDED = (
     "/replay/{tail:.*}",
     "/api/rooms/{room}/recordings{tail:(/.*)?}",
     "/api/rooms/{room}/restreams{tail:(/.*)?}",
+    "/api/rooms/{room}/program",
 )
 # Per connection, not end to end (RFC 9110 7.6.1): never passed on. Content-Length is
 # passed on (the body is streamed as it is, not re-encoded).

@@ -6,6 +6,10 @@ Rules enforced here (HTTP status in brackets, see routes.py):
   air (failover.py decides which); viewers stay connected through every switch, and
   when the primary ends the backup adopts the program (relays and viewers); a host
   publish while the primary has failed over and still fails replaces that primary;
+* a host publish with `?camera=NAME` other than the main camera's (the first publish's)
+  is one more camera of the program [409 if that camera publishes already]: the host cuts
+  between them (`cut_program`, cameras.py); when the main camera ends without a backup,
+  another camera adopts the program;
 * every media resource (a session's DELETE, PATCH and GET, a slot's DELETE) is authorised
   by one check, `Caller.authorise` (callers.py): user, role and room binding together [403];
 * a user holds at most `max_viewer_sessions_per_user` WHEP sessions of a slot in a room, at most
@@ -30,8 +34,9 @@ from liveroom.errors import BadRequest, CommandError, Forbidden
 from .abr import parse_ladder
 from .admission import Admission, Counted
 from .callers import HOST_SLOT, Action, Caller
+from .cameras import DEFAULT_CAMERA, Cut
 from .composite import LAYOUTS, Compositor
-from .dualpath import DualPath
+from .dualpath import CAMERA_PREFIX, DualPath, camera_path
 from .failover import BACKUP, PRIMARY, FailoverPolicy, Switch
 from .hls import HlsOutput, HlsRoom, remove_directory, room_directory
 from .hls_audio import HlsAudio
@@ -57,6 +62,7 @@ class MediaPlane:
         self.sessions: dict[str, Session] = {}
         self.publishers: dict[tuple[str, str], PublishSession] = {}
         self.backups: dict[str, PublishSession] = {}
+        self.cameras: dict[str, dict[str, PublishSession]] = {}  # by room: the host's other cameras
         self.stats: dict[str, PublisherStats] = {}  # by publish session id
         self.dual: dict[str, DualPath] = {}  # by room: the host slot's two paths
         self.failovers: dict[tuple[str, str], int] = {}  # (room, to path) -> switches
@@ -87,31 +93,45 @@ class MediaPlane:
 
     # -- publishing (WHIP) ----------------------------------------------------------------
 
-    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
+    async def publish(
+        self, room: str, caller: Caller, offer: str, backup: bool, camera: str | None = None
+    ) -> tuple[str, str]:
         """Start a WHIP session: (session id, SDP answer)."""
-        session, answer = await self._admit(room, caller, backup, offer)
+        session, answer = await self._admit(room, caller, backup, offer, camera)
         return session.id, answer
 
-    async def publish_rtmp(self, room: str, caller: Caller, backup: bool) -> RtmpPublishSession:
+    async def publish_rtmp(
+        self, room: str, caller: Caller, backup: bool, camera: str | None = None
+    ) -> RtmpPublishSession:
         """An RTMP encoder publishes (rtmp_server.py): the session its connection feeds."""
-        session, _ = await self._admit(room, caller, backup, None)
+        session, _ = await self._admit(room, caller, backup, None, camera)
         assert isinstance(session, RtmpPublishSession)
         return session
 
     async def _admit(
-        self, room: str, caller: Caller, backup: bool, offer: str | None
+        self, room: str, caller: Caller, backup: bool, offer: str | None, camera: str | None = None
     ) -> tuple[PublishSession, str]:
-        """A publisher (WHIP with its offer, RTMP without) takes its slot or path."""
+        """A publisher (WHIP with its offer, RTMP without) takes its slot, path or camera."""
         slot = caller.publish_slot(room)
         if backup and slot != HOST_SLOT:
             raise BadRequest("only the host slot has a backup path", "bad_request")
-        stale = None if backup else self._failed_primary(room, slot)
-        if stale is None:
+        if camera is not None and slot != HOST_SLOT:
+            raise BadRequest("only the host slot has cameras", "bad_request")
+        extra = self._is_extra_camera(room, camera)
+        if extra and backup:
+            raise BadRequest("only the main camera has a backup path", "bad_request")
+        stale = None if backup or extra else self._failed_primary(room, slot)
+        if extra:
+            self._check_camera_free(room, str(camera))
+        elif stale is None:
             self._check_free(room, slot, backup)
         kind = PublishSession if offer is not None else RtmpPublishSession
         session = kind(room, slot, caller, self.config)
+        session.camera = camera
         if backup:
             self.backups[room] = session
+        elif extra:
+            self.cameras.setdefault(room, {})[str(camera)] = session
         elif stale is None:
             self.publishers[(room, slot)] = session
         session.on_closed = self._publisher_closed
@@ -119,6 +139,8 @@ class MediaPlane:
         answer = await self._answer(session, offer)
         if stale is not None:
             await self._replace_primary(stale, session)
+        elif extra:
+            pass  # a camera feeds the program only through the DualPath
         elif slot == HOST_SLOT and not backup:
             self._start_ladder(session)
             self._start_hls(session)
@@ -135,16 +157,32 @@ class MediaPlane:
     # -- the host's two paths (failover.py, dualpath.py) --------------------------------------
 
     def _pair(self, room: str) -> None:
-        """Both host paths are answered: feed them through one DualPath into the program."""
-        primary, backup = self.publishers.get((room, HOST_SLOT)), self.backups.get(room)
-        if primary is None or backup is None or primary.closed or backup.closed:
+        """Host paths and cameras are answered: feed them through one DualPath into the program."""
+        primary = self.publishers.get((room, HOST_SLOT))
+        if primary is None or primary.closed:
             return
-        if backup.mime_types != {k: v for k, v in primary.mime_types.items() if k in backup.mime_types}:
-            raise BadRequest("the backup must send the primary's codecs", "codec_mismatch")
+        backup = self.backups.get(room)
+        paths = [(BACKUP, backup)] if backup is not None else []
+        paths += [(camera_path(name), s) for name, s in self.cameras.get(room, {}).items()]
         dual = self.dual.get(room)
-        if dual is None or dual.program is not primary.relays:
+        current = dual is not None and dual.program is primary.relays
+        new = [
+            (name, s)
+            for name, s in paths
+            if not s.closed and not (current and dual and dual.paths.get(name) is s)
+        ]
+        for name, session in new:
+            if session.mime_types != {k: v for k, v in primary.mime_types.items() if k in session.mime_types}:
+                what = "backup" if name == BACKUP else "camera"
+                raise BadRequest(f"the {what} must send the primary's codecs", "codec_mismatch")
+        if not new:
+            return
+        if dual is None or not current:
             dual = self.dual[room] = self._new_dual(room, primary)
-        self._attach(dual, BACKUP, backup)
+        for name, session in new:
+            self._attach(dual, name, session)
+            if name.startswith(CAMERA_PREFIX):
+                self._program_changed(room, dual, "camera_added")
 
     def _new_dual(self, room: str, primary: PublishSession) -> DualPath:
         def ended() -> None:
@@ -152,9 +190,113 @@ class MediaPlane:
 
         loop = asyncio.get_running_loop()
         switched = lambda switch: self._failover(room, switch)  # noqa: E731
-        dual = DualPath(primary.relays, self._policy, switched, schedule=loop.call_later, on_ended=ended)
+        dual = DualPath(
+            primary.relays,
+            self._policy,
+            switched,
+            schedule=loop.call_later,
+            on_ended=ended,
+            main_camera=primary.camera or DEFAULT_CAMERA,
+            on_cut=lambda cut: self._cut(room, dual, cut),
+        )
         self._attach(dual, PRIMARY, primary)
         return dual
+
+    # -- the host's cameras (cameras.py) ------------------------------------------------------
+
+    def _is_extra_camera(self, room: str, camera: str | None) -> bool:
+        """A camera other than the main one (the primary's, or `main` when it named none)."""
+        primary = self.publishers.get((room, HOST_SLOT))
+        if camera is None or primary is None or primary.closed:
+            return False
+        return camera != (primary.camera or DEFAULT_CAMERA)
+
+    def _check_camera_free(self, room: str, camera: str) -> None:
+        if camera in self.cameras.get(room, {}):
+            raise CommandError(f"camera {camera!r} is already publishing in this room", "already_publishing")
+        if self._publishers_in(room) >= self.config.max_publishers_per_room:
+            raise CommandError("this room has as many publishers as it may", "too_many_publishers")
+
+    def _publishers_in(self, room: str) -> int:
+        cameras = len(self.cameras.get(room, {}))
+        return sum(1 for (r, _) in self.publishers if r == room) + (room in self.backups) + cameras
+
+    def cut_program(self, room: str, caller: Caller, camera: str) -> dict[str, Any]:
+        """The host cuts the program to `camera` (on its keyframe): the program's state."""
+        _check_staff(caller, room, "direct")
+        dual = self._program_dual(room)
+        if dual is None:
+            main = self.publishers[(room, HOST_SLOT)].camera or DEFAULT_CAMERA
+            if camera != main:
+                raise CommandError(f"room {room!r} has no camera {camera!r}", "no_such_camera")
+            return self.program(room, caller)
+        error = dual.cut_to(camera).error
+        if error == "no_such_camera":
+            raise CommandError(f"room {room!r} has no camera {camera!r}", error)
+        if error is not None:
+            raise CommandError(f"camera {camera!r} is not sending", error)
+        return self.program(room, caller)
+
+    def program(self, room: str, caller: Caller) -> dict[str, Any]:
+        """Which camera is on air, which one a cut waits for, and every camera (none while
+        nobody publishes: the host console asks before going live)."""
+        _check_staff(caller, room, "direct")
+        publisher = self.publishers.get((room, HOST_SLOT))
+        if publisher is None or publisher.closed:
+            return {"room": room, "camera": None, "pending": None, "cameras": []}
+        dual = self._program_dual(room)
+        if dual is None:
+            main = self.publishers[(room, HOST_SLOT)].camera or DEFAULT_CAMERA
+            cameras = [{"name": main, "on_air": True, "sending": True}]
+            return {"room": room, "camera": main, "pending": None, "cameras": cameras}
+        on_air, pending = dual.cameras.on_air, dual.cameras.pending
+        return {"room": room, "camera": on_air, "pending": pending, "cameras": dual.camera_list()}
+
+    def _program_dual(self, room: str) -> DualPath | None:
+        """The room's DualPath (None: the host publishes one path of one camera)."""
+        publisher = self.publishers.get((room, HOST_SLOT))
+        if publisher is None or publisher.closed:
+            raise CommandError(f"nobody is publishing in room {room!r}", "not_publishing")
+        dual = self.dual.get(room)
+        return dual if dual is not None and dual.program is publisher.relays else None
+
+    def _cut(self, room: str, dual: DualPath, cut: Cut) -> None:
+        log.info("media camera cut in %s: %s -> %s (%s)", room, cut.from_camera, cut.to_camera, cut.reason)
+        self._program_changed(room, dual, cut.reason, cut.from_camera)
+
+    def _program_changed(
+        self, room: str, dual: DualPath, reason: str, from_camera: str | None = None
+    ) -> None:
+        """`media.program` to the room: the camera on air and every camera (the host console)."""
+        data = {
+            "room": room,
+            "slot": HOST_SLOT,
+            "camera": dual.cameras.on_air,
+            "from": from_camera,
+            "reason": reason,
+            "cameras": [camera["name"] for camera in dual.camera_list()],
+        }
+        self._spawn(self._publish_event(room, "media.program", data))
+
+    def _hand_program_to_camera(self, dual: DualPath, session: PublishSession) -> bool:
+        """The main camera's primary ends with no backup: another camera adopts the program
+        (the one on air if any), so its viewers stay; False when there is none."""
+        cameras = self.cameras.get(session.room, {})
+        live = [name for name, s in cameras.items() if not s.closed and not s.ending]
+        if not live:
+            return False
+        on_air = dual.cameras.on_air
+        name = on_air if on_air in live else live[0]
+        successor = cameras.pop(name)
+        if not cameras:
+            del self.cameras[session.room]
+        successor.adopt_program(session)
+        dual.hand_main_to(name)
+        self._bind(dual, PRIMARY, successor)
+        self.publishers[(session.room, HOST_SLOT)] = successor
+        self._event(successor, "promoted")
+        self._program_changed(session.room, dual, "camera_promoted")
+        return True
 
     def _failed_primary(self, room: str, slot: str) -> PublishSession | None:
         """The host's primary path if a new primary may replace it: it failed over to the
@@ -187,6 +329,10 @@ class MediaPlane:
 
     def _attach(self, dual: DualPath, name: str, session: PublishSession) -> None:
         dual.attach(name, session)
+        self._bind(dual, name, session)
+
+    def _bind(self, dual: DualPath, name: str, session: PublishSession) -> None:
+        """The session's frames and packets go to `dual` as path `name`."""
         session.feed = lambda kind, data, timestamp: dual.feed(name, kind, data, timestamp)
         session.on_packet = lambda kind: dual.packet(name, kind)
         session.before_close = self._path_closing
@@ -199,8 +345,16 @@ class MediaPlane:
         if dual.paths.get(BACKUP) is session:
             dual.detach(BACKUP)
             return
+        if session.camera is not None and dual.paths.get(camera_path(session.camera)) is session:
+            dual.detach(camera_path(session.camera))
+            self._program_changed(session.room, dual, "camera_removed")
+            return
         backup = dual.paths.get(BACKUP)
         if dual.paths.get(PRIMARY) is not session:
+            return
+        if (not isinstance(backup, PublishSession) or backup.closed) and self._hand_program_to_camera(
+            dual, session
+        ):
             return
         if not isinstance(backup, PublishSession) or backup.closed:
             dual.detach(PRIMARY)  # nobody left to take over: the program ends with this path
@@ -305,8 +459,7 @@ class MediaPlane:
             where = "a host is" if slot == HOST_SLOT else f"a guest is already in slot {slot} and"
             hint = "; publish with ?path=backup for a backup ingest" if slot == HOST_SLOT else ""
             raise CommandError(f"{where} already publishing in this room{hint}", "already_publishing")
-        in_room = sum(1 for (r, _) in self.publishers if r == room) + (room in self.backups)
-        if in_room >= self.config.max_publishers_per_room:
+        if self._publishers_in(room) >= self.config.max_publishers_per_room:
             raise CommandError("this room has as many publishers as it may", "too_many_publishers")
 
     def _publisher_closed(self, session: Session) -> None:
@@ -316,6 +469,13 @@ class MediaPlane:
         dual = self.dual.get(session.room)
         if dual is not None and session.slot == HOST_SLOT and not dual.paths:
             del self.dual[session.room]
+        cameras = self.cameras.get(session.room, {})
+        if session.camera is not None and cameras.get(session.camera) is session:
+            self._event(session, "ended" if session.ended_by_request else "lost")  # path "camera"
+            del cameras[session.camera]  # a camera other than the main one: the program goes on
+            if not cameras:
+                del self.cameras[session.room]
+            return
         if self.backups.get(session.room) is session:
             del self.backups[session.room]
         elif self.publishers.get((session.room, session.slot)) is session:
@@ -623,6 +783,10 @@ class MediaPlane:
         }
         if isinstance(session, PublishSession):
             data["tracks"] = {kind: relay.mime_type for kind, relay in session.relays.items()}
+            if session.camera is not None:
+                data["camera"] = session.camera
+            if session.camera in self.cameras.get(session.room, {}):
+                data["path"] = "camera"  # not the program's source (yet): players ignore it
         self._spawn(self._publish_event(session.room, "media.publisher", data))
 
     def _spawn(self, work: Awaitable[Any]) -> None:

@@ -158,8 +158,11 @@ class WorkerPool:
     def worker_for(self, room: str) -> Worker:
         return self.workers[zlib.crc32(room.encode()) % len(self.workers)]
 
-    async def publish(self, room: str, caller: Caller, offer: str, backup: bool) -> tuple[str, str]:
-        body = {"room": room, "caller": dataclasses.asdict(caller), "offer": offer, "backup": backup}
+    async def publish(
+        self, room: str, caller: Caller, offer: str, backup: bool, camera: str | None = None
+    ) -> tuple[str, str]:
+        caller_data = dataclasses.asdict(caller)
+        body = {"room": room, "caller": caller_data, "offer": offer, "backup": backup, "camera": camera}
         return await self._open(self.worker_for(room), "/publish", body)
 
     async def play(
@@ -184,10 +187,10 @@ class WorkerPool:
         else:
             self._connecting.reported(session, asyncio.get_running_loop().time())
 
-    async def ingest(self, room: str, caller: Caller, backup: bool) -> IngestSink:
+    async def ingest(self, room: str, caller: Caller, backup: bool, camera: str | None = None) -> IngestSink:
         await self._ready()
         worker = self.worker_for(room)
-        sink = await WorkerIngest.open(ingest_path(worker.socket_path), room, caller, backup)
+        sink = await WorkerIngest.open(ingest_path(worker.socket_path), room, caller, backup, camera)
         sink.id = f"{worker.index}.{sink.id}"
         return sink
 
@@ -236,6 +239,14 @@ class WorkerPool:
     async def remove_restream(self, room: str, restream_id: str, caller: Caller) -> dict[str, Any]:
         body = {"room": room, "restream": restream_id, "caller": dataclasses.asdict(caller)}
         return dict((await self._room_call(room, "/restream/remove", body))["restream"])
+
+    async def cut_program(self, room: str, caller: Caller, camera: str) -> dict[str, Any]:
+        body = {"room": room, "caller": dataclasses.asdict(caller), "camera": camera}
+        return dict((await self._room_call(room, "/program/cut", body))["program"])
+
+    async def program(self, room: str, caller: Caller) -> dict[str, Any]:
+        body = {"room": room, "caller": dataclasses.asdict(caller)}
+        return dict((await self._room_call(room, "/program/get", body))["program"])
 
     async def _room_call(self, room: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         await self._ready()

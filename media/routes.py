@@ -1,6 +1,6 @@
 """WHIP (RFC 9725) and WHEP over aiohttp: thin adapters around `MediaPlane`.
 
-POST /whip/{room}[?path=backup]   offer in, 201 + Location + answer out (host or guest token)
+POST /whip/{room}[?path=backup][?camera=NAME]  offer in, 201 + Location + answer out (host or guest token)
 POST /whep/{room}[?slot=host|N][&quality=480p]  offer in, 201 + Location + answer out (any room token)
 DELETE <Location>                  ends the session (its owner, an admin, or the room's host for a guest)
 DELETE /whip/{room}/slots/{slot}   ends whoever publishes in that slot (the same check as DELETE <Location>);
@@ -11,6 +11,7 @@ GET /hls/{room}/master.m3u8        the host program as HLS (hls.py, hls_routes.p
 GET <Location>                     the session's state for its owner (a viewer: ABR rung, switches)
 /api/rooms/{room}/recordings       start, stop and list recordings (recording_routes.py)
 /api/rooms/{room}/restreams        add, list and remove restream destinations (restream_routes.py)
+/api/rooms/{room}/program          the host's cameras: which is on air, and cuts (program_routes.py)
 rtmp://HOST:PORT/live/{room}       RTMP ingest, the publish token as the stream key (rtmp_server.py)
 
 Errors are `{"error": {"code", "message"}}` with a 4xx status.
@@ -38,6 +39,7 @@ from .locator import LOCATOR_KEY, MediaLocator, redirect
 from .metrics import MediaCollector
 from .page import demo_page
 from .pool import WorkerPool
+from .program_routes import add_program_routes
 from .recording_routes import add_recording_routes
 from .restream_routes import add_restream_routes
 from .rtmp_server import RtmpServer
@@ -61,6 +63,8 @@ STATUS = {
     "wrong_room": 403,
     "not_found": 404,
     "not_publishing": 404,
+    "no_such_camera": 404,
+    "camera_not_sending": 409,
     "already_publishing": 409,
     "already_recording": 409,
     "too_many_restreams": 409,
@@ -88,7 +92,8 @@ def add_media_routes(app: web.Application, node: Node) -> None:
     async def publish_event(room: str, item_type: str, data: dict[str, Any]) -> None:
         # Stats are a stream of samples: members get them live, history does not keep them.
         await node.publish(room, item_type, data, history=item_type != "media.stats")
-        if item_type == "media.publisher" and events is not None:  # stream.started / stopped
+        camera = data.get("path") == "camera"  # another camera of the host: not the stream
+        if item_type == "media.publisher" and events is not None and not camera:  # stream.started / stopped
             await stream_event(events, node.store, room, data, node.clock.now_ms())
         if item_type == "media.publisher" and locator is not None:
             await locator.publisher_event(room, data)
@@ -116,6 +121,7 @@ def add_media_routes(app: web.Application, node: Node) -> None:
         add_hls_routes(app, config.hls_dir)
     add_recording_routes(app, node)
     add_restream_routes(app)
+    add_program_routes(app)
     if config.rtmp_enabled:
         app[RTMP_KEY] = RtmpServer(config, app[VERIFIER_KEY], backend, _name)
     app.cleanup_ctx.append(_lifespan)
@@ -174,7 +180,9 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
         plane = request.app[BACKEND_KEY]
         if kind == "whip":
             backup = request.query.get("path") == "backup"
-            session, answer = await plane.publish(room, caller, offer, backup)
+            camera = request.query.get("camera")  # one of the host's cameras (cameras.py)
+            camera = None if camera is None else _name(camera, "camera")
+            session, answer = await plane.publish(room, caller, offer, backup, camera)
         else:
             quality = request.query.get("quality")  # pin an ABR rung ("480p"); absent: automatic
             session, answer = await plane.play(room, slot, caller, offer, quality)

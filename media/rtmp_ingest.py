@@ -8,7 +8,7 @@ bodies as small frames (kind, timestamp, length, payload). Either side ending th
 stream ends the publish: the worker closes it when the session ends (DELETE, taken off
 stage, a tag it cannot forward); the node closes it when the encoder goes.
 
-Wire, node -> worker: one JSON line `{"room", "caller", "backup"}`; the worker answers one
+Wire, node -> worker: one JSON line `{"room", "caller", "backup", "camera"}`; the worker answers one
 JSON line `{"session"}` or `{"error": {"code", "message"}}`; then frames
 `>BIH` (kind: 0 audio, 1 video, 2 end of publish; timestamp ms; length) + payload.
 """
@@ -64,12 +64,14 @@ class WorkerIngest:
         self._watch = asyncio.ensure_future(self._until_closed())
 
     @classmethod
-    async def open(cls, path: Path, room: str, caller: Caller, backup: bool) -> WorkerIngest:
+    async def open(
+        cls, path: Path, room: str, caller: Caller, backup: bool, camera: str | None = None
+    ) -> WorkerIngest:
         try:
             reader, writer = await asyncio.open_unix_connection(str(path))
         except OSError as exc:
             raise CommandError(f"media worker is unavailable: {exc}", "media_unavailable") from None
-        head = {"room": room, "caller": dataclasses.asdict(caller), "backup": backup}
+        head = {"room": room, "caller": dataclasses.asdict(caller), "backup": backup, "camera": camera}
         writer.write(json.dumps(head).encode() + b"\n")
         line = await reader.readline()
         reply: dict[str, Any] = json.loads(line) if line else {"error": {"code": "media_unavailable"}}
@@ -113,7 +115,8 @@ async def serve_ingest(plane: Any, path: Path) -> asyncio.Server:
 async def _ingest(plane: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     head = json.loads(await reader.readline())
     try:
-        session = await plane.publish_rtmp(head["room"], Caller(**head["caller"]), head["backup"])
+        caller = Caller(**head["caller"])
+        session = await plane.publish_rtmp(head["room"], caller, head["backup"], head.get("camera"))
     except CommandError as error:
         writer.write(json.dumps({"error": error.as_error()}).encode() + b"\n")
         return

@@ -139,7 +139,10 @@ class RtmpConnection(asyncio.Protocol):
             target = ingest_target(request.app, request.name)
             room = self.server.check_name(target.room, "room")
             caller = await self.server.verifier.verify_everywhere(target.token)
-            sink = await self.server.backend.ingest(room, caller, target.backup)
+            camera = target.params.get("camera")
+            if camera is not None:
+                camera = self.server.check_name(camera, "camera")
+            sink = await self.server.backend.ingest(room, caller, target.backup, camera)
         except Exception as exc:  # refused (CommandError, ProtocolError), or the worker is gone
             code = getattr(
                 exc, "code", "bad_request" if isinstance(exc, ProtocolError) else "media_unavailable"
@@ -159,6 +162,8 @@ class RtmpConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.resume_reading()
         path = "backup" if target.backup else "primary"
+        if "camera" in target.params:
+            path += f", camera {target.params['camera']}"
         log.info("rtmp %s publishes into room %s (%s path) as %s", self.peer, room, path, caller.user_id)
 
     def _too_slow(self) -> None:

@@ -134,6 +134,7 @@ class PublishSession(Session):
         self.rungs: list[TrackRelay] = []
         self.viewers: set[PlaySession] = set()
         self.mime_types: dict[str, str] = {}
+        self.camera: str | None = None  # `?camera=NAME` of a host's publish (cameras.py)
         # Where received frames go: this session's relays, or a DualPath (host + backup).
         self.feed: Callable[[str, bytes, int], None] = self._push
         # Every RTP packet of the fed tracks, as it arrives (a host path's liveness: failover.py).

@@ -5,7 +5,7 @@ The parent authenticates callers and picks the worker by room; the worker runs t
 connections, so media flows between the clients and this process directly (its ICE
 candidates are its own UDP ports). Endpoints (JSON in and out, errors as in routes.py):
 
-POST /publish {"room", "caller", "offer", "backup"} -> {"session", "answer"}
+POST /publish {"room", "caller", "offer", "backup", "camera"} -> {"session", "answer"}
 POST /play    {"room", "slot", "caller", "offer", "quality"} -> {"session", "answer"}
 POST /end     {"session", "caller"}                 -> {}
 POST /end_slot {"room", "slot", "caller", "only_user"} -> {}
@@ -16,6 +16,8 @@ POST /record/stop  {"room", "recording", "caller"}  -> {"recording": {...}}
 POST /restream/add {"room", "caller", "url"}        -> {"restream": {...}}
 POST /restream/list {"room", "caller"}              -> {"restreams": [...]}
 POST /restream/remove {"room", "restream", "caller"} -> {"restream": {...}}
+POST /program/cut {"room", "caller", "camera"}      -> {"program": {...}}
+POST /program/get {"room", "caller"}                -> {"program": {...}}
 GET  /events  NDJSON: {"room", "type", "data"} room items, {"snapshot": {...}} figures and
               {"viewer", "state"}: a WHEP session connected or closed (the node's pending count)
 """
@@ -81,6 +83,8 @@ def build_worker_app(config: MediaConfig, ingest: Path) -> web.Application:
     app.router.add_post("/restream/add", _restream_add)
     app.router.add_post("/restream/list", _restream_list)
     app.router.add_post("/restream/remove", _restream_remove)
+    app.router.add_post("/program/cut", _program_cut)
+    app.router.add_post("/program/get", _program_get)
     app.router.add_get("/events", _events)
     app.cleanup_ctx.append(_lifespan)
     return app
@@ -106,7 +110,9 @@ async def _exit_with_parent(parent: int) -> None:
 async def _publish(request: web.Request) -> web.Response:
     body = await request.json()
     return await _answer(
-        request.app[PLANE].publish(body["room"], _caller(body), body["offer"], body["backup"])
+        request.app[PLANE].publish(
+            body["room"], _caller(body), body["offer"], body["backup"], body.get("camera")
+        )
     )
 
 
@@ -181,6 +187,17 @@ async def _restream_remove(request: web.Request) -> web.Response:
     body = await request.json()
     plane = request.app[PLANE]
     return _reply("restream", lambda: plane.remove_restream(body["room"], body["restream"], _caller(body)))
+
+
+async def _program_cut(request: web.Request) -> web.Response:
+    body = await request.json()
+    plane = request.app[PLANE]
+    return _reply("program", lambda: plane.cut_program(body["room"], _caller(body), body["camera"]))
+
+
+async def _program_get(request: web.Request) -> web.Response:
+    body = await request.json()
+    return _reply("program", lambda: request.app[PLANE].program(body["room"], _caller(body)))
 
 
 def _reply(key: str, work: Any) -> web.Response:

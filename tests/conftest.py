@@ -97,6 +97,8 @@ LONGEST_FIRST = (
     "test_media_rtmp.py",
     "test_media_failover_e2e.py",
     "test_media_failover_dead_e2e.py",
+    "test_media_cameras_e2e.py",
+    "test_media_cameras_console.py",
     "test_media_abr_link.py",
     "test_scaleout_sale_e2e.py",
     "test_media_forwarding.py",

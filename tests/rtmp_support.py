@@ -12,23 +12,29 @@ import subprocess
 from pathlib import Path
 
 FFMPEG = shutil.which("ffmpeg")
-BARS = "geq=lum='if(mod(floor(N/pow(2\\,15-floor(X/20)))\\,2)\\,235\\,16)':cb=128:cr=128"
 
 
-def counter_source(size: str = "320x240", fps: int = 30) -> list[str]:
-    """ffmpeg input arguments: the counter picture and a sine, in real time."""
-    video = f"color=black:s={size}:r={fps},{BARS}" if size == "320x240" else f"testsrc2=s={size}:r={fps}"
+def bars(start: int = 0) -> str:
+    """The geq filter drawing the frame number (plus `start`) as 16 bars."""
+    return f"geq=lum='if(mod(floor((N+{start})/pow(2\\,15-floor(X/20)))\\,2)\\,235\\,16)':cb=128:cr=128"
+
+
+def counter_source(size: str = "320x240", fps: int = 30, start: int = 0) -> list[str]:
+    """ffmpeg input arguments: the counter picture (from `start`) and a sine, in real time."""
+    video = (
+        f"color=black:s={size}:r={fps},{bars(start)}" if size == "320x240" else f"testsrc2=s={size}:r={fps}"
+    )
     return ["-re", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
 
 
 def publish(
-    url: str, seconds: float, size: str = "320x240", gop: int = 30, log: Path | None = None
+    url: str, seconds: float, size: str = "320x240", gop: int = 30, log: Path | None = None, start: int = 0
 ) -> subprocess.Popen[bytes]:
     """An ffmpeg process publishing `seconds` of the counter to `url` (rtmp://...)."""
     assert FFMPEG is not None
     command = [
         FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin",
-        *counter_source(size), "-t", str(seconds),
+        *counter_source(size, start=start), "-t", str(seconds),
         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
         "-g", str(gop), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
         "-f", "flv", url,

@@ -27,7 +27,7 @@ import av
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from media_support import Peer, WhipError, _exchange, play, read_counter, scrape, wait_until
+from media_support import LOW, Peer, WhipError, _exchange, play, read_counter, scrape, wait_until
 from rtmp_support import FFMPEG, publish, stop
 from support import SECRET, ServerProcess, Viewer, free_port, module_server, token
 
@@ -354,3 +354,45 @@ def _listed(base: str, bearer: str) -> list[dict[str, Any]]:
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         return list(json.loads(response.read())["restreams"])
+
+
+async def test_an_rtmp_camera_is_cut_to_on_the_host_program(server: ServerProcess) -> None:
+    """Two RTMP cameras of one host (`&camera=wide`, `&camera=close` drawing counters from
+    LOW): the host's cut puts the close camera on the program a WHEP viewer decodes."""
+    room = f"rtmp-cam-{uuid.uuid4().hex[:8]}"
+    key = token("host-rtmp-cam", "host", room)
+    wide = publish(rtmp_url(room, key, "&camera=wide"), seconds=60)
+    close = None
+    pc = None
+    try:
+        await (await watch(server.url, room)).close()  # the wide camera is on
+        close = publish(rtmp_url(room, key, "&camera=close"), seconds=60, start=LOW)
+        pc, arrivals = await play_timed(server.url, room)
+        await wait_until(lambda: len(arrivals) >= 30, 60, "the wide camera")
+        url = f"{server.url}/api/rooms/{room}/program"
+        status, body = 0, None
+        for _ in range(300):  # 404 until the close camera's publish is in, 409 until it sends
+            status, body = await api("POST", url, key, {"camera": "close"})
+            if status == 200:
+                break
+            assert (status, body["error"]["code"]) in ((404, "no_such_camera"), (409, "camera_not_sending"))
+            await asyncio.sleep(0.1)
+        cut_at = time.monotonic()
+        assert status == 200, body
+        await wait_until(
+            lambda: sum(at > cut_at and c >= LOW for at, c in arrivals) >= 30,
+            60,
+            "the close camera's pictures",
+        )
+        window = [at for at, _ in arrivals if cut_at - 0.5 <= at <= cut_at + 1.5]
+        gap = max(b - a for a, b in itertools.pairwise(window))
+        print(f"\nRTMP camera cut gap: {gap * 1000:.0f} ms ({body})")
+        assert gap <= 3.0 and pc.connectionState == "connected"
+    finally:
+        if pc is not None:
+            for task in pc.tasks:  # type: ignore[attr-defined]
+                task.cancel()
+            await pc.close()
+        stop(wide)
+        if close is not None:
+            stop(close)

@@ -71,12 +71,17 @@ const ITEMS = {
   "costream.stage": d => showStage(d.guests),
   "media.publisher": d => ingest(`${d.slot}: ${d.state}`, d),
   "media.failover": d => ingest(`failover ${d.from} → ${d.to} (${d.reason})`, { state: "failover" }),
+  "media.program": d => {
+    if (d.from) ingest(`camera ${d.from} → ${d.camera} (${d.reason})`, { state: "cut" });
+    showCameras(d.camera, d.cameras.map(name => ({ name })));
+  },
   "media.restream": d => showRestream(d),
   "media.stats": d => {
     if (d.slot !== "host") return;
     $("#live-status").textContent = `Live · ${Math.round(((d.bitrate_bps.video || 0) + (d.bitrate_bps.audio || 0)) / 1000)} kb/s`
       + ` · ${d.fps} fps · ${d.viewers} playing the video over WebRTC`;
     showPaths(d);
+    if (d.ingest?.cameras) showCameras(d.ingest.camera, d.ingest.cameras);
   },
 };
 
@@ -108,6 +113,31 @@ function bind() {
   $("#show-next").addEventListener("click", () => call("show.next", {}, "#show-error"));
   $("#restream-form").addEventListener("submit", e => { e.preventDefault(); restreams("POST", "", form("#restream-form")); });
   restreams("GET").then(d => d?.restreams?.forEach(showRestream));
+  program("GET").then(d => d && showCameras(d.program.camera, d.program.cameras));
+}
+
+// --- cameras (docs/media.md "Multi-camera"): one button per camera, the one on air marked ---
+
+let cameras = new Map();  // name -> {sending}: the latest known of each camera
+
+async function program(method, body = undefined) {
+  const res = await fetch(`/api/rooms/${encodeURIComponent(room)}/program`, {
+    method, body: body && JSON.stringify(body),
+    headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" } });
+  const data = await res.json().catch(() => ({}));
+  $("#camera-error").textContent = res.ok || method === "GET" ? "" : humanError(data.error);
+  return res.ok ? data : null;
+}
+
+// From a media.program item (names only), the program API or media.stats (with `sending`).
+function showCameras(onAir, list) {
+  cameras = new Map(list.map(c => [c.name, { sending: c.sending ?? cameras.get(c.name)?.sending ?? true }]));
+  if (!cameras.size) { $("#cameras").replaceChildren(el("li", { class: "muted" }, "not live")); return; }
+  $("#cameras").replaceChildren(...[...cameras].map(([name, c]) =>
+    el("li", { "data-camera": name, "data-on-air": String(name === onAir), "data-sending": String(c.sending) },
+      el("span", { class: "text" }, el("b", {}, name), name === onAir ? " · on air" : c.sending ? " · ready" : " · not sending"),
+      el("button", { disabled: name === onAir, onclick: () => program("POST", { camera: name })
+        .then(d => d && showCameras(d.program.camera, d.program.cameras)) }, name === onAir ? "On air" : "Cut to"))));
 }
 
 // --- restreams (docs/media.md): each destination's state, from media.restream items ---------

@@ -88,7 +88,9 @@ const ITEMS = {
   "costream.accepted": goOnStage,
   "costream.rejected": () => { $("#costream-status").textContent = "The host declined your request."; },
   "costream.removed": leaveStage,
-  "media.publisher": d => (["connected", "promoted"].includes(d.state) ? watch(d.slot) : unwatch(d.slot)),
+  // A host's other camera (path "camera") comes and goes without touching the program.
+  "media.publisher": d => d.path === "camera" ? null
+    : (["connected", "promoted"].includes(d.state) ? watch(d.slot) : unwatch(d.slot)),
 };
 
 function onItem(item) {
