@@ -124,6 +124,10 @@ class DeliveryConfig:
     # that flushing takes at most half of it: fewer, fuller writes, latency kept bounded.
     tick_ms: int = 50
     max_tick_ms: int = 100
+    # A room whose pending normal items would make a frame of fewer than this many holds
+    # them for a later tick, no item waiting past max_tick_ms: a write to each member costs
+    # the same whatever the frame carries. 1: every tick flushes every room.
+    fill_items: int = 4
     # Past this many bytes waiting in a connection's outbound buffer, it is closed
     # with reason `slow_consumer`.
     outbound_buffer_bytes: int = 1_048_576
