@@ -361,10 +361,8 @@ class Hub:
             )
 
     def _fanout_done(self, room: LocalRoom) -> None:
-        """A big flush is written: what waited behind it goes now if it cannot wait a tick
-        (a priority item, or one the next tick would take past the budget)."""
-        now = self._clock.monotonic()
-        if room in self._dirty and self._urgent is None and room.cannot_wait(now, self.interval_s):
+        """A big flush is written: what waited behind it goes now if it cannot wait a tick."""
+        if room in self._dirty and self._urgent is None and room.urgent:
             self._urgent = asyncio.get_running_loop().call_soon(self._flush_now)
 
     def flush_all(self) -> None:

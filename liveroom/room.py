@@ -180,12 +180,6 @@ class LocalRoom:
             return True
         return self.lanes.flush_due(len(self.pending), now - self.pending_since, next_tick_s)
 
-    def cannot_wait(self, now: float, next_tick_s: float) -> bool:
-        """A priority item is pending, or the oldest item would pass the budget by the next tick."""
-        if self.urgent:
-            return True
-        return bool(self.pending) and now - self.pending_since + next_tick_s > self.lanes.budget_s
-
     def take_pending(self, now: float) -> list[Publication]:
         """What this flush sends: the pending items through the lanes, then due counters."""
         items, self.pending, self.urgent = self.pending, [], False

@@ -87,16 +87,3 @@ async def test_a_node_holds_a_thin_frame_until_its_budget() -> None:
         h.clock.advance(0.06)
         await hub.tick(hold=True)
         assert [m["data"]["text"] for m in fan.of_type("danmaku.message")] == ["hi"]  # 60 + 50 > 100 ms
-
-
-async def test_what_waited_behind_a_long_flush_goes_when_it_cannot_wait_a_tick() -> None:
-    room = LocalRoom("r", FILL)
-    assert not room.cannot_wait(0.0, TICK)  # nothing pending
-    room.put(item(1), 1.0)
-    for seq in range(2, 7):
-        room.put(item(seq), 1.0)  # a full frame: it may still wait for the tick
-    assert not room.cannot_wait(1.04, TICK)
-    assert room.cannot_wait(1.051, TICK)  # 51 + 50 ms: past the budget by the next tick
-    room.take_pending(1.051)
-    room.put(item(7, priority=True), 2.0)
-    assert room.cannot_wait(2.0, TICK)
