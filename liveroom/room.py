@@ -44,6 +44,7 @@ class Lanes:
     counter_types: frozenset[str] = frozenset({"room.online"})
     fill_items: int = 1  # a frame with fewer normal items waits for a later tick (1: never)
     budget_s: float = 0.1  # ... but no normal item waits longer than this for its flush
+    fill_members: int = 0  # ... only in rooms of at least this many members here
 
     @classmethod
     def from_config(cls, delivery: DeliveryConfig) -> Lanes:
@@ -54,14 +55,17 @@ class Lanes:
             frozenset(delivery.counter_types),
             delivery.fill_items,
             max(delivery.max_tick_ms, delivery.tick_ms) / 1000.0,
+            delivery.fill_members,
         )
 
-    def flush_due(self, pending: int, waited_s: float, next_tick_s: float) -> bool:
+    def flush_due(self, pending: int, waited_s: float, next_tick_s: float, members: int) -> bool:
         """Whether `pending` normal items, the oldest `waited_s` old, go now or wait a tick.
 
         They go once they fill a frame, or when waiting for the next tick would take the
-        oldest past the budget."""
-        return pending >= self.fill_items or waited_s + next_tick_s > self.budget_s
+        oldest past the budget; in a room of fewer than `fill_members` members, always."""
+        if members < self.fill_members or pending >= self.fill_items:
+            return True
+        return waited_s + next_tick_s > self.budget_s
 
 
 class LocalRoom:
@@ -178,7 +182,8 @@ class LocalRoom:
         A priority item, or nothing but counters pending, never waits."""
         if self.urgent or not self.pending:
             return True
-        return self.lanes.flush_due(len(self.pending), now - self.pending_since, next_tick_s)
+        waited = now - self.pending_since
+        return self.lanes.flush_due(len(self.pending), waited, next_tick_s, len(self.members))
 
     def take_pending(self, now: float) -> list[Publication]:
         """What this flush sends: the pending items through the lanes, then due counters."""

@@ -19,12 +19,21 @@ def item(seq: int, priority: bool = False) -> Publication:
 
 
 def test_the_rule_fills_a_frame_or_keeps_the_budget() -> None:
-    assert FILL.flush_due(4, 0.0, TICK)  # a full frame goes at once
-    assert not FILL.flush_due(3, 0.03, TICK)  # a thin one waits: 30 + 50 ms is within 100
-    assert not FILL.flush_due(1, 0.05, TICK)  # 50 + 50 ms: still within
-    assert FILL.flush_due(1, 0.051, TICK)  # the next tick would take it past the budget
-    assert FILL.flush_due(1, 0.001, 0.1)  # a tick as long as the budget: every tick flushes
-    assert Lanes(fill_items=1).flush_due(1, 0.0, TICK)  # 1: the hold is off
+    big = 5000  # members
+    assert FILL.flush_due(4, 0.0, TICK, big)  # a full frame goes at once
+    assert not FILL.flush_due(3, 0.03, TICK, big)  # a thin one waits: 30 + 50 ms is within 100
+    assert not FILL.flush_due(1, 0.05, TICK, big)  # 50 + 50 ms: still within
+    assert FILL.flush_due(1, 0.051, TICK, big)  # the next tick would take it past the budget
+    assert FILL.flush_due(1, 0.001, 0.1, big)  # a tick as long as the budget: every tick flushes
+    assert Lanes(fill_items=1).flush_due(1, 0.0, TICK, big)  # 1: the hold is off
+
+
+def test_a_small_room_never_holds() -> None:
+    """A flush to a few hundred members costs a few ms: holding it would add latency for
+    nothing (`fill_members`, 1,000 by default)."""
+    lanes = Lanes(normal_per_s=0, fill_items=4, budget_s=0.1, fill_members=1000)
+    assert lanes.flush_due(1, 0.0, TICK, 999)
+    assert not lanes.flush_due(1, 0.0, TICK, 1000)
 
 
 async def test_priority_or_nothing_but_counters_never_waits() -> None:
@@ -73,7 +82,7 @@ async def test_a_hot_room_goes_every_tick() -> None:
 
 
 async def test_a_node_holds_a_thin_frame_until_its_budget() -> None:
-    config = Config(delivery=DeliveryConfig(tick_ms=50, max_tick_ms=100, fill_items=4))
+    config = Config(delivery=DeliveryConfig(tick_ms=50, max_tick_ms=100, fill_items=4, fill_members=1))
     async with NodeHarness(config) as h:
         host, fan = await h.connect("h1", role="host"), await h.connect("u1")
         await host.join("r1")
