@@ -125,6 +125,13 @@ class DeliveryConfig:
     # that flushing takes at most half of it: fewer, fuller writes, latency kept bounded.
     tick_ms: int = 50
     max_tick_ms: int = 100
+    # A room whose pending normal items would make a frame of fewer than this many holds
+    # them for a later tick, no item waiting past max_tick_ms: a write to each member costs
+    # the same whatever the frame carries. 1: every tick flushes every room.
+    fill_items: int = 4
+    # ... in rooms of at least this many members on the node: a smaller room's flush is cheap
+    # (about 15 us a write here), and holding it would add latency for nothing.
+    fill_members: int = 1000
     # Past this many bytes waiting in a connection's outbound buffer, it is closed
     # with reason `slow_consumer`.
     outbound_buffer_bytes: int = 1_048_576

@@ -11,7 +11,10 @@ The tick stretches under load, between `tick_ms` and `max_tick_ms`: when the pro
 has been busy more than 60% of the last second it grows by a quarter (and shrinks back
 below 30%), and it is never shorter than twice the last flush. A write costs about the
 same whatever it carries, so a longer tick under load means fewer, fuller writes; when
-the server is idle enough, latency wins and the tick stays short.
+the server is idle enough, latency wins and the tick stays short. For the same reason a
+room whose frame would be thin (fewer than `fill_items` normal items) skips ticks until
+it fills or its oldest item would pass the budget, `max_tick_ms` (`LocalRoom.flush_due`):
+the tick adapts per room to the room's rate.
 
 Membership follows the transport: a connection that starts closing (the client went away,
 the server dropped it) is detached from every room at once (`detach`), before its queued
@@ -237,7 +240,7 @@ class Hub:
             # The broker's seq starts over (a new epoch): nothing delivered so far counts.
             room.delivered_seq = room.pending_seq = 0
             room.fresh.clear()
-        room.put(publication)
+        room.put(publication, self._clock.monotonic())
         self._dirty[room] = None
         if publication.priority and self._urgent is None:
             self._urgent = asyncio.get_running_loop().call_soon(self._flush_now)
@@ -267,7 +270,7 @@ class Hub:
             if loop.time() - next_tick > self.interval_s:
                 next_tick = loop.time()  # we fell behind: do not try to catch up in a burst
             try:
-                spent = await self.tick()
+                spent = await self.tick(hold=True)
             except Exception:  # one bad tick must not stop delivery
                 log.exception("delivery tick failed")
                 continue
@@ -286,21 +289,25 @@ class Hub:
                 self._stretch_s = max(self._tick_s, self._stretch_s / 1.25)
         return min(self._max_tick_s, max(self._stretch_s, 2.0 * spent))
 
-    async def tick(self) -> float:
-        """Flush every room; returns the seconds it took."""
+    async def tick(self, hold: bool = False) -> float:
+        """Flush every room; returns the seconds it took. `hold` (the running node's ticks):
+        a room whose frame would be thin waits, within its budget (`LocalRoom.flush_due`)."""
         started = self._clock.monotonic()
-        self._flush_now()
+        self._flush_now(hold)
         spent = self._clock.monotonic() - started
         self._metrics.tick_seconds.observe(spent)
         return spent
 
-    def _flush_now(self) -> None:
+    def _flush_now(self, hold: bool = True) -> None:
         self._urgent = None
         dirty, self._dirty = self._dirty, {}
         slow: list[Connection] = []
         now = self._clock.monotonic()
         for room in dirty:
             if self._fanout.busy(room):  # its last flush is still being written: wait for it
+                self._dirty[room] = None
+                continue
+            if hold and not room.flush_due(now, self.interval_s):  # a thin frame: fill it first
                 self._dirty[room] = None
                 continue
             self._flush(room, now, slow)
@@ -355,13 +362,13 @@ class Hub:
 
     def _fanout_done(self, room: LocalRoom) -> None:
         """A big flush is written: what waited behind it goes now if it cannot wait a tick."""
-        if room in self._dirty and self._urgent is None and any(p.priority for p in room.pending):
+        if room in self._dirty and self._urgent is None and room.urgent:
             self._urgent = asyncio.get_running_loop().call_soon(self._flush_now)
 
     def flush_all(self) -> None:
         """Write everything pending and queued now (before closing every connection)."""
         self._fanout.drain()
-        self._flush_now()
+        self._flush_now(hold=False)
         self._fanout.drain()
 
     def _deliver_unseen(

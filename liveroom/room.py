@@ -11,6 +11,12 @@ gets the same batch (one encoding, one frame for all):
   room's history: a client that rejoins with `since` still gets them;
 * **counters** (`counter_types`, e.g. `room.online`): only the latest of each type is
   kept, and they go out at most `counter_updates_per_s` times a second.
+
+A flush costs one write per member whatever the frame carries, so a room whose pending
+normal items would make a thin frame (fewer than `fill_items`) holds them for a later
+tick, as long as the oldest of them stays within the lane's latency budget
+(`max_tick_ms`): see `Lanes.flush_due`. A quiet room's items wait up to the budget; a hot
+room fills its frame every tick and goes as before.
 """
 
 from __future__ import annotations
@@ -36,11 +42,30 @@ class Lanes:
     normal_per_s: float = 25.0  # 0: no cap
     counter_interval_s: float = 0.5
     counter_types: frozenset[str] = frozenset({"room.online"})
+    fill_items: int = 1  # a frame with fewer normal items waits for a later tick (1: never)
+    budget_s: float = 0.1  # ... but no normal item waits longer than this for its flush
+    fill_members: int = 0  # ... only in rooms of at least this many members here
 
     @classmethod
     def from_config(cls, delivery: DeliveryConfig) -> Lanes:
         rate = delivery.counter_updates_per_s
-        return cls(delivery.normal_per_s, 1.0 / rate if rate > 0 else 0.0, frozenset(delivery.counter_types))
+        return cls(
+            delivery.normal_per_s,
+            1.0 / rate if rate > 0 else 0.0,
+            frozenset(delivery.counter_types),
+            delivery.fill_items,
+            max(delivery.max_tick_ms, delivery.tick_ms) / 1000.0,
+            delivery.fill_members,
+        )
+
+    def flush_due(self, pending: int, waited_s: float, next_tick_s: float, members: int) -> bool:
+        """Whether `pending` normal items, the oldest `waited_s` old, go now or wait a tick.
+
+        They go once they fill a frame, or when waiting for the next tick would take the
+        oldest past the budget; in a room of fewer than `fill_members` members, always."""
+        if members < self.fill_members or pending >= self.fill_items:
+            return True
+        return waited_s + next_tick_s > self.budget_s
 
 
 class LocalRoom:
@@ -62,9 +87,11 @@ class LocalRoom:
         "online_total",
         "pending",
         "pending_seq",
+        "pending_since",
         "ready",
         "sampled_out",
         "skipped",
+        "urgent",
         "users",
     )
 
@@ -80,6 +107,9 @@ class LocalRoom:
         # them, and the latest item of each counter type.
         self.pending: list[Publication] = []
         self.pending_seq = 0
+        # When the oldest pending item arrived, and whether a priority item is pending.
+        self.pending_since = 0.0
+        self.urgent = False
         self.counters: dict[str, Publication] = {}
         self._counter_due = 0.0
         self._tokens = self.lanes.normal_per_s
@@ -130,7 +160,7 @@ class LocalRoom:
             del self.users[user]
         return True
 
-    def put(self, publication: Publication) -> None:
+    def put(self, publication: Publication, now: float) -> None:
         """Queue a publication for the next flush, in its lane."""
         if (
             publication.seq is None
@@ -139,13 +169,25 @@ class LocalRoom:
         ):
             self.counters[publication.type] = publication
             return
+        if not self.pending:
+            self.pending_since = now
         self.pending.append(publication)
+        self.urgent = self.urgent or publication.priority
         if publication.seq is not None:
             self.pending_seq = publication.seq
 
+    def flush_due(self, now: float, next_tick_s: float) -> bool:
+        """Whether this room's flush goes now or waits for a fuller frame (the module doc).
+
+        A priority item, or nothing but counters pending, never waits."""
+        if self.urgent or not self.pending:
+            return True
+        waited = now - self.pending_since
+        return self.lanes.flush_due(len(self.pending), waited, next_tick_s, len(self.members))
+
     def take_pending(self, now: float) -> list[Publication]:
         """What this flush sends: the pending items through the lanes, then due counters."""
-        items, self.pending = self.pending, []
+        items, self.pending, self.urgent = self.pending, [], False
         self.delivered_seq = max(self.delivered_seq, self.pending_seq)
         if self.lanes.normal_per_s > 0:
             items = self._capped(items, now)
