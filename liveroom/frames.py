@@ -83,7 +83,7 @@ def event_ack_id(message: str) -> int | None:
             return None
         position = comma + 1
     end = position
-    while end < len(message) and end - position < 18 and message[end].isdigit():
+    while end < len(message) and end - position < 18 and "0" <= message[end] <= "9":
         end += 1
     return int(message[position:end]) if end > position else None
 
@@ -94,7 +94,7 @@ def plain_event(message: str) -> tuple[int | None, str] | None:
     if not message.startswith("2"):
         return None
     end = 1
-    while end < len(message) and end < 19 and message[end].isdigit():
+    while end < len(message) and end < 19 and "0" <= message[end] <= "9":
         end += 1
     if not message.startswith("[", end):
         return None

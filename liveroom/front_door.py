@@ -28,6 +28,7 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from liveroom.digits import is_digits
 from liveroom.direct_engine import DirectEngine
 from liveroom.handoff import Handoff
 from liveroom.websocket import RequestHead, parse_request_head
@@ -179,7 +180,7 @@ def _after(head: RequestHead | None) -> tuple[int, int]:
     if "transfer-encoding" in head.headers:
         return _PASS, 0  # a chunked body: the rest of the connection goes as it is
     length = head.headers.get("content-length", "0").strip()
-    if not length.isdigit():
+    if not is_digits(length):
         return _PASS, 0  # aiohttp refuses it
     size = int(length)
     return (_BODY, size) if size else (_HEAD, 0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qs
 
+from liveroom.digits import is_digits
 from liveroom.websocket import RequestHead
 
 __all__ = ["Handoff", "new_session_id", "owner_of", "set_session_prefix"]
@@ -49,7 +50,7 @@ def owner_of(sid: str) -> int | None:
     if not sid.startswith("w"):
         return None
     index, dot, _ = sid[1:].partition(".")
-    return int(index) if dot and index.isdigit() else None
+    return int(index) if dot and is_digits(index) else None
 
 
 def handoff_path(directory: Path | str, index: int) -> Path:

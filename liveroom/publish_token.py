@@ -30,6 +30,7 @@ from typing import Any
 
 import jwt
 
+from liveroom.digits import is_digits
 from liveroom.errors import CommandError, Unauthorized
 from liveroom.store import Store
 
@@ -101,7 +102,7 @@ class PublishTokens:
 
     def check_revoked(self, room: str, slot: object, minted: object) -> None:
         """Unauthorized if a token of `room`'s `slot` minted at `minted` (ms) was revoked."""
-        if not isinstance(slot, int | str) or not str(slot).isdigit():
+        if not isinstance(slot, int | str) or not is_digits(str(slot)):
             return
         revoked = self._revoked.get((room, int(slot)))
         if revoked is not None and (not isinstance(minted, int) or minted <= revoked[0]):
@@ -111,7 +112,7 @@ class PublishTokens:
         """`check_revoked`, then the store's record of the slot's last revocation (made by
         any process or node): Unauthorized if the token was minted until then."""
         self.check_revoked(room, slot, minted)
-        if self._store is None or not isinstance(slot, int | str) or not str(slot).isdigit():
+        if self._store is None or not isinstance(slot, int | str) or not is_digits(str(slot)):
             return
         revoked_ms = await self._store.get_counter(revoked_key(room, int(slot)))
         now_ms = time.time() * 1000

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from liveroom.digits import is_digits
 from liveroom.direct_engine import DirectEngine
 from liveroom.engine_session import EngineSession, Reason
 from liveroom.errors import CommandError
@@ -352,7 +353,7 @@ class SocketServer:
         if kind in ("5", "6"):  # its attachments will follow: skip them
             dash = text.find("-", 1, 9)
             count = text[1:dash] if dash > 0 else ""
-            session.skip_binary = int(count) if count.isdigit() else 0
+            session.skip_binary = int(count) if is_digits(count) else 0
             rest = text[dash + 1 :] if dash > 0 else rest
         error.ack_id = event_ack_id("2" + rest) if kind in ("2", "5") else None
         await self._refuse(session, error)

@@ -16,6 +16,8 @@ from typing import Any
 import msgpack
 import orjson
 
+from liveroom.digits import is_digits
+
 __all__ = [
     "ACK",
     "BINARY_ACK",
@@ -65,7 +67,7 @@ def decode_text(text: str) -> Packet:
     packet_type, position, attachments = int(kind), 1, 0
     if packet_type in (BINARY_EVENT, BINARY_ACK):
         dash = text.find("-", 1, 9)
-        if dash < 0 or not text[1:dash].isdigit():
+        if dash < 0 or not is_digits(text[1:dash]):
             raise SocketIOError("a binary packet without its attachment count")
         attachments, position = int(text[1:dash]), dash + 1
     namespace = "/"
@@ -75,7 +77,7 @@ def decode_text(text: str) -> Packet:
         namespace = text[position:end].partition("?")[0]
         position = end + 1
     end = position
-    while end < len(text) and text[end].isdigit():
+    while end < len(text) and "0" <= text[end] <= "9":
         end += 1
     if end - position > MAX_ID_DIGITS:
         raise SocketIOError("an ack id too long to be one")
