@@ -12,16 +12,14 @@ at once when one is at hand, which it nearly always is, else on the next one (`p
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from liveroom.errors import BadRequest, CommandError
 from liveroom.protocol import is_name
 
-__all__ = ["add_program_routes"]
+from .api_body import string_field
 
-MAX_BODY = 4096
+__all__ = ["add_program_routes"]
 
 
 def add_program_routes(app: web.Application) -> None:
@@ -61,14 +59,7 @@ async def _show(request: web.Request) -> web.StreamResponse:
 
 
 async def _camera(request: web.Request) -> str:
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        raise BadRequest("the body is too large")
-    try:
-        data = json.loads(body or b"null")
-    except ValueError:
-        raise BadRequest('the body must be JSON: {"camera": "close"}') from None
-    camera = data.get("camera") if isinstance(data, dict) else None
-    if not isinstance(camera, str) or not is_name(camera):
+    camera = await string_field(request, "camera", '{"camera": "close"}')
+    if not is_name(camera):
         raise BadRequest('the body must be JSON: {"camera": "<a camera name>"}')
     return camera

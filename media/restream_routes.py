@@ -11,15 +11,13 @@ Destinations last as long as the host publishes.
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
-from liveroom.errors import BadRequest, CommandError
+from liveroom.errors import CommandError
+
+from .api_body import string_field
 
 __all__ = ["add_restream_routes"]
-
-MAX_BODY = 4096
 
 
 def add_restream_routes(app: web.Application) -> None:
@@ -68,13 +66,4 @@ async def _remove(request: web.Request) -> web.StreamResponse:
 
 
 async def _url(request: web.Request) -> str:
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        raise BadRequest("the body is too large")
-    try:
-        data = json.loads(body or b"null")
-    except ValueError:
-        raise BadRequest('the body must be JSON: {"url": "rtmp://..."}') from None
-    if not isinstance(data, dict) or not isinstance(data.get("url"), str):
-        raise BadRequest('the body must be JSON: {"url": "rtmp://..."}')
-    return str(data["url"])
+    return await string_field(request, "url", '{"url": "rtmp://..."}')
