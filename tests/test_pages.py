@@ -44,7 +44,7 @@ from liveroom.publish_token import PublishTokens
 ROOT = Path(__file__).resolve().parent.parent
 
 # The first test to read the show pays for it (~25-30 s, plus `npm ci` on a fresh clone).
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +72,16 @@ def show(server: ServerProcess, driver: Path) -> dict[str, Any]:
             ["node", str(driver), server.url, room, *tokens, CHROMIUM, str(ARTIFACTS)],
             capture_output=True,
             text=True,
-            timeout=210,  # 23-30 s at load 2-7; a loaded machine (load 10 on 2 cores) takes longer
+            # 60-70 s alone on a quiet machine (its steps have grown), 190-220 s within the
+            # whole suite on 3 December 2026, when the machine ran everything about twice as
+            # slowly as the day before (the same commit's suite: 228 s, then 476 s).
+            timeout=390,
             check=False,
             cwd=BROWSER_DIR,
         )
     except subprocess.TimeoutExpired as exc:  # the steps it got through, with their times
         progress = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        pytest.fail(f"the show ran past 210 s; its steps:\n{progress[-3000:]}\n{server.log()[-2000:]}")
+        pytest.fail(f"the show ran past 390 s; its steps:\n{progress[-3000:]}\n{server.log()[-2000:]}")
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines, (run.stdout[-2000:], run.stderr[-2000:], server.log()[-2000:])
     result: dict[str, Any] = json.loads(lines[-1])
