@@ -258,17 +258,14 @@ async def wait_until(predicate: Any, within: float = 15, what: str = "condition"
 
 
 def scrape(base: str) -> dict[str, float]:
-    """/metrics as {"name{labels}": value}. A server run as workers labels each sample
-    `worker="<i>"` (docs/workers.md): the label is dropped and the workers' samples summed,
-    so a test reads the node's figure either way."""
+    """/metrics as {"name{labels}": value}."""
     with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
         text = response.read().decode()
     metrics: dict[str, float] = {}
     for line in text.splitlines():
         match = re.match(r"^([a-zA-Z_:][^ ]*) ([-0-9.e+naNIf]+)$", line)
         if match:
-            name = re.sub(r',?worker="\d+"', "", match.group(1)).replace("{,", "{").replace("{}", "")
-            metrics[name] = metrics.get(name, 0.0) + float(match.group(2))
+            metrics[match.group(1)] = float(match.group(2))
     return metrics
 
 
