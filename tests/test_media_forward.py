@@ -69,12 +69,19 @@ async def media_worker(tmp_path: Path) -> AsyncIterator[Path]:
     app.router.add_get("/hls/{room}/index.m3u8", _stream)
     app.router.add_get("/recordings/{room}/{name}", _file)
     app.router.add_get("/api/rooms/{room}/recordings", _missing)
-    runner = web.AppRunner(app)
-    await runner.setup()
     path = tmp_path / "media.sock"
-    await web.UnixSite(runner, str(path)).start()
+    runner = await serve_on_socket(app, path)
     yield path
     await runner.cleanup()
+
+
+async def serve_on_socket(app: web.Application, path: Path) -> web.AppRunner:
+    """`app` served on the Unix socket `path` (what worker 0's media socket is); the caller
+    cleans the runner up."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
+    return runner
 
 
 async def front(socket_path: Path) -> TestClient[Any, Any]:
@@ -186,10 +193,8 @@ async def test_a_guest_revoked_here_is_ended_on_the_media_worker(tmp_path: Path)
 
     upstream = web.Application()
     upstream.router.add_delete("/whip/{room}/slots/{slot}", end_slot)
-    runner = web.AppRunner(upstream)
-    await runner.setup()
     path = tmp_path / "media.sock"
-    await web.UnixSite(runner, str(path)).start()
+    runner = await serve_on_socket(upstream, path)
     app = build_app(_config(True), media_at=path)
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -223,10 +228,8 @@ async def test_a_cut_upstream_body_cuts_the_client_connection(tmp_path: Path) ->
 
     upstream = web.Application()
     upstream.router.add_get("/hls/{room}/{file}", dying)
-    runner = web.AppRunner(upstream)
-    await runner.setup()
     path = tmp_path / "media.sock"
-    await web.UnixSite(runner, str(path)).start()
+    runner = await serve_on_socket(upstream, path)
     client = await front(path)
     try:
         response = await client.get("/hls/r1/master.m3u8")
