@@ -168,7 +168,17 @@ class Viewer:
         )
 
     async def join(self, room: str, since: int | None = None, **extra: Any) -> dict[str, Any]:
-        ack = await self.call("join", {"room": room, "since": since, **extra})
+        """Join as a client does: a join answered `unavailable` with `retry: "later"` (on a
+        cluster, the room's owner slow to answer on a loaded machine, or its lease moving) is
+        tried again, for up to 30 s; any other failure fails the test at once."""
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            ack = await self.call("join", {"room": room, "since": since, **extra})
+            error = ack.get("error") or {}
+            later = error.get("code") == "unavailable" and error.get("retry") == "later"
+            if ack["ok"] or not later or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
         assert ack["ok"], ack
         return ack  # type: ignore[no-any-return]
 
