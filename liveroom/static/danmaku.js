@@ -67,9 +67,13 @@ export class DanmakuLayer {
     node.style.top = `${lane * this.laneHeight + 4}px`;
     node.style.visibility = "visible";
     node.dataset.lane = lane;
+    // fill "both": a busy page can give the animation a start time a little in the future,
+    // and run `onfinish` frames after the end; before and after, the message is held off
+    // the right or left edge, never shown at its untransformed place on the left, over the
+    // messages leaving there.
     const animation = node.animate(
       [{ transform: `translateX(${width}px)` }, { transform: `translateX(${-w}px)` }],
-      { duration, easing: "linear" });
+      { duration, easing: "linear", fill: "both" });
     this.shown++;
     animation.ready.then(() => {
       entry.at = animation.startTime ?? performance.now();

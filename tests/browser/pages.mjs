@@ -416,8 +416,10 @@ await run(async () => {
     await bob.evaluate(() => { for (let i = 0; i < 150; i++) window.liveroom.layer.add(`storm ${i} ` + "弹".repeat(i % 17)); });
     let overlaps = 0, onScreen = 0;
     for (let sample = 0; sample < 5; sample++) {
-      const boxes = await bob.$$eval("#danmaku .dm", nodes => nodes.filter(n => n.style.visibility === "visible")
-        .map(n => ({ lane: n.dataset.lane, ...JSON.parse(JSON.stringify(n.getBoundingClientRect())) })));
+      // Boxes of nothing (a message between its end and its removal may measure 0x0) hide nothing.
+      const boxes = (await bob.$$eval("#danmaku .dm", nodes => nodes.filter(n => n.style.visibility === "visible")
+        .map(n => ({ lane: n.dataset.lane, ...JSON.parse(JSON.stringify(n.getBoundingClientRect())) }))))
+        .filter(box => box.width > 0 && box.height > 0);
       onScreen = Math.max(onScreen, boxes.length);
       const lanes = new Map();
       for (const box of boxes) lanes.set(box.lane, [...(lanes.get(box.lane) || []), box]);
