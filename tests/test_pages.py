@@ -49,7 +49,11 @@ pytestmark = pytest.mark.timeout(420)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("pages"), {"LIVEROOM_MEDIA_WORKERS": "1"})
+    # Media in worker processes, as `media.workers` defaults to on this machine: with media
+    # on the node's own event loop (1), the show's two ingest paths, WHEP viewers and HLS
+    # delayed Socket.IO commands by 0.3-3 s under a CPU hog, and a like.send ran past the
+    # 5 s command timeout (3 December 2026).
+    process = ServerProcess(tmp_path_factory.mktemp("pages"), {"LIVEROOM_MEDIA_WORKERS": "2"})
     yield process.start()
     process.stop()
 
