@@ -9,6 +9,7 @@ import math
 import re
 import urllib.request
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -126,6 +127,12 @@ class Peer:
     ended: dict[str, bool] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     counter_track: CounterTrack | None = None
+
+    def describe(self) -> str:
+        """What a failed wait on this peer saw: its connection and what it decoded."""
+        got = {kind: len(pts) for kind, pts in self.frames.items()}
+        state = f"{self.pc.connectionState}, ICE {self.pc.iceConnectionState}"
+        return f"{state}, frames {got}, ended {self.ended}"
 
     async def end(self) -> int:
         status, _ = await delete(self.base + self.location, self.token)
@@ -249,11 +256,14 @@ async def get_json(url: str, token: str) -> tuple[int, Any]:
         return response.status, await response.json()
 
 
-async def wait_until(predicate: Any, within: float = 15, what: str = "condition") -> None:
+async def wait_until(
+    predicate: Any, within: float = 15, what: str = "condition", seen: Callable[[], object] | None = None
+) -> None:
+    """Poll `predicate` until true; past `within` s, fail naming `what` (and what `seen` says then)."""
     deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f": {seen()}" if seen else ""))
         await asyncio.sleep(0.05)
 
 

@@ -70,7 +70,7 @@ async def test_a_late_viewer_starts_on_a_keyframe_quickly(server: ServerProcess)
     publisher = await publish(server.url, room, token("host-2", "host"))
     first = await play(server.url, room, token("early"))
     try:
-        await wait_until(lambda: len(first.counters) >= 60, 60, "two seconds of video")
+        await wait_until(lambda: len(first.counters) >= 60, 60, "two seconds of video", first.describe)
         started = time.monotonic()
         late = await play(server.url, room, token("late"))
         await wait_until(lambda: len(late.counters) >= 1, 30, "the late viewer's first frame")
