@@ -75,12 +75,21 @@ class FaultyStore:
     `fail_next_write(how)`: `"unavailable"`, nothing written; `"unknown_lost"`, nothing
     written but the caller is told `outcome_unknown`; `"unknown_done"`, written, and the
     caller told `outcome_unknown` all the same (the answer lost on the way back).
-    `writes` counts the writes a plugin made (records, counters, stock)."""
+    `hold_writes()` makes writes wait (a slow store: a command runs past its timeout) until
+    `release_writes()`. `writes` counts the writes a plugin made (records, counters, stock)."""
 
     def __init__(self, inner: Store | None = None) -> None:
         self.inner: Store = inner if inner is not None else MemoryStore()
         self.writes = 0
         self._failures: list[tuple[int, Failure]] = []  # (write number, how)
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def hold_writes(self) -> None:
+        self._open.clear()
+
+    def release_writes(self) -> None:
+        self._open.set()
 
     def fail_next_write(self, how: Failure = "unavailable") -> None:
         self.fail_write(self.writes + 1, how)
@@ -91,6 +100,12 @@ class FaultyStore:
 
     async def _write(self, work: Any) -> Any:
         self.writes += 1
+        if not self._open.is_set():
+            try:
+                await self._open.wait()
+            except BaseException:
+                work.close()  # the caller gave up before the write began: never run
+                raise
         how = next((h for n, h in self._failures if n == self.writes), None)
         if how is None:
             return await work

@@ -11,6 +11,7 @@ user is present).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -353,7 +354,14 @@ class CouponPlugin(Plugin):
         ctx.schedule(_watch_key(room, user.user_id, rule.id), at, watched, wake=False)
 
     async def _grant(self, room: str, user: Identity, rule: CouponRule) -> dict[str, Any] | None:
-        """Issue (or find) the user's grant; None when the budget is spent."""
+        """Issue (or find) the user's grant; None when the budget is spent.
+
+        Shielded: a caller given up on halfway (a like.send past the command timeout while
+        the store was slow) must not leave a grant written but never told to its user nor
+        kept among their unclaimed ones; the caller's answer says its outcome is unknown."""
+        return await asyncio.shield(asyncio.ensure_future(self._issue(room, user, rule)))
+
+    async def _issue(self, room: str, user: Identity, rule: CouponRule) -> dict[str, Any] | None:
         store, pool, coupons = self.host.store, _pool(room, rule.id), self._rooms[room]
         if pool not in coupons.pools:
             await store.define_stock(pool, room, rule.budget, 1, GRANT_KIND, int(self.host.clock.now_ms()))

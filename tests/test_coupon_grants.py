@@ -8,6 +8,7 @@ from plugin_support import api, room_name
 from support import ServerProcess, Viewer, token
 
 from liveroom.auth import Identity
+from liveroom.config import Config, LimitsConfig
 from liveroom.plugin import Activity
 from liveroom.testing import NodeHarness
 
@@ -92,3 +93,27 @@ async def test_end_to_end_a_backend_grants_over_http(tmp_path: Path) -> None:
         for viewer in viewers:
             await viewer.close()
         server.stop()
+
+
+async def test_a_grant_whose_command_timed_out_is_still_told_and_kept() -> None:
+    """A like that earns a coupon while the store is slow: like.send runs past the command
+    timeout and is answered outcome_unknown, but the grant being written is finished, told
+    to the user and kept as theirs (once the store answers)."""
+    config = Config(limits=LimitsConfig(command_timeout_s=0.2))
+    async with NodeHarness(config) as h:
+        host, fan = await h.connect("h1", role="host"), await h.connect("u1")
+        await host.join("r1")
+        await fan.join("r1")
+        rule = {"room": "r1", "title": "Thanks for the like", "trigger": "activity", "activity": "like"}
+        made = await host.command("coupon.rule", {**rule, "budget": 10, "count": 1, "request_id": "r"})
+        assert made["ok"], made
+        h.store.hold_writes()
+        liked = await fan.command("like.send", {"room": "r1", "count": 1})
+        assert liked["error"]["code"] == "outcome_unknown", liked
+        assert not fan.of_type("coupon.granted")
+        h.store.release_writes()
+        for _ in range(20):  # the grant's writes, then its send, each a few steps of the loop
+            await h.settle()
+        [granted] = [i["data"] for i in fan.of_type("coupon.granted")]
+        assert granted["rule"] == made["rule"]
+        assert (await fan.join("r1"))["state"]["coupon"]["pending"] == [granted]
