@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -25,6 +26,13 @@ from support import ServerProcess, token
 pytestmark = pytest.mark.skipif(can_shape() is not None, reason=f"a shaped link {can_shape()}")
 
 LADDER = "360p:1000000,180p:300000"
+
+
+# What this test is about is the link: the host's sender, the server and the viewer run
+# ahead of the rest of the machine (a CPU hog, other tests), or a starved viewer's own
+# late packets read as congestion and its trial up fails, as it should on such a viewer,
+# with the test's 12 s over before the backed-off retrial (seen in a hog run, 3 Dec 2026).
+FIRST = -10  # nice; the test runs only as root
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +54,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, link: ShapedLink) -> Iterat
         "LIVEROOM_MEDIA_HLS_ENABLED": "false",
     }
     process = ServerProcess(tmp_path_factory.mktemp("abr-link"), env=env).start()
+    assert process.process is not None
+    os.setpriority(os.PRIO_PROCESS, process.process.pid, FIRST)
     yield process
     process.stop()
 
@@ -82,6 +92,9 @@ async def test_the_viewer_settles_on_what_its_link_sustains(server: ServerProces
     base = f"http://{link.host_ip}:{server.port}"
     command = [sys.executable, "-m", "liveroom.loadtest.abr_viewer", base, room, token("link-viewer"), "12"]
     viewer = link.spawn(command)
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, viewer.pid, FIRST)
+    os.setpriority(os.PRIO_PROCESS, 0, FIRST)  # this process sends the host's video
     try:
         started = time.time()
         lines = await read_lines(viewer, started + 3.0)
@@ -90,6 +103,7 @@ async def test_the_viewer_settles_on_what_its_link_sustains(server: ServerProces
         link.lift()
         lines += await read_lines(viewer, started + 30)
     finally:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
         link.lift()
         viewer.kill()
         viewer.wait()
