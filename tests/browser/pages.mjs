@@ -392,7 +392,9 @@ await run(async () => {
     const whep = [];  // what his page asked of WHEP and was answered, in order
     page.on("response", response => {
       const url = new URL(response.url());
-      if (url.pathname.startsWith("/whep/")) whep.push(`${response.request().method()} ${url.search} ${response.status()}`);
+      if (!url.pathname.startsWith("/whep/")) return;
+      const at = whep.push(`${response.request().method()} ${url.search} ${response.status()}`) - 1;
+      if (response.status() >= 400) response.json().then(body => { whep[at] += ` ${body.error?.code}`; }, () => {});
     });
     const visible = () => page.evaluate(() => Object.fromEntries(["form.signin", "main", "#status", "#online"]
       .map(selector => [selector, document.querySelector(selector)?.checkVisibility() ?? false])));
