@@ -781,6 +781,12 @@ class MediaPlane:
             "session": session.id,
             "user": {"id": session.caller.user_id, "name": session.caller.name},
         }
+        if session.slot == HOST_SLOT:
+            # Whether the host's program still has a source after this: a path that ends
+            # while another has the program (a backup's end, a primary replaced by its backup
+            # or by a camera, announced after the promotion) is not the program ending.
+            source = self.publishers.get((session.room, HOST_SLOT))
+            data["on_air"] = source is not None and not source.closed
         if isinstance(session, PublishSession):
             data["tracks"] = {kind: relay.mime_type for kind, relay in session.relays.items()}
             if session.camera is not None:

@@ -240,3 +240,36 @@ async def test_a_viewer_of_the_primarys_own_rendition_fails_over_too(server: Ser
         assert viewer.pc.connectionState == "connected" and viewer.ended == []
     finally:
         await close_room([viewer], watcher, backup, primary)
+
+
+async def test_a_path_ending_while_another_keeps_the_program_says_on_air(server: ServerProcess) -> None:
+    """The host's primary deleted while the backup is up: the backup is `promoted` and the
+    primary's `ended` (announced after it) says `on_air: true`, so players keep playing; the
+    last path's end says `on_air: false`."""
+    _, watcher, primary, backup = await dual_path_room(server.url)
+
+    def publisher(state: str, session: str | None = None) -> Callable[[dict[str, Any]], bool]:
+        return lambda i: (
+            i["type"] == "media.publisher"
+            and i["data"]["state"] == state
+            and session in (None, i["data"]["session"])
+        )
+
+    try:
+        connected = await watcher.wait_for(publisher("connected"), count=2, timeout=WAIT_S)
+        assert all(item["data"]["on_air"] for item in connected), connected
+        # The session's resource, less the media worker's index ("1.<id>", docs/media.md)
+        primary_id = primary.location.rsplit("/", 1)[-1].split(".", 1)[-1]
+        assert primary_id in [item["data"]["session"] for item in connected], (primary.location, connected)
+        assert await primary.end() == 200
+        [ended] = await watcher.wait_for(publisher("ended", primary_id), timeout=WAIT_S)
+        [promoted] = await watcher.wait_for(publisher("promoted"), timeout=WAIT_S)
+        assert ended["data"]["on_air"] is True, ended
+        assert promoted["data"]["session"] != primary_id, promoted
+        assert await backup.end() == 200
+        [last] = await watcher.wait_for(publisher("ended", promoted["data"]["session"]), timeout=WAIT_S)
+        assert last["data"]["on_air"] is False, last
+    finally:
+        await primary.close()
+        await backup.close()
+        await watcher.close()

@@ -91,6 +91,7 @@ export class Dashboard {
   showMedia(type, d) {
     const entry = this.media.get(d.slot) || {};
     if (type === "media.publisher" && d.path === "camera") return;  // another camera of the host
+    if (type === "media.publisher" && d.on_air && !["connected", "promoted"].includes(d.state)) return;  // a path, not the program
     if (type === "media.publisher") entry.state = d.state;
     else Object.assign(entry, { fps: d.fps, kbps: Math.round(((d.bitrate_bps?.video || 0) + (d.bitrate_bps?.audio || 0)) / 1000), viewers: d.viewers });
     this.media.set(d.slot, entry);

@@ -88,9 +88,10 @@ const ITEMS = {
   "costream.accepted": goOnStage,
   "costream.rejected": () => { $("#costream-status").textContent = "The host declined your request."; },
   "costream.removed": leaveStage,
-  // A host's other camera (path "camera") comes and goes without touching the program.
+  // A host's other camera (path "camera") comes and goes without touching the program, and
+  // so does a host path that ends while another keeps the program on air (`on_air`).
   "media.publisher": d => d.path === "camera" ? null
-    : (["connected", "promoted"].includes(d.state) ? watch(d.slot) : unwatch(d.slot)),
+    : ["connected", "promoted"].includes(d.state) ? watch(d.slot) : d.on_air ? null : unwatch(d.slot),
 };
 
 function onItem(item) {
