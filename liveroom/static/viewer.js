@@ -89,9 +89,12 @@ const ITEMS = {
   "costream.rejected": () => { $("#costream-status").textContent = "The host declined your request."; },
   "costream.removed": leaveStage,
   // A host's other camera (path "camera") comes and goes without touching the program, and
-  // so does a host path that ends while another keeps the program on air (`on_air`).
+  // so does a host path that ends while another keeps the program on air (`on_air`). A
+  // promoted backup takes over the program's viewers on the server: a page already playing
+  // the slot keeps its session.
   "media.publisher": d => d.path === "camera" ? null
-    : ["connected", "promoted"].includes(d.state) ? watch(d.slot) : d.on_air ? null : unwatch(d.slot),
+    : d.state === "connected" || (d.state === "promoted" && !players.has(String(d.slot))) ? watch(d.slot)
+    : d.state === "promoted" || d.on_air ? null : unwatch(d.slot),
 };
 
 function onItem(item) {
