@@ -226,7 +226,8 @@ def test_without_a_token_a_page_shows_the_sign_in_form_alone(show: dict[str, Any
     # His first WHEP was answered no_media (a publisher coming up): the page asked again.
     # (A later media.publisher item, the failover's, may make it ask once more.)
     signed_in = signin["signedIn"]
-    assert signed_in["whepPosts"] >= 2 and signed_in["frames"] >= 10, (json.dumps(signed_in), show["http"])
+    seen = f"{json.dumps(signed_in)} {show['http']}"  # a string: pytest shows it whole
+    assert signed_in["whepPosts"] >= 2 and signed_in["frames"] >= 10, seen
 
 
 def test_the_console_header_speaks_of_the_socket_and_the_go_live_card_of_the_stream(

@@ -16,7 +16,10 @@ const cameras = page => page.evaluate(() => [...document.querySelectorAll("#came
 await run(async () => {
   const page = await open("/host", hostToken);
   await step("listed", async () => {
-    await page.waitForFunction(() => document.querySelectorAll("#cameras li[data-camera]").length === 2);
+    // Both listed, and the close one sending (a camera not sending yet is refused a cut, 409
+    // camera_not_sending: on a loaded machine its first frames can come after the listing).
+    await page.waitForFunction(() => document.querySelectorAll("#cameras li[data-camera]").length === 2
+      && document.querySelector('#cameras li[data-camera="close"]')?.dataset.sending === "true");
     return cameras(page);
   });
   await step("cut", async () => {
