@@ -169,4 +169,6 @@ async def stream_event(
     body = {"session": data.get("session"), "user": data.get("user")}
     if state != "connected":
         body["reason"] = state
+        if "on_air" in data:  # another path of the host keeps the program going: not the show's end
+            body["on_air"] = data["on_air"]
     await events.emit(store, room, event_type, body, str(data.get("session")), now_ms)

@@ -183,6 +183,7 @@ async def test_end_to_end_a_host_going_live_and_stopping_reaches_the_backend(
             assert await publisher.end() in (200, 204)
         stopped = (await receiver.wait(2))[1]
         assert stopped["type"] == "stream.stopped" and stopped["data"]["reason"] == "ended", stopped
+        assert stopped["data"]["on_air"] is False, stopped  # the only path: the show ended
         assert stopped["data"]["session"] == started["data"]["session"] and receiver.forged == 0
     finally:
         server.stop()
