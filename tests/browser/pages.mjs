@@ -295,8 +295,13 @@ await run(async () => {
     // Both ingest paths report their own figures; the primary's camera track stops, the
     // server fails over to the backup, and the viewers' video goes on.
     const paths = () => host.$$eval("#paths li[data-path]", nodes => nodes.map(n =>
-      ({ path: n.dataset.path, active: n.dataset.active, fps: Number(n.dataset.fps), kbps: Number(n.dataset.kbps) })));
-    await host.waitForFunction(() => Number(document.querySelector('#paths [data-path="backup"]')?.dataset.fps) > 0);
+      ({ path: n.dataset.path, active: n.dataset.active, fps: Number(n.dataset.fps), kbps: Number(n.dataset.kbps), problem: n.dataset.problem })));
+    // A wait that gives up says what the console showed then (paths, ingest events).
+    const until = (what, predicate) => host.waitForFunction(predicate).catch(async error => {
+      const events = await host.$$eval("#ingest li", nodes => nodes.map(n => n.textContent)).catch(() => []);
+      throw new Error(`${what}: ${error.message.split("\n")[0]}; paths ${JSON.stringify(await paths().catch(() => null))}; ingest ${JSON.stringify(events)}`);
+    });
+    await until("the backup sending", () => Number(document.querySelector('#paths [data-path="backup"]')?.dataset.fps) > 0);
     const before = await paths();
     const framesBefore = await framesOf(alice, "host", 1);
     await host.evaluate(() => {
@@ -306,7 +311,7 @@ await run(async () => {
     });
     // The primary is silent, the backup on air, and the last switch was primary → backup
     // (on a loaded machine the paths may have flapped before: the end state is what counts).
-    await host.waitForFunction(() => {
+    await until("the failover to the backup", () => {
       const primary = document.querySelector('#paths [data-path="primary"]');
       const backup = document.querySelector('#paths [data-path="backup"]');
       const last = document.querySelector('#ingest li[data-state="failover"]');
