@@ -150,7 +150,8 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
             # (While the slot was down, the sender's node delivered to its own members only,
             # without a seq: docs/scaleout.md, "Redis unreachable".)
             seqs = [i["seq"] for i in viewer.of_type("danmaku.message") if i["seq"] is not None]
-            assert seqs == sorted(set(seqs))
+            seen = [(i["type"], i["seq"], i["data"].get("text", i["data"])) for i in viewer.items]
+            assert seqs == sorted(set(seqs)), f"{viewer.user}: {seen}\n{node_logs(nodes)}"
     finally:
         for client in (sender, *viewers):
             await client.close()
