@@ -41,6 +41,15 @@ def pictures(viewer: TimedViewer, since: float, close: bool) -> list[int]:
     return [c for at, c in viewer.video if at > since and (c >= LOW) == close]
 
 
+async def sending(base: str, room: str, who: str, camera: str) -> bool:
+    """Whether the program API lists `camera` as sending (a cut to one that is not is refused)."""
+    headers = {"Authorization": f"Bearer {who}"}
+    url = f"{base}/api/rooms/{room}/program"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        cameras = (await response.json()).get("program", {}).get("cameras", [])
+    return any(c["name"] == camera and c.get("sending") for c in cameras)
+
+
 async def cut(base: str, room: str, who: str, body: Any) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {who}"}
     url = f"{base}/api/rooms/{room}/program"
@@ -66,6 +75,12 @@ async def test_the_host_cuts_between_two_cameras_and_viewers_follow_without_a_fr
         assert (await cut(server.url, room, host, {"camera": "far"}))[1]["error"]["code"] == "no_such_camera"
         status, body = await cut(server.url, room, token("cam-viewer"), {"camera": "close"})
         assert (status, body["error"]["code"]) == (403, "forbidden")
+        # On a loaded machine the close camera's first frames may come after the wide one's
+        # 30: a cut before it sends is refused (409 camera_not_sending), as it should be.
+        deadline = loop.time() + WAIT_S
+        while not await sending(server.url, room, host, "close"):
+            assert loop.time() < deadline, "the close camera never sent"
+            await asyncio.sleep(0.1)
         status, body = await cut(server.url, room, host, {"camera": "close"})
         cut_at = loop.time()
         assert status == 200, body
