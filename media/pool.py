@@ -50,6 +50,16 @@ def ingest_path(socket_path: Path) -> Path:
 OnViewer = Callable[[str], None]  # a WHEP session ("<worker>.<session>") connected or closed
 
 
+async def _accepts(path: Path) -> bool:
+    """Whether a Unix socket at `path` accepts connections now."""
+    try:
+        _, writer = await asyncio.open_unix_connection(str(path))
+    except OSError:  # not there yet, or not listening yet
+        return False
+    writer.close()
+    return True
+
+
 class Worker:
     def __init__(self, index: int, socket_path: Path, on_viewer: OnViewer = lambda session: None) -> None:
         self.index = index
@@ -66,7 +76,10 @@ class Worker:
         self.process = await asyncio.create_subprocess_exec(*command)
         self.http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path)))
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
-        while not self.socket_path.exists():
+        # Until it accepts a connection, not until its socket file exists: the file appears at
+        # bind(), a moment before listen(), and a loaded machine can hold the worker between
+        # the two (a first WHIP was answered 503 "Connection refused" in a hog run).
+        while not await _accepts(self.socket_path):
             if self.process.returncode is not None or asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"media worker {self.index} did not start")
             await asyncio.sleep(0.05)
