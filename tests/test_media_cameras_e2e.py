@@ -41,20 +41,22 @@ def pictures(viewer: TimedViewer, since: float, close: bool) -> list[int]:
     return [c for at, c in viewer.video if at > since and (c >= LOW) == close]
 
 
+async def cut(base: str, room: str, who: str, body: Any = None) -> tuple[int, Any]:
+    """`POST /api/rooms/{room}/program` with `body` (a cut), or `GET` it without one."""
+    headers = {"Authorization": f"Bearer {who}"}
+    url = f"{base}/api/rooms/{room}/program"
+    method = "GET" if body is None else "POST"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
 async def sending(base: str, room: str, who: str, camera: str) -> bool:
     """Whether the program API lists `camera` as sending (a cut to one that is not is refused)."""
-    headers = {"Authorization": f"Bearer {who}"}
-    url = f"{base}/api/rooms/{room}/program"
-    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
-        cameras = (await response.json()).get("program", {}).get("cameras", [])
-    return any(c["name"] == camera and c.get("sending") for c in cameras)
-
-
-async def cut(base: str, room: str, who: str, body: Any) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {who}"}
-    url = f"{base}/api/rooms/{room}/program"
-    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as response:
-        return response.status, await response.json()
+    _, body = await cut(base, room, who)
+    return any(c["name"] == camera and c.get("sending") for c in body.get("program", {}).get("cameras", []))
 
 
 async def test_the_host_cuts_between_two_cameras_and_viewers_follow_without_a_freeze(
