@@ -132,7 +132,9 @@ class Peer:
         """What a failed wait on this peer saw: its connection and what it decoded."""
         got = {kind: len(pts) for kind, pts in self.frames.items()}
         state = f"{self.pc.connectionState}, ICE {self.pc.iceConnectionState}"
-        return f"{state}, frames {got}, ended {self.ended}"
+        sent = f", sent {self.counter_track.count} pictures" if self.counter_track else ""
+        decoded = f", counters {self.counters[:3]}..{self.counters[-3:]}" if self.counters else ""
+        return f"{state}, frames {got}, ended {self.ended}{sent}{decoded}"
 
     async def end(self) -> int:
         status, _ = await delete(self.base + self.location, self.token)

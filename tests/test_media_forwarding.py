@@ -50,8 +50,13 @@ async def test_viewers_get_the_publishers_frames_without_transcoding(
     publisher = await publish(server.url, room, token("host-1", "host"), codec)
     viewers = [await play(server.url, room, token(f"viewer-{i}")) for i in range(3)]
     try:
-        await wait_until(lambda: all(len(v.counters) >= 45 for v in viewers), 60, "45 frames per viewer")
-        await wait_until(lambda: all(len(v.frames["audio"]) >= 20 for v in viewers), 60, "audio")
+
+        def seen() -> str:
+            return f"publisher {publisher.describe()}; " + "; ".join(v.describe() for v in viewers)
+
+        enough = lambda: all(len(v.counters) >= 45 for v in viewers)  # noqa: E731
+        await wait_until(enough, 60, "45 frames per viewer", seen)
+        await wait_until(lambda: all(len(v.frames["audio"]) >= 20 for v in viewers), 60, "audio", seen)
         assert publisher.counter_track is not None
         for viewer in viewers:
             assert_counter_stream(viewer, publisher.counter_track.count)
