@@ -6,6 +6,7 @@ history holds reaches them (the gap is filled from the Stream)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -95,6 +96,12 @@ async def each_received(marker: str, viewers: list[Viewer], nodes: Cluster) -> d
     held = {i["seq"]: i["data"]["text"] for i in missed if i["type"] == "danmaku.message"}
     assert marker in held.values(), missed
     for viewer in viewers:
+        # The history may hold items still on their way to a viewer (a retried send's second
+        # copy, written after the first reached everyone): each is given time to arrive.
+        with contextlib.suppress(AssertionError):
+            await viewer.wait_for(
+                lambda i: i["type"] == "danmaku.message" and i["seq"] in held, len(held), 30
+            )
         received = [(i["seq"], i["data"]["text"]) for i in viewer.of_type("danmaku.message")]
         got = dict(received)
         assert {seq: got.get(seq) for seq in held} == held, (
@@ -136,14 +143,19 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
             await asyncio.sleep(0.2)
         promoted = time.monotonic()
 
-        marker = "after-promotion"
+        marker, acks = "after-promotion", []
         while not (ack := await sender.call("danmaku.send", {"room": ROOM, "text": marker}, timeout=15))[
             "ok"
         ]:
+            acks.append(ack["error"]["code"])
             if time.monotonic() - promoted >= 60:  # what the node answered, and what it logged
                 raise AssertionError(f"danmaku.send never worked again: {ack}\n{node_logs(nodes)}")
             await asyncio.sleep(0.2)
-        await each_received(marker, viewers, nodes)
+        held = await each_received(marker, viewers, nodes)
+        # An answer tells the truth: a send answered `unavailable` left no trace, so the
+        # history holds the marker once, plus at most once per `outcome_unknown`.
+        copies = list(held.values()).count(marker)
+        assert 1 <= copies <= 1 + acks.count("outcome_unknown"), (copies, acks)
         resumed = time.monotonic() - promoted
         print(f"promoted {promoted - killed:.1f} s after the kill; all received again {resumed:.1f} s later")
         for viewer in viewers:
