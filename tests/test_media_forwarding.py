@@ -140,8 +140,12 @@ async def test_publisher_figures_reach_the_room_and_metrics(server: ServerProces
     publisher = await publish(server.url, room, token("host-5", "host"))
     viewer = await play(server.url, room, token("stats-fan"))
     try:
-        items = await watcher.wait_for(lambda i: i["type"] == "media.stats", timeout=10)
-        figures = items[0]["data"]
+        # A sample taken while the publisher was still connecting says fps 0, truly: the
+        # figures checked are the first sample taken once the viewer sees video flowing.
+        await wait_until(lambda: len(viewer.counters) >= 30, 60, "video flowing", viewer.describe)
+        before = len(watcher.of_type("media.stats"))
+        items = await watcher.wait_for(lambda i: i["type"] == "media.stats", count=before + 2, timeout=30)
+        figures = items[-1]["data"]
         assert figures["slot"] == "host" and figures["viewers"] == 1
         assert 15 <= figures["fps"] <= 40, figures
         assert figures["bitrate_bps"]["video"] > 10_000 and figures["bitrate_bps"]["audio"] > 0

@@ -248,13 +248,22 @@ async def backup_takeover(server: ServerProcess) -> float:
         window = [at for at, _ in arrivals if killed_at - 0.5 <= at <= killed_at + 2.5]
         gap = max(b - a for a, b in itertools.pairwise(window))
         print(f"RTMP failover gap: {gap * 1000:.0f} ms")
+
         # The backup's own counter, in order, from where it took over. The primary's last
         # pictures may still arrive after the kill on a loaded machine (one came 0.3 s late
         # at load 11): they are the ones before the counter steps back.
-        after = [counter for at, counter in arrivals if at > killed_at]
-        steps_back = [i + 1 for i, (a, b) in enumerate(itertools.pairwise(after)) if b <= a]
-        assert len(steps_back) <= 1, after  # one switch, from the primary to the backup
-        assert len(after[steps_back[0] if steps_back else 0 :]) >= 30, after
+        def after() -> list[int]:
+            return [counter for at, counter in arrivals if at > killed_at]
+
+        def steps_back() -> list[int]:
+            return [i + 1 for i, (a, b) in enumerate(itertools.pairwise(after())) if b <= a]
+
+        def from_backup() -> list[int]:
+            return after()[steps_back()[0] if steps_back() else 0 :]
+
+        # Thirty of the backup's pictures, however slowly a loaded machine decodes them.
+        await wait_until(lambda: len(from_backup()) >= 30, 30, "the backup's pictures", after)
+        assert len(steps_back()) <= 1, after()  # one switch, from the primary to the backup
         metrics = scrape(server.url)
         assert metrics.get(f'liveroom_media_failovers_total{{room="{room}",to="backup"}}', 0) >= 1
         return gap
