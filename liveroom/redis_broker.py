@@ -12,6 +12,13 @@
 * All keys of a room share the hash tag `{room}`, so the room lives on one slot of a
   Redis Cluster, where sharded pub/sub (SPUBLISH/SSUBSCRIBE) is used.
 * Redis unreachable: `publish` raises `Unavailable`; the node decides what to do with it.
+* A promoted replica may lack the last writes its master acknowledged (Redis replicates
+  asynchronously), and then it numbers new items with seqs this node already delivered for
+  other items. A seq alone cannot tell, so each node keeps the digests of the last
+  `LINEAGE` items it delivered per room and compares them with the Stream at every catch-up
+  (and whenever a seq comes again with other content): where they differ, the room's
+  history forked, and the node announces `room.reset` and delivers the Stream's items from
+  the fork on.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,9 +43,11 @@ from liveroom.protocol import assemble_item
 from liveroom.redis_client import MAX_IN_FLIGHT, REDIS_ERRORS, backend_failure
 from liveroom.redis_subscriber import ChannelSubscriber
 
-__all__ = ["RedisBroker"]
+__all__ = ["LINEAGE", "RedisBroker"]
 
 log = logging.getLogger(__name__)
+
+LINEAGE = 16  # the last items' digests a node keeps per room, to notice a seq given twice
 
 # KEYS: meta, stream, channel, once key (or the meta key again when there is none). ARGV:
 # body, keep in history (0/1), max count, stream ttl (s), meta ttl (s), epoch if new,
@@ -69,7 +79,9 @@ if ARGV[8] == '1' then redis.call('SET', KEYS[4], seq, 'EX', ARGV[4]) end
 return {seq, epoch, 0}
 """
 
-# KEYS: meta, stream. ARGV: since (or -1), epoch if new, meta ttl. Returns {epoch, latest, entries}.
+# KEYS: meta, stream. ARGV: since (or -1), epoch if new, meta ttl, the first seq wanted (at
+# most since + 1: a catch-up also reads what it delivered last, to compare). Returns {epoch,
+# latest, entries from the first seq wanted on}.
 _HISTORY = """
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2]) == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -78,8 +90,9 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local latest = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local entries = {}
 local since = tonumber(ARGV[1])
-if since >= 0 and since < latest then
-  entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
+local first = tonumber(ARGV[4])
+if since >= 0 and first <= latest then
+  entries = redis.call('XRANGE', KEYS[2], first .. '-0', '+')
 end
 return {epoch, latest, entries}
 """
@@ -153,6 +166,8 @@ class RedisBroker:
         self._handler: PublicationHandler | None = None
         self._subscriber = ChannelSubscriber(redis, self._receive, self._recover_all)
         self._last_seq: dict[str, int] = {}
+        # room -> (seq, digest of its body) of the last items delivered: see the docstring.
+        self._lineage: dict[str, deque[tuple[int, int]]] = {}
         self._epochs: dict[str, str] = {}
         self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)  # see RedisStore: cluster pools do not wait
         self._publish = redis.register_script(_PUBLISH)
@@ -217,17 +232,36 @@ class RedisBroker:
         )
 
     async def history(self, room: str, since: int | None, epoch: str | None = None) -> HistorySlice:
+        first = 1 if since is None else since + 1
+        current_epoch, latest, entries = await self._read_history(room, since, first)
+        return self._slice(room, since, epoch, current_epoch, latest, entries)
+
+    async def _read_history(
+        self, room: str, since: int | None, first: int
+    ) -> tuple[str, int, list[tuple[int, bytes]]]:
+        """The room's epoch, latest seq, and its Stream's (seq, body) from `first` on."""
         meta, stream, _ = self._keys(room)
         try:
             async with self._gate:
                 current, latest, entries = await self._history(
                     keys=(meta, stream),
-                    args=(-1 if since is None else since, secrets.token_hex(4), self._meta_ttl_s),
+                    args=(-1 if since is None else since, secrets.token_hex(4), self._meta_ttl_s, first),
                 )
         except REDIS_ERRORS as exc:
             raise Unavailable(f"the room history is unreachable: {exc}") from None
         current_epoch = current.decode() if isinstance(current, bytes) else str(current)
-        latest = int(latest)
+        return current_epoch, int(latest), [self._entry(entry) for entry in entries]
+
+    def _slice(
+        self,
+        room: str,
+        since: int | None,
+        epoch: str | None,
+        current_epoch: str,
+        latest: int,
+        entries: list[tuple[int, bytes]],
+    ) -> HistorySlice:
+        """What `history` answers, from what `_read_history` read."""
         if since is None:
             return HistorySlice(current_epoch, latest, [], False)
         # The epoch is part of `since`: a seq of another epoch says nothing about this one's,
@@ -237,7 +271,8 @@ class RedisBroker:
         if since == latest:
             return HistorySlice(current_epoch, latest, [], False)
         horizon = self._clock.now_ms() - self._history_age_ms
-        items = [p for p in (self._decode_entry(room, entry) for entry in entries) if p.ts >= horizon]
+        publications = (self._publication(room, seq, body) for seq, body in entries if seq > since)
+        items = [p for p in publications if p.ts >= horizon]
         if not items or items[0].seq != since + 1:
             return HistorySlice(current_epoch, latest, [], True)
         return HistorySlice(current_epoch, latest, items, False)
@@ -279,7 +314,9 @@ class RedisBroker:
             ),
         )
 
-    def _decode_entry(self, room: str, entry: Sequence[Any]) -> Publication:
+    @staticmethod
+    def _entry(entry: Sequence[Any]) -> tuple[int, bytes]:
+        """A Stream entry as (seq, body)."""
         entry_id, fields = entry
         seq = int(entry_id.split(b"-")[0])
         body = (
@@ -287,7 +324,7 @@ class RedisBroker:
             if isinstance(fields, dict)
             else dict(zip(fields[::2], fields[1::2], strict=True))[b"p"]
         )
-        return self._publication(room, seq, body)
+        return seq, body
 
     @staticmethod
     def _publication(room: str, seq: int | None, body: bytes) -> Publication:
@@ -310,6 +347,7 @@ class RedisBroker:
 
     async def unsubscribe(self, room: str) -> None:
         self._epochs.pop(room, None)
+        self._lineage.pop(room, None)
         if self._last_seq.pop(room, None) is not None:
             await self._subscriber.unsubscribe(self._keys(room)[2])
 
@@ -324,40 +362,73 @@ class RedisBroker:
             self._deliver(self._publication(room, None, body))
             return
         if seq <= last:
-            return  # already delivered (recovered from the Stream)
+            # Already delivered (recovered from the Stream), unless this seq was delivered
+            # with other content: the history forked (see the docstring).
+            if self._delivered_otherwise(room, seq, body):
+                await self._recover(room)
+            return
         if seq > last + 1:
             await self._recover(room)  # fills last+1 .. seq from the Stream
             if seq <= self._last_seq.get(room, seq):
                 return
-        self._last_seq[room] = seq
-        self._deliver(self._publication(room, seq, body))
+        self._accept(room, seq, body)
 
     async def _recover_all(self) -> None:
         for room in list(self._last_seq):
             with contextlib.suppress(Unavailable):
                 await self._recover(room)
 
+    def _accept(self, room: str, seq: int, body: bytes) -> None:
+        """Deliver the room's item `seq`, the next after what was delivered, and remember it."""
+        self._last_seq[room] = seq
+        lineage = self._lineage.get(room)
+        if lineage is None:
+            lineage = self._lineage[room] = deque(maxlen=LINEAGE)
+        lineage.append((seq, hash(body)))
+        self._deliver(self._publication(room, seq, body))
+
+    def _delivered_otherwise(self, room: str, seq: int, body: bytes) -> bool:
+        """This node delivered `seq` of `room` with other content (as far as it remembers)."""
+        return any(known == seq and digest != hash(body) for known, digest in self._lineage.get(room, ()))
+
     async def _recover(self, room: str) -> None:
         last = self._last_seq.get(room)
         if last is None:
             return
-        window = await self.history(room, last)
-        if window.epoch != self._epochs.get(room, window.epoch):
-            log.warning("room %s: its history started over (epoch %s)", room, window.epoch)
-            self._epochs[room] = window.epoch
-            self._last_seq[room] = 0
-            self._announce_reset(room, window.epoch)
-            window = await self.history(room, 0)
+        lineage = self._lineage.get(room) or ()
+        first = min([last + 1, *(seq for seq, _ in lineage)])
+        epoch, latest, entries = await self._read_history(room, last, first)
+        stored = dict(entries)
+        fork = next((seq for seq, digest in lineage if seq in stored and hash(stored[seq]) != digest), None)
+        # Started over or forked: what this node delivered is not the room's history; it
+        # says so, and delivers the history from where they part.
+        parted = True
+        if epoch != self._epochs.get(room, epoch):
+            log.warning("room %s: its history started over (epoch %s)", room, epoch)
+            self._epochs[room] = epoch
+            last = 0
+            epoch, latest, entries = await self._read_history(room, last, 1)
+        elif fork is not None:
+            log.warning("room %s: its history forked at seq %d (a failover lost writes)", room, fork)
+            last = fork - 1
+        else:
+            parted = False
+        window = self._slice(room, last, None, epoch, latest, entries)
+        if parted:
+            self._lineage.pop(room, None)
+            self._last_seq[room] = last
+            self._announce_reset(room, epoch)
         elif window.reset:
             log.warning("room %s: items were lost beyond the history window", room)
             self._last_seq[room] = window.latest
+            self._lineage.pop(room, None)
             self._announce_reset(room, window.epoch)
             return
+        bodies = dict(entries)
         for publication in window.items:
             assert publication.seq is not None
             if publication.seq > self._last_seq.get(room, publication.seq):
-                self._last_seq[room] = publication.seq
-                self._deliver(publication)
+                self._accept(room, publication.seq, bodies[publication.seq])
 
     def _announce_reset(self, room: str, epoch: str) -> None:
         """Tell the node (and through it, clients) that seq continuity is broken in this room."""
