@@ -131,6 +131,15 @@ async def dual_path_room(base: str) -> tuple[str, Viewer, Peer, Peer]:
     return room, watcher, primary, backup
 
 
+TOLD = ("backup", "primary")
+
+
+def told(watcher: Viewer) -> dict[str, float]:
+    """How many failovers to each path the room was told of."""
+    items = watcher.of_type("media.failover")
+    return {to: float(sum(1 for i in items if i["data"]["to"] == to)) for to in TOLD}
+
+
 async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(server: ServerProcess) -> None:
     loop = asyncio.get_running_loop()
     room, watcher, primary, backup = await dual_path_room(server.url)
@@ -159,9 +168,18 @@ async def test_viewers_fail_over_to_the_backup_and_back_without_disconnecting(se
         await asyncio.sleep(0.5)
         for viewer in viewers:
             assert viewer.largest_gap(back_at, loop.time()) <= RETURN_GAP_LIMIT_S
+        # The cut and the return, counted; on a loaded machine the publisher (in this test's
+        # process) may also stall past the threshold for real, and then each stall is a
+        # failover and a return too (a hog run counted two of each): /metrics counts what
+        # the room was told.
         metrics = scrape(server.url)
-        assert metrics[f'liveroom_media_failovers_total{{room="{room}",to="backup"}}'] == 1
-        assert metrics[f'liveroom_media_failovers_total{{room="{room}",to="primary"}}'] == 1
+        counted = {to: metrics[f'liveroom_media_failovers_total{{room="{room}",to="{to}"}}'] for to in TOLD}
+
+        def seen() -> dict[str, float]:
+            return told(watcher)
+
+        await wait_until(lambda: seen() == counted, WAIT_S, "the failovers counted, told", seen)
+        assert counted["backup"] >= 1 and counted["primary"] >= 1, counted
         await primary.close()  # now the primary goes for good: the backup adopts the viewers
         ended_at = loop.time()
         await wait_until(

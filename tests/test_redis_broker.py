@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -110,8 +111,8 @@ async def lose_the_last_write(admin: aioredis.Redis, room: str) -> None:
     """What a promoted replica that lacked its master's last acknowledged write holds: the
     room's Stream and seq counter one item short."""
     meta, stream = f"lr:{{{room}}}:meta", f"lr:{{{room}}}:hist"
-    latest = int(await admin.hget(meta, "seq"))
-    kept = await admin.xrange(stream, "-", f"{latest - 1}-1")
+    latest = int(await admin.hget(meta, "seq") or 0)
+    kept: list[Any] = await admin.xrange(stream, "-", f"{latest - 1}-1") or []
     await admin.delete(stream)  # rebuilt: a Stream never takes an ID below its last one again
     for entry_id, fields in kept:
         await admin.xadd(stream, fields, id=entry_id)
