@@ -211,6 +211,9 @@ class MediaConfig:
     # Media worker processes, rooms hashed to them; 0 means the core count, 1 keeps the
     # media plane in the node process. Workers start on the first WHIP/WHEP request.
     workers: int = 0
+    # How long the node waits for a media worker's answer (an SDP offer, a cut...); past it
+    # the request is answered 504 outcome_unknown. Far above a loaded worker's answer.
+    worker_call_timeout_s: float = 15.0
     # STUN/TURN URLs given to aiortc. Empty: host candidates only (no external lookups).
     ice_servers: tuple[str, ...] = ()
     # Encoded frames waiting per viewer track; past it the viewer skips to the next keyframe.

@@ -38,7 +38,6 @@ from .rtmp_ingest import IngestSink, WorkerIngest
 __all__ = ["WorkerPool", "ingest_path"]
 
 log = logging.getLogger(__name__)
-CALL_TIMEOUT_S = 15.0  # far above a loaded worker's answer to an SDP offer
 START_TIMEOUT_S = 20.0
 
 
@@ -69,8 +68,10 @@ class Worker:
         self.http: aiohttp.ClientSession | None = None
         self.reader: asyncio.Task[None] | None = None
         self.snapshot: dict[str, Any] | None = None
+        self.call_timeout_s = MediaConfig().worker_call_timeout_s
 
     async def start(self, config: MediaConfig, publish_event: PublishEvent) -> None:
+        self.call_timeout_s = config.worker_call_timeout_s
         settings = json.dumps(dataclasses.asdict(config))
         command = (sys.executable, "-m", "liveroom.media.worker", str(self.socket_path), settings)
         self.process = await asyncio.create_subprocess_exec(*command)
@@ -89,12 +90,12 @@ class Worker:
         assert self.http is not None
         try:
             # Bounded: a worker that hangs must not hold up a command (or the node's stop).
-            timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)
+            timeout = aiohttp.ClientTimeout(total=self.call_timeout_s)
             async with self.http.post(f"http://worker{path}", json=body, timeout=timeout) as response:
                 reply: dict[str, Any] = await response.json()
         except TimeoutError:
             raise OutcomeUnknown(
-                f"media worker {self.index} did not answer in {CALL_TIMEOUT_S:.0f} s: the outcome is unknown"
+                f"media worker {self.index} did not answer in {self.call_timeout_s:g} s: the outcome is unknown"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise CommandError(

@@ -74,6 +74,8 @@ STATUS = {
     "too_many_viewers": 503,
     "media_unavailable": 503,
     "unavailable": 503,
+    # A media worker that did not answer in time: the session may or may not exist there.
+    "outcome_unknown": 504,
 }
 
 

@@ -6,9 +6,15 @@ loop (the fallback) carries the video here.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 from media_support import WhipError, play, post_sdp, publish, scrape, wait_until
 from support import ServerProcess, token
@@ -101,6 +107,54 @@ async def test_trickle_reaches_the_rooms_worker(server: ServerProcess) -> None:
     try:
         assert host.location.split("/")[-1].startswith("1.")
         await wait_until(lambda: len(viewer.counters) >= 10, 15, "video")
+    finally:
+        await viewer.end()
+        await host.end()
+
+
+def media_worker_pid(server: ServerProcess, index: int) -> int:
+    assert server.process is not None
+    found = subprocess.run(
+        ["pgrep", "-P", str(server.process.pid), "-f", f"liveroom.media.worker .*w{index}.sock"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    [pid] = [int(pid) for pid in found.stdout.split()]
+    return pid
+
+
+@pytest.fixture
+def impatient(tmp_path: Path) -> Iterator[ServerProcess]:
+    """Two media workers, each given 2 s to answer."""
+    env = {"LIVEROOM_MEDIA_WORKERS": "2", "LIVEROOM_MEDIA_WORKER_CALL_TIMEOUT_S": "2"}
+    process = ServerProcess(tmp_path / "impatient", env)
+    yield process.start()
+    process.stop()
+
+
+async def test_a_worker_too_busy_to_answer_is_an_unknown_outcome_not_a_bad_request(
+    impatient: ServerProcess,
+) -> None:
+    """A media worker that does not answer in time (stopped here; on a loaded machine, busy)
+    is answered 504 outcome_unknown, and the node goes on serving; the worker answers again
+    once it runs."""
+    room, _ = rooms_on_each_worker()
+    host = await publish(impatient.url, room, token("host-busy", "host"))  # starts the workers
+    worker = media_worker_pid(impatient, 0)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        with pytest.raises(WhipError) as busy:
+            await play(impatient.url, room, token("fan-busy"))
+        assert busy.value.status == 504, busy.value.body
+        assert json.loads(busy.value.body)["error"]["code"] == "outcome_unknown"
+        async with aiohttp.ClientSession() as http, http.get(impatient.url + "/readyz") as response:
+            assert response.status == 200, await response.text()  # the node itself goes on
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    viewer = await play(impatient.url, room, token("fan-busy"))
+    try:
+        await wait_until(lambda: len(viewer.counters) >= 10, 30, "video, the worker running", viewer.describe)
     finally:
         await viewer.end()
         await host.end()

@@ -281,8 +281,9 @@ async function watch(slot, attempt = 0) {
     const current = wanted();
     // The publisher is there but its tracks are not yet (it is just coming up), a guest
     // is on stage and about to publish, or this viewer's other sessions are still
-    // connecting (too_many_sessions: a stage's members are asked for at once): ask again.
-    const coming = ["no_media", "too_many_sessions"].includes(error.code) || (slot !== "host" && error.code === "not_publishing");
+    // connecting (too_many_sessions: a stage's members are asked for at once), or the
+    // server's media worker was too busy to answer in time (outcome_unknown): ask again.
+    const coming = ["no_media", "too_many_sessions", "outcome_unknown"].includes(error.code) || (slot !== "host" && error.code === "not_publishing");
     const retry = current && coming && attempt < 10;
     // Not live yet: the next `media.publisher connected` starts it (HLS has nothing either).
     if (slot === "host" && current && !retry && error.code !== "not_publishing") return fallBack(entry);
