@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Any
 
 import jwt
 import pytest
@@ -140,18 +141,24 @@ async def test_publisher_figures_reach_the_room_and_metrics(server: ServerProces
     publisher = await publish(server.url, room, token("host-5", "host"))
     viewer = await play(server.url, room, token("stats-fan"))
     try:
-        # A sample taken while the publisher was still connecting says fps 0, truly: the
-        # figures checked are the first sample taken once the viewer sees video flowing.
+        # A sample says what the last 2 s carried: fps 0 while the publisher was still
+        # connecting, or while a loaded machine stalled it (this test's process sends), truly.
+        # So the figures checked are those of a sample of flowing video, within 15 samples.
         await wait_until(lambda: len(viewer.counters) >= 30, 60, "video flowing", viewer.describe)
-        before = len(watcher.of_type("media.stats"))
-        items = await watcher.wait_for(lambda i: i["type"] == "media.stats", count=before + 2, timeout=30)
-        figures = items[-1]["data"]
-        assert figures["slot"] == "host" and figures["viewers"] == 1
-        assert 15 <= figures["fps"] <= 40, figures
+
+        def flowing(item: dict[str, Any]) -> bool:
+            return item["type"] == "media.stats" and 15 <= float(item["data"]["fps"]) <= 40
+
+        try:
+            figures = (await watcher.wait_for(flowing, timeout=30))[0]["data"]
+        except AssertionError:
+            samples = [i["data"] for i in watcher.of_type("media.stats")]
+            raise AssertionError(f"{samples}; viewer {viewer.describe()}; {publisher.describe()}") from None
+        assert figures["slot"] == "host" and figures["viewers"] == 1, figures
         assert figures["bitrate_bps"]["video"] > 10_000 and figures["bitrate_bps"]["audio"] > 0
         host = f'room="{room}",slot="host"'
         fps = f'liveroom_media_publisher_fps{{kind="video",{host}}}'
-        await wait_until(lambda: scrape(server.url).get(fps, 0) > 15, 5, "fps in /metrics")
+        await wait_until(lambda: scrape(server.url).get(fps, 0) > 15, 30, "fps in /metrics")
         metrics = scrape(server.url)
         assert metrics[f'liveroom_media_viewers{{room="{room}"}}'] == 1
         assert metrics[f"liveroom_media_viewer_packets_lost_total{{{host}}}"] == 0
