@@ -94,8 +94,9 @@ class Worker:
             async with self.http.post(f"http://worker{path}", json=body, timeout=timeout) as response:
                 reply: dict[str, Any] = await response.json()
         except TimeoutError:
+            waited = f"{self.call_timeout_s:g} s"
             raise OutcomeUnknown(
-                f"media worker {self.index} did not answer in {self.call_timeout_s:g} s: the outcome is unknown"
+                f"media worker {self.index} did not answer in {waited}: the outcome is unknown"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise CommandError(
