@@ -121,11 +121,26 @@ async def test_the_host_cuts_between_two_cameras_and_viewers_follow_without_a_fr
         assert gap <= GAP_LIMIT_S
         await cut(server.url, room, host, {"camera": "close"})
         await wait_until(lambda: viewer.video[-1][1] >= LOW, WAIT_S, "the close camera on air")
+        told = len(watcher.items)
         cut_link(close)  # the close camera's link goes dark on air: the program falls back
         dark_at = loop.time()
-        stopped = lambda i: i["type"] == "media.program" and i["data"]["reason"] == "camera_stopped"  # noqa: E731
-        [item] = await watcher.wait_for(stopped, timeout=WAIT_S)
-        assert (item["data"]["from"], item["data"]["camera"]) == ("close", "wide")
+        # (A camera in this test's process may also stall on a loaded machine, for real, and
+        # the program falls back from it too: a hog run saw the wide one's `camera_stopped`.)
+
+        def dark() -> list[dict[str, Any]]:
+            return [
+                i
+                for i in watcher.items[told:]
+                if i["type"] == "media.program"
+                and i["data"]["reason"] == "camera_stopped"
+                and i["data"]["from"] == "close"
+            ]
+
+        def program() -> list[dict[str, Any]]:
+            return watcher.of_type("media.program")
+
+        await wait_until(dark, WAIT_S, "the program falling back from the dark close camera", program)
+        assert dark()[0]["data"]["camera"] == "wide"
         await wait_until(lambda: len(pictures(viewer, dark_at, close=False)) >= 15, WAIT_S, "wide")
         dark_gap = viewer.largest_gap(dark_at - 0.5, loop.time())
         print(f"largest gap when the close camera went dark: {dark_gap * 1000:.0f} ms")
