@@ -72,7 +72,15 @@ async def test_the_host_cuts_between_two_cameras_and_viewers_follow_without_a_fr
     viewer = await play_timed(server.url, room, "cam-viewer")
     try:
         await wait_until(lambda: len(viewer.video) >= 30, WAIT_S, "video from the wide camera")
-        assert all(counter < LOW for _, counter in viewer.video), watcher.items
+        # The program starts on the main camera; it leaves it only if that camera stalled
+        # (it runs in this test's process: on a loaded machine it may, for real, and then
+        # the room is told `camera_stopped`, as a hog run saw).
+        if not all(counter < LOW for _, counter in viewer.video):
+            stopped = lambda i: i["type"] == "media.program" and i["data"]["reason"] == "camera_stopped"  # noqa: E731
+            await watcher.wait_for(stopped, timeout=WAIT_S)
+            # Back on the host's choice once it is healthy again, on its keyframe.
+            recovered = lambda i: i["type"] == "media.program" and i["data"]["reason"] == "camera_recovered"  # noqa: E731
+            await watcher.wait_for(recovered, timeout=WAIT_S)
         await watcher.wait_for(lambda i: i["type"] == "media.program", timeout=WAIT_S)  # camera_added
         assert (await cut(server.url, room, host, {"camera": "far"}))[1]["error"]["code"] == "no_such_camera"
         status, body = await cut(server.url, room, token("cam-viewer"), {"camera": "close"})
