@@ -51,17 +51,24 @@ async def test_a_backup_that_ends_while_the_primary_is_dead_ends_the_program(ser
         await wait_until(lambda: len(viewer.video) >= 30, 60, "video from the primary")
         await wait_until(lambda: ".m3u8" in get(f"{hls}/master.m3u8")[1], 60, "the HLS master playlist")
         variant = next(line for line in get(f"{hls}/master.m3u8")[1].splitlines() if line.endswith(".m3u8"))
+        # (A primary stalled by a loaded machine fails over and returns for real before the
+        # kill: those are told first, and what follows is the kill's.)
+        told = len(failovers(watcher))
         primary.kill()  # SIGKILL: no BYE, no DTLS close; its session stays on the server
         await primary.wait()
         killed_at = loop.time()
-        await watcher.wait_for(lambda i: i["type"] == "media.failover", timeout=60)
+
+        def seen() -> list[tuple[str, str, str]]:
+            return failovers(watcher)
+
+        await wait_until(lambda: len(seen()) > told, 60, "the failover", seen)
         await wait_until(lambda: viewer.video[-1][0] > killed_at + 0.5, 60, "video from the backup")
-        [first] = failovers(watcher)
+        [first] = failovers(watcher)[told:]
         assert first[:2] == ("primary", "backup") and first[2] in ("primary_stopped", "primary_silence")
         await backup.end()
         [ended] = await watcher.wait_for(lambda i: i["type"] == "media.ended", timeout=60)
         assert ended["data"] == {"room": room, "slot": "host", "reason": "no_path_sending"}
-        assert failovers(watcher) == [first]  # not backup -> primary (backup_ended)
+        assert failovers(watcher)[told:] == [first]  # not backup -> primary (backup_ended)
         status, playlist = get(f"{hls}/{variant}")  # kept readable a while, and ended
         assert status == 200 and playlist.rstrip().endswith("#EXT-X-ENDLIST"), playlist
         await wait_until(lambda: sorted(viewer.ended) == ["audio", "video"], 60, "the viewer's tracks to end")
