@@ -25,7 +25,8 @@ ROOM = "failover"
 
 @pytest.fixture
 def replicated(tmp_path: Path) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path / "redis", masters=3, replicas=1, node_timeout_ms=1000).start()
+    # A 2 s node timeout: 1 s failed masters over by themselves on a loaded machine.
+    cluster = RedisCluster(tmp_path / "redis", masters=3, replicas=1, node_timeout_ms=2000).start()
     yield cluster
     cluster.stop()
 
@@ -41,6 +42,20 @@ def slot_master(cluster: RedisCluster, killed: int | None = None) -> int | None:
             if first <= key_slot(b"{" + ROOM.encode() + b"}") <= last:
                 return int(primary[1])
     return None
+
+
+def replication(cluster: RedisCluster) -> str:
+    """Each node's role, its master and link, and the room's slot master as each node sees it."""
+    lines = []
+    for port in cluster.ports:
+        try:
+            with Redis(port=port, socket_timeout=2) as client:
+                info: dict[str, Any] = client.info("replication")
+            link = f"of {info.get('master_port')} link {info.get('master_link_status')}"
+            lines.append(f"{port}: {info.get('role')} {link if info.get('role') == 'slave' else ''}")
+        except Exception as exc:  # a node down or stalled says so
+            lines.append(f"{port}: {exc}")
+    return "; ".join(lines) + f"; slot master {slot_master(cluster)}"
 
 
 def replica_in_sync(cluster: RedisCluster, master: int) -> bool:
@@ -129,7 +144,10 @@ async def test_viewers_follow_a_promoted_replica_and_miss_nothing(
             found[:] = [master] if master is not None and replica_in_sync(replicated, master) else []
             return bool(found)
 
-        await until(synced_master, 60, "no replica of the slot's master synced")
+        try:
+            await until(synced_master, 60, "no replica of the slot's master synced")
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}: {replication(replicated)}") from None
         [master] = found
 
         replicated.process_on(master).send_signal(signal.SIGKILL)
