@@ -19,7 +19,12 @@ await run(async () => {
     // Both listed, and the close one sending (a camera not sending yet is refused a cut, 409
     // camera_not_sending: on a loaded machine its first frames can come after the listing).
     await page.waitForFunction(() => document.querySelectorAll("#cameras li[data-camera]").length === 2
-      && document.querySelector('#cameras li[data-camera="close"]')?.dataset.sending === "true");
+      && document.querySelector('#cameras li[data-camera="close"]')?.dataset.sending === "true")
+      .catch(async error => {  // what the console showed instead
+        const shown = { cameras: await cameras(page), status: await page.textContent("#status"),
+          list: await page.textContent("#cameras"), ingest: await page.textContent("#paths") };
+        throw new Error(`${error.message} ${JSON.stringify(shown)}`);
+      });
     return cameras(page);
   });
   await step("cut", async () => {
